@@ -1,1 +1,16 @@
-fn main() {}
+//! The `gateway` binary: parse the command line and hand over to [`cli`].
+
+mod cli;
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::Cli::parse().execute() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

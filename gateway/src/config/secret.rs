@@ -1,0 +1,125 @@
+//! Secret references (`env:NAME`, `file:PATH`) and the [`Secret`] value they resolve to.
+//!
+//! Secrets are never required inline in the config, and a resolved secret never prints: its
+//! `Debug` is redacted so it cannot leak through logs or error messages by accident.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A resolved secret. Compare it only through constant-time code (HMAC verification,
+/// `subtle`); never format it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where a secret comes from, as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Why a secret reference could not be resolved. Messages name the reference, never the value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    #[error("`{0}` is not a secret reference: write `env:NAME` or `file:PATH`")]
+    NotAReference(String),
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    #[error("environment variable {0} is empty")]
+    EnvEmpty(String),
+    #[error("cannot read secret file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("secret file {0} is empty")]
+    FileEmpty(String),
+}
+
+impl SecretRef {
+    pub fn parse(text: &str) -> Result<Self, SecretError> {
+        if let Some(name) = text.strip_prefix("env:").filter(|n| !n.is_empty()) {
+            return Ok(Self::Env(name.to_owned()));
+        }
+        if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        // Do not echo what looks like an inline secret back into an error message.
+        let shown = if text.len() > 8 {
+            "<inline value>".to_owned()
+        } else {
+            text.to_owned()
+        };
+        Err(SecretError::NotAReference(shown))
+    }
+
+    /// Reads the secret from the environment or the file system.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        match self {
+            Self::Env(name) => match std::env::var_os(name) {
+                None => Err(SecretError::EnvMissing(name.clone())),
+                Some(v) if v.is_empty() => Err(SecretError::EnvEmpty(name.clone())),
+                Some(v) => Ok(Secret(v.into_encoded_bytes())),
+            },
+            Self::File(path) => {
+                let shown = path.display().to_string();
+                let mut bytes = std::fs::read(path).map_err(|e| SecretError::File {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                    bytes.pop();
+                }
+                if bytes.is_empty() {
+                    return Err(SecretError::FileEmpty(shown));
+                }
+                Ok(Secret(bytes))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = Secret::new(b"whsec_topsecret".to_vec());
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn references_parse_and_inline_values_are_not_echoed() {
+        assert_eq!(
+            SecretRef::parse("env:X").ok(),
+            Some(SecretRef::Env("X".into()))
+        );
+        let err = SecretRef::parse("whsec_abcdefghijkl")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| !e.contains("whsec_")));
+    }
+
+    #[test]
+    fn file_secrets_trim_the_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        std::fs::write(&path, "abc\n").expect("write");
+        let secret = SecretRef::File(path).resolve().expect("resolves");
+        assert_eq!(secret.expose(), b"abc");
+    }
+}

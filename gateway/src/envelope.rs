@@ -1,0 +1,140 @@
+//! The common event envelope every provider's webhook is normalized into.
+//!
+//! Owns the CloudEvents 1.0 attributes and our extensions (`provider`, `providertype`,
+//! `receivedat`), and the [`DedupKey`] that makes two deliveries "the same event". It never
+//! looks at HTTP, signatures or storage: providers build envelopes, later stages only read them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// CloudEvents spec version we emit.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Identity of one event within its source: equal keys mean "a retry of the same delivery".
+///
+/// It doubles as the envelope `id`, so it is stable across retries and unique across distinct
+/// events of one source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DedupKey(String);
+
+impl DedupKey {
+    /// A key from the provider's own event id.
+    pub fn from_event_id(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+
+    /// A key made of parts that together identify the event (e.g. type, object id, status).
+    pub fn from_parts(parts: &[&str]) -> Self {
+        Self(parts.join(":"))
+    }
+
+    /// A key from a SHA-256 over the canonical payload, for events that carry no id.
+    pub fn from_content_hash(hex_digest: &str) -> Self {
+        Self(format!("sha256:{hex_digest}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One normalized event, serialized as CloudEvents structured JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub specversion: String,
+    /// Equals the dedup key.
+    pub id: String,
+    /// The configured source name, e.g. `ledger`.
+    pub source: String,
+    /// `<provider>.<provider type>`, e.g. `ledger.transaction.completed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the provider says it happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The object the event is about (transaction id, wallet alias, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub datacontenttype: String,
+    /// The provider's payload object, verbatim.
+    pub data: Box<RawValue>,
+    /// Extension: provider name (`ledger`, `ledig`).
+    pub provider: String,
+    /// Extension: the provider's own type string.
+    pub providertype: String,
+    /// Extension: when the gateway received it (RFC 3339, UTC).
+    pub receivedat: String,
+}
+
+impl Envelope {
+    /// The envelope as CloudEvents structured-mode JSON.
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings and an already-valid RawValue cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// Formats a Unix time in milliseconds as RFC 3339 UTC, if it is in range.
+pub fn rfc3339_from_millis(millis: i64) -> Option<String> {
+    let nanos = i128::from(millis).checked_mul(1_000_000)?;
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Formats a Unix time in seconds as RFC 3339 UTC, if it is in range.
+pub fn rfc3339_from_secs(secs: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Current time as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_format_as_rfc3339() {
+        assert_eq!(
+            rfc3339_from_millis(1_710_000_000_000).as_deref(),
+            Some("2024-03-09T16:00:00Z")
+        );
+        assert_eq!(rfc3339_from_millis(i64::MAX), None);
+    }
+
+    #[test]
+    fn envelope_serializes_as_structured_cloudevent() {
+        let env = Envelope {
+            specversion: SPEC_VERSION.into(),
+            id: "evt_1".into(),
+            source: "ledger".into(),
+            event_type: "ledger.transaction.completed".into(),
+            time: None,
+            subject: Some("txn_1".into()),
+            datacontenttype: "application/json".into(),
+            data: RawValue::from_string(r#"{"a":1}"#.into()).expect("valid json"),
+            provider: "ledger".into(),
+            providertype: "transaction.completed".into(),
+            receivedat: "2024-03-09T16:00:00Z".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&env.to_json()).expect("json");
+        assert_eq!(v["type"], "ledger.transaction.completed");
+        assert_eq!(v["data"]["a"], 1);
+        assert!(v.get("time").is_none());
+    }
+}

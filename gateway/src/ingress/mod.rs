@@ -1,0 +1,135 @@
+//! Ingress: the HTTP side of the gateway. Owns the listener, per-connection limits, routing a
+//! request to its source's endpoint or to the service endpoints (`/healthz`, `/readyz`,
+//! `/metrics`), and turning every outcome into the documented status and JSON body.
+//!
+//! It never parses provider formats itself (that is `providers`) and never writes SQL (that is
+//! `store`); it never answers 200 before the store has committed.
+
+mod body;
+mod listener;
+mod reply;
+mod webhook;
+
+pub use listener::serve;
+
+use crate::config::GatewayConfig;
+use crate::metrics::events::UnmatchedRequest;
+use crate::metrics::{Metrics, SourceMetrics};
+use crate::providers::Source;
+use crate::store::Store;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use reply::Body;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a request waits for the store before it is answered 503.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `/readyz` waits for its probe write.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One source's endpoint: how to authenticate and normalize, and where to count.
+#[derive(Debug)]
+struct Endpoint {
+    source: Source,
+    metrics: SourceMetrics,
+}
+
+/// Everything the request path needs, built once from the config.
+#[derive(Debug)]
+pub struct Gateway {
+    by_path: HashMap<String, Endpoint>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    max_body: u64,
+    request_timeout: Duration,
+    store_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(config: &GatewayConfig, store: Arc<dyn Store>, metrics: Metrics) -> Self {
+        let by_path = config
+            .sources
+            .iter()
+            .map(|s| {
+                let source = Source::new(s);
+                let endpoint = Endpoint {
+                    metrics: metrics.for_source(source.name(), source.catalogue()),
+                    source,
+                };
+                (s.path.clone(), endpoint)
+            })
+            .collect();
+        Self {
+            by_path,
+            store,
+            metrics,
+            max_body: config.server.max_body,
+            request_timeout: config.server.request_timeout,
+            store_timeout: STORE_TIMEOUT,
+        }
+    }
+
+    /// The endpoint a path belongs to, and the token segment for token-in-path sources.
+    fn route<'p>(&self, path: &'p str) -> Option<(&Endpoint, Option<&'p str>)> {
+        if let Some(e) = self.by_path.get(path) {
+            return Some((e, None));
+        }
+        let (prefix, last) = path.rsplit_once('/')?;
+        let e = self.by_path.get(prefix)?;
+        (e.source.token_in_path() && !last.is_empty()).then_some((e, Some(last)))
+    }
+
+    /// Answers one request. Never fails: every error becomes a documented response.
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        match path.as_str() {
+            "/healthz" | "/readyz" | "/metrics"
+                if req.method() != Method::GET && req.method() != Method::HEAD =>
+            {
+                self.unmatched("method_not_allowed");
+                reply::method_not_allowed("GET")
+            }
+            "/healthz" => reply::accepted(),
+            "/readyz" => self.ready().await,
+            "/metrics" => reply::metrics_text(self.metrics.render()),
+            _ => match self.route(&path) {
+                Some((endpoint, suffix)) if req.method() == Method::POST => {
+                    webhook::receive(self, endpoint, req, peer.ip(), suffix).await
+                }
+                Some(_) => {
+                    self.unmatched("method_not_allowed");
+                    reply::method_not_allowed("POST")
+                }
+                None => {
+                    self.unmatched("not_found");
+                    reply::error(StatusCode::NOT_FOUND, "no such path")
+                }
+            },
+        }
+    }
+
+    async fn ready(&self) -> Response<Body> {
+        match tokio::time::timeout(READY_TIMEOUT, self.store.check_writable()).await {
+            Ok(Ok(())) => reply::accepted(),
+            Ok(Err(e)) => reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("store not writable: {e}"),
+            ),
+            Err(_) => reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store not writable: timed out",
+            ),
+        }
+    }
+
+    fn unmatched(&self, reason: &'static str) {
+        UnmatchedRequest {
+            metrics: &self.metrics,
+            reason,
+        }
+        .emit();
+    }
+}

@@ -1,0 +1,207 @@
+//! One delivery on a source's path, start to answer: limits -> authenticate -> normalize ->
+//! dedup + persist -> ack. Each step's failure maps to exactly one status of the design's table.
+//!
+//! The ack waits for the store's commit. This path does no plugin work and no outbound I/O.
+
+use super::body::{self, BodyError};
+use super::reply::{self, Body};
+use super::{Endpoint, Gateway};
+use crate::metrics::Outcome;
+use crate::metrics::events::{
+    AuthRejected, BodyQuarantined, EventStored, RequestHandled, StoreUnavailable, UnknownFieldsSeen,
+};
+use crate::providers::{Delivery, NormalizeError};
+use crate::store::{IngestOutcome, NewEvent, QuarantinedBody, StoreError};
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use tokio::time::Instant;
+
+const STORE_UNAVAILABLE: &str = "store unavailable, retry later";
+
+pub(super) async fn receive(
+    gw: &Gateway,
+    endpoint: &Endpoint,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    path_suffix: Option<&str>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (outcome, response) = handle(gw, endpoint, req, peer, path_suffix, started).await;
+    RequestHandled {
+        metrics: &endpoint.metrics,
+        outcome,
+        elapsed: started.elapsed(),
+    }
+    .emit();
+    response
+}
+
+async fn handle(
+    gw: &Gateway,
+    endpoint: &Endpoint,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    path_suffix: Option<&str>,
+    started: Instant,
+) -> (Outcome, Response<Body>) {
+    let (parts, incoming) = req.into_parts();
+    // Refuse a declared oversize body before reading a byte of it.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > gw.max_body) {
+        let msg = BodyError::TooLarge(gw.max_body).to_string();
+        return (
+            Outcome::TooLarge,
+            reply::error_and_close(StatusCode::PAYLOAD_TOO_LARGE, &msg),
+        );
+    }
+    let deadline = started + gw.request_timeout;
+    let raw = match body::read_limited(incoming, gw.max_body, deadline).await {
+        Ok(raw) => raw,
+        Err(e @ BodyError::TooLarge(_)) => {
+            let res = reply::error_and_close(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
+            return (Outcome::TooLarge, res);
+        }
+        Err(e @ BodyError::Timeout) => {
+            let res = reply::error_and_close(StatusCode::REQUEST_TIMEOUT, &e.to_string());
+            return (Outcome::Timeout, res);
+        }
+        Err(e @ BodyError::Read(_)) => {
+            let res = reply::error_and_close(StatusCode::BAD_REQUEST, &e.to_string());
+            return (Outcome::Malformed, res);
+        }
+    };
+
+    let delivery = Delivery {
+        headers: &parts.headers,
+        body: &raw,
+        peer,
+        path_suffix,
+    };
+    let verified = match endpoint.source.authenticate(delivery, unix_now()) {
+        Ok(v) => v,
+        Err(reason) => {
+            AuthRejected {
+                metrics: &endpoint.metrics,
+                reason: &reason,
+                peer,
+            }
+            .emit();
+            let res = reply::error(StatusCode::UNAUTHORIZED, &reason.to_string());
+            return (Outcome::Unauthorized, res);
+        }
+    };
+
+    let received_at_ms = unix_now_ms();
+    let received_at = crate::envelope::rfc3339_from_millis(received_at_ms).unwrap_or_default();
+    let headers = endpoint.source.kept_headers(&parts.headers);
+    let normalized = match endpoint.source.normalize(&verified, &received_at) {
+        Ok(n) => n,
+        Err(NormalizeError::NotJson(detail)) => {
+            let quarantined = QuarantinedBody {
+                source: endpoint.source.name().to_owned(),
+                reason: format!("body is not valid JSON: {detail}"),
+                raw_body: raw.clone(),
+                headers,
+                received_at_ms,
+            };
+            return quarantine(gw, endpoint, quarantined).await;
+        }
+    };
+    UnknownFieldsSeen {
+        metrics: &endpoint.metrics,
+        event_type: &normalized.envelope.event_type,
+        fields: &normalized.unknown_fields,
+    }
+    .emit();
+
+    let event = NewEvent {
+        source: endpoint.source.name().to_owned(),
+        dedup_key: normalized.dedup_key.as_str().to_owned(),
+        event_type: normalized.envelope.event_type.clone(),
+        envelope: normalized.envelope.to_json(),
+        raw_body: raw,
+        headers,
+        received_at_ms,
+    };
+    match store_call(gw, gw.store.ingest(event)).await {
+        Ok(IngestOutcome::Stored { seq }) => {
+            EventStored {
+                metrics: &endpoint.metrics,
+                catalogue_type: normalized.catalogue_type,
+                event_type: &normalized.envelope.event_type,
+                id: &normalized.envelope.id,
+                seq,
+            }
+            .emit();
+            (Outcome::Accepted, reply::accepted())
+        }
+        Ok(IngestOutcome::Duplicate) => (Outcome::Duplicate, reply::duplicate()),
+        Err(error) => {
+            StoreUnavailable {
+                source: endpoint.source.name(),
+                error: &error,
+            }
+            .emit();
+            let res = reply::error(StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE);
+            (Outcome::Error, res)
+        }
+    }
+}
+
+/// Keeps an authenticated body that is not JSON, then answers 400; if even that write fails,
+/// 503 so the provider retries and the body is still not lost.
+async fn quarantine(
+    gw: &Gateway,
+    endpoint: &Endpoint,
+    body: QuarantinedBody,
+) -> (Outcome, Response<Body>) {
+    let reason = body.reason.clone();
+    match store_call(gw, gw.store.quarantine(body)).await {
+        Ok(()) => {
+            BodyQuarantined {
+                metrics: &endpoint.metrics,
+                reason: &reason,
+            }
+            .emit();
+            (
+                Outcome::Malformed,
+                reply::error(StatusCode::BAD_REQUEST, "body is not valid JSON"),
+            )
+        }
+        Err(error) => {
+            StoreUnavailable {
+                source: endpoint.source.name(),
+                error: &error,
+            }
+            .emit();
+            let res = reply::error(StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE);
+            (Outcome::Error, res)
+        }
+    }
+}
+
+/// A store call bounded in time: a stuck disk becomes a 503 (the provider retries), not a hang.
+async fn store_call<T>(
+    gw: &Gateway,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(gw.store_timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Write("timed out waiting for the store".into())))
+}
+
+fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+fn unix_now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

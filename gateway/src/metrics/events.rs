@@ -1,0 +1,193 @@
+//! Typed telemetry events: one struct per thing that happens, whose `emit()` writes the log line
+//! and updates the metric together, so the two never drift apart.
+//!
+//! Log fields that come from requests are formatted with `{:?}`, which escapes CR/LF and control
+//! characters, so a request cannot forge log lines. Nothing here ever receives a secret.
+
+use super::{Metrics, Outcome, SourceMetrics};
+use std::time::Duration;
+
+/// A request on a webhook path got its answer.
+#[derive(Debug)]
+pub struct RequestHandled<'a> {
+    pub metrics: &'a SourceMetrics,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+impl RequestHandled<'_> {
+    pub fn emit(self) {
+        let m = self.metrics;
+        if let Some(c) = Outcome::ALL.iter().position(|o| *o == self.outcome) {
+            m.outcomes[c].inc();
+        }
+        m.ack.observe(self.elapsed.as_secs_f64());
+        tracing::debug!(
+            source = %m.source,
+            outcome = self.outcome.as_str(),
+            elapsed_us = u64::try_from(self.elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request handled"
+        );
+    }
+}
+
+/// A new event was durably stored.
+#[derive(Debug)]
+pub struct EventStored<'a> {
+    pub metrics: &'a SourceMetrics,
+    pub catalogue_type: &'static str,
+    pub event_type: &'a str,
+    pub id: &'a str,
+    pub seq: i64,
+}
+
+impl EventStored<'_> {
+    pub fn emit(self) {
+        if let Some(c) = self.metrics.events.get(self.catalogue_type) {
+            c.inc();
+        }
+        tracing::debug!(
+            source = %self.metrics.source,
+            event_type = ?self.event_type,
+            id = ?self.id,
+            seq = self.seq,
+            "event stored"
+        );
+    }
+}
+
+/// A delivery failed authentication.
+#[derive(Debug)]
+pub struct AuthRejected<'a> {
+    pub metrics: &'a SourceMetrics,
+    pub reason: &'a crate::providers::AuthError,
+    pub peer: std::net::IpAddr,
+}
+
+impl AuthRejected<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            source = %self.metrics.source,
+            peer = %self.peer,
+            reason = %self.reason,
+            "webhook rejected: not authenticated"
+        );
+    }
+}
+
+/// A payload carried fields its provider's docs do not list (kept in `data` all the same).
+#[derive(Debug)]
+pub struct UnknownFieldsSeen<'a> {
+    pub metrics: &'a SourceMetrics,
+    pub event_type: &'a str,
+    pub fields: &'a [String],
+}
+
+/// At most this many field names go into one log line.
+const MAX_LOGGED_FIELDS: usize = 16;
+
+impl UnknownFieldsSeen<'_> {
+    pub fn emit(self) {
+        if self.fields.is_empty() {
+            return;
+        }
+        self.metrics
+            .unknown_fields
+            .inc_by(u64::try_from(self.fields.len()).unwrap_or(u64::MAX));
+        let shown = &self.fields[..self.fields.len().min(MAX_LOGGED_FIELDS)];
+        tracing::info!(
+            source = %self.metrics.source,
+            event_type = ?self.event_type,
+            fields = ?shown,
+            count = self.fields.len(),
+            "payload has fields the provider's docs do not list"
+        );
+    }
+}
+
+/// An authenticated body that could not be normalized was kept in quarantine.
+#[derive(Debug)]
+pub struct BodyQuarantined<'a> {
+    pub metrics: &'a SourceMetrics,
+    pub reason: &'a str,
+}
+
+impl BodyQuarantined<'_> {
+    pub fn emit(self) {
+        self.metrics.quarantined.inc();
+        tracing::warn!(
+            source = %self.metrics.source,
+            reason = ?self.reason,
+            "authenticated body is not JSON: quarantined"
+        );
+    }
+}
+
+/// The store could not take a request's write; the request is answered 503.
+#[derive(Debug)]
+pub struct StoreUnavailable<'a> {
+    pub source: &'a str,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl StoreUnavailable<'_> {
+    pub fn emit(self) {
+        tracing::error!(source = %self.source, error = %self.error, "store unavailable: answered 503");
+    }
+}
+
+/// The writer applied one batch (committed or rolled back).
+#[derive(Debug)]
+pub struct StoreBatchCommitted<'a> {
+    pub metrics: &'a Metrics,
+    pub size: usize,
+    pub elapsed: Duration,
+    pub error: Option<&'a str>,
+}
+
+impl StoreBatchCommitted<'_> {
+    pub fn emit(self) {
+        let m = &self.metrics.0;
+        #[allow(clippy::cast_precision_loss)] // batch sizes are far below 2^52
+        m.store_batch_size.observe(self.size as f64);
+        m.store_commit_duration.observe(self.elapsed.as_secs_f64());
+        if let Some(error) = self.error {
+            m.store_failures.inc();
+            tracing::error!(batch = self.size, %error, "store batch failed and was rolled back");
+        }
+    }
+}
+
+/// Dedup keys older than the window were forgotten.
+#[derive(Debug)]
+pub struct DedupPruned {
+    pub metrics: Metrics,
+    pub count: u64,
+}
+
+impl DedupPruned {
+    pub fn emit(self) {
+        self.metrics.0.dedup_pruned.inc_by(self.count);
+        tracing::info!(
+            count = self.count,
+            "pruned dedup keys older than the window"
+        );
+    }
+}
+
+/// A request for no known path (404) or with the wrong method (405).
+#[derive(Debug)]
+pub struct UnmatchedRequest<'a> {
+    pub metrics: &'a Metrics,
+    pub reason: &'static str,
+}
+
+impl UnmatchedRequest<'_> {
+    pub fn emit(self) {
+        self.metrics
+            .0
+            .unmatched
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}

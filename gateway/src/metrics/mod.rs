@@ -1,0 +1,221 @@
+//! Prometheus metrics: the registry, every metric's name and help text, and pre-resolved
+//! per-source handles for the request path.
+//!
+//! Metric names are part of the gateway's interface and live only here. Label values come only
+//! from config names and the providers' catalogues, never from request data, so the number of
+//! series is bounded. Code elsewhere never touches a metric directly: it emits a typed event
+//! from [`events`], which updates the metric and writes the matching log line together.
+
+pub mod events;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
+pub const ACK_DURATION: &str = "gateway_ack_duration_seconds";
+pub const EVENTS_TOTAL: &str = "gateway_events_total";
+pub const UNKNOWN_FIELDS_TOTAL: &str = "gateway_unknown_fields_total";
+pub const QUARANTINED_TOTAL: &str = "gateway_quarantined_total";
+pub const STORE_BATCH_SIZE: &str = "gateway_store_batch_size";
+pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
+pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
+pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
+pub const UNMATCHED_REQUESTS_TOTAL: &str = "gateway_unmatched_requests_total";
+
+/// Ack latency buckets: the target is single-digit milliseconds, so resolve that range finely.
+const ACK_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
+
+/// How a request on a webhook path ended; the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Unauthorized,
+    Malformed,
+    TooLarge,
+    Timeout,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Self; 7] = [
+        Self::Accepted,
+        Self::Duplicate,
+        Self::Unauthorized,
+        Self::Malformed,
+        Self::TooLarge,
+        Self::Timeout,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Unauthorized => "unauthorized",
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    requests: IntCounterVec,
+    ack_duration: HistogramVec,
+    events: IntCounterVec,
+    unknown_fields: IntCounterVec,
+    quarantined: IntCounterVec,
+    store_batch_size: Histogram,
+    store_commit_duration: Histogram,
+    store_failures: IntCounter,
+    dedup_pruned: IntCounter,
+    unmatched: IntCounterVec,
+}
+
+/// The gateway's metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register metric: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                REQUESTS_TOTAL,
+                "Requests on webhook paths, by source and outcome.",
+            ),
+            &["source", "outcome"],
+        )?;
+        let ack_duration = HistogramVec::new(
+            HistogramOpts::new(
+                ACK_DURATION,
+                "Time from request start to the answer, by source.",
+            )
+            .buckets(ACK_BUCKETS.to_vec()),
+            &["source"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                EVENTS_TOTAL,
+                "Events stored, by source and catalogued type.",
+            ),
+            &["source", "type"],
+        )?;
+        let unknown_fields = IntCounterVec::new(
+            Opts::new(
+                UNKNOWN_FIELDS_TOTAL,
+                "Payload fields the provider's docs do not list.",
+            ),
+            &["source"],
+        )?;
+        let quarantined = IntCounterVec::new(
+            Opts::new(
+                QUARANTINED_TOTAL,
+                "Authenticated bodies kept in quarantine.",
+            ),
+            &["source"],
+        )?;
+        let store_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                STORE_BATCH_SIZE,
+                "Requests committed per store transaction.",
+            )
+            .buckets(BATCH_BUCKETS.to_vec()),
+        )?;
+        let store_commit_duration = Histogram::with_opts(
+            HistogramOpts::new(STORE_COMMIT_DURATION, "Time to apply and commit one batch.")
+                .buckets(ACK_BUCKETS.to_vec()),
+        )?;
+        let store_failures = IntCounter::new(STORE_FAILURES_TOTAL, "Store batches that failed.")?;
+        let dedup_pruned =
+            IntCounter::new(DEDUP_PRUNED_TOTAL, "Dedup keys pruned after the window.")?;
+        let unmatched = IntCounterVec::new(
+            Opts::new(
+                UNMATCHED_REQUESTS_TOTAL,
+                "Requests for no known path, or a wrong method.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(unmatched.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(ack_duration.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(unknown_fields.clone()))?;
+        registry.register(Box::new(quarantined.clone()))?;
+        registry.register(Box::new(store_batch_size.clone()))?;
+        registry.register(Box::new(store_commit_duration.clone()))?;
+        registry.register(Box::new(store_failures.clone()))?;
+        registry.register(Box::new(dedup_pruned.clone()))?;
+        Ok(Self(Arc::new(Inner {
+            registry,
+            requests,
+            ack_duration,
+            events,
+            unknown_fields,
+            quarantined,
+            store_batch_size,
+            store_commit_duration,
+            store_failures,
+            dedup_pruned,
+            unmatched,
+        })))
+    }
+
+    /// Handles for one source, resolved once so the request path does no label lookups.
+    /// Every series is created up front (at zero), so dashboards see them before traffic.
+    pub fn for_source(&self, source: &str, catalogue: &'static [&'static str]) -> SourceMetrics {
+        let i = &self.0;
+        SourceMetrics {
+            outcomes: Outcome::ALL.map(|o| i.requests.with_label_values(&[source, o.as_str()])),
+            ack: i.ack_duration.with_label_values(&[source]),
+            events: catalogue
+                .iter()
+                .map(|t| (*t, i.events.with_label_values(&[source, t])))
+                .collect(),
+            unknown_fields: i.unknown_fields.with_label_values(&[source]),
+            quarantined: i.quarantined.with_label_values(&[source]),
+            source: source.to_owned(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.0.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+/// Pre-resolved metric handles for one source.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    source: String,
+    outcomes: [IntCounter; 7],
+    ack: Histogram,
+    events: HashMap<&'static str, IntCounter>,
+    unknown_fields: IntCounter,
+    quarantined: IntCounter,
+}
+
+impl SourceMetrics {
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}

@@ -1,0 +1,400 @@
+//! Ledger: signature verification (`X-Ledger-Signature` and Standard Webhooks headers) and
+//! normalization of its `{id, type, createdAt, data}` body.
+//!
+//! Verification works on the raw bytes as received, never on re-serialized JSON, and compares
+//! tags in constant time against every configured secret (rotation). The timestamp is checked
+//! before any HMAC work so stale replays cost nothing.
+
+use super::signature::{self, HmacSha256, TAG_LEN};
+use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
+use crate::config::{LedgerSettings, SignatureScheme};
+use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::Digest as _;
+
+/// Every Ledger event type its docs name; the `type` metric label is one of these or "other".
+pub(super) const CATALOGUE: &[&str] = &[
+    "ledger.customer.created",
+    "ledger.customer.updated",
+    "ledger.transaction.created",
+    "ledger.transaction.updated",
+    "ledger.transaction.completed",
+    "ledger.wallet.created",
+    "ledger.wallet.updated",
+    "ledger.virtual_account.created",
+    "ledger.virtual_account.updated",
+    "ledger.counterparty.created",
+    "ledger.payout_account.created",
+    "ledger.card.created",
+    "ledger.card.updated",
+    "ledger.dispute.created",
+    "ledger.dispute.updated",
+    "ledger.webhook.test",
+    OTHER_TYPE,
+];
+
+/// Headers kept beside the raw body so the signature can be re-checked later.
+pub(super) const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "x-ledger-event-id",
+    "x-ledger-event-type",
+    "x-ledger-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "svix-id",
+    "svix-timestamp",
+    "svix-signature",
+];
+
+/// Pre-keyed MACs for each secret, per scheme.
+#[derive(Debug)]
+pub(super) struct LedgerVerifier {
+    scheme: SignatureScheme,
+    tolerance_secs: i64,
+    /// Keyed with the secret string as written (the `X-Ledger-Signature` scheme).
+    ledger_keys: Vec<HmacSha256>,
+    /// Keyed with the base64-decoded `whsec_` secret (Standard Webhooks).
+    standard_keys: Vec<HmacSha256>,
+}
+
+impl LedgerVerifier {
+    pub(super) fn new(settings: &LedgerSettings) -> Self {
+        let ledger_keys = settings
+            .secrets
+            .iter()
+            .map(|s| signature::keyed_mac(s.expose()))
+            .collect();
+        let standard_keys = settings
+            .secrets
+            .iter()
+            .filter_map(super::standard_webhooks_key)
+            .map(|k| signature::keyed_mac(&k))
+            .collect();
+        Self {
+            scheme: settings.scheme,
+            tolerance_secs: i64::try_from(settings.tolerance.as_secs()).unwrap_or(i64::MAX),
+            ledger_keys,
+            standard_keys,
+        }
+    }
+
+    pub(super) fn verify(&self, d: &Delivery<'_>, now: i64) -> Result<(), AuthError> {
+        let ledger_header = d.headers.get("x-ledger-signature");
+        let standard = StandardHeaders::find(d.headers);
+        match self.scheme {
+            SignatureScheme::Ledger => match ledger_header {
+                Some(h) => self.verify_ledger(h, d.body, now),
+                None => Err(AuthError::MissingSignature),
+            },
+            SignatureScheme::StandardWebhooks => match standard {
+                Some(s) => self.verify_standard(&s, d.body, now),
+                None => Err(AuthError::MissingSignature),
+            },
+            SignatureScheme::Any => match (ledger_header, standard) {
+                (None, None) => Err(AuthError::MissingSignature),
+                (Some(h), None) => self.verify_ledger(h, d.body, now),
+                (None, Some(s)) => self.verify_standard(&s, d.body, now),
+                (Some(h), Some(s)) => self
+                    .verify_ledger(h, d.body, now)
+                    .or_else(|e| self.verify_standard(&s, d.body, now).map_err(|_| e)),
+            },
+        }
+    }
+
+    fn within_tolerance(&self, timestamp: i64, now: i64) -> Result<(), AuthError> {
+        if now.abs_diff(timestamp) > self.tolerance_secs.unsigned_abs() {
+            return Err(AuthError::StaleTimestamp);
+        }
+        Ok(())
+    }
+
+    fn verify_ledger(
+        &self,
+        header: &http::HeaderValue,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let text = header.to_str().map_err(|_| AuthError::SignatureMismatch)?;
+        let parsed = signature::parse_ledger_header(text)?;
+        self.within_tolerance(parsed.timestamp, now)?;
+        let parts: [&[u8]; 3] = [parsed.timestamp_text.as_bytes(), b".", body];
+        check_any_key(&self.ledger_keys, &parts, &parsed.signatures)
+    }
+
+    fn verify_standard(
+        &self,
+        h: &StandardHeaders<'_>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let timestamp = signature::parse_unix(h.timestamp)?;
+        self.within_tolerance(timestamp, now)?;
+        let candidates = signature::parse_standard_signatures(h.signature)?;
+        let parts: [&[u8]; 5] = [h.id.as_bytes(), b".", h.timestamp.as_bytes(), b".", body];
+        check_any_key(&self.standard_keys, &parts, &candidates)
+    }
+}
+
+/// True when any key's tag matches any candidate. Every key is tried (no early exit), so the
+/// time taken does not reveal which secret matched.
+fn check_any_key(
+    keys: &[HmacSha256],
+    parts: &[&[u8]],
+    candidates: &[[u8; TAG_LEN]],
+) -> Result<(), AuthError> {
+    let matched = keys.iter().fold(false, |acc, key| {
+        signature::any_tag_matches(key, parts, candidates) | acc
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(AuthError::SignatureMismatch)
+    }
+}
+
+/// The `webhook-*` (or, failing that, `svix-*`) header triple.
+#[derive(Debug)]
+struct StandardHeaders<'a> {
+    id: &'a str,
+    timestamp: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> StandardHeaders<'a> {
+    fn find(headers: &'a HeaderMap) -> Option<Self> {
+        ["webhook", "svix"].into_iter().find_map(|prefix| {
+            let get = |suffix: &str| {
+                headers
+                    .get(format!("{prefix}-{suffix}").as_str())
+                    .and_then(|v| v.to_str().ok())
+            };
+            Some(Self {
+                id: get("id")?,
+                timestamp: get("timestamp")?,
+                signature: get("signature")?,
+            })
+        })
+    }
+}
+
+/// The fields of a Ledger body we read; everything else stays in `data` untouched.
+#[derive(Deserialize)]
+struct LedgerBody<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "createdAt")]
+    created_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct DataId<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+pub(super) fn normalize(
+    source: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    received_at: &str,
+) -> Result<Normalized, NormalizeError> {
+    let whole = super::check_json(body)?;
+    let is_object = whole.get().starts_with('{');
+    let parsed = if is_object {
+        serde_json::from_str::<LedgerBody<'_>>(whole.get())
+            .map_err(|e| NormalizeError::NotJson(e.to_string()))?
+    } else {
+        LedgerBody {
+            id: None,
+            event_type: None,
+            created_at: None,
+            data: None,
+        }
+    };
+    let event_id = parsed
+        .id
+        .and_then(super::scalar_text)
+        .or_else(|| header_text(headers, "x-ledger-event-id").map(str::to_owned))
+        .or_else(|| header_text(headers, "webhook-id").map(str::to_owned))
+        .or_else(|| header_text(headers, "svix-id").map(str::to_owned));
+    let dedup_key = match event_id {
+        Some(id) => DedupKey::from_event_id(&id),
+        None => DedupKey::from_content_hash(&hex::encode(sha2::Sha256::digest(body))),
+    };
+    let provider_type = parsed
+        .event_type
+        .and_then(super::scalar_text)
+        .or_else(|| header_text(headers, "x-ledger-event-type").map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let event_type = format!("ledger.{provider_type}");
+    let catalogue_type = CATALOGUE
+        .iter()
+        .find(|t| **t == event_type)
+        .copied()
+        .unwrap_or(OTHER_TYPE);
+    // A body without `data` (or not an object at all) is kept whole, so nothing is lost.
+    let data = parsed.data.unwrap_or(whole);
+    let subject = serde_json::from_str::<DataId<'_>>(data.get())
+        .ok()
+        .and_then(|d| d.id)
+        .and_then(super::scalar_text);
+    let time = parsed.created_at.and_then(super::timestamp_text);
+    let envelope = Envelope {
+        specversion: SPEC_VERSION.to_owned(),
+        id: dedup_key.as_str().to_owned(),
+        source: source.to_owned(),
+        event_type,
+        time,
+        subject,
+        datacontenttype: "application/json".to_owned(),
+        data: data.to_owned(),
+        provider: "ledger".to_owned(),
+        providertype: provider_type,
+        receivedat: received_at.to_owned(),
+    };
+    Ok(Normalized {
+        envelope,
+        dedup_key,
+        catalogue_type,
+        unknown_fields: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use hmac::Mac as _;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const OLD: &str = "whsec_b2xkIHNlY3JldCBieXRlcyBmb3IgdGVzdHM=";
+
+    fn verifier(scheme: SignatureScheme) -> LedgerVerifier {
+        LedgerVerifier::new(&LedgerSettings {
+            secrets: vec![
+                Secret::new(SECRET.as_bytes().to_vec()),
+                Secret::new(OLD.as_bytes().to_vec()),
+            ],
+            scheme,
+            tolerance: Duration::from_secs(300),
+        })
+    }
+
+    fn ledger_sig(secret: &str, t: i64, body: &[u8]) -> String {
+        let mut mac = signature::keyed_mac(secret.as_bytes());
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn delivery<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Delivery<'a> {
+        Delivery {
+            headers,
+            body,
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            path_suffix: None,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn current_and_rotated_secrets_pass_and_others_fail() {
+        let body = br#"{"id":"evt_1"}"#;
+        let v = verifier(SignatureScheme::Any);
+        for secret in [SECRET, OLD] {
+            let h = headers(&[("x-ledger-signature", ledger_sig(secret, 1000, body))]);
+            assert_eq!(v.verify(&delivery(&h, body), 1000), Ok(()));
+        }
+        let h = headers(&[("x-ledger-signature", ledger_sig("whsec_other", 1000, body))]);
+        assert_eq!(
+            v.verify(&delivery(&h, body), 1000),
+            Err(AuthError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn stale_timestamp_and_altered_body_fail() {
+        let body = br#"{"id":"evt_1"}"#;
+        let v = verifier(SignatureScheme::Ledger);
+        let h = headers(&[("x-ledger-signature", ledger_sig(SECRET, 1000, body))]);
+        assert_eq!(
+            v.verify(&delivery(&h, body), 1000 + 301),
+            Err(AuthError::StaleTimestamp)
+        );
+        assert_eq!(
+            v.verify(&delivery(&h, br#"{"id":"evt_2"}"#), 1000),
+            Err(AuthError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_headers_verify_with_decoded_key() {
+        use base64::Engine as _;
+        let body = br#"{"id":"evt_1"}"#;
+        let key = super::super::standard_webhooks_key(&Secret::new(SECRET.as_bytes().to_vec()))
+            .expect("whsec key");
+        let mut mac = signature::keyed_mac(&key);
+        mac.update(b"msg_1.1000.");
+        mac.update(body);
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let h = headers(&[
+            ("svix-id", "msg_1".into()),
+            ("svix-timestamp", "1000".into()),
+            ("svix-signature", format!("v1,bm90IGl0 v1,{sig}")),
+        ]);
+        let v = verifier(SignatureScheme::StandardWebhooks);
+        assert_eq!(v.verify(&delivery(&h, body), 1010), Ok(()));
+        assert_eq!(
+            verifier(SignatureScheme::Ledger).verify(&delivery(&h, body), 1010),
+            Err(AuthError::MissingSignature)
+        );
+    }
+
+    #[test]
+    fn normalizes_documented_body() {
+        let body = br#"{"id":"evt_9","type":"transaction.completed","createdAt":1710000000000,"data":{"id":"txn_1","amount":"5.0"}}"#;
+        let n = normalize("ledger", &HeaderMap::new(), body, "2024-03-09T16:00:01Z")
+            .expect("normalizes");
+        assert_eq!(n.dedup_key.as_str(), "evt_9");
+        assert_eq!(n.envelope.event_type, "ledger.transaction.completed");
+        assert_eq!(n.catalogue_type, "ledger.transaction.completed");
+        assert_eq!(n.envelope.subject.as_deref(), Some("txn_1"));
+        assert_eq!(n.envelope.time.as_deref(), Some("2024-03-09T16:00:00Z"));
+        assert_eq!(n.envelope.data.get(), r#"{"id":"txn_1","amount":"5.0"}"#);
+    }
+
+    #[test]
+    fn unknown_types_and_non_objects_are_kept() {
+        let n = normalize("l", &HeaderMap::new(), br#"{"id":"e","type":"x.y"}"#, "t")
+            .expect("normalizes");
+        assert_eq!(n.catalogue_type, OTHER_TYPE);
+        assert_eq!(n.envelope.event_type, "ledger.x.y");
+        let n = normalize("l", &HeaderMap::new(), b"[1,2]", "t").expect("normalizes");
+        assert_eq!(n.envelope.data.get(), "[1,2]");
+        assert!(n.dedup_key.as_str().starts_with("sha256:"));
+        assert!(normalize("l", &HeaderMap::new(), b"not json", "t").is_err());
+    }
+}

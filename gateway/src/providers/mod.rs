@@ -1,0 +1,245 @@
+//! Providers: turn one authenticated HTTP delivery into an [`Envelope`] and its [`DedupKey`].
+//!
+//! A [`Source`] is one configured endpoint. Its life per request is two steps:
+//! [`Source::authenticate`] checks the raw bytes as received and yields a [`Verified`] delivery
+//! (the only way to get one), then [`Source::normalize`] parses it. This module never writes to
+//! the store, never answers HTTP and never logs secrets or request bodies.
+
+mod ledger;
+mod ledig;
+pub mod signature;
+
+use crate::config::{ProviderSettings, Secret, SourceSettings};
+use crate::envelope::{DedupKey, Envelope};
+use base64::Engine as _;
+use http::HeaderMap;
+use std::net::IpAddr;
+
+/// One request as the provider parsers see it: bytes exactly as received plus transport facts.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub peer: IpAddr,
+    /// The path segment after the source's path (`/webhooks/ledig/<this>`), if any.
+    pub path_suffix: Option<&'a str>,
+}
+
+/// A delivery that passed its source's authentication. Constructed only by
+/// [`Source::authenticate`], so nothing unverified can be normalized or stored.
+#[derive(Debug)]
+pub struct Verified<'a> {
+    delivery: Delivery<'a>,
+}
+
+impl<'a> Verified<'a> {
+    pub fn body(&self) -> &'a [u8] {
+        self.delivery.body
+    }
+}
+
+/// Why a delivery was not authenticated (answered 401). Messages never contain secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing signature headers")]
+    MissingSignature,
+    #[error("malformed signature header: {0}")]
+    MalformedSignature(#[from] signature::HeaderError),
+    #[error("signature timestamp outside the tolerance window")]
+    StaleTimestamp,
+    #[error("signature does not match")]
+    SignatureMismatch,
+    #[error("missing token")]
+    MissingToken,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("missing or malformed basic auth credentials")]
+    MissingCredentials,
+    #[error("invalid basic auth credentials")]
+    InvalidCredentials,
+    #[error("client address not allowed")]
+    AddressNotAllowed,
+}
+
+/// Why an authenticated body could not be normalized (answered 400, body quarantined).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+}
+
+/// The result of normalizing one verified delivery.
+#[derive(Debug)]
+pub struct Normalized {
+    pub envelope: Envelope,
+    pub dedup_key: DedupKey,
+    /// The `type` metric label: an entry of the provider's catalogue, or "other".
+    pub catalogue_type: &'static str,
+    /// Payload fields the provider's docs do not list (Ledig), for counting and logging.
+    pub unknown_fields: Vec<String>,
+}
+
+/// The metric label for event types outside a provider's catalogue.
+pub const OTHER_TYPE: &str = "other";
+
+#[derive(Debug)]
+enum Kind {
+    Ledger(ledger::LedgerVerifier),
+    Ledig(ledig::LedigGuard),
+}
+
+/// One configured webhook endpoint, ready to authenticate and normalize deliveries.
+#[derive(Debug)]
+pub struct Source {
+    name: String,
+    path: String,
+    kind: Kind,
+}
+
+impl Source {
+    pub fn new(settings: &SourceSettings) -> Self {
+        let kind = match &settings.provider {
+            ProviderSettings::Ledger(l) => Kind::Ledger(ledger::LedgerVerifier::new(l)),
+            ProviderSettings::Ledig(l) => Kind::Ledig(ledig::LedigGuard::new(l)),
+        };
+        Self {
+            name: settings.name.clone(),
+            path: settings.path.clone(),
+            kind,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether requests carry a token as an extra path segment.
+    pub fn token_in_path(&self) -> bool {
+        matches!(&self.kind, Kind::Ledig(g) if g.token_in_path())
+    }
+
+    /// Every `type` label this source can produce, to pre-register metric series.
+    pub fn catalogue(&self) -> &'static [&'static str] {
+        match &self.kind {
+            Kind::Ledger(_) => ledger::CATALOGUE,
+            Kind::Ledig(_) => ledig::CATALOGUE,
+        }
+    }
+
+    /// Checks a delivery against this source's signature, token, credentials or address rules.
+    pub fn authenticate<'a>(
+        &self,
+        delivery: Delivery<'a>,
+        now_unix: i64,
+    ) -> Result<Verified<'a>, AuthError> {
+        match &self.kind {
+            Kind::Ledger(v) => v.verify(&delivery, now_unix)?,
+            Kind::Ledig(g) => g.check(&delivery)?,
+        }
+        Ok(Verified { delivery })
+    }
+
+    /// Turns a verified body into the envelope; `received_at` is RFC 3339.
+    pub fn normalize(
+        &self,
+        verified: &Verified<'_>,
+        received_at: &str,
+    ) -> Result<Normalized, NormalizeError> {
+        let d = &verified.delivery;
+        match &self.kind {
+            Kind::Ledger(_) => ledger::normalize(&self.name, d.headers, d.body, received_at),
+            Kind::Ledig(_) => ledig::normalize(&self.name, d.body, received_at),
+        }
+    }
+
+    /// The request headers worth keeping beside the raw body (to re-check a signature later),
+    /// as a JSON object with lowercase names. Never tokens or credentials.
+    pub fn kept_headers(&self, headers: &HeaderMap) -> String {
+        let names: &[&str] = match &self.kind {
+            Kind::Ledger(_) => ledger::KEPT_HEADERS,
+            Kind::Ledig(_) => ledig::KEPT_HEADERS,
+        };
+        let mut map = serde_json::Map::new();
+        for name in names {
+            if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
+                map.insert((*name).to_owned(), serde_json::Value::String(v.to_owned()));
+            }
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
+/// The HMAC key of a Standard Webhooks secret (`whsec_<base64>`), if the secret has that form.
+pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(secret.expose()).ok()?;
+    let b64 = text.strip_prefix("whsec_")?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// Checks a body is JSON without building a tree (and without recursion limits surprises:
+/// serde_json stops at depth 128 with an error, which we report as "not JSON").
+fn check_json(body: &[u8]) -> Result<&serde_json::value::RawValue, NormalizeError> {
+    serde_json::from_slice::<&serde_json::value::RawValue>(body)
+        .map_err(|e| NormalizeError::NotJson(e.to_string()))
+}
+
+/// A JSON string's value, or the raw text of any other scalar (numbers as written).
+fn scalar_text(raw: &serde_json::value::RawValue) -> Option<String> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).ok(),
+        Some(b'{' | b'[') | None => None,
+        Some(_) if text == "null" => None,
+        Some(_) => Some(text.to_owned()),
+    }
+}
+
+/// A provider timestamp as RFC 3339: epoch numbers (seconds or milliseconds, told apart by
+/// size) or an RFC 3339 string.
+fn timestamp_text(raw: &serde_json::value::RawValue) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    let text = scalar_text(raw)?;
+    if let Ok(n) = text.parse::<i64>() {
+        return if n.abs() >= 100_000_000_000 {
+            crate::envelope::rfc3339_from_millis(n)
+        } else {
+            crate::envelope::rfc3339_from_secs(n)
+        };
+    }
+    let t = time::OffsetDateTime::parse(&text, &Rfc3339).ok()?;
+    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_accept_millis_seconds_and_rfc3339() {
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned()).expect("json");
+        assert_eq!(
+            timestamp_text(&raw("1710000000000")).as_deref(),
+            Some("2024-03-09T16:00:00Z")
+        );
+        assert_eq!(
+            timestamp_text(&raw("1710000000")).as_deref(),
+            Some("2024-03-09T16:00:00Z")
+        );
+        assert_eq!(
+            timestamp_text(&raw("\"2024-03-09T17:00:00+01:00\"")).as_deref(),
+            Some("2024-03-09T16:00:00Z")
+        );
+        assert_eq!(timestamp_text(&raw("\"yesterday\"")), None);
+    }
+
+    #[test]
+    fn standard_key_needs_whsec_prefix_and_base64() {
+        let s = Secret::new(b"whsec_AAEC".to_vec());
+        assert_eq!(standard_webhooks_key(&s), Some(vec![0, 1, 2]));
+        assert_eq!(standard_webhooks_key(&Secret::new(b"plain".to_vec())), None);
+    }
+}
