@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use gateway::config::{self, GatewayConfig};
 use gateway::metrics::Metrics;
 use gateway::store::{SqliteStore, Store};
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,6 +56,10 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        // A full disk must not turn a failed log write into a panic (the default reports it
+        // with `eprintln!`, which panics when stderr cannot be written).
+        .log_internal_errors(false)
         .init();
 }
 

@@ -36,7 +36,9 @@ pub(crate) fn duplicate() -> Response<Body> {
 
 /// `{"ok":false,"error":message}` with the given status.
 pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "ok": false, "error": message }).to_string();
+    // Written by hand so `ok` comes first, as documented; the message is JSON-escaped.
+    let message = serde_json::Value::from(message).to_string();
+    let body = format!(r#"{{"ok":false,"error":{message}}}"#);
     with_body(status, "application/json", Bytes::from(body))
 }
 

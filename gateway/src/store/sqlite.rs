@@ -141,17 +141,25 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Command>, metrics: &
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let result = apply(&mut conn, &batch);
-        let error = result.as_ref().err().map(ToString::to_string);
-        StoreBatchCommitted {
-            metrics,
-            size: batch.len(),
-            elapsed: started.elapsed(),
-            error: error.as_deref(),
+        // A panic must not end the writer: that batch's requests see their reply dropped
+        // (answered 503, so providers retry) and the next batch runs normally.
+        let run = std::panic::AssertUnwindSafe(|| {
+            let started = std::time::Instant::now();
+            let result = apply(&mut conn, &batch);
+            let error = result.as_ref().err().map(ToString::to_string);
+            StoreBatchCommitted {
+                metrics,
+                size: batch.len(),
+                elapsed: started.elapsed(),
+                error: error.as_deref(),
+            }
+            .emit();
+            reply_all(batch.drain(..), result);
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            batch.clear();
+            tracing::error!("store writer recovered from a panic; its batch was answered 503");
         }
-        .emit();
-        reply_all(batch.drain(..), result);
     }
 }
 
