@@ -1,6 +1,7 @@
 //! The `gateway` binary: parse the command line and hand over to [`cli`].
 
 mod cli;
+mod plugin_cli;
 
 use clap::Parser as _;
 use std::process::ExitCode;
