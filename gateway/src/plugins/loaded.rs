@@ -155,11 +155,10 @@ impl LoadedPlugin {
                 let mut outcome = self.classify_error(&e, &instance.store);
                 if let PluginOutcome::Trap(reason) = &mut outcome {
                     let stderr = instance.store.data().stderr.contents();
-                    let tail = String::from_utf8_lossy(stderr.get(stderr_before..).unwrap_or(&[]));
-                    let tail = tail.trim();
+                    let tail = stderr_summary(stderr.get(stderr_before..).unwrap_or(&[]));
                     if !tail.is_empty() {
                         reason.push_str(": ");
-                        reason.push_str(tail);
+                        reason.push_str(&tail);
                     }
                 }
                 outcome
@@ -226,15 +225,39 @@ impl LoadedPlugin {
             _ => {}
         }
         let text = format!("{e:#}");
-        if text.contains("forbidden to grow memory") || text.contains("memory limit") {
+        if text.contains("forcing trap when growing memory") || text.contains("memory limit") {
             return PluginOutcome::Trap(format!(
                 "exceeded its memory limit of {} bytes",
                 self.limits.memory
             ));
         }
+        // The wasm backtrace goes to the debug log; the reason keeps the cause only.
+        tracing::debug!(plugin = %self.name, error = %text, "plugin trap details");
         let _ = store;
-        PluginOutcome::Trap(format!("trapped: {text}"))
+        PluginOutcome::Trap(format!("trapped: {}", e.root_cause()))
     }
+}
+
+/// The useful part of what a plugin wrote to stderr (e.g. a panic message), bounded.
+fn stderr_summary(bytes: &[u8]) -> String {
+    const MAX: usize = 1024;
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if out.len() > MAX {
+        let mut cut = MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn convert(verdict: Result<Verdict, Failure>) -> PluginOutcome {
