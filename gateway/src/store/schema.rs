@@ -5,6 +5,7 @@ pub(super) const PRAGMAS: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = FULL;
     PRAGMA busy_timeout = 5000;
+    PRAGMA journal_size_limit = 67108864;
 ";
 
 pub(super) const SCHEMA: &str = "
@@ -19,14 +20,15 @@ CREATE TABLE IF NOT EXISTS events (
     received_at  INTEGER NOT NULL,              -- unix milliseconds
     status       TEXT    NOT NULL DEFAULT 'pending'
 );
-CREATE INDEX IF NOT EXISTS events_by_key ON events (source, dedup_key);
-CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
+-- No secondary indexes on events: rows are appended in seq order, so an insert touches only
+-- the table's last page. Lookups by key go through `dedup.event_seq`.
 
 -- One row per (source, dedup key) seen within the dedup window; the insert-if-absent on this
 -- primary key IS the dedup decision.
 CREATE TABLE IF NOT EXISTS dedup (
     source      TEXT    NOT NULL,
     dedup_key   TEXT    NOT NULL,
+    event_seq   INTEGER NOT NULL,               -- the stored event (events.seq)
     first_seen  INTEGER NOT NULL,               -- unix milliseconds
     PRIMARY KEY (source, dedup_key)
 ) WITHOUT ROWID;
@@ -49,8 +51,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-pub(super) const INSERT_DEDUP: &str = "INSERT INTO dedup (source, dedup_key, first_seen) \
-     VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+pub(super) const FIND_DEDUP: &str = "SELECT 1 FROM dedup WHERE source = ?1 AND dedup_key = ?2";
+pub(super) const INSERT_DEDUP: &str =
+    "INSERT INTO dedup (source, dedup_key, event_seq, first_seen) VALUES (?1, ?2, ?3, ?4)";
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
      (source, dedup_key, event_type, envelope, raw_body, headers, received_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";

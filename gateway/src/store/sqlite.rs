@@ -168,13 +168,17 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Applied>, rusql
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut applied = Vec::with_capacity(batch.len());
     {
+        let mut find = tx.prepare_cached(schema::FIND_DEDUP)?;
         let mut dedup = tx.prepare_cached(schema::INSERT_DEDUP)?;
         let mut event = tx.prepare_cached(schema::INSERT_EVENT)?;
         for cmd in batch {
             applied.push(match cmd {
                 Command::Ingest(e, _) => {
-                    let fresh = dedup.execute(params![e.source, e.dedup_key, e.received_at_ms])?;
-                    if fresh == 1 {
+                    // Only this thread writes, so check-then-insert inside the transaction is
+                    // atomic; the primary key would reject a second insert regardless.
+                    if find.exists(params![e.source, e.dedup_key])? {
+                        Applied::Ingest(IngestOutcome::Duplicate)
+                    } else {
                         let seq = event.insert(params![
                             e.source,
                             e.dedup_key,
@@ -184,9 +188,8 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Applied>, rusql
                             e.headers,
                             e.received_at_ms
                         ])?;
+                        dedup.execute(params![e.source, e.dedup_key, seq, e.received_at_ms])?;
                         Applied::Ingest(IngestOutcome::Stored { seq })
-                    } else {
-                        Applied::Ingest(IngestOutcome::Duplicate)
                     }
                 }
                 Command::Quarantine(q, _) => {
