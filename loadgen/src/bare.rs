@@ -31,7 +31,8 @@ pub(crate) fn serve(listen: &str) -> anyhow::Result<()> {
                 let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     // Read the body like a real server would.
                     let _ = req.into_body().collect().await;
-                    let mut res = hyper::Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
+                    let mut res =
+                        hyper::Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
                     res.headers_mut().insert(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static("application/json"),

@@ -28,7 +28,9 @@ impl Server {
             let _ = child.kill();
             bail!("unexpected first line from {command:?}: {line:?}");
         };
-        let addr = addr.parse().with_context(|| format!("bad address {addr:?}"))?;
+        let addr = addr
+            .parse()
+            .with_context(|| format!("bad address {addr:?}"))?;
         Ok(Self { child, addr })
     }
 }

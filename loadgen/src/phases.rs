@@ -1,11 +1,11 @@
 //! The benchmark's phases: warm-up, closed loop at maximum rate, open loop at a fraction of it,
 //! run against each target in turn with the same generator settings.
 
+use crate::IngestArgs;
 use crate::child::Server;
 use crate::client::{Answer, Connection};
 use crate::report::{Phase, Stats};
 use crate::signer::{EventSource, SECRET};
-use crate::IngestArgs;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -194,7 +194,9 @@ impl Stats {
             Answer::Duplicate => self.duplicate += 1,
             Answer::Status(_) => self.non_200 += 1,
         }
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let _ = self.latency.record(us.min(self.latency.high()));
     }
 }

@@ -58,7 +58,12 @@ pub(crate) struct Phase {
 }
 
 impl Phase {
-    pub(crate) fn new(target: &'static str, kind: &'static str, offered: Option<f64>, stats: Stats) -> Self {
+    pub(crate) fn new(
+        target: &'static str,
+        kind: &'static str,
+        offered: Option<f64>,
+        stats: Stats,
+    ) -> Self {
         Self {
             target,
             kind,
@@ -72,7 +77,16 @@ pub(crate) fn print(phases: &[Phase], fraction: f64) {
     println!();
     println!(
         "{:<8} {:<14} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}",
-        "target", "phase", "acked/s", "accepted", "dup", "p50 ms", "p99 ms", "p99.9 ms", "non-200", "errors"
+        "target",
+        "phase",
+        "acked/s",
+        "accepted",
+        "dup",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "non-200",
+        "errors"
     );
     for p in phases {
         let s = &p.stats;
