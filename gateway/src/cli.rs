@@ -116,8 +116,12 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let shutdown = gateway::shutdown::on_signals().context("cannot install signal handlers")?;
     let metrics = Metrics::new()?;
-    let (store, writer) = SqliteStore::open(&config.store.path, metrics.clone())
-        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+    let (store, writer) = SqliteStore::open(
+        &config.store.path,
+        config.store.dedup_window,
+        metrics.clone(),
+    )
+    .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -48,7 +48,7 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Connections available to the open-loop phase (enough that one is free when a send is due).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     open_connections: usize,
     /// Share of requests that are exact duplicates of an earlier request.
     #[arg(long, default_value_t = 0.1)]
@@ -69,7 +69,8 @@ fn main() -> anyhow::Result<()> {
         Command::BareServer { listen } => bare::serve(&listen),
         Command::Ingest(args) => {
             // The generator runs on one thread so the servers keep the other core(s).
-            let rt = tokio::runtime::Builder::new_current_thread()
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("cannot start the runtime")?;

@@ -9,9 +9,7 @@ use crate::signer::{EventSource, SECRET};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 /// Distinguishes the event ids of every phase of one run.
@@ -135,50 +133,44 @@ async fn closed_loop(
     Ok(total)
 }
 
+/// Open loop: request k is due at `start + k / rate`, and connection i sends requests
+/// i, i + C, i + 2C, ... (as wrk2 does). A connection still waiting for an earlier answer sends
+/// late, and that delay counts: latency is measured from the intended send time.
 async fn open_loop(
     addr: SocketAddr,
     args: &IngestArgs,
     rate: f64,
     streams: &mut Streams,
 ) -> anyhow::Result<Stats> {
-    let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-    let rx = Arc::new(Mutex::new(rx));
+    let conns = args.open_connections.max(1);
+    let total = (rate * args.duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut opened = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        opened.push((Connection::open(addr).await?, streams.take()));
+    }
+    let started = Instant::now() + Duration::from_millis(20);
     let mut tasks = Vec::new();
-    for _ in 0..args.open_connections {
-        let mut conn = Connection::open(addr).await?;
-        let mut source = streams.take();
-        let rx = Arc::clone(&rx);
+    for (i, (mut conn, mut source)) in opened.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::default();
-            loop {
-                let job = rx.lock().await.recv().await;
-                let Some(intended) = job else { break };
+            let mut k = i as u64;
+            while k < total {
+                let intended = started + interval.mul_f64(k as f64);
+                tokio::time::sleep_until(intended).await;
                 let d = source.next();
                 match conn.send(&d).await {
-                    // Latency from the intended send time: waiting for a free connection counts.
                     Ok(answer) => stats.record(answer, intended.elapsed()),
                     Err(_) => {
                         stats.errors += 1;
                         conn = Connection::open(addr).await?;
                     }
                 }
+                k += conns as u64;
             }
             anyhow::Ok(stats)
         }));
     }
-    let started = Instant::now();
-    let total = (rate * args.duration.as_secs_f64()) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    for k in 0..total {
-        let intended = started + interval.mul_f64(k as f64);
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended).await;
-        }
-        if tx.send(intended).is_err() {
-            break;
-        }
-    }
-    drop(tx);
     let mut stats = Stats::default();
     for t in tasks {
         stats.merge(t.await??);
