@@ -8,6 +8,9 @@ pub(super) const PRAGMAS: &str = "
     PRAGMA journal_size_limit = 67108864;
 ";
 
+/// The writer checkpoints only as a backstop (WAL past ~64 MiB), see `checkpoint_loop`.
+pub(super) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 16384;";
+
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq          INTEGER PRIMARY KEY,           -- arrival order

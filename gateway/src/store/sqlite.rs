@@ -17,6 +17,8 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
+/// How often committed WAL frames are copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 2048;
 /// Requests that may wait for the writer before senders feel back-pressure.
@@ -48,13 +50,52 @@ pub struct SqliteStore {
 
 /// Joins the writer thread at shutdown, after every [`SqliteStore`] handle is dropped.
 #[derive(Debug)]
-pub struct WriterThread(JoinHandle<()>);
+pub struct WriterThread {
+    writer: JoinHandle<()>,
+    checkpointer: JoinHandle<()>,
+}
 
 impl WriterThread {
-    /// Blocks until the writer has committed everything queued and closed the database.
+    /// Blocks until the writer has committed everything queued, the WAL is checkpointed into
+    /// the database file and both connections are closed.
     pub fn join(self) {
-        if self.0.join().is_err() {
+        if self.writer.join().is_err() {
             tracing::error!("store writer thread panicked");
+        }
+        if self.checkpointer.join().is_err() {
+            tracing::error!("store checkpoint thread panicked");
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file, off the commit path, with passive
+/// checkpoints (they never block the writer; SQLite rewinds the WAL at the next commit once a
+/// checkpoint has caught up). A truncating checkpoint at shutdown leaves an empty WAL.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut failing = false;
+    loop {
+        let mode = match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(RecvTimeoutError::Timeout) => "PASSIVE",
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
+        };
+        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(0)
+        });
+        match result {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints succeed again");
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            }
+            Err(_) => {}
+        }
+        if mode == "TRUNCATE" {
+            return;
         }
     }
 }
@@ -96,12 +137,35 @@ impl SqliteStore {
             .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
         let index = DedupIndex::load(&conn, cutoff).map_err(open_err)?;
         tracing::info!(keys = index.len(), "dedup index loaded");
+        // Checkpoints normally run on their own thread (passive: they never block a commit),
+        // so the WAL is rewound while the writer keeps committing. The writer checkpoints
+        // itself only if the WAL grows past the backstop because that thread fell behind.
+        conn.execute_batch(schema::WRITER_PRAGMAS)
+            .map_err(open_err)?;
+        let checkpoint_conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        checkpoint_conn
+            .execute_batch(schema::PRAGMAS)
+            .map_err(open_err)?;
+        let (stop_checkpoints, stop) = std::sync::mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop))
+            .map_err(|e| StoreError::Write(format!("cannot start checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let handle = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, index, rx, &metrics))
+            .spawn(move || {
+                writer_loop(conn, index, rx, &metrics);
+                drop(stop_checkpoints);
+            })
             .map_err(|e| StoreError::Write(format!("cannot start writer thread: {e}")))?;
-        Ok((Self { tx }, WriterThread(handle)))
+        Ok((
+            Self { tx },
+            WriterThread {
+                writer,
+                checkpointer,
+            },
+        ))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
