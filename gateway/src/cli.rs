@@ -187,8 +187,12 @@ async fn serve(
     let shutdown = gateway::shutdown::on_signals().context("cannot install signal handlers")?;
     // Loaded (compiled, cached, validated) at start; routing them is the routing stage's job.
     let _plugins = plugins;
-    let (store, writer) = SqliteStore::open(&config.store.path, metrics.clone())
-        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+    let (store, writer) = SqliteStore::open(
+        &config.store.path,
+        config.store.dedup_window,
+        metrics.clone(),
+    )
+    .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

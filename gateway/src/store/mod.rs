@@ -6,6 +6,7 @@
 //! trait is shaped so a Postgres backend (insert-on-conflict) can sit behind it; the embedded
 //! default is SQLite ([`SqliteStore`]). This module never sees HTTP or provider formats.
 
+mod dedup_index;
 mod retention;
 mod schema;
 mod sqlite;
@@ -74,4 +75,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn check_writable(&self) -> Result<(), StoreError>;
     /// Forgets dedup keys first seen before `cutoff_ms`; returns how many.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Now as unix milliseconds.
+pub(crate) fn unix_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }

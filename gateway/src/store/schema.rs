@@ -5,7 +5,11 @@ pub(super) const PRAGMAS: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = FULL;
     PRAGMA busy_timeout = 5000;
+    PRAGMA journal_size_limit = 67108864;
 ";
+
+/// The writer checkpoints only as a backstop (WAL past ~64 MiB), see `checkpoint_loop`.
+pub(super) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 16384;";
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -19,18 +23,8 @@ CREATE TABLE IF NOT EXISTS events (
     received_at  INTEGER NOT NULL,              -- unix milliseconds
     status       TEXT    NOT NULL DEFAULT 'pending'
 );
-CREATE INDEX IF NOT EXISTS events_by_key ON events (source, dedup_key);
-CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
-
--- One row per (source, dedup key) seen within the dedup window; the insert-if-absent on this
--- primary key IS the dedup decision.
-CREATE TABLE IF NOT EXISTS dedup (
-    source      TEXT    NOT NULL,
-    dedup_key   TEXT    NOT NULL,
-    first_seen  INTEGER NOT NULL,               -- unix milliseconds
-    PRIMARY KEY (source, dedup_key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_by_age ON dedup (first_seen);
+-- No secondary indexes: rows are appended in seq order, so an insert touches only the
+-- table's last pages. The dedup decision uses an in-memory index rebuilt from this table.
 
 -- Authenticated bodies that could not be normalized (not JSON): kept, never dropped.
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -49,8 +43,6 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-pub(super) const INSERT_DEDUP: &str = "INSERT INTO dedup (source, dedup_key, first_seen) \
-     VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
      (source, dedup_key, event_type, envelope, raw_body, headers, received_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -58,5 +50,3 @@ pub(super) const INSERT_QUARANTINE: &str = "INSERT INTO quarantine \
      (source, reason, raw_body, headers, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 pub(super) const WRITE_PROBE: &str =
     "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1";
-pub(super) const PRUNE_DEDUP: &str = "DELETE FROM dedup WHERE (source, dedup_key) IN \
-     (SELECT source, dedup_key FROM dedup WHERE first_seen < ?1 LIMIT ?2)";

@@ -7,6 +7,7 @@
 //! shared. A failed batch is rolled back and every request in it gets the error (answered 503,
 //! so providers retry): nothing is acknowledged that is not durable.
 
+use super::dedup_index::{BatchKeys, DedupIndex, index_key};
 use super::schema;
 use super::{IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
 use crate::metrics::Metrics;
@@ -16,12 +17,12 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
+/// How often committed WAL frames are copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 2048;
 /// Requests that may wait for the writer before senders feel back-pressure.
 const QUEUE_CAPACITY: usize = 16 * 1024;
-/// Dedup rows deleted per prune call, so a large prune never stalls ingest for long.
-const PRUNE_CHUNK: i64 = 10_000;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -49,20 +50,65 @@ pub struct SqliteStore {
 
 /// Joins the writer thread at shutdown, after every [`SqliteStore`] handle is dropped.
 #[derive(Debug)]
-pub struct WriterThread(JoinHandle<()>);
+pub struct WriterThread {
+    writer: JoinHandle<()>,
+    checkpointer: JoinHandle<()>,
+}
 
 impl WriterThread {
-    /// Blocks until the writer has committed everything queued and closed the database.
+    /// Blocks until the writer has committed everything queued, the WAL is checkpointed into
+    /// the database file and both connections are closed.
     pub fn join(self) {
-        if self.0.join().is_err() {
+        if self.writer.join().is_err() {
             tracing::error!("store writer thread panicked");
+        }
+        if self.checkpointer.join().is_err() {
+            tracing::error!("store checkpoint thread panicked");
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file, off the commit path, with passive
+/// checkpoints (they never block the writer; SQLite rewinds the WAL at the next commit once a
+/// checkpoint has caught up). A truncating checkpoint at shutdown leaves an empty WAL.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut failing = false;
+    loop {
+        let mode = match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(RecvTimeoutError::Timeout) => "PASSIVE",
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
+        };
+        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(0)
+        });
+        match result {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints succeed again");
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            }
+            Err(_) => {}
+        }
+        if mode == "TRUNCATE" {
+            return;
         }
     }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and starts the writer thread.
-    pub fn open(path: &Path, metrics: Metrics) -> Result<(Self, WriterThread), StoreError> {
+    /// Opens (creating if needed) the database, rebuilds the dedup index for the last
+    /// `dedup_window`, and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        dedup_window: std::time::Duration,
+        metrics: Metrics,
+    ) -> Result<(Self, WriterThread), StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
@@ -87,12 +133,39 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(schema::SCHEMA).map_err(open_err)?;
+        let cutoff = super::unix_ms()
+            .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
+        let index = DedupIndex::load(&conn, cutoff).map_err(open_err)?;
+        tracing::info!(keys = index.len(), "dedup index loaded");
+        // Checkpoints normally run on their own thread (passive: they never block a commit),
+        // so the WAL is rewound while the writer keeps committing. The writer checkpoints
+        // itself only if the WAL grows past the backstop because that thread fell behind.
+        conn.execute_batch(schema::WRITER_PRAGMAS)
+            .map_err(open_err)?;
+        let checkpoint_conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        checkpoint_conn
+            .execute_batch(schema::PRAGMAS)
+            .map_err(open_err)?;
+        let (stop_checkpoints, stop) = std::sync::mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop))
+            .map_err(|e| StoreError::Write(format!("cannot start checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let handle = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &metrics))
+            .spawn(move || {
+                writer_loop(conn, index, rx, &metrics);
+                drop(stop_checkpoints);
+            })
             .map_err(|e| StoreError::Write(format!("cannot start writer thread: {e}")))?;
-        Ok((Self { tx }, WriterThread(handle)))
+        Ok((
+            Self { tx },
+            WriterThread {
+                writer,
+                checkpointer,
+            },
+        ))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
@@ -120,18 +193,16 @@ impl Store for SqliteStore {
     }
 
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let n = self.call(|r| Command::Prune(cutoff_ms, r)).await?;
-            total += n;
-            if n < PRUNE_CHUNK.unsigned_abs() {
-                return Ok(total);
-            }
-        }
+        self.call(|r| Command::Prune(cutoff_ms, r)).await
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Command>, metrics: &Metrics) {
+fn writer_loop(
+    mut conn: Connection,
+    mut index: DedupIndex,
+    mut rx: mpsc::Receiver<Command>,
+    metrics: &Metrics,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -145,7 +216,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Command>, metrics: &
         // (answered 503, so providers retry) and the next batch runs normally.
         let run = std::panic::AssertUnwindSafe(|| {
             let started = std::time::Instant::now();
-            let result = apply(&mut conn, &batch);
+            let result = apply(&mut conn, &mut index, &batch);
             let error = result.as_ref().err().map(ToString::to_string);
             StoreBatchCommitted {
                 metrics,
@@ -163,18 +234,26 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Command>, metrics: &
     }
 }
 
-/// Applies a batch in one transaction; all or nothing.
-fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Applied>, rusqlite::Error> {
+/// Applies a batch in one transaction; all or nothing. The dedup index learns the batch's
+/// keys only after the commit succeeded.
+fn apply(
+    conn: &mut Connection,
+    index: &mut DedupIndex,
+    batch: &[Command],
+) -> Result<Vec<Applied>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut applied = Vec::with_capacity(batch.len());
+    let mut fresh = BatchKeys::default();
     {
-        let mut dedup = tx.prepare_cached(schema::INSERT_DEDUP)?;
         let mut event = tx.prepare_cached(schema::INSERT_EVENT)?;
         for cmd in batch {
             applied.push(match cmd {
                 Command::Ingest(e, _) => {
-                    let fresh = dedup.execute(params![e.source, e.dedup_key, e.received_at_ms])?;
-                    if fresh == 1 {
+                    // Only this thread writes, so check-then-insert is atomic.
+                    let key = index_key(&e.source, &e.dedup_key);
+                    if index.contains(&key) || fresh.contains(&key) {
+                        Applied::Ingest(IngestOutcome::Duplicate)
+                    } else {
                         let seq = event.insert(params![
                             e.source,
                             e.dedup_key,
@@ -184,9 +263,8 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Applied>, rusql
                             e.headers,
                             e.received_at_ms
                         ])?;
+                        fresh.add(key, e.received_at_ms);
                         Applied::Ingest(IngestOutcome::Stored { seq })
-                    } else {
-                        Applied::Ingest(IngestOutcome::Duplicate)
                     }
                 }
                 Command::Quarantine(q, _) => {
@@ -206,16 +284,12 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Applied>, rusql
                         .execute(params![now])?;
                     Applied::Unit
                 }
-                Command::Prune(cutoff, _) => {
-                    let n = tx
-                        .prepare_cached(schema::PRUNE_DEDUP)?
-                        .execute(params![cutoff, PRUNE_CHUNK])?;
-                    Applied::Pruned(u64::try_from(n).unwrap_or(0))
-                }
+                Command::Prune(cutoff, _) => Applied::Pruned(index.prune(*cutoff)),
             });
         }
     }
     tx.commit()?;
+    index.extend(fresh.committed);
     Ok(applied)
 }
 
@@ -256,6 +330,9 @@ fn fail(cmd: Command, msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    const WINDOW: Duration = Duration::from_secs(3600);
 
     fn event(key: &str) -> NewEvent {
         NewEvent {
@@ -265,16 +342,19 @@ mod tests {
             envelope: "{}".into(),
             raw_body: bytes::Bytes::from_static(b"{}"),
             headers: "{}".into(),
-            received_at_ms: 1_000,
+            received_at_ms: super::super::unix_ms(),
         }
     }
 
+    fn open(path: &Path) -> (SqliteStore, WriterThread) {
+        SqliteStore::open(path, WINDOW, Metrics::new().expect("metrics")).expect("opens")
+    }
+
     #[tokio::test]
-    async fn concurrent_duplicates_store_once() {
+    async fn concurrent_duplicates_store_once_and_survive_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.db");
-        let (store, writer) =
-            SqliteStore::open(&path, Metrics::new().expect("metrics")).expect("opens");
+        let (store, writer) = open(&path);
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let s = store.clone();
@@ -287,13 +367,23 @@ mod tests {
             }
         }
         assert_eq!(stored, 1);
-        assert_eq!(store.prune_dedup(2_000).await.expect("prunes"), 1);
+        store.check_writable().await.expect("writable");
+        drop(store);
+        writer.join();
+
+        // The index is rebuilt from the events table.
+        let (store, writer) = open(&path);
+        assert_eq!(
+            store.ingest(event("evt_1")).await.expect("ingests"),
+            IngestOutcome::Duplicate
+        );
         // After the window the same key is a new event again.
+        let future = super::super::unix_ms() + 1;
+        assert_eq!(store.prune_dedup(future).await.expect("prunes"), 1);
         assert!(matches!(
             store.ingest(event("evt_1")).await.expect("ingests"),
             IngestOutcome::Stored { .. }
         ));
-        store.check_writable().await.expect("writable");
         drop(store);
         writer.join();
         let conn = Connection::open(&path).expect("reopens");
