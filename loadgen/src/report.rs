@@ -1,133 +1,249 @@
-//! Counting answers and latencies, and printing the comparison table.
+//! The report on stdout: the machine and parameters, one table row per target and phase, and the
+//! verdicts against the targets (gateway >= 50% of the bare server's rate; gateway p99 < 5 ms at
+//! half its maximum rate), plus the checks that make the numbers trustworthy (duplicates
+//! recognised, no failures, clean shutdown).
 
-use hdrhistogram::Histogram;
+use crate::cli::{IngestArgs, Target};
+use crate::open_loop::Dispatch;
+use crate::stats::Stats;
+use std::process::ExitStatus;
 use std::time::Duration;
 
-/// What one phase against one target measured.
+const RATIO_TARGET: f64 = 0.5;
+const P99_TARGET_MS: f64 = 5.0;
+
+/// Everything measured against one target.
 #[derive(Debug)]
-pub(crate) struct Stats {
-    pub(crate) accepted: u64,
-    pub(crate) duplicate: u64,
-    pub(crate) non_200: u64,
-    pub(crate) errors: u64,
-    /// Ack latency in microseconds.
-    pub(crate) latency: Histogram<u64>,
-    pub(crate) elapsed: Duration,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            accepted: 0,
-            duplicate: 0,
-            non_200: 0,
-            errors: 0,
-            // 1 us .. 60 s at 3 significant digits; these bounds are valid by construction.
-            latency: Histogram::new_with_bounds(1, 60_000_000, 3)
-                .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
-            elapsed: Duration::ZERO,
-        }
-    }
-}
-
-impl Stats {
-    pub(crate) fn merge(&mut self, other: Self) {
-        self.accepted += other.accepted;
-        self.duplicate += other.duplicate;
-        self.non_200 += other.non_200;
-        self.errors += other.errors;
-        let _ = self.latency.add(&other.latency);
-    }
-
-    /// Answered 200 (accepted or duplicate) per second.
-    pub(crate) fn acked_per_sec(&self) -> f64 {
-        (self.accepted + self.duplicate) as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn ms(&self, q: f64) -> f64 {
-        self.latency.value_at_quantile(q) as f64 / 1000.0
-    }
+pub(crate) struct Outcome {
+    pub(crate) target: Target,
+    pub(crate) max: Stats,
+    pub(crate) open_rate: f64,
+    pub(crate) open: Option<(Stats, Dispatch)>,
+    pub(crate) stopped: Result<(ExitStatus, Duration), String>,
+    pub(crate) log_tail: String,
 }
 
 #[derive(Debug)]
-pub(crate) struct Phase {
-    target: &'static str,
-    kind: &'static str,
-    offered: Option<f64>,
-    stats: Stats,
+pub(crate) struct Run {
+    args: IngestArgs,
+    body_len: usize,
+    pub(crate) outcomes: Vec<Outcome>,
 }
 
-impl Phase {
-    pub(crate) fn new(
-        target: &'static str,
-        kind: &'static str,
-        offered: Option<f64>,
-        stats: Stats,
-    ) -> Self {
+impl Run {
+    pub(crate) fn new(args: &IngestArgs, body_len: usize) -> Self {
         Self {
-            target,
-            kind,
-            offered,
-            stats,
+            args: args.clone(),
+            body_len,
+            outcomes: Vec::new(),
         }
     }
-}
 
-pub(crate) fn print(phases: &[Phase], fraction: f64) {
-    println!();
-    println!(
-        "{:<8} {:<14} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}",
-        "target",
-        "phase",
-        "acked/s",
-        "accepted",
-        "dup",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "non-200",
-        "errors"
-    );
-    for p in phases {
-        let s = &p.stats;
-        let phase = match p.offered {
-            Some(rate) => format!("open@{:.0}/s", rate),
-            None => "max (closed)".to_owned(),
-        };
+    pub(crate) fn print_header(&self) {
+        let a = &self.args;
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        println!("ingest benchmark");
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load1: f64 = load
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0.0);
         println!(
-            "{:<8} {:<14} {:>11.0} {:>9} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>7}",
-            p.target,
-            phase,
-            s.acked_per_sec(),
-            s.accepted,
-            s.duplicate,
-            s.ms(0.5),
-            s.ms(0.99),
-            s.ms(0.999),
-            s.non_200,
-            s.errors
+            "machine:    {cores} cores, {}; 1-min load average {load1:.2} at start",
+            cpu_model()
+        );
+        if load1 > 0.5 {
+            println!(
+                "            (something kept the CPU busy in the last minute: expect noisy numbers, \
+                 and rerun on a quiet machine)"
+            );
+        }
+        println!(
+            "generator:  {} thread(s); open-loop schedule kept by its own thread",
+            a.generator_threads
+        );
+        println!(
+            "parameters: {:?} per phase after a {:?} warm-up; {} connections at max rate, {} in \
+             the open loop at {:.0}% of each target's max rate; {:.0}% exact duplicates; \
+             {}-byte bodies",
+            a.duration,
+            a.warmup,
+            a.connections,
+            a.open_connections,
+            a.open_fraction * 100.0,
+            a.duplicates * 100.0,
+            self.body_len
         );
     }
-    let find = |target: &str, kind: &str| {
-        phases
-            .iter()
-            .find(|p| p.target == target && p.kind == kind)
-            .map(|p| &p.stats)
-    };
-    if let (Some(bare), Some(gw)) = (find("bare", "max"), find("gateway", "max")) {
-        let ratio = gw.acked_per_sec() / bare.acked_per_sec().max(1e-9);
+
+    pub(crate) fn print_results(&self) {
         println!();
         println!(
-            "ratio gateway/bare at max rate: {ratio:.2} (target >= 0.50): {:.0} vs {:.0} acked/s",
-            gw.acked_per_sec(),
-            bare.acked_per_sec()
+            "{:<8} {:<12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>7} {:>7}",
+            "target",
+            "phase",
+            "200s/s",
+            "accepted",
+            "dup",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "non-200",
+            "errors",
+            "gen cpu",
+            "srv cpu"
         );
-    }
-    if let Some(open) = find("gateway", "open") {
+        for o in &self.outcomes {
+            row(o.target, "max", &o.max);
+        }
+        for o in &self.outcomes {
+            if let Some((open, _)) = &o.open {
+                row(o.target, &format!("open@{}", si(o.open_rate)), open);
+            }
+        }
         println!(
-            "gateway p99 ack latency at {:.0}% of its max rate: {:.3} ms (target < 5 ms)",
-            fraction * 100.0,
-            open.ms(0.99)
+            "(200s/s: answers 200 per second; accepted/dup: 200 without/with \"duplicate\":true; \
+             latency from the actual send (max) or the intended send time (open); cpu: cores used)"
         );
+        println!();
+        self.print_verdicts();
+        self.print_checks();
     }
+
+    fn find(&self, target: Target) -> Option<&Outcome> {
+        self.outcomes.iter().find(|o| o.target == target)
+    }
+
+    fn print_verdicts(&self) {
+        let (bare, gateway) = (self.find(Target::Bare), self.find(Target::Gateway));
+        if let (Some(b), Some(g)) = (bare, gateway) {
+            let (b_rate, g_rate) = (b.max.acked_per_sec(), g.max.acked_per_sec());
+            let ratio = g_rate / b_rate.max(1e-9);
+            println!(
+                "ratio gateway/bare at max rate: {ratio:.2} ({g_rate:.0} vs {b_rate:.0} 200s/s; \
+                 target >= {RATIO_TARGET:.2}): {}",
+                verdict(ratio >= RATIO_TARGET)
+            );
+        }
+        if let Some(g) = gateway {
+            match &g.open {
+                Some((open, _)) => {
+                    let p99 = open.ms(0.99);
+                    println!(
+                        "gateway p99 ack latency at {:.0}% of its max rate ({:.0}/s): {p99:.2} ms \
+                         (target < {P99_TARGET_MS} ms): {}",
+                        self.args.open_fraction * 100.0,
+                        g.open_rate,
+                        verdict(p99 < P99_TARGET_MS)
+                    );
+                }
+                None => println!("gateway p99 at half max rate: not measured (no 200 answers)"),
+            }
+        }
+    }
+
+    fn print_checks(&self) {
+        for o in &self.outcomes {
+            let name = o.target.name();
+            let phases =
+                std::iter::once(("max", &o.max)).chain(o.open.as_ref().map(|(s, _)| ("open", s)));
+            for (phase, s) in phases {
+                if o.target == Target::Gateway && s.duplicate != s.repeats_sent {
+                    println!(
+                        "check: {name} {phase}: {} exact repeats sent, {} answered \"duplicate\":true",
+                        s.repeats_sent, s.duplicate
+                    );
+                }
+                if let Some(sample) = &s.sample_non_200 {
+                    println!("check: {name} {phase}: first non-200 answer: {sample}");
+                }
+                if let Some(sample) = &s.sample_error {
+                    println!("check: {name} {phase}: first error: {sample}");
+                }
+            }
+            if o.target == Target::Gateway {
+                let (sent, dup) = phases_sum(o);
+                println!(
+                    "{name} duplicates: {sent} sent as exact repeats, {dup} answered \"duplicate\":true"
+                );
+            }
+            if let Some((_, d)) = &o.open {
+                println!(
+                    "{name} open-loop schedule: {} of {} requests sent; hand-over lag p50 {:.3} ms, \
+                     p99 {:.3} ms (counted in latency); {} found every connection busy",
+                    d.scheduled,
+                    (o.open_rate * self.args.duration.as_secs_f64()).round(),
+                    d.lag.value_at_quantile(0.5) as f64 / 1000.0,
+                    d.lag.value_at_quantile(0.99) as f64 / 1000.0,
+                    d.waited
+                );
+            }
+            match &o.stopped {
+                Ok((status, took)) => {
+                    println!("{name} stopped by SIGTERM in {took:.2?} ({status})");
+                    if !status.success() && !o.log_tail.is_empty() {
+                        println!("{}", o.log_tail);
+                    }
+                }
+                Err(e) => println!("{name} did not stop cleanly: {e}"),
+            }
+        }
+    }
+}
+
+fn phases_sum(o: &Outcome) -> (u64, u64) {
+    let open = o.open.as_ref().map(|(s, _)| s);
+    let sent = o.max.repeats_sent + open.map_or(0, |s| s.repeats_sent);
+    let dup = o.max.duplicate + open.map_or(0, |s| s.duplicate);
+    (sent, dup)
+}
+
+fn row(target: Target, phase: &str, s: &Stats) {
+    println!(
+        "{:<8} {:<12} {:>9.0} {:>9} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>6} {:>7} {:>7}",
+        target.name(),
+        phase,
+        s.acked_per_sec(),
+        s.accepted,
+        s.duplicate,
+        s.ms(0.5),
+        s.ms(0.99),
+        s.ms(0.999),
+        s.max_ms(),
+        s.non_200,
+        s.errors,
+        cores(s.usage.generator),
+        cores(s.usage.server)
+    );
+}
+
+fn cores(used: Option<f64>) -> String {
+    used.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+/// 47562.3 -> "47.6k"; small rates stay exact.
+fn si(rate: f64) -> String {
+    if rate >= 10_000.0 {
+        format!("{:.1}k", rate / 1000.0)
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
 }

@@ -1,13 +1,37 @@
-//! `gateway check`: a bad config exits 1 and names the file, the line and the key; a good one
-//! exits 0; an unprotected Ledig source must be declared so, and then warns.
+//! `gateway check`: a valid config exits 0; a bad one exits 1 and names the file, the line and
+//! the key of each problem (`FILE:LINE:COL: KEY: MESSAGE`): an unknown key, a secret whose
+//! environment variable is not set, a key that does not apply to the provider. A Ledig source
+//! without any protection is refused unless it says `unprotected = true`, which then warns.
 
 use crate::harness::*;
 use std::process::Command;
 
 struct Checked {
-    code: i32,
+    code: Option<i32>,
     stderr: String,
     path: String,
+}
+
+impl Checked {
+    /// Asserts exit code 1 and a problem line naming this file, this line and this key.
+    fn assert_problem(&self, line: usize, key: &str) -> &str {
+        assert_eq!(self.code, Some(1), "exit code; stderr:\n{}", self.stderr);
+        let prefix = format!("{}:{line}:", self.path);
+        self.stderr
+            .lines()
+            .find(|l| {
+                l.starts_with(&prefix)
+                    && l[prefix.len()..]
+                        .split_once(": ")
+                        .is_some_and(|(_, rest)| rest.starts_with(&format!("{key}: ")))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line `{prefix}COL: {key}: ...` in stderr:\n{}",
+                    self.stderr
+                )
+            })
+    }
 }
 
 fn check(text: &str) -> Checked {
@@ -23,69 +47,112 @@ fn check(text: &str) -> Checked {
         .output()
         .expect("run gateway check");
     Checked {
-        code: out.status.code().expect("exit code"),
+        code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         path: path.display().to_string(),
     }
 }
 
-#[test]
-fn unknown_key_is_named_with_file_and_line() {
-    let c = check("[server]\nlisten = \"127.0.0.1:0\"\nlisen = \"127.0.0.1:1\"\n");
-    assert_eq!(c.code, 1, "{}", c.stderr);
-    let expected = format!(
-        "{}:3:1: server.lisen: unknown key `lisen` in [server]",
-        c.path
-    );
-    assert!(c.stderr.contains(&expected), "{}", c.stderr);
+/// The line (1-based) of the first line of `text` that starts with `start`.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?}"))
+        + 1
 }
 
 #[test]
-fn missing_secret_variable_is_named_with_file_line_and_key() {
-    let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[sources.ledger]\nprovider = \"ledger\"\nsecrets = [\"env:E2E_SURELY_MISSING_SECRET\"]\n";
-    let c = check(text);
-    assert_eq!(c.code, 1, "{}", c.stderr);
-    let expected = format!(
-        "{}:6:12: sources.ledger.secrets[0]: environment variable E2E_SURELY_MISSING_SECRET is not set",
-        c.path
-    );
-    assert!(c.stderr.contains(&expected), "{}", c.stderr);
-}
-
-#[test]
-fn valid_config_passes_and_the_shipped_config_is_valid() {
+fn the_standard_test_config_is_valid() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let c = check(&config(&dir.path().join("g.db"), ""));
-    assert_eq!(c.code, 0, "{}", c.stderr);
+    let c = check(&config(&dir.path().join("g.db"), &Settings::default()));
+    assert_eq!(c.code, Some(0), "stderr:\n{}", c.stderr);
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/gateway.toml");
     let out = Command::new(gateway_bin())
         .args(["check", "--config", shipped])
         .env("LEDGER_SECRET", LEDGER_SECRET)
         .env("LEDIG_TOKEN", LEDIG_TOKEN)
         .output()
-        .expect("run check");
-    assert!(
-        out.status.success(),
-        "{}",
+        .expect("run gateway check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
-fn unprotected_ledig_source_must_be_declared_and_warns() {
-    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[sources.ledig]\nprovider = \"ledig\"\n";
-    let c = check(base);
-    assert_eq!(c.code, 1, "{}", c.stderr);
-    assert!(
-        c.stderr.contains(&format!("{}:3:1: sources.ledig", c.path)),
-        "{}",
-        c.stderr
+fn unknown_key_is_named_with_file_and_line() {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\nlisen = \"127.0.0.1:1\"\n";
+    let c = check(text);
+    let line = c.assert_problem(3, "server.lisen");
+    assert!(line.contains("unknown key"), "{line}");
+}
+
+#[test]
+fn missing_secret_variable_is_named_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config(&dir.path().join("g.db"), &Settings::default()).replacen(
+        "env:E2E_LEDGER_SECRET\"",
+        "env:E2E_SURELY_MISSING_SECRET\"",
+        1,
     );
-    let c = check(&format!("{base}unprotected = true\n"));
-    assert_eq!(c.code, 0, "{}", c.stderr);
+    let c = check(&text);
+    let line = c.assert_problem(
+        line_of(&text, "secrets = [\"env:E2E_SURELY_MISSING_SECRET\""),
+        "sources.ledger.secrets[0]",
+    );
     assert!(
-        c.stderr.contains("warning:") && c.stderr.contains("sources.ledig.unprotected"),
-        "{}",
+        line.contains("E2E_SURELY_MISSING_SECRET") && line.contains("not set"),
+        "{line}"
+    );
+}
+
+#[test]
+fn keys_that_do_not_apply_to_the_provider_are_errors() {
+    let text = "\
+[server]
+listen = \"127.0.0.1:0\"
+
+[sources.ledger]
+provider = \"ledger\"
+path = \"/webhooks/ledger\"
+secrets = [\"env:E2E_LEDGER_SECRET\"]
+token = \"env:E2E_LEDIG_TOKEN\"
+
+[sources.ledig]
+provider = \"ledig\"
+path = \"/webhooks/ledig\"
+token = \"env:E2E_LEDIG_TOKEN\"
+tolerance = \"5m\"
+";
+    let c = check(text);
+    c.assert_problem(8, "sources.ledger.token");
+    c.assert_problem(14, "sources.ledig.tolerance");
+}
+
+#[test]
+fn unprotected_ledig_source_must_be_declared_and_warns() {
+    let base = "\
+[server]
+listen = \"127.0.0.1:0\"
+
+[sources.ledig]
+provider = \"ledig\"
+path = \"/webhooks/ledig\"
+";
+    let c = check(base);
+    c.assert_problem(4, "sources.ledig");
+
+    let c = check(&format!("{base}unprotected = true\n"));
+    assert_eq!(c.code, Some(0), "stderr:\n{}", c.stderr);
+    assert!(
+        c.stderr.to_lowercase().contains("warn") && c.stderr.contains("sources.ledig"),
+        "a warning naming the source on stderr:\n{}",
         c.stderr
     );
 }

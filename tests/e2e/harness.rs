@@ -1,37 +1,79 @@
-//! Test harness: start the real `gateway` binary on port 0 with a config in a temp dir, talk
-//! to it over plain TCP (HTTP/1.1, one request per connection, so every byte on the wire is
-//! what the test wrote), sign requests the way Ledger does, and read the SQLite store.
+//! Test harness: starts the real `gateway` binary on port 0 with a config and its own SQLite
+//! file in a temp dir, talks to it over plain TCP (HTTP/1.1, one request per connection, so every
+//! byte on the wire is what the test wrote), signs requests the way Ledger does (both schemes),
+//! and reads the store read-only. It proves nothing by itself; the other modules do.
+//!
+//! A gateway is SIGKILLed when its handle drops. Its stderr goes to `stderr.log` in the temp
+//! dir and is printed when the test panics, so a failure shows the gateway's own account.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Current Ledger secret (`whsec_` + base64 of 32 bytes) and the rotated-out one.
+/// The current Ledger secret: `whsec_` + base64 of 32 bytes, so both schemes can use it.
 pub(crate) const LEDGER_SECRET: &str = "whsec_c2VjcmV0LWtleS1mb3ItZTJlLXRlc3RzLTAwMDAwMDE=";
+/// The rotated-out Ledger secret, still accepted during rotation.
 pub(crate) const LEDGER_SECRET_OLD: &str = "whsec_b2xkLXNlY3JldC1rZXktZm9yLWUyZS10ZXN0cy0wMDI=";
+/// A secret the gateway has never seen.
+pub(crate) const LEDGER_SECRET_WRONG: &str = "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZzE=";
 pub(crate) const LEDIG_TOKEN: &str = "ledig-e2e-token-8c1f";
+pub(crate) const LEDIG_USER: &str = "ops";
 pub(crate) const LEDIG_PASSWORD: &str = "ledig-basic-pass";
 
-/// The sources every test gateway has; `extra` adds or overrides server settings.
-pub(crate) fn config(store: &Path, server_extra: &str) -> String {
+/// How long any single wait on the gateway may take before the test fails.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The knobs tests turn; everything else is the standard config.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) max_body: &'static str,
+    pub(crate) header_timeout: &'static str,
+    pub(crate) request_timeout: &'static str,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_body: "1MiB",
+            header_timeout: "10s",
+            request_timeout: "30s",
+        }
+    }
+}
+
+/// The standard config: one source per protection style, so each test can pick its door.
+pub(crate) fn config(store: &Path, s: &Settings) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
-{server_extra}
+max_body = "{max_body}"
+header_timeout = "{header_timeout}"
+request_timeout = "{request_timeout}"
 
 [store]
 path = "{store}"
+dedup_window = "30d"
 
 [sources.ledger]
 provider = "ledger"
 path = "/webhooks/ledger"
 secrets = ["env:E2E_LEDGER_SECRET", "env:E2E_LEDGER_SECRET_OLD"]
 signature = "any"
+tolerance = "5m"
+
+[sources.ledger-std]
+provider = "ledger"
+path = "/webhooks/ledger-std"
+secrets = ["env:E2E_LEDGER_SECRET"]
+signature = "standard-webhooks"
 tolerance = "5m"
 
 [sources.ledig]
@@ -49,17 +91,34 @@ token_in_path = true
 [sources.ledig-basic]
 provider = "ledig"
 path = "/webhooks/ledig-basic"
-basic_auth = {{ username = "ops", password = "env:E2E_LEDIG_PASS" }}
+basic_auth = {{ username = "env:E2E_LEDIG_USER", password = "env:E2E_LEDIG_PASS" }}
+
+[sources.ledig-local]
+provider = "ledig"
+path = "/webhooks/ledig-local"
+token = "env:E2E_LEDIG_TOKEN"
+token_header = "X-Ledig-Token"
+allow_ips = ["127.0.0.1/32"]
+
+[sources.ledig-remote-only]
+provider = "ledig"
+path = "/webhooks/ledig-remote-only"
+allow_ips = ["10.0.0.0/8"]
 "#,
+        max_body = s.max_body,
+        header_timeout = s.header_timeout,
+        request_timeout = s.request_timeout,
         store = store.display()
     )
 }
 
-pub(crate) fn env_vars() -> [(&'static str, &'static str); 4] {
+/// The environment the standard config's secret references read.
+pub(crate) fn env_vars() -> [(&'static str, &'static str); 5] {
     [
         ("E2E_LEDGER_SECRET", LEDGER_SECRET),
         ("E2E_LEDGER_SECRET_OLD", LEDGER_SECRET_OLD),
         ("E2E_LEDIG_TOKEN", LEDIG_TOKEN),
+        ("E2E_LEDIG_USER", LEDIG_USER),
         ("E2E_LEDIG_PASS", LEDIG_PASSWORD),
     ]
 }
@@ -68,35 +127,37 @@ pub(crate) fn gateway_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gateway")
 }
 
-/// A running gateway; killed (SIGKILL) when dropped unless stopped before.
+/// A running gateway; SIGKILLed and reaped when dropped.
+#[derive(Debug)]
 pub(crate) struct Gateway {
-    pub(crate) child: Child,
+    child: Child,
     pub(crate) addr: SocketAddr,
     dir: Option<tempfile::TempDir>,
     pub(crate) db: PathBuf,
 }
 
 impl Gateway {
-    /// Starts a gateway with the standard sources and default limits.
+    /// The standard config with default limits.
     pub(crate) fn start() -> Self {
-        Self::start_with("")
+        Self::start_with(&Settings::default())
     }
 
-    pub(crate) fn start_with(server_extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+    pub(crate) fn start_with(settings: &Settings) -> Self {
+        let dir = tempfile::tempdir().expect("create temp dir");
         let db = dir.path().join("gateway.db");
-        std::fs::write(dir.path().join("gateway.toml"), config(&db, server_extra))
+        std::fs::write(dir.path().join("gateway.toml"), config(&db, settings))
             .expect("write config");
         Self::start_in(dir, db)
     }
 
-    /// Starts (or restarts) a gateway on an existing directory and database.
+    /// Starts (or restarts) a gateway on the `gateway.toml` and store already in `dir`.
     pub(crate) fn start_in(dir: tempfile::TempDir, db: PathBuf) -> Self {
+        let log_path = dir.path().join("stderr.log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.path().join("stderr.log"))
-            .expect("stderr log");
+            .open(&log_path)
+            .expect("open stderr log");
         let mut child = Command::new(gateway_bin())
             .arg("run")
             .arg("--config")
@@ -107,22 +168,35 @@ impl Gateway {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .expect("start gateway");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read first line");
-        let addr = line
-            .trim()
+            .expect("spawn the gateway binary");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // The reader keeps draining stdout after the first line, so a later print by the
+        // gateway never meets a closed pipe.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let first = rx.recv_timeout(PATIENCE);
+        let line = match first {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("gateway printed no first line ({other:?}); stderr:\n{log}");
+            }
+        };
+        let Some(addr) = line
             .strip_prefix("listening on http://")
-            .unwrap_or_else(|| {
-                let log =
-                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-                panic!("unexpected first line {line:?}; stderr:\n{log}")
-            })
-            .parse()
-            .expect("address");
+            .and_then(|a| a.parse().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("first stdout line is {line:?}, not `listening on http://ADDR`; stderr:\n{log}");
+        };
         Self {
             child,
             addr,
@@ -135,12 +209,34 @@ impl Gateway {
         self.child.id()
     }
 
-    /// SIGKILL, then hand back the directory so the same store can be reopened.
+    /// `kill -9`, then hand back the directory so the same config and store can be reused.
     pub(crate) fn kill(mut self) -> (tempfile::TempDir, PathBuf) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = self.dir.take().expect("directory present until kill");
+        let dir = self.dir.take().expect("directory is held until kill");
         (dir, self.db.clone())
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits, polling, for the process to exit.
+    pub(crate) fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -{signal} {} failed", self.pid());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the gateway") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit within {PATIENCE:?} of SIG{signal}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub(crate) fn stderr(&self) -> String {
@@ -160,11 +256,15 @@ impl Gateway {
         request(self.addr, method, path, headers, body)
     }
 
+    pub(crate) fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
     pub(crate) fn post(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
         self.request("POST", path, headers, body)
     }
 
-    /// A Ledger delivery signed with `X-Ledger-Signature` by `secret` at time `t`.
+    /// A Ledger delivery signed now with `X-Ledger-Signature` by the current secret.
     pub(crate) fn post_ledger(&self, body: &[u8]) -> Response {
         self.post(
             "/webhooks/ledger",
@@ -173,10 +273,14 @@ impl Gateway {
         )
     }
 
+    /// A Ledig delivery with the right token in `X-Ledig-Token`.
     pub(crate) fn post_ledig(&self, body: &[u8]) -> Response {
         self.post(
             "/webhooks/ledig",
-            &[("X-Ledig-Token", LEDIG_TOKEN.to_owned())],
+            &[
+                ("Content-Type", "application/json".into()),
+                ("X-Ledig-Token", LEDIG_TOKEN.into()),
+            ],
             body,
         )
     }
@@ -186,7 +290,9 @@ impl Gateway {
     }
 
     pub(crate) fn metrics(&self) -> String {
-        self.request("GET", "/metrics", &[], b"").body
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
     }
 }
 
@@ -194,30 +300,90 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- gateway stderr ({}) ----\n{}",
+                self.addr,
+                self.stderr()
+            );
+        }
     }
 }
 
 pub(crate) fn open_db(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open store read-only")
+        .expect("open the store read-only")
 }
 
 pub(crate) fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).expect("count query")
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// The stored envelope of the event with this dedup key.
-pub(crate) fn envelope(conn: &rusqlite::Connection, source: &str, key: &str) -> serde_json::Value {
-    let text: String = conn
-        .query_row(
-            "SELECT envelope FROM events WHERE source = ?1 AND dedup_key = ?2",
-            [source, key],
-            |r| r.get(0),
-        )
-        .unwrap_or_else(|e| panic!("no stored event {source}/{key}: {e}"));
-    serde_json::from_str(&text).expect("envelope is JSON")
+/// One row of `events`, JSON columns parsed.
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
+    pub(crate) dedup_key: String,
+    pub(crate) event_type: String,
+    pub(crate) envelope: Value,
+    pub(crate) raw_body: Vec<u8>,
+    pub(crate) headers: Value,
+    pub(crate) received_at: i64,
 }
 
+fn event_where(conn: &rusqlite::Connection, filter: &str, args: [&str; 2]) -> StoredEvent {
+    let sql = format!(
+        "SELECT dedup_key, event_type, envelope, raw_body, headers, received_at \
+         FROM events WHERE {filter}"
+    );
+    let (dedup_key, event_type, envelope, raw_body, headers, received_at): (
+        String,
+        String,
+        String,
+        Vec<u8>,
+        String,
+        i64,
+    ) = conn
+        .query_row(&sql, args, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap_or_else(|e| panic!("no single stored event where {filter} {args:?}: {e}"));
+    StoredEvent {
+        dedup_key,
+        event_type,
+        envelope: serde_json::from_str(&envelope).expect("envelope column is JSON"),
+        raw_body,
+        headers: serde_json::from_str(&headers).expect("headers column is JSON"),
+        received_at,
+    }
+}
+
+/// The stored event of `source` with this dedup key.
+pub(crate) fn stored(conn: &rusqlite::Connection, source: &str, key: &str) -> StoredEvent {
+    event_where(conn, "source = ?1 AND dedup_key = ?2", [source, key])
+}
+
+/// The one stored event of `source` with this event type.
+pub(crate) fn stored_by_type(
+    conn: &rusqlite::Connection,
+    source: &str,
+    event_type: &str,
+) -> StoredEvent {
+    event_where(
+        conn,
+        "source = ?1 AND event_type = ?2",
+        [source, event_type],
+    )
+}
+
+/// An HTTP response as read off the wire.
 #[derive(Debug, Clone)]
 pub(crate) struct Response {
     pub(crate) status: u16,
@@ -226,7 +392,7 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    pub(crate) fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
@@ -238,21 +404,35 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Asserts the documented error shape `{"ok":false,"error":"..."}` and status.
+    fn assert_json_content_type(&self) {
+        assert!(
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "content-type {:?} for {} {}",
+            self.header("content-type"),
+            self.status,
+            self.body
+        );
+    }
+
+    /// The documented error answer: this status, exactly `{"ok":false,"error":"<non-empty>"}`.
     pub(crate) fn assert_error(&self, status: u16) {
         assert_eq!(self.status, status, "body: {}", self.body);
         let v = self.json();
+        let obj = v.as_object().expect("error body is an object");
+        assert_eq!(obj.len(), 2, "only ok and error: {}", self.body);
         assert_eq!(v["ok"], false, "{}", self.body);
         assert!(
             v["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{}",
+            "non-empty error string: {}",
             self.body
         );
-        assert_eq!(v.as_object().map(|o| o.len()), Some(2), "{}", self.body);
+        self.assert_json_content_type();
     }
 
     pub(crate) fn assert_accepted(&self) {
         assert_eq!((self.status, self.body.as_str()), (200, r#"{"ok":true}"#));
+        self.assert_json_content_type();
     }
 
     pub(crate) fn assert_duplicate(&self) {
@@ -260,10 +440,48 @@ impl Response {
             (self.status, self.body.as_str()),
             (200, r#"{"ok":true,"duplicate":true}"#)
         );
+        self.assert_json_content_type();
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+/// The bytes of one HTTP/1.1 request with `Content-Length` and `Connection: close`.
+pub(crate) fn request_bytes(
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!(
+        "{method} {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// One request on a fresh connection; `Err` if the connection fails (e.g. the gateway died).
+pub(crate) fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.write_all(&request_bytes(method, path, headers, body))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("incomplete response: {raw:?}")))
+}
+
+/// One request on a fresh connection; panics if there is no complete answer.
 pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
@@ -271,71 +489,100 @@ pub(crate) fn request(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write head");
-    stream.write_all(body).expect("write body");
-    read_response(&mut stream)
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"))
 }
 
-/// Reads a whole response from a connection the server closes after answering.
-pub(crate) fn read_response(stream: &mut TcpStream) -> Response {
+/// The same as [`request`] over tokio, for tests that need many connections at once.
+pub(crate) async fn request_async(addr: SocketAddr, bytes: &[u8]) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the gateway");
+    stream.write_all(bytes).await.expect("send the request");
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("answer within the patience window")
+        .expect("read the answer");
+    parse_response(&raw).unwrap_or_else(|| panic!("incomplete response: {raw:?}"))
 }
 
-pub(crate) fn parse_response(raw: &[u8]) -> Response {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("incomplete response: {text:?}"));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
-    let headers = lines
+/// Reads until the server closes, tolerating a reset after a complete answer.
+pub(crate) fn read_response(stream: &mut TcpStream) -> Response {
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("set read timeout");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if raw.is_empty() => panic!("no answer: {e}"),
+            Err(_) => break,
+        }
+    }
+    parse_response(&raw).unwrap_or_else(|| panic!("incomplete response: {raw:?}"))
+}
+
+/// Parses status line, headers and a `Content-Length` body; `None` if the answer is cut short.
+pub(crate) fn parse_response(raw: &[u8]) -> Option<Response> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let body = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Response {
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let body = match length {
+        Some(n) if body.len() < n => return None,
+        Some(n) => &body[..n],
+        None => body,
+    };
+    Some(Response {
         status,
         headers,
-        body: body.to_owned(),
-    }
+        body: String::from_utf8_lossy(body).into_owned(),
+    })
 }
 
 pub(crate) fn now() -> i64 {
+    now_ms() / 1000
+}
+
+pub(crate) fn now_ms() -> i64 {
     i64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
-            .as_secs(),
+            .as_millis(),
     )
-    .expect("fits")
+    .expect("milliseconds fit in i64")
+}
+
+/// Parses an RFC 3339 timestamp (any precision, any offset) into Unix milliseconds.
+pub(crate) fn rfc3339_ms(text: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"));
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).expect("milliseconds fit in i64")
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).expect("any key length");
+    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).expect("HMAC takes any key");
     for p in parts {
         mac.update(p);
     }
     mac.finalize().into_bytes().to_vec()
 }
 
-/// `X-Ledger-Signature: t=<t>,v1=<hex>` keyed with the secret string as written.
+/// `X-Ledger-Signature: t=<t>,v1=<hex>`, keyed with the secret string's raw bytes.
 pub(crate) fn ledger_signature(secret: &str, t: i64, body: &[u8]) -> String {
     let tag = hmac(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body]);
     format!("t={t},v1={}", hex::encode(tag))
@@ -348,9 +595,10 @@ pub(crate) fn ledger_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(&'static
     ]
 }
 
-/// Standard Webhooks headers (`prefix` = "webhook" or "svix") signed with a `whsec_` secret.
+/// Standard Webhooks headers (`prefix` = "webhook" or "svix"): key = base64 after `whsec_`,
+/// message `<id>.<timestamp>.<body>`, signature `v1,<base64>`.
 pub(crate) fn standard_headers(
-    prefix: &'static str,
+    prefix: &str,
     secret: &str,
     id: &str,
     t: i64,
@@ -358,13 +606,14 @@ pub(crate) fn standard_headers(
 ) -> Vec<(String, String)> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = b64
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ secret"))
-        .expect("base64 secret");
+        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
+        .expect("the part after whsec_ is base64");
     let tag = hmac(
         &key,
         &[id.as_bytes(), b".", t.to_string().as_bytes(), b".", body],
     );
     vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
         (format!("{prefix}-id"), id.to_owned()),
         (format!("{prefix}-timestamp"), t.to_string()),
         (
@@ -374,23 +623,71 @@ pub(crate) fn standard_headers(
     ]
 }
 
+/// Borrows owned header pairs in the shape the request helpers take.
+pub(crate) fn borrowed(headers: &[(String, String)]) -> Vec<(&str, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect()
+}
+
+/// JSON with object keys sorted and no white space, written independently of the gateway.
+pub(crate) fn canonical_json(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let members: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::to_string(k).expect("a string serializes"),
+                        canonical_json(&map[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        scalar => serde_json::to_string(scalar).expect("a scalar serializes"),
+    }
+}
+
+/// The Ledig dedup key of an event without an id: `sha256:<hex>` over the canonical body.
+pub(crate) fn content_key(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("body is JSON");
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(canonical_json(&v).as_bytes()))
+    )
+}
+
+fn fixtures_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
 pub(crate) fn fixture(path: &str) -> Vec<u8> {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(path);
+    let full = fixtures_root().join(path);
     std::fs::read(&full).unwrap_or_else(|e| panic!("fixture {}: {e}", full.display()))
 }
 
+/// Every `*.json` in a fixture folder as (file stem, bytes), sorted by name.
 pub(crate) fn fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(dir);
+    let full = fixtures_root().join(dir);
     let mut out: Vec<_> = std::fs::read_dir(&full)
-        .expect("fixture dir")
-        .map(|e| e.expect("entry").path())
+        .unwrap_or_else(|e| panic!("fixture dir {}: {e}", full.display()))
+        .map(|e| e.expect("read fixture dir entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .map(|p| {
-            let name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+            let name = p
+                .file_stem()
+                .expect("a file has a stem")
+                .to_string_lossy()
+                .into_owned();
             (name, std::fs::read(&p).expect("read fixture"))
         })
         .collect();
@@ -398,14 +695,14 @@ pub(crate) fn fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Polls `check` until it holds or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    check()
+/// The value of one sample line (`series` is the metric name with its labels) in `/metrics`.
+pub(crate) fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
 }

@@ -1,196 +1,316 @@
-//! Ledig: the seven event types and the shapes the docs leave open are accepted and
-//! normalized; each protection (header token, token in path, basic auth) refuses wrong or
-//! missing credentials with 401.
+//! Ledig: the seven documented events and the shapes the docs leave open (flat with `type`,
+//! `eventType` + `payload`, `event_type`, an `Event-Type`/`DATA` spelling, extra unknown
+//! fields, a JSON body that is not an object) are accepted and normalized: type, provider type,
+//! dedup id (`<event>:<id>:<status>` or `sha256:` of the canonical body), subject and verbatim
+//! data. Each protection (header token, token in path, basic auth, IP allow-list, and all of
+//! them together) refuses missing or wrong credentials with 401, and no credential is stored.
 
 use crate::harness::*;
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-#[test]
-fn every_ledig_event_type_is_stored_with_its_envelope() {
-    let gw = Gateway::start();
-    let nested: Vec<_> = fixtures("ledig")
-        .into_iter()
-        .filter(|(name, _)| !name.starts_with("variant_"))
-        .collect();
-    assert_eq!(nested.len(), 7);
-    for (name, body) in &nested {
-        gw.post_ledig(body).assert_accepted();
-        let sent: Value = serde_json::from_slice(body).expect("fixture JSON");
-        let db = gw.db();
-        let env_text: String = db
-            .query_row(
-                "SELECT envelope FROM events WHERE source = 'ledig' AND event_type = ?1",
-                [format!("ledig.{name}")],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("{name} not stored: {e}"));
-        let env: Value = serde_json::from_str(&env_text).expect("JSON");
-        assert_eq!(env["provider"], "ledig");
-        assert_eq!(env["providertype"], name.as_str());
-        assert_eq!(env["source"], "ledig");
-        assert_eq!(env["data"], sent["data"], "{name}: data verbatim");
-        let data = &sent["data"];
-        match (data.get("id"), data.get("status")) {
-            (Some(id), Some(status)) => assert_eq!(
-                env["id"],
-                format!(
-                    "{name}:{}:{}",
-                    id.as_str().expect("id"),
-                    status.as_str().expect("status")
-                )
-            ),
-            _ => assert!(
-                env["id"].as_str().is_some_and(|i| i.starts_with("sha256:")),
-                "{name}: {env}"
-            ),
-        }
-        let subject = data
-            .get("id")
-            .or_else(|| data.get("Alias"))
-            .and_then(Value::as_str)
-            .expect("fixture has id or Alias");
-        assert_eq!(env["subject"], subject, "{name}");
-    }
+/// A named request: what it exercises, the path, and its headers.
+type Attempt = (&'static str, String, Vec<(&'static str, String)>);
+
+/// Where an envelope's `data` comes from in the sent body.
+#[derive(Debug, Clone, Copy)]
+enum Data {
+    /// The object under this top-level key.
+    Under(&'static str),
+    /// The flat object without its event-name key.
+    FlatWithout(&'static str),
 }
 
+struct Case {
+    file: &'static str,
+    event: &'static str,
+    /// `None`: the event has no id, so the key is `sha256:` of the canonical body.
+    key: Option<&'static str>,
+    subject: &'static str,
+    data: Data,
+}
+
+const CASES: [Case; 12] = [
+    Case {
+        file: "admin_funding",
+        event: "admin_funding",
+        key: Some("admin_funding:af_501:completed"),
+        subject: "af_501",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "crypto_payout_update",
+        event: "crypto_payout_update",
+        key: Some("crypto_payout_update:po_7001:pending"),
+        subject: "po_7001",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "crypto_received",
+        event: "crypto_received",
+        key: Some("crypto_received:dep_8812:completed"),
+        subject: "dep_8812",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "settlement_account_update",
+        event: "settlement_account_update",
+        key: None,
+        subject: "settle-ngn-1",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "settlement_wallet_update",
+        event: "settlement_wallet_update",
+        key: None,
+        subject: "settle-usdt-1",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "virtual_account_created",
+        event: "virtual_account_created",
+        key: None,
+        subject: "va-acme-1",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "virtual_account_credited",
+        event: "virtual_account_credited",
+        key: Some("virtual_account_credited:vac_3321:successful"),
+        subject: "vac_3321",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "variant_event_type_key",
+        event: "settlement_account_update",
+        key: None,
+        subject: "settle-usd-2",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "variant_eventtype_payload",
+        event: "crypto_payout_update",
+        key: Some("crypto_payout_update:po_payload_1:pending"),
+        subject: "po_payload_1",
+        data: Data::Under("payload"),
+    },
+    Case {
+        file: "variant_extra_fields",
+        event: "admin_funding",
+        key: Some("admin_funding:af_extra_1:completed"),
+        subject: "af_extra_1",
+        data: Data::Under("data"),
+    },
+    Case {
+        file: "variant_flat_type",
+        event: "crypto_received",
+        key: Some("crypto_received:dep_flat_1:completed"),
+        subject: "dep_flat_1",
+        data: Data::FlatWithout("type"),
+    },
+    Case {
+        file: "variant_odd_spelling",
+        event: "virtual_account_credited",
+        key: Some("virtual_account_credited:vac_odd_1:successful"),
+        subject: "vac_odd_1",
+        data: Data::Under("DATA"),
+    },
+];
+
 #[test]
-fn open_shapes_and_odd_spellings_are_normalized() {
+fn every_ledig_fixture_is_stored_with_its_envelope() {
     let gw = Gateway::start();
-    let cases = [
-        (
-            "variant_flat_type",
-            "ledig.crypto_received",
-            "crypto_received:dep_flat_1:completed",
-        ),
-        (
-            "variant_eventtype_payload",
-            "ledig.crypto_payout_update",
-            "crypto_payout_update:po_payload_1:pending",
-        ),
-        (
-            "variant_odd_spelling",
-            "ledig.virtual_account_credited",
-            "virtual_account_credited:vac_odd_1:successful",
-        ),
-        (
-            "variant_extra_fields",
-            "ledig.admin_funding",
-            "admin_funding:af_extra_1:completed",
-        ),
-    ];
-    for (file, event_type, key) in cases {
-        let body = fixture(&format!("ledig/{file}.json"));
+    let on_disk: Vec<String> = fixtures("ledig").into_iter().map(|(n, _)| n).collect();
+    let mut listed: Vec<String> = CASES.iter().map(|c| c.file.to_owned()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "every Ledig fixture has a case");
+
+    for case in &CASES {
+        let name = case.file;
+        let body = fixture(&format!("ledig/{name}.json"));
+        let sent: Value = serde_json::from_slice(&body).expect("fixture is JSON");
+        let key = case.key.map_or_else(|| content_key(&body), str::to_owned);
+        let want_data = match case.data {
+            Data::Under(k) => sent[k].clone(),
+            Data::FlatWithout(k) => {
+                let mut flat = sent.clone();
+                flat.as_object_mut()
+                    .expect("flat fixture is an object")
+                    .remove(k);
+                flat
+            }
+        };
+        assert!(want_data.is_object(), "{name}: test expects object data");
+        let before = now_ms();
         gw.post_ledig(&body).assert_accepted();
-        let env = envelope(&gw.db(), "ledig", key);
-        assert_eq!(env["type"], event_type, "{file}");
+        let after = now_ms();
+
+        let row = stored(&gw.db(), "ledig", &key);
+        let env = &row.envelope;
+        let want_type = format!("ledig.{}", case.event);
+        assert_eq!(row.event_type, want_type, "{name}");
+        assert_eq!(row.raw_body, body, "{name}: raw body kept byte for byte");
+        assert!((before..=after).contains(&row.received_at), "{name}");
+        assert_eq!(env["specversion"], "1.0", "{name}");
+        assert_eq!(env["id"], key, "{name}");
+        assert_eq!(env["source"], "ledig", "{name}");
+        assert_eq!(env["type"], want_type, "{name}");
+        assert_eq!(env["provider"], "ledig", "{name}");
+        assert_eq!(env["providertype"], case.event, "{name}");
+        assert_eq!(env["datacontenttype"], "application/json", "{name}");
+        assert_eq!(env["subject"], case.subject, "{name}");
+        assert_eq!(env["data"], want_data, "{name}: data verbatim");
+        rfc3339_ms(env["receivedat"].as_str().expect("receivedat"));
     }
-    // Flat shape: data is the object without the name key, values verbatim.
-    let env = envelope(&gw.db(), "ledig", "crypto_received:dep_flat_1:completed");
-    assert!(env["data"].get("type").is_none());
-    assert_eq!(env["data"]["Amount"], "150.25");
-    // Unknown fields are kept and counted, not an error.
-    let env = envelope(&gw.db(), "ledig", "admin_funding:af_extra_1:completed");
-    assert_eq!(env["data"]["newField"], "surprise");
-    assert_eq!(env["data"]["nested"]["a"][2], 3);
-    let metrics = gw.metrics();
-    let unknown = metrics
-        .lines()
-        .find(|l| l.starts_with("gateway_unknown_fields_total{source=\"ledig\"}"))
-        .expect("unknown fields metric");
-    assert!(unknown.ends_with(" 2"), "{unknown}");
-    // A body that is JSON but not an object is still kept, under an unknown type.
-    gw.post_ledig(b"[1,2,3]").assert_accepted();
+    let db = gw.db();
+    assert_eq!(count(&db, "SELECT count(*) FROM events"), 12);
+    assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 0);
+    // Unknown fields are kept, whatever their shape.
+    let extra = stored(&db, "ledig", "admin_funding:af_extra_1:completed");
+    assert_eq!(extra.envelope["data"]["newField"], "surprise");
+    assert_eq!(extra.envelope["data"]["nested"], json!({"a": [1, 2, 3]}));
+    // ... and counted: `newField` and `nested` are the only fields the docs do not list.
+    let m = gw.metrics();
     assert_eq!(
-        count(
-            &gw.db(),
-            "SELECT count(*) FROM events WHERE event_type = 'ledig.unknown'"
-        ),
-        1
+        metric(&m, "gateway_unknown_fields_total{source=\"ledig\"}"),
+        2.0,
+        "{m}"
     );
 }
 
 #[test]
-fn tokens_and_basic_auth_are_required() {
+fn json_that_is_not_an_object_is_kept_as_unknown() {
+    let gw = Gateway::start();
+    let body = b"[1,2,3]";
+    gw.post_ledig(body).assert_accepted();
+    let row = stored_by_type(&gw.db(), "ledig", "ledig.unknown");
+    assert_eq!(row.raw_body, body);
+    assert_eq!(row.dedup_key, content_key(body));
+    assert_eq!(row.envelope["type"], "ledig.unknown");
+    assert_eq!(row.envelope["source"], "ledig");
+    // The same body again is a retry of the same thing.
+    gw.post_ledig(b" [1, 2, 3] ").assert_duplicate();
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 1);
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!("Basic {}", b64.encode(format!("{user}:{pass}")))
+}
+
+#[test]
+fn every_protection_refuses_missing_or_wrong_credentials() {
     let gw = Gateway::start();
     let body = fixture("ledig/crypto_received.json");
-    // Header token.
-    gw.post("/webhooks/ledig", &[], &body).assert_error(401);
-    gw.post(
-        "/webhooks/ledig",
-        &[("X-Ledig-Token", "wrong".into())],
-        &body,
-    )
-    .assert_error(401);
-    gw.post(
-        "/webhooks/ledig",
-        &[("X-Ledig-Token", format!("{LEDIG_TOKEN}x"))],
-        &body,
-    )
-    .assert_error(401);
-    // Token in the path.
-    gw.post("/webhooks/ledig-path", &[], &body)
-        .assert_error(401);
-    gw.post("/webhooks/ledig-path/not-the-token", &[], &body)
-        .assert_error(401);
-    // A token in the header does not open a token-in-path source.
-    gw.post(
-        "/webhooks/ledig-path",
-        &[("X-Ledig-Token", LEDIG_TOKEN.into())],
-        &body,
-    )
-    .assert_error(401);
-    // Basic auth.
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let basic = |user: &str, pass: &str| format!("Basic {}", b64.encode(format!("{user}:{pass}")));
-    gw.post("/webhooks/ledig-basic", &[], &body)
-        .assert_error(401);
-    gw.post(
-        "/webhooks/ledig-basic",
-        &[("Authorization", basic("ops", "nope"))],
-        &body,
-    )
-    .assert_error(401);
-    gw.post(
-        "/webhooks/ledig-basic",
-        &[("Authorization", basic("root", LEDIG_PASSWORD))],
-        &body,
-    )
-    .assert_error(401);
+    let token = |t: &str| vec![("X-Ledig-Token", t.to_owned())];
+    let refused: Vec<Attempt> = vec![
+        ("header token missing", "/webhooks/ledig".into(), vec![]),
+        (
+            "header token wrong",
+            "/webhooks/ledig".into(),
+            token("wrong"),
+        ),
+        (
+            "header token with a suffix",
+            "/webhooks/ledig".into(),
+            token(&format!("{LEDIG_TOKEN}x")),
+        ),
+        (
+            "header token as a prefix",
+            "/webhooks/ledig".into(),
+            token(&LEDIG_TOKEN[..LEDIG_TOKEN.len() - 1]),
+        ),
+        (
+            "token in another header",
+            "/webhooks/ledig".into(),
+            vec![("Authorization", format!("Bearer {LEDIG_TOKEN}"))],
+        ),
+        ("path token missing", "/webhooks/ledig-path".into(), vec![]),
+        (
+            "path token wrong",
+            "/webhooks/ledig-path/not-the-token".into(),
+            vec![],
+        ),
+        (
+            "header token on a path-token source",
+            "/webhooks/ledig-path".into(),
+            token(LEDIG_TOKEN),
+        ),
+        ("basic auth missing", "/webhooks/ledig-basic".into(), vec![]),
+        (
+            "basic auth wrong password",
+            "/webhooks/ledig-basic".into(),
+            vec![("Authorization", basic(LEDIG_USER, "nope"))],
+        ),
+        (
+            "basic auth wrong user",
+            "/webhooks/ledig-basic".into(),
+            vec![("Authorization", basic("root", LEDIG_PASSWORD))],
+        ),
+        (
+            "basic auth not base64",
+            "/webhooks/ledig-basic".into(),
+            vec![("Authorization", "Basic !!!".into())],
+        ),
+        (
+            "allowed address, wrong token",
+            "/webhooks/ledig-local".into(),
+            token("wrong"),
+        ),
+        (
+            "address not allowed",
+            "/webhooks/ledig-remote-only".into(),
+            vec![],
+        ),
+    ];
+    for (case, path, headers) in &refused {
+        let r = gw.post(path, headers, &body);
+        assert_eq!(r.status, 401, "{case}: {}", r.body);
+        r.assert_error(401);
+    }
+    let db = gw.db();
     assert_eq!(
-        count(&gw.db(), "SELECT count(*) FROM events"),
+        count(&db, "SELECT count(*) FROM events"),
         0,
         "401s store nothing"
     );
+    assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 0);
 
-    gw.post(
-        "/webhooks/ledig",
-        &[("X-Ledig-Token", LEDIG_TOKEN.into())],
-        &body,
-    )
-    .assert_accepted();
-    gw.post(&format!("/webhooks/ledig-path/{LEDIG_TOKEN}"), &[], &body)
-        .assert_accepted();
-    gw.post(
-        "/webhooks/ledig-basic",
-        &[("Authorization", basic("ops", LEDIG_PASSWORD))],
-        &body,
-    )
-    .assert_accepted();
-    let db = gw.db();
-    assert_eq!(count(&db, "SELECT count(*) FROM events"), 3);
-    // Tokens and credentials are never kept with the event.
-    let headers: Vec<String> = db
-        .prepare("SELECT headers FROM events")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .map(|r| r.expect("row"))
-        .collect();
-    for h in headers {
+    let accepted: [Attempt; 4] = [
+        ("ledig", "/webhooks/ledig".into(), token(LEDIG_TOKEN)),
+        (
+            "ledig-path",
+            format!("/webhooks/ledig-path/{LEDIG_TOKEN}"),
+            vec![],
+        ),
+        (
+            "ledig-basic",
+            "/webhooks/ledig-basic".into(),
+            vec![("Authorization", basic(LEDIG_USER, LEDIG_PASSWORD))],
+        ),
+        (
+            "ledig-local",
+            "/webhooks/ledig-local".into(),
+            token(LEDIG_TOKEN),
+        ),
+    ];
+    for (source, path, headers) in &accepted {
+        gw.post(path, headers, &body).assert_accepted();
+        let row = stored(&gw.db(), source, "crypto_received:dep_8812:completed");
+        assert_eq!(row.envelope["source"], *source);
+        // Tokens and credentials are never kept with the event.
+        let kept = row.headers.to_string();
+        assert!(!kept.contains(LEDIG_TOKEN), "{source}: {kept}");
+        assert!(!kept.contains(LEDIG_PASSWORD), "{source}: {kept}");
         assert!(
-            !h.contains(LEDIG_TOKEN) && !h.to_lowercase().contains("authorization"),
-            "{h}"
+            row.headers.get("authorization").is_none()
+                && row.headers.get("x-ledig-token").is_none(),
+            "{source}: {kept}"
+        );
+        assert!(
+            !row.envelope.to_string().contains(LEDIG_TOKEN),
+            "{source}: the path token leaked into the envelope"
         );
     }
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 4);
 }

@@ -1,5 +1,7 @@
-//! End-to-end tests: each starts the real `gateway` binary on port 0 with its own SQLite file
-//! and sends real HTTP requests, signed the way the providers sign them.
+//! End-to-end tests: each test starts the real `gateway` binary on port 0 with its own config
+//! and SQLite file in a temp dir, sends real HTTP requests signed the way the providers sign
+//! them, and checks the exact answers, the stored rows and the metrics. Together they prove the
+//! gateway's external contract: responses, envelope, dedup, limits, durability, `check`.
 
 mod check;
 mod dedup;

@@ -1,0 +1,99 @@
+//! The command line: `loadgen ingest` (the benchmark) and `loadgen bare-server` (its baseline).
+//! Every knob of a run lives here, with defaults that make a whole run take about a minute.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Ingest benchmark for the webhook gateway")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Benchmark the gateway against a bare hyper server, in one run.
+    Ingest(IngestArgs),
+    /// The baseline: a hyper server that answers every request 200 {"ok":true}.
+    BareServer {
+        /// Address to listen on; the first stdout line names the bound address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+/// A server the benchmark measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Target {
+    Bare,
+    Gateway,
+}
+
+impl Target {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct IngestArgs {
+    /// Length of each measured phase (maximum rate, then open loop), per target.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Duration,
+    /// Closed-loop warm-up before the measured phases of each target.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Keep-alive connections in the closed-loop (maximum rate) phase.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) connections: u16,
+    /// Connections the open-loop phase dispatches over (a free one takes each due request).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) open_connections: u16,
+    /// Share of requests that are exact repeats (same bytes and headers) of a recent event.
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    pub(crate) duplicates: f64,
+    /// Request body size in bytes (padded with a `memo` field); 0 keeps the natural ~400 bytes.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) body_size: usize,
+    /// Open-loop rate as a fraction of the maximum rate measured for the same target.
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    pub(crate) open_fraction: f64,
+    /// Generator runtime threads (1: a current-thread runtime). Two measured best on 2 cores:
+    /// the generator still uses about one core, but one descheduled thread no longer stalls
+    /// every connection at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) generator_threads: u16,
+    /// The gateway binary (default: `gateway` next to this executable).
+    #[arg(long)]
+    pub(crate) gateway: Option<PathBuf>,
+    /// Measure only these targets (default: both; the ratio needs both).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) only: Vec<Target>,
+    /// Testing the benchmark itself: run a second bare server in the gateway's place.
+    #[arg(long, hide = true)]
+    pub(crate) bare_as_gateway: bool,
+}
+
+impl IngestArgs {
+    pub(crate) fn targets(&self) -> Vec<Target> {
+        [Target::Bare, Target::Gateway]
+            .into_iter()
+            .filter(|t| self.only.is_empty() || self.only.contains(t))
+            .collect()
+    }
+}
+
+/// A number in [0, 1].
+fn share(text: &str) -> Result<f64, String> {
+    let v: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
+}

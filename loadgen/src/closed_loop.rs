@@ -1,0 +1,134 @@
+//! Closed loop, for the maximum rate: N keep-alive connections, each sending its next request as
+//! soon as the previous one is answered, until the deadline. Latency is response time minus
+//! actual send time (there is no schedule to fall behind). Also serves as the warm-up.
+
+use crate::client::Connection;
+use crate::signing::EventSource;
+use crate::stats::Stats;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Pause after a failed connect, so a dead server is not hammered in a tight loop.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
+
+pub(crate) async fn run(
+    addr: SocketAddr,
+    sources: Vec<EventSource>,
+    duration: Duration,
+) -> anyhow::Result<Stats> {
+    let started = Instant::now();
+    let until = started + duration;
+    let mut tasks = Vec::with_capacity(sources.len());
+    for source in sources {
+        tasks.push(tokio::spawn(connection(addr, source, until)));
+    }
+    let mut total = Stats::new()?;
+    for task in tasks {
+        total.merge(task.await??);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+async fn connection(
+    addr: SocketAddr,
+    mut source: EventSource,
+    until: Instant,
+) -> anyhow::Result<Stats> {
+    let mut stats = Stats::new()?;
+    let mut conn: Option<Connection> = None;
+    while Instant::now() < until {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Connection::open(addr).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    stats.error("connect", &e);
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let d = source.next_delivery();
+        let sent = Instant::now();
+        match c.send(&d).await {
+            Ok(answer) => stats.record(answer, d.repeat, sent.elapsed()),
+            Err(e) => {
+                stats.error("request", &e);
+                conn = None;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::EventStreams;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::collections::HashSet;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    /// Answers like the gateway: the first delivery of an event id is accepted, a repeat is
+    /// a duplicate.
+    async fn fake_gateway() -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = Arc::clone(&seen);
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let id = req.headers().get("x-ledger-event-id").cloned();
+                    let new = id.is_some_and(|id| seen.lock().is_ok_and(|mut s| s.insert(id)));
+                    let body: &'static [u8] = if new {
+                        br#"{"ok":true}"#
+                    } else {
+                        br#"{"ok":true,"duplicate":true}"#
+                    };
+                    async move {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            body,
+                        ))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Ok(addr)
+    }
+
+    #[tokio::test]
+    async fn counts_accepted_and_duplicates_separately() -> anyhow::Result<()> {
+        let addr = fake_gateway().await?;
+        let mut streams = EventStreams::new(0.25, 0)?;
+        let sources = (0..8).map(|_| streams.take()).collect();
+        let stats = run(addr, sources, Duration::from_millis(300)).await?;
+        assert!(stats.accepted > 100, "{}", stats.accepted);
+        assert!(stats.duplicate > 10, "{}", stats.duplicate);
+        assert_eq!(stats.duplicate, stats.repeats_sent);
+        assert_eq!((stats.non_200, stats.errors), (0, 0));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_dead_server_is_counted_not_fatal() -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        drop(listener);
+        let sources = vec![EventStreams::new(0.0, 0)?.take()];
+        let stats = run(addr, sources, Duration::from_millis(100)).await?;
+        assert!(stats.errors > 0 && stats.accepted == 0);
+        assert!(stats.sample_error.is_some_and(|e| e.starts_with("connect")));
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! `loadgen ingest`: runs the whole benchmark. For each target in turn (the bare server, then
+//! the gateway, each its own child process started here and stopped before the next), a
+//! closed-loop warm-up, a closed-loop maximum-rate phase, and an open-loop phase at a fraction
+//! of the maximum rate measured for that same target; then prints the report.
+
+use crate::child::Server;
+use crate::cli::{IngestArgs, Target};
+use crate::cpu::Meter;
+use crate::report::{Outcome, Run};
+use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
+use crate::{closed_loop, open_loop};
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let targets = args.targets();
+    let gateway = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| exe.with_file_name("gateway"));
+    if targets.contains(&Target::Gateway) && !args.bare_as_gateway {
+        anyhow::ensure!(
+            gateway.is_file(),
+            "no gateway binary at {} (run `cargo build --release --workspace` first, or pass --gateway PATH)",
+            gateway.display()
+        );
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("loadgen-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let config = write_config(dir.path())?;
+    let mut streams = EventStreams::new(args.duplicates, args.body_size)?;
+    let mut run = Run::new(&args, streams.take().next_delivery().body.len());
+    run.print_header();
+
+    for target in targets {
+        let command = match target {
+            Target::Gateway if !args.bare_as_gateway => gateway_command(&gateway, &config),
+            _ => bare_command(&exe),
+        };
+        let log = dir.path().join(format!("{}.log", target.name()));
+        let server = Server::start(target.name(), command, &log)?;
+        let addr = server.addr;
+        let name = target.name();
+        eprintln!(
+            "{name}: listening on {addr}; warming up for {:?}",
+            args.warmup
+        );
+        let sources = take(&mut streams, args.connections);
+        let warmup = closed_loop::run(addr, sources, args.warmup).await?;
+        if warmup.accepted + warmup.duplicate == 0 {
+            eprintln!(
+                "{name}: warning: no 200 answers in the warm-up (non-200: {}, errors: {}){}",
+                warmup.sample_non_200.as_deref().unwrap_or("none"),
+                warmup.sample_error.as_deref().unwrap_or("none"),
+                server.log_tail()
+            );
+        }
+        eprintln!("{name}: maximum rate, {} connections", args.connections);
+        let sources = take(&mut streams, args.connections);
+        let meter = Meter::start(server.pid());
+        let mut max = closed_loop::run(addr, sources, args.duration).await?;
+        max.usage = meter.usage();
+        let rate = max.acked_per_sec() * args.open_fraction;
+        let open = if rate >= 1.0 {
+            eprintln!(
+                "{name}: open loop at {rate:.0}/s over {} connections",
+                args.open_connections
+            );
+            let sources = take(&mut streams, args.open_connections);
+            let meter = Meter::start(server.pid());
+            let (mut stats, dispatch) = open_loop::run(addr, sources, rate, args.duration).await?;
+            stats.usage = meter.usage();
+            Some((stats, dispatch))
+        } else {
+            eprintln!("{name}: no open-loop phase: the maximum rate was {rate:.1}/s");
+            None
+        };
+        let log_tail = server.log_tail();
+        let stopped = server.stop().map_err(|e| format!("{e:#}"));
+        run.outcomes.push(Outcome {
+            target,
+            max,
+            open_rate: rate,
+            open,
+            stopped,
+            log_tail,
+        });
+    }
+    run.print_results();
+    Ok(())
+}
+
+fn take(streams: &mut EventStreams, n: u16) -> Vec<EventSource> {
+    (0..n).map(|_| streams.take()).collect()
+}
+
+fn bare_command(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
+    command.args(["bare-server", "--listen", "127.0.0.1:0"]);
+    command
+}
+
+fn gateway_command(gateway: &Path, config: &Path) -> Command {
+    let mut command = Command::new(gateway);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env(SECRET_ENV, SECRET)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// The gateway's config: one Ledger source, the store in the temp dir (fresh every run).
+fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
+    let db = dir.join("gateway.db");
+    let db = db.to_str().context("the temp dir's path is not UTF-8")?;
+    anyhow::ensure!(
+        !db.contains(['\'', '\n']),
+        "the temp dir's path {db:?} cannot be a TOML literal string"
+    );
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+max_body = "1MiB"
+
+[store]
+path = '{db}'
+
+[sources.ledger]
+provider = "ledger"
+path = "/webhooks/ledger"
+secrets = ["env:{SECRET_ENV}"]
+signature = "ledger"
+tolerance = "5m"
+"#
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}

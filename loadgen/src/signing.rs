@@ -1,0 +1,219 @@
+//! Signed Ledger deliveries, built as cheaply as the generator can afford: unique events (ids
+//! carry a run nonce, so re-runs against an old database stay unique) signed with
+//! `X-Ledger-Signature: t=<secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, and, at the
+//! configured share, exact repeats (same bytes and headers) of an event sent recently on the
+//! same connection, so the original has always been answered before its duplicate is sent.
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac as _};
+use http::HeaderValue;
+use sha2::Sha256;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The benchmark's Ledger secret; the gateway reads it from `LOADGEN_LEDGER_SECRET`. For the
+/// `ledger` scheme the HMAC key is the string's bytes as written, prefix included.
+pub(crate) const SECRET: &str = "whsec_loadgen_benchmark_secret";
+/// The environment variable the generated gateway config names for the secret.
+pub(crate) const SECRET_ENV: &str = "LOADGEN_LEDGER_SECRET";
+pub(crate) const EVENT_TYPE: &str = "transaction.completed";
+
+/// How many recent events per connection a duplicate may repeat.
+const RECENT: usize = 8;
+/// `,"memo":""`: what padding costs before its first filler byte.
+const MEMO_OVERHEAD: usize = 10;
+
+/// One request body with its headers, ready to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) body: Bytes,
+    pub(crate) id: HeaderValue,
+    pub(crate) signature: HeaderValue,
+    /// An exact repeat of an earlier delivery (the gateway should answer `"duplicate":true`).
+    pub(crate) repeat: bool,
+}
+
+/// Hands out an independent event source per connection, all unique within the run.
+#[derive(Debug)]
+pub(crate) struct EventStreams {
+    nonce: u64,
+    next: u64,
+    duplicates: f64,
+    body_size: usize,
+    mac: Hmac<Sha256>,
+}
+
+impl EventStreams {
+    pub(crate) fn new(duplicates: f64, body_size: usize) -> anyhow::Result<Self> {
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // Keyed once; every event clones the keyed state instead of re-hashing the key.
+        let mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes())?;
+        Ok(Self {
+            nonce,
+            next: 0,
+            duplicates,
+            body_size,
+            mac,
+        })
+    }
+
+    pub(crate) fn take(&mut self) -> EventSource {
+        self.next += 1;
+        EventSource {
+            mac: self.mac.clone(),
+            prefix: format!("{:x}_{}", self.nonce, self.next),
+            seq: 0,
+            duplicates: self.duplicates,
+            body_size: self.body_size,
+            rng: (self.nonce ^ self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
+            recent: VecDeque::with_capacity(RECENT),
+        }
+    }
+}
+
+/// The deliveries of one connection.
+#[derive(Debug)]
+pub(crate) struct EventSource {
+    mac: Hmac<Sha256>,
+    prefix: String,
+    seq: u64,
+    duplicates: f64,
+    body_size: usize,
+    rng: u64,
+    recent: VecDeque<Delivery>,
+}
+
+impl EventSource {
+    /// xorshift64*: cheap, and plenty to pick duplicates.
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The next delivery: at the duplicate share a repeat of a recent one, else a new event.
+    pub(crate) fn next_delivery(&mut self) -> Delivery {
+        let roll = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
+        if roll < self.duplicates && !self.recent.is_empty() {
+            let pick = (self.random() % self.recent.len() as u64) as usize;
+            if let Some(d) = self.recent.get(pick) {
+                return Delivery {
+                    repeat: true,
+                    ..d.clone()
+                };
+            }
+        }
+        let delivery = self.fresh();
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(delivery.clone());
+        delivery
+    }
+
+    fn fresh(&mut self) -> Delivery {
+        self.seq += 1;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let ms = now.as_millis();
+        let (prefix, seq) = (&self.prefix, self.seq);
+        let id = format!("evt_{prefix}_{seq}");
+        let mut body = String::with_capacity(self.body_size.max(512));
+        // Writing to a String cannot fail.
+        let _ = write!(
+            body,
+            r#"{{"id":"{id}","type":"{EVENT_TYPE}","createdAt":{ms},"data":{{"id":"txn_{prefix}_{seq}","customerId":"cus_8f2a41","type":"transfer","status":"payment_processed","amount":"5.0","sourceCurrency":"usdc","destinationCurrency":"gbp","payoutAccountId":"pa_51c0e9","finalAmount":"3.38","exchangeFee":"0.0","createdAt":{ms},"updatedAt":{ms}"#,
+        );
+        // Closing `}}` follows; pad inside `data` to the requested size exactly.
+        let room = self.body_size.saturating_sub(body.len() + 2);
+        if room >= MEMO_OVERHEAD {
+            body.push_str(r#","memo":""#);
+            body.extend(std::iter::repeat_n('x', room - MEMO_OVERHEAD));
+            body.push('"');
+        }
+        body.push_str("}}");
+
+        let t = now.as_secs().to_string();
+        let mut mac = self.mac.clone();
+        mac.update(t.as_bytes());
+        mac.update(b".");
+        mac.update(body.as_bytes());
+        let mut hex = [0u8; 64];
+        // 32 bytes of tag always fit 64 hex digits.
+        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex);
+        let mut signature = Vec::with_capacity(t.len() + 70);
+        signature.extend_from_slice(b"t=");
+        signature.extend_from_slice(t.as_bytes());
+        signature.extend_from_slice(b",v1=");
+        signature.extend_from_slice(&hex);
+        Delivery {
+            body: Bytes::from(body),
+            // Both are ASCII letters, digits, `_`, `=` and `,`: always valid header values.
+            id: HeaderValue::from_maybe_shared(Bytes::from(id))
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            signature: HeaderValue::from_maybe_shared(Bytes::from(signature))
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            repeat: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_ledger_scheme() -> anyhow::Result<()> {
+        let mut source = EventStreams::new(0.0, 0)?.take();
+        let d = source.next_delivery();
+        let sig = d.signature.to_str()?;
+        let (t, v1) = sig
+            .strip_prefix("t=")
+            .and_then(|s| s.split_once(",v1="))
+            .ok_or_else(|| anyhow::anyhow!("bad header {sig}"))?;
+        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes())?;
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&d.body);
+        mac.verify_slice(&hex::decode(v1)?)?;
+        let body = std::str::from_utf8(&d.body)?;
+        assert!(body.starts_with(&format!(r#"{{"id":"{}""#, d.id.to_str()?)));
+        Ok(())
+    }
+
+    #[test]
+    fn ids_are_unique_and_repeats_are_exact() -> anyhow::Result<()> {
+        let mut streams = EventStreams::new(0.5, 0)?;
+        let mut a = streams.take();
+        let mut b = streams.take();
+        let mut seen = std::collections::HashMap::new();
+        let mut repeats = 0;
+        for _ in 0..1000 {
+            for d in [a.next_delivery(), b.next_delivery()] {
+                let previous = seen.insert(d.id.clone(), d.body.clone());
+                assert_eq!(previous.is_some(), d.repeat);
+                if let Some(body) = previous {
+                    assert_eq!(body, d.body);
+                    repeats += 1;
+                }
+            }
+        }
+        assert!((800..1200).contains(&repeats), "{repeats} repeats");
+        Ok(())
+    }
+
+    #[test]
+    fn body_size_is_exact() -> anyhow::Result<()> {
+        for size in [600, 1024, 4096] {
+            let mut source = EventStreams::new(0.0, size)?.take();
+            assert_eq!(source.next_delivery().body.len(), size);
+        }
+        let natural = EventStreams::new(0.0, 0)?.take().next_delivery().body.len();
+        assert!((350..450).contains(&natural), "{natural}");
+        Ok(())
+    }
+}
