@@ -4,8 +4,8 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use gateway::config::{self, ConfigIssue, GatewayConfig};
-use gateway::plugins::{LoadedPlugin, PluginEngine, PluginError};
 use gateway::metrics::Metrics;
+use gateway::plugins::{LoadedPlugin, PluginEngine, PluginError};
 use gateway::store::{SqliteStore, Store};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -43,6 +43,8 @@ enum PluginCommand {
     /// Run one plugin on one event and print the verdict, logs, time and fuel as JSON.
     /// Exit 0 for pass/drop/emit, 1 for retry/fatal/trap/timeout.
     Run(crate::plugin_cli::PluginRunArgs),
+    /// Measure per-event plugin overhead (instantiate + call + verdict) in fresh and warm mode.
+    Bench(crate::plugin_cli::PluginBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +60,7 @@ impl Cli {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_cli::run(&args),
+            Command::Plugin(PluginCommand::Bench(args)) => crate::plugin_cli::bench(&args),
         }
     }
 }
@@ -131,7 +134,11 @@ fn load(
                     for issue in &problems {
                         eprintln!("{issue}");
                     }
-                    eprintln!("error: {} has {} problem(s)", path.display(), problems.len());
+                    eprintln!(
+                        "error: {} has {} problem(s)",
+                        path.display(),
+                        problems.len()
+                    );
                     None
                 }
             }

@@ -8,8 +8,8 @@ use super::error::SourceText;
 use super::raw::{RawConfig, RawPlugin, RawSource};
 use super::secret::{Secret, SecretRef};
 use super::{
-    ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, LedgerSettings, LedigSettings,
-    InstanceMode, MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginLimits, PluginSettings,
+    ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, InstanceMode, LedgerSettings,
+    LedigSettings, MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginLimits, PluginSettings,
     ProviderSettings, ServerSettings, SignatureScheme, SourceSettings, StoreSettings,
     TokenLocation,
 };
@@ -518,7 +518,11 @@ fn compile_plugin(
             let n = max_events.map_or(DEFAULT_EVENTS_PER_INSTANCE, |m| *m.get_ref());
             if n == 0 {
                 let span = max_events.map_or(plugin.span(), Spanned::span);
-                pass.error(span, format!("{table}.max_events_per_instance"), "must be at least 1");
+                pass.error(
+                    span,
+                    format!("{table}.max_events_per_instance"),
+                    "must be at least 1",
+                );
             }
             InstanceMode::Warm {
                 max_events_per_instance: n,
@@ -566,16 +570,19 @@ fn compile_plugin(
         }
         bytes
     });
-    let table_elements = raw.table_elements.as_ref().map_or(DEFAULT_TABLE_ELEMENTS, |t| {
-        if !(1..=MAX_TABLE_ELEMENTS).contains(t.get_ref()) {
-            pass.error(
-                t.span(),
-                format!("{table}.table_elements"),
-                format!("must be between 1 and {MAX_TABLE_ELEMENTS}"),
-            );
-        }
-        *t.get_ref()
-    });
+    let table_elements = raw
+        .table_elements
+        .as_ref()
+        .map_or(DEFAULT_TABLE_ELEMENTS, |t| {
+            if !(1..=MAX_TABLE_ELEMENTS).contains(t.get_ref()) {
+                pass.error(
+                    t.span(),
+                    format!("{table}.table_elements"),
+                    format!("must be between 1 and {MAX_TABLE_ELEMENTS}"),
+                );
+            }
+            *t.get_ref()
+        });
     let mut env = Vec::new();
     for (i, var) in raw.env.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
         match std::env::var(var.get_ref()) {
@@ -588,7 +595,11 @@ fn compile_plugin(
         }
     }
     if raw.wasm.get_ref().is_empty() {
-        pass.error(raw.wasm.span(), format!("{table}.wasm"), "must name a .wasm file");
+        pass.error(
+            raw.wasm.span(),
+            format!("{table}.wasm"),
+            "must name a .wasm file",
+        );
     }
     let at = pass.src.issue(raw.wasm.span(), format!("{table}.wasm"), "");
     if pass.errors.len() > errors_before {
@@ -654,9 +665,20 @@ mod tests {
     fn plugin_limits_out_of_range_are_reported() {
         let text = "[plugins.p]\nwasm = \"p.wasm\"\nmemory = \"8GiB\"\ntimeout = \"0s\"\nmode = \"tepid\"\n";
         let found = issues(text);
-        assert!(found.iter().any(|i| i.starts_with("g.toml:3:10: plugins.p.memory")), "{found:?}");
-        assert!(found.iter().any(|i| i.contains("plugins.p.timeout")), "{found:?}");
-        assert!(found.iter().any(|i| i.contains("plugins.p.mode")), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|i| i.starts_with("g.toml:3:10: plugins.p.memory")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|i| i.contains("plugins.p.timeout")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|i| i.contains("plugins.p.mode")),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -33,8 +33,8 @@ const ACK_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0, 30.0,
 ];
 const PLUGIN_BUCKETS: &[f64] = &[
-    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01,
-    0.05, 0.1, 0.5, 1.0,
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05,
+    0.1, 0.5, 1.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
@@ -167,8 +167,11 @@ impl Metrics {
             &["plugin", "result"],
         )?;
         let plugin_duration = HistogramVec::new(
-            HistogramOpts::new(PLUGIN_DURATION, "Time per plugin call (instantiate + call + verdict).")
-                .buckets(PLUGIN_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                PLUGIN_DURATION,
+                "Time per plugin call (instantiate + call + verdict).",
+            )
+            .buckets(PLUGIN_BUCKETS.to_vec()),
             &["plugin"],
         )?;
         registry.register(Box::new(plugin_calls.clone()))?;

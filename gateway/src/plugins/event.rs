@@ -83,7 +83,10 @@ impl PluginEvent {
             return Err(format!("event `{}`: empty type", e.id));
         }
         if e.extensions.len() > MAX_EXTENSIONS {
-            return Err(format!("event `{}`: more than {MAX_EXTENSIONS} extensions", e.id));
+            return Err(format!(
+                "event `{}`: more than {MAX_EXTENSIONS} extensions",
+                e.id
+            ));
         }
         for (name, value) in &e.extensions {
             let valid = !name.is_empty()
@@ -150,7 +153,10 @@ mod tests {
             subject: None,
             time: None,
             data: data.into(),
-            extensions: ext.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            extensions: ext
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
         }
     }
 

@@ -7,7 +7,7 @@
 
 use super::bindings::{self, Failure, PluginPre, Verdict};
 use super::event::PluginEvent;
-use super::state::{PluginLog, PluginState};
+use super::state::{PluginLog, PluginState, STDERR_CAPACITY};
 use super::{PluginOutcome, engine::EPOCH_TICK};
 use crate::config::{InstanceMode, PluginLimits, PluginSettings};
 use crate::metrics::PluginMetrics;
@@ -127,7 +127,7 @@ impl LoadedPlugin {
                 {
                     Ok(p) => p,
                     Err(e) => {
-                        let outcome = self.classify_error(&e, &store);
+                        let outcome = self.classify_error(&e);
                         return self.finish(event, outcome, Vec::new(), started, 0);
                     }
                 };
@@ -152,7 +152,7 @@ impl LoadedPlugin {
         let outcome = match result {
             Ok(verdict) => convert(verdict),
             Err(e) => {
-                let mut outcome = self.classify_error(&e, &instance.store);
+                let mut outcome = self.classify_error(&e);
                 if let PluginOutcome::Trap(reason) = &mut outcome {
                     let stderr = instance.store.data().stderr.contents();
                     let tail = stderr_summary(stderr.get(stderr_before..).unwrap_or(&[]));
@@ -171,12 +171,15 @@ impl LoadedPlugin {
         {
             instance.calls += 1;
             let healthy = !matches!(outcome, PluginOutcome::Trap(_) | PluginOutcome::Timeout(_));
-            if healthy && instance.calls < max_events_per_instance {
-                if let Ok(mut idle) = self.warm.lock() {
-                    if idle.len() < MAX_IDLE_WARM {
-                        idle.push(instance);
-                    }
-                }
+            // The stderr pipe is bounded and cannot be emptied; an instance that has used half
+            // of it is retired before a full pipe turns its next write into a trap.
+            let stderr_room = instance.store.data().stderr.contents().len() < STDERR_CAPACITY / 2;
+            let reusable = healthy && stderr_room && instance.calls < max_events_per_instance;
+            if reusable
+                && let Ok(mut idle) = self.warm.lock()
+                && idle.len() < MAX_IDLE_WARM
+            {
+                idle.push(instance);
             }
         }
         self.finish(event, outcome, logs, started, fuel_used)
@@ -208,7 +211,7 @@ impl LoadedPlugin {
         }
     }
 
-    fn classify_error(&self, e: &wasmtime::Error, store: &Store<PluginState>) -> PluginOutcome {
+    fn classify_error(&self, e: &wasmtime::Error) -> PluginOutcome {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
                 return PluginOutcome::Timeout(format!(
@@ -233,7 +236,6 @@ impl LoadedPlugin {
         }
         // The wasm backtrace goes to the debug log; the reason keeps the cause only.
         tracing::debug!(plugin = %self.name, error = %text, "plugin trap details");
-        let _ = store;
         PluginOutcome::Trap(format!("trapped: {}", e.root_cause()))
     }
 }
@@ -261,7 +263,8 @@ fn stderr_summary(bytes: &[u8]) -> String {
 }
 
 fn convert(verdict: Result<Verdict, Failure>) -> PluginOutcome {
-    let invalid = |r: String| PluginOutcome::Fatal(format!("plugin returned an invalid event: {r}"));
+    let invalid =
+        |r: String| PluginOutcome::Fatal(format!("plugin returned an invalid event: {r}"));
     match verdict {
         Ok(Verdict::Pass(e)) => match PluginEvent::from_wit(e) {
             Ok(e) => PluginOutcome::Pass(e),

@@ -49,10 +49,15 @@ impl PluginState {
         env: &[(String, String)],
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // Nothing granted: no preopened directories, no network, no inherited environment or
-        // stdio. Only what the plugin's config lists in `env`.
+        // Nothing granted: no preopened directories, no sockets or name lookups, no inherited
+        // environment, stdin empty, stdout discarded. Only what the plugin's config lists in
+        // `env`. Clocks and random are WASI's read-only defaults.
         let mut builder = WasiCtx::builder();
-        builder.stderr(stderr.clone());
+        builder
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for (k, v) in env {
             builder.env(k, v);
         }
