@@ -251,3 +251,30 @@ fn plugin_run_prints_the_verdict_logs_time_and_fuel_for_each_language() {
     assert_eq!(threshold.code, Some(1), "fatal exits 1");
     assert_eq!(threshold.report["verdict"], "fatal");
 }
+
+/// Without `--cache-dir` the cache is `data/wasm-cache` under the working directory (a
+/// relative path, as in the shipped config), created on first use and reused on the next run.
+#[test]
+fn plugin_run_caches_compiled_code_under_a_relative_default_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let event = format!(
+        "{}/../tests/fixtures/ledig/crypto_received.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for _ in 0..2 {
+        let out = std::process::Command::new(crate::harness::gateway_bin())
+            .args(["plugin", "run", UNIFY_PAYMENTS, "--event", &event])
+            .current_dir(dir.path())
+            .output()
+            .expect("run gateway plugin run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cached = std::fs::read_dir(dir.path().join("data/wasm-cache"))
+        .expect("cache dir created")
+        .count();
+    assert!(cached > 0, "nothing cached");
+}

@@ -101,6 +101,10 @@ impl PluginEngine {
             std::fs::create_dir_all(dir).map_err(|e| {
                 PluginError::Engine(format!("cannot create cache dir {}: {e}", dir.display()))
             })?;
+            // wasmtime's cache wants an absolute path; configs name it relative to the cwd.
+            let dir = std::path::absolute(dir).map_err(|e| {
+                PluginError::Engine(format!("cannot resolve cache dir {}: {e}", dir.display()))
+            })?;
             let mut cache_config = CacheConfig::new();
             cache_config.with_directory(dir);
             config.cache(Some(Cache::new(cache_config).map_err(engine_err)?));
