@@ -3,8 +3,9 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use gateway::config::{self, GatewayConfig};
+use gateway::config::{self, ConfigIssue, GatewayConfig};
 use gateway::metrics::Metrics;
+use gateway::plugins::{LoadedPlugin, PluginEngine, PluginError};
 use gateway::store::{SqliteStore, Store};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -30,8 +31,20 @@ pub(crate) struct Cli {
 enum Command {
     /// Serve webhooks with the given config.
     Run(ConfigArg),
-    /// Validate a config (secrets resolve, keys known, sources protected) and exit.
+    /// Validate a config (secrets resolve, keys known, sources protected, plugins load) and exit.
     Check(ConfigArg),
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Run one plugin on one event and print the verdict, logs, time and fuel as JSON.
+    /// Exit 0 for pass/drop/emit, 1 for retry/fatal/trap/timeout.
+    Run(crate::plugin_cli::PluginRunArgs),
+    /// Measure per-event plugin overhead (instantiate + call + verdict) in fresh and warm mode.
+    Bench(crate::plugin_cli::PluginBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +59,8 @@ impl Cli {
         match self.command {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
+            Command::Plugin(PluginCommand::Run(args)) => crate::plugin_cli::run(&args),
+            Command::Plugin(PluginCommand::Bench(args)) => crate::plugin_cli::bench(&args),
         }
     }
 }
@@ -63,14 +78,70 @@ fn init_logging() {
         .init();
 }
 
-/// Loads the config, printing every problem as `file:line:col: key: message` on stderr.
-fn load(path: &std::path::Path) -> Option<GatewayConfig> {
+/// Compiles (or takes from the cache) and pre-links every configured plugin; each failure is
+/// reported at the plugin's `wasm` key.
+fn load_plugins(
+    config: &GatewayConfig,
+    metrics: Option<&Metrics>,
+) -> Result<Vec<LoadedPlugin>, Vec<ConfigIssue>> {
+    if config.plugins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let engine = PluginEngine::new(Some(&config.wasm_cache_dir)).map_err(|e| {
+        vec![ConfigIssue {
+            file: config.file.clone(),
+            line: 0,
+            column: 0,
+            key: "wasm.cache_dir".into(),
+            message: e.to_string(),
+        }]
+    })?;
+    let mut loaded = Vec::new();
+    let mut problems = Vec::new();
+    for p in &config.plugins {
+        match engine.load(p) {
+            Ok(plugin) => match metrics {
+                Some(m) => loaded.push(plugin.with_metrics(m.for_plugin(&p.name))),
+                None => loaded.push(plugin),
+            },
+            Err(e) => problems.push(p.issue(match e {
+                PluginError::Load { reason, .. } => reason,
+                other => other.to_string(),
+            })),
+        }
+    }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Loads the config and its plugins, printing every problem as `file:line:col: key: message`
+/// on stderr.
+fn load(
+    path: &std::path::Path,
+    metrics: Option<&Metrics>,
+) -> Option<(GatewayConfig, Vec<LoadedPlugin>)> {
     match config::load(path) {
         Ok((config, warnings)) => {
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            Some(config)
+            match load_plugins(&config, metrics) {
+                Ok(plugins) => Some((config, plugins)),
+                Err(problems) => {
+                    for issue in &problems {
+                        eprintln!("{issue}");
+                    }
+                    eprintln!(
+                        "error: {} has {} problem(s)",
+                        path.display(),
+                        problems.len()
+                    );
+                    None
+                }
+            }
         }
         Err(e) => {
             for issue in &e.issues {
@@ -87,12 +158,13 @@ fn load(path: &std::path::Path) -> Option<GatewayConfig> {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match load(path) {
-        Some(config) => {
+    match load(path, None) {
+        Some((config, plugins)) => {
             println!(
-                "{}: OK ({} source(s))",
+                "{}: OK ({} source(s), {} plugin(s))",
                 path.display(),
-                config.sources.len()
+                config.sources.len(),
+                plugins.len()
             );
             ExitCode::SUCCESS
         }
@@ -102,20 +174,26 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     init_logging();
-    let Some(config) = load(path) else {
+    let metrics = Metrics::new()?;
+    let Some((config, plugins)) = load(path, Some(&metrics)) else {
         return Ok(ExitCode::FAILURE);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, metrics, plugins))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
+async fn serve(
+    config: GatewayConfig,
+    metrics: Metrics,
+    plugins: Vec<LoadedPlugin>,
+) -> anyhow::Result<()> {
     let shutdown = gateway::shutdown::on_signals().context("cannot install signal handlers")?;
-    let metrics = Metrics::new()?;
+    // Loaded (compiled, cached, validated) at start; routing them is the routing stage's job.
+    let _plugins = plugins;
     let (store, writer) = SqliteStore::open(
         &config.store.path,
         config.store.dedup_window,

@@ -20,6 +20,7 @@ pub mod config;
 pub mod envelope;
 pub mod ingress;
 pub mod metrics;
+pub mod plugins;
 pub mod providers;
 pub mod shutdown;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `gateway` binary: parse the command line and hand over to [`cli`].
 
 mod cli;
+mod plugin_cli;
 
 // The request path allocates many small strings; mimalloc keeps that off the profile.
 #[global_allocator]

@@ -6,15 +6,15 @@
 use crate::harness::*;
 use std::process::Command;
 
-struct Checked {
-    code: Option<i32>,
-    stderr: String,
+pub(crate) struct Checked {
+    pub(crate) code: Option<i32>,
+    pub(crate) stderr: String,
     path: String,
 }
 
 impl Checked {
     /// Asserts exit code 1 and a problem line naming this file, this line and this key.
-    fn assert_problem(&self, line: usize, key: &str) -> &str {
+    pub(crate) fn assert_problem(&self, line: usize, key: &str) -> &str {
         assert_eq!(self.code, Some(1), "exit code; stderr:\n{}", self.stderr);
         let prefix = format!("{}:{line}:", self.path);
         self.stderr
@@ -34,7 +34,7 @@ impl Checked {
     }
 }
 
-fn check(text: &str) -> Checked {
+pub(crate) fn check(text: &str) -> Checked {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, text).expect("write config");
@@ -54,7 +54,7 @@ fn check(text: &str) -> Checked {
 }
 
 /// The line (1-based) of the first line of `text` that starts with `start`.
-fn line_of(text: &str, start: &str) -> usize {
+pub(crate) fn line_of(text: &str, start: &str) -> usize {
     text.lines()
         .position(|l| l.starts_with(start))
         .unwrap_or_else(|| panic!("no line starting {start:?}"))

@@ -2,6 +2,10 @@
 //! and SQLite file in a temp dir, sends real HTTP requests signed the way the providers sign
 //! them, and checks the exact answers, the stored rows and the metrics. Together they prove the
 //! gateway's external contract: responses, envelope, dedup, limits, durability, `check`.
+//!
+//! The `plugin_*` modules run the real example and fixture components from `plugins/` (built by
+//! `tests/plugin-artifacts`) through the gateway's plugin host in-process, where limits and
+//! recycling can be observed call by call, and through `gateway plugin run` and `gateway check`.
 
 mod check;
 mod dedup;
@@ -11,4 +15,8 @@ mod ledger;
 mod ledig;
 mod limits;
 mod metrics;
+mod plugin_check;
+mod plugin_examples;
+mod plugin_harness;
+mod plugin_limits;
 mod store_failure;

@@ -5,10 +5,11 @@
 //! the protection a Ledig source needs, secrets that must resolve. Defaults are named constants.
 
 use super::error::SourceText;
-use super::raw::{RawConfig, RawSource};
+use super::raw::{RawConfig, RawPlugin, RawSource};
 use super::secret::{Secret, SecretRef};
 use super::{
-    ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, LedgerSettings, LedigSettings,
+    ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, InstanceMode, LedgerSettings,
+    LedigSettings, MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginLimits, PluginSettings,
     ProviderSettings, ServerSettings, SignatureScheme, SourceSettings, StoreSettings,
     TokenLocation,
 };
@@ -26,6 +27,15 @@ const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_TOKEN_HEADER: &str = "X-Ledig-Token";
+const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
+const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
+const DEFAULT_PLUGIN_MEMORY: u64 = 64 * 1024 * 1024;
+const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+const DEFAULT_EVENTS_PER_INSTANCE: u64 = 10_000;
+const MIN_PLUGIN_MEMORY: u64 = 1024 * 1024;
+const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+const MIN_PLUGIN_TIMEOUT: Duration = Duration::from_millis(1);
+const MIN_FUEL: u64 = 10_000;
 /// Paths the gateway serves itself; a source cannot take them.
 const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/admin"];
 
@@ -125,6 +135,18 @@ pub(super) fn compile(
         }
     }
     check_paths(&mut pass, &raw, &sources);
+    let mut plugins = Vec::new();
+    for (name, plugin) in &raw.plugins {
+        if let Some(p) = compile_plugin(&mut pass, name, plugin) {
+            plugins.push(p);
+        }
+    }
+    let wasm_cache_dir = raw
+        .wasm
+        .cache_dir
+        .as_ref()
+        .map_or(DEFAULT_WASM_CACHE, |d| d.get_ref().as_str())
+        .into();
     if raw.sources.is_empty() {
         pass.warn(
             0..0,
@@ -156,6 +178,8 @@ pub(super) fn compile(
             dedup_window,
         },
         sources,
+        wasm_cache_dir,
+        plugins,
     };
     Ok((config, pass.warnings))
 }
@@ -179,11 +203,7 @@ fn compile_source(
     source: &Spanned<RawSource>,
 ) -> Option<SourceSettings> {
     let table = format!("sources.{name}");
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !valid_name(name) {
         pass.error(
             source.span(),
             &table,
@@ -460,6 +480,151 @@ fn ledig(pass: &mut Pass<'_>, table: &str, source: &Spanned<RawSource>) -> Optio
     })
 }
 
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn compile_plugin(
+    pass: &mut Pass<'_>,
+    name: &str,
+    plugin: &Spanned<RawPlugin>,
+) -> Option<PluginSettings> {
+    let table = format!("plugins.{name}");
+    if !valid_name(name) {
+        pass.error(
+            plugin.span(),
+            &table,
+            "plugin names may only use letters, digits, `_` and `-`",
+        );
+    }
+    let raw = plugin.get_ref();
+    let errors_before = pass.errors.len();
+    let max_events = raw.max_events_per_instance.as_ref();
+    let mode = match raw.mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("fresh") => {
+            if let Some(m) = max_events {
+                pass.error(
+                    m.span(),
+                    format!("{table}.max_events_per_instance"),
+                    "only applies to `mode = \"warm\"`",
+                );
+            }
+            InstanceMode::Fresh
+        }
+        Some("warm") => {
+            let n = max_events.map_or(DEFAULT_EVENTS_PER_INSTANCE, |m| *m.get_ref());
+            if n == 0 {
+                let span = max_events.map_or(plugin.span(), Spanned::span);
+                pass.error(
+                    span,
+                    format!("{table}.max_events_per_instance"),
+                    "must be at least 1",
+                );
+            }
+            InstanceMode::Warm {
+                max_events_per_instance: n,
+            }
+        }
+        Some(other) => {
+            let span = raw.mode.as_ref().map_or(plugin.span(), Spanned::span);
+            pass.error(
+                span,
+                format!("{table}.mode"),
+                format!("unknown mode `{other}` (expected \"fresh\" or \"warm\")"),
+            );
+            InstanceMode::Fresh
+        }
+    };
+    let fuel = raw.fuel.as_ref().map(|f| {
+        if *f.get_ref() < MIN_FUEL {
+            pass.error(
+                f.span(),
+                format!("{table}.fuel"),
+                format!("must be at least {MIN_FUEL}"),
+            );
+        }
+        *f.get_ref()
+    });
+    let timeout = raw.timeout.as_ref().map_or(DEFAULT_PLUGIN_TIMEOUT, |t| {
+        let d = t.get_ref().0;
+        if !(MIN_PLUGIN_TIMEOUT..=MAX_PLUGIN_TIMEOUT).contains(&d) {
+            pass.error(
+                t.span(),
+                format!("{table}.timeout"),
+                "must be between 1ms and 60s",
+            );
+        }
+        d
+    });
+    let memory = raw.memory.as_ref().map_or(DEFAULT_PLUGIN_MEMORY, |m| {
+        let bytes = m.get_ref().0;
+        if !(MIN_PLUGIN_MEMORY..=MAX_PLUGIN_MEMORY).contains(&bytes) {
+            pass.error(
+                m.span(),
+                format!("{table}.memory"),
+                "must be between 1MiB and 1GiB",
+            );
+        }
+        bytes
+    });
+    let table_elements = raw
+        .table_elements
+        .as_ref()
+        .map_or(DEFAULT_TABLE_ELEMENTS, |t| {
+            if !(1..=MAX_TABLE_ELEMENTS).contains(t.get_ref()) {
+                pass.error(
+                    t.span(),
+                    format!("{table}.table_elements"),
+                    format!("must be between 1 and {MAX_TABLE_ELEMENTS}"),
+                );
+            }
+            *t.get_ref()
+        });
+    let mut env = Vec::new();
+    for (i, var) in raw.env.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+        match std::env::var(var.get_ref()) {
+            Ok(value) => env.push((var.get_ref().clone(), value)),
+            Err(_) => pass.error(
+                var.span(),
+                format!("{table}.env[{i}]"),
+                format!("environment variable {} is not set", var.get_ref()),
+            ),
+        }
+    }
+    if raw.wasm.get_ref().is_empty() {
+        pass.error(
+            raw.wasm.span(),
+            format!("{table}.wasm"),
+            "must name a .wasm file",
+        );
+    }
+    let at = pass.src.issue(raw.wasm.span(), format!("{table}.wasm"), "");
+    if pass.errors.len() > errors_before {
+        return None;
+    }
+    Some(PluginSettings {
+        name: name.to_owned(),
+        wasm: raw.wasm.get_ref().into(),
+        mode,
+        limits: PluginLimits {
+            fuel,
+            timeout,
+            memory,
+            table_elements,
+        },
+        settings: raw
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect(),
+        env,
+        at,
+    })
+}
+
 /// Paths must be unique and must not shadow the gateway's own endpoints.
 fn check_paths(pass: &mut Pass<'_>, raw: &RawConfig, sources: &[SourceSettings]) {
     for (i, s) in sources.iter().enumerate() {
@@ -495,6 +660,37 @@ fn check_paths(pass: &mut Pass<'_>, raw: &RawConfig, sources: &[SourceSettings])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_limits_out_of_range_are_reported() {
+        let text = "[plugins.p]\nwasm = \"p.wasm\"\nmemory = \"8GiB\"\ntimeout = \"0s\"\nmode = \"tepid\"\n";
+        let found = issues(text);
+        assert!(
+            found
+                .iter()
+                .any(|i| i.starts_with("g.toml:3:10: plugins.p.memory")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|i| i.contains("plugins.p.timeout")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|i| i.contains("plugins.p.mode")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn plugin_defaults_apply() {
+        let text = "[plugins.p]\nwasm = \"p.wasm\"\nsettings = { threshold = \"10\" }\n";
+        let (config, _) = compile(Path::new("g.toml"), text).expect("valid");
+        let p = &config.plugins[0];
+        assert_eq!(p.mode, InstanceMode::Fresh);
+        assert_eq!(p.limits.timeout, DEFAULT_PLUGIN_TIMEOUT);
+        assert_eq!(p.settings.get("threshold").map(String::as_str), Some("10"));
+        assert_eq!(p.issue("x").to_string(), "g.toml:2:8: plugins.p.wasm: x");
+    }
 
     fn issues(text: &str) -> Vec<String> {
         match compile(Path::new("g.toml"), text) {

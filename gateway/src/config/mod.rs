@@ -25,6 +25,61 @@ pub struct GatewayConfig {
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub sources: Vec<SourceSettings>,
+    /// Where compiled plugin code is cached, keyed by the component's hash.
+    pub wasm_cache_dir: PathBuf,
+    pub plugins: Vec<PluginSettings>,
+}
+
+/// Largest linear memory a plugin may be given (the instance pool reserves this per slot).
+pub const MAX_PLUGIN_MEMORY: u64 = 1024 * 1024 * 1024;
+/// Largest table a plugin may be given.
+pub const MAX_TABLE_ELEMENTS: u64 = 500_000;
+
+/// How a plugin's instances live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceMode {
+    /// A new instance per event: no state can leak between events.
+    Fresh,
+    /// Instances reused across events, recycled after a trap or `max_events_per_instance`.
+    Warm { max_events_per_instance: u64 },
+}
+
+/// The hard limits one plugin call runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Instructions budget per call (wasmtime fuel); `None` means only the deadline applies.
+    pub fuel: Option<u64>,
+    /// Wall-clock deadline per call.
+    pub timeout: Duration,
+    /// Largest linear memory, in bytes.
+    pub memory: u64,
+    /// Largest table, in elements.
+    pub table_elements: u64,
+}
+
+/// One `[plugins.NAME]`.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub mode: InstanceMode,
+    pub limits: PluginLimits,
+    /// `[plugins.NAME.settings]`, readable by the plugin through `host.setting`.
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Environment variables granted to the plugin (name, value); none by default.
+    pub env: Vec<(String, String)>,
+    /// Where `wasm` is written in the config, for positioned load errors.
+    pub at: ConfigIssue,
+}
+
+impl PluginSettings {
+    /// A positioned issue about this plugin's `wasm` key.
+    pub fn issue(&self, message: impl Into<String>) -> ConfigIssue {
+        ConfigIssue {
+            message: message.into(),
+            ..self.at.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

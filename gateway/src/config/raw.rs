@@ -44,6 +44,33 @@ pub(super) struct RawConfig {
     pub(super) store: RawStore,
     #[serde(default)]
     pub(super) sources: BTreeMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    pub(super) wasm: RawWasm,
+    #[serde(default)]
+    pub(super) plugins: BTreeMap<String, Spanned<RawPlugin>>,
+}
+
+/// `[wasm]`: settings shared by every plugin.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWasm {
+    pub(super) cache_dir: Option<Spanned<String>>,
+}
+
+/// One `[plugins.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugin {
+    pub(super) wasm: Spanned<String>,
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) fuel: Option<Spanned<u64>>,
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
+    pub(super) memory: Option<Spanned<ByteSize>>,
+    pub(super) table_elements: Option<Spanned<u64>>,
+    pub(super) max_events_per_instance: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) settings: BTreeMap<String, Spanned<String>>,
+    pub(super) env: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

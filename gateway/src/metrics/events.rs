@@ -4,7 +4,7 @@
 //! Log fields that come from requests are formatted with `{:?}`, which escapes CR/LF and control
 //! characters, so a request cannot forge log lines. Nothing here ever receives a secret.
 
-use super::{Metrics, Outcome, SourceMetrics};
+use super::{Metrics, Outcome, PluginMetrics, SourceMetrics};
 use std::time::Duration;
 
 /// A request on a webhook path got its answer.
@@ -189,5 +189,54 @@ impl UnmatchedRequest<'_> {
             .unmatched
             .with_label_values(&[self.reason])
             .inc();
+    }
+}
+
+/// A plugin was called on an event.
+#[derive(Debug)]
+pub struct PluginCalled<'a> {
+    pub metrics: Option<&'a PluginMetrics>,
+    pub plugin: &'a str,
+    pub event_id: &'a str,
+    pub outcome: &'a crate::plugins::PluginOutcome,
+    pub logs: &'a [crate::plugins::PluginLog],
+    pub elapsed: Duration,
+}
+
+impl PluginCalled<'_> {
+    pub fn emit(self) {
+        use crate::plugins::PluginOutcome as O;
+        let label = self.outcome.label();
+        if let Some(m) = self.metrics {
+            if let Some(i) = O::LABELS.iter().position(|l| *l == label) {
+                m.calls[i].inc();
+            }
+            m.duration.observe(self.elapsed.as_secs_f64());
+        }
+        for line in self.logs {
+            let (plugin, id, msg) = (self.plugin, self.event_id, &line.message);
+            match line.level {
+                "error" => tracing::error!(plugin, event_id = ?id, message = ?msg, "plugin log"),
+                "warn" => tracing::warn!(plugin, event_id = ?id, message = ?msg, "plugin log"),
+                "info" => tracing::info!(plugin, event_id = ?id, message = ?msg, "plugin log"),
+                _ => tracing::debug!(plugin, event_id = ?id, message = ?msg, "plugin log"),
+            }
+        }
+        match self.outcome {
+            O::Retry(r) | O::Fatal(r) | O::Trap(r) | O::Timeout(r) => tracing::warn!(
+                plugin = self.plugin,
+                event_id = ?self.event_id,
+                result = label,
+                reason = ?r,
+                "plugin call failed"
+            ),
+            _ => tracing::debug!(
+                plugin = self.plugin,
+                event_id = ?self.event_id,
+                result = label,
+                elapsed_us = u64::try_from(self.elapsed.as_micros()).unwrap_or(u64::MAX),
+                "plugin call"
+            ),
+        }
     }
 }

@@ -23,12 +23,18 @@ pub const STORE_BATCH_SIZE: &str = "gateway_store_batch_size";
 pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
 pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
+pub const PLUGIN_CALLS_TOTAL: &str = "gateway_plugin_calls_total";
+pub const PLUGIN_DURATION: &str = "gateway_plugin_duration_seconds";
 pub const UNMATCHED_REQUESTS_TOTAL: &str = "gateway_unmatched_requests_total";
 
 /// Ack latency buckets: the target is single-digit milliseconds, so resolve that range finely.
 const ACK_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0, 30.0,
+];
+const PLUGIN_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05,
+    0.1, 0.5, 1.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
@@ -83,6 +89,8 @@ struct Inner {
     store_failures: IntCounter,
     dedup_pruned: IntCounter,
     unmatched: IntCounterVec,
+    plugin_calls: IntCounterVec,
+    plugin_duration: HistogramVec,
 }
 
 /// The gateway's metrics; cheap to clone.
@@ -154,6 +162,20 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(unmatched.clone()))?;
+        let plugin_calls = IntCounterVec::new(
+            Opts::new(PLUGIN_CALLS_TOTAL, "Plugin calls, by plugin and result."),
+            &["plugin", "result"],
+        )?;
+        let plugin_duration = HistogramVec::new(
+            HistogramOpts::new(
+                PLUGIN_DURATION,
+                "Time per plugin call (instantiate + call + verdict).",
+            )
+            .buckets(PLUGIN_BUCKETS.to_vec()),
+            &["plugin"],
+        )?;
+        registry.register(Box::new(plugin_calls.clone()))?;
+        registry.register(Box::new(plugin_duration.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(ack_duration.clone()))?;
         registry.register(Box::new(events.clone()))?;
@@ -175,6 +197,8 @@ impl Metrics {
             store_failures,
             dedup_pruned,
             unmatched,
+            plugin_calls,
+            plugin_duration,
         })))
     }
 
@@ -192,6 +216,16 @@ impl Metrics {
             unknown_fields: i.unknown_fields.with_label_values(&[source]),
             quarantined: i.quarantined.with_label_values(&[source]),
             source: source.to_owned(),
+        }
+    }
+
+    /// Handles for one plugin, every result series created up front.
+    pub fn for_plugin(&self, plugin: &str) -> PluginMetrics {
+        let i = &self.0;
+        PluginMetrics {
+            calls: crate::plugins::PluginOutcome::LABELS
+                .map(|r| i.plugin_calls.with_label_values(&[plugin, r])),
+            duration: i.plugin_duration.with_label_values(&[plugin]),
         }
     }
 
@@ -218,4 +252,11 @@ impl SourceMetrics {
     pub fn source(&self) -> &str {
         &self.source
     }
+}
+
+/// Pre-resolved metric handles for one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginMetrics {
+    calls: [IntCounter; 7],
+    duration: Histogram,
 }

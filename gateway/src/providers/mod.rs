@@ -173,6 +173,21 @@ impl Source {
     }
 }
 
+/// Normalizes a payload from a trusted local file, without authentication: for tooling such as
+/// `gateway plugin run`. Never call this on network input; the webhook path goes through
+/// [`Source::authenticate`].
+pub fn normalize_local_payload(
+    provider: &str,
+    source: &str,
+    body: &[u8],
+) -> Result<Normalized, NormalizeError> {
+    let received_at = crate::envelope::now_rfc3339();
+    match provider {
+        "ledger" => ledger::normalize(source, &HeaderMap::new(), body, &received_at),
+        _ => ledig::normalize(source, body, &received_at),
+    }
+}
+
 /// The HMAC key of a Standard Webhooks secret (`whsec_<base64>`), if the secret has that form.
 pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(secret.expose()).ok()?;

@@ -1,0 +1,168 @@
+//! The wasmtime engine, set up once for every plugin: component model, pooling instance
+//! allocator, fuel and epoch interruption, and the on-disk cache of compiled code.
+//!
+//! One background thread advances the epoch every [`EPOCH_TICK`]; a call's deadline is a
+//! number of ticks, so a plugin stuck in a loop is interrupted within one tick of its timeout.
+
+use super::PluginError;
+use super::loaded::LoadedPlugin;
+use super::state::PluginState;
+use crate::config::{MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginSettings};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+/// Epoch granularity: deadlines are enforced to within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Instance slots in the pool, shared by all plugins (fresh instances return theirs at once).
+const POOL_INSTANCES: u32 = 256;
+
+/// Advances the engine's epoch until dropped.
+#[derive(Debug)]
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Result<Self, PluginError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            drop(t.join());
+        }
+    }
+}
+
+/// Compiles and links plugins; shared by every loaded plugin.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+impl PluginEngine {
+    /// Builds the engine; compiled code is cached under `cache_dir` (created if missing).
+    pub fn new(cache_dir: Option<&Path>) -> Result<Self, PluginError> {
+        let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .total_stacks(POOL_INSTANCES)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_memories_per_module(2)
+            .max_tables_per_module(4)
+            .max_memory_size(usize::try_from(MAX_PLUGIN_MEMORY).unwrap_or(usize::MAX))
+            .table_elements(usize::try_from(MAX_TABLE_ELEMENTS).unwrap_or(usize::MAX))
+            .max_core_instance_size(16 << 20)
+            .max_component_instance_size(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                PluginError::Engine(format!("cannot create cache dir {}: {e}", dir.display()))
+            })?;
+            // wasmtime's cache wants an absolute path; configs name it relative to the cwd.
+            let dir = std::path::absolute(dir).map_err(|e| {
+                PluginError::Engine(format!("cannot resolve cache dir {}: {e}", dir.display()))
+            })?;
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            config.cache(Some(Cache::new(cache_config).map_err(engine_err)?));
+        }
+        let engine = Engine::new(&config).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        super::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            _ticker: Arc::new(ticker),
+        })
+    }
+
+    /// Compiles (or takes from the cache) and pre-links one plugin. Fails with a clear
+    /// message if the file is missing, is not a component, imports something the host does
+    /// not provide, or does not implement the plugin world.
+    pub fn load(&self, settings: &PluginSettings) -> Result<LoadedPlugin, PluginError> {
+        let bytes = std::fs::read(&settings.wasm).map_err(|e| PluginError::Load {
+            plugin: settings.name.clone(),
+            reason: format!("cannot read {}: {e}", settings.wasm.display()),
+        })?;
+        self.load_bytes(settings, &bytes)
+    }
+
+    pub(super) fn load_bytes(
+        &self,
+        settings: &PluginSettings,
+        bytes: &[u8],
+    ) -> Result<LoadedPlugin, PluginError> {
+        let fail = |reason: String| PluginError::Load {
+            plugin: settings.name.clone(),
+            reason,
+        };
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            fail(format!(
+                "{} is not a valid WebAssembly component: {e:#}",
+                settings.wasm.display()
+            ))
+        })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            fail(format!(
+                "{} needs something the gateway does not grant: {e:#}",
+                settings.wasm.display()
+            ))
+        })?;
+        let pre = super::bindings::PluginPre::new(pre).map_err(|e| {
+            fail(format!(
+                "{} does not implement the world webhook-gateway:plugin/plugin: {e:#}",
+                settings.wasm.display()
+            ))
+        })?;
+        Ok(LoadedPlugin::new(self.engine.clone(), pre, settings))
+    }
+}

@@ -1,0 +1,171 @@
+//! The event as plugins see it, and the checked conversions across the WIT boundary.
+//!
+//! Going in, the envelope becomes a WIT `event` (non-core attributes as extensions). Coming
+//! out, everything a plugin returns is validated: `data` must be JSON, extension names must be
+//! CloudEvents-style (lowercase letters and digits) and not shadow a core attribute. A plugin
+//! that breaks these rules fails its stage with a reason; it never corrupts an event.
+
+use super::bindings;
+use crate::envelope::Envelope;
+use serde_json::value::RawValue;
+
+/// Core attributes a plugin may not set as extensions.
+const RESERVED: &[&str] = &[
+    "id",
+    "source",
+    "type",
+    "specversion",
+    "data",
+    "datacontenttype",
+    "subject",
+    "time",
+    "provider",
+];
+/// Most extensions one event may carry.
+const MAX_EXTENSIONS: usize = 64;
+/// Longest extension value.
+const MAX_EXTENSION_VALUE: usize = 4096;
+
+/// One event on its way through a plugin chain.
+#[derive(Debug, Clone)]
+pub struct PluginEvent {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub provider: String,
+    pub subject: Option<String>,
+    pub time: Option<String>,
+    pub data: Box<RawValue>,
+    /// CloudEvents extension attributes besides `provider` (e.g. providertype, receivedat).
+    pub extensions: Vec<(String, String)>,
+}
+
+impl From<&Envelope> for PluginEvent {
+    fn from(e: &Envelope) -> Self {
+        Self {
+            id: e.id.clone(),
+            source: e.source.clone(),
+            event_type: e.event_type.clone(),
+            provider: e.provider.clone(),
+            subject: e.subject.clone(),
+            time: e.time.clone(),
+            data: e.data.clone(),
+            extensions: vec![
+                ("providertype".to_owned(), e.providertype.clone()),
+                ("receivedat".to_owned(), e.receivedat.clone()),
+            ],
+        }
+    }
+}
+
+impl PluginEvent {
+    pub(super) fn to_wit(&self) -> bindings::Event {
+        bindings::Event {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            type_: self.event_type.clone(),
+            provider: self.provider.clone(),
+            subject: self.subject.clone(),
+            time: self.time.clone(),
+            data: self.data.get().to_owned(),
+            extensions: self.extensions.clone(),
+        }
+    }
+
+    /// Checks and converts what a plugin returned.
+    pub(super) fn from_wit(e: bindings::Event) -> Result<Self, String> {
+        let data = RawValue::from_string(e.data)
+            .map_err(|err| format!("event `{}`: `data` is not valid JSON: {err}", e.id))?;
+        if e.id.is_empty() {
+            return Err("returned an event with an empty id".into());
+        }
+        if e.type_.is_empty() {
+            return Err(format!("event `{}`: empty type", e.id));
+        }
+        if e.extensions.len() > MAX_EXTENSIONS {
+            return Err(format!(
+                "event `{}`: more than {MAX_EXTENSIONS} extensions",
+                e.id
+            ));
+        }
+        for (name, value) in &e.extensions {
+            let valid = !name.is_empty()
+                && name.len() <= 20
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !valid || RESERVED.contains(&name.as_str()) {
+                return Err(format!(
+                    "event `{}`: invalid extension name {name:?} (lowercase letters and digits, at most 20, not a core attribute)",
+                    e.id
+                ));
+            }
+            if value.len() > MAX_EXTENSION_VALUE {
+                return Err(format!("event `{}`: extension `{name}` is too long", e.id));
+            }
+        }
+        Ok(Self {
+            id: e.id,
+            source: e.source,
+            event_type: e.type_,
+            provider: e.provider,
+            subject: e.subject,
+            time: e.time,
+            data,
+            extensions: e.extensions,
+        })
+    }
+
+    /// The event as CloudEvents structured JSON (extensions as top-level attributes).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert("specversion".into(), "1.0".into());
+        map.insert("id".into(), self.id.clone().into());
+        map.insert("source".into(), self.source.clone().into());
+        map.insert("type".into(), self.event_type.clone().into());
+        if let Some(s) = &self.subject {
+            map.insert("subject".into(), s.clone().into());
+        }
+        if let Some(t) = &self.time {
+            map.insert("time".into(), t.clone().into());
+        }
+        map.insert("datacontenttype".into(), "application/json".into());
+        map.insert("provider".into(), self.provider.clone().into());
+        for (k, v) in &self.extensions {
+            map.insert(k.clone(), v.clone().into());
+        }
+        let data = serde_json::from_str(self.data.get()).unwrap_or(serde_json::Value::Null);
+        map.insert("data".into(), data);
+        serde_json::Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wit(data: &str, ext: &[(&str, &str)]) -> bindings::Event {
+        bindings::Event {
+            id: "e1".into(),
+            source: "ledger".into(),
+            type_: "payment.received".into(),
+            provider: "ledger".into(),
+            subject: None,
+            time: None,
+            data: data.into(),
+            extensions: ext
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plugin_output_is_validated() {
+        assert!(PluginEvent::from_wit(wit(r#"{"a":1}"#, &[("flag", "1")])).is_ok());
+        let err = PluginEvent::from_wit(wit("not json{", &[])).err();
+        assert!(err.is_some_and(|e| e.contains("not valid JSON")));
+        assert!(PluginEvent::from_wit(wit("{}", &[("Bad-Name", "x")])).is_err());
+        assert!(PluginEvent::from_wit(wit("{}", &[("id", "x")])).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! One loaded plugin and a call of it on one event, under its limits.
+//!
+//! Fresh mode builds a new store and instance per event from the pre-linked [`PluginPre`]
+//! (pooled, so this is cheap). Warm mode keeps instances in a small pool, reuses them, and
+//! throws one away after any trap or timeout and after `max_events_per_instance` events, so
+//! state corrupted by a failing event never reaches the next one.
+
+use super::bindings::{self, Failure, PluginPre, Verdict};
+use super::event::PluginEvent;
+use super::state::{PluginLog, PluginState, STDERR_CAPACITY};
+use super::{PluginOutcome, engine::EPOCH_TICK};
+use crate::config::{InstanceMode, PluginLimits, PluginSettings};
+use crate::metrics::PluginMetrics;
+use crate::metrics::events::PluginCalled;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+
+/// Fuel given when the config sets no fuel limit (the deadline still applies).
+const UNLIMITED_FUEL: u64 = u64::MAX / 2;
+/// Most idle warm instances kept per plugin.
+const MAX_IDLE_WARM: usize = 16;
+
+/// The result of one call: the outcome plus what an author needs to debug it.
+#[derive(Debug)]
+pub struct PluginCall {
+    pub outcome: PluginOutcome,
+    pub logs: Vec<PluginLog>,
+    pub elapsed: Duration,
+    pub fuel_used: u64,
+}
+
+struct WarmInstance {
+    store: Store<PluginState>,
+    plugin: bindings::Plugin,
+    calls: u64,
+}
+
+/// A compiled, pre-linked plugin ready to run events.
+pub struct LoadedPlugin {
+    name: String,
+    engine: Engine,
+    pre: PluginPre<PluginState>,
+    limits: PluginLimits,
+    mode: InstanceMode,
+    settings: Arc<BTreeMap<String, String>>,
+    env: Arc<[(String, String)]>,
+    warm: Mutex<Vec<WarmInstance>>,
+    metrics: Option<PluginMetrics>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    pub(super) fn new(engine: Engine, pre: PluginPre<PluginState>, s: &PluginSettings) -> Self {
+        Self {
+            name: s.name.clone(),
+            engine,
+            pre,
+            limits: s.limits,
+            mode: s.mode,
+            settings: Arc::new(s.settings.clone()),
+            env: s.env.clone().into(),
+            warm: Mutex::new(Vec::new()),
+            metrics: None,
+        }
+    }
+
+    /// Counts this plugin's calls in `gateway_plugin_calls_total` and its duration histogram.
+    pub fn with_metrics(mut self, metrics: PluginMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn new_store(&self) -> Store<PluginState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(self.limits.memory).unwrap_or(usize::MAX))
+            .table_elements(usize::try_from(self.limits.table_elements).unwrap_or(usize::MAX))
+            .trap_on_grow_failure(true)
+            .build();
+        let state = PluginState::new(limits, Arc::clone(&self.settings), &self.env);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+
+    fn fuel_budget(&self) -> u64 {
+        self.limits.fuel.unwrap_or(UNLIMITED_FUEL)
+    }
+
+    fn arm(&self, store: &mut Store<PluginState>) -> Result<(), wasmtime::Error> {
+        store.set_fuel(self.fuel_budget())?;
+        let ticks = self.limits.timeout.as_millis() / EPOCH_TICK.as_millis().max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+        store.data_mut().logs.clear();
+        Ok(())
+    }
+
+    /// Runs the plugin on one event. Never panics and never fails the caller: every problem
+    /// (trap, timeout, out of memory, invalid output) is an outcome with its reason.
+    pub fn call(&self, event: &PluginEvent) -> PluginCall {
+        let started = Instant::now();
+        let warm = match self.mode {
+            InstanceMode::Warm { .. } => self.warm.lock().ok().and_then(|mut idle| idle.pop()),
+            InstanceMode::Fresh => None,
+        };
+        let mut instance = match warm {
+            Some(w) => w,
+            None => {
+                let mut store = self.new_store();
+                let plugin = match self
+                    .arm(&mut store)
+                    .and_then(|()| self.pre.instantiate(&mut store))
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let outcome = self.classify_error(&e);
+                        return self.finish(event, outcome, Vec::new(), started, 0);
+                    }
+                };
+                WarmInstance {
+                    store,
+                    plugin,
+                    calls: 0,
+                }
+            }
+        };
+        if let Err(e) = self.arm(&mut instance.store) {
+            let outcome = PluginOutcome::Trap(format!("cannot arm limits: {e:#}"));
+            return self.finish(event, outcome, Vec::new(), started, 0);
+        }
+        let stderr_before = instance.store.data().stderr.contents().len();
+        let result = instance
+            .plugin
+            .call_handle(&mut instance.store, &event.to_wit());
+        let fuel_used = self
+            .fuel_budget()
+            .saturating_sub(instance.store.get_fuel().unwrap_or(0));
+        let outcome = match result {
+            Ok(verdict) => convert(verdict),
+            Err(e) => {
+                let mut outcome = self.classify_error(&e);
+                if let PluginOutcome::Trap(reason) = &mut outcome {
+                    let stderr = instance.store.data().stderr.contents();
+                    let tail = stderr_summary(stderr.get(stderr_before..).unwrap_or(&[]));
+                    if !tail.is_empty() {
+                        reason.push_str(": ");
+                        reason.push_str(&tail);
+                    }
+                }
+                outcome
+            }
+        };
+        let logs = std::mem::take(&mut instance.store.data_mut().logs);
+        if let InstanceMode::Warm {
+            max_events_per_instance,
+        } = self.mode
+        {
+            instance.calls += 1;
+            let healthy = !matches!(outcome, PluginOutcome::Trap(_) | PluginOutcome::Timeout(_));
+            // The stderr pipe is bounded and cannot be emptied; an instance that has used half
+            // of it is retired before a full pipe turns its next write into a trap.
+            let stderr_room = instance.store.data().stderr.contents().len() < STDERR_CAPACITY / 2;
+            let reusable = healthy && stderr_room && instance.calls < max_events_per_instance;
+            if reusable
+                && let Ok(mut idle) = self.warm.lock()
+                && idle.len() < MAX_IDLE_WARM
+            {
+                idle.push(instance);
+            }
+        }
+        self.finish(event, outcome, logs, started, fuel_used)
+    }
+
+    fn finish(
+        &self,
+        event: &PluginEvent,
+        outcome: PluginOutcome,
+        logs: Vec<PluginLog>,
+        started: Instant,
+        fuel_used: u64,
+    ) -> PluginCall {
+        let elapsed = started.elapsed();
+        PluginCalled {
+            metrics: self.metrics.as_ref(),
+            plugin: &self.name,
+            event_id: &event.id,
+            outcome: &outcome,
+            logs: &logs,
+            elapsed,
+        }
+        .emit();
+        PluginCall {
+            outcome,
+            logs,
+            elapsed,
+            fuel_used,
+        }
+    }
+
+    fn classify_error(&self, e: &wasmtime::Error) -> PluginOutcome {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                return PluginOutcome::Timeout(format!(
+                    "exceeded its deadline of {:?}",
+                    self.limits.timeout
+                ));
+            }
+            Some(Trap::OutOfFuel) => {
+                return PluginOutcome::Timeout(format!(
+                    "ran out of fuel (limit {})",
+                    self.fuel_budget()
+                ));
+            }
+            _ => {}
+        }
+        let text = format!("{e:#}");
+        if text.contains("forcing trap when growing memory") || text.contains("memory limit") {
+            return PluginOutcome::Trap(format!(
+                "exceeded its memory limit of {} bytes",
+                self.limits.memory
+            ));
+        }
+        // The wasm backtrace goes to the debug log; the reason keeps the cause only.
+        tracing::debug!(plugin = %self.name, error = %text, "plugin trap details");
+        PluginOutcome::Trap(format!("trapped: {}", e.root_cause()))
+    }
+}
+
+/// The useful part of what a plugin wrote to stderr (e.g. a panic message), bounded.
+fn stderr_summary(bytes: &[u8]) -> String {
+    const MAX: usize = 1024;
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if out.len() > MAX {
+        let mut cut = MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn convert(verdict: Result<Verdict, Failure>) -> PluginOutcome {
+    let invalid =
+        |r: String| PluginOutcome::Fatal(format!("plugin returned an invalid event: {r}"));
+    match verdict {
+        Ok(Verdict::Pass(e)) => match PluginEvent::from_wit(e) {
+            Ok(e) => PluginOutcome::Pass(e),
+            Err(r) => invalid(r),
+        },
+        Ok(Verdict::Drop(reason)) => PluginOutcome::Drop(reason),
+        Ok(Verdict::Emit(events)) => {
+            match events.into_iter().map(PluginEvent::from_wit).collect() {
+                Ok(list) => PluginOutcome::Emit(list),
+                Err(r) => invalid(r),
+            }
+        }
+        Err(Failure::Retry(reason)) => PluginOutcome::Retry(reason),
+        Err(Failure::Fatal(reason)) => PluginOutcome::Fatal(reason),
+    }
+}

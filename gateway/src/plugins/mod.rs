@@ -1,0 +1,82 @@
+//! Plugins: user-supplied WebAssembly components that see each routed event and return a
+//! verdict (pass, drop, emit) or a failure (retry, fatal).
+//!
+//! Owns the wasmtime engine ([`PluginEngine`]: component model, pooling, epoch deadlines, fuel,
+//! compiled-code cache), the WIT bindings (one `bindgen!` in `bindings`), the host side of the
+//! contract (`state`), conversions that validate everything a plugin returns (`event`), and a
+//! call under hard limits ([`LoadedPlugin::call`]). A misbehaving plugin fails only its own
+//! call, with a reason; it never panics or stalls the gateway. This module never touches HTTP
+//! or the store.
+
+mod bindings;
+mod engine;
+mod event;
+mod loaded;
+mod state;
+
+pub use engine::{EPOCH_TICK, PluginEngine};
+pub use event::PluginEvent;
+pub use loaded::{LoadedPlugin, PluginCall};
+pub use state::PluginLog;
+
+/// What a plugin call came to.
+#[derive(Debug)]
+pub enum PluginOutcome {
+    /// Continue with this (possibly changed) event.
+    Pass(PluginEvent),
+    /// Stop, with the plugin's reason.
+    Drop(String),
+    /// Replace the event with these.
+    Emit(Vec<PluginEvent>),
+    /// The plugin asked to be called again later.
+    Retry(String),
+    /// The plugin says the event can never be handled, or returned something invalid.
+    Fatal(String),
+    /// The plugin trapped (panic, out of memory, instantiation failure).
+    Trap(String),
+    /// The plugin hit its deadline or ran out of fuel.
+    Timeout(String),
+}
+
+impl PluginOutcome {
+    /// The `result` label of `gateway_plugin_calls_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Pass(_) => "pass",
+            Self::Drop(_) => "drop",
+            Self::Emit(_) => "emit",
+            Self::Retry(_) => "retry",
+            Self::Fatal(_) => "fatal",
+            Self::Trap(_) => "trap",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+
+    pub const LABELS: [&'static str; 7] =
+        ["pass", "drop", "emit", "retry", "fatal", "trap", "timeout"];
+
+    /// The verdict as JSON, for `gateway plugin run` and the admin API.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Self::Pass(e) => json!({ "verdict": "pass", "event": e.to_json() }),
+            Self::Drop(r) => json!({ "verdict": "drop", "reason": r }),
+            Self::Emit(list) => json!({
+                "verdict": "emit",
+                "events": list.iter().map(PluginEvent::to_json).collect::<Vec<_>>(),
+            }),
+            Self::Retry(r) => json!({ "verdict": "retry", "reason": r }),
+            Self::Fatal(r) => json!({ "verdict": "fatal", "reason": r }),
+            Self::Trap(r) => json!({ "verdict": "trap", "reason": r }),
+            Self::Timeout(r) => json!({ "verdict": "timeout", "reason": r }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("plugin `{plugin}`: {reason}")]
+    Load { plugin: String, reason: String },
+}

@@ -1,0 +1,118 @@
+//! `gateway check` loads every configured plugin, so a plugin that cannot run is a config
+//! error at its `wasm` key, not a surprise on the first event: a missing file, a core module
+//! instead of a component, a component that does not implement the plugin world, an import the
+//! gateway does not grant, and limits out of range are each named with file, line and key.
+
+use crate::check::{check, line_of};
+use crate::harness::{Settings, config};
+use crate::plugin_harness::CACHE_DIR;
+use plugin_artifacts::{FORBIDDEN_IMPORT, THRESHOLD, UNIFY_PAYMENTS};
+
+/// The standard test config plus `[wasm]` and the given plugin tables.
+fn with_plugins(dir: &std::path::Path, plugins: &str) -> String {
+    format!(
+        "{}\n[wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n{plugins}",
+        config(&dir.join("g.db"), &Settings::default())
+    )
+}
+
+#[test]
+fn plugins_that_load_pass_the_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_plugins(
+        dir.path(),
+        &format!(
+            "[plugins.unify]\nwasm = \"{UNIFY_PAYMENTS}\"\n\n\
+             [plugins.large]\nwasm = \"{THRESHOLD}\"\nmode = \"warm\"\ntimeout = \"50ms\"\n\
+             fuel = 100000000\nmemory = \"16MiB\"\nsettings = {{ threshold = \"1000\" }}\n"
+        ),
+    );
+    let c = check(&text);
+    assert_eq!(c.code, Some(0), "stderr:\n{}", c.stderr);
+}
+
+#[test]
+fn a_missing_wasm_file_is_named_at_its_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope.wasm");
+    let text = with_plugins(
+        dir.path(),
+        &format!("[plugins.gone]\nwasm = \"{}\"\n", missing.display()),
+    );
+    let c = check(&text);
+    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.gone.wasm");
+    assert!(
+        line.contains("cannot read") && line.contains("nope.wasm"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, wat::parse_str("(module)").expect("wat")).expect("write");
+    let text = with_plugins(
+        dir.path(),
+        &format!("[plugins.core]\nwasm = \"{}\"\n", module.display()),
+    );
+    let c = check(&text);
+    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.core.wasm");
+    assert!(
+        line.contains("is not a valid WebAssembly component"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = dir.path().join("other.wasm");
+    // A valid component that exports nothing: it does not implement `handle`.
+    std::fs::write(&other, wat::parse_str("(component)").expect("wat")).expect("write");
+    let text = with_plugins(
+        dir.path(),
+        &format!("[plugins.other]\nwasm = \"{}\"\n", other.display()),
+    );
+    let c = check(&text);
+    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.other.wasm");
+    assert!(
+        line.contains("does not implement the world webhook-gateway:plugin/plugin"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_ungranted_import_is_refused_at_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_plugins(
+        dir.path(),
+        &format!("[plugins.net]\nwasm = \"{FORBIDDEN_IMPORT}\"\n"),
+    );
+    let c = check(&text);
+    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.net.wasm");
+    assert!(line.contains("example:forbidden/network"), "{line}");
+}
+
+#[test]
+fn limits_out_of_range_are_each_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_plugins(
+        dir.path(),
+        &format!(
+            "[plugins.greedy]\nwasm = \"{UNIFY_PAYMENTS}\"\n\
+             memory = \"8GiB\"\ntimeout = \"0s\"\nfuel = 5\ntable_elements = 0\n\
+             mode = \"tepid\"\nmax_events_per_instance = 10\n"
+        ),
+    );
+    let c = check(&text);
+    for (start, key) in [
+        ("memory = ", "plugins.greedy.memory"),
+        ("timeout = \"0s\"", "plugins.greedy.timeout"),
+        ("fuel = ", "plugins.greedy.fuel"),
+        ("table_elements = ", "plugins.greedy.table_elements"),
+        ("mode = ", "plugins.greedy.mode"),
+    ] {
+        c.assert_problem(line_of(&text, start), key);
+    }
+}
