@@ -8,7 +8,7 @@ use crate::cli::{IngestArgs, Target};
 use crate::cpu::Meter;
 use crate::report::{Outcome, Run};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
-use crate::{closed_loop, open_loop};
+use crate::{closed_loop, open_loop, server_view};
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,8 +62,10 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         eprintln!("{name}: maximum rate, {} connections", args.connections);
         let sources = take(&mut streams, args.connections);
         let meter = Meter::start(server.pid());
+        let before = server_side(target, addr).await;
         let mut max = closed_loop::run(addr, sources, args.duration).await?;
         max.usage = meter.usage();
+        report_server_side(target, addr, before, "maximum rate", args.duration).await;
         let rate = max.acked_per_sec() * args.open_fraction;
         let open = if rate >= 1.0 {
             eprintln!(
@@ -72,8 +74,10 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             );
             let sources = take(&mut streams, args.open_connections);
             let meter = Meter::start(server.pid());
+            let before = server_side(target, addr).await;
             let (mut stats, dispatch) = open_loop::run(addr, sources, rate, args.duration).await?;
             stats.usage = meter.usage();
+            report_server_side(target, addr, before, "open loop", args.duration).await;
             Some((stats, dispatch))
         } else {
             eprintln!("{name}: no open-loop phase: the maximum rate was {rate:.1}/s");
@@ -92,6 +96,33 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     run.print_results();
     Ok(())
+}
+
+/// The gateway's metrics before a phase (none for the bare server, which has no `/metrics`).
+async fn server_side(target: Target, addr: std::net::SocketAddr) -> Option<server_view::Snapshot> {
+    if target != Target::Gateway {
+        return None;
+    }
+    server_view::scrape(addr)
+        .await
+        .map_err(|e| eprintln!("gateway: cannot read /metrics: {e:#}"))
+        .ok()
+}
+
+async fn report_server_side(
+    target: Target,
+    addr: std::net::SocketAddr,
+    before: Option<server_view::Snapshot>,
+    phase: &str,
+    duration: std::time::Duration,
+) {
+    if let (Some(before), Some(after)) = (before, server_side(target, addr).await) {
+        eprintln!(
+            "{}: {phase}, as the gateway saw it: {}",
+            target.name(),
+            server_view::describe(&before, &after, duration)
+        );
+    }
 }
 
 fn take(streams: &mut EventStreams, n: u16) -> Vec<EventSource> {

@@ -19,6 +19,7 @@ mod cpu;
 mod ingest;
 mod open_loop;
 mod report;
+mod server_view;
 mod signing;
 mod stats;
 

@@ -17,8 +17,11 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often committed WAL frames are copied into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often committed WAL frames are copied into the database file. Often, so each
+/// checkpoint's fsync of the database file is small: at 50 ms a checkpoint flushed ~1 MB at
+/// ~20k events/s and the WAL fsyncs queued behind it for 10-25 ms (the ack p99 at half rate);
+/// at 5 ms the server-side ack p99 stays under 3 ms and throughput rose ~10%.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 2048;
 /// Requests that may wait for the writer before senders feel back-pressure.
@@ -101,7 +104,6 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and starts the writer thread.
     /// Opens (creating if needed) the database, rebuilds the dedup index for the last
     /// `dedup_window`, and starts the writer thread.
     pub fn open(
