@@ -12,11 +12,6 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use thread_priority::{
-    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
-    get_current_thread_priority, set_thread_priority_and_policy, thread_native_id,
-    thread_schedule_policy,
-};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -61,10 +56,8 @@ pub(crate) async fn run(
     drop(idle_tx);
     let start = Instant::now() + Duration::from_millis(5);
     // The schedule keeper blocks in std sleeps: a thread of its own, off the runtime.
-    let pacer = tokio::task::spawn_blocking(move || {
-        let _realtime = Realtime::enter();
-        dispatch(start, rate, total, &work, &mut idle_rx)
-    });
+    let pacer =
+        tokio::task::spawn_blocking(move || dispatch(start, rate, total, &work, &mut idle_rx));
     let mut stats = Stats::new()?;
     for task in tasks {
         stats.merge(task.await??);
@@ -115,44 +108,6 @@ fn dispatch(
         }
     }
     Ok(d)
-}
-
-/// The dispatcher's thread under SCHED_FIFO for as long as this lives, when the OS allows it
-/// (root or CAP_SYS_NICE). On two cores shared with the server, an ordinary thread woken from
-/// its sleep can wait 10-20 ms for a core, and that lag lands in every latency it schedules;
-/// a real-time thread preempts on wake-up. It sleeps between sends, so it never starves
-/// anyone. Restores the previous policy on drop (the thread returns to tokio's pool).
-struct Realtime {
-    previous: Option<(ThreadSchedulePolicy, ThreadPriority)>,
-}
-
-impl Realtime {
-    fn enter() -> Self {
-        let me = thread_native_id();
-        let previous = thread_schedule_policy()
-            .ok()
-            .zip(get_current_thread_priority().ok());
-        let raised = set_thread_priority_and_policy(
-            me,
-            ThreadPriority::Crossplatform(1u8.try_into().unwrap_or_default()),
-            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-        );
-        if let Err(e) = raised {
-            eprintln!(
-                "open loop: schedule kept by an ordinary thread (SCHED_FIFO refused: {e:?}); expect timer lag in the tail"
-            );
-            return Self { previous: None };
-        }
-        Self { previous }
-    }
-}
-
-impl Drop for Realtime {
-    fn drop(&mut self) {
-        if let Some((policy, priority)) = self.previous {
-            let _ = set_thread_priority_and_policy(thread_native_id(), priority, policy);
-        }
-    }
 }
 
 /// One connection: sends each job it is handed, then reports itself free.
