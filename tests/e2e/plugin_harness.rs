@@ -22,6 +22,22 @@ pub(crate) fn engine() -> &'static PluginEngine {
     &ENGINE
 }
 
+/// Tests that measure deadlines hold this shared; the one that deliberately saturates every
+/// core holds it exclusively, so it never skews their clocks.
+static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub(crate) fn timing_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    TIMING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn timing_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TIMING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The limits a plugin gets when its config says nothing but the deadline.
 pub(crate) fn limits(timeout: Duration) -> PluginLimits {
     PluginLimits {

@@ -40,6 +40,7 @@ fn load_limited(
 
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline_within_twice_of_it() {
+    let _timing = timing_shared();
     let deadline = Duration::from_millis(200);
     let spin = load_limited(SPIN, InstanceMode::Fresh, deadline, None);
     let event = fixture_event("ledig", "crypto_received");
@@ -61,6 +62,7 @@ fn an_infinite_loop_is_stopped_at_its_deadline_within_twice_of_it() {
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel_before_a_long_deadline() {
+    let _timing = timing_shared();
     let spin = load_limited(
         SPIN,
         InstanceMode::Fresh,
@@ -150,6 +152,7 @@ fn an_import_the_host_does_not_grant_is_refused_at_load_with_a_clear_message() {
 
 #[test]
 fn a_stuck_plugin_does_not_hold_up_calls_to_other_plugins() {
+    let _timing = timing_shared();
     let spin = load_limited(SPIN, InstanceMode::Fresh, Duration::from_secs(2), None);
     let echo = load(ECHO, warm(), &[]);
     let event = fixture_event("ledig", "crypto_received");
@@ -262,10 +265,69 @@ fn every_call_is_counted_by_result_and_timed() {
 /// The same through the binary: `gateway plugin run` reports a timeout as JSON and exits 1.
 #[test]
 fn plugin_run_reports_a_timeout_and_exits_1() {
+    let _timing = timing_shared();
     let started = Instant::now();
     let run = plugin_run(SPIN, "ledig/crypto_received", &["--timeout", "300ms"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(run.report["verdict"], "timeout");
     assert_eq!(run.report["reason"], "exceeded its deadline of 300ms");
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// More live instances than the pool has slots: the call that finds none free is answered
+/// `retry` (a transient shortage, not the event's fault), never a trap, and calls succeed again
+/// once slots are freed. Warm plugins each keep one idle instance, which holds a slot; the test
+/// has its own engine so the shared one never runs short.
+#[test]
+fn an_exhausted_instance_pool_answers_retry_not_trap() {
+    let engine =
+        gateway::plugins::PluginEngine::new(Some(std::path::Path::new(CACHE_DIR))).expect("engine");
+    let event = fixture_event("ledig", "crypto_received");
+    let settings = plugin_settings(ECHO, warm(), limits(Duration::from_secs(1)), &[]);
+    let mut holders = Vec::new();
+    let shortage = loop {
+        let plugin = engine.load(&settings).expect("load echo");
+        let outcome = plugin.call(&event).outcome;
+        if outcome.label() != "pass" {
+            break outcome;
+        }
+        holders.push(plugin);
+        assert!(holders.len() <= 10_000, "the pool never ran out");
+    };
+    let (label, why) = reason(&shortage);
+    assert_eq!(label, "retry", "{why}");
+    assert!(why.starts_with("no free plugin instance slot"), "{why}");
+    assert!(holders.len() >= 100, "only {} slots", holders.len());
+    // Unloading plugins frees their idle instances' slots.
+    holders.truncate(holders.len() - 1);
+    let plugin = engine.load(&settings).expect("load echo");
+    expect_pass(plugin.call(&event).outcome);
+}
+
+/// Deadlines are wall-clock even when the machine is saturated: with more spinning plugins
+/// than cores, the epoch ticker's 1 ms sleeps overshoot, and it catches up instead of stretching
+/// every deadline.
+#[test]
+fn deadlines_hold_when_plugins_saturate_every_core() {
+    // Tests that time deadlines wait while this one saturates the machine.
+    let _alone = timing_exclusive();
+    let deadline = Duration::from_millis(200);
+    let spin = load_limited(SPIN, InstanceMode::Fresh, deadline, None);
+    let event = fixture_event("ledig", "crypto_received");
+    let took: Vec<Duration> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                scope.spawn(|| {
+                    let call = spin.call(&event);
+                    assert_eq!(call.outcome.label(), "timeout");
+                    call.elapsed
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| c.join().expect("spin thread"))
+            .collect()
+    });
+    assert!(took.iter().all(|t| *t < deadline * 2), "{took:?}");
 }

@@ -37,9 +37,18 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
+                // Epochs follow the wall clock, not the number of wake-ups: on a busy machine a
+                // 1 ms sleep can last 10 ms, and counting wake-ups would stretch every plugin
+                // deadline by as much. Missed ticks are caught up at once.
+                let started = std::time::Instant::now();
+                let mut ticks: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    let due = started.elapsed().as_nanos() / EPOCH_TICK.as_nanos().max(1);
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
                 }
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;

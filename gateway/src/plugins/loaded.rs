@@ -103,8 +103,10 @@ impl LoadedPlugin {
 
     fn arm(&self, store: &mut Store<PluginState>) -> Result<(), wasmtime::Error> {
         store.set_fuel(self.fuel_budget())?;
-        let ticks = self.limits.timeout.as_millis() / EPOCH_TICK.as_millis().max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+        // One tick more than the timeout: the current tick is already partly over, and a
+        // deadline must never fire early.
+        let ticks = self.limits.timeout.as_millis() / EPOCH_TICK.as_millis().max(1) + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.data_mut().logs.clear();
         Ok(())
     }
@@ -226,6 +228,12 @@ impl LoadedPlugin {
                 ));
             }
             _ => {}
+        }
+        // Every pooled slot is in use: a transient shortage, not this event's fault.
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return PluginOutcome::Retry(format!("no free plugin instance slot: {e}"));
         }
         let text = format!("{e:#}");
         if text.contains("forcing trap when growing memory") || text.contains("memory limit") {

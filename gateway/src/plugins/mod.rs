@@ -28,7 +28,7 @@ pub enum PluginOutcome {
     Drop(String),
     /// Replace the event with these.
     Emit(Vec<PluginEvent>),
-    /// The plugin asked to be called again later.
+    /// The plugin asked to be called again later (or every instance slot was in use).
     Retry(String),
     /// The plugin says the event can never be handled, or returned something invalid.
     Fatal(String),
