@@ -31,16 +31,30 @@ fn plugins_that_load_pass_the_check() {
     assert_eq!(c.code, Some(0), "stderr:\n{}", c.stderr);
 }
 
+/// Checks a config with one plugin `name` at `wasm`; asserts exit 1 and a problem at its
+/// `wasm` key, and returns that problem's line.
+fn refused(name: &str, wasm: &std::path::Path) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_plugins(
+        dir.path(),
+        &format!("[plugins.{name}]\nwasm = \"{}\"\n", wasm.display()),
+    );
+    let c = check(&text);
+    c.assert_problem(line_of(&text, "wasm = "), &format!("plugins.{name}.wasm"))
+        .to_owned()
+}
+
+/// Writes `wat` compiled to a binary into `dir`.
+fn wasm_from_wat(dir: &std::path::Path, file: &str, wat: &str) -> std::path::PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, wat::parse_str(wat).expect("wat")).expect("write");
+    path
+}
+
 #[test]
 fn a_missing_wasm_file_is_named_at_its_key() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let missing = dir.path().join("nope.wasm");
-    let text = with_plugins(
-        dir.path(),
-        &format!("[plugins.gone]\nwasm = \"{}\"\n", missing.display()),
-    );
-    let c = check(&text);
-    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.gone.wasm");
+    let line = refused("gone", &dir.path().join("nope.wasm"));
     assert!(
         line.contains("cannot read") && line.contains("nope.wasm"),
         "{line}"
@@ -50,14 +64,10 @@ fn a_missing_wasm_file_is_named_at_its_key() {
 #[test]
 fn a_core_module_is_not_a_component() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let module = dir.path().join("module.wasm");
-    std::fs::write(&module, wat::parse_str("(module)").expect("wat")).expect("write");
-    let text = with_plugins(
-        dir.path(),
-        &format!("[plugins.core]\nwasm = \"{}\"\n", module.display()),
+    let line = refused(
+        "core",
+        &wasm_from_wat(dir.path(), "module.wasm", "(module)"),
     );
-    let c = check(&text);
-    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.core.wasm");
     assert!(
         line.contains("is not a valid WebAssembly component"),
         "{line}"
@@ -67,15 +77,11 @@ fn a_core_module_is_not_a_component() {
 #[test]
 fn a_component_of_another_world_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let other = dir.path().join("other.wasm");
     // A valid component that exports nothing: it does not implement `handle`.
-    std::fs::write(&other, wat::parse_str("(component)").expect("wat")).expect("write");
-    let text = with_plugins(
-        dir.path(),
-        &format!("[plugins.other]\nwasm = \"{}\"\n", other.display()),
+    let line = refused(
+        "other",
+        &wasm_from_wat(dir.path(), "other.wasm", "(component)"),
     );
-    let c = check(&text);
-    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.other.wasm");
     assert!(
         line.contains("does not implement the world webhook-gateway:plugin/plugin"),
         "{line}"
@@ -84,13 +90,7 @@ fn a_component_of_another_world_is_refused() {
 
 #[test]
 fn an_ungranted_import_is_refused_at_check() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let text = with_plugins(
-        dir.path(),
-        &format!("[plugins.net]\nwasm = \"{FORBIDDEN_IMPORT}\"\n"),
-    );
-    let c = check(&text);
-    let line = c.assert_problem(line_of(&text, "wasm = "), "plugins.net.wasm");
+    let line = refused("net", std::path::Path::new(FORBIDDEN_IMPORT));
     assert!(line.contains("example:forbidden/network"), "{line}");
 }
 

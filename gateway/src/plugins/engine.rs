@@ -2,7 +2,8 @@
 //! allocator, fuel and epoch interruption, and the on-disk cache of compiled code.
 //!
 //! One background thread advances the epoch every [`EPOCH_TICK`]; a call's deadline is a
-//! number of ticks, so a plugin stuck in a loop is interrupted within one tick of its timeout.
+//! number of ticks after which the call looks at the clock, so a plugin stuck in a loop is
+//! interrupted within about one tick after its wall-clock timeout, never before it.
 
 use super::PluginError;
 use super::loaded::LoadedPlugin;
@@ -173,5 +174,74 @@ impl PluginEngine {
             ))
         })?;
         Ok(LoadedPlugin::new(self.engine.clone(), pre, settings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PluginEngine;
+    use crate::config::{ConfigIssue, InstanceMode, PluginLimits, PluginSettings};
+    use crate::plugins::{PluginEvent, PluginOutcome};
+    use std::time::{Duration, Instant};
+
+    fn spin_with_deadline(timeout: Duration) -> PluginSettings {
+        PluginSettings {
+            name: "spin".into(),
+            wasm: plugin_artifacts::SPIN.into(),
+            mode: InstanceMode::Fresh,
+            limits: PluginLimits {
+                fuel: None,
+                timeout,
+                memory: 16 << 20,
+                table_elements: 10_000,
+            },
+            settings: Default::default(),
+            env: Vec::new(),
+            at: ConfigIssue {
+                file: plugin_artifacts::SPIN.into(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: String::new(),
+            },
+        }
+    }
+
+    /// A ticker that falls behind (a busy machine) catches up with a burst of ticks; the
+    /// burst must not end a call before its wall-clock deadline.
+    #[test]
+    fn a_burst_of_late_epoch_ticks_does_not_end_a_call_early() {
+        let plugins = PluginEngine::new(None).expect("engine");
+        let deadline = Duration::from_millis(200);
+        let spin = plugins
+            .load(&spin_with_deadline(deadline))
+            .expect("load spin");
+        let event = PluginEvent {
+            id: "evt_1".into(),
+            source: "test".into(),
+            event_type: "test".into(),
+            provider: "ledger".into(),
+            subject: None,
+            time: None,
+            data: serde_json::value::RawValue::from_string("{}".into()).expect("raw json"),
+            extensions: Vec::new(),
+        };
+        let engine = plugins.engine.clone();
+        let burst = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            for _ in 0..10_000 {
+                engine.increment_epoch();
+            }
+        });
+        let started = Instant::now();
+        let call = spin.call(&event);
+        let took = started.elapsed();
+        burst.join().expect("burst thread");
+        assert!(
+            matches!(&call.outcome, PluginOutcome::Timeout(why) if why == "exceeded its deadline of 200ms"),
+            "{:?}",
+            call.outcome
+        );
+        assert!(took >= deadline, "stopped early: {took:?}");
     }
 }

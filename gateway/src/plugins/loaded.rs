@@ -15,7 +15,7 @@ use crate::metrics::events::PluginCalled;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 /// Fuel given when the config sets no fuel limit (the deadline still applies).
 const UNLIMITED_FUEL: u64 = u64::MAX / 2;
@@ -94,6 +94,20 @@ impl LoadedPlugin {
         let state = PluginState::new(limits, Arc::clone(&self.settings), &self.env);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // The epoch only says "about a tick has passed"; its ticks can arrive late and then in
+        // a burst, so reaching the epoch deadline is a cue to look at the clock, not a verdict.
+        // A call is interrupted once its own wall-clock deadline has passed, never before.
+        store.epoch_deadline_callback(|ctx| {
+            let left = ctx
+                .data()
+                .deadline
+                .saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(ticks_for(left)))
+            }
+        });
         store
     }
 
@@ -101,13 +115,20 @@ impl LoadedPlugin {
         self.limits.fuel.unwrap_or(UNLIMITED_FUEL)
     }
 
-    fn arm(&self, store: &mut Store<PluginState>) -> Result<(), wasmtime::Error> {
+    /// Sets the fuel and the deadline for one call; instantiation and `handle` share the
+    /// call's deadline, so a slow start leaves less time to run.
+    fn arm(
+        &self,
+        store: &mut Store<PluginState>,
+        deadline: Instant,
+    ) -> Result<(), wasmtime::Error> {
         store.set_fuel(self.fuel_budget())?;
-        // One tick more than the timeout: the current tick is already partly over, and a
-        // deadline must never fire early.
-        let ticks = self.limits.timeout.as_millis() / EPOCH_TICK.as_millis().max(1) + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.data_mut().logs.clear();
+        store.set_epoch_deadline(ticks_for(
+            deadline.saturating_duration_since(Instant::now()),
+        ));
+        let state = store.data_mut();
+        state.deadline = deadline;
+        state.logs.clear();
         Ok(())
     }
 
@@ -115,6 +136,7 @@ impl LoadedPlugin {
     /// (trap, timeout, out of memory, invalid output) is an outcome with its reason.
     pub fn call(&self, event: &PluginEvent) -> PluginCall {
         let started = Instant::now();
+        let deadline = started + self.limits.timeout;
         let warm = match self.mode {
             InstanceMode::Warm { .. } => self.warm.lock().ok().and_then(|mut idle| idle.pop()),
             InstanceMode::Fresh => None,
@@ -124,7 +146,7 @@ impl LoadedPlugin {
             None => {
                 let mut store = self.new_store();
                 let plugin = match self
-                    .arm(&mut store)
+                    .arm(&mut store, deadline)
                     .and_then(|()| self.pre.instantiate(&mut store))
                 {
                     Ok(p) => p,
@@ -140,7 +162,7 @@ impl LoadedPlugin {
                 }
             }
         };
-        if let Err(e) = self.arm(&mut instance.store) {
+        if let Err(e) = self.arm(&mut instance.store, deadline) {
             let outcome = PluginOutcome::Trap(format!("cannot arm limits: {e:#}"));
             return self.finish(event, outcome, Vec::new(), started, 0);
         }
@@ -288,4 +310,11 @@ fn convert(verdict: Result<Verdict, Failure>) -> PluginOutcome {
         Err(Failure::Retry(reason)) => PluginOutcome::Retry(reason),
         Err(Failure::Fatal(reason)) => PluginOutcome::Fatal(reason),
     }
+}
+
+/// Epoch ticks to wait before looking at the clock again: at least one, and rounded up so
+/// the check does not come before the time left is over.
+fn ticks_for(left: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    u64::try_from(left.as_nanos().div_ceil(tick)).map_or(u64::MAX, |t| t.max(1))
 }

@@ -6,6 +6,7 @@
 use super::bindings::{self, Level};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -32,6 +33,8 @@ pub(crate) struct PluginState {
     settings: Arc<BTreeMap<String, String>>,
     pub(super) logs: Vec<PluginLog>,
     pub(super) stderr: MemoryOutputPipe,
+    /// When the current call must stop; checked each time the epoch deadline is reached.
+    pub(super) deadline: Instant,
 }
 
 impl std::fmt::Debug for PluginState {
@@ -66,6 +69,7 @@ impl PluginState {
             table: ResourceTable::new(),
             limits,
             settings,
+            deadline: Instant::now(),
             logs: Vec::new(),
             stderr,
         }
