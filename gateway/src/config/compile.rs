@@ -180,6 +180,13 @@ pub(super) fn compile(
         sources,
         wasm_cache_dir,
         plugins,
+        admin: None,
+        workers: super::WorkerSettings {
+            concurrency: 256,
+            plugin_threads: 2,
+        },
+        destinations: Vec::new(),
+        routes: Vec::new(),
     };
     Ok((config, pass.warnings))
 }

@@ -28,6 +28,127 @@ pub struct GatewayConfig {
     /// Where compiled plugin code is cached, keyed by the component's hash.
     pub wasm_cache_dir: PathBuf,
     pub plugins: Vec<PluginSettings>,
+    /// `[admin]`; `None` means the admin API answers 404 (not enabled).
+    pub admin: Option<AdminSettings>,
+    /// `[workers]`: how routing and delivery run.
+    pub workers: WorkerSettings,
+    /// `[destinations.NAME]`, sorted by name.
+    pub destinations: Vec<DestinationSettings>,
+    /// `[[routes]]`, in file order (every matching route processes an event).
+    pub routes: Vec<RouteSettings>,
+}
+
+/// `[admin]`: the admin API under `/admin/`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Requests must send `Authorization: Bearer <token>`.
+    pub token: Secret,
+}
+
+/// `[workers]`: the stage after the ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Events processed at the same time (plugin chains plus first delivery attempts).
+    pub concurrency: usize,
+    /// Plugin calls running at the same time (each holds a thread while it runs).
+    pub plugin_threads: usize,
+}
+
+/// One `[destinations.NAME]`.
+#[derive(Debug, Clone)]
+pub struct DestinationSettings {
+    /// The configured name; a metric label and the key deliveries are stored under.
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Attempts before a delivery becomes a dead letter (the first attempt counts).
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Attempts in flight to this destination at the same time.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum DestinationKind {
+    Http(HttpDestinationSettings),
+    File(FileDestinationSettings),
+}
+
+/// `http = "..."`: POST of the envelope as CloudEvents structured JSON, signed with
+/// Standard Webhooks headers.
+#[derive(Debug, Clone)]
+pub struct HttpDestinationSettings {
+    /// `http://` or `https://` URL.
+    pub url: http::Uri,
+    /// The HMAC key: the base64-decoded part of a `whsec_...` secret.
+    pub signing_key: Secret,
+    /// Per attempt, from connect to the end of the response head.
+    pub timeout: Duration,
+}
+
+/// `file = "..."`: one JSON line per event, appended.
+#[derive(Debug, Clone)]
+pub struct FileDestinationSettings {
+    pub path: PathBuf,
+}
+
+/// Exponential backoff with full jitter: the wait before attempt n+1 is a random duration in
+/// `[0, min(max, initial * 2^(n-1))]`, and at least what a `Retry-After` answer asked for
+/// (capped at `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// `name`, or `route-<n>` (1-based position) when not given.
+    pub name: String,
+    /// `match.source` globs; empty matches every source.
+    pub sources: Vec<Glob>,
+    /// `match.type` globs; empty matches every type.
+    pub types: Vec<Glob>,
+    /// Plugin names, run in order.
+    pub plugins: Vec<String>,
+    /// Destination names; each gets one delivery per event that leaves the chain.
+    pub to: Vec<String>,
+}
+
+impl RouteSettings {
+    /// Whether this route takes an event of `source` and `event_type`.
+    pub fn matches(&self, source: &str, event_type: &str) -> bool {
+        let any = |globs: &[Glob], value: &str| {
+            globs.is_empty() || globs.iter().any(|g| g.is_match(value))
+        };
+        any(&self.sources, source) && any(&self.types, event_type)
+    }
+}
+
+/// A glob pattern (`*` any run of characters, `?` one character, `[abc]` a class), as written
+/// plus its compiled matcher.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Result<Self, globset::Error> {
+        let matcher = globset::GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()?
+            .compile_matcher();
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            matcher,
+        })
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.matcher.is_match(value)
+    }
 }
 
 /// Largest linear memory a plugin may be given (the instance pool reserves this per slot).
