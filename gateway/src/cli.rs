@@ -5,8 +5,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use gateway::config::{self, ConfigIssue, GatewayConfig};
 use gateway::metrics::Metrics;
-use gateway::plugins::{LoadedPlugin, PluginEngine, PluginError};
+use gateway::plugins::PluginEngine;
+use gateway::reload::build_pipeline;
 use gateway::store::{SqliteStore, Store};
+use gateway::worker::Pipeline;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,58 +80,21 @@ fn init_logging() {
         .init();
 }
 
-/// Compiles (or takes from the cache) and pre-links every configured plugin; each failure is
-/// reported at the plugin's `wasm` key.
-fn load_plugins(
-    config: &GatewayConfig,
-    metrics: Option<&Metrics>,
-) -> Result<Vec<LoadedPlugin>, Vec<ConfigIssue>> {
-    if config.plugins.is_empty() {
-        return Ok(Vec::new());
-    }
-    let engine = PluginEngine::new(Some(&config.wasm_cache_dir)).map_err(|e| {
-        vec![ConfigIssue {
-            file: config.file.clone(),
-            line: 0,
-            column: 0,
-            key: "wasm.cache_dir".into(),
-            message: e.to_string(),
-        }]
-    })?;
-    let mut loaded = Vec::new();
-    let mut problems = Vec::new();
-    for p in &config.plugins {
-        match engine.load(p) {
-            Ok(plugin) => match metrics {
-                Some(m) => loaded.push(plugin.with_metrics(m.for_plugin(&p.name))),
-                None => loaded.push(plugin),
-            },
-            Err(e) => problems.push(p.issue(match e {
-                PluginError::Load { reason, .. } => reason,
-                other => other.to_string(),
-            })),
-        }
-    }
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(problems)
-    }
-}
-
 /// Loads the config and its plugins, printing every problem as `file:line:col: key: message`
 /// on stderr.
 fn load(
     path: &std::path::Path,
-    metrics: Option<&Metrics>,
-) -> Option<(GatewayConfig, Vec<LoadedPlugin>)> {
+    metrics: &Metrics,
+) -> Option<(GatewayConfig, PluginEngine, Pipeline)> {
     match config::load(path) {
         Ok((config, warnings)) => {
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            match load_plugins(&config, metrics) {
-                Ok(plugins) => Some((config, plugins)),
+            let built = engine(&config)
+                .and_then(|e| build_pipeline(&e, &config, 1, None, metrics).map(|p| (e, p)));
+            match built {
+                Ok((engine, pipeline)) => Some((config, engine, pipeline)),
                 Err(problems) => {
                     for issue in &problems {
                         eprintln!("{issue}");
@@ -157,14 +122,33 @@ fn load(
     }
 }
 
+/// The plugin engine with the config's compiled-code cache.
+fn engine(config: &GatewayConfig) -> Result<PluginEngine, Vec<ConfigIssue>> {
+    PluginEngine::new(Some(&config.wasm_cache_dir)).map_err(|e| {
+        vec![ConfigIssue {
+            file: config.file.clone(),
+            line: 0,
+            column: 0,
+            key: "wasm.cache_dir".into(),
+            message: e.to_string(),
+        }]
+    })
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
-    match load(path, None) {
-        Some((config, plugins)) => {
+    let Ok(metrics) = Metrics::new() else {
+        eprintln!("error: cannot set up metrics");
+        return ExitCode::FAILURE;
+    };
+    match load(path, &metrics) {
+        Some((config, _, _)) => {
             println!(
-                "{}: OK ({} source(s), {} plugin(s))",
+                "{}: OK ({} source(s), {} plugin(s), {} destination(s), {} route(s))",
                 path.display(),
                 config.sources.len(),
-                plugins.len()
+                config.plugins.len(),
+                config.destinations.len(),
+                config.routes.len()
             );
             ExitCode::SUCCESS
         }
@@ -175,25 +159,24 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     init_logging();
     let metrics = Metrics::new()?;
-    let Some((config, plugins)) = load(path, Some(&metrics)) else {
+    let Some((config, engine, pipeline)) = load(path, &metrics) else {
         return Ok(ExitCode::FAILURE);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, metrics, plugins))?;
+    runtime.block_on(serve(config, engine, pipeline, metrics))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(
     config: GatewayConfig,
+    engine: PluginEngine,
+    pipeline: Pipeline,
     metrics: Metrics,
-    plugins: Vec<LoadedPlugin>,
 ) -> anyhow::Result<()> {
     let shutdown = gateway::shutdown::on_signals().context("cannot install signal handlers")?;
-    // Loaded (compiled, cached, validated) at start; routing them is the routing stage's job.
-    let _plugins = plugins;
     let (store, writer) = SqliteStore::open(
         &config.store.path,
         config.store.dedup_window,
@@ -214,7 +197,7 @@ async fn serve(
     tracing::info!(%addr, sources = config.sources.len(), store = %config.store.path.display(), "gateway started");
 
     let store: Arc<dyn Store> = Arc::new(store);
-    gateway::run(listener, &config, store, metrics, shutdown).await;
+    gateway::run(listener, config, engine, pipeline, store, metrics, shutdown).await;
 
     // Every store handle is gone once the server has drained; wait for the last commit.
     let joined = tokio::task::spawn_blocking(move || writer.join());

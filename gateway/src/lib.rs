@@ -7,6 +7,13 @@
 //!   -> providers  authenticate raw bytes, normalize per provider     (providers/)
 //!   -> envelope   the common CloudEvents envelope and DedupKey       (envelope.rs)
 //!   -> store      dedup + persist in one durable write, then ack     (store/)
+//!   .... asynchronously, from the store ....
+//! worker     intake of stored events, retries, backlog gauges        (worker/)
+//!   -> routing    routes matching an event, plugin chains            (routing/)
+//!   -> plugins    WebAssembly components under hard limits           (plugins/)
+//!   -> delivery   one attempt to an http or file destination         (delivery/)
+//! admin      the `/admin/` API: events, dead letters, replay         (admin/)
+//! reload     config generations, hot reload on file change / SIGHUP  (reload/)
 //! config     TOML -> validated runtime value, positioned errors      (config/)
 //! metrics    Prometheus registry and typed telemetry events          (metrics/)
 //! shutdown   signal handling as a cancellation token                (shutdown.rs)
@@ -16,41 +23,85 @@
 //! their source's authentication reach the parsers; metric labels come from config names and
 //! the providers' catalogues only. `ARCHITECTURE.md` describes the flow in more detail.
 
+pub mod admin;
 pub mod config;
+pub mod delivery;
 pub mod envelope;
 pub mod ingress;
 pub mod metrics;
 pub mod plugins;
 pub mod providers;
+pub mod reload;
+pub mod routing;
 pub mod shutdown;
 pub mod store;
+pub mod worker;
 
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
+use crate::metrics::flow_events::ConfigApplied;
+use crate::plugins::PluginEngine;
+use crate::reload::Reloader;
 use crate::store::Store;
+use crate::worker::Pipeline;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves webhooks on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+/// Serves webhooks on `listener` and routes stored events with `pipeline` (generation 1 of
+/// `config`, built by [`reload::build_pipeline`]) until `shutdown` is cancelled; then drains
+/// in-flight requests and events. Config changes are picked up by the reloader meanwhile.
 pub async fn run(
     listener: TcpListener,
-    config: &GatewayConfig,
+    config: GatewayConfig,
+    engine: PluginEngine,
+    pipeline: Pipeline,
     store: Arc<dyn Store>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    ConfigApplied {
+        metrics: &metrics,
+        generation: pipeline.generation,
+        file: &config.file,
+        reload: false,
+        needs_restart: &[],
+    }
+    .emit();
     let gateway = Arc::new(ingress::Gateway::new(
-        config,
+        &config,
         Arc::clone(&store),
         metrics.clone(),
     ));
+    let pipeline = Arc::new(ArcSwap::from_pointee(pipeline));
     let pruner = tokio::spawn(store::prune_periodically(
-        store,
+        Arc::clone(&store),
         config.store.dedup_window,
-        metrics,
+        metrics.clone(),
         shutdown.clone(),
     ));
-    ingress::serve(listener, gateway, config.server.header_timeout, shutdown).await;
+    let workers = tokio::spawn(worker::run(
+        store,
+        Arc::clone(&pipeline),
+        config.workers,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let header_timeout = config.server.header_timeout;
+    let reloader = Arc::new(Reloader::new(
+        config,
+        engine,
+        metrics,
+        Arc::clone(&gateway),
+        pipeline,
+    ));
+    let watcher = tokio::spawn(reload::watch(reloader, shutdown.clone()));
+    ingress::serve(listener, gateway, header_timeout, shutdown).await;
+    // Every task holding a store handle ends before this returns, so the caller can wait for
+    // the store writer's last commit.
+    drop(workers.await);
+    drop(watcher.await);
     pruner.abort();
+    drop(pruner.await);
 }

@@ -12,11 +12,13 @@ mod webhook;
 
 pub use listener::serve;
 
+use crate::admin::Admin;
 use crate::config::GatewayConfig;
 use crate::metrics::events::UnmatchedRequest;
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::providers::Source;
 use crate::store::Store;
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use reply::Body;
@@ -37,19 +39,17 @@ struct Endpoint {
     metrics: SourceMetrics,
 }
 
-/// Everything the request path needs, built once from the config.
+/// The part of the request path a config reload replaces: sources and limits.
 #[derive(Debug)]
-pub struct Gateway {
+struct Endpoints {
     by_path: HashMap<String, Endpoint>,
-    store: Arc<dyn Store>,
-    metrics: Metrics,
     max_body: u64,
     request_timeout: Duration,
-    store_timeout: Duration,
+    admin: Option<Admin>,
 }
 
-impl Gateway {
-    pub fn new(config: &GatewayConfig, store: Arc<dyn Store>, metrics: Metrics) -> Self {
+impl Endpoints {
+    fn new(config: &GatewayConfig, metrics: &Metrics, store: &Arc<dyn Store>) -> Self {
         let by_path = config
             .sources
             .iter()
@@ -64,11 +64,12 @@ impl Gateway {
             .collect();
         Self {
             by_path,
-            store,
-            metrics,
             max_body: config.server.max_body,
             request_timeout: config.server.request_timeout,
-            store_timeout: STORE_TIMEOUT,
+            admin: config
+                .admin
+                .as_ref()
+                .map(|a| Admin::new(Arc::clone(store), &a.token)),
         }
     }
 
@@ -81,10 +82,51 @@ impl Gateway {
         let e = self.by_path.get(prefix)?;
         (e.source.token_in_path() && !last.is_empty()).then_some((e, Some(last)))
     }
+}
+
+/// Everything the request path needs. The endpoints are swapped whole on a reload; a request
+/// keeps the endpoints it started with.
+#[derive(Debug)]
+pub struct Gateway {
+    endpoints: ArcSwap<Endpoints>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    store_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(config: &GatewayConfig, store: Arc<dyn Store>, metrics: Metrics) -> Self {
+        let endpoints = Endpoints::new(config, &metrics, &store);
+        Self {
+            endpoints: ArcSwap::from_pointee(endpoints),
+            store,
+            metrics,
+            store_timeout: STORE_TIMEOUT,
+        }
+    }
+
+    /// Takes the sources, limits and admin token of a new config generation.
+    pub fn reconfigure(&self, config: &GatewayConfig) {
+        let endpoints = Endpoints::new(config, &self.metrics, &self.store);
+        self.endpoints.store(Arc::new(endpoints));
+    }
 
     /// Answers one request. Never fails: every error becomes a documented response.
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_owned();
+        let endpoints = self.endpoints.load_full();
+        if path == "/admin" || path.starts_with("/admin/") {
+            return match &endpoints.admin {
+                Some(admin) => admin.handle(req).await,
+                None => {
+                    self.unmatched("not_found");
+                    reply::error(
+                        StatusCode::NOT_FOUND,
+                        "the admin API is not enabled ([admin] in the config)",
+                    )
+                }
+            };
+        }
         match path.as_str() {
             "/healthz" | "/readyz" | "/metrics"
                 if req.method() != Method::GET && req.method() != Method::HEAD =>
@@ -95,9 +137,13 @@ impl Gateway {
             "/healthz" => reply::accepted(),
             "/readyz" => self.ready().await,
             "/metrics" => reply::metrics_text(self.metrics.render()),
-            _ => match self.route(&path) {
+            _ => match endpoints.route(&path) {
                 Some((endpoint, suffix)) if req.method() == Method::POST => {
-                    webhook::receive(self, endpoint, req, peer.ip(), suffix).await
+                    let limits = webhook::Limits {
+                        max_body: endpoints.max_body,
+                        request_timeout: endpoints.request_timeout,
+                    };
+                    webhook::receive(self, endpoint, limits, req, peer.ip(), suffix).await
                 }
                 Some(_) => {
                     self.unmatched("method_not_allowed");

@@ -19,15 +19,23 @@ use tokio::time::Instant;
 
 const STORE_UNAVAILABLE: &str = "store unavailable, retry later";
 
+/// The request limits of the config generation the request started under.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) max_body: u64,
+    pub(super) request_timeout: std::time::Duration,
+}
+
 pub(super) async fn receive(
     gw: &Gateway,
     endpoint: &Endpoint,
+    limits: Limits,
     req: Request<Incoming>,
     peer: IpAddr,
     path_suffix: Option<&str>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let (outcome, response) = handle(gw, endpoint, req, peer, path_suffix, started).await;
+    let (outcome, response) = handle(gw, endpoint, limits, req, peer, path_suffix, started).await;
     RequestHandled {
         metrics: &endpoint.metrics,
         outcome,
@@ -40,6 +48,7 @@ pub(super) async fn receive(
 async fn handle(
     gw: &Gateway,
     endpoint: &Endpoint,
+    limits: Limits,
     req: Request<Incoming>,
     peer: IpAddr,
     path_suffix: Option<&str>,
@@ -52,15 +61,15 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > gw.max_body) {
-        let msg = BodyError::TooLarge(gw.max_body).to_string();
+    if declared.is_some_and(|len| len > limits.max_body) {
+        let msg = BodyError::TooLarge(limits.max_body).to_string();
         return (
             Outcome::TooLarge,
             reply::error_and_close(StatusCode::PAYLOAD_TOO_LARGE, &msg),
         );
     }
-    let deadline = started + gw.request_timeout;
-    let raw = match body::read_limited(incoming, gw.max_body, deadline).await {
+    let deadline = started + limits.request_timeout;
+    let raw = match body::read_limited(incoming, limits.max_body, deadline).await {
         Ok(raw) => raw,
         Err(e @ BodyError::TooLarge(_)) => {
             let res = reply::error_and_close(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());

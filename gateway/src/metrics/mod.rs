@@ -7,6 +7,14 @@
 //! from [`events`], which updates the metric and writes the matching log line together.
 
 pub mod events;
+mod flow;
+pub mod flow_events;
+
+pub use flow::{
+    CONFIG_GENERATION, CONFIG_RELOADS_TOTAL, DEAD_LETTERS, DELIVERIES_TOTAL, DELIVERY_DURATION,
+    DELIVERY_RESULTS, DestinationMetrics, QUEUE_DEPTH, RELOAD_RESULTS, ROUTED_EVENTS_TOTAL,
+    ROUTING_RESULTS,
+};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
@@ -91,6 +99,7 @@ struct Inner {
     unmatched: IntCounterVec,
     plugin_calls: IntCounterVec,
     plugin_duration: HistogramVec,
+    flow: flow::Flow,
 }
 
 /// The gateway's metrics; cheap to clone.
@@ -185,7 +194,9 @@ impl Metrics {
         registry.register(Box::new(store_commit_duration.clone()))?;
         registry.register(Box::new(store_failures.clone()))?;
         registry.register(Box::new(dedup_pruned.clone()))?;
+        let flow = flow::Flow::register(&registry)?;
         Ok(Self(Arc::new(Inner {
+            flow,
             registry,
             requests,
             ack_duration,
@@ -227,6 +238,11 @@ impl Metrics {
                 .map(|r| i.plugin_calls.with_label_values(&[plugin, r])),
             duration: i.plugin_duration.with_label_values(&[plugin]),
         }
+    }
+
+    /// Handles for one destination, every result series created up front.
+    pub fn for_destination(&self, destination: &str) -> DestinationMetrics {
+        self.0.flow.for_destination(destination)
     }
 
     /// The Prometheus text exposition of every metric.

@@ -116,6 +116,65 @@ impl PluginEvent {
         })
     }
 
+    /// Reads a stored envelope (CloudEvents structured JSON as written at ingest).
+    pub fn from_envelope_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<Envelope>(json).map(|e| Self::from(&e))
+    }
+
+    /// Whether `other` is this event unchanged (a plugin passed it on as it came).
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.source == other.source
+            && self.event_type == other.event_type
+            && self.provider == other.provider
+            && self.subject == other.subject
+            && self.time == other.time
+            && self.data.get() == other.data.get()
+            && self.extensions == other.extensions
+    }
+
+    /// The event as CloudEvents structured JSON for delivery: attributes in the envelope's
+    /// order, then extensions, and `data` byte for byte as the provider or plugin wrote it.
+    pub fn to_envelope_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            specversion: &'static str,
+            id: &'a str,
+            source: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            time: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            subject: Option<&'a str>,
+            datacontenttype: &'static str,
+            data: &'a RawValue,
+            provider: &'a str,
+            #[serde(flatten)]
+            extensions: Extensions<'a>,
+        }
+        struct Extensions<'a>(&'a [(String, String)]);
+        impl serde::Serialize for Extensions<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+            }
+        }
+        let out = Out {
+            specversion: "1.0",
+            id: &self.id,
+            source: &self.source,
+            event_type: &self.event_type,
+            time: self.time.as_deref(),
+            subject: self.subject.as_deref(),
+            datacontenttype: "application/json",
+            data: &self.data,
+            provider: &self.provider,
+            extensions: Extensions(&self.extensions),
+        };
+        // Strings and an already-valid RawValue always serialize.
+        serde_json::to_string(&out).unwrap_or_else(|_| String::from("{}"))
+    }
+
     /// The event as CloudEvents structured JSON (extensions as top-level attributes).
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
@@ -158,6 +217,14 @@ mod tests {
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_stored_envelope_round_trips_byte_for_byte() {
+        let stored = r#"{"specversion":"1.0","id":"evt_1","source":"ledger","type":"ledger.transaction.completed","time":"2024-03-09T16:00:00Z","subject":"txn_1","datacontenttype":"application/json","data":{"z":1,"a":"10.50"},"provider":"ledger","providertype":"transaction.completed","receivedat":"2024-03-09T16:00:01Z"}"#;
+        let event = PluginEvent::from_envelope_json(stored).expect("parses");
+        assert_eq!(event.to_envelope_json(), stored);
+        assert!(event.same_as(&event.clone()));
     }
 
     #[test]

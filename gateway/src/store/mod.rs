@@ -10,11 +10,19 @@ mod dedup_index;
 mod retention;
 mod schema;
 mod sqlite;
+mod work;
 
 pub use retention::prune_periodically;
 pub use sqlite::{SqliteStore, WriterThread};
+pub use work::{
+    AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
+    EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep, Processed,
+    RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent,
+};
 
 use bytes::Bytes;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// One normalized event ready to be stored.
 #[derive(Debug, Clone)]
@@ -60,6 +68,8 @@ pub enum StoreError {
     },
     #[error("store write failed: {0}")]
     Write(String),
+    #[error("store read failed: {0}")]
+    Read(String),
     #[error("store is shut down")]
     Closed,
 }
@@ -75,6 +85,55 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn check_writable(&self) -> Result<(), StoreError>;
     /// Forgets dedup keys first seen before `cutoff_ms`; returns how many.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+
+    // --- The work after the ack (routing, delivery) ---
+
+    /// Woken after every commit that may have created work (new events, replays, redrives).
+    fn work_signal(&self) -> Arc<Notify>;
+    /// Every event at or below this seq has been routed (persisted now and then by intake).
+    async fn intake_watermark(&self) -> Result<i64, StoreError>;
+    async fn set_intake_watermark(&self, seq: i64) -> Result<(), StoreError>;
+    /// Events still `pending` with a seq above `after_seq`, oldest first.
+    async fn pending_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Events an operator asked to replay, oldest first.
+    async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Records what routing one event decided, in one transaction; returns after commit.
+    async fn complete(&self, processed: Arc<Processed>) -> Result<(), StoreError>;
+    /// Deliveries whose next attempt is due at `now_ms`, most overdue first.
+    async fn due_deliveries(&self, now_ms: i64, limit: u32)
+    -> Result<Vec<DueDelivery>, StoreError>;
+    /// Records one retried attempt and the delivery's new state.
+    async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError>;
+    /// Route runs whose plugin stage is due for another try.
+    async fn due_route_runs(&self, now_ms: i64, limit: u32)
+    -> Result<Vec<DueRouteRun>, StoreError>;
+    /// Queue depth and dead letters, for the gauges.
+    async fn backlog(&self, watermark: i64) -> Result<Backlog, StoreError>;
+
+    // --- The admin API ---
+
+    /// Newest first, at most `limit`.
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError>;
+    async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError>;
+    /// Dead deliveries and dead route runs, newest first, at most `limit` of each.
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError>;
+    /// Marks the selected routed events for replay through the current routes (events not
+    /// yet routed are left alone: they are on their way). Returns how many were marked.
+    async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError>;
+    /// Sends dead letters back to work: deliveries get a fresh set of attempts now, route runs
+    /// a fresh plugin retry. Returns how many.
+    async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError>;
 }
 
 /// Now as unix milliseconds.

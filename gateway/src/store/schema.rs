@@ -21,8 +21,12 @@ CREATE TABLE IF NOT EXISTS events (
     raw_body     BLOB    NOT NULL,              -- bytes as received (signature re-check)
     headers      TEXT    NOT NULL,              -- JSON object: signature/event headers only
     received_at  INTEGER NOT NULL,              -- unix milliseconds
-    status       TEXT    NOT NULL DEFAULT 'pending'
+    status       TEXT    NOT NULL DEFAULT 'pending', -- see EventStatus
+    plugin_results TEXT,                        -- JSON array of plugin steps, once routed
+    processed_at INTEGER                        -- unix ms of the last routing
 );
+-- Replays are rare and marked by status, so this index holds only them.
+CREATE INDEX IF NOT EXISTS events_replay ON events(seq) WHERE status = 'replay';
 -- No secondary indexes: rows are appended in seq order, so an insert touches only the
 -- table's last pages. The dedup decision uses an in-memory index rebuilt from this table.
 
@@ -36,7 +40,48 @@ CREATE TABLE IF NOT EXISTS quarantine (
     received_at  INTEGER NOT NULL
 );
 
--- Small key/value facts; `probe` is rewritten by readiness checks.
+-- What routing made of each event: one row per (event, route, destination) that got a
+-- delivery. Written in the same transaction that moves the event out of `pending`.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL,           -- events.seq
+    route           TEXT    NOT NULL,
+    destination     TEXT    NOT NULL,
+    webhook_id      TEXT    NOT NULL,           -- same on every attempt
+    envelope        TEXT,                       -- NULL: the event's own envelope unchanged
+    status          TEXT    NOT NULL,           -- pending | delivered | dead
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER,                    -- unix ms, while pending
+    last_error      TEXT,
+    history         TEXT    NOT NULL,           -- JSON array of attempts
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+-- Partial indexes: only the rare rows (waiting, dead) are indexed, so a delivery that
+-- succeeds at once costs no index write beyond `deliveries_by_event`.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(id) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries(event_seq);
+
+-- A route's plugin stage that did not finish on the first run: waiting for a retry (the
+-- plugin answered `retry`), dead (fatal, trap, timeout, or out of retries) or done.
+CREATE TABLE IF NOT EXISTS route_runs (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL,
+    route           TEXT    NOT NULL,
+    status          TEXT    NOT NULL,           -- retry | dead | done
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    reason          TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS route_runs_due ON route_runs(next_attempt_at) WHERE status = 'retry';
+CREATE INDEX IF NOT EXISTS route_runs_dead ON route_runs(id) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS route_runs_by_event ON route_runs(event_seq);
+
+-- Small key/value facts; `probe` is rewritten by readiness checks, `intake_watermark` says
+-- every event at or below it has been routed.
 CREATE TABLE IF NOT EXISTS meta (
     key    TEXT PRIMARY KEY,
     value  TEXT NOT NULL
@@ -50,3 +95,15 @@ pub(super) const INSERT_QUARANTINE: &str = "INSERT INTO quarantine \
      (source, reason, raw_body, headers, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 pub(super) const WRITE_PROBE: &str =
     "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1";
+
+/// Columns added after the first release, for databases created before them.
+pub(super) const ADDED_EVENT_COLUMNS: [(&str, &str); 2] = [
+    (
+        "plugin_results",
+        "ALTER TABLE events ADD COLUMN plugin_results TEXT",
+    ),
+    (
+        "processed_at",
+        "ALTER TABLE events ADD COLUMN processed_at INTEGER",
+    ),
+];

@@ -1,54 +1,45 @@
-//! The embedded SQLite store with group commit.
+//! The embedded SQLite store: one writer thread with group commit (`writer`), a reader
+//! connection for workers and the admin API (`reader`), and a checkpoint thread.
 //!
-//! One writer thread owns the only write connection. Requests queue on a bounded channel; the
-//! writer takes everything queued (up to [`MAX_BATCH`]), applies it in ONE transaction and
-//! commits with ONE fsync (WAL, `synchronous = FULL`), then answers each request. While a commit
-//! is in flight new requests queue up, so the batch grows with load and the fsync cost is
-//! shared. A failed batch is rolled back and every request in it gets the error (answered 503,
-//! so providers retry): nothing is acknowledged that is not durable.
+//! Nothing is acknowledged that is not durable: every write is answered only after its batch
+//! committed (WAL, `synchronous = FULL`); a failed batch answers every request in it with the
+//! error (503 on the webhook path, so providers retry).
 
-use super::dedup_index::{BatchKeys, DedupIndex, index_key};
+mod filter;
+mod reader;
+mod writer;
+
+use super::dedup_index::DedupIndex;
 use super::schema;
+use super::work::{
+    AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
+    EventSummary, Processed, RedriveSelection, RouteRunView, StoredEvent,
+};
 use super::{IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
 use crate::metrics::Metrics;
-use crate::metrics::events::StoreBatchCommitted;
-use rusqlite::{Connection, OpenFlags, params};
+use reader::Reader;
+use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use writer::{Command, Reply, writer_loop};
 
 /// How often committed WAL frames are copied into the database file. Often, so each
 /// checkpoint's fsync of the database file is small: at 50 ms a checkpoint flushed ~1 MB at
 /// ~20k events/s and the WAL fsyncs queued behind it for 10-25 ms (the ack p99 at half rate);
 /// at 5 ms the server-side ack p99 stays under 3 ms and throughput rose ~10%.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
-/// Most requests applied in one transaction.
-const MAX_BATCH: usize = 2048;
 /// Requests that may wait for the writer before senders feel back-pressure.
 const QUEUE_CAPACITY: usize = 16 * 1024;
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-#[derive(Debug)]
-enum Command {
-    Ingest(NewEvent, Reply<IngestOutcome>),
-    Quarantine(QuarantinedBody, Reply<()>),
-    Probe(Reply<()>),
-    Prune(i64, Reply<u64>),
-}
-
-/// What one command did inside a batch, before the commit decides whether it counts.
-enum Applied {
-    Ingest(IngestOutcome),
-    Unit,
-    Pruned(u64),
-}
 
 /// Handle to the writer thread. Cheap to share; dropping the last one stops the writer after
 /// it has finished the queued work.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     tx: mpsc::Sender<Command>,
+    reader: Reader,
+    work: Arc<Notify>,
 }
 
 /// Joins the writer thread at shutdown, after every [`SqliteStore`] handle is dropped.
@@ -135,6 +126,7 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(schema::SCHEMA).map_err(open_err)?;
+        add_missing_columns(&conn).map_err(open_err)?;
         let cutoff = super::unix_ms()
             .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
         let index = DedupIndex::load(&conn, cutoff).map_err(open_err)?;
@@ -153,16 +145,30 @@ impl SqliteStore {
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoint_conn, &stop))
             .map_err(|e| StoreError::Write(format!("cannot start checkpoint thread: {e}")))?;
+        let read_conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        read_conn
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(open_err)?;
+        let work = Arc::new(Notify::new());
+        let signal = Arc::clone(&work);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                writer_loop(conn, index, rx, &metrics);
+                writer_loop(conn, index, rx, &metrics, &signal);
                 drop(stop_checkpoints);
             })
             .map_err(|e| StoreError::Write(format!("cannot start writer thread: {e}")))?;
         Ok((
-            Self { tx },
+            Self {
+                tx,
+                reader: Reader::new(read_conn),
+                work,
+            },
             WriterThread {
                 writer,
                 checkpointer,
@@ -197,136 +203,113 @@ impl Store for SqliteStore {
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         self.call(|r| Command::Prune(cutoff_ms, r)).await
     }
-}
 
-fn writer_loop(
-    mut conn: Connection,
-    mut index: DedupIndex,
-    mut rx: mpsc::Receiver<Command>,
-    metrics: &Metrics,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
-            }
-        }
-        // A panic must not end the writer: that batch's requests see their reply dropped
-        // (answered 503, so providers retry) and the next batch runs normally.
-        let run = std::panic::AssertUnwindSafe(|| {
-            let started = std::time::Instant::now();
-            let result = apply(&mut conn, &mut index, &batch);
-            let error = result.as_ref().err().map(ToString::to_string);
-            StoreBatchCommitted {
-                metrics,
-                size: batch.len(),
-                elapsed: started.elapsed(),
-                error: error.as_deref(),
-            }
-            .emit();
-            reply_all(batch.drain(..), result);
-        });
-        if std::panic::catch_unwind(run).is_err() {
-            batch.clear();
-            tracing::error!("store writer recovered from a panic; its batch was answered 503");
-        }
+    fn work_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.work)
+    }
+
+    async fn intake_watermark(&self) -> Result<i64, StoreError> {
+        self.reader.with(reader::intake_watermark).await
+    }
+
+    async fn set_intake_watermark(&self, seq: i64) -> Result<(), StoreError> {
+        self.call(|r| Command::Watermark(seq, r)).await
+    }
+
+    async fn pending_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.reader
+            .with(move |c| reader::pending_events(c, after_seq, limit))
+            .await
+    }
+
+    async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.reader
+            .with(move |c| reader::replay_events(c, limit))
+            .await
+    }
+
+    async fn complete(&self, processed: Arc<Processed>) -> Result<(), StoreError> {
+        self.call(|r| Command::Complete(processed, r)).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.reader
+            .with(move |c| reader::due_deliveries(c, now_ms, limit))
+            .await
+    }
+
+    async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError> {
+        self.call(|r| Command::Attempt(done, r)).await
+    }
+
+    async fn due_route_runs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueRouteRun>, StoreError> {
+        self.reader
+            .with(move |c| reader::due_route_runs(c, now_ms, limit))
+            .await
+    }
+
+    async fn backlog(&self, watermark: i64) -> Result<Backlog, StoreError> {
+        self.reader
+            .with(move |c| reader::backlog(c, watermark))
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        self.reader
+            .with(move |c| reader::list_events(c, &filter, limit))
+            .await
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError> {
+        self.reader.with(move |c| reader::event(c, seq)).await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError> {
+        self.reader
+            .with(move |c| reader::dead_letters(c, limit))
+            .await
+    }
+
+    async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
+        self.call(|r| Command::Replay(filter, limit, r)).await
+    }
+
+    async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {
+        self.call(|r| Command::Redrive(selection, r)).await
     }
 }
 
-/// Applies a batch in one transaction; all or nothing. The dedup index learns the batch's
-/// keys only after the commit succeeded.
-fn apply(
-    conn: &mut Connection,
-    index: &mut DedupIndex,
-    batch: &[Command],
-) -> Result<Vec<Applied>, rusqlite::Error> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut applied = Vec::with_capacity(batch.len());
-    let mut fresh = BatchKeys::default();
-    {
-        let mut event = tx.prepare_cached(schema::INSERT_EVENT)?;
-        for cmd in batch {
-            applied.push(match cmd {
-                Command::Ingest(e, _) => {
-                    // Only this thread writes, so check-then-insert is atomic.
-                    let key = index_key(&e.source, &e.dedup_key);
-                    if index.contains(&key) || fresh.contains(&key) {
-                        Applied::Ingest(IngestOutcome::Duplicate)
-                    } else {
-                        let seq = event.insert(params![
-                            e.source,
-                            e.dedup_key,
-                            e.event_type,
-                            e.envelope,
-                            e.raw_body.as_ref(),
-                            e.headers,
-                            e.received_at_ms
-                        ])?;
-                        fresh.add(key, e.received_at_ms);
-                        Applied::Ingest(IngestOutcome::Stored { seq })
-                    }
-                }
-                Command::Quarantine(q, _) => {
-                    tx.prepare_cached(schema::INSERT_QUARANTINE)?
-                        .execute(params![
-                            q.source,
-                            q.reason,
-                            q.raw_body.as_ref(),
-                            q.headers,
-                            q.received_at_ms
-                        ])?;
-                    Applied::Unit
-                }
-                Command::Probe(_) => {
-                    let now = crate::envelope::now_rfc3339();
-                    tx.prepare_cached(schema::WRITE_PROBE)?
-                        .execute(params![now])?;
-                    Applied::Unit
-                }
-                Command::Prune(cutoff, _) => Applied::Pruned(index.prune(*cutoff)),
-            });
+/// Databases created before a column existed get it added (nullable, so old rows stay valid).
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('events')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, sql) in schema::ADDED_EVENT_COLUMNS {
+        if !present.iter().any(|p| p == column) {
+            conn.execute_batch(sql)?;
         }
     }
-    tx.commit()?;
-    index.extend(fresh.committed);
-    Ok(applied)
-}
-
-fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, rusqlite::Error>) {
-    match result {
-        Ok(applied) => {
-            for (cmd, done) in batch.zip(applied) {
-                // A requester that gave up (timeout, disconnect) no longer listens; that is fine,
-                // its event is committed and a retry will be answered as a duplicate.
-                match (cmd, done) {
-                    (Command::Ingest(_, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
-                    (Command::Quarantine(_, r) | Command::Probe(r), Applied::Unit) => {
-                        drop(r.send(Ok(())));
-                    }
-                    (Command::Prune(_, r), Applied::Pruned(n)) => drop(r.send(Ok(n))),
-                    (cmd, _) => fail(cmd, "internal: batch results out of order"),
-                }
-            }
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            for cmd in batch {
-                fail(cmd, &msg);
-            }
-        }
-    }
-}
-
-fn fail(cmd: Command, msg: &str) {
-    let err = || StoreError::Write(msg.to_owned());
-    match cmd {
-        Command::Ingest(_, r) => drop(r.send(Err(err()))),
-        Command::Quarantine(_, r) | Command::Probe(r) => drop(r.send(Err(err()))),
-        Command::Prune(_, r) => drop(r.send(Err(err()))),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,253 @@
+//! The admin API under `/admin/`: look at events, their plugin results and delivery attempts,
+//! list dead letters, replay events through the current routes and redrive dead letters.
+//!
+//! Every request needs `Authorization: Bearer <token>` (the `[admin]` token; compared in
+//! constant time); without it the answer is 401 and nothing else is revealed. Answers are
+//! JSON. The admin API reads and marks work in the store; the workers do the work, so a replay
+//! or a redrive answers at once and never runs plugins or deliveries on the request.
+//!
+//! Endpoints (documented in the README):
+//! - `GET  /admin/events?source=&type=&status=&since=&until=&before=&limit=`
+//! - `GET  /admin/events/{seq}`
+//! - `POST /admin/events/{seq}/replay`
+//! - `POST /admin/replay?source=&type=&status=&since=&until=&limit=`
+//! - `GET  /admin/dead-letters?limit=`
+//! - `POST /admin/dead-letters/redrive`
+//! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
+
+mod query;
+
+use crate::config::Secret;
+use crate::store::{EventFilter, RedriveSelection, Store, StoreError};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use query::{Query, QueryError};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq as _;
+
+/// Page size when `limit` is not given, and the largest allowed.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+/// Most events one filtered replay may mark.
+const MAX_REPLAY: u32 = 10_000;
+
+type Body = Full<Bytes>;
+
+/// The admin API of one config generation.
+#[derive(Debug)]
+pub struct Admin {
+    store: Arc<dyn Store>,
+    /// SHA-256 of the token: compared in constant time, and the token itself is not kept.
+    token_digest: [u8; 32],
+}
+
+impl Admin {
+    pub fn new(store: Arc<dyn Store>, token: &Secret) -> Self {
+        Self {
+            store,
+            token_digest: Sha256::digest(token.expose()).into(),
+        }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        presented.is_some_and(|t| {
+            let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+            bool::from(digest.ct_eq(&self.token_digest))
+        })
+    }
+
+    /// Answers one admin request. Never fails: every error is a JSON answer.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if !self.authorized(&req) {
+            let mut res = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gateway-admin\""),
+            );
+            return res;
+        }
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let query = match Query::parse(req.uri().query()) {
+            Ok(q) => q,
+            Err(e) => return bad_request(&e),
+        };
+        let segments: Vec<&str> = path.split('/').skip(2).collect();
+        let method = req.method().clone();
+        let result = match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["events"]) => self.list_events(&query).await,
+            (Method::GET, ["events", seq]) => self.event(seq).await,
+            (Method::POST, ["events", seq, "replay"]) => self.replay_one(seq).await,
+            (Method::POST, ["replay"]) => self.replay_filtered(&query).await,
+            (Method::GET, ["dead-letters"]) => self.dead_letters(&query).await,
+            (Method::POST, ["dead-letters", "redrive"]) => {
+                self.redrive(RedriveSelection::All).await
+            }
+            (Method::POST, ["deliveries", id, "redrive"]) => match parse_id(id) {
+                Ok(id) => self.redrive(RedriveSelection::Deliveries(vec![id])).await,
+                Err(res) => Ok(*res),
+            },
+            (Method::POST, ["route-runs", id, "redrive"]) => match parse_id(id) {
+                Ok(id) => self.redrive(RedriveSelection::RouteRuns(vec![id])).await,
+                Err(res) => Ok(*res),
+            },
+            (
+                _,
+                [
+                    "events" | "replay" | "dead-letters" | "deliveries" | "route-runs",
+                    ..,
+                ],
+            ) => Ok(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed here"),
+            )),
+            _ => Ok(error(StatusCode::NOT_FOUND, "no such admin endpoint")),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin request failed in the store");
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        })
+    }
+
+    async fn list_events(&self, query: &Query) -> Result<Response<Body>, StoreError> {
+        let (filter, limit) = match filter_and_limit(query, DEFAULT_LIMIT, MAX_LIMIT) {
+            Ok(v) => v,
+            Err(e) => return Ok(bad_request(&e)),
+        };
+        let events = self.store.list_events(filter, limit).await?;
+        // A full page may have more behind it: `before` the last seq fetches the next one.
+        let next = (events.len() == limit as usize)
+            .then(|| events.last().map(|e| e.seq))
+            .flatten();
+        Ok(ok_json(&json!({ "events": events, "next_before": next })))
+    }
+
+    async fn event(&self, seq: &str) -> Result<Response<Body>, StoreError> {
+        let seq = match parse_id(seq) {
+            Ok(s) => s,
+            Err(res) => return Ok(*res),
+        };
+        Ok(match self.store.event(seq).await? {
+            Some(detail) => ok_json(&detail),
+            None => error(StatusCode::NOT_FOUND, &format!("no event {seq}")),
+        })
+    }
+
+    async fn replay_one(&self, seq: &str) -> Result<Response<Body>, StoreError> {
+        let seq = match parse_id(seq) {
+            Ok(s) => s,
+            Err(res) => return Ok(*res),
+        };
+        let Some(detail) = self.store.event(seq).await? else {
+            return Ok(error(StatusCode::NOT_FOUND, &format!("no event {seq}")));
+        };
+        let filter = EventFilter {
+            seq: Some(seq),
+            ..EventFilter::default()
+        };
+        let marked = self.store.request_replay(filter, 1).await?;
+        if marked == 0 {
+            return Ok(error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "event {seq} is {} and already on its way through the routes",
+                    detail.summary.status
+                ),
+            ));
+        }
+        Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
+    }
+
+    async fn replay_filtered(&self, query: &Query) -> Result<Response<Body>, StoreError> {
+        let (filter, limit) = match filter_and_limit(query, MAX_REPLAY, MAX_REPLAY) {
+            Ok(v) => v,
+            Err(e) => return Ok(bad_request(&e)),
+        };
+        if filter == EventFilter::default() && query.get("all") != Some("true") {
+            return Ok(bad_request(&QueryError(
+                "a replay needs a filter (source, type, status, since, until) or all=true".into(),
+            )));
+        }
+        let marked = self.store.request_replay(filter, limit).await?;
+        Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
+    }
+
+    async fn dead_letters(&self, query: &Query) -> Result<Response<Body>, StoreError> {
+        let limit = match query.limit(DEFAULT_LIMIT, MAX_LIMIT) {
+            Ok(l) => l,
+            Err(e) => return Ok(bad_request(&e)),
+        };
+        let (deliveries, route_runs) = self.store.dead_letters(limit).await?;
+        Ok(ok_json(
+            &json!({ "deliveries": deliveries, "route_runs": route_runs }),
+        ))
+    }
+
+    async fn redrive(&self, selection: RedriveSelection) -> Result<Response<Body>, StoreError> {
+        let single = !matches!(selection, RedriveSelection::All);
+        let n = self.store.redrive(selection).await?;
+        if single && n == 0 {
+            return Ok(error(StatusCode::NOT_FOUND, "no such dead letter"));
+        }
+        Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
+    }
+}
+
+fn filter_and_limit(
+    query: &Query,
+    default_limit: u32,
+    max_limit: u32,
+) -> Result<(EventFilter, u32), QueryError> {
+    Ok((query.filter()?, query.limit(default_limit, max_limit)?))
+}
+
+/// A positive integer id, or the 404 to answer.
+fn parse_id(text: &str) -> Result<i64, Box<Response<Body>>> {
+    text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!("`{text}` is not an id"),
+        ))
+    })
+}
+
+fn respond(status: StatusCode, body: String) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn ok_json<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => respond(StatusCode::OK, body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// 202: the work is marked; the workers pick it up.
+fn accepted_json(value: &serde_json::Value) -> Response<Body> {
+    respond(StatusCode::ACCEPTED, value.to_string())
+}
+
+/// `{"ok":false,"error":...}`, `ok` first like every other error answer of the gateway.
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let message = serde_json::Value::from(message);
+    respond(status, format!(r#"{{"ok":false,"error":{message}}}"#))
+}
+
+fn bad_request(e: &QueryError) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, &e.0)
+}

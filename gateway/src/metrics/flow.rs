@@ -1,0 +1,112 @@
+//! Metrics of the work after the ack: routing, deliveries, the backlog, config reloads.
+//! Names are part of the interface and live here; labels come from config names and fixed
+//! result sets only.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub const DELIVERIES_TOTAL: &str = "gateway_deliveries_total";
+pub const DELIVERY_DURATION: &str = "gateway_delivery_duration_seconds";
+pub const ROUTED_EVENTS_TOTAL: &str = "gateway_routed_events_total";
+pub const QUEUE_DEPTH: &str = "gateway_queue_depth";
+pub const DEAD_LETTERS: &str = "gateway_dead_letters";
+pub const CONFIG_RELOADS_TOTAL: &str = "gateway_config_reloads_total";
+pub const CONFIG_GENERATION: &str = "gateway_config_generation";
+
+/// `result` of `gateway_deliveries_total`: one per attempt.
+pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
+/// `result` of `gateway_routed_events_total`: what routing made of an event.
+pub const ROUTING_RESULTS: [&str; 5] = ["routed", "unrouted", "dropped", "retrying", "failed"];
+/// `result` of `gateway_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug)]
+pub(super) struct Flow {
+    pub(super) deliveries: IntCounterVec,
+    pub(super) delivery_duration: HistogramVec,
+    pub(super) routed: [IntCounter; 5],
+    pub(super) queue_depth: IntGauge,
+    pub(super) dead_letters: IntGauge,
+    pub(super) reloads: [IntCounter; 2],
+    pub(super) generation: IntGauge,
+}
+
+impl Flow {
+    pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                DELIVERIES_TOTAL,
+                "Delivery attempts, by destination and result (ok, retry, dead).",
+            ),
+            &["destination", "result"],
+        )?;
+        let delivery_duration = HistogramVec::new(
+            HistogramOpts::new(
+                DELIVERY_DURATION,
+                "Time per delivery attempt, by destination.",
+            )
+            .buckets(DELIVERY_BUCKETS.to_vec()),
+            &["destination"],
+        )?;
+        let routed_vec = IntCounterVec::new(
+            Opts::new(
+                ROUTED_EVENTS_TOTAL,
+                "Events routed, by what routing made of them.",
+            ),
+            &["result"],
+        )?;
+        let queue_depth = IntGauge::new(
+            QUEUE_DEPTH,
+            "Events waiting to be routed plus deliveries and plugin stages waiting for a retry.",
+        )?;
+        let dead_letters = IntGauge::new(
+            DEAD_LETTERS,
+            "Dead deliveries plus dead plugin stages, waiting for an operator.",
+        )?;
+        let reloads_vec = IntCounterVec::new(
+            Opts::new(CONFIG_RELOADS_TOTAL, "Config reloads, by result."),
+            &["result"],
+        )?;
+        let generation = IntGauge::new(
+            CONFIG_GENERATION,
+            "Number of the config generation in use (1 at start, +1 per applied reload).",
+        )?;
+        registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(delivery_duration.clone()))?;
+        registry.register(Box::new(routed_vec.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
+        registry.register(Box::new(reloads_vec.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        Ok(Self {
+            deliveries,
+            delivery_duration,
+            routed: ROUTING_RESULTS.map(|r| routed_vec.with_label_values(&[r])),
+            queue_depth,
+            dead_letters,
+            reloads: RELOAD_RESULTS.map(|r| reloads_vec.with_label_values(&[r])),
+            generation,
+        })
+    }
+}
+
+/// Pre-resolved handles for one destination.
+#[derive(Debug, Clone)]
+pub struct DestinationMetrics {
+    pub(super) results: [IntCounter; 3],
+    pub(super) duration: Histogram,
+}
+
+impl Flow {
+    pub(super) fn for_destination(&self, name: &str) -> DestinationMetrics {
+        DestinationMetrics {
+            results: DELIVERY_RESULTS.map(|r| self.deliveries.with_label_values(&[name, r])),
+            duration: self.delivery_duration.with_label_values(&[name]),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Typed telemetry events of the work after the ack (see [`super::events`] for the idea: the
+//! log line and the metric are written together). Values that come from requests (event ids,
+//! error texts from destinations) are logged with `{:?}`, which escapes control characters.
+
+use super::{DestinationMetrics, Metrics};
+use std::time::Duration;
+
+/// One delivery attempt ended.
+#[derive(Debug)]
+pub struct DeliveryAttempted<'a> {
+    pub metrics: &'a DestinationMetrics,
+    pub destination: &'a str,
+    pub webhook_id: &'a str,
+    /// ok, retry or dead (see `DELIVERY_RESULTS`).
+    pub result: &'static str,
+    pub attempt: u32,
+    pub status: Option<u16>,
+    pub error: Option<&'a str>,
+    pub elapsed: Duration,
+}
+
+impl DeliveryAttempted<'_> {
+    pub fn emit(self) {
+        if let Some(i) = super::DELIVERY_RESULTS
+            .iter()
+            .position(|r| *r == self.result)
+        {
+            self.metrics.results[i].inc();
+        }
+        self.metrics.duration.observe(self.elapsed.as_secs_f64());
+        let elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX);
+        match self.result {
+            "ok" => tracing::debug!(
+                destination = self.destination,
+                webhook_id = ?self.webhook_id,
+                attempt = self.attempt,
+                elapsed_ms,
+                "delivered"
+            ),
+            "retry" => tracing::info!(
+                destination = self.destination,
+                webhook_id = ?self.webhook_id,
+                attempt = self.attempt,
+                status = ?self.status,
+                error = ?self.error,
+                "delivery attempt failed; will retry"
+            ),
+            _ => tracing::warn!(
+                destination = self.destination,
+                webhook_id = ?self.webhook_id,
+                attempt = self.attempt,
+                status = ?self.status,
+                error = ?self.error,
+                "delivery is a dead letter"
+            ),
+        }
+    }
+}
+
+/// Routing one event (or retrying one route on it) ended.
+#[derive(Debug)]
+pub struct EventRouted<'a> {
+    pub metrics: &'a Metrics,
+    pub seq: i64,
+    pub event_id: &'a str,
+    /// One of `ROUTING_RESULTS`.
+    pub result: &'static str,
+    pub deliveries: usize,
+    /// Why a plugin stage failed or will be retried, if it did.
+    pub reason: Option<&'a str>,
+}
+
+impl EventRouted<'_> {
+    pub fn emit(self) {
+        let flow = &self.metrics.0.flow;
+        if let Some(i) = super::ROUTING_RESULTS
+            .iter()
+            .position(|r| *r == self.result)
+        {
+            flow.routed[i].inc();
+        }
+        match self.result {
+            "failed" => tracing::warn!(
+                seq = self.seq,
+                event_id = ?self.event_id,
+                reason = ?self.reason,
+                "plugin stage failed; the event is a dead letter for that route"
+            ),
+            "retrying" => tracing::info!(
+                seq = self.seq,
+                event_id = ?self.event_id,
+                reason = ?self.reason,
+                "plugin stage will be retried"
+            ),
+            "unrouted" => tracing::info!(
+                seq = self.seq,
+                event_id = ?self.event_id,
+                "no route matches the event"
+            ),
+            _ => tracing::debug!(
+                seq = self.seq,
+                event_id = ?self.event_id,
+                result = self.result,
+                deliveries = self.deliveries,
+                "event routed"
+            ),
+        }
+    }
+}
+
+/// The backlog was measured.
+#[derive(Debug)]
+pub struct BacklogMeasured<'a> {
+    pub metrics: &'a Metrics,
+    pub queue_depth: u64,
+    pub dead_letters: u64,
+}
+
+impl BacklogMeasured<'_> {
+    pub fn emit(self) {
+        let flow = &self.metrics.0.flow;
+        flow.queue_depth
+            .set(i64::try_from(self.queue_depth).unwrap_or(i64::MAX));
+        flow.dead_letters
+            .set(i64::try_from(self.dead_letters).unwrap_or(i64::MAX));
+    }
+}
+
+/// A config generation went live (at start or by a reload).
+#[derive(Debug)]
+pub struct ConfigApplied<'a> {
+    pub metrics: &'a Metrics,
+    pub generation: u64,
+    pub file: &'a std::path::Path,
+    pub reload: bool,
+    /// Changed settings that only take effect after a restart.
+    pub needs_restart: &'a [String],
+}
+
+impl ConfigApplied<'_> {
+    pub fn emit(self) {
+        let flow = &self.metrics.0.flow;
+        flow.generation
+            .set(i64::try_from(self.generation).unwrap_or(i64::MAX));
+        if self.reload {
+            flow.reloads[0].inc();
+            tracing::info!(
+                generation = self.generation,
+                file = %self.file.display(),
+                "config reloaded"
+            );
+        }
+        for key in self.needs_restart {
+            tracing::warn!(
+                key = %key,
+                file = %self.file.display(),
+                "changed, but takes effect only after a restart; the running value is kept"
+            );
+        }
+    }
+}
+
+/// A reload was refused; the running config stays.
+#[derive(Debug)]
+pub struct ConfigRejected<'a> {
+    pub metrics: &'a Metrics,
+    /// One line per problem, `file:line:col: key: message`.
+    pub problems: &'a [String],
+}
+
+impl ConfigRejected<'_> {
+    pub fn emit(self) {
+        self.metrics.0.flow.reloads[1].inc();
+        for p in self.problems {
+            tracing::error!(problem = %p, "config reload refused; the running config is kept");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What triggers a reload: a change to the config file or to any plugin .wasm it names
+//! (watched with `notify`, debounced so an editor's write-rename-chmod is one reload), and
+//! SIGHUP.
+//!
+//! Directories are watched rather than files, because editors and deploy tools replace a file
+//! (write a new one, rename it over the old) and a watch on the old inode would go quiet.
+
+use super::Reloader;
+use notify::{RecursiveMode, Watcher as _};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Quiet time after the last change before the reload starts.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Why a reload starts.
+#[derive(Debug)]
+enum Trigger {
+    Changed(Vec<PathBuf>),
+    Hangup,
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn watch(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let file_tx = tx.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
+            drop(file_tx.send(Trigger::Changed(event.paths)));
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP");
+            None
+        }
+    };
+    let mut watched = Watched::default();
+    if let Some(w) = watcher.as_mut() {
+        watched.update(w, &interesting_paths(&reloader));
+    }
+    tokio::spawn(forward_hangups(tx, shutdown.clone()));
+
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            t = rx.recv() => match t { Some(t) => t, None => return },
+        };
+        let mut relevant = watched.is_relevant(&first);
+        // Debounce: keep taking triggers until none came for DEBOUNCE.
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(DEBOUNCE) => break,
+                t = rx.recv() => match t {
+                    Some(t) => relevant |= watched.is_relevant(&t),
+                    None => return,
+                },
+            }
+        }
+        if !relevant {
+            continue;
+        }
+        // A refused reload is logged and counted by the reloader.
+        if let Ok(generation) = reloader.reload().await {
+            tracing::debug!(generation, "reload applied");
+        }
+        if let Some(w) = watcher.as_mut() {
+            watched.update(w, &interesting_paths(&reloader));
+        }
+    }
+}
+
+async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>, shutdown: CancellationToken) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            s = hup.recv() => {
+                if s.is_none() || tx.send(Trigger::Hangup).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The config file and every plugin .wasm of the running config, as absolute paths.
+fn interesting_paths(reloader: &Reloader) -> HashSet<PathBuf> {
+    let config = reloader.current();
+    std::iter::once(reloader.path().to_path_buf())
+        .chain(config.plugins.iter().map(|p| p.wasm.clone()))
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect()
+}
+
+/// The files that matter and the directories watched for them.
+#[derive(Debug, Default)]
+struct Watched {
+    files: HashSet<PathBuf>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Watched {
+    fn update(&mut self, watcher: &mut notify::RecommendedWatcher, files: &HashSet<PathBuf>) {
+        let dirs: HashSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        for gone in self.dirs.difference(&dirs) {
+            drop(watcher.unwatch(gone));
+        }
+        for new in dirs.difference(&self.dirs) {
+            if let Err(e) = watcher.watch(new, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %new.display(), error = %e, "cannot watch directory; reload with SIGHUP");
+            }
+        }
+        self.files = files.clone();
+        self.dirs = dirs;
+    }
+
+    fn is_relevant(&self, trigger: &Trigger) -> bool {
+        match trigger {
+            Trigger::Hangup => true,
+            Trigger::Changed(paths) => paths.iter().any(|p| self.files.contains(p)),
+        }
+    }
+}

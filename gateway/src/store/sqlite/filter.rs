@@ -1,0 +1,41 @@
+//! The admin API's event filter as a SQL `WHERE` clause with bound parameters (never
+//! formatted values), shared by listing and replay.
+
+use super::super::work::EventFilter;
+use rusqlite::types::Value;
+
+/// `WHERE ...` (or empty) and its parameters, in order, for `?` placeholders.
+pub(super) fn where_clause(filter: &EventFilter) -> (String, Vec<Value>) {
+    let mut terms = Vec::new();
+    let mut args = Vec::new();
+    let mut term = |sql: &str, value: Value| {
+        terms.push(sql.to_owned());
+        args.push(value);
+    };
+    if let Some(seq) = filter.seq {
+        term("seq = ?", Value::Integer(seq));
+    }
+    if let Some(source) = &filter.source {
+        term("source = ?", Value::Text(source.clone()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        term("event_type = ?", Value::Text(event_type.clone()));
+    }
+    if let Some(status) = filter.status {
+        term("status = ?", Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(since) = filter.since_ms {
+        term("received_at >= ?", Value::Integer(since));
+    }
+    if let Some(until) = filter.until_ms {
+        term("received_at < ?", Value::Integer(until));
+    }
+    if let Some(before) = filter.before_seq {
+        term("seq < ?", Value::Integer(before));
+    }
+    if terms.is_empty() {
+        (String::new(), args)
+    } else {
+        (format!("WHERE {}", terms.join(" AND ")), args)
+    }
+}

@@ -1,0 +1,297 @@
+//! Reads for the workers and the admin API, on their own connection (WAL readers never block
+//! the writer, and the writer never waits for them). Each call runs on a blocking thread.
+
+use super::super::StoreError;
+use super::super::work::{
+    AttemptRecord, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
+    EventSummary, PluginStep, RouteRunView, StoredEvent,
+};
+use super::filter::where_clause;
+use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub(super) struct Reader {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn read_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+impl Reader {
+    pub(super) fn new(conn: Connection) -> Self {
+        Self {
+            conn: Arc::new(Mutex::new(conn)),
+        }
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    pub(super) async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| StoreError::Read("reader connection poisoned".into()))?;
+            f(&conn).map_err(read_err)
+        })
+        .await
+        .map_err(|e| StoreError::Read(format!("reader task failed: {e}")))?
+    }
+}
+
+fn stored_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source: r.get(2)?,
+        event_type: r.get(3)?,
+        envelope: r.get(4)?,
+    })
+}
+
+pub(super) fn intake_watermark(conn: &Connection) -> rusqlite::Result<i64> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'intake_watermark'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub(super) fn pending_events(
+    conn: &Connection,
+    after_seq: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<StoredEvent>> {
+    conn.prepare_cached(
+        "SELECT seq, dedup_key, source, event_type, envelope FROM events \
+         WHERE seq > ?1 AND status = 'pending' ORDER BY seq LIMIT ?2",
+    )?
+    .query_map(params![after_seq, limit], stored_event)?
+    .collect()
+}
+
+pub(super) fn replay_events(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<StoredEvent>> {
+    conn.prepare_cached(
+        "SELECT seq, dedup_key, source, event_type, envelope FROM events \
+         WHERE status = 'replay' ORDER BY seq LIMIT ?1",
+    )?
+    .query_map(params![limit], stored_event)?
+    .collect()
+}
+
+pub(super) fn due_deliveries(
+    conn: &Connection,
+    now_ms: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<DueDelivery>> {
+    conn.prepare_cached(
+        "SELECT d.id, d.event_seq, d.route, d.destination, d.webhook_id, \
+                coalesce(d.envelope, e.envelope), d.attempts \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
+         ORDER BY d.next_attempt_at LIMIT ?2",
+    )?
+    .query_map(params![now_ms, limit], |r| {
+        Ok(DueDelivery {
+            id: r.get(0)?,
+            event_seq: r.get(1)?,
+            route: r.get(2)?,
+            destination: r.get(3)?,
+            webhook_id: r.get(4)?,
+            envelope: r.get(5)?,
+            attempts: r.get(6)?,
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn due_route_runs(
+    conn: &Connection,
+    now_ms: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<DueRouteRun>> {
+    conn.prepare_cached(
+        "SELECT r.id, r.route, r.attempts, e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
+         FROM route_runs r JOIN events e ON e.seq = r.event_seq \
+         WHERE r.status = 'retry' AND r.next_attempt_at <= ?1 \
+         ORDER BY r.next_attempt_at LIMIT ?2",
+    )?
+    .query_map(params![now_ms, limit], |r| {
+        Ok(DueRouteRun {
+            id: r.get(0)?,
+            route: r.get(1)?,
+            attempts: r.get(2)?,
+            event: StoredEvent {
+                seq: r.get(3)?,
+                id: r.get(4)?,
+                source: r.get(5)?,
+                event_type: r.get(6)?,
+                envelope: r.get(7)?,
+            },
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn backlog(conn: &Connection, watermark: i64) -> rusqlite::Result<Backlog> {
+    let (events, deliveries, runs, dead_deliveries, dead_runs): (i64, i64, i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT \
+               (SELECT count(*) FROM events WHERE seq > ?1 AND status IN ('pending', 'replay')) \
+             + (SELECT count(*) FROM events WHERE status = 'replay' AND seq <= ?1), \
+               (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
+               (SELECT count(*) FROM route_runs WHERE status = 'retry'), \
+               (SELECT count(*) FROM deliveries WHERE status = 'dead'), \
+               (SELECT count(*) FROM route_runs WHERE status = 'dead')",
+        )?
+        .query_row([watermark], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Backlog {
+        queue_depth: n(events) + n(deliveries) + n(runs),
+        dead_letters: n(dead_deliveries) + n(dead_runs),
+    })
+}
+
+fn summary(r: &Row<'_>) -> rusqlite::Result<EventSummary> {
+    Ok(EventSummary {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source: r.get(2)?,
+        event_type: r.get(3)?,
+        status: r.get(4)?,
+        received_at: r.get(5)?,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "seq, dedup_key, source, event_type, status, received_at";
+
+pub(super) fn list_events(
+    conn: &Connection,
+    filter: &EventFilter,
+    limit: u32,
+) -> rusqlite::Result<Vec<EventSummary>> {
+    let (clause, mut args) = where_clause(filter);
+    args.push(rusqlite::types::Value::Integer(i64::from(limit)));
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM events {clause} ORDER BY seq DESC LIMIT ?");
+    conn.prepare(&sql)?
+        .query_map(params_from_iter(args), summary)?
+        .collect()
+}
+
+fn json_or_text(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+fn delivery_view(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
+    let history: String = r.get(9)?;
+    Ok(DeliveryView {
+        id: r.get(0)?,
+        event_seq: r.get(1)?,
+        route: r.get(2)?,
+        destination: r.get(3)?,
+        webhook_id: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        last_error: r.get(8)?,
+        history: serde_json::from_str::<Vec<AttemptRecord>>(&history).unwrap_or_default(),
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_seq, route, destination, webhook_id, status, attempts, \
+     next_attempt_at, last_error, history, created_at, updated_at";
+
+fn route_run_view(r: &Row<'_>) -> rusqlite::Result<RouteRunView> {
+    Ok(RouteRunView {
+        id: r.get(0)?,
+        event_seq: r.get(1)?,
+        route: r.get(2)?,
+        status: r.get(3)?,
+        attempts: r.get(4)?,
+        next_attempt_at: r.get(5)?,
+        reason: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+const ROUTE_RUN_COLUMNS: &str =
+    "id, event_seq, route, status, attempts, next_attempt_at, reason, created_at, updated_at";
+
+pub(super) fn event(conn: &Connection, seq: i64) -> rusqlite::Result<Option<EventDetail>> {
+    let row = conn
+        .query_row(
+            &format!(
+                "SELECT {SUMMARY_COLUMNS}, envelope, headers, plugin_results \
+                 FROM events WHERE seq = ?1"
+            ),
+            [seq],
+            |r| {
+                let steps: Option<String> = r.get(8)?;
+                Ok((
+                    summary(r)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    steps,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((summary, envelope, headers, steps)) = row else {
+        return Ok(None);
+    };
+    let deliveries = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_seq = ?1 ORDER BY id"
+        ))?
+        .query_map([seq], delivery_view)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let route_runs = conn
+        .prepare_cached(&format!(
+            "SELECT {ROUTE_RUN_COLUMNS} FROM route_runs WHERE event_seq = ?1 ORDER BY id"
+        ))?
+        .query_map([seq], route_run_view)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(EventDetail {
+        summary,
+        envelope: json_or_text(&envelope),
+        headers: json_or_text(&headers),
+        plugin_results: steps
+            .and_then(|s| serde_json::from_str::<Vec<PluginStep>>(&s).ok())
+            .unwrap_or_default(),
+        deliveries,
+        route_runs,
+    }))
+}
+
+pub(super) fn dead_letters(
+    conn: &Connection,
+    limit: u32,
+) -> rusqlite::Result<(Vec<DeliveryView>, Vec<RouteRunView>)> {
+    let deliveries = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'dead' \
+             ORDER BY id DESC LIMIT ?1"
+        ))?
+        .query_map([limit], delivery_view)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let runs = conn
+        .prepare_cached(&format!(
+            "SELECT {ROUTE_RUN_COLUMNS} FROM route_runs WHERE status = 'dead' \
+             ORDER BY id DESC LIMIT ?1"
+        ))?
+        .query_map([limit], route_run_view)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((deliveries, runs))
+}

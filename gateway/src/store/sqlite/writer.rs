@@ -1,0 +1,431 @@
+//! The single writer: every write to the database goes through this thread, in batches.
+//!
+//! Requests queue on a bounded channel; the writer takes everything queued (up to
+//! [`MAX_BATCH`]), applies it in ONE transaction and commits with ONE fsync (WAL,
+//! `synchronous = FULL`), then answers each request. While a commit is in flight new requests
+//! queue up, so the batch grows with load and the fsync cost is shared: ingests, routing
+//! results and delivery attempts all ride the same commits. A failed batch is rolled back and
+//! every request in it gets the error: nothing is acknowledged that is not durable.
+
+use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
+use super::super::schema;
+use super::super::work::{
+    AttemptDone, AttemptRecord, DeliveryState, EventFilter, EventStatus, PluginStep, Processed,
+    RedriveSelection, RouteRunState,
+};
+use super::super::{IngestOutcome, NewEvent, QuarantinedBody, StoreError, unix_ms};
+use super::filter::where_clause;
+use crate::metrics::Metrics;
+use crate::metrics::events::StoreBatchCommitted;
+use rusqlite::{Connection, OptionalExtension as _, Transaction, params, params_from_iter};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Most requests applied in one transaction.
+const MAX_BATCH: usize = 2048;
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+#[derive(Debug)]
+pub(super) enum Command {
+    Ingest(NewEvent, Reply<IngestOutcome>),
+    Quarantine(QuarantinedBody, Reply<()>),
+    Probe(Reply<()>),
+    Prune(i64, Reply<u64>),
+    Complete(Arc<Processed>, Reply<()>),
+    Attempt(AttemptDone, Reply<()>),
+    Watermark(i64, Reply<()>),
+    Replay(EventFilter, u32, Reply<u64>),
+    Redrive(RedriveSelection, Reply<u64>),
+}
+
+/// What one command did inside a batch, before the commit decides whether it counts.
+enum Applied {
+    Ingest(IngestOutcome),
+    Unit,
+    Count(u64),
+}
+
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    mut index: DedupIndex,
+    mut rx: mpsc::Receiver<Command>,
+    metrics: &Metrics,
+    work: &Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        // A panic must not end the writer: that batch's requests see their reply dropped
+        // (answered 503, so providers retry) and the next batch runs normally.
+        let run = std::panic::AssertUnwindSafe(|| {
+            let started = std::time::Instant::now();
+            let result = apply(&mut conn, &mut index, &batch);
+            let error = result.as_ref().err().map(ToString::to_string);
+            StoreBatchCommitted {
+                metrics,
+                size: batch.len(),
+                elapsed: started.elapsed(),
+                error: error.as_deref(),
+            }
+            .emit();
+            if result.is_ok() && batch.iter().any(creates_work) {
+                work.notify_one();
+            }
+            reply_all(batch.drain(..), result);
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            batch.clear();
+            tracing::error!("store writer recovered from a panic; its batch was answered 503");
+        }
+    }
+}
+
+fn creates_work(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Ingest(..) | Command::Replay(..) | Command::Redrive(..)
+    )
+}
+
+/// Applies a batch in one transaction; all or nothing. The dedup index learns the batch's
+/// keys only after the commit succeeded.
+fn apply(
+    conn: &mut Connection,
+    index: &mut DedupIndex,
+    batch: &[Command],
+) -> Result<Vec<Applied>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut applied = Vec::with_capacity(batch.len());
+    let mut fresh = BatchKeys::default();
+    let now = unix_ms();
+    {
+        let mut event = tx.prepare_cached(schema::INSERT_EVENT)?;
+        for cmd in batch {
+            applied.push(match cmd {
+                Command::Ingest(e, _) => {
+                    // Only this thread writes, so check-then-insert is atomic.
+                    let key = index_key(&e.source, &e.dedup_key);
+                    if index.contains(&key) || fresh.contains(&key) {
+                        Applied::Ingest(IngestOutcome::Duplicate)
+                    } else {
+                        let seq = event.insert(params![
+                            e.source,
+                            e.dedup_key,
+                            e.event_type,
+                            e.envelope,
+                            e.raw_body.as_ref(),
+                            e.headers,
+                            e.received_at_ms
+                        ])?;
+                        fresh.add(key, e.received_at_ms);
+                        Applied::Ingest(IngestOutcome::Stored { seq })
+                    }
+                }
+                Command::Quarantine(q, _) => {
+                    tx.prepare_cached(schema::INSERT_QUARANTINE)?
+                        .execute(params![
+                            q.source,
+                            q.reason,
+                            q.raw_body.as_ref(),
+                            q.headers,
+                            q.received_at_ms
+                        ])?;
+                    Applied::Unit
+                }
+                Command::Probe(_) => {
+                    let now = crate::envelope::now_rfc3339();
+                    tx.prepare_cached(schema::WRITE_PROBE)?
+                        .execute(params![now])?;
+                    Applied::Unit
+                }
+                Command::Prune(cutoff, _) => Applied::Count(index.prune(*cutoff)),
+                Command::Complete(p, _) => {
+                    complete(&tx, p, now)?;
+                    Applied::Unit
+                }
+                Command::Attempt(done, _) => {
+                    record_attempt(&tx, done, now)?;
+                    Applied::Unit
+                }
+                Command::Watermark(seq, _) => {
+                    tx.prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES ('intake_watermark', ?1) \
+                         ON CONFLICT (key) DO UPDATE SET value = ?1",
+                    )?
+                    .execute(params![seq.to_string()])?;
+                    Applied::Unit
+                }
+                Command::Replay(filter, limit, _) => Applied::Count(replay(&tx, filter, *limit)?),
+                Command::Redrive(selection, _) => Applied::Count(redrive(&tx, selection, now)?),
+            });
+        }
+    }
+    tx.commit()?;
+    index.extend(fresh.committed);
+    Ok(applied)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn history_of(attempts: &[AttemptRecord]) -> rusqlite::Result<String> {
+    to_json(&attempts)
+}
+
+fn last_error(attempts: &[AttemptRecord]) -> Option<String> {
+    attempts.last().and_then(|a| {
+        a.error
+            .clone()
+            .or_else(|| a.status.map(|s| format!("HTTP {s}")))
+    })
+}
+
+/// The routing result of one event: the event's status and plugin steps, its deliveries and
+/// its unfinished route runs.
+fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<()> {
+    let mut steps_json = None;
+    if p.append {
+        let previous: Option<String> = tx
+            .prepare_cached("SELECT plugin_results FROM events WHERE seq = ?1")?
+            .query_row([p.seq], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let mut steps: Vec<PluginStep> = previous
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        steps.extend(p.steps.iter().cloned());
+        steps_json = Some(to_json(&steps)?);
+    } else if !p.steps.is_empty() {
+        steps_json = Some(to_json(&p.steps)?);
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
+         attempts, next_attempt_at, last_error, history, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    )?;
+    for d in &p.deliveries {
+        let (status, next, error) = match &d.state {
+            DeliveryState::Delivered => ("delivered", None, None),
+            DeliveryState::Pending { next_attempt_ms } => {
+                ("pending", Some(*next_attempt_ms), last_error(&d.attempts))
+            }
+            DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
+        };
+        insert.execute(params![
+            p.seq,
+            d.route,
+            d.destination,
+            d.webhook_id,
+            d.envelope,
+            status,
+            i64::try_from(d.attempts.len()).unwrap_or(i64::MAX),
+            next,
+            error,
+            history_of(&d.attempts)?,
+            now
+        ])?;
+    }
+    for run in &p.route_runs {
+        let (status, next) = match run.state {
+            RouteRunState::Retry { next_attempt_ms } => ("retry", Some(next_attempt_ms)),
+            RouteRunState::Dead => ("dead", None),
+            RouteRunState::Done => ("done", None),
+        };
+        match run.id {
+            Some(id) => tx
+                .prepare_cached(
+                    "UPDATE route_runs SET status = ?2, attempts = ?3, next_attempt_at = ?4, \
+                     reason = ?5, updated_at = ?6 WHERE id = ?1",
+                )?
+                .execute(params![id, status, run.attempts, next, run.reason, now])?,
+            None => tx
+                .prepare_cached(
+                    "INSERT INTO route_runs (event_seq, route, status, attempts, \
+                     next_attempt_at, reason, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )?
+                .execute(params![
+                    p.seq,
+                    run.route,
+                    status,
+                    run.attempts,
+                    next,
+                    run.reason,
+                    now
+                ])?,
+        };
+    }
+    let status = if p.append && p.route_runs.iter().any(|r| r.id.is_some()) {
+        derived_status(tx, p.seq, p.status)?
+    } else {
+        p.status
+    };
+    tx.prepare_cached(
+        "UPDATE events SET status = ?2, plugin_results = coalesce(?3, plugin_results), \
+         processed_at = ?4 WHERE seq = ?1",
+    )?
+    .execute(params![p.seq, status.as_str(), steps_json, now])?;
+    Ok(())
+}
+
+/// After a route-run retry the event's status sums up all its runs, not just this one.
+fn derived_status(
+    tx: &Transaction<'_>,
+    seq: i64,
+    this_run: EventStatus,
+) -> rusqlite::Result<EventStatus> {
+    let (dead, retrying, delivered): (i64, i64, i64) = tx
+        .prepare_cached(
+            "SELECT \
+               (SELECT count(*) FROM route_runs WHERE event_seq = ?1 AND status = 'dead'), \
+               (SELECT count(*) FROM route_runs WHERE event_seq = ?1 AND status = 'retry'), \
+               (SELECT count(*) FROM deliveries WHERE event_seq = ?1)",
+        )?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(if dead > 0 {
+        EventStatus::Failed
+    } else if retrying > 0 {
+        EventStatus::Retrying
+    } else if delivered > 0 {
+        EventStatus::Routed
+    } else {
+        this_run
+    })
+}
+
+fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlite::Result<()> {
+    let history: Option<String> = tx
+        .prepare_cached("SELECT history FROM deliveries WHERE id = ?1")?
+        .query_row([done.delivery_id], |r| r.get(0))
+        .optional()?;
+    let Some(history) = history else {
+        return Ok(());
+    };
+    let mut attempts: Vec<AttemptRecord> = serde_json::from_str(&history).unwrap_or_default();
+    attempts.push(done.attempt.clone());
+    let (status, next, error) = match &done.state {
+        DeliveryState::Delivered => ("delivered", None, None),
+        DeliveryState::Pending { next_attempt_ms } => (
+            "pending",
+            Some(*next_attempt_ms),
+            last_error(std::slice::from_ref(&done.attempt)),
+        ),
+        DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
+    };
+    tx.prepare_cached(
+        "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
+         last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        done.delivery_id,
+        status,
+        next,
+        error,
+        history_of(&attempts)?,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Marks routed events for replay. Events still `pending` (or already marked) are on their
+/// way through the routes and are left alone.
+fn replay(tx: &Transaction<'_>, filter: &EventFilter, limit: u32) -> rusqlite::Result<u64> {
+    let (clause, mut args) = where_clause(filter);
+    let not_in_flight = "status NOT IN ('pending', 'replay')";
+    let clause = if clause.is_empty() {
+        format!("WHERE {not_in_flight}")
+    } else {
+        format!("{clause} AND {not_in_flight}")
+    };
+    args.push(rusqlite::types::Value::Integer(i64::from(limit)));
+    let sql = format!(
+        "UPDATE events SET status = 'replay' WHERE seq IN \
+         (SELECT seq FROM events {clause} ORDER BY seq DESC LIMIT ?)"
+    );
+    let n = tx.execute(&sql, params_from_iter(args))?;
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+fn redrive(tx: &Transaction<'_>, selection: &RedriveSelection, now: i64) -> rusqlite::Result<u64> {
+    // A redriven delivery starts a fresh set of attempts; its history keeps the old ones.
+    const DELIVERY: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, \
+         next_attempt_at = ?1, updated_at = ?1 WHERE status = 'dead'";
+    const RUN: &str = "UPDATE route_runs SET status = 'retry', attempts = 0, \
+         next_attempt_at = ?1, updated_at = ?1 WHERE status = 'dead'";
+    let mut n = 0;
+    match selection {
+        RedriveSelection::All => {
+            n += tx.execute(DELIVERY, [now])?;
+            n += tx.execute(RUN, [now])?;
+        }
+        RedriveSelection::Deliveries(ids) => {
+            let mut stmt = tx.prepare_cached(&format!("{DELIVERY} AND id = ?2"))?;
+            for id in ids {
+                n += stmt.execute(params![now, id])?;
+            }
+        }
+        RedriveSelection::RouteRuns(ids) => {
+            let mut stmt = tx.prepare_cached(&format!("{RUN} AND id = ?2"))?;
+            for id in ids {
+                n += stmt.execute(params![now, id])?;
+            }
+        }
+    }
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, rusqlite::Error>) {
+    match result {
+        Ok(applied) => {
+            for (cmd, done) in batch.zip(applied) {
+                // A requester that gave up (timeout, disconnect) no longer listens; that is fine,
+                // its write is committed and a retry will be answered as a duplicate.
+                match (cmd, done) {
+                    (Command::Ingest(_, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
+                    (
+                        Command::Quarantine(_, r)
+                        | Command::Probe(r)
+                        | Command::Complete(_, r)
+                        | Command::Attempt(_, r)
+                        | Command::Watermark(_, r),
+                        Applied::Unit,
+                    ) => drop(r.send(Ok(()))),
+                    (
+                        Command::Prune(_, r) | Command::Replay(_, _, r) | Command::Redrive(_, r),
+                        Applied::Count(n),
+                    ) => drop(r.send(Ok(n))),
+                    (cmd, _) => fail(cmd, "internal: batch results out of order"),
+                }
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for cmd in batch {
+                fail(cmd, &msg);
+            }
+        }
+    }
+}
+
+fn fail(cmd: Command, msg: &str) {
+    let err = || StoreError::Write(msg.to_owned());
+    match cmd {
+        Command::Ingest(_, r) => drop(r.send(Err(err()))),
+        Command::Quarantine(_, r)
+        | Command::Probe(r)
+        | Command::Complete(_, r)
+        | Command::Attempt(_, r)
+        | Command::Watermark(_, r) => drop(r.send(Err(err()))),
+        Command::Prune(_, r) | Command::Replay(_, _, r) | Command::Redrive(_, r) => {
+            drop(r.send(Err(err())));
+        }
+    }
+}

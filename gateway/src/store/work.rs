@@ -1,0 +1,277 @@
+//! What the stages after the ack read from and write to the store: stored events waiting to be
+//! routed, what routing one event decided ([`Processed`]), deliveries and their attempts, route
+//! runs waiting for a plugin retry, and the admin API's views of all of them.
+//!
+//! These are plain values; the store decides how they are laid out on disk.
+
+use serde::{Deserialize, Serialize};
+
+/// An event as the workers take it from the store.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    /// The envelope's id (= dedup key).
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    /// CloudEvents structured JSON, as stored at ingest.
+    pub envelope: String,
+}
+
+/// Where an event stands after the ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Stored, not yet routed.
+    Pending,
+    /// Asked to go through the current routes again (admin replay).
+    Replay,
+    /// At least one delivery was created.
+    Routed,
+    /// No route matched.
+    Unrouted,
+    /// Every matching route's plugins dropped it.
+    Dropped,
+    /// A route's plugin stage waits for a retry.
+    Retrying,
+    /// A route's plugin stage failed for good (a dead letter).
+    Failed,
+}
+
+impl EventStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Replay,
+        Self::Routed,
+        Self::Unrouted,
+        Self::Dropped,
+        Self::Retrying,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Replay => "replay",
+            Self::Routed => "routed",
+            Self::Unrouted => "unrouted",
+            Self::Dropped => "dropped",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One plugin call in one route's chain, kept with the event for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStep {
+    pub route: String,
+    pub plugin: String,
+    /// pass, drop, emit, retry, fatal, trap or timeout.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub micros: u64,
+}
+
+/// One delivery attempt, kept in the delivery's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Unix milliseconds when the attempt started.
+    pub at: i64,
+    /// The HTTP status, if an answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryState {
+    Delivered,
+    /// Waiting for its next attempt at this unix millisecond.
+    Pending {
+        next_attempt_ms: i64,
+    },
+    /// No more attempts: a dead letter, with why.
+    Dead {
+        reason: String,
+    },
+}
+
+/// A delivery created by routing one event.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub route: String,
+    pub destination: String,
+    /// `webhook-id` header: the delivered envelope's id, the same on every attempt.
+    pub webhook_id: String,
+    /// What is delivered; `None` when it is the stored event's envelope unchanged.
+    pub envelope: Option<String>,
+    pub state: DeliveryState,
+    /// Attempts already made (the first one runs before the delivery is recorded).
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// The plugin stage of one route on one event that did not finish: waiting for a retry, dead,
+/// or (when a retry succeeds) done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteRunState {
+    Retry { next_attempt_ms: i64 },
+    Dead,
+    Done,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteRunUpdate {
+    /// The run being updated; `None` creates one.
+    pub id: Option<i64>,
+    pub route: String,
+    pub state: RouteRunState,
+    pub reason: String,
+    /// Plugin-stage attempts made so far.
+    pub attempts: u32,
+}
+
+/// Everything routing one event (or retrying one route on it) decided, written in ONE
+/// transaction so a crash either keeps all of it or none (and the event is routed again).
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub seq: i64,
+    /// The event's new status; for a route-run retry the store derives it from all runs.
+    pub status: EventStatus,
+    pub steps: Vec<PluginStep>,
+    pub deliveries: Vec<NewDelivery>,
+    pub route_runs: Vec<RouteRunUpdate>,
+    /// A replay or a route-run retry: add `steps` to the event's history instead of setting it.
+    pub append: bool,
+}
+
+/// A delivery whose next attempt is due.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub event_seq: i64,
+    pub route: String,
+    pub destination: String,
+    pub webhook_id: String,
+    /// The envelope to send (the event's own when the delivery stored none).
+    pub envelope: String,
+    pub attempts: u32,
+}
+
+/// A route run whose plugin stage is due for another try, with its event.
+#[derive(Debug, Clone)]
+pub struct DueRouteRun {
+    pub id: i64,
+    pub route: String,
+    pub attempts: u32,
+    pub event: StoredEvent,
+}
+
+/// The outcome of one retried delivery attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptDone {
+    pub delivery_id: i64,
+    pub attempt: AttemptRecord,
+    pub state: DeliveryState,
+}
+
+/// Which events an admin listing or replay selects. Every field narrows; none selects all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Exactly this event.
+    pub seq: Option<i64>,
+    pub source: Option<String>,
+    pub event_type: Option<String>,
+    pub status: Option<EventStatus>,
+    /// Received at or after (unix ms).
+    pub since_ms: Option<i64>,
+    /// Received before (unix ms).
+    pub until_ms: Option<i64>,
+    /// Only events with a smaller seq (pagination: newest first).
+    pub before_seq: Option<i64>,
+}
+
+/// An event in an admin listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub status: String,
+    pub received_at: i64,
+}
+
+/// One event with everything that happened to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    #[serde(flatten)]
+    pub summary: EventSummary,
+    pub envelope: serde_json::Value,
+    pub headers: serde_json::Value,
+    pub plugin_results: Vec<PluginStep>,
+    pub deliveries: Vec<DeliveryView>,
+    pub route_runs: Vec<RouteRunView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub event_seq: i64,
+    pub route: String,
+    pub destination: String,
+    pub webhook_id: String,
+    pub status: String,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub history: Vec<AttemptRecord>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteRunView {
+    pub id: i64,
+    pub event_seq: i64,
+    pub route: String,
+    pub status: String,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    pub reason: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a redrive sends back to work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedriveSelection {
+    /// Every dead delivery and every dead route run.
+    All,
+    /// These dead deliveries.
+    Deliveries(Vec<i64>),
+    /// These dead route runs.
+    RouteRuns(Vec<i64>),
+}
+
+/// Counts for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Events stored but not yet routed (incl. replays) plus deliveries and route runs
+    /// waiting for a retry.
+    pub queue_depth: u64,
+    /// Dead deliveries plus dead route runs.
+    pub dead_letters: u64,
+}

@@ -1,0 +1,141 @@
+//! Intake: takes stored events out of the store in arrival order and hands each to
+//! [`route_event`], at most `workers.concurrency` at a time (back-pressure: when every slot is
+//! busy, intake waits and the events wait in the store, where they are safe).
+//!
+//! It wakes on the store's work signal (after every commit that stored an event or asked for a
+//! replay) and polls once a second as a backstop. Its position is a cursor over `seq`; the
+//! watermark persisted in the store (every event at or below it is routed) is where the next
+//! start resumes, so a restart does not rescan the whole table.
+
+use super::Ctx;
+use super::route_event::route_event;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+/// Events read from the store per query.
+const READ_BATCH: u32 = 512;
+/// Longest intake sleeps without a signal (a backstop; signals normally wake it at once).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the watermark is persisted.
+const WATERMARK_EVERY: Duration = Duration::from_secs(1);
+
+/// Events being routed right now.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// New events, by seq (their minimum bounds the watermark).
+    pending: BTreeSet<i64>,
+    /// Replays (still marked `replay` in the store until their result commits).
+    replays: HashSet<i64>,
+}
+
+pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let signal = ctx.store.work_signal();
+    let in_flight = Arc::new(Mutex::new(InFlight::default()));
+    let mut cursor = loop {
+        match ctx.store.intake_watermark().await {
+            Ok(w) => break w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the intake watermark; retrying");
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let mut saved = cursor;
+    let mut last_save = Instant::now();
+    ctx.watermark.store(cursor, Ordering::Relaxed);
+    while !ctx.shutdown.is_cancelled() {
+        let mut found = 0usize;
+        let replays = ctx
+            .store
+            .replay_events(READ_BATCH)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read replays; will retry");
+                Vec::new()
+            });
+        for event in replays {
+            let fresh = in_flight
+                .lock()
+                .map(|mut f| f.replays.insert(event.seq))
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            found += 1;
+            let Some(permit) = acquire(&ctx, &slots).await else {
+                break;
+            };
+            let (ctx, in_flight) = (Arc::clone(&ctx), Arc::clone(&in_flight));
+            tracker.spawn(async move {
+                let seq = event.seq;
+                route_event(&ctx, event, true).await;
+                if let Ok(mut f) = in_flight.lock() {
+                    f.replays.remove(&seq);
+                }
+                drop(permit);
+            });
+        }
+        let events = ctx
+            .store
+            .pending_events(cursor, READ_BATCH)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read pending events; will retry");
+                Vec::new()
+            });
+        for event in events {
+            let Some(permit) = acquire(&ctx, &slots).await else {
+                break;
+            };
+            found += 1;
+            cursor = event.seq;
+            if let Ok(mut f) = in_flight.lock() {
+                f.pending.insert(event.seq);
+            }
+            let (ctx, in_flight) = (Arc::clone(&ctx), Arc::clone(&in_flight));
+            tracker.spawn(async move {
+                let seq = event.seq;
+                route_event(&ctx, event, false).await;
+                if let Ok(mut f) = in_flight.lock() {
+                    f.pending.remove(&seq);
+                }
+                drop(permit);
+            });
+        }
+        let watermark = in_flight
+            .lock()
+            .ok()
+            .and_then(|f| f.pending.first().map(|s| s - 1))
+            .unwrap_or(cursor);
+        ctx.watermark.store(watermark, Ordering::Relaxed);
+        if watermark != saved && last_save.elapsed() >= WATERMARK_EVERY {
+            if ctx.store.set_intake_watermark(watermark).await.is_ok() {
+                saved = watermark;
+            }
+            last_save = Instant::now();
+        }
+        if found == 0 {
+            tokio::select! {
+                () = ctx.shutdown.cancelled() => {}
+                () = signal.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+}
+
+/// A routing slot, or `None` at shutdown.
+async fn acquire(ctx: &Ctx, slots: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        () = ctx.shutdown.cancelled() => None,
+        permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+    }
+}

@@ -1,0 +1,102 @@
+//! Workers: the stage after the ack. Everything here starts from the store, never from the
+//! request path: intake takes stored events in order and routes them (`route_event`: routes,
+//! plugin chains, first delivery attempts, one store write per event), `retry` runs deliveries
+//! and plugin stages whose next attempt is due, and a gauge task measures the backlog.
+//!
+//! The config in force is a [`Pipeline`] behind an `ArcSwap`: each event takes the current one
+//! when its routing starts and finishes on it. Workers never answer HTTP requests and never
+//! change the config.
+
+mod attempt;
+mod intake;
+mod pipeline;
+mod retry;
+mod route_event;
+
+pub use pipeline::{Pipeline, Target};
+
+use crate::config::WorkerSettings;
+use crate::metrics::Metrics;
+use crate::metrics::flow_events::BacklogMeasured;
+use crate::store::Store;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often the backlog gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// Longest shutdown waits for events in flight (their plugin calls and attempts are bounded by
+/// their own limits; whatever is left stays in the store and is picked up after a restart).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every worker task shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    store: Arc<dyn Store>,
+    pipeline: Arc<ArcSwap<Pipeline>>,
+    metrics: Metrics,
+    /// Plugin chains running at once (each holds a blocking thread).
+    plugin_slots: Semaphore,
+    /// Every event at or below this seq has been routed.
+    watermark: AtomicI64,
+    shutdown: CancellationToken,
+}
+
+/// Runs the workers until `shutdown` is cancelled, then waits (bounded) for events in flight.
+pub async fn run(
+    store: Arc<dyn Store>,
+    pipeline: Arc<ArcSwap<Pipeline>>,
+    settings: WorkerSettings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let ctx = Arc::new(Ctx {
+        store,
+        pipeline,
+        metrics,
+        plugin_slots: Semaphore::new(settings.plugin_threads.max(1)),
+        watermark: AtomicI64::new(0),
+        shutdown: shutdown.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let intake = tokio::spawn(intake::run(
+        Arc::clone(&ctx),
+        settings.concurrency,
+        tracker.clone(),
+    ));
+    let retry = tokio::spawn(retry::run(Arc::clone(&ctx), tracker.clone()));
+    let gauges = tokio::spawn(measure_backlog(Arc::clone(&ctx)));
+    shutdown.cancelled().await;
+    drop(intake.await);
+    drop(retry.await);
+    gauges.abort();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "events still in flight at shutdown; they will be routed again after a restart"
+        );
+    }
+}
+
+async fn measure_backlog(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(GAUGE_EVERY);
+    loop {
+        tick.tick().await;
+        let watermark = ctx.watermark.load(Ordering::Relaxed);
+        if let Ok(b) = ctx.store.backlog(watermark).await {
+            BacklogMeasured {
+                metrics: &ctx.metrics,
+                queue_depth: b.queue_depth,
+                dead_letters: b.dead_letters,
+            }
+            .emit();
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Retries: finds deliveries and plugin stages whose next attempt is due and runs them.
+//!
+//! Polls the store (the due rows are indexed, so a poll with nothing due is cheap). Each due
+//! row is worked on by at most one task at a time; the destination's own concurrency cap
+//! bounds how many attempts reach it at once, however large the backlog.
+
+use super::Ctx;
+use super::attempt::attempt;
+use super::route_event::retry_route_run;
+use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// How often due work is looked for.
+const POLL: Duration = Duration::from_millis(100);
+/// Most due rows taken per poll (of each kind).
+const READ_BATCH: u32 = 256;
+
+pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
+    let deliveries: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let runs: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    while !ctx.shutdown.is_cancelled() {
+        let now = crate::store::unix_ms();
+        match ctx.store.due_deliveries(now, READ_BATCH).await {
+            Ok(due) => {
+                for d in due {
+                    if !claim(&deliveries, d.id) {
+                        continue;
+                    }
+                    let (ctx, deliveries) = (Arc::clone(&ctx), Arc::clone(&deliveries));
+                    tracker.spawn(async move {
+                        let id = d.id;
+                        retry_delivery(&ctx, d).await;
+                        release(&deliveries, id);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read due deliveries; will retry"),
+        }
+        match ctx.store.due_route_runs(now, READ_BATCH).await {
+            Ok(due) => {
+                for run in due {
+                    if !claim(&runs, run.id) {
+                        continue;
+                    }
+                    let (ctx, runs) = (Arc::clone(&ctx), Arc::clone(&runs));
+                    tracker.spawn(async move {
+                        let id = run.id;
+                        retry_route_run(&ctx, run).await;
+                        release(&runs, id);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read due plugin retries; will retry"),
+        }
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+fn claim(set: &Mutex<HashSet<i64>>, id: i64) -> bool {
+    set.lock().map(|mut s| s.insert(id)).unwrap_or(false)
+}
+
+fn release(set: &Mutex<HashSet<i64>>, id: i64) {
+    if let Ok(mut s) = set.lock() {
+        s.remove(&id);
+    }
+}
+
+async fn retry_delivery(ctx: &Ctx, due: DueDelivery) {
+    let pipeline = ctx.pipeline.load_full();
+    let (record, state) = match pipeline.targets.get(&due.destination) {
+        Some(target) => attempt(target, &due.webhook_id, &due.envelope, due.attempts).await,
+        None => (
+            AttemptRecord {
+                at: crate::store::unix_ms(),
+                status: None,
+                error: Some(format!(
+                    "destination `{}` is no longer configured",
+                    due.destination
+                )),
+                duration_ms: 0,
+            },
+            DeliveryState::Dead {
+                reason: format!("destination `{}` is no longer configured", due.destination),
+            },
+        ),
+    };
+    let done = AttemptDone {
+        delivery_id: due.id,
+        attempt: record,
+        state,
+    };
+    let mut wait = Duration::from_millis(50);
+    while let Err(e) = ctx.store.record_attempt(done.clone()).await {
+        if ctx.shutdown.is_cancelled() {
+            // The delivery stays due; it is attempted again after the restart.
+            return;
+        }
+        tracing::warn!(delivery = due.id, error = %e, "cannot record a delivery attempt; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
