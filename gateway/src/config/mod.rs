@@ -91,9 +91,9 @@ pub struct FileDestinationSettings {
     pub path: PathBuf,
 }
 
-/// Exponential backoff with full jitter: the wait before attempt n+1 is a random duration in
-/// `[0, min(max, initial * 2^(n-1))]`, and at least what a `Retry-After` answer asked for
-/// (capped at `max`).
+/// Exponential backoff with jitter: the wait before attempt n+1 is a random duration between
+/// half and all of `min(max, initial * 2^(n-1))` (so it never collapses to ~0), and at least
+/// what a `Retry-After` answer asked for (capped at `max`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub initial: Duration,
