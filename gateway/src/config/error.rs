@@ -1,5 +1,6 @@
 //! Config errors that point at the file, line, column and key they are about.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -85,15 +86,51 @@ impl SourceText<'_> {
         }
     }
 
-    /// The `[table]` header in force at a byte offset, for naming the table of an unknown key.
+    /// The key path of the table in force at a byte offset, for naming the table of a schema
+    /// error: the last `[table]` header (the offset's own line included, since a missing-key
+    /// error points at the header), with `[n]` after each `[[array]]` entry it is in, then any
+    /// inline tables (`key = { ... }`) still open at the offset. E.g. `routes[1].match`.
     pub(crate) fn table_at(&self, offset: usize) -> Option<String> {
         let offset = offset.min(self.text.len());
-        self.text[..offset].lines().rev().find_map(|line| {
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        // Entries seen so far of each array of tables, by dotted name.
+        let mut arrays: BTreeMap<String, usize> = BTreeMap::new();
+        let mut header: Option<(String, usize)> = None;
+        let mut line_start = 0;
+        for line in self.text[..line_end].split_inclusive('\n') {
             let t = line.trim();
-            let inner = t.strip_prefix("[[").and_then(|r| r.strip_suffix("]]"));
-            let inner = inner.or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()));
-            inner.map(|s| s.trim().to_owned())
-        })
+            let array = t.strip_prefix("[[").and_then(|r| r.split("]]").next());
+            let table = array.or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()));
+            if let Some(name) = table {
+                let name = dotted(name);
+                if array.is_some() {
+                    *arrays.entry(name.clone()).or_default() += 1;
+                }
+                header = Some((name, line_start + line.len()));
+            }
+            line_start += line.len();
+        }
+        let mut path = String::new();
+        let body_start = header.as_ref().map_or(0, |(_, end)| (*end).min(offset));
+        if let Some((name, _)) = header {
+            let mut prefix = String::new();
+            for segment in name.split('.') {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(segment);
+                push_segment(&mut path, segment);
+                if let Some(n) = arrays.get(&prefix) {
+                    path.push_str(&format!("[{}]", n.saturating_sub(1)));
+                }
+            }
+        }
+        for key in open_inline_tables(&self.text[body_start..offset]) {
+            push_segment(&mut path, &key);
+        }
+        (!path.is_empty()).then_some(path)
     }
 
     /// The whole-file issue for a TOML or schema error reported by the parser.
@@ -147,6 +184,64 @@ impl SourceText<'_> {
     }
 }
 
+/// A header's name with the spaces TOML allows around its dots removed: `a . b` is `a.b`.
+fn dotted(name: &str) -> String {
+    name.split('.').map(str::trim).collect::<Vec<_>>().join(".")
+}
+
+fn push_segment(path: &mut String, segment: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(segment);
+}
+
+/// The keys of the inline tables open at the end of `body` (the text after a table header),
+/// outermost first. A small scanner rather than a parser: it skips strings and comments and
+/// pairs braces, which is all that naming an error's table needs. An inline table inside an
+/// array has no key of its own and adds nothing.
+fn open_inline_tables(body: &str) -> Vec<String> {
+    let bytes = body.as_bytes();
+    let mut open: Vec<Option<String>> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    // Only basic strings ("...") have escapes.
+                    if quote == b'"' && bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'{' => {
+                let before = body[..i].trim_end();
+                let key = before.strip_suffix('=').map(|k| {
+                    let k = k.trim_end();
+                    let start = k
+                        .rfind(|c: char| c.is_whitespace() || c == '{' || c == ',')
+                        .map_or(0, |p| p + 1);
+                    k[start..].trim_matches('"').to_owned()
+                });
+                open.push(key);
+            }
+            b'}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    open.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +255,21 @@ mod tests {
         assert_eq!(st.position(0), (1, 1));
         assert_eq!(st.position(15), (3, 1));
         assert_eq!(st.table_at(15).as_deref(), Some("server"));
+    }
+
+    #[test]
+    fn table_paths_count_array_entries_and_open_inline_tables() {
+        let text = "[[routes]]\nto = [\"a\"]\n[[routes]]\nmatch = { type = \"}{\", sorce = 1 }\n\
+                    [routes.match]\nx = 1\n";
+        let st = SourceText {
+            file: Path::new("x.toml"),
+            text,
+        };
+        let at = |needle: &str| text.find(needle).map(|o| st.table_at(o));
+        assert_eq!(at("to ="), Some(Some("routes[0]".into())));
+        // The header's own line: a missing key is reported at the header.
+        assert_eq!(st.table_at(0).as_deref(), Some("routes[0]"));
+        assert_eq!(at("sorce"), Some(Some("routes[1].match".into())));
+        assert_eq!(at("x = 1"), Some(Some("routes[1].match".into())));
     }
 }

@@ -48,6 +48,13 @@ pub(super) struct RawConfig {
     pub(super) wasm: RawWasm,
     #[serde(default)]
     pub(super) plugins: BTreeMap<String, Spanned<RawPlugin>>,
+    pub(super) admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    pub(super) workers: RawWorkers,
+    #[serde(default)]
+    pub(super) destinations: BTreeMap<String, Spanned<RawDestination>>,
+    #[serde(default)]
+    pub(super) routes: Vec<Spanned<RawRoute>>,
 }
 
 /// `[wasm]`: settings shared by every plugin.
@@ -114,4 +121,97 @@ pub(super) struct RawSource {
 pub(super) struct RawBasicAuth {
     pub(super) username: Spanned<String>,
     pub(super) password: Spanned<String>,
+}
+
+/// `[admin]`: the admin API. Every key is optional here so that `compile` can report a missing
+/// one together with every other problem.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) token: Option<Spanned<String>>,
+}
+
+/// `[workers]`: how routing and delivery run after the ack.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkers {
+    pub(super) concurrency: Option<Spanned<u64>>,
+    pub(super) plugin_threads: Option<Spanned<u64>>,
+}
+
+/// One `[destinations.NAME]` table: exactly one of `http` and `file`, which decides the keys
+/// that apply; `compile` rejects the others with their position.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDestination {
+    pub(super) http: Option<Spanned<String>>,
+    pub(super) file: Option<Spanned<String>>,
+    // http only
+    pub(super) secret: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
+    // every kind
+    pub(super) max_attempts: Option<Spanned<u64>>,
+    pub(super) backoff_initial: Option<Spanned<HumanDuration>>,
+    pub(super) backoff_max: Option<Spanned<HumanDuration>>,
+    pub(super) concurrency: Option<Spanned<u64>>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub(super) matches: Option<Spanned<RawMatch>>,
+    pub(super) plugins: Option<Spanned<Vec<Spanned<String>>>>,
+    // Optional here only so that a missing `to` is reported with the route's other problems.
+    pub(super) to: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A route's `match = { source = [...], type = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub(super) source: Option<Spanned<Patterns>>,
+    #[serde(rename = "type")]
+    pub(super) types: Option<Spanned<Patterns>>,
+}
+
+/// Glob patterns written as a list, or as one plain string for the common single case.
+#[derive(Debug)]
+pub(super) enum Patterns {
+    /// A plain string; its position is the enclosing `Spanned`'s.
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+// Hand-written rather than `#[serde(untagged)]`: untagged enums buffer the value, which loses
+// the positions `Spanned` needs.
+impl<'de> Deserialize<'de> for Patterns {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Patterns;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Patterns, E> {
+                Ok(Patterns::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Patterns, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    items.push(item);
+                }
+                Ok(Patterns::Many(items))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -1,0 +1,235 @@
+//! The compile pass: raw TOML tables in, a [`GatewayConfig`] out, with every problem collected
+//! (not just the first) and each one pointing at its file, line and key.
+//!
+//! This module owns the pass itself ([`Pass`]), the top-level walk and the small `[server]` and
+//! `[store]` tables; each larger table family has its own file: `sources` (providers, paths and
+//! their protection), `plugins` (limits and instance modes), `service` (`[admin]`, `[workers]`),
+//! `destinations` and `routes` (which also checks every name a route refers to). Defaults are
+//! named constants next to the code that applies them.
+
+mod destinations;
+mod plugins;
+mod routes;
+mod service;
+mod sources;
+#[cfg(test)]
+mod tests;
+
+use super::error::SourceText;
+use super::raw::{HumanDuration, RawConfig};
+use super::secret::{Secret, SecretRef};
+use super::{
+    ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, ServerSettings, StoreSettings,
+};
+use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_STORE_PATH: &str = "data/gateway.db";
+const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
+
+/// Collects issues while the pass walks the tables.
+struct Pass<'a> {
+    src: SourceText<'a>,
+    errors: Vec<ConfigIssue>,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl Pass<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, msg: impl Into<String>) {
+        let issue = self.src.issue(span, key, msg);
+        self.errors.push(issue);
+    }
+
+    fn warn(&mut self, span: Range<usize>, key: impl Into<String>, msg: impl Into<String>) {
+        let issue = self.src.issue(span, key, msg);
+        self.warnings.push(issue);
+    }
+
+    /// Resolves a `env:`/`file:` reference, recording a positioned error on failure.
+    fn secret(&mut self, value: &Spanned<String>, key: &str) -> Option<Secret> {
+        match SecretRef::parse(value.get_ref()).and_then(|r| r.resolve()) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                self.error(value.span(), key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// An integer key that must lie in `range`, or `default` when absent. Out of range is
+    /// recorded as an error (the value is still returned: any error fails the whole pass).
+    fn count(
+        &mut self,
+        value: Option<&Spanned<u64>>,
+        key: &str,
+        range: RangeInclusive<u64>,
+        default: u64,
+    ) -> u64 {
+        let Some(v) = value else {
+            return default;
+        };
+        if !range.contains(v.get_ref()) {
+            let (lo, hi) = range.into_inner();
+            self.error(v.span(), key, format!("must be between {lo} and {hi}"));
+        }
+        *v.get_ref()
+    }
+}
+
+pub(super) fn compile(
+    file: &Path,
+    text: &str,
+) -> Result<(GatewayConfig, Vec<ConfigWarning>), ConfigError> {
+    let src = SourceText { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+        issues: vec![src.toml_issue(&e)],
+    })?;
+    let mut pass = Pass {
+        src,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    let listen = match &raw.server.listen {
+        None => DEFAULT_LISTEN.parse().ok(),
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                pass.error(
+                    l.span(),
+                    "server.listen",
+                    format!("`{}` is not an address like 127.0.0.1:8080", l.get_ref()),
+                );
+                None
+            }
+        },
+    };
+    let max_body = raw.server.max_body.as_ref().map_or(DEFAULT_MAX_BODY, |b| {
+        let size = b.get_ref().0;
+        if size == 0 {
+            pass.error(b.span(), "server.max_body", "must be larger than 0");
+        }
+        size
+    });
+    let header_timeout = positive(
+        &mut pass,
+        &raw.server.header_timeout,
+        "server.header_timeout",
+    )
+    .unwrap_or(DEFAULT_HEADER_TIMEOUT);
+    let request_timeout = positive(
+        &mut pass,
+        &raw.server.request_timeout,
+        "server.request_timeout",
+    )
+    .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    let store_path = raw
+        .store
+        .path
+        .as_ref()
+        .map_or(DEFAULT_STORE_PATH, |p| p.get_ref().as_str());
+    if store_path.is_empty() {
+        let span = raw.store.path.as_ref().map_or(0..0, Spanned::span);
+        pass.error(span, "store.path", "must not be empty");
+    }
+    let dedup_window = positive(&mut pass, &raw.store.dedup_window, "store.dedup_window")
+        .unwrap_or(DEFAULT_DEDUP_WINDOW);
+
+    let mut sources = Vec::new();
+    for (name, source) in &raw.sources {
+        if let Some(s) = sources::compile_source(&mut pass, name, source) {
+            sources.push(s);
+        }
+    }
+    sources::check_paths(&mut pass, &raw, &sources);
+    let mut plugins = Vec::new();
+    for (name, plugin) in &raw.plugins {
+        if let Some(p) = plugins::compile_plugin(&mut pass, name, plugin) {
+            plugins.push(p);
+        }
+    }
+    let wasm_cache_dir = raw
+        .wasm
+        .cache_dir
+        .as_ref()
+        .map_or(DEFAULT_WASM_CACHE, |d| d.get_ref().as_str())
+        .into();
+    if raw.sources.is_empty() {
+        pass.warn(
+            0..0,
+            "sources",
+            "no sources configured: every webhook path answers 404",
+        );
+    }
+    let admin = service::compile_admin(&mut pass, raw.admin.as_ref());
+    let workers = service::compile_workers(&mut pass, &raw.workers);
+    let mut destinations = Vec::new();
+    for (name, destination) in &raw.destinations {
+        if let Some(d) = destinations::compile_destination(&mut pass, name, destination) {
+            destinations.push(d);
+        }
+    }
+    let routes = routes::compile_routes(&mut pass, &raw);
+
+    if !pass.errors.is_empty() {
+        return Err(ConfigError {
+            issues: pass.errors,
+        });
+    }
+    let Some(listen) = listen else {
+        return Err(ConfigError {
+            issues: pass.errors,
+        });
+    };
+    let config = GatewayConfig {
+        file: file.to_path_buf(),
+        server: ServerSettings {
+            listen,
+            max_body,
+            header_timeout,
+            request_timeout,
+        },
+        store: StoreSettings {
+            path: store_path.into(),
+            dedup_window,
+        },
+        sources,
+        wasm_cache_dir,
+        plugins,
+        admin,
+        workers,
+        destinations,
+        routes,
+    };
+    Ok((config, pass.warnings))
+}
+
+/// A duration key that must be longer than zero; `None` when absent or invalid.
+fn positive(
+    pass: &mut Pass<'_>,
+    value: &Option<Spanned<HumanDuration>>,
+    key: &str,
+) -> Option<Duration> {
+    let v = value.as_ref()?;
+    if v.get_ref().0.is_zero() {
+        pass.error(v.span(), key, "must be longer than 0s");
+        return None;
+    }
+    Some(v.get_ref().0)
+}
+
+/// Names that become metric labels and store keys: letters, digits, `_` and `-`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,283 @@
+//! `[destinations.NAME]`, `[admin]` and `[workers]`.
+
+use super::{SecretFiles, assert_has, issues, warnings};
+use crate::config::compile::compile;
+use crate::config::compile::service::default_plugin_threads;
+use crate::config::{DestinationKind, WorkerSettings};
+use base64::Engine as _;
+use std::path::Path;
+
+/// A `whsec_` secret for the key `signing-key`, and the key itself.
+fn whsec(files: &SecretFiles) -> (String, &'static [u8]) {
+    let key: &'static [u8] = b"signing-key";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    (files.reference("whsec", &format!("whsec_{encoded}\n")), key)
+}
+
+#[test]
+fn http_destination_keeps_the_decoded_key_and_applies_defaults() {
+    let files = SecretFiles::new();
+    let (secret, key) = whsec(&files);
+    let text = format!(
+        "[destinations.books]\nhttp = \"https://books.example/events?x=1\"\nsecret = '{secret}'\n\
+         [[routes]]\nto = [\"books\"]\n"
+    );
+    let (config, _) = compile(Path::new("g.toml"), &text).expect("valid");
+    let d = &config.destinations[0];
+    assert_eq!(
+        (d.name.as_str(), d.max_attempts, d.concurrency),
+        ("books", 8, 64)
+    );
+    assert_eq!(d.backoff.initial.as_secs(), 1);
+    assert_eq!(d.backoff.max.as_secs(), 600);
+    let DestinationKind::Http(http) = &d.kind else {
+        panic!("expected an http destination, got {:?}", d.kind);
+    };
+    assert_eq!(http.url.to_string(), "https://books.example/events?x=1");
+    assert_eq!(http.signing_key.expose(), key);
+    assert_eq!(http.timeout.as_secs(), 10);
+}
+
+#[test]
+fn url_must_be_absolute_http_with_a_host() {
+    let files = SecretFiles::new();
+    let (secret, _) = whsec(&files);
+    for (url, message) in [
+        (
+            "ftp://books.example/x",
+            "scheme `ftp` is not supported: use http:// or https://",
+        ),
+        ("/events", "needs an absolute http:// or https:// URL"),
+        (
+            "https://user:pw@books.example/",
+            "user info (`user:password@`) in the URL is not supported",
+        ),
+    ] {
+        let text = format!("[destinations.d]\nhttp = \"{url}\"\nsecret = '{secret}'\n");
+        assert_has(
+            &issues(&text),
+            &format!("g.toml:2:8: destinations.d.http: {message}"),
+        );
+    }
+    let found = issues("[destinations.d]\nhttp = \"http://a b\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("g.toml:2:8: destinations.d.http: not a valid URL")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn http_secret_is_required_and_must_be_a_standard_webhooks_secret() {
+    let found = issues("[destinations.d]\nhttp = \"http://127.0.0.1:9000/\"\n");
+    assert_has(
+        &found,
+        "g.toml:2:8: destinations.d.secret: an http destination needs `secret = \"env:NAME\"`: \
+         the `whsec_...` secret its receiver verifies signatures with",
+    );
+
+    let files = SecretFiles::new();
+    let plain = files.reference("plain", "not-a-whsec-secret");
+    let text = format!("[destinations.d]\nhttp = \"http://127.0.0.1:9000/\"\nsecret = '{plain}'\n");
+    assert_has(
+        &issues(&text),
+        &format!(
+            "g.toml:3:10: destinations.d.secret: `{plain}` must hold a Standard Webhooks \
+             secret: `whsec_` followed by base64"
+        ),
+    );
+
+    let text = "[destinations.d]\nhttp = \"http://127.0.0.1:9000/\"\n\
+                secret = \"env:GATEWAY_TEST_SURELY_UNSET\"\n";
+    assert_has(
+        &issues(text),
+        "g.toml:3:10: destinations.d.secret: environment variable GATEWAY_TEST_SURELY_UNSET \
+         is not set",
+    );
+}
+
+#[test]
+fn http_timeout_must_be_positive_and_at_most_five_minutes() {
+    for timeout in ["0s", "301s"] {
+        let text = format!("[destinations.d]\nhttp = \"http://h/\"\ntimeout = \"{timeout}\"\n");
+        assert_has(
+            &issues(&text),
+            "g.toml:3:11: destinations.d.timeout: must be longer than 0s and at most 5m",
+        );
+    }
+}
+
+#[test]
+fn http_only_keys_are_rejected_on_a_file_destination() {
+    let text = "[destinations.f]\nfile = \"out.jsonl\"\nsecret = \"env:X\"\ntimeout = \"5s\"\n";
+    let found = issues(text);
+    assert_eq!(
+        found,
+        vec![
+            "g.toml:3:10: destinations.f.secret: applies only to http destinations",
+            "g.toml:4:11: destinations.f.timeout: applies only to http destinations",
+        ]
+    );
+}
+
+#[test]
+fn exactly_one_of_http_and_file() {
+    assert_has(
+        &issues("[destinations.d]\nmax_attempts = 3\n"),
+        "g.toml:1:1: destinations.d: a destination needs `http = \"URL\"` or `file = \"PATH\"`",
+    );
+    assert_has(
+        &issues("[destinations.d]\nhttp = \"http://h/\"\nfile = \"x\"\n"),
+        "g.toml:3:8: destinations.d.file: set either `http` or `file`, not both",
+    );
+    assert_has(
+        &issues("[destinations.d]\nfile = \"\"\n"),
+        "g.toml:2:8: destinations.d.file: must name a file, e.g. \"data/events.jsonl\"",
+    );
+}
+
+#[test]
+fn retry_settings_are_range_checked() {
+    let text = "[destinations.d]\nfile = \"x\"\nmax_attempts = 0\nconcurrency = 10001\n\
+                [destinations.e]\nfile = \"y\"\nmax_attempts = 101\nconcurrency = 0\n";
+    let found = issues(text);
+    assert_has(
+        &found,
+        "g.toml:3:16: destinations.d.max_attempts: must be between 1 and 100",
+    );
+    assert_has(
+        &found,
+        "g.toml:4:15: destinations.d.concurrency: must be between 1 and 10000",
+    );
+    assert_has(
+        &found,
+        "g.toml:7:16: destinations.e.max_attempts: must be between 1 and 100",
+    );
+    assert_has(
+        &found,
+        "g.toml:8:15: destinations.e.concurrency: must be between 1 and 10000",
+    );
+}
+
+#[test]
+fn backoff_max_must_not_be_shorter_than_initial() {
+    let found =
+        issues("[destinations.d]\nfile = \"x\"\nbackoff_initial = \"10s\"\nbackoff_max = \"5s\"\n");
+    assert_eq!(
+        found,
+        vec!["g.toml:4:15: destinations.d.backoff_max: must be at least backoff_initial (10s)"]
+    );
+    let found = issues("[destinations.d]\nfile = \"x\"\nbackoff_initial = \"1h\"\n");
+    assert_eq!(
+        found,
+        vec![
+            "g.toml:3:19: destinations.d.backoff_initial: must be at most backoff_max \
+             (10m, the default)"
+        ]
+    );
+    let found = issues("[destinations.d]\nfile = \"x\"\nbackoff_initial = \"0s\"\n");
+    assert_eq!(
+        found,
+        vec!["g.toml:3:19: destinations.d.backoff_initial: must be longer than 0s"]
+    );
+}
+
+#[test]
+fn destination_names_follow_the_plugin_rule() {
+    assert_has(
+        &issues("[destinations.\"a b\"]\nfile = \"x\"\n"),
+        "g.toml:1:1: destinations.a b: destination names may only use letters, digits, `_` \
+         and `-`",
+    );
+}
+
+#[test]
+fn unknown_key_in_a_destination_is_positioned() {
+    let found = issues("[destinations.d]\nfile = \"x\"\nretries = 3\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "g.toml:3:1: destinations.d.retries: unknown key `retries` in [destinations.d]"
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_destination_no_route_uses_is_a_warning() {
+    let text = "[destinations.used]\nfile = \"a\"\n[destinations.idle]\nfile = \"b\"\n\
+                [[routes]]\nto = [\"used\"]\n";
+    let found: Vec<String> = warnings(text)
+        .into_iter()
+        .filter(|w| w.contains("destinations."))
+        .collect();
+    assert_eq!(
+        found,
+        vec!["g.toml:3:1: destinations.idle: no route sends events here"]
+    );
+}
+
+#[test]
+fn admin_token_is_a_resolved_secret_reference() {
+    let files = SecretFiles::new();
+    let token = files.reference("token", "admin-token\n");
+    let text = format!("[admin]\ntoken = '{token}'\n");
+    let (config, _) = compile(Path::new("g.toml"), &text).expect("valid");
+    let admin = config.admin.expect("admin enabled");
+    assert_eq!(admin.token.expose(), b"admin-token");
+
+    let (config, _) = compile(Path::new("g.toml"), "").expect("valid");
+    assert!(config.admin.is_none());
+    assert_eq!(
+        issues("[admin]\n"),
+        vec![
+            "g.toml:1:1: admin.token: the admin API needs `token = \"env:NAME\"` (or remove \
+             [admin] to disable it)"
+        ]
+    );
+    assert_eq!(
+        issues("[admin]\ntoken = \"hunter2hunter2\"\n"),
+        vec![
+            "g.toml:2:9: admin.token: `<inline value>` is not a secret reference: write \
+             `env:NAME` or `file:PATH`"
+        ]
+    );
+}
+
+#[test]
+fn workers_have_defaults_and_ranges() {
+    let (config, _) = compile(Path::new("g.toml"), "").expect("valid");
+    let threads = usize::try_from(default_plugin_threads()).expect("small");
+    assert_eq!(
+        config.workers,
+        WorkerSettings {
+            concurrency: 256,
+            plugin_threads: threads
+        }
+    );
+    assert!((1..=1024).contains(&threads));
+
+    let text = "[workers]\nconcurrency = 1000\nplugin_threads = 3\n";
+    let (config, _) = compile(Path::new("g.toml"), text).expect("valid");
+    assert_eq!(
+        config.workers,
+        WorkerSettings {
+            concurrency: 1000,
+            plugin_threads: 3
+        }
+    );
+
+    let found = issues("[workers]\nconcurrency = 0\nplugin_threads = 1025\n");
+    assert_eq!(
+        found,
+        vec![
+            "g.toml:2:15: workers.concurrency: must be between 1 and 65536",
+            "g.toml:3:18: workers.plugin_threads: must be between 1 and 1024",
+        ]
+    );
+    assert_has(
+        &issues("[workers]\nconcurrency = 65537\n"),
+        "g.toml:2:15: workers.concurrency: must be between 1 and 65536",
+    );
+}

@@ -1,0 +1,155 @@
+//! Tests of the compile pass, through its one entry point and the rendered
+//! `file:line:col: key: message` text an operator reads. The existing tables' tests are here;
+//! the newer tables have their own files.
+
+mod destinations;
+mod routes;
+
+use super::compile;
+use super::plugins::DEFAULT_PLUGIN_TIMEOUT;
+use crate::config::InstanceMode;
+use std::path::Path;
+
+/// Every error of `text`, rendered; empty when it compiles.
+fn issues(text: &str) -> Vec<String> {
+    match compile(Path::new("g.toml"), text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.issues.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Every warning of `text`, rendered; panics with the errors when it does not compile.
+fn warnings(text: &str) -> Vec<String> {
+    match compile(Path::new("g.toml"), text) {
+        Ok((_, w)) => w.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+/// Asserts that `found` holds exactly the issue `expected` (`file:line:col: key: message`).
+#[track_caller]
+fn assert_has(found: &[String], expected: &str) {
+    assert!(
+        found.iter().any(|i| i == expected),
+        "expected {expected:?} among {found:#?}"
+    );
+}
+
+/// Secret files for `file:` references: tests run in parallel, so they must not change the
+/// process environment.
+struct SecretFiles(tempfile::TempDir);
+
+impl SecretFiles {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// A `file:` reference to a new file holding `value`.
+    fn reference(&self, name: &str, value: &str) -> String {
+        let path = self.0.path().join(name);
+        std::fs::write(&path, value).expect("write secret file");
+        format!("file:{}", path.display())
+    }
+}
+
+#[test]
+fn plugin_limits_out_of_range_are_reported() {
+    let text =
+        "[plugins.p]\nwasm = \"p.wasm\"\nmemory = \"8GiB\"\ntimeout = \"0s\"\nmode = \"tepid\"\n";
+    let found = issues(text);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("g.toml:3:10: plugins.p.memory")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|i| i.contains("plugins.p.timeout")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|i| i.contains("plugins.p.mode")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn plugin_defaults_apply() {
+    let text = "[plugins.p]\nwasm = \"p.wasm\"\nsettings = { threshold = \"10\" }\n";
+    let (config, _) = compile(Path::new("g.toml"), text).expect("valid");
+    let p = &config.plugins[0];
+    assert_eq!(p.mode, InstanceMode::Fresh);
+    assert_eq!(p.limits.timeout, DEFAULT_PLUGIN_TIMEOUT);
+    assert_eq!(p.settings.get("threshold").map(String::as_str), Some("10"));
+    assert_eq!(p.issue("x").to_string(), "g.toml:2:8: plugins.p.wasm: x");
+}
+
+#[test]
+fn unknown_key_names_table_line_and_key() {
+    let found = issues("[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with("g.toml:3:1: server.lisen: unknown key `lisen`"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn missing_env_secret_is_reported_with_its_index() {
+    let text =
+        "[sources.l]\nprovider = \"ledger\"\nsecrets = [\"env:GATEWAY_TEST_SURELY_UNSET\"]\n";
+    let found = issues(text);
+    assert_eq!(
+        found,
+        vec![
+            "g.toml:3:12: sources.l.secrets[0]: environment variable GATEWAY_TEST_SURELY_UNSET is not set"
+        ]
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = "[server]\nlisten = \"nope\"\nmax_body = \"1MiB\"\n[sources.a]\nprovider = \"ledig\"\ntolerance = \"5m\"\n[sources.b]\nprovider = \"paypal\"\n";
+    let found = issues(text);
+    assert!(
+        found.iter().any(|i| i.contains("server.listen")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|i| i.contains("sources.a.tolerance")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|i| i.contains("needs `token`")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|i| i.contains("sources.b.provider")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn unprotected_ledig_source_is_accepted_with_a_warning() {
+    let text = "[sources.l]\nprovider = \"ledig\"\nunprotected = true\n";
+    let (config, warnings) = compile(Path::new("g.toml"), text).expect("valid");
+    assert_eq!(config.sources[0].path, "/webhooks/l");
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].to_string().contains("sources.l.unprotected"));
+}
+
+#[test]
+fn reserved_and_duplicate_paths_are_rejected() {
+    let text = "[sources.a]\nprovider = \"ledig\"\nunprotected = true\npath = \"/metrics\"\n[sources.b]\nprovider = \"ledig\"\nunprotected = true\npath = \"/metrics\"\n";
+    let found = issues(text);
+    assert_eq!(
+        found.iter().filter(|i| i.contains("reserved")).count(),
+        2,
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("already the path of source `a`"))
+    );
+}
