@@ -1,4 +1,5 @@
-//! The command line: `loadgen ingest` (the benchmark) and `loadgen bare-server` (its baseline).
+//! The command line: `loadgen ingest` (the ingest benchmark), `loadgen e2e` (the end-to-end one:
+//! POST -> store -> plugin -> HTTP delivery) and `loadgen bare-server` (the ingest baseline).
 //! Every knob of a run lives here, with defaults that make a whole run take about a minute.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -16,6 +17,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Benchmark the gateway against a bare hyper server, in one run.
     Ingest(IngestArgs),
+    /// Benchmark end to end: signed POST -> store -> one plugin -> HTTP delivery to a sink run
+    /// by loadgen itself; rate, losses, duplicates and POST-to-sink latency.
+    E2e(E2eArgs),
     /// The baseline: a hyper server that answers every request 200 {"ok":true}.
     BareServer {
         /// Address to listen on; the first stdout line names the bound address.
@@ -86,6 +90,55 @@ impl IngestArgs {
             .filter(|t| self.only.is_empty() || self.only.contains(t))
             .collect()
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct E2eArgs {
+    /// Length of the maximum-rate phase and of the open-loop phase (each then drains).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Duration,
+    /// Closed-loop warm-up (drained before the measured phases).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Longest wait, after sending stops, for every acked event to reach the sink; what has
+    /// not arrived by then counts as lost.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) drain_timeout: Duration,
+    /// Keep-alive connections in the closed-loop (maximum rate) phase.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) connections: u16,
+    /// Connections the open-loop phase dispatches over (a free one takes each due request).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) open_connections: u16,
+    /// Open-loop rate as a fraction of the measured end-to-end maximum.
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    pub(crate) open_fraction: f64,
+    /// Request body size in bytes (padded with a `memo` field); 0 keeps the natural ~400 bytes.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) body_size: usize,
+    /// Generator runtime threads (1: a current-thread runtime); the sink runs on it too.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) generator_threads: u16,
+    /// The gateway binary (default: `gateway` next to this executable).
+    #[arg(long)]
+    pub(crate) gateway: Option<PathBuf>,
+    /// The plugin component every event goes through (default: the `threshold` example, built
+    /// by the `plugin-artifacts` crate), configured in warm mode as `threshold = "1"` (flag),
+    /// so every benchmark event (amount 5.0) leaves it with the `largedeposit` extension.
+    #[arg(long)]
+    pub(crate) plugin: Option<PathBuf>,
+    /// The gateway's `[workers] concurrency`.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) worker_concurrency: u32,
+    /// The gateway's `[workers] plugin_threads`.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) plugin_threads: u32,
+    /// The sink destination's `concurrency` (attempts in flight to it).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) destination_concurrency: u32,
+    /// Keep the temp dir (config, store, the gateway's log) after the run and print its path.
+    #[arg(long)]
+    pub(crate) keep: bool,
 }
 
 /// A number in [0, 1].

@@ -1,6 +1,7 @@
 //! Closed loop, for the maximum rate: N keep-alive connections, each sending its next request as
 //! soon as the previous one is answered, until the deadline. Latency is response time minus
-//! actual send time (there is no schedule to fall behind). Also serves as the warm-up.
+//! actual send time (there is no schedule to fall behind). Also serves as the warm-up. With
+//! `track`, the id and send time of every accepted event are kept (`loadgen e2e`).
 
 use crate::client::Connection;
 use crate::signing::EventSource;
@@ -16,14 +17,15 @@ pub(crate) async fn run(
     addr: SocketAddr,
     sources: Vec<EventSource>,
     duration: Duration,
+    track: bool,
 ) -> anyhow::Result<Stats> {
     let started = Instant::now();
     let until = started + duration;
     let mut tasks = Vec::with_capacity(sources.len());
     for source in sources {
-        tasks.push(tokio::spawn(connection(addr, source, until)));
+        tasks.push(tokio::spawn(connection(addr, source, until, track)));
     }
-    let mut total = Stats::new()?;
+    let mut total = Stats::tracking(track)?;
     for task in tasks {
         total.merge(task.await??);
     }
@@ -35,8 +37,9 @@ async fn connection(
     addr: SocketAddr,
     mut source: EventSource,
     until: Instant,
+    track: bool,
 ) -> anyhow::Result<Stats> {
-    let mut stats = Stats::new()?;
+    let mut stats = Stats::tracking(track)?;
     let mut conn: Option<Connection> = None;
     while Instant::now() < until {
         let c = match conn.as_mut() {
@@ -53,7 +56,9 @@ async fn connection(
         let d = source.next_delivery();
         let sent = Instant::now();
         match c.send(&d).await {
-            Ok(answer) => stats.record(answer, d.repeat, sent.elapsed()),
+            Ok(answer) => {
+                stats.record_sent(answer, d.repeat, &d.id, sent.into_std(), sent.elapsed());
+            }
             Err(e) => {
                 stats.error("request", &e);
                 conn = None;
@@ -112,11 +117,15 @@ mod tests {
         let addr = fake_gateway().await?;
         let mut streams = EventStreams::new(0.25, 0)?;
         let sources = (0..8).map(|_| streams.take()).collect();
-        let stats = run(addr, sources, Duration::from_millis(300)).await?;
+        let stats = run(addr, sources, Duration::from_millis(300), true).await?;
         assert!(stats.accepted > 100, "{}", stats.accepted);
         assert!(stats.duplicate > 10, "{}", stats.duplicate);
         assert_eq!(stats.duplicate, stats.repeats_sent);
         assert_eq!((stats.non_200, stats.errors), (0, 0));
+        let acked = stats.acked.unwrap_or_default();
+        assert_eq!(acked.len() as u64, stats.accepted);
+        let ids: HashSet<_> = acked.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids.len(), acked.len());
         Ok(())
     }
 
@@ -126,7 +135,7 @@ mod tests {
         let addr = listener.local_addr()?;
         drop(listener);
         let sources = vec![EventStreams::new(0.0, 0)?.take()];
-        let stats = run(addr, sources, Duration::from_millis(100)).await?;
+        let stats = run(addr, sources, Duration::from_millis(100), false).await?;
         assert!(stats.errors > 0 && stats.accepted == 0);
         assert!(stats.sample_error.is_some_and(|e| e.starts_with("connect")));
         Ok(())

@@ -50,7 +50,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             args.warmup
         );
         let sources = take(&mut streams, args.connections);
-        let warmup = closed_loop::run(addr, sources, args.warmup).await?;
+        let warmup = closed_loop::run(addr, sources, args.warmup, false).await?;
         if warmup.accepted + warmup.duplicate == 0 {
             eprintln!(
                 "{name}: warning: no 200 answers in the warm-up (non-200: {}, errors: {}){}",
@@ -63,7 +63,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         let sources = take(&mut streams, args.connections);
         let meter = Meter::start(server.pid());
         let before = server_side(target, addr).await;
-        let mut max = closed_loop::run(addr, sources, args.duration).await?;
+        let mut max = closed_loop::run(addr, sources, args.duration, false).await?;
         max.usage = meter.usage();
         report_server_side(target, addr, before, "maximum rate", args.duration).await;
         let rate = max.acked_per_sec() * args.open_fraction;
@@ -75,7 +75,8 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             let sources = take(&mut streams, args.open_connections);
             let meter = Meter::start(server.pid());
             let before = server_side(target, addr).await;
-            let (mut stats, dispatch) = open_loop::run(addr, sources, rate, args.duration).await?;
+            let (mut stats, dispatch) =
+                open_loop::run(addr, sources, rate, args.duration, false).await?;
             stats.usage = meter.usage();
             report_server_side(target, addr, before, "open loop", args.duration).await;
             Some((stats, dispatch))
@@ -125,7 +126,7 @@ async fn report_server_side(
     }
 }
 
-fn take(streams: &mut EventStreams, n: u16) -> Vec<EventSource> {
+pub(crate) fn take(streams: &mut EventStreams, n: u16) -> Vec<EventSource> {
     (0..n).map(|_| streams.take()).collect()
 }
 
@@ -135,7 +136,7 @@ fn bare_command(exe: &Path) -> Command {
     command
 }
 
-fn gateway_command(gateway: &Path, config: &Path) -> Command {
+pub(crate) fn gateway_command(gateway: &Path, config: &Path) -> Command {
     let mut command = Command::new(gateway);
     command
         .arg("run")
@@ -148,19 +149,34 @@ fn gateway_command(gateway: &Path, config: &Path) -> Command {
 
 /// The gateway's config: one Ledger source, the store in the temp dir (fresh every run).
 fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let db = dir.join("gateway.db");
-    let db = db.to_str().context("the temp dir's path is not UTF-8")?;
+    let text = base_config(dir)?;
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// `path` as a TOML literal string (`'...'`).
+pub(crate) fn toml_path(path: &Path) -> anyhow::Result<String> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
     anyhow::ensure!(
-        !db.contains(['\'', '\n']),
-        "the temp dir's path {db:?} cannot be a TOML literal string"
+        !text.contains(['\'', '\n']),
+        "the path {text:?} cannot be a TOML literal string"
     );
-    let text = format!(
+    Ok(format!("'{text}'"))
+}
+
+/// The ingest config's text: one Ledger source, the store in `dir`. `loadgen e2e` adds to it.
+pub(crate) fn base_config(dir: &Path) -> anyhow::Result<String> {
+    let db = toml_path(&dir.join("gateway.db"))?;
+    Ok(format!(
         r#"[server]
 listen = "127.0.0.1:0"
 max_body = "1MiB"
 
 [store]
-path = '{db}'
+path = {db}
 
 [sources.ledger]
 provider = "ledger"
@@ -169,8 +185,5 @@ secrets = ["env:{SECRET_ENV}"]
 signature = "ledger"
 tolerance = "5m"
 "#
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    ))
 }

@@ -1,11 +1,14 @@
-//! `loadgen`: the gateway's ingest benchmark, run by
-//! `cargo build --release --workspace && target/release/loadgen ingest`.
+//! `loadgen`: the gateway's benchmarks, run by
+//! `cargo build --release --workspace && target/release/loadgen ingest` (or `... e2e`).
 //!
 //! `loadgen ingest` starts a bare hyper server and the gateway as separate processes and drives
 //! each with the same correctly signed, unique Ledger events (a share of them exact duplicates):
 //! first at maximum rate (closed loop), then at half of that rate (open loop, latency measured
 //! from the intended send time, so queueing is never hidden). It prints events/s and p50/p99/
 //! p99.9 ack latency for both, and their ratio. `loadgen bare-server` is the baseline server.
+//!
+//! `loadgen e2e` measures the whole path instead: signed POST -> store -> one plugin -> HTTP
+//! delivery to a sink run inside loadgen; see `e2e.rs`.
 //!
 //! This file only picks the generator's runtime (`--generator-threads`, default 2; 1 gives a
 //! current-thread runtime); the servers under test run in their own processes.
@@ -16,11 +19,13 @@ mod cli;
 mod client;
 mod closed_loop;
 mod cpu;
+mod e2e;
 mod ingest;
 mod open_loop;
 mod report;
 mod server_view;
 mod signing;
+mod sink;
 mod stats;
 
 use anyhow::Context as _;
@@ -30,19 +35,22 @@ use cli::{Cli, Command};
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BareServer { listen } => bare::serve(&listen),
-        Command::Ingest(args) => {
-            let rt = if args.generator_threads <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(usize::from(args.generator_threads))
-                    .enable_all()
-                    .build()
-            }
-            .context("cannot start the runtime")?;
-            rt.block_on(ingest::run(args))
-        }
+        Command::Ingest(args) => runtime(args.generator_threads)?.block_on(ingest::run(args)),
+        Command::E2e(args) => runtime(args.generator_threads)?.block_on(e2e::run(args)),
     }
+}
+
+/// The generator's runtime: `threads` workers (1: a current-thread runtime).
+fn runtime(threads: u16) -> anyhow::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the runtime")
 }

@@ -41,24 +41,8 @@ impl Run {
 
     pub(crate) fn print_header(&self) {
         let a = &self.args;
-        let cores = std::thread::available_parallelism().map_or(0, usize::from);
         println!("ingest benchmark");
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let load1: f64 = load
-            .split_whitespace()
-            .next()
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0.0);
-        println!(
-            "machine:    {cores} cores, {}; 1-min load average {load1:.2} at start",
-            cpu_model()
-        );
-        if load1 > 0.5 {
-            println!(
-                "            (something kept the CPU busy in the last minute: expect noisy numbers, \
-                 and rerun on a quiet machine)"
-            );
-        }
+        print_machine();
         println!(
             "generator:  {} thread(s); open-loop schedule kept by its own thread",
             a.generator_threads
@@ -219,16 +203,37 @@ fn row(target: Target, phase: &str, s: &Stats) {
     );
 }
 
-fn cores(used: Option<f64>) -> String {
+/// The `machine:` header line, with a warning when the machine was busy before the run.
+pub(crate) fn print_machine() {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load1: f64 = load
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    println!(
+        "machine:    {cores} cores, {}; 1-min load average {load1:.2} at start",
+        cpu_model()
+    );
+    if load1 > 0.5 {
+        println!(
+            "            (something kept the CPU busy in the last minute: expect noisy numbers, \
+             and rerun on a quiet machine)"
+        );
+    }
+}
+
+pub(crate) fn cores(used: Option<f64>) -> String {
     used.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "FAIL" }
 }
 
 /// 47562.3 -> "47.6k"; small rates stay exact.
-fn si(rate: f64) -> String {
+pub(crate) fn si(rate: f64) -> String {
     if rate >= 10_000.0 {
         format!("{:.1}k", rate / 1000.0)
     } else {

@@ -1,9 +1,11 @@
 //! The gateway's own account of a phase, from its `/metrics` before and after: how many
 //! commits, how big the batches, how long a commit took, and the server-side ack latency
 //! quantiles (bucket upper bounds). Set next to the client's figures it says where the time
-//! went: in the store, in the server, or on the way.
+//! went: in the store, in the server, or on the way. For `loadgen e2e` also the stage after the
+//! ack ([`describe_flow`]): events routed, plugin calls, delivery attempts, the backlog.
 
 use anyhow::Context as _;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -16,6 +18,31 @@ pub(crate) struct Snapshot {
     batch_items: f64,
     /// `gateway_ack_duration_seconds` cumulative buckets: (upper bound, count), summed over sources.
     ack_buckets: Vec<(f64, f64)>,
+    /// Counters by (metric, `result` label), summed over the other labels: deliveries, routed
+    /// events, plugin calls.
+    results: BTreeMap<(&'static str, String), f64>,
+    /// Histogram (sum, count) pairs of the flow: plugin call and delivery attempt durations.
+    plugin_seconds: (f64, f64),
+    delivery_seconds: (f64, f64),
+    /// Gauges (refreshed by the gateway about once a second).
+    queue_depth: f64,
+    dead_letters: f64,
+}
+
+const DELIVERIES: &str = "gateway_deliveries_total";
+const ROUTED: &str = "gateway_routed_events_total";
+const PLUGIN_CALLS: &str = "gateway_plugin_calls_total";
+const BY_RESULT: [&str; 3] = [DELIVERIES, ROUTED, PLUGIN_CALLS];
+
+/// The value of label `name` in a series like `metric{a="x",name="y"}`.
+fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
+    let (_, labels) = series.split_once('{')?;
+    labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim_matches('"'))
 }
 
 pub(crate) async fn scrape(addr: SocketAddr) -> anyhow::Result<Snapshot> {
@@ -37,6 +64,21 @@ pub(crate) async fn scrape(addr: SocketAddr) -> anyhow::Result<Snapshot> {
         let Ok(value) = value.parse::<f64>() else {
             continue;
         };
+        let metric = series.split('{').next().unwrap_or(series);
+        if let Some(m) = BY_RESULT.into_iter().find(|m| *m == metric) {
+            let result = label(series, "result").unwrap_or("").to_owned();
+            *snap.results.entry((m, result)).or_default() += value;
+            continue;
+        }
+        match metric {
+            "gateway_plugin_duration_seconds_sum" => snap.plugin_seconds.0 += value,
+            "gateway_plugin_duration_seconds_count" => snap.plugin_seconds.1 += value,
+            "gateway_delivery_duration_seconds_sum" => snap.delivery_seconds.0 += value,
+            "gateway_delivery_duration_seconds_count" => snap.delivery_seconds.1 += value,
+            "gateway_queue_depth" => snap.queue_depth = value,
+            "gateway_dead_letters" => snap.dead_letters = value,
+            _ => {}
+        }
         if series.starts_with("gateway_store_commit_duration_seconds_sum") {
             snap.commit_seconds += value;
         } else if series.starts_with("gateway_store_commit_duration_seconds_count") {
@@ -103,4 +145,66 @@ pub(crate) fn describe(before: &Snapshot, after: &Snapshot, phase: std::time::Du
         quantile(0.99),
         quantile(0.999),
     )
+}
+
+impl Snapshot {
+    /// `gateway_queue_depth` and `gateway_dead_letters` (refreshed about once a second).
+    pub(crate) fn backlog(&self) -> (f64, f64) {
+        (self.queue_depth, self.dead_letters)
+    }
+}
+
+/// The stage after the ack between two scrapes, as one line: what routing made of the events,
+/// plugin calls by result and mean duration, delivery attempts by result and mean duration,
+/// and the backlog gauges at the second scrape.
+pub(crate) fn describe_flow(before: &Snapshot, after: &Snapshot) -> String {
+    let by_result = |metric: &str| {
+        let parts: Vec<String> = after
+            .results
+            .iter()
+            .filter(|((m, _), _)| *m == metric)
+            .filter_map(|((m, result), n)| {
+                let was = before.results.get(&(*m, result.clone())).unwrap_or(&0.0);
+                let delta = n - was;
+                (delta > 0.0).then(|| format!("{result} {delta:.0}"))
+            })
+            .collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    };
+    let mean_ms = |b: (f64, f64), a: (f64, f64)| {
+        let n = a.1 - b.1;
+        if n >= 1.0 {
+            format!("{:.2} ms", (a.0 - b.0) / n * 1e3)
+        } else {
+            "-".to_owned()
+        }
+    };
+    format!(
+        "routed: {}; plugin calls: {} (mean {}); delivery attempts: {} (mean {}); queue depth {:.0}, dead letters {:.0}",
+        by_result(ROUTED),
+        by_result(PLUGIN_CALLS),
+        mean_ms(before.plugin_seconds, after.plugin_seconds),
+        by_result(DELIVERIES),
+        mean_ms(before.delivery_seconds, after.delivery_seconds),
+        after.queue_depth,
+        after.dead_letters,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_found_by_name() {
+        let s = r#"gateway_deliveries_total{destination="sink",result="ok"}"#;
+        assert_eq!(label(s, "result"), Some("ok"));
+        assert_eq!(label(s, "destination"), Some("sink"));
+        assert_eq!(label(s, "nope"), None);
+        assert_eq!(label("gateway_queue_depth", "result"), None);
+    }
 }

@@ -1,11 +1,14 @@
 //! What one phase against one target measured: answers by kind, failures with a sample of each,
 //! and ack latency in an HDR histogram (microseconds). Each connection records into its own
-//! `Stats`, merged at the end of the phase, so recording takes no lock.
+//! `Stats`, merged at the end of the phase, so recording takes no lock. For `loadgen e2e` it
+//! can also keep the id and send time of every accepted event ([`Stats::tracking`]), to follow
+//! each one to the sink.
 
 use crate::client::Answer;
 use crate::cpu::Usage;
 use hdrhistogram::Histogram;
-use std::time::Duration;
+use http::HeaderValue;
+use std::time::{Duration, Instant};
 
 /// Latencies are recorded in microseconds, clamped to this (one minute).
 const MAX_US: u64 = 60_000_000;
@@ -28,6 +31,9 @@ pub(crate) struct Stats {
     pub(crate) elapsed: Duration,
     /// Cores the generator and the server used during the phase.
     pub(crate) usage: Usage,
+    /// Accepted events: (event id, send time; the intended one in the open loop). `None`
+    /// unless made by [`Stats::tracking`].
+    pub(crate) acked: Option<Vec<(HeaderValue, Instant)>>,
 }
 
 impl Stats {
@@ -43,7 +49,32 @@ impl Stats {
             latency: Histogram::new_with_bounds(1, MAX_US, 3)?,
             elapsed: Duration::ZERO,
             usage: Usage::default(),
+            acked: None,
         })
+    }
+
+    /// Like [`Stats::new`], and keeps the id and send time of every accepted event.
+    pub(crate) fn tracking(track: bool) -> anyhow::Result<Self> {
+        let mut stats = Self::new()?;
+        if track {
+            stats.acked = Some(Vec::new());
+        }
+        Ok(stats)
+    }
+
+    /// One answered request of event `id` sent at `sent`; kept if accepted and tracking.
+    pub(crate) fn record_sent(
+        &mut self,
+        answer: Answer,
+        repeat: bool,
+        id: &HeaderValue,
+        sent: Instant,
+        latency: Duration,
+    ) {
+        if let (Some(acked), Answer::Accepted) = (self.acked.as_mut(), &answer) {
+            acked.push((id.clone(), sent));
+        }
+        self.record(answer, repeat, latency);
     }
 
     /// One answered request; `repeat` says whether it was sent as a duplicate.
@@ -80,6 +111,11 @@ impl Stats {
         self.sample_error = self.sample_error.take().or(other.sample_error);
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        match (&mut self.acked, other.acked) {
+            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            (mine @ None, theirs @ Some(_)) => *mine = theirs,
+            _ => {}
+        }
     }
 
     /// Requests answered 200 (accepted or duplicate) per second.

@@ -1,0 +1,222 @@
+//! The destination `loadgen e2e` delivers to: a hyper HTTP/1 server in this process, on
+//! 127.0.0.1:0, that reads each request, notes per `webhook-id` when it first arrived (and how
+//! many times), and answers 200 with an empty body. It verifies nothing (no signature check):
+//! it should cost the machine as little as possible, since it shares the cores with the gateway.
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Ids looked up per lock while checking which events have arrived, so the check never holds
+/// the sink up for long.
+const CHECK_CHUNK: usize = 1024;
+
+/// Every delivery of one event id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Receipt {
+    /// When the first delivery's request head was read.
+    pub(crate) first: Instant,
+    /// Deliveries received (more than 1: duplicates).
+    pub(crate) count: u32,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Sink {
+    receipts: Mutex<HashMap<HeaderValue, Receipt>>,
+    /// Requests answered, with or without a `webhook-id`.
+    requests: AtomicU64,
+    /// Requests without a `webhook-id` header.
+    missing_id: AtomicU64,
+    /// Bodies carrying the plugin's `largedeposit` extension.
+    flagged: AtomicU64,
+}
+
+impl Sink {
+    /// Binds 127.0.0.1:0 and serves on the current runtime until the process ends.
+    pub(crate) async fn start() -> anyhow::Result<(Arc<Self>, SocketAddr)> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("the sink cannot listen")?;
+        let addr = listener.local_addr()?;
+        let sink = Arc::new(Self::default());
+        tokio::spawn(accept_loop(listener, Arc::clone(&sink)));
+        Ok((sink, addr))
+    }
+
+    /// Requests answered so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn missing_id(&self) -> u64 {
+        self.missing_id.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn flagged(&self) -> u64 {
+        self.flagged.load(Ordering::Relaxed)
+    }
+
+    /// Distinct event ids received so far.
+    pub(crate) fn distinct(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<HeaderValue, Receipt>> {
+        // A panic elsewhere cannot leave the map half-updated: insert is one step.
+        self.receipts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn receive(&self, id: Option<&HeaderValue>, flagged: bool) {
+        let now = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if flagged {
+            self.flagged.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(id) = id else {
+            self.missing_id.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.lock()
+            .entry(id.clone())
+            .and_modify(|r| r.count += 1)
+            .or_insert(Receipt {
+                first: now,
+                count: 1,
+            });
+    }
+
+    /// The receipts of `ids`, in order (`None`: not received).
+    pub(crate) fn receipts<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a HeaderValue>,
+    ) -> Vec<Option<Receipt>> {
+        let ids: Vec<&HeaderValue> = ids.into_iter().collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHECK_CHUNK) {
+            let map = self.lock();
+            out.extend(chunk.iter().map(|id| map.get(*id).copied()));
+        }
+        out
+    }
+
+    /// Waits until every id in `ids` has been received, or `timeout` has passed; returns how
+    /// long it waited and how many were still missing.
+    pub(crate) async fn wait_for(
+        &self,
+        ids: &[HeaderValue],
+        timeout: Duration,
+    ) -> (Duration, usize) {
+        let started = Instant::now();
+        let mut missing: Vec<&HeaderValue> = ids.iter().collect();
+        loop {
+            let mut still = Vec::new();
+            for chunk in missing.chunks(CHECK_CHUNK) {
+                let map = self.lock();
+                still.extend(chunk.iter().filter(|id| !map.contains_key(**id)).copied());
+            }
+            missing = still;
+            if missing.is_empty() || started.elapsed() >= timeout {
+                return (started.elapsed(), missing.len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, sink: Arc<Sink>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                eprintln!("sink: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<Incoming>| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    let id = req.headers().get("webhook-id").cloned();
+                    // Read the whole body, as a real receiver must (and keep-alive needs).
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let flagged = contains(&body, br#""largedeposit""#);
+                    sink.receive(id.as_ref(), flagged);
+                    Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use hyper::client::conn::http1 as client;
+
+    #[tokio::test]
+    async fn records_first_receipt_and_duplicates() -> anyhow::Result<()> {
+        let (sink, addr) = Sink::start().await?;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) = client::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        for (id, body) in [
+            ("a", r#"{"largedeposit":"true"}"#),
+            ("b", "{}"),
+            ("a", "{}"),
+        ] {
+            let req = hyper::Request::post("/hook")
+                .header("host", "sink")
+                .header("webhook-id", id)
+                .body(Full::new(Bytes::from(body)))?;
+            sender.ready().await?;
+            let res = sender.send_request(req).await?;
+            assert_eq!(res.status(), 200);
+            assert!(res.into_body().collect().await?.to_bytes().is_empty());
+        }
+        let ids = [HeaderValue::from_static("a"), HeaderValue::from_static("b")];
+        let counts: Vec<_> = sink
+            .receipts(&ids)
+            .into_iter()
+            .map(|r| r.map(|r| r.count))
+            .collect();
+        assert_eq!(counts, [Some(2), Some(1)]);
+        assert_eq!(
+            (sink.requests(), sink.flagged(), sink.distinct()),
+            (3, 1, 2)
+        );
+        let missing = [HeaderValue::from_static("c")];
+        let (_, left) = sink.wait_for(&missing, Duration::from_millis(50)).await;
+        assert_eq!(left, 1);
+        Ok(())
+    }
+}
