@@ -53,20 +53,26 @@ pub async fn watch(reloader: Arc<Reloader>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             t = rx.recv() => match t { Some(t) => t, None => return },
         };
-        let mut relevant = watched.is_relevant(&first);
-        // Debounce: keep taking triggers until none came for DEBOUNCE.
+        // The watched directories also hold other files (typically the store and its WAL,
+        // written many times a second under load): their changes are ignored, and must not
+        // hold the debounce open, or a reload would wait until the traffic stops.
+        if !watched.is_relevant(&first) {
+            continue;
+        }
+        // Debounce: keep taking triggers until no relevant one came for DEBOUNCE.
+        let mut quiet = Box::pin(tokio::time::sleep(DEBOUNCE));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(DEBOUNCE) => break,
+                () = &mut quiet => break,
                 t = rx.recv() => match t {
-                    Some(t) => relevant |= watched.is_relevant(&t),
+                    Some(t) if watched.is_relevant(&t) => {
+                        quiet.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
+                    }
+                    Some(_) => {}
                     None => return,
                 },
             }
-        }
-        if !relevant {
-            continue;
         }
         // A refused reload is logged and counted by the reloader.
         if let Ok(generation) = reloader.reload().await {

@@ -21,15 +21,27 @@ CREATE TABLE IF NOT EXISTS events (
     raw_body     BLOB    NOT NULL,              -- bytes as received (signature re-check)
     headers      TEXT    NOT NULL,              -- JSON object: signature/event headers only
     received_at  INTEGER NOT NULL,              -- unix milliseconds
-    status       TEXT    NOT NULL DEFAULT 'pending', -- see EventStatus
-    plugin_results TEXT,                        -- JSON array of plugin steps, once routed
-    processed_at INTEGER                        -- unix ms of the last routing
+    status       TEXT    NOT NULL DEFAULT 'pending' -- unused: routing state is in `routings`
 );
--- Replays are rare and marked by status, so this index holds only them.
-CREATE INDEX IF NOT EXISTS events_replay ON events(seq) WHERE status = 'replay';
 -- No secondary indexes: rows are appended in seq order, so an insert touches only the
 -- table's last pages. The dedup decision uses an in-memory index rebuilt from this table.
 
+-- What routing made of an event. A narrow table of its own, so recording a routing never
+-- rewrites the (large) event row: an event without a row here is still `pending`.
+CREATE TABLE IF NOT EXISTS routings (
+    seq            INTEGER PRIMARY KEY,         -- events.seq
+    status         TEXT    NOT NULL,            -- EventStatus other than pending
+    plugin_results TEXT,                        -- JSON array of plugin steps
+    processed_at   INTEGER NOT NULL             -- unix ms of the last routing
+);
+-- Replays are rare and marked by status, so this index holds only them.
+CREATE INDEX IF NOT EXISTS routings_replay ON routings(seq) WHERE status = 'replay';
+
+-- Every event with its routing state, for listings and filters.
+CREATE VIEW IF NOT EXISTS event_states AS
+    SELECT e.seq, e.dedup_key, e.source, e.event_type, e.received_at, e.envelope, e.headers,
+           coalesce(r.status, 'pending') AS status, r.plugin_results, r.processed_at
+    FROM events e LEFT JOIN routings r ON r.seq = e.seq;
 -- Authenticated bodies that could not be normalized (not JSON): kept, never dropped.
 CREATE TABLE IF NOT EXISTS quarantine (
     id           INTEGER PRIMARY KEY,
@@ -48,7 +60,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     route           TEXT    NOT NULL,
     destination     TEXT    NOT NULL,
     webhook_id      TEXT    NOT NULL,           -- same on every attempt
-    envelope        TEXT,                       -- NULL: the event's own envelope unchanged
+    envelope        TEXT,                       -- what to send when it differs from the event's
+                                                -- envelope (plugins changed it); NULL once delivered
     status          TEXT    NOT NULL,           -- pending | delivered | dead
     attempts        INTEGER NOT NULL,
     next_attempt_at INTEGER,                    -- unix ms, while pending
@@ -95,15 +108,3 @@ pub(super) const INSERT_QUARANTINE: &str = "INSERT INTO quarantine \
      (source, reason, raw_body, headers, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 pub(super) const WRITE_PROBE: &str =
     "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1";
-
-/// Columns added after the first release, for databases created before them.
-pub(super) const ADDED_EVENT_COLUMNS: [(&str, &str); 2] = [
-    (
-        "plugin_results",
-        "ALTER TABLE events ADD COLUMN plugin_results TEXT",
-    ),
-    (
-        "processed_at",
-        "ALTER TABLE events ADD COLUMN processed_at INTEGER",
-    ),
-];

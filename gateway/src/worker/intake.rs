@@ -30,6 +30,17 @@ struct InFlight {
     pending: BTreeSet<i64>,
     /// Replays (still marked `replay` in the store until their result commits).
     replays: HashSet<i64>,
+    /// Replays finished since the last read began. They stay claimed until the next read
+    /// starts: a read that began before their result committed still shows them marked.
+    replays_finished: Vec<i64>,
+}
+
+impl InFlight {
+    fn release_finished_replays(&mut self) {
+        for seq in self.replays_finished.drain(..) {
+            self.replays.remove(&seq);
+        }
+    }
 }
 
 pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker) {
@@ -53,6 +64,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker)
     ctx.watermark.store(cursor, Ordering::Relaxed);
     while !ctx.shutdown.is_cancelled() {
         let mut found = 0usize;
+        if let Ok(mut f) = in_flight.lock() {
+            f.release_finished_replays();
+        }
         let replays = ctx
             .store
             .replay_events(READ_BATCH)
@@ -78,7 +92,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker)
                 let seq = event.seq;
                 route_event(&ctx, event, true).await;
                 if let Ok(mut f) = in_flight.lock() {
-                    f.replays.remove(&seq);
+                    f.replays_finished.push(seq);
                 }
                 drop(permit);
             });

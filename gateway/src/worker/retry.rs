@@ -19,9 +19,12 @@ const POLL: Duration = Duration::from_millis(100);
 const READ_BATCH: u32 = 256;
 
 pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
-    let deliveries: Arc<Mutex<HashSet<i64>>> = Arc::default();
-    let runs: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let deliveries: Arc<Mutex<Claims>> = Arc::default();
+    let runs: Arc<Mutex<Claims>> = Arc::default();
     while !ctx.shutdown.is_cancelled() {
+        // Before reading: rows whose work finished before this read are free again.
+        release_finished(&deliveries);
+        release_finished(&runs);
         let now = crate::store::unix_ms();
         match ctx.store.due_deliveries(now, READ_BATCH).await {
             Ok(due) => {
@@ -33,7 +36,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
                     tracker.spawn(async move {
                         let id = d.id;
                         retry_delivery(&ctx, d).await;
-                        release(&deliveries, id);
+                        finish(&deliveries, id);
                     });
                 }
             }
@@ -49,7 +52,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
                     tracker.spawn(async move {
                         let id = run.id;
                         retry_route_run(&ctx, run).await;
-                        release(&runs, id);
+                        finish(&runs, id);
                     });
                 }
             }
@@ -62,13 +65,35 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
     }
 }
 
-fn claim(set: &Mutex<HashSet<i64>>, id: i64) -> bool {
-    set.lock().map(|mut s| s.insert(id)).unwrap_or(false)
+/// The due rows being worked on. A row whose work is done stays claimed until the next poll
+/// begins: a read that started before the row's attempt was recorded still shows it due (with
+/// the old attempt count), and must not start that attempt again.
+#[derive(Debug, Default)]
+struct Claims {
+    working: HashSet<i64>,
+    /// Done since the last poll began; released before the next read.
+    finished: Vec<i64>,
 }
 
-fn release(set: &Mutex<HashSet<i64>>, id: i64) {
-    if let Ok(mut s) = set.lock() {
-        s.remove(&id);
+fn claim(claims: &Mutex<Claims>, id: i64) -> bool {
+    claims
+        .lock()
+        .map(|mut c| c.working.insert(id))
+        .unwrap_or(false)
+}
+
+fn finish(claims: &Mutex<Claims>, id: i64) {
+    if let Ok(mut c) = claims.lock() {
+        c.finished.push(id);
+    }
+}
+
+fn release_finished(claims: &Mutex<Claims>) {
+    if let Ok(mut c) = claims.lock() {
+        let Claims { working, finished } = &mut *c;
+        for id in finished.drain(..) {
+            working.remove(&id);
+        }
     }
 }
 

@@ -126,7 +126,6 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(schema::SCHEMA).map_err(open_err)?;
-        add_missing_columns(&conn).map_err(open_err)?;
         let cutoff = super::unix_ms()
             .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
         let index = DedupIndex::load(&conn, cutoff).map_err(open_err)?;
@@ -298,23 +297,10 @@ impl Store for SqliteStore {
     }
 }
 
-/// Databases created before a column existed get it added (nullable, so old rows stay valid).
-fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let present: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('events')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (column, sql) in schema::ADDED_EVENT_COLUMNS {
-        if !present.iter().any(|p| p == column) {
-            conn.execute_batch(sql)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{AttemptRecord, DeliveryState, EventStatus, NewDelivery};
     use std::time::Duration;
 
     const WINDOW: Duration = Duration::from_secs(3600);
@@ -376,5 +362,130 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .expect("counts");
         assert_eq!(n, 2);
+    }
+
+    fn delivery(state: DeliveryState) -> NewDelivery {
+        NewDelivery {
+            route: "r".into(),
+            destination: "d".into(),
+            webhook_id: "w".into(),
+            envelope: Some("{\"changed\":true}".into()),
+            state,
+            attempts: vec![AttemptRecord {
+                at: 1,
+                status: Some(500),
+                error: None,
+                duration_ms: 3,
+            }],
+        }
+    }
+
+    fn processed(seq: i64, deliveries: Vec<NewDelivery>) -> Arc<Processed> {
+        Arc::new(Processed {
+            seq,
+            status: EventStatus::Routed,
+            steps: Vec::new(),
+            deliveries,
+            route_runs: Vec::new(),
+            append: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn routing_results_move_events_out_of_pending_and_deliveries_through_retries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, writer) = open(&dir.path().join("g.db"));
+        for key in ["a", "b", "c"] {
+            store.ingest(event(key)).await.expect("ingests");
+        }
+        let pending = store.pending_events(0, 10).await.expect("reads");
+        assert_eq!(pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(pending[0].id, "a");
+
+        let waiting = DeliveryState::Pending { next_attempt_ms: 0 };
+        store
+            .complete(processed(1, vec![delivery(waiting)]))
+            .await
+            .expect("completes");
+        store
+            .complete(processed(2, vec![delivery(DeliveryState::Delivered)]))
+            .await
+            .expect("completes");
+        let pending = store.pending_events(0, 10).await.expect("reads");
+        assert_eq!(pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        let backlog = store.backlog(0).await.expect("counts");
+        assert_eq!(backlog.queue_depth, 2, "event 3 + the waiting delivery");
+
+        // The waiting delivery is due, with the envelope the plugins made.
+        let due = store.due_deliveries(i64::MAX, 10).await.expect("reads");
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].envelope, "{\"changed\":true}");
+        assert_eq!(due[0].attempts, 1);
+        store
+            .record_attempt(AttemptDone {
+                delivery_id: due[0].id,
+                attempt: AttemptRecord {
+                    at: 2,
+                    status: None,
+                    error: Some("refused".into()),
+                    duration_ms: 1,
+                },
+                state: DeliveryState::Dead {
+                    reason: "gave up".into(),
+                },
+            })
+            .await
+            .expect("records");
+        assert!(
+            store
+                .due_deliveries(i64::MAX, 10)
+                .await
+                .expect("reads")
+                .is_empty()
+        );
+        let (dead, _) = store.dead_letters(10).await.expect("reads");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].history.len(), 2);
+        assert_eq!(dead[0].last_error.as_deref(), Some("gave up"));
+        assert_eq!(store.backlog(0).await.expect("counts").dead_letters, 1);
+        assert_eq!(
+            store
+                .redrive(RedriveSelection::All)
+                .await
+                .expect("redrives"),
+            1
+        );
+        assert_eq!(
+            store
+                .due_deliveries(i64::MAX, 10)
+                .await
+                .expect("reads")
+                .len(),
+            1
+        );
+
+        // Replays: only routed events; a pending one is on its way already.
+        let only = |seq| EventFilter {
+            seq: Some(seq),
+            ..EventFilter::default()
+        };
+        assert_eq!(store.request_replay(only(3), 10).await.expect("marks"), 0);
+        assert_eq!(store.request_replay(only(2), 10).await.expect("marks"), 1);
+        let replays = store.replay_events(10).await.expect("reads");
+        assert_eq!(replays.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        let detail = store.event(2).await.expect("reads").expect("exists");
+        assert_eq!(detail.summary.status, "replay");
+        // A delivered delivery does not keep its envelope.
+        let conn = Connection::open(dir.path().join("g.db")).expect("opens");
+        let kept: Option<String> = conn
+            .query_row(
+                "SELECT envelope FROM deliveries WHERE event_seq = 2",
+                [],
+                |r| r.get(0),
+            )
+            .expect("reads");
+        assert_eq!(kept, None);
+        drop(store);
+        writer.join();
     }
 }

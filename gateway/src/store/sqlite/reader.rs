@@ -70,8 +70,9 @@ pub(super) fn pending_events(
     limit: u32,
 ) -> rusqlite::Result<Vec<StoredEvent>> {
     conn.prepare_cached(
-        "SELECT seq, dedup_key, source, event_type, envelope FROM events \
-         WHERE seq > ?1 AND status = 'pending' ORDER BY seq LIMIT ?2",
+        "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope FROM events e \
+         WHERE e.seq > ?1 AND NOT EXISTS (SELECT 1 FROM routings r WHERE r.seq = e.seq) \
+         ORDER BY e.seq LIMIT ?2",
     )?
     .query_map(params![after_seq, limit], stored_event)?
     .collect()
@@ -79,8 +80,9 @@ pub(super) fn pending_events(
 
 pub(super) fn replay_events(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<StoredEvent>> {
     conn.prepare_cached(
-        "SELECT seq, dedup_key, source, event_type, envelope FROM events \
-         WHERE status = 'replay' ORDER BY seq LIMIT ?1",
+        "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
+         FROM routings r JOIN events e ON e.seq = r.seq \
+         WHERE r.status = 'replay' ORDER BY r.seq LIMIT ?1",
     )?
     .query_map(params![limit], stored_event)?
     .collect()
@@ -144,8 +146,9 @@ pub(super) fn backlog(conn: &Connection, watermark: i64) -> rusqlite::Result<Bac
     let (events, deliveries, runs, dead_deliveries, dead_runs): (i64, i64, i64, i64, i64) = conn
         .prepare_cached(
             "SELECT \
-               (SELECT count(*) FROM events WHERE seq > ?1 AND status IN ('pending', 'replay')) \
-             + (SELECT count(*) FROM events WHERE status = 'replay' AND seq <= ?1), \
+               (SELECT count(*) FROM events e WHERE e.seq > ?1 \
+                  AND NOT EXISTS (SELECT 1 FROM routings r WHERE r.seq = e.seq)) \
+             + (SELECT count(*) FROM routings WHERE status = 'replay'), \
                (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
                (SELECT count(*) FROM route_runs WHERE status = 'retry'), \
                (SELECT count(*) FROM deliveries WHERE status = 'dead'), \
@@ -181,7 +184,8 @@ pub(super) fn list_events(
 ) -> rusqlite::Result<Vec<EventSummary>> {
     let (clause, mut args) = where_clause(filter);
     args.push(rusqlite::types::Value::Integer(i64::from(limit)));
-    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM events {clause} ORDER BY seq DESC LIMIT ?");
+    let sql =
+        format!("SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ?");
     conn.prepare(&sql)?
         .query_map(params_from_iter(args), summary)?
         .collect()
@@ -234,7 +238,7 @@ pub(super) fn event(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Even
         .query_row(
             &format!(
                 "SELECT {SUMMARY_COLUMNS}, envelope, headers, plugin_results \
-                 FROM events WHERE seq = ?1"
+                 FROM event_states WHERE seq = ?1"
             ),
             [seq],
             |r| {

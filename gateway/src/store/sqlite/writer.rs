@@ -194,7 +194,7 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
     let mut steps_json = None;
     if p.append {
         let previous: Option<String> = tx
-            .prepare_cached("SELECT plugin_results FROM events WHERE seq = ?1")?
+            .prepare_cached("SELECT plugin_results FROM routings WHERE seq = ?1")?
             .query_row([p.seq], |r| r.get(0))
             .optional()?
             .flatten();
@@ -212,6 +212,12 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
     )?;
     for d in &p.deliveries {
+        // A delivered envelope is not needed again (a replay routes the event anew), so only
+        // deliveries that may be attempted again keep theirs.
+        let envelope = match d.state {
+            DeliveryState::Delivered => None,
+            _ => d.envelope.as_deref(),
+        };
         let (status, next, error) = match &d.state {
             DeliveryState::Delivered => ("delivered", None, None),
             DeliveryState::Pending { next_attempt_ms } => {
@@ -224,7 +230,7 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
             d.route,
             d.destination,
             d.webhook_id,
-            d.envelope,
+            envelope,
             status,
             i64::try_from(d.attempts.len()).unwrap_or(i64::MAX),
             next,
@@ -269,8 +275,10 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
         p.status
     };
     tx.prepare_cached(
-        "UPDATE events SET status = ?2, plugin_results = coalesce(?3, plugin_results), \
-         processed_at = ?4 WHERE seq = ?1",
+        "INSERT INTO routings (seq, status, plugin_results, processed_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
+         plugin_results = coalesce(excluded.plugin_results, plugin_results), \
+         processed_at = excluded.processed_at",
     )?
     .execute(params![p.seq, status.as_str(), steps_json, now])?;
     Ok(())
@@ -335,8 +343,8 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
     Ok(())
 }
 
-/// Marks routed events for replay. Events still `pending` (or already marked) are on their
-/// way through the routes and are left alone.
+/// Marks routed events for replay. Events still `pending` (no routing yet) or already marked
+/// are on their way through the routes and are left alone.
 fn replay(tx: &Transaction<'_>, filter: &EventFilter, limit: u32) -> rusqlite::Result<u64> {
     let (clause, mut args) = where_clause(filter);
     let not_in_flight = "status NOT IN ('pending', 'replay')";
@@ -347,8 +355,8 @@ fn replay(tx: &Transaction<'_>, filter: &EventFilter, limit: u32) -> rusqlite::R
     };
     args.push(rusqlite::types::Value::Integer(i64::from(limit)));
     let sql = format!(
-        "UPDATE events SET status = 'replay' WHERE seq IN \
-         (SELECT seq FROM events {clause} ORDER BY seq DESC LIMIT ?)"
+        "UPDATE routings SET status = 'replay' WHERE seq IN \
+         (SELECT seq FROM event_states {clause} ORDER BY seq DESC LIMIT ?)"
     );
     let n = tx.execute(&sql, params_from_iter(args))?;
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
