@@ -27,6 +27,8 @@ pub(crate) const LEDGER_SECRET_WRONG: &str = "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNl
 pub(crate) const LEDIG_TOKEN: &str = "ledig-e2e-token-8c1f";
 pub(crate) const LEDIG_USER: &str = "ops";
 pub(crate) const LEDIG_PASSWORD: &str = "ledig-basic-pass";
+/// The admin API's bearer token (`[admin] token = "env:E2E_ADMIN_TOKEN"`).
+pub(crate) const ADMIN_TOKEN: &str = "admin-e2e-token-5d2a";
 
 /// How long any single wait on the gateway may take before the test fails.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
@@ -113,8 +115,10 @@ allow_ips = ["10.0.0.0/8"]
 }
 
 /// The environment the standard config's secret references read.
-pub(crate) fn env_vars() -> [(&'static str, &'static str); 5] {
+pub(crate) fn env_vars() -> [(&'static str, &'static str); 7] {
     [
+        ("E2E_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("E2E_SINK_SECRET", crate::sink::SINK_SECRET),
         ("E2E_LEDGER_SECRET", LEDGER_SECRET),
         ("E2E_LEDGER_SECRET_OLD", LEDGER_SECRET_OLD),
         ("E2E_LEDIG_TOKEN", LEDIG_TOKEN),
@@ -148,6 +152,23 @@ impl Gateway {
         std::fs::write(dir.path().join("gateway.toml"), config(&db, settings))
             .expect("write config");
         Self::start_in(dir, db)
+    }
+
+    /// The standard config plus `extra` TOML (destinations, routes, plugins, `[admin]`...).
+    pub(crate) fn start_with_extra(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let db = dir.path().join("gateway.db");
+        let text = format!("{}\n{extra}", config(&db, &Settings::default()));
+        std::fs::write(dir.path().join("gateway.toml"), text).expect("write config");
+        Self::start_in(dir, db)
+    }
+
+    /// The directory holding `gateway.toml`, the store and `stderr.log`.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("directory is held until kill")
+            .path()
     }
 
     /// Starts (or restarts) a gateway on the `gateway.toml` and store already in `dir`.
@@ -254,6 +275,12 @@ impl Gateway {
         body: &[u8],
     ) -> Response {
         request(self.addr, method, path, headers, body)
+    }
+
+    /// A request to the admin API with the right bearer token.
+    pub(crate) fn admin(&self, method: &str, path: &str) -> Response {
+        let auth = ("Authorization", format!("Bearer {ADMIN_TOKEN}"));
+        self.request(method, path, &[auth], b"")
     }
 
     pub(crate) fn get(&self, path: &str) -> Response {

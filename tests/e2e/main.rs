@@ -7,8 +7,10 @@
 //! `tests/plugin-artifacts`) through the gateway's plugin host in-process, where limits and
 //! recycling can be observed call by call, and through `gateway plugin run` and `gateway check`.
 
+mod admin_api;
 mod check;
 mod dedup;
+mod delivery;
 mod durability;
 mod harness;
 mod ledger;
@@ -19,4 +21,6 @@ mod plugin_check;
 mod plugin_examples;
 mod plugin_harness;
 mod plugin_limits;
+mod reload;
+mod sink;
 mod store_failure;
