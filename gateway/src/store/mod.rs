@@ -101,8 +101,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Events an operator asked to replay, oldest first.
     async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Records what routing one event decided, in one transaction; returns after commit.
-    async fn complete(&self, processed: Arc<Processed>) -> Result<(), StoreError>;
+    /// Records what routing each event decided, all in one transaction; returns after commit.
+    async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError>;
     /// Deliveries whose next attempt is due at `now_ms`, most overdue first.
     async fn due_deliveries(&self, now_ms: i64, limit: u32)
     -> Result<Vec<DueDelivery>, StoreError>;

@@ -1,5 +1,5 @@
-//! Intake: takes stored events out of the store in arrival order and hands each to
-//! [`route_event`], at most `workers.concurrency` at a time (back-pressure: when every slot is
+//! Intake: takes stored events out of the store in arrival order and hands them, in small
+//! batches, to [`route_events`], at most `workers.concurrency` events at a time (back-pressure: when every slot is
 //! busy, intake waits and the events wait in the store, where they are safe).
 //!
 //! It wakes on the store's work signal (after every commit that stored an event or asked for a
@@ -8,7 +8,8 @@
 //! start resumes, so a restart does not rescan the whole table.
 
 use super::Ctx;
-use super::route_event::route_event;
+use super::route_event::route_events;
+use crate::store::StoredEvent;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,9 @@ use tokio_util::task::TaskTracker;
 
 /// Events read from the store per query.
 const READ_BATCH: u32 = 512;
+/// Events routed together: their plugin chains share one blocking task and their results one
+/// store command. Small enough that one slow delivery holds up few others' results.
+const CHUNK: usize = 32;
 /// Longest intake sleeps without a signal (a backstop; signals normally wake it at once).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often the watermark is persisted.
@@ -45,6 +49,8 @@ impl InFlight {
 
 pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    // A batch takes one slot per event, so it can never need more slots than there are.
+    let chunk_size = CHUNK.min(concurrency.max(1));
     let signal = ctx.store.work_signal();
     let in_flight = Arc::new(Mutex::new(InFlight::default()));
     let mut cursor = loop {
@@ -75,26 +81,28 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker)
                 tracing::warn!(error = %e, "cannot read replays; will retry");
                 Vec::new()
             });
-        for event in replays {
-            let fresh = in_flight
-                .lock()
-                .map(|mut f| f.replays.insert(event.seq))
-                .unwrap_or(false);
-            if !fresh {
-                continue;
-            }
-            found += 1;
-            let Some(permit) = acquire(&ctx, &slots).await else {
+        let fresh: Vec<StoredEvent> = replays
+            .into_iter()
+            .filter(|e| {
+                in_flight
+                    .lock()
+                    .map(|mut f| f.replays.insert(e.seq))
+                    .unwrap_or(false)
+            })
+            .collect();
+        found += fresh.len();
+        for chunk in chunks(fresh, chunk_size) {
+            let Some(permits) = acquire(&ctx, &slots, chunk.len()).await else {
                 break;
             };
             let (ctx, in_flight) = (Arc::clone(&ctx), Arc::clone(&in_flight));
             tracker.spawn(async move {
-                let seq = event.seq;
-                route_event(&ctx, event, true).await;
+                let seqs: Vec<i64> = chunk.iter().map(|e| e.seq).collect();
+                route_events(&ctx, chunk, true).await;
                 if let Ok(mut f) = in_flight.lock() {
-                    f.replays_finished.push(seq);
+                    f.replays_finished.extend(seqs);
                 }
-                drop(permit);
+                drop(permits);
             });
         }
         let events = ctx
@@ -105,23 +113,25 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker)
                 tracing::warn!(error = %e, "cannot read pending events; will retry");
                 Vec::new()
             });
-        for event in events {
-            let Some(permit) = acquire(&ctx, &slots).await else {
+        for chunk in chunks(events, chunk_size) {
+            let Some(permits) = acquire(&ctx, &slots, chunk.len()).await else {
                 break;
             };
-            found += 1;
-            cursor = event.seq;
+            found += chunk.len();
+            let seqs: Vec<i64> = chunk.iter().map(|e| e.seq).collect();
+            cursor = seqs.last().copied().unwrap_or(cursor);
             if let Ok(mut f) = in_flight.lock() {
-                f.pending.insert(event.seq);
+                f.pending.extend(seqs.iter().copied());
             }
             let (ctx, in_flight) = (Arc::clone(&ctx), Arc::clone(&in_flight));
             tracker.spawn(async move {
-                let seq = event.seq;
-                route_event(&ctx, event, false).await;
+                route_events(&ctx, chunk, false).await;
                 if let Ok(mut f) = in_flight.lock() {
-                    f.pending.remove(&seq);
+                    for seq in &seqs {
+                        f.pending.remove(seq);
+                    }
                 }
-                drop(permit);
+                drop(permits);
             });
         }
         let watermark = in_flight
@@ -146,10 +156,25 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker)
     }
 }
 
-/// A routing slot, or `None` at shutdown.
-async fn acquire(ctx: &Ctx, slots: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+/// `n` routing slots (one per event), or `None` at shutdown.
+async fn acquire(
+    ctx: &Ctx,
+    slots: &Arc<Semaphore>,
+    n: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
     tokio::select! {
         () = ctx.shutdown.cancelled() => None,
-        permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+        permit = Arc::clone(slots).acquire_many_owned(n) => permit.ok(),
     }
+}
+
+/// Splits a read into the batches that are routed together.
+fn chunks(events: Vec<StoredEvent>, size: usize) -> Vec<Vec<StoredEvent>> {
+    let mut out = Vec::new();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        out.push(events.by_ref().take(size.max(1)).collect());
+    }
+    out
 }

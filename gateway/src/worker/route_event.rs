@@ -1,9 +1,11 @@
-//! Routing one stored event: match routes, run each route's plugin chain, make the first
-//! attempt of every resulting delivery, and record all of it in ONE store write
-//! ([`Processed`]). Until that write commits the event stays `pending`, so a crash at any
-//! point means it is routed again after the restart (deliveries made before the crash are
-//! sent again with the same `webhook-id`, so receivers can drop the copy).
+//! Routing stored events: match routes, run each route's plugin chain, make the first attempt
+//! of every resulting delivery, and record all of it in ONE store write ([`Processed`] per
+//! event, a batch per write). Until that write commits an event stays `pending`, so a crash
+//! at any point means it is routed again after the restart (deliveries made before the crash
+//! are sent again with the same `webhook-id`, so receivers can drop the copy).
 //!
+//! Events come in small batches: the plugin chains of a batch run in one blocking task (one
+//! thread hand-off per batch, not per event) and its results are one store command.
 //! Route runs that wait for a plugin retry come back through [`retry_route_run`].
 
 use super::Ctx;
@@ -29,85 +31,199 @@ const PLUGIN_BACKOFF: crate::config::Backoff = crate::config::Backoff {
     max: Duration::from_secs(300),
 };
 
-/// Routes a new (or replayed) event and records the result.
-pub(super) async fn route_event(ctx: &Ctx, event: StoredEvent, replay: bool) {
-    // The pipeline current now is the one this event finishes on, whatever reloads happen.
+/// A route to run, with its existing route run (id, attempts so far) when it is a retry.
+type RouteToRun = (RouteSettings, Option<(i64, u32)>);
+
+/// One event's routing work.
+struct Job {
+    event: StoredEvent,
+    runs: Vec<RouteToRun>,
+    /// The envelope as plugins see it, or why the stored one cannot be read.
+    original: Result<PluginEvent, String>,
+    /// A replay or a route-run retry.
+    append: bool,
+}
+
+/// What the plugin chains made of one job.
+type ChainOutput = (Vec<RouteResult>, Vec<PluginStep>);
+
+/// Routes new (or replayed) events and records the results.
+pub(super) async fn route_events(ctx: &Ctx, events: Vec<StoredEvent>, replay: bool) {
+    // The pipeline current now is the one these events finish on, whatever reloads happen.
     let pipeline = ctx.pipeline.load_full();
-    let routes: Vec<RouteSettings> = pipeline
-        .router
-        .matching(&event.source, &event.event_type)
-        .cloned()
+    let jobs = events
+        .into_iter()
+        .map(|event| {
+            let runs = pipeline
+                .router
+                .matching(&event.source, &event.event_type)
+                .map(|r| (r.clone(), None))
+                .collect();
+            job(event, runs, replay)
+        })
         .collect();
-    let processed = if routes.is_empty() {
-        Processed {
-            seq: event.seq,
-            status: EventStatus::Unrouted,
-            steps: Vec::new(),
-            deliveries: Vec::new(),
-            route_runs: Vec::new(),
-            append: replay,
-        }
-    } else {
-        let runs = routes.into_iter().map(|r| (r, None)).collect();
-        settle(ctx, &pipeline, &event, runs, replay).await
-    };
-    record(ctx, &event, processed).await;
+    run_jobs(ctx, &pipeline, jobs).await;
 }
 
 /// Runs one route again for a route run whose plugin stage asked for a retry.
 pub(super) async fn retry_route_run(ctx: &Ctx, run: DueRouteRun) {
     let pipeline = ctx.pipeline.load_full();
-    let processed = match pipeline.router.route(&run.route).cloned() {
+    match pipeline.router.route(&run.route).cloned() {
         Some(route) => {
             let runs = vec![(route, Some((run.id, run.attempts)))];
-            settle(ctx, &pipeline, &run.event, runs, true).await
+            run_jobs(ctx, &pipeline, vec![job(run.event, runs, true)]).await;
         }
-        None => Processed {
-            seq: run.event.seq,
-            status: EventStatus::Failed,
-            steps: Vec::new(),
-            deliveries: Vec::new(),
-            route_runs: vec![RouteRunUpdate {
-                id: Some(run.id),
-                route: run.route.clone(),
-                state: RouteRunState::Dead,
-                reason: format!("route `{}` is no longer configured", run.route),
-                attempts: run.attempts,
-            }],
-            append: true,
-        },
-    };
-    record(ctx, &run.event, processed).await;
-}
-
-/// A route to run, with its existing route run (id, attempts so far) when it is a retry.
-type RouteToRun = (RouteSettings, Option<(i64, u32)>);
-
-async fn settle(
-    ctx: &Ctx,
-    pipeline: &Arc<Pipeline>,
-    event: &StoredEvent,
-    runs: Vec<RouteToRun>,
-    append: bool,
-) -> Processed {
-    let original = match PluginEvent::from_envelope_json(&event.envelope) {
-        Ok(e) => e,
-        Err(e) => {
-            let reason = format!("the stored envelope cannot be read: {e}");
-            return Processed {
-                seq: event.seq,
+        None => {
+            let gone = Processed {
+                seq: run.event.seq,
                 status: EventStatus::Failed,
                 steps: Vec::new(),
                 deliveries: Vec::new(),
-                route_runs: runs
-                    .into_iter()
-                    .map(|(route, existing)| dead_run(route.name, existing, reason.clone()))
-                    .collect(),
-                append,
+                route_runs: vec![RouteRunUpdate {
+                    id: Some(run.id),
+                    route: run.route.clone(),
+                    state: RouteRunState::Dead,
+                    reason: format!("route `{}` is no longer configured", run.route),
+                    attempts: run.attempts,
+                }],
+                append: true,
             };
+            record(ctx, vec![(run.event, gone)]).await;
+        }
+    }
+}
+
+fn job(event: StoredEvent, runs: Vec<RouteToRun>, append: bool) -> Job {
+    let original = if runs.is_empty() {
+        Err(String::new())
+    } else {
+        PluginEvent::from_envelope_json(&event.envelope)
+            .map_err(|e| format!("the stored envelope cannot be read: {e}"))
+    };
+    Job {
+        event,
+        runs,
+        original,
+        append,
+    }
+}
+
+async fn run_jobs(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: Vec<Job>) {
+    let chains = run_chains(ctx, pipeline, &jobs).await;
+    let settled = futures::future::join_all(
+        jobs.into_iter()
+            .zip(chains)
+            .map(|(job, chain)| settle(pipeline, job, chain)),
+    )
+    .await;
+    record(ctx, settled).await;
+}
+
+/// Runs the plugin chains of every job that has plugins to run, in one blocking task (they
+/// hold a thread while they run), at most `plugin_threads` batches at once. Jobs without
+/// plugins pass their event through unchanged without leaving the async threads.
+async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<ChainOutput> {
+    let passthrough = |job: &Job| -> ChainOutput {
+        let results = match &job.original {
+            Ok(e) => job
+                .runs
+                .iter()
+                .map(|_| RouteResult::Deliver(vec![e.clone()]))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        (results, Vec::new())
+    };
+    let needs_plugins =
+        |job: &Job| job.original.is_ok() && job.runs.iter().any(|(r, _)| !r.plugins.is_empty());
+    let work: Vec<(usize, Vec<RouteSettings>, PluginEvent)> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| needs_plugins(j))
+        .filter_map(|(i, j)| {
+            let event = j.original.as_ref().ok()?.clone();
+            Some((i, j.runs.iter().map(|(r, _)| r.clone()).collect(), event))
+        })
+        .collect();
+    let mut out: Vec<ChainOutput> = jobs.iter().map(passthrough).collect();
+    if work.is_empty() {
+        return out;
+    }
+    let indices: Vec<usize> = work.iter().map(|(i, _, _)| *i).collect();
+    let route_counts: Vec<usize> = work.iter().map(|(_, r, _)| r.len()).collect();
+    let failed = |reason: &str| -> Vec<ChainOutput> {
+        route_counts
+            .iter()
+            .map(|n| {
+                let results = (0..*n)
+                    .map(|_| RouteResult::Retry(reason.to_owned()))
+                    .collect();
+                (results, Vec::new())
+            })
+            .collect()
+    };
+    let outputs = match ctx.plugin_slots.acquire().await {
+        Err(_) => failed("the plugin thread pool is shut down"),
+        Ok(_slot) => {
+            let pipeline = Arc::clone(pipeline);
+            let joined = tokio::task::spawn_blocking(move || {
+                work.into_iter()
+                    .map(|(_, routes, event)| {
+                        let mut steps = Vec::new();
+                        let results = routes
+                            .iter()
+                            .map(|route| {
+                                pipeline.router.run_chain(route, event.clone(), &mut steps)
+                            })
+                            .collect::<Vec<_>>();
+                        (results, steps)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            joined.unwrap_or_else(|e| failed(&format!("plugin chain task failed: {e}")))
         }
     };
-    let (results, steps) = run_chains(ctx, pipeline, &runs, &original).await;
+    for (i, output) in indices.into_iter().zip(outputs) {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = output;
+        }
+    }
+    out
+}
+
+/// Turns one job's chain results into deliveries (making each first attempt) and route runs.
+async fn settle(pipeline: &Pipeline, job: Job, chain: ChainOutput) -> (StoredEvent, Processed) {
+    let Job {
+        event,
+        runs,
+        original,
+        append,
+    } = job;
+    let (results, steps) = chain;
+    let bare = |status, route_runs| Processed {
+        seq: event.seq,
+        status,
+        steps: Vec::new(),
+        deliveries: Vec::new(),
+        route_runs,
+        append,
+    };
+    if runs.is_empty() {
+        let processed = bare(EventStatus::Unrouted, Vec::new());
+        return (event, processed);
+    }
+    let original = match original {
+        Ok(e) => e,
+        Err(reason) => {
+            let dead = runs
+                .into_iter()
+                .map(|(route, existing)| dead_run(route.name, existing, reason.clone()))
+                .collect();
+            let processed = bare(EventStatus::Failed, dead);
+            return (event, processed);
+        }
+    };
 
     let mut outgoing = Vec::new();
     let mut seen = HashSet::new();
@@ -167,7 +283,7 @@ async fn settle(
     }
 
     let deliveries = futures::future::join_all(outgoing.iter().map(|(route, destination, e)| {
-        first_attempt(pipeline, event, &original, route, destination, e)
+        first_attempt(pipeline, &event, &original, route, destination, e)
     }))
     .await;
 
@@ -185,14 +301,15 @@ async fn settle(
     } else {
         EventStatus::Routed
     };
-    Processed {
+    let processed = Processed {
         seq: event.seq,
         status,
         steps,
         deliveries,
         route_runs,
         append,
-    }
+    };
+    (event, processed)
 }
 
 fn run_update(
@@ -219,54 +336,6 @@ fn dead_run(route: String, existing: Option<(i64, u32)>, reason: String) -> Rout
         reason,
         attempts: existing.map_or(0, |(_, a)| a).saturating_add(1),
     }
-}
-
-/// Runs every route's plugin chain. Chains hold a thread while they run, so they run on the
-/// blocking pool, at most `plugin_threads` events at a time; routes without plugins skip that.
-async fn run_chains(
-    ctx: &Ctx,
-    pipeline: &Arc<Pipeline>,
-    runs: &[RouteToRun],
-    original: &PluginEvent,
-) -> (Vec<RouteResult>, Vec<PluginStep>) {
-    if runs.iter().all(|(r, _)| r.plugins.is_empty()) {
-        let results = runs
-            .iter()
-            .map(|_| RouteResult::Deliver(vec![original.clone()]))
-            .collect();
-        return (results, Vec::new());
-    }
-    let routes: Vec<RouteSettings> = runs.iter().map(|(r, _)| r.clone()).collect();
-    let count = routes.len();
-    let Ok(_slot) = ctx.plugin_slots.acquire().await else {
-        let reason = "the plugin thread pool is shut down".to_owned();
-        return (
-            (0..count)
-                .map(|_| RouteResult::Retry(reason.clone()))
-                .collect(),
-            Vec::new(),
-        );
-    };
-    let pipeline = Arc::clone(pipeline);
-    let event = original.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut steps = Vec::new();
-        let results = routes
-            .iter()
-            .map(|route| pipeline.router.run_chain(route, event.clone(), &mut steps))
-            .collect::<Vec<_>>();
-        (results, steps)
-    })
-    .await;
-    joined.unwrap_or_else(|e| {
-        let reason = format!("plugin chain task failed: {e}");
-        (
-            (0..count)
-                .map(|_| RouteResult::Retry(reason.clone()))
-                .collect(),
-            Vec::new(),
-        )
-    })
 }
 
 async fn first_attempt(
@@ -302,41 +371,42 @@ async fn first_attempt(
     }
 }
 
-/// Writes the result; retried until it commits (a full disk must not lose the routing), or
-/// given up at shutdown, in which case the event is still `pending` and is routed again.
-async fn record(ctx: &Ctx, event: &StoredEvent, processed: Processed) {
-    let reason = processed.route_runs.first().map(|r| r.reason.clone());
-    let result = match processed.status {
-        EventStatus::Routed | EventStatus::Pending | EventStatus::Replay => "routed",
-        EventStatus::Unrouted => "unrouted",
-        EventStatus::Dropped => "dropped",
-        EventStatus::Retrying => "retrying",
-        EventStatus::Failed => "failed",
-    };
-    let deliveries = processed.deliveries.len();
+/// Writes the results in one store command; retried until it commits (a full disk must not
+/// lose the routing), or given up at shutdown, in which case the events are still `pending`
+/// and are routed again.
+async fn record(ctx: &Ctx, settled: Vec<(StoredEvent, Processed)>) {
+    let (events, processed): (Vec<StoredEvent>, Vec<Processed>) = settled.into_iter().unzip();
     let processed = Arc::new(processed);
     let mut wait = Duration::from_millis(50);
     loop {
         match ctx.store.complete(Arc::clone(&processed)).await {
             Ok(()) => break,
             Err(e) if ctx.shutdown.is_cancelled() => {
-                tracing::warn!(seq = event.seq, error = %e, "routing result not recorded at shutdown; the event will be routed again");
+                tracing::warn!(events = events.len(), error = %e, "routing results not recorded at shutdown; the events will be routed again");
                 return;
             }
             Err(e) => {
-                tracing::warn!(seq = event.seq, error = %e, "cannot record the routing result; retrying");
+                tracing::warn!(events = events.len(), error = %e, "cannot record routing results; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
     }
-    EventRouted {
-        metrics: &ctx.metrics,
-        seq: event.seq,
-        event_id: &event.id,
-        result,
-        deliveries,
-        reason: reason.as_deref(),
+    for (event, p) in events.iter().zip(processed.iter()) {
+        EventRouted {
+            metrics: &ctx.metrics,
+            seq: event.seq,
+            event_id: &event.id,
+            result: match p.status {
+                EventStatus::Routed | EventStatus::Pending | EventStatus::Replay => "routed",
+                EventStatus::Unrouted => "unrouted",
+                EventStatus::Dropped => "dropped",
+                EventStatus::Retrying => "retrying",
+                EventStatus::Failed => "failed",
+            },
+            deliveries: p.deliveries.len(),
+            reason: p.route_runs.first().map(|r| r.reason.as_str()),
+        }
+        .emit();
     }
-    .emit();
 }

@@ -231,7 +231,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete(&self, processed: Arc<Processed>) -> Result<(), StoreError> {
+    async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError> {
         self.call(|r| Command::Complete(processed, r)).await
     }
 
@@ -380,15 +380,15 @@ mod tests {
         }
     }
 
-    fn processed(seq: i64, deliveries: Vec<NewDelivery>) -> Arc<Processed> {
-        Arc::new(Processed {
+    fn processed(seq: i64, deliveries: Vec<NewDelivery>) -> Arc<Vec<Processed>> {
+        Arc::new(vec![Processed {
             seq,
             status: EventStatus::Routed,
             steps: Vec::new(),
             deliveries,
             route_runs: Vec::new(),
             append: false,
-        })
+        }])
     }
 
     #[tokio::test]

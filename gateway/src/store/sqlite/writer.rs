@@ -32,7 +32,7 @@ pub(super) enum Command {
     Quarantine(QuarantinedBody, Reply<()>),
     Probe(Reply<()>),
     Prune(i64, Reply<u64>),
-    Complete(Arc<Processed>, Reply<()>),
+    Complete(Arc<Vec<Processed>>, Reply<()>),
     Attempt(AttemptDone, Reply<()>),
     Watermark(i64, Reply<()>),
     Replay(EventFilter, u32, Reply<u64>),
@@ -146,8 +146,10 @@ fn apply(
                     Applied::Unit
                 }
                 Command::Prune(cutoff, _) => Applied::Count(index.prune(*cutoff)),
-                Command::Complete(p, _) => {
-                    complete(&tx, p, now)?;
+                Command::Complete(batch, _) => {
+                    for p in batch.iter() {
+                        complete(&tx, p, now)?;
+                    }
                     Applied::Unit
                 }
                 Command::Attempt(done, _) => {
