@@ -189,6 +189,8 @@ async fn serve(
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    // Before the announcement: a SIGHUP or a config change right after it must reload.
+    let triggers = gateway::reload::Triggers::install(&config);
     // The first stdout line is a contract: scripts and tests read the port from it.
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on http://{addr}").context("cannot write to stdout")?;
@@ -197,7 +199,10 @@ async fn serve(
     tracing::info!(%addr, sources = config.sources.len(), store = %config.store.path.display(), "gateway started");
 
     let store: Arc<dyn Store> = Arc::new(store);
-    gateway::run(listener, config, engine, pipeline, store, metrics, shutdown).await;
+    gateway::run(
+        listener, triggers, config, engine, pipeline, store, metrics, shutdown,
+    )
+    .await;
 
     // Every store handle is gone once the server has drained; wait for the last commit.
     let joined = tokio::task::spawn_blocking(move || writer.join());

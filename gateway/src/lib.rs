@@ -51,9 +51,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves webhooks on `listener` and routes stored events with `pipeline` (generation 1 of
 /// `config`, built by [`reload::build_pipeline`]) until `shutdown` is cancelled; then drains
-/// in-flight requests and events. Config changes are picked up by the reloader meanwhile.
+/// in-flight requests and events. Config changes are picked up by the reloader meanwhile,
+/// from `triggers` (installed by the caller before it announced the listener).
+#[allow(clippy::too_many_arguments)] // the parts the binary sets up, each needed once
 pub async fn run(
     listener: TcpListener,
+    triggers: reload::Triggers,
     config: GatewayConfig,
     engine: PluginEngine,
     pipeline: Pipeline,
@@ -96,7 +99,7 @@ pub async fn run(
         Arc::clone(&gateway),
         pipeline,
     ));
-    let watcher = tokio::spawn(reload::watch(reloader, shutdown.clone()));
+    let watcher = tokio::spawn(reload::watch(reloader, triggers, shutdown.clone()));
     ingress::serve(listener, gateway, header_timeout, shutdown).await;
     // Every task holding a store handle ends before this returns, so the caller can wait for
     // the store writer's last commit.

@@ -12,7 +12,7 @@
 
 mod watch;
 
-pub use watch::watch;
+pub use watch::{Triggers, watch};
 
 use crate::config::{self, ConfigIssue, GatewayConfig};
 use crate::ingress::Gateway;

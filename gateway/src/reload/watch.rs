@@ -6,6 +6,7 @@
 //! (write a new one, rename it over the old) and a watch on the old inode would go quiet.
 
 use super::Reloader;
+use crate::config::GatewayConfig;
 use notify::{RecursiveMode, Watcher as _};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -24,29 +25,71 @@ enum Trigger {
     Hangup,
 }
 
-/// Runs until `shutdown` is cancelled.
-pub async fn watch(reloader: Arc<Reloader>, shutdown: CancellationToken) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let file_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res
-            && !matches!(event.kind, notify::EventKind::Access(_))
-        {
-            drop(file_tx.send(Trigger::Changed(event.paths)));
+/// The sources of reload triggers, installed before the gateway announces it is listening: a
+/// SIGHUP or a config change right after the announcement must reload, not kill the process or
+/// go unnoticed.
+#[derive(Debug)]
+pub struct Triggers {
+    rx: mpsc::UnboundedReceiver<Trigger>,
+    tx: mpsc::UnboundedSender<Trigger>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: Watched,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Triggers {
+    /// Installs the SIGHUP handler and watches `config`'s file and plugins. Needs a tokio
+    /// runtime. Failures are logged, not fatal: the gateway runs, with fewer ways to reload.
+    pub fn install(config: &GatewayConfig) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let file_tx = tx.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                drop(file_tx.send(Trigger::Changed(event.paths)));
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP");
+                None
+            }
+        };
+        let mut watched = Watched::default();
+        if let Some(w) = watcher.as_mut() {
+            watched.update(w, &interesting_paths(config));
         }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP");
-            None
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        Self {
+            rx,
+            tx,
+            watcher,
+            watched,
+            hangup,
         }
-    };
-    let mut watched = Watched::default();
-    if let Some(w) = watcher.as_mut() {
-        watched.update(w, &interesting_paths(&reloader));
     }
-    tokio::spawn(forward_hangups(tx, shutdown.clone()));
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn watch(reloader: Arc<Reloader>, triggers: Triggers, shutdown: CancellationToken) {
+    let Triggers {
+        mut rx,
+        tx,
+        mut watcher,
+        mut watched,
+        hangup,
+    } = triggers;
+    if let Some(hangup) = hangup {
+        tokio::spawn(forward_hangups(hangup, tx, shutdown.clone()));
+    }
 
     loop {
         let first = tokio::select! {
@@ -79,19 +122,16 @@ pub async fn watch(reloader: Arc<Reloader>, shutdown: CancellationToken) {
             tracing::debug!(generation, "reload applied");
         }
         if let Some(w) = watcher.as_mut() {
-            watched.update(w, &interesting_paths(&reloader));
+            watched.update(w, &interesting_paths(&reloader.current()));
         }
     }
 }
 
-async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>, shutdown: CancellationToken) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP");
-            return;
-        }
-    };
+async fn forward_hangups(
+    mut hup: tokio::signal::unix::Signal,
+    tx: mpsc::UnboundedSender<Trigger>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -104,10 +144,9 @@ async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>, shutdown: Cancellat
     }
 }
 
-/// The config file and every plugin .wasm of the running config, as absolute paths.
-fn interesting_paths(reloader: &Reloader) -> HashSet<PathBuf> {
-    let config = reloader.current();
-    std::iter::once(reloader.path().to_path_buf())
+/// The config file and every plugin .wasm of `config`, as absolute paths.
+fn interesting_paths(config: &GatewayConfig) -> HashSet<PathBuf> {
+    std::iter::once(config.file.clone())
         .chain(config.plugins.iter().map(|p| p.wasm.clone()))
         .map(|p| std::path::absolute(&p).unwrap_or(p))
         .collect()
