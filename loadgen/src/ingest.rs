@@ -167,9 +167,11 @@ pub(crate) fn toml_path(path: &Path) -> anyhow::Result<String> {
     Ok(format!("'{text}'"))
 }
 
-/// The ingest config's text: one Ledger source, the store in `dir`. `loadgen e2e` adds to it.
+/// The ingest config's text: one Ledger source, the store in `dir/data`. `loadgen e2e` adds
+/// to it. The store is not next to the config, as in a real deployment: the gateway watches the
+/// config's directory for changes, and a store there would wake that watcher on every commit.
 pub(crate) fn base_config(dir: &Path) -> anyhow::Result<String> {
-    let db = toml_path(&dir.join("gateway.db"))?;
+    let db = toml_path(&dir.join("data").join("gateway.db"))?;
     Ok(format!(
         r#"[server]
 listen = "127.0.0.1:0"
