@@ -125,8 +125,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker)
             }
             let (ctx, in_flight) = (Arc::clone(&ctx), Arc::clone(&in_flight));
             tracker.spawn(async move {
-                route_events(&ctx, chunk, false).await;
-                if let Ok(mut f) = in_flight.lock() {
+                // Unrecorded events (shutdown) stay in flight, so the watermark never passes
+                // an event that is still pending in the store.
+                if route_events(&ctx, chunk, false).await
+                    && let Ok(mut f) = in_flight.lock()
+                {
                     for seq in &seqs {
                         f.pending.remove(seq);
                     }

@@ -47,8 +47,9 @@ struct Job {
 /// What the plugin chains made of one job.
 type ChainOutput = (Vec<RouteResult>, Vec<PluginStep>);
 
-/// Routes new (or replayed) events and records the results.
-pub(super) async fn route_events(ctx: &Ctx, events: Vec<StoredEvent>, replay: bool) {
+/// Routes new (or replayed) events and records the results. False when the results could
+/// not be recorded (shutdown): the events are still pending in the store.
+pub(super) async fn route_events(ctx: &Ctx, events: Vec<StoredEvent>, replay: bool) -> bool {
     // The pipeline current now is the one these events finish on, whatever reloads happen.
     let pipeline = ctx.pipeline.load_full();
     let jobs = events
@@ -62,16 +63,17 @@ pub(super) async fn route_events(ctx: &Ctx, events: Vec<StoredEvent>, replay: bo
             job(event, runs, replay)
         })
         .collect();
-    run_jobs(ctx, &pipeline, jobs).await;
+    run_jobs(ctx, &pipeline, jobs).await
 }
 
-/// Runs one route again for a route run whose plugin stage asked for a retry.
-pub(super) async fn retry_route_run(ctx: &Ctx, run: DueRouteRun) {
+/// Runs one route again for a route run whose plugin stage asked for a retry. False when the
+/// result could not be recorded (shutdown): the run stays due.
+pub(super) async fn retry_route_run(ctx: &Ctx, run: DueRouteRun) -> bool {
     let pipeline = ctx.pipeline.load_full();
     match pipeline.router.route(&run.route).cloned() {
         Some(route) => {
             let runs = vec![(route, Some((run.id, run.attempts)))];
-            run_jobs(ctx, &pipeline, vec![job(run.event, runs, true)]).await;
+            run_jobs(ctx, &pipeline, vec![job(run.event, runs, true)]).await
         }
         None => {
             let gone = Processed {
@@ -88,7 +90,7 @@ pub(super) async fn retry_route_run(ctx: &Ctx, run: DueRouteRun) {
                 }],
                 append: true,
             };
-            record(ctx, vec![(run.event, gone)]).await;
+            record(ctx, vec![(run.event, gone)]).await
         }
     }
 }
@@ -108,7 +110,7 @@ fn job(event: StoredEvent, runs: Vec<RouteToRun>, append: bool) -> Job {
     }
 }
 
-async fn run_jobs(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: Vec<Job>) {
+async fn run_jobs(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: Vec<Job>) -> bool {
     let chains = run_chains(ctx, pipeline, &jobs).await;
     let settled = futures::future::join_all(
         jobs.into_iter()
@@ -116,7 +118,7 @@ async fn run_jobs(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: Vec<Job>) {
             .map(|(job, chain)| settle(pipeline, job, chain)),
     )
     .await;
-    record(ctx, settled).await;
+    record(ctx, settled).await
 }
 
 /// Runs the plugin chains of every job that has plugins to run, in one blocking task (they
@@ -372,9 +374,9 @@ async fn first_attempt(
 }
 
 /// Writes the results in one store command; retried until it commits (a full disk must not
-/// lose the routing), or given up at shutdown, in which case the events are still `pending`
-/// and are routed again.
-async fn record(ctx: &Ctx, settled: Vec<(StoredEvent, Processed)>) {
+/// lose the routing), or given up at shutdown (returns false), in which case the events are
+/// still `pending` and are routed again after the restart.
+async fn record(ctx: &Ctx, settled: Vec<(StoredEvent, Processed)>) -> bool {
     let (events, processed): (Vec<StoredEvent>, Vec<Processed>) = settled.into_iter().unzip();
     let processed = Arc::new(processed);
     let mut wait = Duration::from_millis(50);
@@ -383,7 +385,7 @@ async fn record(ctx: &Ctx, settled: Vec<(StoredEvent, Processed)>) {
             Ok(()) => break,
             Err(e) if ctx.shutdown.is_cancelled() => {
                 tracing::warn!(events = events.len(), error = %e, "routing results not recorded at shutdown; the events will be routed again");
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(events = events.len(), error = %e, "cannot record routing results; retrying");
@@ -409,4 +411,5 @@ async fn record(ctx: &Ctx, settled: Vec<(StoredEvent, Processed)>) {
         }
         .emit();
     }
+    true
 }
