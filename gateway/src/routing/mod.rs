@@ -20,7 +20,8 @@ pub const MAX_FANOUT: usize = 1000;
 /// The routes and plugins of one config generation.
 #[derive(Debug, Default)]
 pub struct Router {
-    routes: Vec<RouteSettings>,
+    /// Shared, so routing an event takes its routes without copying them.
+    routes: Vec<Arc<RouteSettings>>,
     plugins: HashMap<String, Arc<LoadedPlugin>>,
 }
 
@@ -40,10 +41,13 @@ pub enum RouteResult {
 impl Router {
     /// `plugins` must hold every plugin the routes name (the config compile pass checks it).
     pub fn new(routes: Vec<RouteSettings>, plugins: HashMap<String, Arc<LoadedPlugin>>) -> Self {
-        Self { routes, plugins }
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+            plugins,
+        }
     }
 
-    pub fn routes(&self) -> &[RouteSettings] {
+    pub fn routes(&self) -> &[Arc<RouteSettings>] {
         &self.routes
     }
 
@@ -52,13 +56,13 @@ impl Router {
         &'a self,
         source: &'a str,
         event_type: &'a str,
-    ) -> impl Iterator<Item = &'a RouteSettings> + 'a {
+    ) -> impl Iterator<Item = &'a Arc<RouteSettings>> + 'a {
         self.routes
             .iter()
             .filter(move |r| r.matches(source, event_type))
     }
 
-    pub fn route(&self, name: &str) -> Option<&RouteSettings> {
+    pub fn route(&self, name: &str) -> Option<&Arc<RouteSettings>> {
         self.routes.iter().find(|r| r.name == name)
     }
 

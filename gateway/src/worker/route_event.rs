@@ -32,7 +32,7 @@ const PLUGIN_BACKOFF: crate::config::Backoff = crate::config::Backoff {
 };
 
 /// A route to run, with its existing route run (id, attempts so far) when it is a retry.
-type RouteToRun = (RouteSettings, Option<(i64, u32)>);
+type RouteToRun = (Arc<RouteSettings>, Option<(i64, u32)>);
 
 /// One event's routing work.
 struct Job {
@@ -58,7 +58,7 @@ pub(super) async fn route_events(ctx: &Ctx, events: Vec<StoredEvent>, replay: bo
             let runs = pipeline
                 .router
                 .matching(&event.source, &event.event_type)
-                .map(|r| (r.clone(), None))
+                .map(|r| (Arc::clone(r), None))
                 .collect();
             job(event, runs, replay)
         })
@@ -138,13 +138,17 @@ async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<Ch
     };
     let needs_plugins =
         |job: &Job| job.original.is_ok() && job.runs.iter().any(|(r, _)| !r.plugins.is_empty());
-    let work: Vec<(usize, Vec<RouteSettings>, PluginEvent)> = jobs
+    let work: Vec<(usize, Vec<Arc<RouteSettings>>, PluginEvent)> = jobs
         .iter()
         .enumerate()
         .filter(|(_, j)| needs_plugins(j))
         .filter_map(|(i, j)| {
             let event = j.original.as_ref().ok()?.clone();
-            Some((i, j.runs.iter().map(|(r, _)| r.clone()).collect(), event))
+            Some((
+                i,
+                j.runs.iter().map(|(r, _)| Arc::clone(r)).collect(),
+                event,
+            ))
         })
         .collect();
     let mut out: Vec<ChainOutput> = jobs.iter().map(passthrough).collect();
@@ -220,45 +224,33 @@ async fn settle(pipeline: &Pipeline, job: Job, chain: ChainOutput) -> (StoredEve
         Err(reason) => {
             let dead = runs
                 .into_iter()
-                .map(|(route, existing)| dead_run(route.name, existing, reason.clone()))
+                .map(|(route, existing)| dead_run(route.name.clone(), existing, reason.clone()))
                 .collect();
             let processed = bare(EventStatus::Failed, dead);
             return (event, processed);
         }
     };
 
-    let mut outgoing = Vec::new();
-    let mut seen = HashSet::new();
+    let mut leaving: Vec<(Arc<RouteSettings>, Vec<PluginEvent>)> = Vec::new();
     let mut route_runs = Vec::new();
     let mut any_dropped = false;
     for ((route, existing), result) in runs.into_iter().zip(results) {
         let attempts = existing.map_or(0, |(_, a)| a).saturating_add(1);
         let id = existing.map(|(id, _)| id);
+        let name = route.name.clone();
         match result {
             RouteResult::Deliver(events) => {
-                for e in events {
-                    for destination in &route.to {
-                        // Two routes may lead the same event to one destination: send it once.
-                        if seen.insert((e.id.clone(), destination.clone())) {
-                            outgoing.push((route.name.clone(), destination.clone(), e.clone()));
-                        }
-                    }
-                }
                 if id.is_some() {
-                    route_runs.push(run_update(
-                        id,
-                        route.name,
-                        RouteRunState::Done,
-                        "",
-                        attempts,
-                    ));
+                    let done = RouteRunState::Done;
+                    route_runs.push(run_update(id, name, done, "", attempts));
                 }
+                leaving.push((route, events));
             }
             RouteResult::Dropped(reason) => {
                 any_dropped = true;
                 if id.is_some() {
                     let done = RouteRunState::Done;
-                    route_runs.push(run_update(id, route.name, done, &reason, attempts));
+                    route_runs.push(run_update(id, name, done, &reason, attempts));
                 }
             }
             RouteResult::Retry(reason) if attempts < PLUGIN_MAX_ATTEMPTS => {
@@ -266,24 +258,33 @@ async fn settle(pipeline: &Pipeline, job: Job, chain: ChainOutput) -> (StoredEve
                 let next_attempt_ms = crate::store::unix_ms()
                     .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
                 let state = RouteRunState::Retry { next_attempt_ms };
-                route_runs.push(run_update(id, route.name, state, &reason, attempts));
+                route_runs.push(run_update(id, name, state, &reason, attempts));
             }
             RouteResult::Retry(reason) => {
                 let reason = format!("gave up after {attempts} attempts; last: {reason}");
-                route_runs.push(dead_run(route.name, existing, reason));
+                route_runs.push(dead_run(name, existing, reason));
             }
             RouteResult::Failed(reason) => {
-                route_runs.push(run_update(
-                    id,
-                    route.name,
-                    RouteRunState::Dead,
-                    &reason,
-                    attempts,
-                ));
+                let dead = RouteRunState::Dead;
+                route_runs.push(run_update(id, name, dead, &reason, attempts));
             }
         }
     }
 
+    // One delivery per (event id, destination): two routes may lead the same event there.
+    let mut seen = HashSet::new();
+    let outgoing: Vec<(&str, &str, &PluginEvent)> = leaving
+        .iter()
+        .flat_map(|(route, events)| {
+            events.iter().flat_map(move |e| {
+                route
+                    .to
+                    .iter()
+                    .map(move |d| (route.name.as_str(), d.as_str(), e))
+            })
+        })
+        .filter(|(_, d, e)| seen.insert((e.id.as_str(), *d)))
+        .collect();
     let deliveries = futures::future::join_all(outgoing.iter().map(|(route, destination, e)| {
         first_attempt(pipeline, &event, &original, route, destination, e)
     }))
