@@ -275,6 +275,10 @@ pub(super) fn normalize(
 }
 
 #[cfg(test)]
+#[path = "ledger_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Secret;
