@@ -13,6 +13,7 @@ mod dedup;
 mod delivery;
 mod durability;
 mod harness;
+mod hostile;
 mod ledger;
 mod ledig;
 mod limits;
