@@ -324,6 +324,8 @@ settings = {{ threshold = "1", mode = "flag" }}
 
 [destinations.sink]
 http = "http://{sink}/hook"
+# The sink runs on this machine.
+allow_private_network = true
 secret = "env:{SINK_SECRET_ENV}"
 timeout = "5s"
 max_attempts = 8

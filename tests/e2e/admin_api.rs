@@ -437,7 +437,7 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
     let (hole_url, hole_hit) = black_hole();
     let destinations = format!(
         "{ADMIN}{}{}[destinations.hole]\nhttp = \"{hole_url}\"\nsecret = \"env:E2E_SINK_SECRET\"\n\
-         timeout = \"5m\"\n\n",
+         allow_private_network = true\ntimeout = \"5m\"\n\n",
         http_destination("sink", &sink),
         http_destination("second", &second),
     );

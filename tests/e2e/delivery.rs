@@ -27,6 +27,7 @@ fn http_destination(name: &str, url: &str, max_attempts: u32) -> String {
 [destinations.{name}]
 http = "{url}"
 secret = "env:E2E_SINK_SECRET"
+allow_private_network = true
 timeout = "2s"
 max_attempts = {max_attempts}
 backoff_initial = "50ms"
@@ -461,6 +462,32 @@ fn the_last_failure_makes_a_dead_letter_that_redrive_delivers() {
         (r.status, r.json()),
         (202, serde_json::json!({"ok": true, "redriven": 0}))
     );
+}
+
+/// The SSRF guard: a destination whose host name resolves to loopback is never connected to
+/// unless it sets `allow_private_network`; the delivery dead-letters with the reason.
+#[test]
+fn a_destination_resolving_to_loopback_is_refused_without_allow_private_network() {
+    let sink = Sink::start(Mode::Ok);
+    let url = sink.url().replace("127.0.0.1", "localhost");
+    let extra = format!(
+        "{ADMIN}\n[destinations.inside]\nhttp = \"{url}\"\nsecret = \"env:E2E_SINK_SECRET\"\n\
+         max_attempts = 2\nbackoff_initial = \"50ms\"\nbackoff_max = \"50ms\"\n{}",
+        transaction_route(&["inside"])
+    );
+    let gw = Gateway::start_with_extra(&extra);
+    gw.post_ledger(&ledger_event("evt_ssrf_1", "transaction.created"))
+        .assert_accepted();
+    let (seq, _) = stored_row(&gw, "evt_ssrf_1");
+    let d = wait_delivery(&gw, seq, "inside", "dead");
+    assert_eq!(history_statuses(&d), [None, None], "{d}");
+    let last_error = d["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.contains("`localhost` resolves only to denied addresses: 127.0.0.1")
+            && last_error.contains("allow_private_network = true"),
+        "{d}"
+    );
+    assert!(sink.received().is_empty(), "nothing may reach the sink");
 }
 
 #[test]

@@ -83,6 +83,9 @@ pub struct HttpDestinationSettings {
     pub signing_key: Secret,
     /// Per attempt, from connect to the end of the response head.
     pub timeout: Duration,
+    /// `allow_private_network = true`: the destination may resolve to loopback, private,
+    /// link-local or metadata addresses (refused by default; see `delivery::address_policy`).
+    pub allow_private_network: bool,
 }
 
 /// `file = "..."`: one JSON line per event, appended.

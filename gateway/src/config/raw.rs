@@ -149,6 +149,7 @@ pub(super) struct RawDestination {
     // http only
     pub(super) secret: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<HumanDuration>>,
+    pub(super) allow_private_network: Option<Spanned<bool>>,
     // every kind
     pub(super) max_attempts: Option<Spanned<u64>>,
     pub(super) backoff_initial: Option<Spanned<HumanDuration>>,

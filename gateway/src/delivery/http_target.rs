@@ -7,6 +7,7 @@
 //! client only uses a proxy when given one), and never puts the URL's path, query or
 //! credentials or the signing key into an error text.
 
+use super::address_policy::{AddressPolicy, GuardedResolver, literal_ip_range};
 use super::signature::{Signer, wire_id};
 use super::{AttemptVerdict, DeliveryError, Outcome, Outgoing};
 use crate::config::HttpDestinationSettings;
@@ -46,9 +47,11 @@ pub(super) struct HttpTarget {
 
 /// Plain http needs no TLS roots, so a machine without them can still reach http URLs.
 enum Transport {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Plain(Client<GuardedConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<GuardedConnector>, Full<Bytes>>),
 }
+
+type GuardedConnector = HttpConnector<GuardedResolver>;
 
 impl fmt::Debug for HttpTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,13 +80,27 @@ impl HttpTarget {
                 destination: name.to_owned(),
                 reason: e.to_string(),
             })?;
+        let policy = if settings.allow_private_network {
+            AddressPolicy::AllowPrivate
+        } else {
+            AddressPolicy::PublicOnly
+        };
+        // Literal IPs never reach the resolver (the connector parses them itself), so they are
+        // checked here; the config compiler refuses them earlier with the key's position.
+        if let (AddressPolicy::PublicOnly, Some(range)) = (policy, literal_ip_range(&url)) {
+            return Err(DeliveryError::DeniedAddress {
+                destination: name.to_owned(),
+                range,
+            });
+        }
         let transport = match url.scheme_str() {
-            Some("http") => Transport::Plain(client_builder().build(tcp_connector(true))),
+            Some("http") => Transport::Plain(client_builder().build(tcp_connector(policy, true))),
             Some("https") => {
-                let connector = tls_connector().map_err(|reason| DeliveryError::TlsRoots {
-                    destination: name.to_owned(),
-                    reason,
-                })?;
+                let connector =
+                    tls_connector(policy).map_err(|reason| DeliveryError::TlsRoots {
+                        destination: name.to_owned(),
+                        reason,
+                    })?;
                 Transport::Tls(client_builder().build(connector))
             }
             other => {
@@ -154,26 +171,33 @@ fn client_builder() -> hyper_util::client::legacy::Builder {
     builder
 }
 
-fn tcp_connector(enforce_http: bool) -> HttpConnector {
-    let mut tcp = HttpConnector::new();
+fn tcp_connector(policy: AddressPolicy, enforce_http: bool) -> GuardedConnector {
+    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { policy });
     tcp.enforce_http(enforce_http);
     tcp.set_nodelay(true);
     tcp
 }
 
-/// The TLS connector, built once per process: loading the native roots reads and parses the
-/// whole system store, which config reloads should not repeat. A changed system store is
-/// picked up on restart; a failure is remembered too, and only https destinations see it.
-fn tls_connector() -> Result<HttpsConnector<HttpConnector>, String> {
-    static TLS: OnceLock<Result<HttpsConnector<HttpConnector>, String>> = OnceLock::new();
-    TLS.get_or_init(|| {
+/// The TLS connector for a policy, built once per process: loading the native roots reads and
+/// parses the whole system store, which config reloads should not repeat. A changed system
+/// store is picked up on restart; a failure is remembered too, and only https destinations see
+/// it.
+fn tls_connector(policy: AddressPolicy) -> Result<HttpsConnector<GuardedConnector>, String> {
+    type Built = Result<HttpsConnector<GuardedConnector>, String>;
+    static PUBLIC_ONLY: OnceLock<Built> = OnceLock::new();
+    static ALLOW_PRIVATE: OnceLock<Built> = OnceLock::new();
+    let cell = match policy {
+        AddressPolicy::PublicOnly => &PUBLIC_ONLY,
+        AddressPolicy::AllowPrivate => &ALLOW_PRIVATE,
+    };
+    cell.get_or_init(|| {
         let builder = HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| e.to_string())?;
         Ok(builder
             .https_only()
             .enable_http1()
-            .wrap_connector(tcp_connector(false)))
+            .wrap_connector(tcp_connector(policy, false)))
     })
     .clone()
 }

@@ -24,12 +24,22 @@ const ENVELOPE: &str =
     r#"{"specversion":"1.0", "id":"evt_1","data":{"amount":"12.50","note":"café ☕"}}"#;
 
 fn destination(url: &str, timeout: Duration, concurrency: usize) -> Destination {
+    destination_with(url, timeout, concurrency, true)
+}
+
+fn destination_with(
+    url: &str,
+    timeout: Duration,
+    concurrency: usize,
+    allow_private_network: bool,
+) -> Destination {
     let settings = DestinationSettings {
         name: "books".into(),
         kind: DestinationKind::Http(HttpDestinationSettings {
             url: url.parse().expect("test URL"),
             signing_key: Secret::new(KEY.to_vec()),
             timeout,
+            allow_private_network,
         }),
         max_attempts: 5,
         backoff: Backoff {
@@ -336,6 +346,31 @@ async fn refused_connections_are_retried() {
 }
 
 #[tokio::test]
+async fn a_host_resolving_to_loopback_is_refused_without_connecting() {
+    let (addr, counters) = serve(|_| async { answer(200, &[], "") }).await;
+    let url = format!("http://localhost:{}/hook", addr.port());
+    let guarded = destination_with(&url, Duration::from_secs(2), 1, false);
+    let report = guarded.attempt(&outgoing()).await;
+    assert_eq!(report.verdict, AttemptVerdict::Retry);
+    assert_eq!(report.status, None);
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("`localhost` resolves only to denied addresses")
+            && error.contains("allow_private_network = true"),
+        "{error}"
+    );
+    assert_eq!(counters.connections.load(Ordering::SeqCst), 0);
+
+    // The same URL with the flag set is delivered.
+    let allowed = destination_with(&url, Duration::from_secs(2), 1, true);
+    assert_eq!(
+        allowed.attempt(&outgoing()).await.verdict,
+        AttemptVerdict::Delivered
+    );
+    assert_eq!(counters.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn connections_are_kept_alive_between_attempts() {
     let (addr, counters) = serve(|_| async { answer(500, &[], &"e".repeat(10_000)) }).await;
     let dest = destination(&format!("http://{addr}/"), Duration::from_secs(5), 1);
@@ -410,6 +445,7 @@ fn bad_urls_are_rejected_at_construction() {
             url: http::Uri::from_static(url),
             signing_key: Secret::new(KEY.to_vec()),
             timeout: Duration::from_secs(1),
+            allow_private_network: false,
         }),
         max_attempts: 1,
         backoff: Backoff {
@@ -426,6 +462,20 @@ fn bad_urls_are_rejected_at_construction() {
         Destination::new(&settings("/events")),
         Err(DeliveryError::MissingHost { .. })
     ));
+    for url in [
+        "http://127.0.0.1:9000/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:9000/x",
+        "https://[::ffff:10.0.0.1]/x",
+    ] {
+        assert!(
+            matches!(
+                Destination::new(&settings(url)),
+                Err(DeliveryError::DeniedAddress { .. })
+            ),
+            "{url}"
+        );
+    }
     // https needs the system's roots; a machine without them gets a clear error, not a panic.
     match Destination::new(&settings("https://example.com/events")) {
         Ok(_) | Err(DeliveryError::TlsRoots { .. }) => {}

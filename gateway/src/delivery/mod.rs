@@ -3,13 +3,16 @@
 //!
 //! Owns the outbound side: one pooled HTTP(S) client per destination with Standard Webhooks
 //! signing (`http_target`, `signature`), the append-only file sink (`file_target`), the
-//! per-destination concurrency cap, and the backoff formula (`backoff`).
+//! per-destination concurrency cap, the backoff formula (`backoff`), and the SSRF guard
+//! (`address_policy`: loopback, private, link-local and metadata addresses are refused unless
+//! the destination allows them).
 //!
 //! It must never touch the store, routes, attempt bookkeeping or metrics: the caller decides
 //! what an [`AttemptReport`] means for the event and records it. It never follows redirects,
 //! never reads proxy settings from the environment, and never puts a signing key into an error
 //! text or a `Debug` output.
 
+pub mod address_policy;
 mod backoff;
 mod file_target;
 mod http_target;
@@ -38,6 +41,13 @@ pub enum DeliveryError {
         "destination `{destination}`: cannot load the system's root certificates for https: {reason}"
     )]
     TlsRoots { destination: String, reason: String },
+    #[error(
+        "destination `{destination}`: the URL's address is {range}; set `allow_private_network = true` to deliver to it"
+    )]
+    DeniedAddress {
+        destination: String,
+        range: &'static str,
+    },
     #[error("destination `{destination}`: signing key rejected: {reason}")]
     SigningKey { destination: String, reason: String },
 }

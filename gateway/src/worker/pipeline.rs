@@ -67,7 +67,10 @@ fn same_settings(a: &DestinationSettings, b: &DestinationSettings) -> bool {
     use crate::config::DestinationKind::{File, Http};
     let kind = match (&a.kind, &b.kind) {
         (Http(x), Http(y)) => {
-            x.url == y.url && x.signing_key == y.signing_key && x.timeout == y.timeout
+            x.url == y.url
+                && x.signing_key == y.signing_key
+                && x.timeout == y.timeout
+                && x.allow_private_network == y.allow_private_network
         }
         (File(x), File(y)) => x.path == y.path,
         _ => false,

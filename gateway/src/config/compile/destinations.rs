@@ -9,6 +9,7 @@ use crate::config::secret::Secret;
 use crate::config::{
     Backoff, DestinationKind, DestinationSettings, FileDestinationSettings, HttpDestinationSettings,
 };
+use crate::delivery::address_policy::literal_ip_range;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -90,8 +91,12 @@ fn http(
     url: &Spanned<String>,
 ) -> Option<HttpDestinationSettings> {
     let key = format!("{table}.http");
+    let allow_private_network = raw
+        .allow_private_network
+        .as_ref()
+        .is_some_and(|a| *a.get_ref());
     let uri = match url.get_ref().parse::<http::Uri>() {
-        Ok(uri) => match url_problem(&uri) {
+        Ok(uri) => match url_problem(&uri, allow_private_network) {
             None => Some(uri),
             Some(problem) => {
                 pass.error(url.span(), &key, problem);
@@ -131,11 +136,18 @@ fn http(
         url: uri?,
         signing_key: signing_key?,
         timeout,
+        allow_private_network,
     })
 }
 
 /// What makes a parsed URL unusable as a delivery target, if anything.
-fn url_problem(uri: &http::Uri) -> Option<String> {
+fn url_problem(uri: &http::Uri, allow_private_network: bool) -> Option<String> {
+    if let (false, Some(range)) = (allow_private_network, literal_ip_range(uri)) {
+        return Some(format!(
+            "the address is {range}: deliveries to loopback, private, link-local and metadata \
+             addresses are refused unless the destination sets `allow_private_network = true`"
+        ));
+    }
     match (uri.scheme_str(), uri.authority()) {
         // The HTTP client would not send these as credentials, and secrets do not belong
         // inline in the config: the receiver authenticates deliveries by their signature.
@@ -181,6 +193,10 @@ fn file(
     for (key, span) in [
         ("secret", raw.secret.as_ref().map(Spanned::span)),
         ("timeout", raw.timeout.as_ref().map(Spanned::span)),
+        (
+            "allow_private_network",
+            raw.allow_private_network.as_ref().map(Spanned::span),
+        ),
     ] {
         if let Some(span) = span {
             pass.error(

@@ -69,6 +69,41 @@ fn url_must_be_absolute_http_with_a_host() {
 }
 
 #[test]
+fn literal_internal_addresses_need_allow_private_network() {
+    let files = SecretFiles::new();
+    let (whsec, _) = whsec(&files);
+    for (url, range) in [
+        ("http://127.0.0.1:9000/", "loopback (127.0.0.0/8)"),
+        (
+            "http://169.254.169.254/x",
+            "cloud metadata (169.254.169.254)",
+        ),
+        ("https://[fd00:ec2::254]/x", "unique local"),
+        ("http://10.1.2.3/", "private (10.0.0.0/8)"),
+    ] {
+        let text = format!("[destinations.d]\nhttp = \"{url}\"\nsecret = '{whsec}'\n");
+        let found = issues(&text);
+        assert!(
+            found.iter().any(|i| i.starts_with(&format!(
+                "g.toml:2:8: destinations.d.http: the address is {range}"
+            )) && i.contains("`allow_private_network = true`")),
+            "{url}: {found:?}"
+        );
+        let allowed = format!("{text}allow_private_network = true\n");
+        assert_eq!(issues(&allowed), Vec::<String>::new(), "{url}");
+    }
+    // Host names are checked when they are resolved, at delivery time.
+    let text = format!("[destinations.d]\nhttp = \"http://localhost:9000/\"\nsecret = '{whsec}'\n");
+    assert_eq!(issues(&text), Vec::<String>::new());
+
+    let found = issues("[destinations.f]\nfile = \"x.jsonl\"\nallow_private_network = true\n");
+    assert_has(
+        &found,
+        "g.toml:3:25: destinations.f.allow_private_network: applies only to http destinations",
+    );
+}
+
+#[test]
 fn http_secret_is_required_and_must_be_a_standard_webhooks_secret() {
     let found = issues("[destinations.d]\nhttp = \"http://127.0.0.1:9000/\"\n");
     assert_has(

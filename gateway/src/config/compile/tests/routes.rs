@@ -31,6 +31,7 @@ wasm = "tag.wasm"
 token = '{admin}'
 [destinations.books]
 http = "http://127.0.0.1:9000/events"
+allow_private_network = true
 secret = '{whsec}'
 timeout = "5s"
 [destinations.audit]
