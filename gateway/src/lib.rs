@@ -74,6 +74,7 @@ pub async fn run(
     .emit();
     let gateway = Arc::new(ingress::Gateway::new(
         &config,
+        pipeline.router.plugins(),
         Arc::clone(&store),
         metrics.clone(),
     ));

@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use gateway::config::{ConfigIssue, InstanceMode, PluginLimits, PluginSettings};
+use gateway::config::{ConfigIssue, HealthPolicy, InstanceMode, PluginLimits, PluginSettings};
 use gateway::envelope::Envelope;
 use gateway::plugins::{PluginEngine, PluginEvent, PluginOutcome};
 use std::path::{Path, PathBuf};
@@ -99,6 +99,8 @@ fn command_line_plugin(
         wasm: wasm.to_path_buf(),
         mode,
         limits,
+        // An author running a plugin wants to see every outcome.
+        health: HealthPolicy::NEVER_UNHEALTHY,
         settings: settings.iter().cloned().collect(),
         env: Vec::new(),
         // Load errors then name the file itself; there is no config line to point at.

@@ -21,6 +21,7 @@ mod metrics;
 mod plugin_check;
 mod plugin_examples;
 mod plugin_harness;
+mod plugin_health;
 mod plugin_limits;
 mod reload;
 mod sink;

@@ -4,7 +4,7 @@
 //! provider fixtures exactly as the gateway normalizes a request, and a helper that runs
 //! `gateway plugin run` (the real binary) and parses its JSON.
 
-use gateway::config::{ConfigIssue, InstanceMode, PluginLimits, PluginSettings};
+use gateway::config::{ConfigIssue, HealthPolicy, InstanceMode, PluginLimits, PluginSettings};
 use gateway::plugins::{LoadedPlugin, PluginEngine, PluginEvent, PluginOutcome};
 use serde_json::Value;
 use std::path::Path;
@@ -67,6 +67,7 @@ pub(crate) fn plugin_settings(
         wasm: wasm.into(),
         mode,
         limits,
+        health: HealthPolicy::NEVER_UNHEALTHY,
         settings: settings
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -99,7 +99,7 @@ pub(crate) fn ledger_txn(id: &str) -> Vec<u8> {
 pub(crate) fn http_destination(name: &str, sink: &Sink) -> String {
     format!(
         "[destinations.{name}]\nhttp = \"{}\"\nsecret = \"env:E2E_SINK_SECRET\"\n\
-         allow_private_network = true\n         max_attempts = 3\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\n",
+         allow_private_network = true\nmax_attempts = 3\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\n",
         sink.url()
     )
 }

@@ -14,10 +14,12 @@
 //! - `GET  /admin/dead-letters?limit=`
 //! - `POST /admin/dead-letters/redrive`
 //! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
+//! - `GET  /admin/plugins` (each plugin's health)
 
 mod query;
 
 use crate::config::Secret;
+use crate::plugins::PluginBoard;
 use crate::store::{EventFilter, RedriveSelection, Store, StoreError};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -41,14 +43,16 @@ type Body = Full<Bytes>;
 #[derive(Debug)]
 pub struct Admin {
     store: Arc<dyn Store>,
+    plugins: Arc<PluginBoard>,
     /// SHA-256 of the token: compared in constant time, and the token itself is not kept.
     token_digest: [u8; 32],
 }
 
 impl Admin {
-    pub fn new(store: Arc<dyn Store>, token: &Secret) -> Self {
+    pub fn new(store: Arc<dyn Store>, plugins: Arc<PluginBoard>, token: &Secret) -> Self {
         Self {
             store,
+            plugins,
             token_digest: Sha256::digest(token.expose()).into(),
         }
     }
@@ -89,6 +93,7 @@ impl Admin {
             (Method::POST, ["events", seq, "replay"]) => self.replay_one(seq).await,
             (Method::POST, ["replay"]) => self.replay_filtered(&query).await,
             (Method::GET, ["dead-letters"]) => self.dead_letters(&query).await,
+            (Method::GET, ["plugins"]) => Ok(self.plugins()),
             (Method::POST, ["dead-letters", "redrive"]) => {
                 self.redrive(RedriveSelection::All).await
             }
@@ -103,7 +108,7 @@ impl Admin {
             (
                 _,
                 [
-                    "events" | "replay" | "dead-letters" | "deliveries" | "route-runs",
+                    "events" | "replay" | "dead-letters" | "deliveries" | "route-runs" | "plugins",
                     ..,
                 ],
             ) => Ok(error(
@@ -190,6 +195,25 @@ impl Admin {
         Ok(ok_json(
             &json!({ "deliveries": deliveries, "route_runs": route_runs }),
         ))
+    }
+
+    fn plugins(&self) -> Response<Body> {
+        let plugins: Vec<serde_json::Value> = self
+            .plugins
+            .reports()
+            .into_iter()
+            .map(|(name, h)| {
+                json!({
+                    "name": name,
+                    "healthy": h.healthy,
+                    "consecutive_failures": h.consecutive_failures,
+                    "unhealthy_after": h.unhealthy_after,
+                    "unhealthy_since": h.unhealthy_since,
+                    "last_failure": h.last_failure,
+                })
+            })
+            .collect();
+        ok_json(&json!({ "plugins": plugins }))
     }
 
     async fn redrive(&self, selection: RedriveSelection) -> Result<Response<Body>, StoreError> {

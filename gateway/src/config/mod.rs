@@ -181,6 +181,23 @@ pub struct PluginLimits {
     pub table_elements: u64,
 }
 
+/// When a plugin that keeps trapping or timing out is marked unhealthy and left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Consecutive traps/timeouts that mark the plugin unhealthy; 0 never marks it.
+    pub unhealthy_after: u32,
+    /// How long an unhealthy plugin is not called before one probe call.
+    pub cooldown: Duration,
+}
+
+impl HealthPolicy {
+    /// Every call runs, whatever came before (`gateway plugin run`, tests).
+    pub const NEVER_UNHEALTHY: Self = Self {
+        unhealthy_after: 0,
+        cooldown: Duration::from_secs(30),
+    };
+}
+
 /// One `[plugins.NAME]`.
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
@@ -188,6 +205,7 @@ pub struct PluginSettings {
     pub wasm: PathBuf,
     pub mode: InstanceMode,
     pub limits: PluginLimits,
+    pub health: HealthPolicy,
     /// `[plugins.NAME.settings]`, readable by the plugin through `host.setting`.
     pub settings: std::collections::BTreeMap<String, String>,
     /// Environment variables granted to the plugin (name, value); none by default.

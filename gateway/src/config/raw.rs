@@ -75,6 +75,8 @@ pub(super) struct RawPlugin {
     pub(super) memory: Option<Spanned<ByteSize>>,
     pub(super) table_elements: Option<Spanned<u64>>,
     pub(super) max_events_per_instance: Option<Spanned<u64>>,
+    pub(super) unhealthy_after: Option<Spanned<u64>>,
+    pub(super) unhealthy_cooldown: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(super) settings: BTreeMap<String, Spanned<String>>,
     pub(super) env: Option<Spanned<Vec<Spanned<String>>>>,

@@ -16,6 +16,7 @@ use crate::admin::Admin;
 use crate::config::GatewayConfig;
 use crate::metrics::events::UnmatchedRequest;
 use crate::metrics::{Metrics, SourceMetrics};
+use crate::plugins::{LoadedPlugin, PluginBoard};
 use crate::providers::Source;
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -49,7 +50,12 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    fn new(config: &GatewayConfig, metrics: &Metrics, store: &Arc<dyn Store>) -> Self {
+    fn new(
+        config: &GatewayConfig,
+        metrics: &Metrics,
+        store: &Arc<dyn Store>,
+        plugins: &Arc<PluginBoard>,
+    ) -> Self {
         let by_path = config
             .sources
             .iter()
@@ -69,7 +75,7 @@ impl Endpoints {
             admin: config
                 .admin
                 .as_ref()
-                .map(|a| Admin::new(Arc::clone(store), &a.token)),
+                .map(|a| Admin::new(Arc::clone(store), Arc::clone(plugins), &a.token)),
         }
     }
 
@@ -92,22 +98,38 @@ pub struct Gateway {
     store: Arc<dyn Store>,
     metrics: Metrics,
     store_timeout: Duration,
+    /// The running generation's plugins, whose health the admin API shows.
+    plugins: Arc<PluginBoard>,
 }
 
 impl Gateway {
-    pub fn new(config: &GatewayConfig, store: Arc<dyn Store>, metrics: Metrics) -> Self {
-        let endpoints = Endpoints::new(config, &metrics, &store);
+    pub fn new(
+        config: &GatewayConfig,
+        plugins: &HashMap<String, Arc<LoadedPlugin>>,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+    ) -> Self {
+        let board = Arc::new(PluginBoard::default());
+        board.publish(plugins.values());
+        let endpoints = Endpoints::new(config, &metrics, &store, &board);
         Self {
             endpoints: ArcSwap::from_pointee(endpoints),
             store,
             metrics,
             store_timeout: STORE_TIMEOUT,
+            plugins: board,
         }
     }
 
-    /// Takes the sources, limits and admin token of a new config generation.
-    pub fn reconfigure(&self, config: &GatewayConfig) {
-        let endpoints = Endpoints::new(config, &self.metrics, &self.store);
+    /// Takes the sources, limits and admin token of a new config generation, and shows its
+    /// plugins in the admin API.
+    pub fn reconfigure(
+        &self,
+        config: &GatewayConfig,
+        plugins: &HashMap<String, Arc<LoadedPlugin>>,
+    ) {
+        self.plugins.publish(plugins.values());
+        let endpoints = Endpoints::new(config, &self.metrics, &self.store, &self.plugins);
         self.endpoints.store(Arc::new(endpoints));
     }
 

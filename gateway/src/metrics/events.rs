@@ -240,3 +240,65 @@ impl PluginCalled<'_> {
         }
     }
 }
+
+/// A plugin was marked unhealthy, or recovered (its probe call succeeded).
+#[derive(Debug)]
+pub struct PluginHealthChanged<'a> {
+    pub metrics: Option<&'a PluginMetrics>,
+    pub plugin: &'a str,
+    pub transition: &'a crate::plugins::Transition,
+}
+
+impl PluginHealthChanged<'_> {
+    pub fn emit(self) {
+        use crate::plugins::Transition;
+        match self.transition {
+            Transition::BecameUnhealthy {
+                failures,
+                last_failure,
+            } => {
+                tracing::error!(
+                    plugin = self.plugin,
+                    consecutive_failures = failures,
+                    last_failure = ?last_failure,
+                    "plugin marked unhealthy: not called until a probe call succeeds"
+                );
+                if let Some(m) = self.metrics {
+                    m.unhealthy.set(1);
+                }
+            }
+            Transition::Recovered => {
+                tracing::info!(
+                    plugin = self.plugin,
+                    "plugin healthy again: its probe call succeeded"
+                );
+                if let Some(m) = self.metrics {
+                    m.unhealthy.set(0);
+                }
+            }
+        }
+    }
+}
+
+/// An event was not given to an unhealthy plugin; its route stage waits for a retry.
+#[derive(Debug)]
+pub struct PluginSkipped<'a> {
+    pub metrics: Option<&'a PluginMetrics>,
+    pub plugin: &'a str,
+    pub event_id: &'a str,
+}
+
+impl PluginSkipped<'_> {
+    pub fn emit(self) {
+        if let Some(m) = self.metrics {
+            m.skipped.inc();
+        }
+        tracing::debug!(plugin = self.plugin, event_id = ?self.event_id, "unhealthy plugin skipped");
+    }
+}
+
+/// Sets a plugin's unhealthy gauge to the state of the health it starts a generation with
+/// (a reload may carry an unhealthy plugin over, or start it afresh).
+pub fn plugin_health_gauge(metrics: &PluginMetrics, healthy: bool) {
+    metrics.unhealthy.set(i64::from(!healthy));
+}

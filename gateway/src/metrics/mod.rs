@@ -17,7 +17,8 @@ pub use flow::{
 };
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
 pub const PLUGIN_CALLS_TOTAL: &str = "gateway_plugin_calls_total";
 pub const PLUGIN_DURATION: &str = "gateway_plugin_duration_seconds";
+pub const PLUGIN_UNHEALTHY: &str = "gateway_plugin_unhealthy";
+pub const PLUGIN_SKIPPED_TOTAL: &str = "gateway_plugin_skipped_total";
 pub const UNMATCHED_REQUESTS_TOTAL: &str = "gateway_unmatched_requests_total";
 
 /// Ack latency buckets: the target is single-digit milliseconds, so resolve that range finely.
@@ -99,6 +102,8 @@ struct Inner {
     unmatched: IntCounterVec,
     plugin_calls: IntCounterVec,
     plugin_duration: HistogramVec,
+    plugin_unhealthy: IntGaugeVec,
+    plugin_skipped: IntCounterVec,
     flow: flow::Flow,
 }
 
@@ -183,8 +188,24 @@ impl Metrics {
             .buckets(PLUGIN_BUCKETS.to_vec()),
             &["plugin"],
         )?;
+        let plugin_unhealthy = IntGaugeVec::new(
+            Opts::new(
+                PLUGIN_UNHEALTHY,
+                "1 while the plugin is marked unhealthy (consecutive traps/timeouts) and not called.",
+            ),
+            &["plugin"],
+        )?;
+        let plugin_skipped = IntCounterVec::new(
+            Opts::new(
+                PLUGIN_SKIPPED_TOTAL,
+                "Events answered `retry` without calling the plugin because it is unhealthy.",
+            ),
+            &["plugin"],
+        )?;
         registry.register(Box::new(plugin_calls.clone()))?;
         registry.register(Box::new(plugin_duration.clone()))?;
+        registry.register(Box::new(plugin_unhealthy.clone()))?;
+        registry.register(Box::new(plugin_skipped.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(ack_duration.clone()))?;
         registry.register(Box::new(events.clone()))?;
@@ -210,6 +231,8 @@ impl Metrics {
             unmatched,
             plugin_calls,
             plugin_duration,
+            plugin_unhealthy,
+            plugin_skipped,
         })))
     }
 
@@ -237,6 +260,8 @@ impl Metrics {
             calls: crate::plugins::PluginOutcome::LABELS
                 .map(|r| i.plugin_calls.with_label_values(&[plugin, r])),
             duration: i.plugin_duration.with_label_values(&[plugin]),
+            unhealthy: i.plugin_unhealthy.with_label_values(&[plugin]),
+            skipped: i.plugin_skipped.with_label_values(&[plugin]),
         }
     }
 
@@ -275,4 +300,6 @@ impl SourceMetrics {
 pub struct PluginMetrics {
     calls: [IntCounter; 7],
     duration: Histogram,
+    unhealthy: IntGauge,
+    skipped: IntCounter,
 }

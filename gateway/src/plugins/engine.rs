@@ -173,8 +173,26 @@ impl PluginEngine {
                 settings.wasm.display()
             ))
         })?;
-        Ok(LoadedPlugin::new(self.engine.clone(), pre, settings))
+        Ok(LoadedPlugin::new(
+            self.engine.clone(),
+            pre,
+            settings,
+            fingerprint(settings, bytes),
+        ))
     }
+}
+
+/// What identifies a plugin's behaviour: its bytes and every setting that shapes a call.
+fn fingerprint(settings: &PluginSettings, bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let shape = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        settings.mode, settings.limits, settings.health, settings.settings, settings.env
+    );
+    let mut hash = Sha256::new();
+    hash.update(bytes);
+    hash.update(shape.as_bytes());
+    hash.finalize().into()
 }
 
 #[cfg(test)]
@@ -195,6 +213,7 @@ mod tests {
                 memory: 16 << 20,
                 table_elements: 10_000,
             },
+            health: crate::config::HealthPolicy::NEVER_UNHEALTHY,
             settings: Default::default(),
             env: Vec::new(),
             at: ConfigIssue {

@@ -7,11 +7,14 @@
 
 use super::bindings::{self, Failure, PluginPre, Verdict};
 use super::event::PluginEvent;
+use super::health::{Admission, PluginHealth};
 use super::state::{PluginLog, PluginState, STDERR_CAPACITY};
 use super::{PluginOutcome, engine::EPOCH_TICK};
 use crate::config::{InstanceMode, PluginLimits, PluginSettings};
 use crate::metrics::PluginMetrics;
-use crate::metrics::events::PluginCalled;
+use crate::metrics::events::{
+    PluginCalled, PluginHealthChanged, PluginSkipped, plugin_health_gauge,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +51,10 @@ pub struct LoadedPlugin {
     env: Arc<[(String, String)]>,
     warm: Mutex<Vec<WarmInstance>>,
     metrics: Option<PluginMetrics>,
+    health: Arc<PluginHealth>,
+    /// SHA-256 over the component bytes and every setting that shapes a call: a reload that
+    /// leaves it unchanged keeps the plugin's health.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -61,7 +68,12 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub(super) fn new(engine: Engine, pre: PluginPre<PluginState>, s: &PluginSettings) -> Self {
+    pub(super) fn new(
+        engine: Engine,
+        pre: PluginPre<PluginState>,
+        s: &PluginSettings,
+        fingerprint: [u8; 32],
+    ) -> Self {
         Self {
             name: s.name.clone(),
             engine,
@@ -72,13 +84,33 @@ impl LoadedPlugin {
             env: s.env.clone().into(),
             warm: Mutex::new(Vec::new()),
             metrics: None,
+            health: Arc::new(PluginHealth::new(s.health)),
+            fingerprint,
         }
     }
 
-    /// Counts this plugin's calls in `gateway_plugin_calls_total` and its duration histogram.
+    /// Counts this plugin's calls in `gateway_plugin_calls_total` and its duration histogram,
+    /// and shows its health in `gateway_plugin_unhealthy`.
     pub fn with_metrics(mut self, metrics: PluginMetrics) -> Self {
+        plugin_health_gauge(&metrics, self.health.is_healthy());
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Takes over the health of the same plugin in the running generation, when nothing that
+    /// shapes a call changed (same component, same settings); otherwise it starts healthy.
+    pub fn keep_health_of(mut self, running: &LoadedPlugin) -> Self {
+        if running.fingerprint == self.fingerprint {
+            self.health = Arc::clone(&running.health);
+            if let Some(m) = &self.metrics {
+                plugin_health_gauge(m, self.health.is_healthy());
+            }
+        }
+        self
+    }
+
+    pub fn health(&self) -> &PluginHealth {
+        &self.health
     }
 
     pub fn name(&self) -> &str {
@@ -133,8 +165,41 @@ impl LoadedPlugin {
     }
 
     /// Runs the plugin on one event. Never panics and never fails the caller: every problem
-    /// (trap, timeout, out of memory, invalid output) is an outcome with its reason.
+    /// (trap, timeout, out of memory, invalid output) is an outcome with its reason. An
+    /// unhealthy plugin is not run at all: the outcome is `retry` with the reason.
     pub fn call(&self, event: &PluginEvent) -> PluginCall {
+        let admission = self.health.admit();
+        if let Admission::Skip(reason) = admission {
+            PluginSkipped {
+                metrics: self.metrics.as_ref(),
+                plugin: &self.name,
+                event_id: &event.id,
+            }
+            .emit();
+            return PluginCall {
+                outcome: PluginOutcome::Retry(reason),
+                logs: Vec::new(),
+                elapsed: Duration::ZERO,
+                fuel_used: 0,
+            };
+        }
+        let call = self.run(event);
+        let failure = match &call.outcome {
+            PluginOutcome::Trap(r) | PluginOutcome::Timeout(r) => Some(r.as_str()),
+            _ => None,
+        };
+        if let Some(transition) = self.health.record(&admission, failure) {
+            PluginHealthChanged {
+                metrics: self.metrics.as_ref(),
+                plugin: &self.name,
+                transition: &transition,
+            }
+            .emit();
+        }
+        call
+    }
+
+    fn run(&self, event: &PluginEvent) -> PluginCall {
         let started = Instant::now();
         let deadline = started + self.limits.timeout;
         let warm = match self.mode {

@@ -11,11 +11,13 @@
 mod bindings;
 mod engine;
 mod event;
+mod health;
 mod loaded;
 mod state;
 
 pub use engine::{EPOCH_TICK, PluginEngine};
 pub use event::PluginEvent;
+pub use health::{Admission, HealthReport, PluginBoard, PluginHealth, Transition};
 pub use loaded::{LoadedPlugin, PluginCall};
 pub use state::PluginLog;
 

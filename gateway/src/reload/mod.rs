@@ -31,6 +31,7 @@ pub fn load_plugins(
     engine: &PluginEngine,
     config: &GatewayConfig,
     metrics: Option<&Metrics>,
+    running: Option<&HashMap<String, Arc<LoadedPlugin>>>,
 ) -> Result<HashMap<String, Arc<LoadedPlugin>>, Vec<ConfigIssue>> {
     let mut loaded = HashMap::new();
     let mut problems = Vec::new();
@@ -39,6 +40,10 @@ pub fn load_plugins(
             Ok(plugin) => {
                 let plugin = match metrics {
                     Some(m) => plugin.with_metrics(m.for_plugin(&p.name)),
+                    None => plugin,
+                };
+                let plugin = match running.and_then(|r| r.get(&p.name)) {
+                    Some(same_name) => plugin.keep_health_of(same_name),
                     None => plugin,
                 };
                 loaded.insert(p.name.clone(), Arc::new(plugin));
@@ -64,7 +69,8 @@ pub fn build_pipeline(
     previous: Option<&Pipeline>,
     metrics: &Metrics,
 ) -> Result<Pipeline, Vec<ConfigIssue>> {
-    let plugins = load_plugins(engine, config, Some(metrics))?;
+    let running = previous.map(|p| p.router.plugins());
+    let plugins = load_plugins(engine, config, Some(metrics), running)?;
     Pipeline::build(config, plugins, generation, previous, metrics).map_err(|e| {
         vec![ConfigIssue {
             file: config.file.clone(),
@@ -166,7 +172,7 @@ impl Reloader {
         let generation = pipeline.generation;
         let running = self.current();
         let needs_restart = restart_only_changes(&running, &config);
-        self.gateway.reconfigure(&config);
+        self.gateway.reconfigure(&config, pipeline.router.plugins());
         self.pipeline.store(Arc::new(pipeline));
         if let Ok(mut current) = self.current.lock() {
             *current = Arc::new(config);

@@ -47,6 +47,11 @@ impl Router {
         }
     }
 
+    /// The loaded plugins of this generation, by name.
+    pub fn plugins(&self) -> &HashMap<String, Arc<LoadedPlugin>> {
+        &self.plugins
+    }
+
     pub fn routes(&self) -> &[Arc<RouteSettings>] {
         &self.routes
     }

@@ -5,7 +5,7 @@
 use super::{Pass, valid_name};
 use crate::config::raw::RawPlugin;
 use crate::config::{
-    InstanceMode, MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginLimits, PluginSettings,
+    HealthPolicy, InstanceMode, MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginLimits, PluginSettings,
 };
 use std::time::Duration;
 use toml::Spanned;
@@ -18,6 +18,11 @@ const MIN_PLUGIN_MEMORY: u64 = 1024 * 1024;
 const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 const MIN_PLUGIN_TIMEOUT: Duration = Duration::from_millis(1);
 const MIN_FUEL: u64 = 10_000;
+const DEFAULT_UNHEALTHY_AFTER: u64 = 10;
+const MAX_UNHEALTHY_AFTER: u64 = 1_000_000;
+const DEFAULT_UNHEALTHY_COOLDOWN: Duration = Duration::from_secs(30);
+const MIN_UNHEALTHY_COOLDOWN: Duration = Duration::from_secs(1);
+const MAX_UNHEALTHY_COOLDOWN: Duration = Duration::from_secs(3600);
 
 pub(super) fn compile_plugin(
     pass: &mut Pass<'_>,
@@ -115,6 +120,26 @@ pub(super) fn compile_plugin(
             }
             *t.get_ref()
         });
+    let unhealthy_after = pass.count(
+        raw.unhealthy_after.as_ref(),
+        &format!("{table}.unhealthy_after"),
+        0..=MAX_UNHEALTHY_AFTER,
+        DEFAULT_UNHEALTHY_AFTER,
+    );
+    let cooldown = raw
+        .unhealthy_cooldown
+        .as_ref()
+        .map_or(DEFAULT_UNHEALTHY_COOLDOWN, |c| {
+            let d = c.get_ref().0;
+            if !(MIN_UNHEALTHY_COOLDOWN..=MAX_UNHEALTHY_COOLDOWN).contains(&d) {
+                pass.error(
+                    c.span(),
+                    format!("{table}.unhealthy_cooldown"),
+                    "must be between 1s and 1h",
+                );
+            }
+            d
+        });
     let mut env = Vec::new();
     for (i, var) in raw.env.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
         match std::env::var(var.get_ref()) {
@@ -146,6 +171,11 @@ pub(super) fn compile_plugin(
             timeout,
             memory,
             table_elements,
+        },
+        health: HealthPolicy {
+            // Range-checked above: at most MAX_UNHEALTHY_AFTER.
+            unhealthy_after: u32::try_from(unhealthy_after).unwrap_or(u32::MAX),
+            cooldown,
         },
         settings: raw
             .settings

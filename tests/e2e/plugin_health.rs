@@ -1,0 +1,127 @@
+//! A poison plugin (it traps on every event) in a running gateway: after `unhealthy_after`
+//! consecutive traps it is marked unhealthy (metric, log line, admin API) and no longer called,
+//! the events behind it wait in their route's retry schedule instead of running it, and once a
+//! reload replaces the component they are delivered; the events that trapped before are dead
+//! letters with the reason, and a redrive delivers them too. Nothing is lost on the way.
+
+use crate::harness::*;
+use crate::plugin_harness::CACHE_DIR;
+use crate::reload::{
+    ADMIN, GENERATION, full_config, http_destination, ledger_txn, metric_or_zero, wait_delivered,
+    wait_metric, write_atomic,
+};
+use crate::sink::{Mode, Sink};
+use plugin_artifacts::{ECHO, PANIC};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const UNHEALTHY: &str = r#"gateway_plugin_unhealthy{plugin="p"}"#;
+const TRAPS: &str = r#"gateway_plugin_calls_total{plugin="p",result="trap"}"#;
+const SKIPPED: &str = r#"gateway_plugin_skipped_total{plugin="p"}"#;
+
+fn plugin_config(wasm: &str, sink: &Sink) -> String {
+    format!(
+        "{ADMIN}[wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n[plugins.p]\nwasm = \"{wasm}\"\n\
+         timeout = \"1s\"\nunhealthy_after = 3\nunhealthy_cooldown = \"1h\"\n\n{}\
+         [[routes]]\nname = \"deposits\"\nmatch = {{ type = [\"ledger.transaction.*\"] }}\n\
+         plugins = [\"p\"]\nto = [\"sink\"]\n",
+        http_destination("sink", sink)
+    )
+}
+
+/// Polls the store until `sql` (one count) reaches `want`.
+fn wait_count(gw: &Gateway, sql: &str, want: i64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = count(&gw.db(), sql);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{sql}` is {now}, not {want}; stderr:\n{}",
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn plugin_health(gw: &Gateway) -> Value {
+    let r = gw.admin("GET", "/admin/plugins");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = r.json()["plugins"].clone();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    list[0].clone()
+}
+
+#[test]
+fn a_plugin_trapping_on_every_event_is_marked_unhealthy_and_its_events_wait_for_a_fix() {
+    let sink = Sink::start(Mode::Ok);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gateway.db");
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, full_config(&db, &plugin_config(PANIC, &sink)))
+        .expect("write config");
+    let gw = Gateway::start_in(dir, db.clone());
+    assert_eq!(metric_or_zero(&gw, UNHEALTHY), 0.0);
+    let healthy = plugin_health(&gw);
+    assert_eq!(healthy["name"], "p");
+    assert_eq!(healthy["healthy"], true, "{healthy}");
+
+    // Three traps in a row: each event's stage is a dead letter with the trap as its reason,
+    // and the third marks the plugin unhealthy.
+    let trapped: Vec<String> = (1..=3).map(|i| format!("evt_trap_{i}")).collect();
+    for (n, id) in trapped.iter().enumerate() {
+        gw.post_ledger(&ledger_txn(id)).assert_accepted();
+        let dead = i64::try_from(n + 1).expect("small");
+        wait_count(
+            &gw,
+            "SELECT count(*) FROM route_runs WHERE status = 'dead'",
+            dead,
+        );
+    }
+    wait_metric(&gw, UNHEALTHY, 1.0);
+    let h = plugin_health(&gw);
+    assert_eq!(h["healthy"], false, "{h}");
+    assert_eq!(h["consecutive_failures"], 3, "{h}");
+    assert_eq!(h["unhealthy_after"], 3, "{h}");
+    assert!(h["unhealthy_since"].as_u64().is_some(), "{h}");
+    let last = h["last_failure"].as_str().unwrap_or_default();
+    assert!(last.contains("trapped"), "the trap's reason: {h}");
+    assert!(
+        gw.stderr().contains("plugin marked unhealthy"),
+        "an error line says so:\n{}",
+        gw.stderr()
+    );
+
+    // Later events are not given to it: their stage waits for a retry, naming the reason.
+    let waiting: Vec<String> = (1..=5).map(|i| format!("evt_wait_{i}")).collect();
+    for id in &waiting {
+        gw.post_ledger(&ledger_txn(id)).assert_accepted();
+    }
+    wait_count(
+        &gw,
+        "SELECT count(*) FROM route_runs WHERE status = 'retry' \
+         AND reason LIKE '%plugin is unhealthy after 3 consecutive failures%'",
+        5,
+    );
+    let m = gw.metrics();
+    assert_eq!(metric(&m, TRAPS), 3.0, "no call after it was marked");
+    assert!(metric(&m, SKIPPED) >= 5.0, "{m}");
+    assert!(sink.delivered().is_empty());
+
+    // A reload with a working component starts it afresh; the waiting events go through on
+    // their next retry, and a redrive delivers the three that trapped.
+    write_atomic(&config_path, &full_config(&db, &plugin_config(ECHO, &sink)));
+    wait_metric(&gw, GENERATION, 2.0);
+    assert_eq!(metric_or_zero(&gw, UNHEALTHY), 0.0);
+    assert_eq!(plugin_health(&gw)["healthy"], true);
+    let waiting_ids: HashSet<String> = waiting.iter().cloned().collect();
+    wait_delivered(&sink, &waiting_ids, "events that waited for the fix", &gw);
+    let r = gw.admin("POST", "/admin/dead-letters/redrive");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let all: HashSet<String> = trapped.iter().chain(&waiting).cloned().collect();
+    let got = wait_delivered(&sink, &all, "every event, the trapped ones redriven", &gw);
+    assert_eq!(got.len(), all.len(), "each exactly once");
+}
