@@ -9,6 +9,7 @@
 
 mod admin_api;
 mod check;
+mod crash;
 mod dedup;
 mod delivery;
 mod durability;
