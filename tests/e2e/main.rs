@@ -27,3 +27,4 @@ mod plugin_limits;
 mod reload;
 mod sink;
 mod store_failure;
+mod storm;

@@ -59,6 +59,10 @@ pub(crate) enum Mode {
 struct State {
     mode: Mode,
     received: Vec<Received>,
+    /// Each answer waits this long (0 by default), so concurrent requests overlap visibly.
+    delay: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// A running sink; stops when dropped.
@@ -74,6 +78,9 @@ impl Sink {
         let state = Arc::new(Mutex::new(State {
             mode,
             received: Vec::new(),
+            delay: Duration::ZERO,
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let (up, up_rx) = watch::channel(true);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -98,6 +105,16 @@ impl Sink {
 
     pub(crate) fn set_mode(&self, mode: Mode) {
         self.state.lock().expect("sink state").mode = mode;
+    }
+
+    /// Every answer from now on waits `delay` first.
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.state.lock().expect("sink state").delay = delay;
+    }
+
+    /// The most requests the sink was handling at the same time.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.state.lock().expect("sink state").max_in_flight
     }
 
     /// Stops listening: new connections are refused until `up`.
@@ -226,9 +243,20 @@ async fn handle(
         header("webhook-timestamp"),
         header("webhook-signature"),
     );
-    let body = req.into_body().collect().await?.to_bytes().to_vec();
+    let delay = {
+        let mut s = state.lock().expect("sink state");
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        s.delay
+    };
+    let body = req.into_body().collect().await;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let status = {
         let mut s = state.lock().expect("sink state");
+        s.in_flight -= 1;
+        let body = body?.to_bytes().to_vec();
         let status = match s.mode {
             Mode::Ok => 200,
             Mode::Always(status) => status,
