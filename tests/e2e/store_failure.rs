@@ -6,6 +6,9 @@
 //! EFBIG (the gateway ignores SIGXFSZ).
 
 use crate::harness::*;
+use crate::reload::{ADMIN, http_destination, ledger_txn, wait_delivered};
+use crate::sink::{Mode, Sink};
+use std::collections::HashSet;
 use std::process::Command;
 
 fn prlimit(pid: u32, fsize: &str) {
@@ -63,4 +66,70 @@ fn unwritable_store_answers_503_and_recovers() {
         ),
         3.0
     );
+}
+
+/// The routing side of a store outage: while the store cannot be written, deliveries keep
+/// being attempted but their results cannot be recorded, and new events get 503. Once writes
+/// work again, every acknowledged event reaches the sink (an attempt whose result was lost is
+/// made again, under the same `webhook-id`) and the store says delivered.
+#[test]
+fn an_unwritable_store_delays_deliveries_and_loses_none() {
+    let sink = Sink::start(Mode::Ok);
+    sink.down();
+    let extra = format!(
+        "{ADMIN}{}[[routes]]\nname = \"all\"\nto = [\"sink\"]\n",
+        http_destination("sink", &sink)
+    );
+    let gw = Gateway::start_with_extra(&extra);
+    gw.post_ledger(&ledger_txn("evt_before_outage"))
+        .assert_accepted();
+    // Its delivery is failing (sink down) and being retried when the store goes away.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while count(
+        &gw.db(),
+        "SELECT count(*) FROM deliveries WHERE attempts >= 1",
+    ) == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "no attempt recorded");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    prlimit(gw.pid(), "1:unlimited");
+    gw.post_ledger(&ledger_txn("evt_in_outage"))
+        .assert_error(503);
+    sink.up();
+    // Attempts now succeed at the sink but cannot be recorded.
+    sink.wait_for(PATIENCE, "an attempt during the outage", |got| {
+        !got.is_empty()
+    });
+    assert_eq!(gw.get("/readyz").status, 503);
+
+    prlimit(gw.pid(), "unlimited:unlimited");
+    gw.post_ledger(&ledger_txn("evt_in_outage"))
+        .assert_accepted();
+    gw.post_ledger(&ledger_txn("evt_after_outage"))
+        .assert_accepted();
+    let ids: HashSet<String> = ["evt_before_outage", "evt_in_outage", "evt_after_outage"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    wait_delivered(
+        &sink,
+        &ids,
+        "every acknowledged event after the outage",
+        &gw,
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while count(
+        &gw.db(),
+        "SELECT count(*) FROM deliveries WHERE status = 'delivered'",
+    ) < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries not recorded as delivered; stderr:\n{}",
+            gw.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM deliveries"), 3);
 }
