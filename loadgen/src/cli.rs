@@ -81,6 +81,18 @@ pub(crate) struct IngestArgs {
     /// Testing the benchmark itself: run a second bare server in the gateway's place.
     #[arg(long, hide = true)]
     pub(crate) bare_as_gateway: bool,
+    /// Route every event through a poison plugin while ingesting (`spin`: loops until its
+    /// 100 ms deadline; `panic`: traps at once; both fixtures from `plugins/fixtures`), to see
+    /// what a plugin failing on every event costs the ack path. Default: no routes.
+    #[arg(long, value_enum)]
+    pub(crate) poison: Option<Poison>,
+}
+
+/// A misbehaving plugin fixture for `--poison`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Poison {
+    Spin,
+    Panic,
 }
 
 impl IngestArgs {

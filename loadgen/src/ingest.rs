@@ -4,7 +4,7 @@
 //! of the maximum rate measured for that same target; then prints the report.
 
 use crate::child::Server;
-use crate::cli::{IngestArgs, Target};
+use crate::cli::{IngestArgs, Poison, Target};
 use crate::cpu::Meter;
 use crate::report::{Outcome, Run};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
@@ -31,7 +31,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .prefix("loadgen-")
         .tempdir()
         .context("cannot create a temp dir")?;
-    let config = write_config(dir.path())?;
+    let config = write_config(dir.path(), args.poison)?;
     let mut streams = EventStreams::new(args.duplicates, args.body_size)?;
     let mut run = Run::new(&args, streams.take().next_delivery().body.len());
     run.print_header();
@@ -148,8 +148,36 @@ pub(crate) fn gateway_command(gateway: &Path, config: &Path) -> Command {
 }
 
 /// The gateway's config: one Ledger source, the store in the temp dir (fresh every run).
-fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let text = base_config(dir)?;
+fn write_config(dir: &Path, poison: Option<Poison>) -> anyhow::Result<PathBuf> {
+    let mut text = base_config(dir)?;
+    if let Some(poison) = poison {
+        let wasm = match poison {
+            Poison::Spin => plugin_artifacts::SPIN,
+            Poison::Panic => plugin_artifacts::PANIC,
+        };
+        let wasm = toml_path(Path::new(wasm))?;
+        let audit = toml_path(&dir.join("data").join("delivered.jsonl"))?;
+        let cache = toml_path(&dir.join("wasm-cache"))?;
+        // The default unhealthy_after (10) and cool-down (30 s) apply.
+        text.push_str(&format!(
+            r#"
+[wasm]
+cache_dir = {cache}
+
+[plugins.poison]
+wasm = {wasm}
+timeout = "100ms"
+
+[destinations.audit]
+file = {audit}
+
+[[routes]]
+name = "poisoned"
+plugins = ["poison"]
+to = ["audit"]
+"#
+        ));
+    }
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)

@@ -9,6 +9,9 @@ mod ledger;
 mod ledig;
 pub mod signature;
 
+#[cfg(test)]
+mod fuzz_props;
+
 use crate::config::{ProviderSettings, Secret, SourceSettings};
 use crate::envelope::{DedupKey, Envelope};
 use base64::Engine as _;

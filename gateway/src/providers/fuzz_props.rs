@@ -1,0 +1,180 @@
+//! Fuzzing of everything that reads request bytes before (and right after) authentication: the
+//! `X-Ledger-Signature` and Standard Webhooks header parsers, signature verification with
+//! arbitrary header values, and both provider normalizers on arbitrary bytes and on arbitrary
+//! JSON of provider-like shape. None may panic; whatever they accept must be well-formed.
+//!
+//! cargo-fuzz needs a nightly toolchain, which this project's machines cannot install, so the
+//! fuzzer is proptest on the stable toolchain: CI runs the default 256 cases per target, and a
+//! long run is `PROPTEST_CASES=200000 cargo test -p gateway --release --lib fuzz_` (README).
+
+use super::signature::{parse_ledger_header, parse_standard_signatures, parse_unix};
+use super::{ledger, ledig};
+use crate::config::{LedgerSettings, Secret, SignatureScheme};
+use crate::providers::Delivery;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+const RECEIVED_AT: &str = "2026-11-23T10:00:00.000Z";
+
+/// Header-like text: mostly the characters these headers are made of, plus anything.
+fn header_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[tv1=,0-9a-fA-F ]{0,120}",
+        "(v1,[A-Za-z0-9+/=]{0,60} ?){0,4}",
+        "\\PC{0,80}",
+        "[0-9-]{0,25}",
+    ]
+}
+
+/// JSON values with the keys the normalizers look for, nested a few levels.
+fn json_value() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        Just("id".to_owned()),
+        Just("type".to_owned()),
+        Just("event".to_owned()),
+        Just("event_type".to_owned()),
+        Just("createdAt".to_owned()),
+        Just("created_at".to_owned()),
+        Just("data".to_owned()),
+        Just("payload".to_owned()),
+        Just("status".to_owned()),
+        Just("amount".to_owned()),
+        Just("timestamp".to_owned()),
+        "\\PC{0,12}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "\\PC{0,24}".prop_map(Value::String),
+        Just(Value::String("transaction.created".into())),
+        Just(Value::String("crypto_received".into())),
+    ];
+    leaf.prop_recursive(4, 48, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((key.clone(), inner), 0..8)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn headers_with(pairs: &[(&'static str, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    headers
+}
+
+fn verifier(scheme: SignatureScheme) -> ledger::LedgerVerifier {
+    ledger::LedgerVerifier::new(&LedgerSettings {
+        secrets: vec![Secret::new(
+            b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_vec(),
+        )],
+        scheme,
+        tolerance: Duration::from_secs(300),
+    })
+}
+
+/// Whatever a normalizer accepts must be an envelope that serializes to JSON, deterministically.
+fn assert_well_formed(n: &super::Normalized, again: &super::Normalized) {
+    let json = n.envelope.to_json();
+    let parsed: Value = serde_json::from_str(&json).expect("the envelope is JSON");
+    assert_eq!(parsed["specversion"], "1.0");
+    assert_eq!(
+        n.dedup_key.as_str(),
+        again.dedup_key.as_str(),
+        "dedup is deterministic"
+    );
+    assert_eq!(n.envelope.id, again.envelope.id);
+}
+
+proptest! {
+    #[test]
+    fn fuzz_signature_header_parsers(text in header_text()) {
+        if let Ok(h) = parse_ledger_header(&text) {
+            prop_assert!(text.contains("t="));
+            prop_assert!(!h.signatures.is_empty());
+        }
+        if let Ok(tags) = parse_standard_signatures(&text) {
+            prop_assert!(text.contains("v1,"));
+            prop_assert!(!tags.is_empty());
+        }
+        let _ = parse_unix(&text);
+    }
+
+    #[test]
+    fn fuzz_verification_never_accepts_made_up_headers(
+        ledger_sig in header_text(),
+        id in header_text(),
+        ts in header_text(),
+        sig in header_text(),
+        body in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let headers = headers_with(&[
+            ("x-ledger-signature", ledger_sig),
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ]);
+        let d = Delivery {
+            headers: &headers,
+            body: &body,
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            path_suffix: None,
+        };
+        for scheme in [SignatureScheme::Ledger, SignatureScheme::StandardWebhooks, SignatureScheme::Any] {
+            prop_assert!(verifier(scheme).verify(&d, 1_763_856_000).is_err());
+        }
+    }
+
+    #[test]
+    fn fuzz_normalizers_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let headers = HeaderMap::new();
+        if let (Ok(a), Ok(b)) = (
+            ledger::normalize("ledger", &headers, &body, RECEIVED_AT),
+            ledger::normalize("ledger", &headers, &body, RECEIVED_AT),
+        ) {
+            assert_well_formed(&a, &b);
+        }
+        if let (Ok(a), Ok(b)) = (
+            ledig::normalize("ledig", &body, RECEIVED_AT),
+            ledig::normalize("ledig", &body, RECEIVED_AT),
+        ) {
+            assert_well_formed(&a, &b);
+        }
+    }
+
+    #[test]
+    fn fuzz_normalizers_on_provider_shaped_json(
+        value in json_value(),
+        event_id in proptest::option::of("\\PC{0,20}"),
+    ) {
+        let body = value.to_string();
+        let headers = event_id
+            .map(|id| headers_with(&[("webhook-id", id)]))
+            .unwrap_or_default();
+        let a = ledger::normalize("ledger", &headers, body.as_bytes(), RECEIVED_AT);
+        let b = ledger::normalize("ledger", &headers, body.as_bytes(), RECEIVED_AT);
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                assert_well_formed(&a, &b);
+                prop_assert!(a.envelope.event_type.starts_with("ledger."));
+            }
+            (a, b) => prop_assert!(a.is_err() && b.is_err(), "valid JSON may only fail for depth"),
+        }
+        let a = ledig::normalize("ledig", body.as_bytes(), RECEIVED_AT);
+        let b = ledig::normalize("ledig", body.as_bytes(), RECEIVED_AT);
+        if let (Ok(a), Ok(b)) = (&a, &b) {
+            assert_well_formed(a, b);
+            prop_assert!(a.envelope.event_type.starts_with("ledig."));
+        }
+    }
+}
