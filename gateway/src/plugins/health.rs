@@ -177,12 +177,16 @@ impl PluginHealth {
 pub struct PluginBoard(arc_swap::ArcSwap<Vec<std::sync::Arc<super::LoadedPlugin>>>);
 
 impl PluginBoard {
-    /// Shows `plugins` (a new generation's) from now on.
+    /// Shows `plugins` (a new generation's, going live) from now on, also in
+    /// `gateway_plugin_unhealthy`.
     pub fn publish<'a>(
         &self,
         plugins: impl IntoIterator<Item = &'a std::sync::Arc<super::LoadedPlugin>>,
     ) {
         let mut list: Vec<_> = plugins.into_iter().cloned().collect();
+        for p in &list {
+            p.show_health();
+        }
         list.sort_by(|a, b| a.name().cmp(b.name()));
         self.0.store(std::sync::Arc::new(list));
     }

@@ -89,12 +89,18 @@ impl LoadedPlugin {
         }
     }
 
-    /// Counts this plugin's calls in `gateway_plugin_calls_total` and its duration histogram,
-    /// and shows its health in `gateway_plugin_unhealthy`.
+    /// Counts this plugin's calls in `gateway_plugin_calls_total` and its duration histogram.
     pub fn with_metrics(mut self, metrics: PluginMetrics) -> Self {
-        plugin_health_gauge(&metrics, self.health.is_healthy());
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Sets `gateway_plugin_unhealthy` to this plugin's health: called when its generation
+    /// goes live (a generation that is built but refused must not change the gauge).
+    pub fn show_health(&self) {
+        if let Some(m) = &self.metrics {
+            plugin_health_gauge(m, self.health.is_healthy());
+        }
     }
 
     /// Takes over the health of the same plugin in the running generation, when nothing that
@@ -102,9 +108,6 @@ impl LoadedPlugin {
     pub fn keep_health_of(mut self, running: &LoadedPlugin) -> Self {
         if running.fingerprint == self.fingerprint {
             self.health = Arc::clone(&running.health);
-            if let Some(m) = &self.metrics {
-                plugin_health_gauge(m, self.health.is_healthy());
-            }
         }
         self
     }
