@@ -131,6 +131,7 @@ fn admin_requests_need_the_bearer_token() {
             ("GET", "/admin/events"),
             ("GET", "/admin/events/1"),
             ("GET", "/admin/dead-letters"),
+            ("GET", "/admin/plugins"),
             ("POST", "/admin/events/1/replay"),
             ("POST", "/admin/replay?all=true"),
             ("POST", "/admin/dead-letters/redrive"),
