@@ -26,4 +26,5 @@ mod plugin_harness;
 mod plugin_limits;
 mod reload;
 mod sink;
+mod slow_clients;
 mod store_failure;
