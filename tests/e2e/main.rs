@@ -1,13 +1,15 @@
 //! End-to-end tests: each test starts the real `gateway` binary on port 0 with its own config
 //! and SQLite file in a temp dir, sends real HTTP requests signed the way the providers sign
 //! them, and checks the exact answers, the stored rows and the metrics. Together they prove the
-//! gateway's external contract: responses, envelope, dedup, limits, durability, `check`.
+//! gateway's external contract: responses, envelope, dedup, limits (body bombs, slow clients),
+//! durability, `check`.
 //!
 //! The `plugin_*` modules run the real example and fixture components from `plugins/` (built by
 //! `tests/plugin-artifacts`) through the gateway's plugin host in-process, where limits and
 //! recycling can be observed call by call, and through `gateway plugin run` and `gateway check`.
 
 mod admin_api;
+mod bombs;
 mod check;
 mod crash;
 mod dedup;
@@ -26,5 +28,6 @@ mod plugin_health;
 mod plugin_limits;
 mod reload;
 mod sink;
+mod slow_clients;
 mod store_failure;
 mod storm;

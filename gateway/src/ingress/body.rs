@@ -1,7 +1,10 @@
 //! Reading a request body with a size cap and a deadline, so neither a huge body nor a client
-//! trickling bytes can hold memory or a connection beyond the configured limits.
+//! trickling bytes can hold memory or a connection beyond the configured limits; and refusing,
+//! from the headers alone, a body sent in a content coding (gzip, deflate, ...), which the
+//! gateway never inflates.
 
 use bytes::Bytes;
+use http::{HeaderMap, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -14,6 +17,47 @@ pub(crate) enum BodyError {
     Timeout,
     #[error("could not read request body: {0}")]
     Read(String),
+}
+
+/// A request declared a `Content-Encoding` other than `identity`. Holds the codings as declared
+/// (shortened), for the answer and the log.
+#[derive(Debug, thiserror::Error)]
+#[error("Content-Encoding {0:?} is not supported; bodies must be sent uncompressed")]
+pub(crate) struct UnsupportedEncoding(pub(crate) String);
+
+/// The declared codings named in an answer are cut to this many characters: the header can be
+/// up to the head cap (64 KiB), and the answer does not need to echo all of it.
+const MAX_NAMED_ENCODING: usize = 64;
+
+/// Refuses any `Content-Encoding` but `identity`, looking only at the headers.
+///
+/// Why refuse instead of inflating: the providers sign and send uncompressed bodies, a signature
+/// covers the bytes as sent, and inflating would turn a 1 MiB body into gigabytes (a
+/// decompression bomb) before the size limit could look at it. Refusing also keeps a compressed
+/// body out of authentication and quarantine: it is answered before a byte of it is read.
+/// Every `Content-Encoding` field counts, each a comma-separated list (RFC 9110 §8.4); empty
+/// members are ignored, `identity` in any case is "no coding".
+pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), UnsupportedEncoding> {
+    let mut codings: Vec<String> = Vec::new();
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        // A value that is not visible ASCII is not a known coding either; show it lossily.
+        let text = String::from_utf8_lossy(value.as_bytes());
+        codings.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+                .map(str::to_owned),
+        );
+    }
+    if codings.is_empty() {
+        return Ok(());
+    }
+    let named: String = codings
+        .join(", ")
+        .chars()
+        .take(MAX_NAMED_ENCODING)
+        .collect();
+    Err(UnsupportedEncoding(named))
 }
 
 /// Reads the whole body, refusing it as soon as it passes `max` bytes (whatever the client
@@ -32,5 +76,66 @@ pub(crate) async fn read_limited(
             Err(BodyError::TooLarge(max))
         }
         Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_bytes(v).expect("a valid header value"),
+            );
+        }
+        h
+    }
+
+    fn refused(values: &[&[u8]]) -> Option<String> {
+        check_encoding(&with(values)).err().map(|e| e.0)
+    }
+
+    #[test]
+    fn no_encoding_or_identity_is_accepted() {
+        assert_eq!(refused(&[]), None);
+        assert_eq!(refused(&[b"identity"]), None);
+        assert_eq!(refused(&[b"IDENTITY"]), None);
+        assert_eq!(refused(&[b" identity , identity"]), None);
+        assert_eq!(refused(&[b""]), None);
+        assert_eq!(refused(&[b"identity", b""]), None);
+    }
+
+    #[test]
+    fn any_other_coding_is_refused_and_named() {
+        assert_eq!(refused(&[b"gzip"]).as_deref(), Some("gzip"));
+        assert_eq!(refused(&[b"x-gzip"]).as_deref(), Some("x-gzip"));
+        assert_eq!(refused(&[b"deflate"]).as_deref(), Some("deflate"));
+        assert_eq!(refused(&[b"br"]).as_deref(), Some("br"));
+        assert_eq!(refused(&[b"Made-Up"]).as_deref(), Some("Made-Up"));
+        // Lists, in one field or several; identity members are not named.
+        assert_eq!(refused(&[b"identity, gzip"]).as_deref(), Some("gzip"));
+        assert_eq!(
+            refused(&[b"gzip", b"identity", b"br"]).as_deref(),
+            Some("gzip, br")
+        );
+    }
+
+    #[test]
+    fn a_huge_or_binary_value_is_named_shortened() {
+        let long = "a".repeat(10_000);
+        let named = refused(&[long.as_bytes()]).expect("refused");
+        assert_eq!(named.chars().count(), MAX_NAMED_ENCODING);
+        let named = refused(&[b"gz\xffip"]).expect("refused");
+        assert!(named.starts_with("gz"), "{named:?}");
+        // The message quotes and escapes the name, so it cannot break the answer or a log line.
+        let e = check_encoding(&with(&[b"gzip\"x"])).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            r#"Content-Encoding "gzip\"x" is not supported; bodies must be sent uncompressed"#
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! One delivery on a source's path, start to answer: limits -> authenticate -> normalize ->
-//! dedup + persist -> ack. Each step's failure maps to exactly one status of the design's table.
+//! One delivery on a source's path, start to answer: limits (content coding, size, time) ->
+//! authenticate -> normalize -> dedup + persist -> ack. Each step's failure maps to exactly one
+//! status of the design's table.
 //!
 //! The ack waits for the store's commit. This path does no plugin work and no outbound I/O.
 
@@ -8,7 +9,8 @@ use super::reply::{self, Body};
 use super::{Endpoint, Gateway};
 use crate::metrics::Outcome;
 use crate::metrics::events::{
-    AuthRejected, BodyQuarantined, EventStored, RequestHandled, StoreUnavailable, UnknownFieldsSeen,
+    AuthRejected, BodyQuarantined, EncodingRefused, EventStored, RequestHandled, StoreUnavailable,
+    UnknownFieldsSeen,
 };
 use crate::providers::{Delivery, NormalizeError};
 use crate::store::{IngestOutcome, NewEvent, QuarantinedBody, StoreError};
@@ -55,6 +57,18 @@ async fn handle(
     started: Instant,
 ) -> (Outcome, Response<Body>) {
     let (parts, incoming) = req.into_parts();
+    // A compressed body is refused from the headers alone: never inflated, never read, never
+    // authenticated (see `body::check_encoding` for why).
+    if let Err(e) = body::check_encoding(&parts.headers) {
+        EncodingRefused {
+            metrics: &endpoint.metrics,
+            encoding: &e.0,
+            peer,
+        }
+        .emit();
+        let res = reply::error_and_close(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string());
+        return (Outcome::UnsupportedEncoding, res);
+    }
     // Refuse a declared oversize body before reading a byte of it.
     let declared = parts
         .headers

@@ -75,6 +75,27 @@ impl AuthRejected<'_> {
     }
 }
 
+/// A request was refused because its body is compressed (`Content-Encoding` not `identity`).
+/// Logged because a provider that starts compressing would otherwise fail quietly; the count is
+/// the `unsupported_encoding` outcome of [`RequestHandled`].
+#[derive(Debug)]
+pub struct EncodingRefused<'a> {
+    pub metrics: &'a SourceMetrics,
+    pub encoding: &'a str,
+    pub peer: std::net::IpAddr,
+}
+
+impl EncodingRefused<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            source = %self.metrics.source,
+            peer = %self.peer,
+            encoding = ?self.encoding,
+            "webhook refused: compressed body (Content-Encoding)"
+        );
+    }
+}
+
 /// A payload carried fields its provider's docs do not list (kept in `data` all the same).
 #[derive(Debug)]
 pub struct UnknownFieldsSeen<'a> {

@@ -59,17 +59,20 @@ pub enum Outcome {
     Unauthorized,
     Malformed,
     TooLarge,
+    /// A `Content-Encoding` the gateway does not inflate (anything but `identity`): 415.
+    UnsupportedEncoding,
     Timeout,
     Error,
 }
 
 impl Outcome {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Accepted,
         Self::Duplicate,
         Self::Unauthorized,
         Self::Malformed,
         Self::TooLarge,
+        Self::UnsupportedEncoding,
         Self::Timeout,
         Self::Error,
     ];
@@ -81,6 +84,7 @@ impl Outcome {
             Self::Unauthorized => "unauthorized",
             Self::Malformed => "malformed",
             Self::TooLarge => "too_large",
+            Self::UnsupportedEncoding => "unsupported_encoding",
             Self::Timeout => "timeout",
             Self::Error => "error",
         }
@@ -282,7 +286,7 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct SourceMetrics {
     source: String,
-    outcomes: [IntCounter; 7],
+    outcomes: [IntCounter; Outcome::ALL.len()],
     ack: Histogram,
     events: HashMap<&'static str, IntCounter>,
     unknown_fields: IntCounter,
