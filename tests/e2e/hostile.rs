@@ -2,7 +2,8 @@
 //! times stores one event and a stale one is refused; JSON depth bombs and huge arrays in an
 //! authenticated body are answered (400 or stored) without crashing the gateway; a header
 //! flood is refused or cut off; thousands of made-up event types and paths do not grow the
-//! number of metric series.
+//! number of metric series; no secret reaches the log, `/metrics` or admin answers, and CR/LF
+//! in request data cannot forge a log line.
 
 use crate::harness::*;
 use std::io::{Read as _, Write as _};
@@ -142,5 +143,76 @@ fn made_up_event_types_and_paths_do_not_grow_the_metric_series() {
     assert!(
         !after.contains("made.up.type") && !after.contains("/random/path"),
         "request data never becomes a label"
+    );
+}
+
+/// Secrets never leave the gateway: not in its log (at info level, through failed
+/// authentications, a failing destination and admin calls with a wrong token), not in
+/// `/metrics`, not in admin answers. Request data with CR/LF cannot forge a log line.
+#[test]
+fn secrets_never_reach_logs_metrics_or_admin_answers_and_request_data_cannot_forge_log_lines() {
+    use crate::reload::{ADMIN, http_destination};
+    use crate::sink::{Mode, SINK_SECRET, Sink};
+    let sink = Sink::start(Mode::FailNext { n: 2, status: 500 });
+    let gw = Gateway::start_with_extra(&format!(
+        "{ADMIN}{}[[routes]]\nname = \"all\"\nto = [\"sink\"]\n",
+        http_destination("sink", &sink)
+    ));
+    let forged = "x\r\nFORGED-LOG-LINE level=ERROR\r\n";
+    let body =
+        serde_json::json!({"id": format!("evt_{forged}"), "type": forged, "data": {}}).to_string();
+    gw.post_ledger(body.as_bytes()).assert_accepted();
+    // Failed authentications of every kind.
+    let headers = ledger_headers(LEDGER_SECRET_WRONG, now(), body.as_bytes());
+    gw.post("/webhooks/ledger", &headers, body.as_bytes())
+        .assert_error(401);
+    let ledig = serde_json::json!({"event": "payout", forged: forged, "id": "p1"}).to_string();
+    let wrong_token = [("X-Ledig-Token", format!("{LEDIG_TOKEN}x"))];
+    gw.post("/webhooks/ledig", &wrong_token, ledig.as_bytes())
+        .assert_error(401);
+    gw.post_ledig(ledig.as_bytes()).assert_accepted();
+    let wrong_admin = [("Authorization", format!("Bearer {ADMIN_TOKEN}x"))];
+    assert_eq!(
+        gw.request("GET", "/admin/events", &wrong_admin, b"").status,
+        401
+    );
+    // The destination fails twice (logged) before it takes the event.
+    sink.wait_for(PATIENCE, "the third attempt", |got| {
+        got.iter().any(|r| r.answered == 200)
+    });
+
+    let mut seen = gw.stderr();
+    seen.push_str(&gw.metrics());
+    for path in [
+        "/admin/events",
+        "/admin/events/1",
+        "/admin/events/2",
+        "/admin/dead-letters",
+    ] {
+        let r = gw.admin("GET", path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        seen.push_str(&r.body);
+    }
+    let b64 = |s: &str| s.trim_start_matches("whsec_").to_owned();
+    for (what, secret) in [
+        ("ledger secret", LEDGER_SECRET.to_owned()),
+        ("ledger secret key", b64(LEDGER_SECRET)),
+        ("old ledger secret", b64(LEDGER_SECRET_OLD)),
+        ("ledig token", LEDIG_TOKEN.to_owned()),
+        ("ledig password", LEDIG_PASSWORD.to_owned()),
+        ("admin token", ADMIN_TOKEN.to_owned()),
+        ("sink secret", b64(SINK_SECRET)),
+    ] {
+        assert!(!seen.contains(&secret), "the {what} leaked:\n{seen}");
+    }
+    let log = gw.stderr();
+    assert!(
+        log.contains("FORGED-LOG-LINE"),
+        "the forged text is logged (escaped), else this proves nothing:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| !l.trim_start().starts_with("FORGED-LOG-LINE")),
+        "a request forged a log line:\n{log}"
     );
 }
