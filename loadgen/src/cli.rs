@@ -67,6 +67,10 @@ pub(crate) struct IngestArgs {
     /// Open-loop rate as a fraction of the maximum rate measured for the same target.
     #[arg(long, default_value_t = 0.5, value_parser = share)]
     pub(crate) open_fraction: f64,
+    /// A fixed open-loop rate (requests/s) instead of `--open-fraction`, to compare two
+    /// configurations (e.g. with and without `--poison`) at the same load.
+    #[arg(long)]
+    pub(crate) open_rate: Option<f64>,
     /// Generator runtime threads (1: a current-thread runtime). Two measured best on 2 cores:
     /// the generator still uses about one core, but one descheduled thread no longer stalls
     /// every connection at once.

@@ -66,7 +66,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         let mut max = closed_loop::run(addr, sources, args.duration, false).await?;
         max.usage = meter.usage();
         report_server_side(target, addr, before, "maximum rate", args.duration).await;
-        let rate = max.acked_per_sec() * args.open_fraction;
+        let rate = args
+            .open_rate
+            .unwrap_or_else(|| max.acked_per_sec() * args.open_fraction);
         let open = if rate >= 1.0 {
             eprintln!(
                 "{name}: open loop at {rate:.0}/s over {} connections",
