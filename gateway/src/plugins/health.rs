@@ -24,8 +24,9 @@ pub enum Admission {
     Call,
     /// Unhealthy, cool-down over: run it as the one probe.
     Probe,
-    /// Unhealthy: do not run it; the text says why (for the event's retry reason).
-    Skip(String),
+    /// Unhealthy: do not run it; the text says why (for the event's retry reason), and the
+    /// wait until the next probe may run (no point in retrying the event before).
+    Skip { reason: String, probe_in: Duration },
 }
 
 /// A change of state the caller reports (log line + gauge).
@@ -105,13 +106,16 @@ impl PluginHealth {
         let wait = d
             .probe_after
             .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
-        Admission::Skip(format!(
-            "plugin is unhealthy after {} consecutive failures (last: {}); not called, next \
-             probe in {}",
-            self.failures.load(Ordering::Relaxed),
-            d.last_failure.as_deref().unwrap_or("unknown"),
-            humantime::format_duration(Duration::from_secs(wait.as_secs()))
-        ))
+        Admission::Skip {
+            reason: format!(
+                "plugin is unhealthy after {} consecutive failures (last: {}); not called, next \
+                 probe in {}",
+                self.failures.load(Ordering::Relaxed),
+                d.last_failure.as_deref().unwrap_or("unknown"),
+                humantime::format_duration(Duration::from_secs(wait.as_secs()))
+            ),
+            probe_in: wait,
+        }
     }
 
     /// Records the result of an admitted call: `failure` is the reason of a trap or timeout.
@@ -216,7 +220,7 @@ mod tests {
     fn call(h: &PluginHealth, fails: bool) -> (Admission, Option<Transition>) {
         let a = h.admit();
         let t = match a {
-            Admission::Skip(_) => None,
+            Admission::Skip { .. } => None,
             _ => h.record(&a, fails.then_some("trapped: boom")),
         };
         (a, t)
@@ -244,10 +248,14 @@ mod tests {
             "{report:?}"
         );
         match h.admit() {
-            Admission::Skip(why) => assert!(
-                why.starts_with(
-                    "plugin is unhealthy after 3 consecutive failures (last: trapped: boom)"
-                ),
+            Admission::Skip {
+                reason: why,
+                probe_in,
+            } => assert!(
+                probe_in > Duration::from_secs(3500)
+                    && why.starts_with(
+                        "plugin is unhealthy after 3 consecutive failures (last: trapped: boom)"
+                    ),
                 "{why}"
             ),
             other => panic!("expected a skip, got {other:?}"),
@@ -263,7 +271,7 @@ mod tests {
         ));
         // Cool-down over: exactly one probe at a time.
         assert_eq!(h.admit(), Admission::Probe);
-        assert!(matches!(h.admit(), Admission::Skip(_)));
+        assert!(matches!(h.admit(), Admission::Skip { .. }));
         assert_eq!(h.record(&Admission::Probe, Some("timed out")), None);
         assert!(!h.is_healthy(), "a failed probe keeps it unhealthy");
         assert_eq!(h.report().last_failure.as_deref(), Some("timed out"));

@@ -32,6 +32,9 @@ pub struct PluginCall {
     pub logs: Vec<PluginLog>,
     pub elapsed: Duration,
     pub fuel_used: u64,
+    /// A `retry` that is pointless before this long (the plugin is unhealthy until its next
+    /// probe); the retry schedule waits at least this.
+    pub retry_after: Option<Duration>,
 }
 
 struct WarmInstance {
@@ -172,7 +175,7 @@ impl LoadedPlugin {
     /// unhealthy plugin is not run at all: the outcome is `retry` with the reason.
     pub fn call(&self, event: &PluginEvent) -> PluginCall {
         let admission = self.health.admit();
-        if let Admission::Skip(reason) = admission {
+        if let Admission::Skip { reason, probe_in } = admission {
             PluginSkipped {
                 metrics: self.metrics.as_ref(),
                 plugin: &self.name,
@@ -184,6 +187,7 @@ impl LoadedPlugin {
                 logs: Vec::new(),
                 elapsed: Duration::ZERO,
                 fuel_used: 0,
+                retry_after: Some(probe_in),
             };
         }
         let call = self.run(event);
@@ -300,6 +304,7 @@ impl LoadedPlugin {
             logs,
             elapsed,
             fuel_used,
+            retry_after: None,
         }
     }
 

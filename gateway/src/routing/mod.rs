@@ -12,6 +12,7 @@ use crate::plugins::{LoadedPlugin, PluginEvent, PluginOutcome};
 use crate::store::PluginStep;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Most events one chain may fan out to (emit inside emit), so a plugin cannot make one
 /// webhook into an unbounded number of deliveries.
@@ -32,8 +33,8 @@ pub enum RouteResult {
     Deliver(Vec<PluginEvent>),
     /// Every branch of the chain dropped the event (the last reason given).
     Dropped(String),
-    /// A plugin asked to be called again later.
-    Retry(String),
+    /// A plugin asked to be called again later (not before the duration, if one is given).
+    Retry(String, Option<Duration>),
     /// A plugin failed for good (fatal, trap, timeout, invalid output): a dead letter.
     Failed(String),
 }
@@ -107,9 +108,10 @@ impl Router {
                 let label = call.outcome.label();
                 match (call.outcome, failure) {
                     (_, Some(true)) => {
-                        return RouteResult::Retry(format!(
-                            "plugin `{name}` asked to retry: {reason}"
-                        ));
+                        return RouteResult::Retry(
+                            format!("plugin `{name}` asked to retry: {reason}"),
+                            call.retry_after,
+                        );
                     }
                     (_, Some(false)) => {
                         return RouteResult::Failed(format!("plugin `{name}` {label}: {reason}"));

@@ -264,6 +264,9 @@ pub enum RedriveSelection {
     Deliveries(Vec<i64>),
     /// These dead route runs.
     RouteRuns(Vec<i64>),
+    /// Every route run waiting for its retry: due now (a new config generation may have fixed
+    /// what they wait for). Their attempt counts stay.
+    WaitingRouteRuns,
 }
 
 /// Counts for the gauges.

@@ -2,7 +2,8 @@
 //!
 //! Polls the store (the due rows are indexed, so a poll with nothing due is cheap). Each due
 //! row is worked on by at most one task at a time; the destination's own concurrency cap
-//! bounds how many attempts reach it at once, however large the backlog.
+//! bounds how many attempts reach it at once, however large the backlog. When a new config
+//! generation goes live, every waiting plugin stage is made due at once.
 
 use super::Ctx;
 use super::attempt::attempt;
@@ -21,7 +22,26 @@ const READ_BATCH: u32 = 256;
 pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
     let deliveries: Arc<Mutex<Claims>> = Arc::default();
     let runs: Arc<Mutex<Claims>> = Arc::default();
+    let mut generation = ctx.pipeline.load().generation;
     while !ctx.shutdown.is_cancelled() {
+        // A new config generation (a replaced plugin, a changed route) may be what waiting
+        // plugin stages wait for: they are tried again now, not at their scheduled time.
+        let live = ctx.pipeline.load().generation;
+        if live != generation {
+            match ctx
+                .store
+                .redrive(crate::store::RedriveSelection::WaitingRouteRuns)
+                .await
+            {
+                Ok(n) => {
+                    generation = live;
+                    if n > 0 {
+                        tracing::info!(generation, waiting = n, "plugin stages retried now");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reschedule waiting plugin stages"),
+            }
+        }
         // Before reading: rows whose work finished before this read are free again.
         release_finished(&deliveries);
         release_finished(&runs);

@@ -162,7 +162,7 @@ async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<Ch
             .iter()
             .map(|n| {
                 let results = (0..*n)
-                    .map(|_| RouteResult::Retry(reason.to_owned()))
+                    .map(|_| RouteResult::Retry(reason.to_owned(), None))
                     .collect();
                 (results, Vec::new())
             })
@@ -253,14 +253,14 @@ async fn settle(pipeline: &Pipeline, job: Job, chain: ChainOutput) -> (StoredEve
                     route_runs.push(run_update(id, name, done, &reason, attempts));
                 }
             }
-            RouteResult::Retry(reason) if attempts < PLUGIN_MAX_ATTEMPTS => {
-                let wait = crate::delivery::next_wait(&PLUGIN_BACKOFF, attempts, None);
+            RouteResult::Retry(reason, not_before) if attempts < PLUGIN_MAX_ATTEMPTS => {
+                let wait = crate::delivery::next_wait(&PLUGIN_BACKOFF, attempts, not_before);
                 let next_attempt_ms = crate::store::unix_ms()
                     .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
                 let state = RouteRunState::Retry { next_attempt_ms };
                 route_runs.push(run_update(id, name, state, &reason, attempts));
             }
-            RouteResult::Retry(reason) => {
+            RouteResult::Retry(reason, _) => {
                 let reason = format!("gave up after {attempts} attempts; last: {reason}");
                 route_runs.push(dead_run(name, existing, reason));
             }

@@ -388,6 +388,13 @@ fn redrive(tx: &Transaction<'_>, selection: &RedriveSelection, now: i64) -> rusq
                 n += stmt.execute(params![now, id])?;
             }
         }
+        RedriveSelection::WaitingRouteRuns => {
+            n += tx.execute(
+                "UPDATE route_runs SET next_attempt_at = ?1, updated_at = ?1 \
+                 WHERE status = 'retry' AND next_attempt_at > ?1",
+                [now],
+            )?;
+        }
     }
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
