@@ -151,15 +151,10 @@ fn killed_twenty_times_under_load_no_acknowledged_event_is_lost() {
             .collect();
         stored.iter().all(|id| delivered.contains(id.as_str()))
     });
-    let deadline = Instant::now() + PATIENCE;
-    while count(
-        &gw.db(),
-        "SELECT count(*) FROM deliveries WHERE status != 'delivered'",
-    ) > 0
-    {
-        assert!(Instant::now() < deadline, "deliveries still open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let open = "SELECT count(*) FROM deliveries WHERE status != 'delivered'";
+    wait_until(&gw, "every delivery recorded as delivered", || {
+        (count(&gw.db(), open) == 0).then_some(())
+    });
     let delivered = sink.delivered();
     let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
     for r in &delivered {

@@ -15,7 +15,7 @@ use crate::sink::{Mode, Received, SINK_SECRET, Sink, verify};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The admin section every config here needs.
 const ADMIN: &str = "[admin]\ntoken = \"env:E2E_ADMIN_TOKEN\"\n";
@@ -62,22 +62,6 @@ fn ledger_event(id: &str, ty: &str) -> Vec<u8> {
         r#"{{"id":"{id}","type":"{ty}","createdAt":1763856000000,"data":{{"id":"txn_{id}","amount":"12.50","currency":"EUR"}}}}"#
     )
     .into_bytes()
-}
-
-/// Polls `probe` until it gives a value, or fails after [`PATIENCE`] saying `what`.
-fn wait_until<T>(gw: &Gateway, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {PATIENCE:?}; stderr:\n{}",
-            gw.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The stored event with this id: (seq, envelope column exactly as stored).

@@ -733,3 +733,19 @@ pub(crate) fn metric(metrics: &str, series: &str) -> f64 {
         })
         .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
 }
+
+/// Polls `probe` until it gives a value, or fails after [`PATIENCE`] saying `what`.
+pub(crate) fn wait_until<T>(gw: &Gateway, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}; stderr:\n{}",
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -14,7 +14,6 @@ use crate::sink::{Mode, Sink};
 use plugin_artifacts::{ECHO, PANIC};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
 const UNHEALTHY: &str = r#"gateway_plugin_unhealthy{plugin="p"}"#;
 const TRAPS: &str = r#"gateway_plugin_calls_total{plugin="p",result="trap"}"#;
@@ -32,19 +31,9 @@ fn plugin_config(wasm: &str, sink: &Sink) -> String {
 
 /// Polls the store until `sql` (one count) reaches `want`.
 fn wait_count(gw: &Gateway, sql: &str, want: i64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = count(&gw.db(), sql);
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{sql}` is {now}, not {want}; stderr:\n{}",
-            gw.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(gw, &format!("`{sql}` reaches {want}"), || {
+        (count(&gw.db(), sql) == want).then_some(())
+    });
 }
 
 fn plugin_health(gw: &Gateway) -> Value {

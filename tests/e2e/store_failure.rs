@@ -84,15 +84,10 @@ fn an_unwritable_store_delays_deliveries_and_loses_none() {
     gw.post_ledger(&ledger_txn("evt_before_outage"))
         .assert_accepted();
     // Its delivery is failing (sink down) and being retried when the store goes away.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while count(
-        &gw.db(),
-        "SELECT count(*) FROM deliveries WHERE attempts >= 1",
-    ) == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "no attempt recorded");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let attempted = "SELECT count(*) FROM deliveries WHERE attempts >= 1";
+    wait_until(&gw, "a recorded attempt", || {
+        (count(&gw.db(), attempted) > 0).then_some(())
+    });
     prlimit(gw.pid(), "1:unlimited");
     gw.post_ledger(&ledger_txn("evt_in_outage"))
         .assert_error(503);
@@ -118,18 +113,9 @@ fn an_unwritable_store_delays_deliveries_and_loses_none() {
         "every acknowledged event after the outage",
         &gw,
     );
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while count(
-        &gw.db(),
-        "SELECT count(*) FROM deliveries WHERE status = 'delivered'",
-    ) < 3
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deliveries not recorded as delivered; stderr:\n{}",
-            gw.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let delivered = "SELECT count(*) FROM deliveries WHERE status = 'delivered'";
+    wait_until(&gw, "3 deliveries recorded as delivered", || {
+        (count(&gw.db(), delivered) >= 3).then_some(())
+    });
     assert_eq!(count(&gw.db(), "SELECT count(*) FROM deliveries"), 3);
 }
