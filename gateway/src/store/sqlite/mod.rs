@@ -7,6 +7,7 @@
 
 mod filter;
 mod reader;
+mod recent;
 mod writer;
 
 use super::dedup_index::DedupIndex;
@@ -18,6 +19,7 @@ use super::work::{
 use super::{IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
 use crate::metrics::Metrics;
 use reader::Reader;
+use recent::{Pending, RecentEvents};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Command>,
     reader: Reader,
     work: Arc<Notify>,
+    recent: Arc<RecentEvents>,
 }
 
 /// Joins the writer thread at shutdown, after every [`SqliteStore`] handle is dropped.
@@ -130,6 +133,10 @@ impl SqliteStore {
             .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
         let index = DedupIndex::load(&conn, cutoff).map_err(open_err)?;
         tracing::info!(keys = index.len(), "dedup index loaded");
+        let max_seq: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let recent = Arc::new(RecentEvents::new(max_seq));
         // Checkpoints normally run on their own thread (passive: they never block a commit),
         // so the WAL is rewound while the writer keeps committing. The writer checkpoints
         // itself only if the WAL grows past the backstop because that thread fell behind.
@@ -154,11 +161,12 @@ impl SqliteStore {
             .map_err(open_err)?;
         let work = Arc::new(Notify::new());
         let signal = Arc::clone(&work);
+        let committed = Arc::clone(&recent);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                writer_loop(conn, index, rx, &metrics, &signal);
+                writer_loop(conn, index, rx, &metrics, &signal, &committed);
                 drop(stop_checkpoints);
             })
             .map_err(|e| StoreError::Write(format!("cannot start writer thread: {e}")))?;
@@ -167,6 +175,7 @@ impl SqliteStore {
                 tx,
                 reader: Reader::new(read_conn),
                 work,
+                recent,
             },
             WriterThread {
                 writer,
@@ -220,15 +229,27 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let max = usize::try_from(limit).unwrap_or(usize::MAX);
+        if let Pending::Known(events) = self.recent.pending_after(after_seq, max) {
+            return Ok(events);
+        }
         self.reader
             .with(move |c| reader::pending_events(c, after_seq, limit))
             .await
     }
 
     async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        self.reader
+        let Some(generation) = self.recent.replay_query_needed() else {
+            return Ok(Vec::new());
+        };
+        let events = self
+            .reader
             .with(move |c| reader::replay_events(c, limit))
-            .await
+            .await?;
+        if events.is_empty() {
+            self.recent.replays_empty_at(generation);
+        }
+        Ok(events)
     }
 
     async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError> {

@@ -69,22 +69,29 @@ pub(super) fn pending_events(
     after_seq: i64,
     limit: u32,
 ) -> rusqlite::Result<Vec<StoredEvent>> {
-    conn.prepare_cached(
+    conn.prepare_cached(&pending_sql(limit))?
+        .query_map(params![after_seq], stored_event)?
+        .collect()
+}
+
+/// The limits of the polling queries are written into the SQL, not bound: SQLite plans with
+/// a bound LIMIT's value and then re-prepares the statement on every new binding (parsing and
+/// planning on every poll). Callers pass constants, so each query is prepared once.
+fn pending_sql(limit: u32) -> String {
+    format!(
         "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope FROM events e \
          WHERE e.seq > ?1 AND NOT EXISTS (SELECT 1 FROM routings r WHERE r.seq = e.seq) \
-         ORDER BY e.seq LIMIT ?2",
-    )?
-    .query_map(params![after_seq, limit], stored_event)?
-    .collect()
+         ORDER BY e.seq LIMIT {limit}"
+    )
 }
 
 pub(super) fn replay_events(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<StoredEvent>> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
          FROM routings r JOIN events e ON e.seq = r.seq \
-         WHERE r.status = 'replay' ORDER BY r.seq LIMIT ?1",
-    )?
-    .query_map(params![limit], stored_event)?
+         WHERE r.status = 'replay' ORDER BY r.seq LIMIT {limit}"
+    ))?
+    .query_map([], stored_event)?
     .collect()
 }
 
@@ -93,14 +100,14 @@ pub(super) fn due_deliveries(
     now_ms: i64,
     limit: u32,
 ) -> rusqlite::Result<Vec<DueDelivery>> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "SELECT d.id, d.event_seq, d.route, d.destination, d.webhook_id, \
                 coalesce(d.envelope, e.envelope), d.attempts \
          FROM deliveries d JOIN events e ON e.seq = d.event_seq \
          WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
-         ORDER BY d.next_attempt_at LIMIT ?2",
-    )?
-    .query_map(params![now_ms, limit], |r| {
+         ORDER BY d.next_attempt_at LIMIT {limit}"
+    ))?
+    .query_map(params![now_ms], |r| {
         Ok(DueDelivery {
             id: r.get(0)?,
             event_seq: r.get(1)?,
@@ -119,13 +126,13 @@ pub(super) fn due_route_runs(
     now_ms: i64,
     limit: u32,
 ) -> rusqlite::Result<Vec<DueRouteRun>> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "SELECT r.id, r.route, r.attempts, e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
          FROM route_runs r JOIN events e ON e.seq = r.event_seq \
          WHERE r.status = 'retry' AND r.next_attempt_at <= ?1 \
-         ORDER BY r.next_attempt_at LIMIT ?2",
-    )?
-    .query_map(params![now_ms, limit], |r| {
+         ORDER BY r.next_attempt_at LIMIT {limit}"
+    ))?
+    .query_map(params![now_ms], |r| {
         Ok(DueRouteRun {
             id: r.get(0)?,
             route: r.get(1)?,
@@ -298,4 +305,22 @@ pub(super) fn dead_letters(
         .query_map([limit], route_run_view)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((deliveries, runs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    #[test]
+    fn polling_for_pending_events_prepares_its_query_once() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(super::super::super::schema::SCHEMA)?;
+        for cursor in 0..10 {
+            pending_events(&conn, cursor, 512)?;
+        }
+        let stmt = conn.prepare_cached(&pending_sql(512))?;
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        Ok(())
+    }
 }

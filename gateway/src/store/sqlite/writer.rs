@@ -13,8 +13,9 @@ use super::super::work::{
     AttemptDone, AttemptRecord, DeliveryState, EventFilter, EventStatus, PluginStep, Processed,
     RedriveSelection, RouteRunState,
 };
-use super::super::{IngestOutcome, NewEvent, QuarantinedBody, StoreError, unix_ms};
+use super::super::{IngestOutcome, NewEvent, QuarantinedBody, StoreError, StoredEvent, unix_ms};
 use super::filter::where_clause;
+use super::recent::RecentEvents;
 use crate::metrics::Metrics;
 use crate::metrics::events::StoreBatchCommitted;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params, params_from_iter};
@@ -52,6 +53,7 @@ pub(super) fn writer_loop(
     mut rx: mpsc::Receiver<Command>,
     metrics: &Metrics,
     work: &Arc<Notify>,
+    recent: &RecentEvents,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -75,16 +77,38 @@ pub(super) fn writer_loop(
                 error: error.as_deref(),
             }
             .emit();
-            if result.is_ok() && batch.iter().any(creates_work) {
+            let creates_work = result.is_ok() && batch.iter().any(creates_work);
+            let (routed, marked_replays) = match &result {
+                Ok(applied) => routed_and_replays(&batch, applied),
+                Err(_) => (Vec::new(), false),
+            };
+            let stored = reply_all(batch.drain(..), result);
+            // Intake finds the new events in memory (see `recent`) before it is woken.
+            recent.committed(stored, &routed, marked_replays);
+            if creates_work {
                 work.notify_one();
             }
-            reply_all(batch.drain(..), result);
         });
         if std::panic::catch_unwind(run).is_err() {
             batch.clear();
             tracing::error!("store writer recovered from a panic; its batch was answered 503");
         }
     }
+}
+
+/// What a committed batch changed for `recent`: the events that got a routing result (no
+/// longer pending) and whether any event was marked for replay.
+fn routed_and_replays(batch: &[Command], applied: &[Applied]) -> (Vec<i64>, bool) {
+    let mut routed = Vec::new();
+    let mut replays = false;
+    for (cmd, done) in batch.iter().zip(applied) {
+        match (cmd, done) {
+            (Command::Complete(processed, _), _) => routed.extend(processed.iter().map(|p| p.seq)),
+            (Command::Replay(..), Applied::Count(n)) => replays |= *n > 0,
+            _ => {}
+        }
+    }
+    (routed, replays)
 }
 
 fn creates_work(cmd: &Command) -> bool {
@@ -399,14 +423,30 @@ fn redrive(tx: &Transaction<'_>, selection: &RedriveSelection, now: i64) -> rusq
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
-fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, rusqlite::Error>) {
+/// Answers every request of a batch; returns the events it stored, in seq order.
+fn reply_all(
+    batch: impl Iterator<Item = Command>,
+    result: Result<Vec<Applied>, rusqlite::Error>,
+) -> Vec<StoredEvent> {
+    let mut stored = Vec::new();
     match result {
         Ok(applied) => {
             for (cmd, done) in batch.zip(applied) {
                 // A requester that gave up (timeout, disconnect) no longer listens; that is fine,
                 // its write is committed and a retry will be answered as a duplicate.
                 match (cmd, done) {
-                    (Command::Ingest(_, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
+                    (Command::Ingest(e, r), Applied::Ingest(o)) => {
+                        if let IngestOutcome::Stored { seq } = o {
+                            stored.push(StoredEvent {
+                                seq,
+                                id: e.dedup_key,
+                                source: e.source,
+                                event_type: e.event_type,
+                                envelope: e.envelope,
+                            });
+                        }
+                        drop(r.send(Ok(o)));
+                    }
                     (
                         Command::Quarantine(_, r)
                         | Command::Probe(r)
@@ -430,6 +470,7 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
             }
         }
     }
+    stored
 }
 
 fn fail(cmd: Command, msg: &str) {
