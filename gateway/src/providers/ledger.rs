@@ -9,7 +9,7 @@ use super::signature::{self, HmacSha256, TAG_LEN};
 use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
 use crate::config::{LedgerSettings, SignatureScheme};
 use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::Digest as _;
@@ -35,18 +35,19 @@ pub(super) const CATALOGUE: &[&str] = &[
     OTHER_TYPE,
 ];
 
-/// Headers kept beside the raw body so the signature can be re-checked later.
-pub(super) const KEPT_HEADERS: &[&str] = &[
-    "content-type",
-    "x-ledger-event-id",
-    "x-ledger-event-type",
-    "x-ledger-signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "svix-id",
-    "svix-timestamp",
-    "svix-signature",
+/// Headers kept beside the raw body so the signature can be re-checked later (sorted by name:
+/// they are written in this order).
+pub(super) static KEPT_HEADERS: [HeaderName; 10] = [
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("svix-id"),
+    HeaderName::from_static("svix-signature"),
+    HeaderName::from_static("svix-timestamp"),
+    HeaderName::from_static("webhook-id"),
+    HeaderName::from_static("webhook-signature"),
+    HeaderName::from_static("webhook-timestamp"),
+    HeaderName::from_static("x-ledger-event-id"),
+    HeaderName::from_static("x-ledger-event-type"),
+    HeaderName::from_static("x-ledger-signature"),
 ];
 
 /// Pre-keyed MACs for each secret, per scheme.

@@ -10,6 +10,7 @@ use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
 use crate::config::{LedigSettings, Secret, TokenLocation};
 use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
 use base64::Engine as _;
+use http::HeaderName;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
@@ -120,7 +121,11 @@ pub(super) const CATALOGUE: &[&str] = &[
     OTHER_TYPE,
 ];
 
-pub(super) const KEPT_HEADERS: &[&str] = &["content-type", "user-agent"];
+/// Headers kept beside the body (sorted by name: they are written in this order).
+pub(super) static KEPT_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("user-agent"),
+];
 
 /// Key names that carry the event name, in order of preference (normalized).
 const NAME_KEYS: &[&str] = &["event", "eventtype", "eventname", "type"];

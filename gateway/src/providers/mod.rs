@@ -15,7 +15,7 @@ mod fuzz_props;
 use crate::config::{ProviderSettings, Secret, SourceSettings};
 use crate::envelope::{DedupKey, Envelope};
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use std::net::IpAddr;
 
 /// One request as the provider parsers see it: bytes exactly as received plus transport facts.
@@ -162,18 +162,31 @@ impl Source {
     /// The request headers worth keeping beside the raw body (to re-check a signature later),
     /// as a JSON object with lowercase names. Never tokens or credentials.
     pub fn kept_headers(&self, headers: &HeaderMap) -> String {
-        let names: &[&str] = match &self.kind {
-            Kind::Ledger(_) => ledger::KEPT_HEADERS,
-            Kind::Ledig(_) => ledig::KEPT_HEADERS,
+        // The lists are sorted, so the object's keys are too (as a JSON map would write them).
+        let names: &[HeaderName] = match &self.kind {
+            Kind::Ledger(_) => &ledger::KEPT_HEADERS,
+            Kind::Ledig(_) => &ledig::KEPT_HEADERS,
         };
-        let mut map = serde_json::Map::new();
+        let mut out = String::with_capacity(256);
+        out.push('{');
         for name in names {
-            if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
-                map.insert((*name).to_owned(), serde_json::Value::String(v.to_owned()));
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                push_json_string(&mut out, name.as_str());
+                out.push(':');
+                push_json_string(&mut out, v);
             }
         }
-        serde_json::Value::Object(map).to_string()
+        out.push('}');
+        out
     }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // Serializing a str cannot fail; `Display` of a JSON string is its quoted, escaped form.
+    out.push_str(&serde_json::Value::from(s).to_string());
 }
 
 /// Normalizes a payload from a trusted local file, without authentication: for tooling such as

@@ -78,16 +78,16 @@ pub(super) fn writer_loop(
             }
             .emit();
             let creates_work = result.is_ok() && batch.iter().any(creates_work);
-            let (routed, marked_replays) = match &result {
-                Ok(applied) => routed_and_replays(&batch, applied),
-                Err(_) => (Vec::new(), false),
-            };
-            let stored = reply_all(batch.drain(..), result);
-            // Intake finds the new events in memory (see `recent`) before it is woken.
-            recent.committed(stored, &routed, marked_replays);
+            // `recent` learns the commit before anyone hears of it: intake finds the new
+            // events in memory when woken, and an answered routing result is never pending.
+            if let Ok(applied) = &result {
+                let (routed, marked_replays) = routed_and_replays(&batch, applied);
+                recent.committed(take_stored(&mut batch, applied), &routed, marked_replays);
+            }
             if creates_work {
                 work.notify_one();
             }
+            reply_all(batch.drain(..), result);
         });
         if std::panic::catch_unwind(run).is_err() {
             batch.clear();
@@ -109,6 +109,25 @@ fn routed_and_replays(batch: &[Command], applied: &[Applied]) -> (Vec<i64>, bool
         }
     }
     (routed, replays)
+}
+
+/// The events a committed batch stored, in seq order. Their envelopes move out of the
+/// commands (only the replies are needed after this).
+fn take_stored(batch: &mut [Command], applied: &[Applied]) -> Vec<StoredEvent> {
+    let mut stored = Vec::new();
+    for (cmd, done) in batch.iter_mut().zip(applied) {
+        if let (Command::Ingest(e, _), Applied::Ingest(IngestOutcome::Stored { seq })) = (cmd, done)
+        {
+            stored.push(StoredEvent {
+                seq: *seq,
+                id: std::mem::take(&mut e.dedup_key),
+                source: std::mem::take(&mut e.source),
+                event_type: std::mem::take(&mut e.event_type),
+                envelope: std::mem::take(&mut e.envelope),
+            });
+        }
+    }
+    stored
 }
 
 fn creates_work(cmd: &Command) -> bool {
@@ -423,30 +442,14 @@ fn redrive(tx: &Transaction<'_>, selection: &RedriveSelection, now: i64) -> rusq
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
-/// Answers every request of a batch; returns the events it stored, in seq order.
-fn reply_all(
-    batch: impl Iterator<Item = Command>,
-    result: Result<Vec<Applied>, rusqlite::Error>,
-) -> Vec<StoredEvent> {
-    let mut stored = Vec::new();
+fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, rusqlite::Error>) {
     match result {
         Ok(applied) => {
             for (cmd, done) in batch.zip(applied) {
                 // A requester that gave up (timeout, disconnect) no longer listens; that is fine,
                 // its write is committed and a retry will be answered as a duplicate.
                 match (cmd, done) {
-                    (Command::Ingest(e, r), Applied::Ingest(o)) => {
-                        if let IngestOutcome::Stored { seq } = o {
-                            stored.push(StoredEvent {
-                                seq,
-                                id: e.dedup_key,
-                                source: e.source,
-                                event_type: e.event_type,
-                                envelope: e.envelope,
-                            });
-                        }
-                        drop(r.send(Ok(o)));
-                    }
+                    (Command::Ingest(_, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
                     (
                         Command::Quarantine(_, r)
                         | Command::Probe(r)
@@ -470,7 +473,6 @@ fn reply_all(
             }
         }
     }
-    stored
 }
 
 fn fail(cmd: Command, msg: &str) {
