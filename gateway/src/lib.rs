@@ -92,7 +92,10 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
-    let header_timeout = config.server.header_timeout;
+    let timeouts = ingress::ConnectionTimeouts {
+        header: config.server.header_timeout,
+        write: config.server.write_timeout,
+    };
     let reloader = Arc::new(Reloader::new(
         config,
         engine,
@@ -101,7 +104,7 @@ pub async fn run(
         pipeline,
     ));
     let watcher = tokio::spawn(reload::watch(reloader, triggers, shutdown.clone()));
-    ingress::serve(listener, gateway, header_timeout, shutdown).await;
+    ingress::serve(listener, gateway, timeouts, shutdown).await;
     // Every task holding a store handle ends before this returns, so the caller can wait for
     // the store writer's last commit.
     drop(workers.await);

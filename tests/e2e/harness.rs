@@ -39,6 +39,7 @@ pub(crate) struct Settings {
     pub(crate) max_body: &'static str,
     pub(crate) header_timeout: &'static str,
     pub(crate) request_timeout: &'static str,
+    pub(crate) write_timeout: &'static str,
 }
 
 impl Default for Settings {
@@ -47,6 +48,7 @@ impl Default for Settings {
             max_body: "1MiB",
             header_timeout: "10s",
             request_timeout: "30s",
+            write_timeout: "30s",
         }
     }
 }
@@ -59,6 +61,7 @@ listen = "127.0.0.1:0"
 max_body = "{max_body}"
 header_timeout = "{header_timeout}"
 request_timeout = "{request_timeout}"
+write_timeout = "{write_timeout}"
 
 [store]
 path = "{store}"
@@ -110,6 +113,7 @@ allow_ips = ["10.0.0.0/8"]
         max_body = s.max_body,
         header_timeout = s.header_timeout,
         request_timeout = s.request_timeout,
+        write_timeout = s.write_timeout,
         store = store.display()
     )
 }

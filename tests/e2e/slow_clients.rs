@@ -2,7 +2,8 @@
 //! head one byte every 100 ms, half sending a complete head and then trickling the body, are
 //! each closed at the configured timeout (`header_timeout`: cut off; `request_timeout`: 408),
 //! and keep being closed as they come back, while signed requests sent meanwhile are all
-//! accepted with a p99 latency close to the one measured without the attack.
+//! accepted with a p99 latency close to the one measured without the attack. A client that
+//! sends requests but never reads the answers is cut off at `write_timeout`.
 
 use crate::harness::*;
 use std::net::SocketAddr;
@@ -271,4 +272,62 @@ async fn slow_clients_are_closed_at_the_timeouts_while_valid_requests_keep_their
         ),
         bodies
     );
+}
+
+/// A client that pipelines requests and never reads the answers: once its socket is full the
+/// gateway cannot write, and after `write_timeout` it closes the connection (without the
+/// timeout it would hold it, and the answers queued for it, for ever).
+#[test]
+fn a_client_that_never_reads_its_answers_is_cut_off_at_the_write_timeout() {
+    use std::io::{ErrorKind, Write as _};
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+    let gw = Gateway::start_with(&Settings {
+        write_timeout: "1s",
+        ..Settings::default()
+    });
+    let mut stream = std::net::TcpStream::connect(gw.addr).expect("connects");
+    stream.set_nonblocking(true).expect("non-blocking");
+    let chunk = b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n".repeat(2048);
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut written = 0usize;
+    let mut offset = 0usize;
+    let ended = loop {
+        match stream.write(&chunk[offset..]) {
+            Ok(n) => {
+                written += n;
+                offset = (offset + n) % chunk.len();
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    last_progress.elapsed() < PATIENCE,
+                    "still open {:?} after the last byte was taken ({written} bytes sent)",
+                    last_progress.elapsed()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => break e,
+        }
+    };
+    let stalled = last_progress.elapsed();
+    eprintln!(
+        "cut off after {written} bytes of requests, {stalled:?} after the last write progressed \
+         ({:?} in all): {ended}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            ended.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        ),
+        "{ended}"
+    );
+    // The gateway's own write stalled before the client's did, so the close comes at most
+    // the timeout (plus scheduling) after the client's last progress.
+    assert!(
+        stalled < WRITE_TIMEOUT + Duration::from_secs(3),
+        "{stalled:?}"
+    );
+    assert_eq!(gw.get("/healthz").status, 200, "the gateway still serves");
 }

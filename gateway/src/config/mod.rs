@@ -233,6 +233,9 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// A client must send the whole body within this, counted from the end of the headers.
     pub request_timeout: Duration,
+    /// A connection whose answer the client does not take (its socket stays full) for this
+    /// long is closed.
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

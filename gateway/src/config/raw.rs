@@ -89,6 +89,7 @@ pub(super) struct RawServer {
     pub(super) max_body: Option<Spanned<ByteSize>>,
     pub(super) header_timeout: Option<Spanned<HumanDuration>>,
     pub(super) request_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) write_timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,7 +1,8 @@
 //! The accept loop and per-connection HTTP/1 settings, with graceful shutdown.
 //!
-//! Connections get a header-read timeout (a client that never finishes its headers is cut off)
-//! and a cap on header size (431 past it). On shutdown the listener closes at once, in-flight
+//! Connections get a header-read timeout (a client that never finishes its headers is cut off),
+//! a write timeout (a client that sends requests but never reads the answers, so that they
+//! cannot be written, is cut off too) and a cap on header size (431 past it). On shutdown the listener closes at once, in-flight
 //! requests finish (their acks still wait for the store), idle keep-alive connections close.
 
 use super::Gateway;
@@ -13,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 /// Largest request head (request line + headers) accepted.
@@ -22,17 +24,24 @@ const GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How long a client may take to send a request head, and to take an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimeouts {
+    pub header: Duration,
+    pub write: Duration,
+}
+
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    header_timeout: Duration,
+    timeouts: ConnectionTimeouts,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(timeouts.header)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     loop {
@@ -57,7 +66,13 @@ pub async fn serve(
             let gw = Arc::clone(&gw);
             async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // hyper has no write timeout: a client pipelining requests without reading the answers
+        // would hold its connection (and the answers queued for it) for ever. The clock runs
+        // only while a write is blocked, so it costs nothing on the normal path.
+        let mut io = TimeoutStream::new(stream);
+        io.set_write_timeout(Some(timeouts.write));
+        let io = TokioIo::new(Box::pin(io));
+        let conn = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -10,7 +10,7 @@ mod listener;
 mod reply;
 mod webhook;
 
-pub use listener::serve;
+pub use listener::{ConnectionTimeouts, serve};
 
 use crate::admin::Admin;
 use crate::config::GatewayConfig;

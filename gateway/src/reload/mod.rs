@@ -198,6 +198,9 @@ fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String>
     if old.server.header_timeout != new.server.header_timeout {
         keys.push("server.header_timeout".to_owned());
     }
+    if old.server.write_timeout != new.server.write_timeout {
+        keys.push("server.write_timeout".to_owned());
+    }
     if old.store.path != new.store.path {
         keys.push("store.path".to_owned());
     }

@@ -31,6 +31,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
@@ -131,6 +132,8 @@ pub(super) fn compile(
         "server.request_timeout",
     )
     .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    let write_timeout = positive(&mut pass, &raw.server.write_timeout, "server.write_timeout")
+        .unwrap_or(DEFAULT_WRITE_TIMEOUT);
     let store_path = raw
         .store
         .path
@@ -196,6 +199,7 @@ pub(super) fn compile(
             max_body,
             header_timeout,
             request_timeout,
+            write_timeout,
         },
         store: StoreSettings {
             path: store_path.into(),
