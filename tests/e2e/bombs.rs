@@ -234,6 +234,26 @@ fn compressed_bodies_are_refused_415_before_they_are_read_or_authenticated() {
     s.write_all(head.as_bytes()).expect("write the head");
     read_response(&mut s).assert_error(415);
 
+    // A transfer coding other than chunked is refused the same way (HTTP removes only the
+    // chunked framing; the gzip inside would reach authentication).
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    let head = format!(
+        "POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip, chunked\r\n\
+         X-Ledger-Signature: {}\r\n\r\n{:x}\r\n",
+        ledger_signature(LEDGER_SECRET, now(), &gzip),
+        gzip.len()
+    );
+    s.write_all(head.as_bytes()).expect("write the head");
+    s.write_all(&gzip).expect("write the chunk");
+    s.write_all(b"\r\n0\r\n\r\n").expect("write the last chunk");
+    let r = read_response(&mut s);
+    r.assert_error(415);
+    let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("Transfer-Encoding") && error.contains("gzip"),
+        "{error}"
+    );
+
     // Before authentication: a bad signature on a compressed body is a 415 too, not a 401.
     let mut headers = ledger_headers(LEDGER_SECRET_WRONG, now(), &gzip);
     headers.push(("Content-Encoding", "br".to_owned()));
@@ -246,7 +266,7 @@ fn compressed_bodies_are_refused_415_before_they_are_read_or_authenticated() {
             &m,
             r#"gateway_requests_total{outcome="unsupported_encoding",source="ledger"}"#
         ),
-        6.0
+        7.0
     );
     assert_eq!(
         metric(

@@ -1,7 +1,7 @@
 //! Reading a request body with a size cap and a deadline, so neither a huge body nor a client
 //! trickling bytes can hold memory or a connection beyond the configured limits; and refusing,
-//! from the headers alone, a body sent in a content coding (gzip, deflate, ...), which the
-//! gateway never inflates.
+//! from the headers alone, a body sent in a content or transfer coding (gzip, deflate, ...),
+//! which the gateway never inflates.
 
 use bytes::Bytes;
 use http::{HeaderMap, header};
@@ -19,45 +19,68 @@ pub(crate) enum BodyError {
     Read(String),
 }
 
-/// A request declared a `Content-Encoding` other than `identity`. Holds the codings as declared
-/// (shortened), for the answer and the log.
+/// A request declared a content coding (or a transfer coding other than `chunked`). Holds the
+/// header and the codings as declared (shortened), for the answer and the log.
 #[derive(Debug, thiserror::Error)]
-#[error("Content-Encoding {0:?} is not supported; bodies must be sent uncompressed")]
-pub(crate) struct UnsupportedEncoding(pub(crate) String);
+#[error("{header} {codings:?} is not supported; bodies must be sent uncompressed")]
+pub(crate) struct UnsupportedEncoding {
+    pub(crate) header: &'static str,
+    pub(crate) codings: String,
+}
 
 /// The declared codings named in an answer are cut to this many characters: the header can be
 /// up to the head cap (64 KiB), and the answer does not need to echo all of it.
 const MAX_NAMED_ENCODING: usize = 64;
 
-/// Refuses any `Content-Encoding` but `identity`, looking only at the headers.
+/// Refuses any `Content-Encoding` but `identity`, and any `Transfer-Encoding` coding but
+/// `chunked` (which the HTTP layer removes), looking only at the headers.
 ///
 /// Why refuse instead of inflating: the providers sign and send uncompressed bodies, a signature
 /// covers the bytes as sent, and inflating would turn a 1 MiB body into gigabytes (a
 /// decompression bomb) before the size limit could look at it. Refusing also keeps a compressed
 /// body out of authentication and quarantine: it is answered before a byte of it is read.
-/// Every `Content-Encoding` field counts, each a comma-separated list (RFC 9110 §8.4); empty
+/// Every field counts, each a comma-separated list (RFC 9110 §8.4, RFC 9112 §6.1); empty
 /// members are ignored, `identity` in any case is "no coding".
 pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), UnsupportedEncoding> {
-    let mut codings: Vec<String> = Vec::new();
-    for value in headers.get_all(header::CONTENT_ENCODING) {
+    let refused = [
+        ("Content-Encoding", header::CONTENT_ENCODING, "identity"),
+        ("Transfer-Encoding", header::TRANSFER_ENCODING, "chunked"),
+    ];
+    for (label, name, allowed) in refused {
+        let codings = declared_codings(headers, &name, allowed);
+        if !codings.is_empty() {
+            let named = codings
+                .join(", ")
+                .chars()
+                .take(MAX_NAMED_ENCODING)
+                .collect();
+            return Err(UnsupportedEncoding {
+                header: label,
+                codings: named,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The codings declared in every `name` field, but `identity` and `allowed`.
+fn declared_codings(headers: &HeaderMap, name: &header::HeaderName, allowed: &str) -> Vec<String> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(name) {
         // A value that is not visible ASCII is not a known coding either; show it lossily.
         let text = String::from_utf8_lossy(value.as_bytes());
         codings.extend(
             text.split(',')
                 .map(str::trim)
-                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+                .filter(|c| {
+                    !c.is_empty()
+                        && !c.eq_ignore_ascii_case("identity")
+                        && !c.eq_ignore_ascii_case(allowed)
+                })
                 .map(str::to_owned),
         );
     }
-    if codings.is_empty() {
-        return Ok(());
-    }
-    let named: String = codings
-        .join(", ")
-        .chars()
-        .take(MAX_NAMED_ENCODING)
-        .collect();
-    Err(UnsupportedEncoding(named))
+    codings
 }
 
 /// Reads the whole body, refusing it as soon as it passes `max` bytes (whatever the client
@@ -96,7 +119,7 @@ mod tests {
     }
 
     fn refused(values: &[&[u8]]) -> Option<String> {
-        check_encoding(&with(values)).err().map(|e| e.0)
+        check_encoding(&with(values)).err().map(|e| e.codings)
     }
 
     #[test]
@@ -137,5 +160,21 @@ mod tests {
             e.to_string(),
             r#"Content-Encoding "gzip\"x" is not supported; bodies must be sent uncompressed"#
         );
+    }
+
+    #[test]
+    fn a_transfer_coding_but_chunked_is_refused() {
+        let te = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            check_encoding(&h).err().map(|e| e.to_string())
+        };
+        assert_eq!(te("chunked"), None);
+        assert_eq!(te("Chunked"), None);
+        assert_eq!(
+            te("gzip, chunked").as_deref(),
+            Some(r#"Transfer-Encoding "gzip" is not supported; bodies must be sent uncompressed"#)
+        );
+        assert!(te("deflate,chunked").is_some());
     }
 }

@@ -62,7 +62,7 @@ async fn handle(
     if let Err(e) = body::check_encoding(&parts.headers) {
         EncodingRefused {
             metrics: &endpoint.metrics,
-            encoding: &e.0,
+            encoding: &e.codings,
             peer,
         }
         .emit();
