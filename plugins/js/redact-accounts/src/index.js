@@ -7,8 +7,12 @@
 import { log, setting } from 'webhook-gateway:plugin/host@0.1.0';
 import { redactJson } from './redact.js';
 
+// Settings cannot change during an instance's life (a config reload makes new instances), so
+// a warm instance asks the host once instead of on every event.
+let extraKeys;
+
 export function handle(event) {
-  const extraKeys = (setting('extra_keys') ?? '').split(',');
+  extraKeys ??= (setting('extra_keys') ?? '').split(',');
   let text = event.data;
   let count = 0;
   try {
