@@ -151,7 +151,17 @@ async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<Ch
             ))
         })
         .collect();
-    let mut out: Vec<ChainOutput> = jobs.iter().map(passthrough).collect();
+    // Jobs with plugins get their output from the chains below (or `failed`).
+    let mut out: Vec<ChainOutput> = jobs
+        .iter()
+        .map(|j| {
+            if needs_plugins(j) {
+                (Vec::new(), Vec::new())
+            } else {
+                passthrough(j)
+            }
+        })
+        .collect();
     if work.is_empty() {
         return out;
     }
@@ -176,12 +186,19 @@ async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<Ch
                 work.into_iter()
                     .map(|(_, routes, event)| {
                         let mut steps = Vec::new();
-                        let results = routes
-                            .iter()
-                            .map(|route| {
-                                pipeline.router.run_chain(route, event.clone(), &mut steps)
-                            })
-                            .collect::<Vec<_>>();
+                        let mut results = Vec::with_capacity(routes.len());
+                        // Each route gets its own copy; the last one takes the original.
+                        let mut event = Some(event);
+                        for (k, route) in routes.iter().enumerate() {
+                            let own = if k + 1 == routes.len() {
+                                event.take()
+                            } else {
+                                event.clone()
+                            };
+                            if let Some(own) = own {
+                                results.push(pipeline.router.run_chain(route, own, &mut steps));
+                            }
+                        }
                         (results, steps)
                     })
                     .collect::<Vec<_>>()
