@@ -2,8 +2,9 @@
 //!
 //! Connections get a header-read timeout (a client that never finishes its headers is cut off),
 //! a write timeout (a client that sends requests but never reads the answers, so that they
-//! cannot be written, is cut off too) and a cap on header size (431 past it). On shutdown the listener closes at once, in-flight
-//! requests finish (their acks still wait for the store), idle keep-alive connections close.
+//! cannot be written, is cut off too) and a cap on header size (431 past it). On shutdown the
+//! listener closes at once, in-flight requests finish (their acks still wait for the store),
+//! idle keep-alive connections close.
 
 use super::Gateway;
 use hyper::server::conn::http1;

@@ -1,5 +1,6 @@
 //! The embedded SQLite store: one writer thread with group commit (`writer`), a reader
-//! connection for workers and the admin API (`reader`), and a checkpoint thread.
+//! connection for workers and the admin API (`reader`), a checkpoint thread, and the newest
+//! pending events kept in memory for intake (`recent`).
 //!
 //! Nothing is acknowledged that is not durable: every write is answered only after its batch
 //! committed (WAL, `synchronous = FULL`); a failed batch answers every request in it with the
