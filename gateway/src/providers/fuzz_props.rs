@@ -3,9 +3,10 @@
 //! arbitrary header values, and both provider normalizers on arbitrary bytes and on arbitrary
 //! JSON of provider-like shape. None may panic; whatever they accept must be well-formed.
 //!
-//! cargo-fuzz needs a nightly toolchain, which this project's machines cannot install, so the
-//! fuzzer is proptest on the stable toolchain: CI runs the default 256 cases per target, and a
-//! long run is `PROPTEST_CASES=200000 cargo test -p gateway --release --lib fuzz_` (README).
+//! These are the CI-sized fuzzers: proptest on the stable toolchain, the default 256 cases per
+//! target; a long run is `PROPTEST_CASES=200000 cargo test -p gateway --release --lib fuzz_`.
+//! The coverage-guided cargo-fuzz targets in `fuzz/` (`fuzz/run.sh`, README) need an
+//! instrumented build of the whole gateway, too slow for every CI run.
 
 use super::signature::{parse_ledger_header, parse_standard_signatures, parse_unix};
 use super::{ledger, ledig};

@@ -213,9 +213,63 @@ pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
 
 /// Checks a body is JSON without building a tree (and without recursion limits surprises:
 /// serde_json stops at depth 128 with an error, which we report as "not JSON").
+///
+/// Skipping over a string does not decode its escapes, so a lone surrogate (`"\udaaa"`) passed
+/// unnoticed and the stored envelope could not be read back by the plugins' JSON parser or by
+/// strict receivers (found by cargo-fuzz). Bodies with `\u` escapes are therefore decoded in
+/// full once (no tree is built); the others cannot hold an invalid escape of that kind.
 fn check_json(body: &[u8]) -> Result<&serde_json::value::RawValue, NormalizeError> {
-    serde_json::from_slice::<&serde_json::value::RawValue>(body)
-        .map_err(|e| NormalizeError::NotJson(e.to_string()))
+    let not_json = |e: serde_json::Error| NormalizeError::NotJson(e.to_string());
+    let raw = serde_json::from_slice::<&serde_json::value::RawValue>(body).map_err(not_json)?;
+    if body.windows(2).any(|w| w == b"\\u") {
+        serde_json::from_slice::<Decoded>(body).map_err(not_json)?;
+    }
+    Ok(raw)
+}
+
+/// Any JSON value, every string decoded (so escapes are validated) and then dropped.
+struct Decoded;
+
+impl<'de> serde::Deserialize<'de> for Decoded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DecodedVisitor)
+    }
+}
+
+struct DecodedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DecodedVisitor {
+    type Value = Decoded;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Decoded, E> {
+        Ok(Decoded)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Decoded, E> {
+        Ok(Decoded)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Decoded, E> {
+        Ok(Decoded)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Decoded, E> {
+        Ok(Decoded)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Decoded, E> {
+        Ok(Decoded)
+    }
+    fn visit_unit<E>(self) -> Result<Decoded, E> {
+        Ok(Decoded)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Decoded, A::Error> {
+        while seq.next_element::<Decoded>()?.is_some() {}
+        Ok(Decoded)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Decoded, A::Error> {
+        while map.next_entry::<Decoded, Decoded>()?.is_some() {}
+        Ok(Decoded)
+    }
 }
 
 /// A JSON string's value, or the raw text of any other scalar (numbers as written).
@@ -248,6 +302,32 @@ fn timestamp_text(raw: &serde_json::value::RawValue) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_surrogate_escape_is_not_json_and_every_stored_envelope_reads_back() {
+        // The body cargo-fuzz found: a JSON string holding an unpaired `\udaaa`.
+        let found = br#"";ne\udaaaa1ua!at%\ufaaa!aay""#;
+        let nested = br#"{"id":"evt_1","type":"transaction.created","data":{"memo":"\ud800"}}"#;
+        for (provider, body) in [
+            ("ledger", &found[..]),
+            ("ledger", nested),
+            ("ledig", nested),
+        ] {
+            match normalize_local_payload(provider, provider, body) {
+                Err(NormalizeError::NotJson(e)) => assert!(e.contains("escape"), "{e}"),
+                other => panic!("{provider}: {other:?}"),
+            }
+        }
+        // Valid escapes, a surrogate pair included, are kept exactly as sent.
+        let fine =
+            br#"{"id":"evt_2","type":"transaction.created","data":{"n":"\u00e9\ud83d\ude00"}}"#;
+        for provider in ["ledger", "ledig"] {
+            let n = normalize_local_payload(provider, provider, fine).expect("valid JSON");
+            let back: serde_json::Value =
+                serde_json::from_str(&n.envelope.to_json()).expect("reads back");
+            assert_eq!(back["data"]["n"], "\u{e9}\u{1f600}", "{provider}");
+        }
+    }
 
     #[test]
     fn timestamps_accept_millis_seconds_and_rfc3339() {

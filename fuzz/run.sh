@@ -1,0 +1,38 @@
+#!/bin/sh
+# Runs every cargo-fuzz target for a bounded time each (coverage-guided libFuzzer), on the
+# project's stable toolchain: `--sanitizer none` is the mode cargo-fuzz supports on stable
+# (no AddressSanitizer; Rust's own checks, debug assertions and overflow checks still apply).
+#
+#   fuzz/run.sh            # 60 s per target
+#   fuzz/run.sh 600        # 10 min per target
+#   fuzz/run.sh 30 normalize_ledig
+#
+# The first run installs cargo-fuzz into target/fuzz-tools (a few minutes) and builds the
+# gateway with coverage instrumentation into fuzz/target (~10 min: wasmtime is part of it).
+# Corpora grow in fuzz/corpus/TARGET (seeded from tests/fixtures); a crash is saved in
+# fuzz/artifacts/TARGET and the script exits non-zero.
+set -eu
+repo=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-60}
+shift $(( $# > 0 ? 1 : 0 ))
+targets=${*:-signature_headers normalize_ledger normalize_ledig}
+
+tools="$repo/target/fuzz-tools"
+if [ ! -x "$tools/bin/cargo-fuzz" ]; then
+    cargo install cargo-fuzz --version '^0.13' --locked --root "$tools"
+fi
+export PATH="$tools/bin:$PATH"
+
+cd "$repo"
+for target in $targets; do
+    case $target in
+        normalize_ledger) seeds=tests/fixtures/ledger ;;
+        normalize_ledig) seeds=tests/fixtures/ledig ;;
+        *) seeds= ;;
+    esac
+    mkdir -p "fuzz/corpus/$target"
+    echo "== $target: ${seconds}s"
+    # shellcheck disable=SC2086 # $seeds is one directory or nothing
+    cargo fuzz run --sanitizer none "$target" "fuzz/corpus/$target" $seeds -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048
+done
