@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let json = first.envelope.to_json();
-    assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
-    let again = normalize_local_payload("ledger", "ledger", data).expect("accepted once, accepted again");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json).is_ok(),
+        "{json}"
+    );
+    let again =
+        normalize_local_payload("ledger", "ledger", data).expect("accepted once, accepted again");
     assert_eq!(first.dedup_key.as_str(), again.dedup_key.as_str());
 });
