@@ -142,14 +142,18 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     match load(path, &metrics) {
         Some((config, _, _)) => {
-            println!(
+            let written = print_line(format_args!(
                 "{}: OK ({} source(s), {} plugin(s), {} destination(s), {} route(s))",
                 path.display(),
                 config.sources.len(),
                 config.plugins.len(),
                 config.destinations.len(),
                 config.routes.len()
-            );
+            ));
+            if let Err(e) = written {
+                eprintln!("error: cannot write to stdout: {e}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
@@ -214,4 +218,14 @@ async fn serve(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Writes one line to stdout. A reader that went away (`gateway plugin run ... | head`) does
+/// not want the rest: that is not worth a panic, which is what `println!` does then.
+pub(crate) fn print_line(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

@@ -1,6 +1,7 @@
 //! `gateway plugin run`: run one plugin on one event and print the verdict, the plugin's log
 //! lines, the time and the fuel used, as JSON. It is how a plugin author tests a plugin.
 
+use crate::cli::print_line;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use gateway::config::{ConfigIssue, HealthPolicy, InstanceMode, PluginLimits, PluginSettings};
@@ -171,7 +172,7 @@ pub(crate) fn run(args: &PluginRunArgs) -> anyhow::Result<ExitCode> {
                 .into(),
         );
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    print_line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -206,10 +207,10 @@ pub(crate) struct PluginBenchArgs {
 pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
     let event = read_event(&args.event, None, None)?;
     let engine = PluginEngine::new(Some(&args.cache_dir))?;
-    println!(
-        "{:<24} {:<6} {:>7} {:>9} {:>9} {:>9} {:>9}  verdict",
-        "plugin", "mode", "calls", "mean us", "p50 us", "p99 us", "load ms"
-    );
+    print_line(format_args!(
+        "{:<24} {:<6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11}  verdict",
+        "plugin", "mode", "calls", "mean us", "p50 us", "p99 us", "load ms", "fuel/call"
+    ))?;
     for wasm in &args.wasm {
         let modes = [
             InstanceMode::Fresh,
@@ -239,6 +240,8 @@ pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
                 plugin.call(&event);
             }
             let mut samples = Vec::with_capacity(args.iterations as usize);
+            // Wasm instructions of a call: unlike the times, the same on a busy machine.
+            let mut fuel = first.fuel_used;
             let measuring = Instant::now();
             while samples.is_empty()
                 || (samples.len() < args.iterations as usize && measuring.elapsed() < args.budget)
@@ -246,7 +249,7 @@ pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
                 let started = Instant::now();
                 let call = plugin.call(&event);
                 samples.push(started.elapsed());
-                drop(call);
+                fuel = call.fuel_used;
             }
             samples.sort_unstable();
             let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -257,8 +260,8 @@ pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
                 let index = ((samples.len() - 1) as f64 * q) as usize;
                 samples[index]
             };
-            println!(
-                "{:<24} {:<6} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9}  {}",
+            print_line(format_args!(
+                "{:<24} {:<6} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>11}  {}",
                 settings.name,
                 label,
                 samples.len(),
@@ -266,8 +269,9 @@ pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
                 us(quantile(0.5)),
                 us(quantile(0.99)),
                 load.as_millis(),
+                fuel,
                 first.outcome.label()
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)

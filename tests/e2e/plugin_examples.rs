@@ -158,6 +158,36 @@ fn javascript_redact_accounts_masks_account_numbers_and_keeps_the_rest_byte_for_
     assert_eq!(out.data.get(), nothing.data.get());
 }
 
+/// Every string the JavaScript component returns goes through the string lowering its build
+/// replaces (plugins/js/redact-accounts/string-lowering.mjs): 1-, 2-, 3- and 4-byte UTF-8
+/// characters must come back byte for byte, in data, id, subject and extensions alike.
+#[test]
+fn javascript_redact_accounts_returns_every_string_byte_for_byte_in_any_script() {
+    let plugin = load(REDACT_ACCOUNTS_JS, warm(), &[]);
+    let mut input = event_with_data(
+        "evt_ünï🚀",
+        r#"{"note":"naïve café ☕ 日本語 🚀𝄞","Kontonummer ü":"x","iban":"DE89 3704 0044 0532 0130 00","emoji🙂":"€100"}"#,
+    );
+    input.subject = Some("Zahlung für 🧾 №42".to_owned());
+    input
+        .extensions
+        .push(("memo".to_owned(), "ÆØÅ — 中文 — 🏦".to_owned()));
+    for _ in 0..2 {
+        let out = expect_pass(plugin.call(&input).outcome);
+        assert_eq!(
+            out.data.get(),
+            input
+                .data
+                .get()
+                .replace("DE89 3704 0044 0532 0130 00", "****3000")
+        );
+        assert_eq!(out.id, input.id);
+        assert_eq!(out.subject, input.subject);
+        assert_eq!(extension(&out, "memo"), Some("ÆØÅ — 中文 — 🏦"));
+        assert_eq!(extension(&out, "redacted"), Some("1"));
+    }
+}
+
 #[test]
 fn javascript_redact_accounts_reads_extra_keys_from_its_settings() {
     let plugin = load(REDACT_ACCOUNTS_JS, warm(), &[("extra_keys", "sort code")]);

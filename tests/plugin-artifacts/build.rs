@@ -225,6 +225,7 @@ fn build_js(layout: &Layout) -> Result<PathBuf> {
 
     let mut inputs = lock_inputs;
     inputs.push(dir.join("build.mjs"));
+    inputs.push(dir.join("string-lowering.mjs"));
     inputs.extend(files_under(&dir.join("src"))?);
     inputs.extend(files_under(&layout.repo.join("wit"))?);
     let build_stamp = layout.tools.join("redact-accounts.build.stamp");
