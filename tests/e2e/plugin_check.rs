@@ -44,10 +44,15 @@ fn refused(name: &str, wasm: &std::path::Path) -> String {
         .to_owned()
 }
 
-/// Writes `wat` compiled to a binary into `dir`.
-fn wasm_from_wat(dir: &std::path::Path, file: &str, wat: &str) -> std::path::PathBuf {
+/// The binary of `(module)`: magic, then core version 1.
+const EMPTY_CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+/// The binary of `(component)`: magic, then component encoding version 0x0d, layer 1.
+const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+/// Writes `bytes` into `dir`.
+fn wasm_file(dir: &std::path::Path, file: &str, bytes: &[u8]) -> std::path::PathBuf {
     let path = dir.join(file);
-    std::fs::write(&path, wat::parse_str(wat).expect("wat")).expect("write");
+    std::fs::write(&path, bytes).expect("write");
     path
 }
 
@@ -66,7 +71,7 @@ fn a_core_module_is_not_a_component() {
     let dir = tempfile::tempdir().expect("temp dir");
     let line = refused(
         "core",
-        &wasm_from_wat(dir.path(), "module.wasm", "(module)"),
+        &wasm_file(dir.path(), "module.wasm", EMPTY_CORE_MODULE),
     );
     assert!(
         line.contains("is not a valid WebAssembly component"),
@@ -80,7 +85,7 @@ fn a_component_of_another_world_is_refused() {
     // A valid component that exports nothing: it does not implement `handle`.
     let line = refused(
         "other",
-        &wasm_from_wat(dir.path(), "other.wasm", "(component)"),
+        &wasm_file(dir.path(), "other.wasm", EMPTY_COMPONENT),
     );
     assert!(
         line.contains("does not implement the world webhook-gateway:plugin/plugin"),
