@@ -308,3 +308,41 @@ fn plugin_run_caches_compiled_code_under_a_relative_default_dir() {
         .count();
     assert!(cached > 0, "nothing cached");
 }
+
+/// The example plugins' own unit tests (plain Node and plain Python, no component needed) run
+/// with the suite, so the logic the components wrap is checked where it is written too. Node
+/// and Python are the tools the plugin build already needs ($NODE / $PYTHON3 override them).
+#[test]
+fn the_example_plugins_own_unit_tests_pass() {
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
+    let python = std::env::var_os("PYTHON3").unwrap_or_else(|| "python3".into());
+    let suites = [
+        (
+            plugins.join("js/redact-accounts"),
+            node,
+            vec!["--test", "test/"],
+        ),
+        (
+            plugins.join("python/route-by-currency"),
+            python,
+            vec!["-m", "unittest", "tests.test_routing"],
+        ),
+    ];
+    for (dir, tool, args) in suites {
+        let out = std::process::Command::new(&tool)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.to_string_lossy()));
+        assert!(
+            out.status.success(),
+            "{} {} in {} failed:\n{}\n{}",
+            tool.to_string_lossy(),
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
