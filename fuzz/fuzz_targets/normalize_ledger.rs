@@ -1,21 +1,6 @@
-//! The ledger normalizer on arbitrary bytes (a body that passed authentication can still be
-//! anything): it never panics, what it accepts becomes an envelope that serializes to JSON,
-//! and the same bytes always give the same dedup key.
+//! The ledger normalizer on arbitrary bytes; the properties are in `gateway_fuzz::normalizer_holds`.
 #![no_main]
 
-use gateway::providers::normalize_local_payload;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(first) = normalize_local_payload("ledger", "ledger", data) else {
-        return;
-    };
-    let json = first.envelope.to_json();
-    assert!(
-        serde_json::from_str::<serde_json::Value>(&json).is_ok(),
-        "{json}"
-    );
-    let again =
-        normalize_local_payload("ledger", "ledger", data).expect("accepted once, accepted again");
-    assert_eq!(first.dedup_key.as_str(), again.dedup_key.as_str());
-});
+fuzz_target!(|data: &[u8]| gateway_fuzz::normalizer_holds("ledger", data));

@@ -188,16 +188,12 @@ async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<Ch
                         let mut steps = Vec::new();
                         let mut results = Vec::with_capacity(routes.len());
                         // Each route gets its own copy; the last one takes the original.
-                        let mut event = Some(event);
-                        for (k, route) in routes.iter().enumerate() {
-                            let own = if k + 1 == routes.len() {
-                                event.take()
-                            } else {
-                                event.clone()
-                            };
-                            if let Some(own) = own {
-                                results.push(pipeline.router.run_chain(route, own, &mut steps));
+                        if let Some((last, others)) = routes.split_last() {
+                            for route in others {
+                                let copy = event.clone();
+                                results.push(pipeline.router.run_chain(route, copy, &mut steps));
                             }
+                            results.push(pipeline.router.run_chain(last, event, &mut steps));
                         }
                         (results, steps)
                     })

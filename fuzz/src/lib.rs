@@ -1,0 +1,20 @@
+//! What every normalizer target checks, shared by the `normalize_*` fuzz targets.
+
+use gateway::providers::normalize_local_payload;
+
+/// `provider`'s normalizer on arbitrary bytes (a body that passed authentication can still be
+/// anything): it never panics, what it accepts becomes an envelope that serializes to JSON,
+/// and the same bytes always give the same dedup key.
+pub fn normalizer_holds(provider: &str, data: &[u8]) {
+    let Ok(first) = normalize_local_payload(provider, provider, data) else {
+        return;
+    };
+    let json = first.envelope.to_json();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json).is_ok(),
+        "{json}"
+    );
+    let again =
+        normalize_local_payload(provider, provider, data).expect("accepted once, accepted again");
+    assert_eq!(first.dedup_key.as_str(), again.dedup_key.as_str());
+}
