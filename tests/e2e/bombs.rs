@@ -235,17 +235,16 @@ fn compressed_bodies_are_refused_415_before_they_are_read_or_authenticated() {
     read_response(&mut s).assert_error(415);
 
     // A transfer coding other than chunked is refused the same way (HTTP removes only the
-    // chunked framing; the gzip inside would reach authentication).
+    // chunked framing; the gzip inside would reach authentication), also from the head alone:
+    // the server answers and closes before the first chunk, so writing it could only race
+    // the close (EPIPE) without proving anything more.
     let mut s = TcpStream::connect(gw.addr).expect("connect");
     let head = format!(
         "POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip, chunked\r\n\
-         X-Ledger-Signature: {}\r\n\r\n{:x}\r\n",
+         X-Ledger-Signature: {}\r\n\r\n",
         ledger_signature(LEDGER_SECRET, now(), &gzip),
-        gzip.len()
     );
     s.write_all(head.as_bytes()).expect("write the head");
-    s.write_all(&gzip).expect("write the chunk");
-    s.write_all(b"\r\n0\r\n\r\n").expect("write the last chunk");
     let r = read_response(&mut s);
     r.assert_error(415);
     let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
