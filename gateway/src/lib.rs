@@ -81,7 +81,10 @@ pub async fn run(
     let pipeline = Arc::new(ArcSwap::from_pointee(pipeline));
     let pruner = tokio::spawn(store::prune_periodically(
         Arc::clone(&store),
-        config.store.dedup_window,
+        store::Retention {
+            dedup_window: config.store.dedup_window,
+            events: config.store.retention,
+        },
         metrics.clone(),
         shutdown.clone(),
     ));

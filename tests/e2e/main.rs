@@ -27,6 +27,7 @@ mod plugin_harness;
 mod plugin_health;
 mod plugin_limits;
 mod reload;
+mod retention;
 mod sink;
 mod slow_clients;
 mod store_failure;

@@ -243,6 +243,9 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// Dedup keys older than this are pruned; a retry after it counts as a new event.
     pub dedup_window: Duration,
+    /// Finished events (every delivery made, nothing dead or waiting) older than this are
+    /// deleted with their routing records; `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 /// One `[sources.NAME]`: where it listens and how its deliveries are authenticated.

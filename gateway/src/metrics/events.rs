@@ -196,6 +196,23 @@ impl DedupPruned {
     }
 }
 
+/// A retention pass deleted finished events older than `store.retention`.
+#[derive(Debug)]
+pub struct EventsExpired {
+    pub metrics: Metrics,
+    pub count: u64,
+}
+
+impl EventsExpired {
+    pub fn emit(self) {
+        self.metrics.0.events_expired.inc_by(self.count);
+        tracing::info!(
+            count = self.count,
+            "deleted finished events older than the retention"
+        );
+    }
+}
+
 /// A request for no known path (404) or with the wrong method (405).
 #[derive(Debug)]
 pub struct UnmatchedRequest<'a> {

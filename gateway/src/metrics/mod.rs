@@ -32,6 +32,7 @@ pub const STORE_BATCH_SIZE: &str = "gateway_store_batch_size";
 pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
 pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
+pub const EVENTS_EXPIRED_TOTAL: &str = "gateway_events_expired_total";
 pub const PLUGIN_CALLS_TOTAL: &str = "gateway_plugin_calls_total";
 pub const PLUGIN_DURATION: &str = "gateway_plugin_duration_seconds";
 pub const PLUGIN_UNHEALTHY: &str = "gateway_plugin_unhealthy";
@@ -103,6 +104,7 @@ struct Inner {
     store_commit_duration: Histogram,
     store_failures: IntCounter,
     dedup_pruned: IntCounter,
+    events_expired: IntCounter,
     unmatched: IntCounterVec,
     plugin_calls: IntCounterVec,
     plugin_duration: HistogramVec,
@@ -172,6 +174,10 @@ impl Metrics {
         let store_failures = IntCounter::new(STORE_FAILURES_TOTAL, "Store batches that failed.")?;
         let dedup_pruned =
             IntCounter::new(DEDUP_PRUNED_TOTAL, "Dedup keys pruned after the window.")?;
+        let events_expired = IntCounter::new(
+            EVENTS_EXPIRED_TOTAL,
+            "Finished events deleted after store.retention.",
+        )?;
         let unmatched = IntCounterVec::new(
             Opts::new(
                 UNMATCHED_REQUESTS_TOTAL,
@@ -219,6 +225,7 @@ impl Metrics {
         registry.register(Box::new(store_commit_duration.clone()))?;
         registry.register(Box::new(store_failures.clone()))?;
         registry.register(Box::new(dedup_pruned.clone()))?;
+        registry.register(Box::new(events_expired.clone()))?;
         let flow = flow::Flow::register(&registry)?;
         Ok(Self(Arc::new(Inner {
             flow,
@@ -232,6 +239,7 @@ impl Metrics {
             store_commit_duration,
             store_failures,
             dedup_pruned,
+            events_expired,
             unmatched,
             plugin_calls,
             plugin_duration,

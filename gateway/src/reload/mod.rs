@@ -207,6 +207,9 @@ fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String>
     if old.store.dedup_window != new.store.dedup_window {
         keys.push("store.dedup_window".to_owned());
     }
+    if old.store.retention != new.store.retention {
+        keys.push("store.retention".to_owned());
+    }
     if old.wasm_cache_dir != new.wasm_cache_dir {
         keys.push("wasm.cache_dir".to_owned());
     }

@@ -12,7 +12,7 @@ mod schema;
 mod sqlite;
 mod work;
 
-pub use retention::prune_periodically;
+pub use retention::{Retention, prune_periodically};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
     AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
@@ -47,6 +47,14 @@ pub struct QuarantinedBody {
     pub raw_body: Bytes,
     pub headers: String,
     pub received_at_ms: i64,
+}
+
+/// What one step of a retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredEvents {
+    pub deleted: u64,
+    /// Where the next step starts; `None` once the pass reached events inside the retention.
+    pub resume_after: Option<i64>,
 }
 
 /// What `ingest` did.
@@ -85,6 +93,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn check_writable(&self) -> Result<(), StoreError>;
     /// Forgets dedup keys first seen before `cutoff_ms`; returns how many.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+    /// One step of a retention pass: deletes the finished events received before `cutoff_ms`
+    /// among the next `limit` events after `after_seq` (in arrival order), with their routing
+    /// records. Events with a dead letter or work still waiting are kept.
+    async fn expire_events(
+        &self,
+        cutoff_ms: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError>;
 
     // --- The work after the ack (routing, delivery) ---
 

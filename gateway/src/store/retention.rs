@@ -1,21 +1,36 @@
-//! Dedup-window retention: forgets dedup keys older than the window, at start and hourly.
+//! Retention: forgets dedup keys older than the window and, when `store.retention` is set,
+//! deletes finished events older than it; at start and hourly.
 //!
-//! Only the dedup table is pruned; stored events are kept. A retry arriving after the window
-//! is stored as a new event, which is the documented meaning of the window.
+//! A retry arriving after the dedup window is stored as a new event, which is the documented
+//! meaning of the window. Event retention is never shorter than the window (config checks it)
+//! because the dedup index is rebuilt from stored events. It deletes only finished events: an
+//! event with a dead letter, a delivery or plugin retry still waiting, or no routing yet is kept
+//! whatever its age, so retention never loses work. Quarantined bodies are never deleted.
 
 use super::Store;
 use crate::metrics::Metrics;
-use crate::metrics::events::DedupPruned;
+use crate::metrics::events::{DedupPruned, EventsExpired};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Events looked at per writer transaction: small, so ingests sharing that commit are not
+/// held up by a long delete.
+const EXPIRE_STEP: u32 = 256;
+
+/// What to keep, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub dedup_window: Duration,
+    /// `None`: events are kept for ever.
+    pub events: Option<Duration>,
+}
 
 /// Runs until `shutdown` is cancelled.
 pub async fn prune_periodically(
     store: Arc<dyn Store>,
-    window: Duration,
+    retention: Retention,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
@@ -25,12 +40,7 @@ pub async fn prune_periodically(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(window);
-        let cutoff = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
-        match store.prune_dedup(cutoff).await {
+        match store.prune_dedup(cutoff_ms(retention.dedup_window)).await {
             Ok(0) => {}
             Ok(count) => DedupPruned {
                 metrics: metrics.clone(),
@@ -39,5 +49,47 @@ pub async fn prune_periodically(
             .emit(),
             Err(e) => tracing::warn!(error = %e, "dedup pruning failed; will retry"),
         }
+        if let Some(kept) = retention.events {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = expire(store.as_ref(), cutoff_ms(kept), &metrics) => {}
+            }
+        }
     }
+}
+
+/// One retention pass over the events received before `cutoff`, in writer-sized steps.
+async fn expire(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        match store.expire_events(cutoff, after, EXPIRE_STEP).await {
+            Ok(step) => {
+                count += step.deleted;
+                match step.resume_after {
+                    Some(seq) => after = seq,
+                    None => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event retention pass failed; will retry");
+                break;
+            }
+        }
+    }
+    if count > 0 {
+        EventsExpired {
+            metrics: metrics.clone(),
+            count,
+        }
+        .emit();
+    }
+}
+
+fn cutoff_ms(age: Duration) -> i64 {
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(age);
+    i64::try_from(at.as_millis()).unwrap_or(i64::MAX)
 }

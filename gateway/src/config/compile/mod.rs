@@ -145,6 +145,22 @@ pub(super) fn compile(
     }
     let dedup_window = positive(&mut pass, &raw.store.dedup_window, "store.dedup_window")
         .unwrap_or(DEFAULT_DEDUP_WINDOW);
+    let retention = positive(&mut pass, &raw.store.retention, "store.retention");
+    if let (Some(kept), Some(span)) = (retention, raw.store.retention.as_ref().map(Spanned::span)) {
+        // The dedup index is rebuilt from stored events at start: an event removed inside the
+        // window would let its provider's retry in as a new event after a restart.
+        if kept < dedup_window {
+            pass.error(
+                span,
+                "store.retention",
+                format!(
+                    "must be at least store.dedup_window ({}): duplicates are recognized from \
+                     stored events",
+                    humantime::format_duration(dedup_window)
+                ),
+            );
+        }
+    }
 
     let mut sources = Vec::new();
     for (name, source) in &raw.sources {
@@ -204,6 +220,7 @@ pub(super) fn compile(
         store: StoreSettings {
             path: store_path.into(),
             dedup_window,
+            retention,
         },
         sources,
         wasm_cache_dir,

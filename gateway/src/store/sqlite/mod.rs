@@ -17,7 +17,7 @@ use super::work::{
     AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
     EventSummary, Processed, RedriveSelection, RouteRunView, StoredEvent,
 };
-use super::{IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
+use super::{ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
 use crate::metrics::Metrics;
 use reader::Reader;
 use recent::{Pending, RecentEvents};
@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{Notify, mpsc, oneshot};
-use writer::{Command, Reply, writer_loop};
+use writer::{Command, ExpireScan, Reply, writer_loop};
 
 /// How often committed WAL frames are copied into the database file. Often, so each
 /// checkpoint's fsync of the database file is small: at 50 ms a checkpoint flushed ~1 MB at
@@ -213,6 +213,20 @@ impl Store for SqliteStore {
         self.call(|r| Command::Prune(cutoff_ms, r)).await
     }
 
+    async fn expire_events(
+        &self,
+        cutoff_ms: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError> {
+        let scan = ExpireScan {
+            cutoff_ms,
+            after_seq,
+            limit,
+        };
+        self.call(|r| Command::Expire(scan, r)).await
+    }
+
     fn work_signal(&self) -> Arc<Notify> {
         Arc::clone(&self.work)
     }
@@ -322,7 +336,9 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AttemptRecord, DeliveryState, EventStatus, NewDelivery};
+    use crate::store::{
+        AttemptRecord, DeliveryState, EventStatus, NewDelivery, RouteRunState, RouteRunUpdate,
+    };
     use std::time::Duration;
 
     const WINDOW: Duration = Duration::from_secs(3600);
@@ -507,6 +523,174 @@ mod tests {
             )
             .expect("reads");
         assert_eq!(kept, None);
+        drop(store);
+        writer.join();
+    }
+
+    fn run(state: RouteRunState) -> RouteRunUpdate {
+        RouteRunUpdate {
+            id: None,
+            route: "r".into(),
+            state,
+            reason: "plugin said retry".into(),
+            attempts: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_finished_events_and_never_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, writer) = open(&dir.path().join("g.db"));
+        let keys = [
+            "delivered",
+            "unrouted",
+            "dropped",
+            "waiting",
+            "dead",
+            "retry",
+            "run-dead",
+            "run-done",
+            "pending",
+            "newest",
+        ];
+        for key in keys {
+            store.ingest(event(key)).await.expect("ingests");
+        }
+        let routed = |seq, status, deliveries, route_runs| {
+            Arc::new(vec![Processed {
+                seq,
+                status,
+                steps: Vec::new(),
+                deliveries,
+                route_runs,
+                append: false,
+            }])
+        };
+        let done = [
+            routed(
+                1,
+                EventStatus::Routed,
+                vec![delivery(DeliveryState::Delivered)],
+                vec![],
+            ),
+            routed(2, EventStatus::Unrouted, vec![], vec![]),
+            routed(3, EventStatus::Dropped, vec![], vec![]),
+            routed(
+                4,
+                EventStatus::Routed,
+                vec![
+                    delivery(DeliveryState::Delivered),
+                    delivery(DeliveryState::Pending { next_attempt_ms: 0 }),
+                ],
+                vec![],
+            ),
+            routed(
+                5,
+                EventStatus::Routed,
+                vec![delivery(DeliveryState::Dead {
+                    reason: "gave up".into(),
+                })],
+                vec![],
+            ),
+            routed(
+                6,
+                EventStatus::Retrying,
+                vec![],
+                vec![run(RouteRunState::Retry { next_attempt_ms: 0 })],
+            ),
+            routed(
+                7,
+                EventStatus::Failed,
+                vec![],
+                vec![run(RouteRunState::Dead)],
+            ),
+            routed(
+                8,
+                EventStatus::Routed,
+                vec![delivery(DeliveryState::Delivered)],
+                vec![run(RouteRunState::Done)],
+            ),
+            routed(10, EventStatus::Unrouted, vec![], vec![]),
+        ];
+        for p in done {
+            store.complete(p).await.expect("completes");
+        }
+
+        // Nothing is old enough yet.
+        let now = super::super::unix_ms();
+        let none = store
+            .expire_events(now - 60_000, 0, 100)
+            .await
+            .expect("expires");
+        assert_eq!(
+            none,
+            ExpiredEvents {
+                deleted: 0,
+                resume_after: None
+            }
+        );
+
+        // Every event is older than a cutoff in the future; steps of 3 resume where they ended.
+        let future = now + 60_000;
+        let mut after = 0;
+        let mut deleted = 0;
+        let mut steps = 0;
+        loop {
+            let step = store
+                .expire_events(future, after, 3)
+                .await
+                .expect("expires");
+            deleted += step.deleted;
+            steps += 1;
+            match step.resume_after {
+                Some(seq) => after = seq,
+                None => break,
+            }
+        }
+        // Nine candidates (the newest is not one): three full steps and an empty one.
+        assert_eq!(
+            (deleted, steps),
+            (4, 4),
+            "delivered, unrouted, dropped, run-done"
+        );
+        let conn = Connection::open(dir.path().join("g.db")).expect("opens");
+        let left = |sql: &str| -> Vec<i64> {
+            conn.prepare(sql)
+                .expect("prepares")
+                .query_map([], |r| r.get(0))
+                .expect("queries")
+                .collect::<Result<_, _>>()
+                .expect("reads")
+        };
+        // Kept: waiting delivery, dead letter, plugin retry, dead plugin stage, not yet routed,
+        // and the newest event although it is finished.
+        assert_eq!(
+            left("SELECT seq FROM events ORDER BY seq"),
+            [4, 5, 6, 7, 9, 10]
+        );
+        assert_eq!(
+            left("SELECT seq FROM routings ORDER BY seq"),
+            [4, 5, 6, 7, 10]
+        );
+        assert_eq!(
+            left("SELECT DISTINCT event_seq FROM deliveries ORDER BY 1"),
+            [4, 5]
+        );
+        assert_eq!(
+            left("SELECT DISTINCT event_seq FROM route_runs ORDER BY 1"),
+            [6, 7]
+        );
+        assert!(store.event(1).await.expect("reads").is_none());
+        // Dedup is not affected: the window, not retention, decides what is a retry.
+        assert_eq!(
+            store.ingest(event("delivered")).await.expect("ingests"),
+            IngestOutcome::Duplicate
+        );
+        // Seq numbers are never reused.
+        assert_eq!(
+            store.ingest(event("after")).await.expect("ingests"),
+            IngestOutcome::Stored { seq: 11 }
+        );
         drop(store);
         writer.join();
     }

@@ -13,7 +13,9 @@ use super::super::work::{
     AttemptDone, AttemptRecord, DeliveryState, EventFilter, EventStatus, PluginStep, Processed,
     RedriveSelection, RouteRunState,
 };
-use super::super::{IngestOutcome, NewEvent, QuarantinedBody, StoreError, StoredEvent, unix_ms};
+use super::super::{
+    ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, StoreError, StoredEvent, unix_ms,
+};
 use super::filter::where_clause;
 use super::recent::RecentEvents;
 use crate::metrics::Metrics;
@@ -33,6 +35,7 @@ pub(super) enum Command {
     Quarantine(QuarantinedBody, Reply<()>),
     Probe(Reply<()>),
     Prune(i64, Reply<u64>),
+    Expire(ExpireScan, Reply<ExpiredEvents>),
     Complete(Arc<Vec<Processed>>, Reply<()>),
     Attempt(AttemptDone, Reply<()>),
     Watermark(i64, Reply<()>),
@@ -45,6 +48,15 @@ enum Applied {
     Ingest(IngestOutcome),
     Unit,
     Count(u64),
+    Expired(ExpiredEvents),
+}
+
+/// One step of a retention pass: look at up to `limit` events after `after_seq`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ExpireScan {
+    pub(super) cutoff_ms: i64,
+    pub(super) after_seq: i64,
+    pub(super) limit: u32,
 }
 
 pub(super) fn writer_loop(
@@ -189,6 +201,7 @@ fn apply(
                     Applied::Unit
                 }
                 Command::Prune(cutoff, _) => Applied::Count(index.prune(*cutoff)),
+                Command::Expire(scan, _) => Applied::Expired(expire(&tx, *scan)?),
                 Command::Complete(batch, _) => {
                     for p in batch.iter() {
                         complete(&tx, p, now)?;
@@ -462,6 +475,7 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                         Command::Prune(_, r) | Command::Replay(_, _, r) | Command::Redrive(_, r),
                         Applied::Count(n),
                     ) => drop(r.send(Ok(n))),
+                    (Command::Expire(_, r), Applied::Expired(e)) => drop(r.send(Ok(e))),
                     (cmd, _) => fail(cmd, "internal: batch results out of order"),
                 }
             }
@@ -487,5 +501,65 @@ fn fail(cmd: Command, msg: &str) {
         Command::Prune(_, r) | Command::Replay(_, _, r) | Command::Redrive(_, r) => {
             drop(r.send(Err(err())));
         }
+        Command::Expire(_, r) => drop(r.send(Err(err()))),
     }
+}
+
+/// Deletes the finished events of one scan step, with their routing records. Finished: routed,
+/// unrouted or dropped, every delivery delivered and every plugin stage done; an event with a
+/// dead letter or work still waiting is kept whatever its age. The newest event is never
+/// deleted, so `seq` (rowid) never goes back to a number intake has already passed.
+fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEvents> {
+    let rows: Vec<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT seq, received_at FROM events \
+             WHERE seq > ?1 AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![scan.after_seq, scan.limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut finished = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM routings WHERE seq = ?1 AND status IN (?2, ?3, ?4)) \
+           AND NOT EXISTS (SELECT 1 FROM deliveries \
+                           WHERE event_seq = ?1 AND status <> 'delivered') \
+           AND NOT EXISTS (SELECT 1 FROM route_runs WHERE event_seq = ?1 AND status <> 'done')",
+    )?;
+    let mut deleted = 0;
+    let mut last_seen = None;
+    for &(seq, received_at) in &rows {
+        // Rows are in arrival order, so the first one inside the retention ends the pass.
+        if received_at >= scan.cutoff_ms {
+            return Ok(ExpiredEvents {
+                deleted,
+                resume_after: None,
+            });
+        }
+        last_seen = Some(seq);
+        let done: bool = finished.query_row(
+            params![
+                seq,
+                EventStatus::Routed.as_str(),
+                EventStatus::Unrouted.as_str(),
+                EventStatus::Dropped.as_str()
+            ],
+            |r| r.get(0),
+        )?;
+        if done {
+            for delete in [
+                "DELETE FROM deliveries WHERE event_seq = ?1",
+                "DELETE FROM route_runs WHERE event_seq = ?1",
+                "DELETE FROM routings WHERE seq = ?1",
+                "DELETE FROM events WHERE seq = ?1",
+            ] {
+                tx.prepare_cached(delete)?.execute([seq])?;
+            }
+            deleted += 1;
+        }
+    }
+    let full = rows.len() >= usize::try_from(scan.limit).unwrap_or(usize::MAX);
+    Ok(ExpiredEvents {
+        deleted,
+        resume_after: last_seen.filter(|_| full),
+    })
 }

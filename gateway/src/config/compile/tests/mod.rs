@@ -153,3 +153,29 @@ fn reserved_and_duplicate_paths_are_rejected() {
             .any(|i| i.contains("already the path of source `a`"))
     );
 }
+
+#[test]
+fn retention_is_optional_and_never_shorter_than_the_dedup_window() {
+    let compiled = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.store);
+    let store = compiled("").expect("defaults compile");
+    assert_eq!(
+        store.retention, None,
+        "events are kept unless retention is set"
+    );
+    let store = compiled("[store]\nretention = \"90d\"\n").expect("compiles");
+    assert_eq!(
+        store.retention,
+        Some(std::time::Duration::from_secs(90 * 24 * 3600))
+    );
+    let store = compiled("[store]\ndedup_window = \"1h\"\nretention = \"1h\"\n").expect("compiles");
+    assert_eq!(store.retention, Some(std::time::Duration::from_secs(3600)));
+    assert_has(
+        &issues("[store]\nretention = \"7d\"\n"),
+        "g.toml:2:13: store.retention: must be at least store.dedup_window (30days): duplicates \
+         are recognized from stored events",
+    );
+    assert_has(
+        &issues("[store]\nretention = \"0s\"\n"),
+        "g.toml:2:13: store.retention: must be longer than 0s",
+    );
+}
