@@ -314,3 +314,85 @@ fn every_protection_refuses_missing_or_wrong_credentials() {
     }
     assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 4);
 }
+
+/// `[server] trusted_proxies` (127.0.0.1, where the test sends from, plays the load balancer):
+/// `allow_ips` is checked against the client the proxy forwarded in `X-Forwarded-For`, read
+/// from the right, so a client cannot spoof an allowed address by sending the header itself;
+/// without `trusted_proxies` the header is ignored.
+#[test]
+fn behind_a_trusted_proxy_allow_ips_checks_the_forwarded_client() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gateway.db");
+    let text = config(&db, &Settings::default())
+        .replace("[store]", "trusted_proxies = [\"127.0.0.1/32\"]\n\n[store]");
+    let partner =
+        "\n[sources.ledig-partner]\nprovider = \"ledig\"\nallow_ips = [\"203.0.113.0/24\"]\n";
+    std::fs::write(dir.path().join("gateway.toml"), format!("{text}{partner}"))
+        .expect("write config");
+    let gw = Gateway::start_in(dir, db);
+    let body = br#"{"event":"crypto_received","data":{"id":"dep_proxy","status":"completed"}}"#;
+    let via = |forwarded: &[&str]| {
+        let headers: Vec<(&str, String)> = forwarded
+            .iter()
+            .map(|v| ("X-Forwarded-For", (*v).to_owned()))
+            .collect();
+        gw.post("/webhooks/ledig-partner", &headers, body)
+    };
+
+    for (case, forwarded) in [
+        ("no header: the proxy itself", &[][..]),
+        ("a client outside the list", &["198.51.100.1"][..]),
+        (
+            "an allowed address the client wrote itself",
+            &["203.0.113.7, 198.51.100.1"][..],
+        ),
+        (
+            "the same, in two header fields",
+            &["203.0.113.7", "198.51.100.1"][..],
+        ),
+    ] {
+        let r = via(forwarded);
+        assert_eq!(r.status, 401, "{case}: {}", r.body);
+        r.assert_error(401);
+    }
+    let r = via(&["203.0.113.7, garbage"]);
+    r.assert_error(400);
+    assert_eq!(
+        r.json()["error"],
+        "X-Forwarded-For from trusted proxy 127.0.0.1 holds `garbage`, not an IP address"
+    );
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 0);
+
+    via(&["198.51.100.1, 203.0.113.7"]).assert_accepted();
+    stored(
+        &gw.db(),
+        "ledig-partner",
+        "crypto_received:dep_proxy:completed",
+    );
+    let m = gw.metrics();
+    let outcome = |o: &str| {
+        metric(
+            &m,
+            &format!(r#"gateway_requests_total{{outcome="{o}",source="ledig-partner"}}"#),
+        )
+    };
+    assert_eq!(
+        (
+            outcome("accepted"),
+            outcome("unauthorized"),
+            outcome("malformed")
+        ),
+        (1.0, 4.0, 1.0)
+    );
+    // Refusals are logged with the client's address, not the proxy's.
+    assert!(gw.stderr().contains("peer=198.51.100.1"), "{}", gw.stderr());
+
+    // Without trusted proxies the header is nobody's word: the TCP peer is the client.
+    let plain = Gateway::start();
+    let r = plain.post(
+        "/webhooks/ledig-remote-only",
+        &[("X-Forwarded-For", "10.1.2.3".into())],
+        body,
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+}

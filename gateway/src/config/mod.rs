@@ -236,6 +236,9 @@ pub struct ServerSettings {
     /// A connection whose answer the client does not take (its socket stays full) for this
     /// long is closed.
     pub write_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for `allow_ips` and logs);
+    /// empty: the TCP peer is the client and the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

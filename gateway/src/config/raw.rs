@@ -90,6 +90,7 @@ pub(super) struct RawServer {
     pub(super) header_timeout: Option<Spanned<HumanDuration>>,
     pub(super) request_timeout: Option<Spanned<HumanDuration>>,
     pub(super) write_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

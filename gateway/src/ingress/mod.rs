@@ -1,11 +1,13 @@
-//! Ingress: the HTTP side of the gateway. Owns the listener, per-connection limits, routing a
-//! request to its source's endpoint or to the service endpoints (`/healthz`, `/readyz`,
-//! `/metrics`), and turning every outcome into the documented status and JSON body.
+//! Ingress: the HTTP side of the gateway. Owns the listener, per-connection limits, who the
+//! client is (behind trusted proxies), routing a request to its source's endpoint or to the
+//! service endpoints (`/healthz`, `/readyz`, `/metrics`), and turning every outcome into the
+//! documented status and JSON body.
 //!
 //! It never parses provider formats itself (that is `providers`) and never writes SQL (that is
 //! `store`); it never answers 200 before the store has committed.
 
 mod body;
+mod client_addr;
 mod listener;
 mod reply;
 mod webhook;
@@ -46,6 +48,7 @@ struct Endpoints {
     by_path: HashMap<String, Endpoint>,
     max_body: u64,
     request_timeout: Duration,
+    trusted_proxies: Vec<ipnet::IpNet>,
     admin: Option<Admin>,
 }
 
@@ -72,6 +75,7 @@ impl Endpoints {
             by_path,
             max_body: config.server.max_body,
             request_timeout: config.server.request_timeout,
+            trusted_proxies: config.server.trusted_proxies.clone(),
             admin: config
                 .admin
                 .as_ref()
@@ -164,6 +168,7 @@ impl Gateway {
                     let limits = webhook::Limits {
                         max_body: endpoints.max_body,
                         request_timeout: endpoints.request_timeout,
+                        trusted_proxies: &endpoints.trusted_proxies,
                     };
                     webhook::receive(self, endpoint, limits, req, peer.ip(), suffix).await
                 }

@@ -5,6 +5,7 @@
 //! The ack waits for the store's commit. This path does no plugin work and no outbound I/O.
 
 use super::body::{self, BodyError};
+use super::client_addr::client_addr;
 use super::reply::{self, Body};
 use super::{Endpoint, Gateway};
 use crate::metrics::Outcome;
@@ -23,15 +24,16 @@ const STORE_UNAVAILABLE: &str = "store unavailable, retry later";
 
 /// The request limits of the config generation the request started under.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
+pub(super) struct Limits<'a> {
     pub(super) max_body: u64,
     pub(super) request_timeout: std::time::Duration,
+    pub(super) trusted_proxies: &'a [ipnet::IpNet],
 }
 
 pub(super) async fn receive(
     gw: &Gateway,
     endpoint: &Endpoint,
-    limits: Limits,
+    limits: Limits<'_>,
     req: Request<Incoming>,
     peer: IpAddr,
     path_suffix: Option<&str>,
@@ -50,13 +52,21 @@ pub(super) async fn receive(
 async fn handle(
     gw: &Gateway,
     endpoint: &Endpoint,
-    limits: Limits,
+    limits: Limits<'_>,
     req: Request<Incoming>,
     peer: IpAddr,
     path_suffix: Option<&str>,
     started: Instant,
 ) -> (Outcome, Response<Body>) {
     let (parts, incoming) = req.into_parts();
+    // From here on `peer` is the client, as far as trusted proxies say (`client_addr`).
+    let peer = match client_addr(peer, &parts.headers, limits.trusted_proxies) {
+        Ok(client) => client,
+        Err(e) => {
+            let res = reply::error_and_close(StatusCode::BAD_REQUEST, &e.to_string());
+            return (Outcome::Malformed, res);
+        }
+    };
     // A compressed body is refused from the headers alone: never inflated, never read, never
     // authenticated (see `body::check_encoding` for why).
     if let Err(e) = body::check_encoding(&parts.headers) {

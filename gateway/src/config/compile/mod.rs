@@ -134,6 +134,12 @@ pub(super) fn compile(
     .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
     let write_timeout = positive(&mut pass, &raw.server.write_timeout, "server.write_timeout")
         .unwrap_or(DEFAULT_WRITE_TIMEOUT);
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .as_ref()
+        .map(|list| ip_networks(&mut pass, list, "server.trusted_proxies"))
+        .unwrap_or_default();
     let store_path = raw
         .store
         .path
@@ -216,6 +222,7 @@ pub(super) fn compile(
             header_timeout,
             request_timeout,
             write_timeout,
+            trusted_proxies,
         },
         store: StoreSettings {
             path: store_path.into(),
@@ -245,6 +252,31 @@ fn positive(
         return None;
     }
     Some(v.get_ref().0)
+}
+
+/// A list of IP addresses and CIDR networks (`10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`);
+/// each entry that is neither is a positioned error.
+fn ip_networks(
+    pass: &mut Pass<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    key: &str,
+) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for (i, entry) in list.get_ref().iter().enumerate() {
+        let text = entry.get_ref();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => nets.push(net),
+            Err(_) => pass.error(
+                entry.span(),
+                format!("{key}[{i}]"),
+                format!("`{text}` is not an IP address or CIDR network"),
+            ),
+        }
+    }
+    nets
 }
 
 /// Names that become metric labels and store keys: letters, digits, `_` and `-`.

@@ -253,20 +253,7 @@ fn ledig(pass: &mut Pass<'_>, table: &str, source: &Spanned<RawSource>) -> Optio
                 "an empty allow-list admits nobody; remove the key or list addresses",
             );
         }
-        for (i, entry) in list.get_ref().iter().enumerate() {
-            let text = entry.get_ref();
-            let parsed = text
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-            match parsed {
-                Ok(net) => allow_ips.push(net),
-                Err(_) => pass.error(
-                    entry.span(),
-                    format!("{table}.allow_ips[{i}]"),
-                    format!("`{text}` is not an IP address or CIDR network"),
-                ),
-            }
-        }
+        allow_ips = super::ip_networks(pass, list, &format!("{table}.allow_ips"));
     }
     let protected = raw.token.is_some() || raw.basic_auth.is_some() || raw.allow_ips.is_some();
     match (&raw.unprotected, protected) {

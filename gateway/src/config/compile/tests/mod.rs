@@ -179,3 +179,19 @@ fn retention_is_optional_and_never_shorter_than_the_dedup_window() {
         "g.toml:2:13: store.retention: must be longer than 0s",
     );
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_networks() {
+    let server = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.server);
+    let s = server("").expect("defaults compile");
+    assert!(
+        s.trusted_proxies.is_empty(),
+        "no proxy is trusted by default"
+    );
+    let s = server("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").expect("compiles");
+    assert_eq!(s.trusted_proxies.len(), 2);
+    assert_has(
+        &issues("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]\n"),
+        "g.toml:2:34: server.trusted_proxies[1]: `lb.internal` is not an IP address or CIDR network",
+    );
+}
