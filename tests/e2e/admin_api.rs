@@ -673,3 +673,94 @@ fn a_plugin_trap_dead_letters_that_event_only() {
         6.0
     );
 }
+
+/// Authenticated bodies that are not JSON are quarantined (400) and shown by
+/// `GET /admin/quarantine`: newest first, by source, paged, with the reason, the kept headers
+/// and the body byte for byte (text when UTF-8, always base64); one by id; parameters that do
+/// not apply are refused, not ignored.
+#[test]
+fn quarantined_bodies_are_listed_and_shown_byte_for_byte() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    let text = b"{\"id\":\"evt_q1\",\"type\":\"transaction.created\"".to_vec();
+    let binary = vec![0xff, 0xfe, 0x00, b'{', 0x80];
+    for body in [&text, &binary] {
+        gw.post_ledger(body).assert_error(400);
+    }
+    gw.post_ledig(b"not json at all").assert_error(400);
+
+    let all = admin_ok(&gw, "GET", "/admin/quarantine");
+    let entries = all["quarantine"].as_array().expect("an array");
+    let sources: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["source"].as_str())
+        .collect();
+    assert_eq!(
+        sources,
+        ["ledig", "ledger", "ledger"],
+        "newest first: {all}"
+    );
+    assert_eq!(all["next_before"], Value::Null);
+    let newest_ledger = &entries[1];
+    assert_eq!(
+        newest_ledger["body_text"],
+        Value::Null,
+        "not UTF-8: {newest_ledger}"
+    );
+    assert_eq!(newest_ledger["body_base64"], b64_bytes(&binary));
+    assert_eq!(newest_ledger["size"], 5);
+    let oldest = &entries[2];
+    assert_eq!(
+        oldest["body_text"].as_str().map(str::as_bytes),
+        Some(&text[..])
+    );
+    assert_eq!(oldest["body_base64"], b64_bytes(&text));
+    assert!(
+        oldest["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("body is not valid JSON")),
+        "{oldest}"
+    );
+    assert!(
+        oldest["headers"]["x-ledger-signature"].as_str().is_some(),
+        "the signature is kept to re-check it: {oldest}"
+    );
+    assert!(oldest["received_at"].as_i64().is_some_and(|t| t > 0));
+
+    // By source, and paged.
+    let ledger = admin_ok(&gw, "GET", "/admin/quarantine?source=ledger&limit=1");
+    let page: Vec<i64> = ledger["quarantine"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .collect();
+    assert_eq!(page, [newest_ledger["id"].as_i64().expect("id")]);
+    let next = ledger["next_before"]
+        .as_i64()
+        .expect("a full page has a next");
+    let rest = admin_ok(
+        &gw,
+        "GET",
+        &format!("/admin/quarantine?source=ledger&before={next}"),
+    );
+    assert_eq!(rest["quarantine"][0]["id"], oldest["id"]);
+    assert_eq!(rest["quarantine"].as_array().map(Vec::len), Some(1));
+
+    let id = oldest["id"].as_i64().expect("id");
+    let one = admin_ok(&gw, "GET", &format!("/admin/quarantine/{id}"));
+    assert_eq!(&one, oldest);
+    gw.admin("GET", "/admin/quarantine/999").assert_error(404);
+    let r = gw.admin("GET", "/admin/quarantine?type=ledger.transaction.created");
+    r.assert_error(400);
+    assert_eq!(
+        r.json()["error"],
+        "`type` does not apply to /admin/quarantine (it takes: source, before, limit)"
+    );
+    gw.admin("POST", "/admin/quarantine").assert_error(405);
+    gw.get("/admin/quarantine").assert_error(401);
+}
+
+fn b64_bytes(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -1,5 +1,6 @@
 //! The admin API under `/admin/`: look at events, their plugin results and delivery attempts,
-//! list dead letters, replay events through the current routes and redrive dead letters.
+//! list dead letters and quarantined bodies, replay events through the current routes and
+//! redrive dead letters.
 //!
 //! Every request needs `Authorization: Bearer <token>` (the `[admin]` token; compared in
 //! constant time); without it the answer is 401 and nothing else is revealed. Answers are
@@ -15,6 +16,7 @@
 //! - `POST /admin/dead-letters/redrive`
 //! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
 //! - `GET  /admin/plugins` (each plugin's health)
+//! - `GET  /admin/quarantine?source=&before=&limit=`, `GET /admin/quarantine/{id}`
 
 mod query;
 
@@ -94,6 +96,8 @@ impl Admin {
             (Method::POST, ["replay"]) => self.replay_filtered(&query).await,
             (Method::GET, ["dead-letters"]) => self.dead_letters(&query).await,
             (Method::GET, ["plugins"]) => Ok(self.plugins()),
+            (Method::GET, ["quarantine"]) => self.quarantine(&query).await,
+            (Method::GET, ["quarantine", id]) => self.quarantined(id).await,
             (Method::POST, ["dead-letters", "redrive"]) => {
                 self.redrive(RedriveSelection::All).await
             }
@@ -108,7 +112,8 @@ impl Admin {
             (
                 _,
                 [
-                    "events" | "replay" | "dead-letters" | "deliveries" | "route-runs" | "plugins",
+                    "events" | "replay" | "dead-letters" | "deliveries" | "route-runs" | "plugins"
+                    | "quarantine",
                     ..,
                 ],
             ) => Ok(error(
@@ -195,6 +200,46 @@ impl Admin {
         Ok(ok_json(
             &json!({ "deliveries": deliveries, "route_runs": route_runs }),
         ))
+    }
+
+    async fn quarantine(&self, query: &Query) -> Result<Response<Body>, StoreError> {
+        let parsed = query
+            .only(&["source", "before", "limit"], "/admin/quarantine")
+            .and_then(|()| {
+                Ok((
+                    query.before("a quarantine id")?,
+                    query.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
+                ))
+            });
+        let (before, limit) = match parsed {
+            Ok(v) => v,
+            Err(e) => return Ok(bad_request(&e)),
+        };
+        let source = query.get("source").map(str::to_owned);
+        let entries = self.store.list_quarantine(source, before, limit).await?;
+        let next = (entries.len() == limit as usize)
+            .then(|| entries.last().map(|e| e.id))
+            .flatten();
+        Ok(ok_json(
+            &json!({ "quarantine": entries, "next_before": next }),
+        ))
+    }
+
+    async fn quarantined(&self, id: &str) -> Result<Response<Body>, StoreError> {
+        let id = match parse_id(id) {
+            Ok(id) => id,
+            Err(res) => return Ok(*res),
+        };
+        let found = self
+            .store
+            .list_quarantine(None, id.checked_add(1), 1)
+            .await?
+            .into_iter()
+            .find(|e| e.id == id);
+        Ok(match found {
+            Some(entry) => ok_json(&entry),
+            None => error(StatusCode::NOT_FOUND, &format!("no quarantined body {id}")),
+        })
     }
 
     fn plugins(&self) -> Response<Body> {

@@ -62,13 +62,7 @@ impl Query {
                 QueryError(format!("`status` must be one of {}", all.join(", ")))
             })?),
         };
-        let before_seq = match self.get("before") {
-            None => None,
-            Some(t) => Some(
-                t.parse::<i64>()
-                    .map_err(|_| QueryError("`before` must be an event seq".into()))?,
-            ),
-        };
+        let before_seq = self.before("an event seq")?;
         Ok(EventFilter {
             seq: None,
             source: self.get("source").map(str::to_owned),
@@ -78,6 +72,34 @@ impl Query {
             until_ms: self.time("until")?,
             before_seq,
         })
+    }
+
+    /// `before`: a page starts below this id (`what` names the kind of id in the error).
+    pub(super) fn before(&self, what: &str) -> Result<Option<i64>, QueryError> {
+        self.get("before")
+            .map(|t| {
+                t.parse::<i64>()
+                    .map_err(|_| QueryError(format!("`before` must be {what}")))
+            })
+            .transpose()
+    }
+
+    /// Refuses the given parameters that `endpoint` does not take (rather than ignore them).
+    pub(super) fn only(&self, allowed: &[&str], endpoint: &str) -> Result<(), QueryError> {
+        let mut extra: Vec<&str> = self
+            .0
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !allowed.contains(k))
+            .collect();
+        extra.sort_unstable();
+        match extra.first() {
+            None => Ok(()),
+            Some(k) => Err(QueryError(format!(
+                "`{k}` does not apply to {endpoint} (it takes: {})",
+                allowed.join(", ")
+            ))),
+        }
     }
 
     /// RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.

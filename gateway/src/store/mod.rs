@@ -17,7 +17,7 @@ pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
     AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
     EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep, Processed,
-    RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent,
+    QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent,
 };
 
 use bytes::Bytes;
@@ -140,6 +140,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<EventSummary>, StoreError>;
     async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError>;
+    /// Quarantined bodies, newest first: of `source` if given, with an id below `before` if
+    /// given, at most `limit`.
+    async fn list_quarantine(
+        &self,
+        source: Option<String>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError>;
     /// Dead deliveries and dead route runs, newest first, at most `limit` of each.
     async fn dead_letters(
         &self,

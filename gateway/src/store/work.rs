@@ -199,6 +199,21 @@ pub struct EventFilter {
     pub before_seq: Option<i64>,
 }
 
+/// An authenticated body that could not be normalized, as the admin API shows it. The body is
+/// given as text when it is UTF-8 (most are: JSON with a syntax error) and always as base64,
+/// so what was received can be looked at exactly.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineEntry {
+    pub id: i64,
+    pub source: String,
+    pub reason: String,
+    pub received_at: i64,
+    pub size: usize,
+    pub headers: serde_json::Value,
+    pub body_text: Option<String>,
+    pub body_base64: String,
+}
+
 /// An event in an admin listing.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventSummary {

@@ -15,7 +15,7 @@ use super::dedup_index::DedupIndex;
 use super::schema;
 use super::work::{
     AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
-    EventSummary, Processed, RedriveSelection, RouteRunView, StoredEvent,
+    EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView, StoredEvent,
 };
 use super::{ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
 use crate::metrics::Metrics;
@@ -308,6 +308,17 @@ impl Store for SqliteStore {
     ) -> Result<Vec<EventSummary>, StoreError> {
         self.reader
             .with(move |c| reader::list_events(c, &filter, limit))
+            .await
+    }
+
+    async fn list_quarantine(
+        &self,
+        source: Option<String>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.reader
+            .with(move |c| reader::list_quarantine(c, source.as_deref(), before, limit))
             .await
     }
 

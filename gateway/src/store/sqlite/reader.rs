@@ -4,9 +4,10 @@
 use super::super::StoreError;
 use super::super::work::{
     AttemptRecord, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
-    EventSummary, PluginStep, RouteRunView, StoredEvent,
+    EventSummary, PluginStep, QuarantineEntry, RouteRunView, StoredEvent,
 };
 use super::filter::where_clause;
+use base64::Engine as _;
 use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 use std::sync::{Arc, Mutex};
 
@@ -196,6 +197,34 @@ pub(super) fn list_events(
     conn.prepare(&sql)?
         .query_map(params_from_iter(args), summary)?
         .collect()
+}
+
+pub(super) fn list_quarantine(
+    conn: &Connection,
+    source: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> rusqlite::Result<Vec<QuarantineEntry>> {
+    conn.prepare_cached(
+        "SELECT id, source, reason, received_at, headers, raw_body FROM quarantine \
+         WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR id < ?2) \
+         ORDER BY id DESC LIMIT ?3",
+    )?
+    .query_map(params![source, before, limit], |r| {
+        let body: Vec<u8> = r.get(5)?;
+        let headers: String = r.get(4)?;
+        Ok(QuarantineEntry {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            reason: r.get(2)?,
+            received_at: r.get(3)?,
+            size: body.len(),
+            headers: json_or_text(&headers),
+            body_base64: base64::engine::general_purpose::STANDARD.encode(&body),
+            body_text: String::from_utf8(body).ok(),
+        })
+    })?
+    .collect()
 }
 
 fn json_or_text(text: &str) -> serde_json::Value {
