@@ -114,3 +114,46 @@ fn a_plugin_trapping_on_every_event_is_marked_unhealthy_and_its_events_wait_for_
     let got = wait_delivered(&sink, &all, "every event, the trapped ones redriven", &gw);
     assert_eq!(got.len(), all.len(), "each exactly once");
 }
+
+/// A route's own plugin retry schedule (`plugin_max_attempts`, `plugin_backoff_*`): an event
+/// whose plugin answers `retry` (here: the plugin is unhealthy, so the gateway answers for it)
+/// is run again that many times that far apart, then its route run is a dead letter saying
+/// why. With the default schedule (10 attempts, 1 s doubling) this would take minutes.
+#[test]
+fn a_routes_plugin_retry_schedule_decides_when_a_retrying_event_is_a_dead_letter() {
+    let sink = Sink::start(Mode::Ok);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gateway.db");
+    let extra = format!(
+        "{ADMIN}[wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n[plugins.p]\nwasm = \"{PANIC}\"\n\
+         unhealthy_after = 1\nunhealthy_cooldown = \"1h\"\n\n{}\
+         [[routes]]\nname = \"deposits\"\nmatch = {{ type = [\"ledger.transaction.*\"] }}\n\
+         plugins = [\"p\"]\nto = [\"sink\"]\nplugin_max_attempts = 3\n\
+         plugin_backoff_initial = \"20ms\"\nplugin_backoff_max = \"50ms\"\n",
+        http_destination("sink", &sink)
+    );
+    std::fs::write(dir.path().join("gateway.toml"), full_config(&db, &extra))
+        .expect("write config");
+    let gw = Gateway::start_in(dir, db);
+
+    // The first event's trap marks the plugin unhealthy (and is a dead letter of its own).
+    gw.post_ledger(&ledger_txn("evt_trap")).assert_accepted();
+    wait_metric(&gw, UNHEALTHY, 1.0);
+    gw.post_ledger(&ledger_txn("evt_waits")).assert_accepted();
+    let sql = "SELECT r.status, r.attempts, r.reason FROM route_runs r \
+               JOIN events e ON e.seq = r.event_seq WHERE e.dedup_key = 'evt_waits'";
+    let (attempts, reason) = wait_until(&gw, "the retried stage is a dead letter", || {
+        let (status, attempts, reason): (String, i64, String) = gw
+            .db()
+            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .ok()?;
+        (status == "dead").then_some((attempts, reason))
+    });
+    assert_eq!(attempts, 3, "{reason}");
+    assert!(
+        reason.starts_with("gave up after 3 attempts; last: ")
+            && reason.contains("plugin is unhealthy"),
+        "{reason}"
+    );
+    assert!(sink.delivered().is_empty());
+}

@@ -116,6 +116,17 @@ pub struct RouteSettings {
     pub plugins: Vec<String>,
     /// Destination names; each gets one delivery per event that leaves the chain.
     pub to: Vec<String>,
+    /// How often, and how far apart, the plugin stage is run again when a plugin answers
+    /// `retry`, before the route run is a dead letter.
+    pub plugin_retry: PluginRetry,
+}
+
+/// A route's plugin-stage retry schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginRetry {
+    /// Attempts, the first run included.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
 }
 
 impl RouteSettings {

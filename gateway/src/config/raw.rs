@@ -170,6 +170,9 @@ pub(super) struct RawRoute {
     #[serde(rename = "match")]
     pub(super) matches: Option<Spanned<RawMatch>>,
     pub(super) plugins: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) plugin_max_attempts: Option<Spanned<u64>>,
+    pub(super) plugin_backoff_initial: Option<Spanned<HumanDuration>>,
+    pub(super) plugin_backoff_max: Option<Spanned<HumanDuration>>,
     // Optional here only so that a missing `to` is reported with the route's other problems.
     pub(super) to: Option<Spanned<Vec<Spanned<String>>>>,
 }

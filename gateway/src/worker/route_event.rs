@@ -23,14 +23,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Plugin-stage attempts (the first run included) before a route run is a dead letter.
-pub(super) const PLUGIN_MAX_ATTEMPTS: u32 = 10;
-/// Backoff between plugin-stage attempts.
-const PLUGIN_BACKOFF: crate::config::Backoff = crate::config::Backoff {
-    initial: Duration::from_secs(1),
-    max: Duration::from_secs(300),
-};
-
 /// A route to run, with its existing route run (id, attempts so far) when it is a retry.
 type RouteToRun = (Arc<RouteSettings>, Option<(i64, u32)>);
 
@@ -266,8 +258,11 @@ async fn settle(pipeline: &Pipeline, job: Job, chain: ChainOutput) -> (StoredEve
                     route_runs.push(run_update(id, name, done, &reason, attempts));
                 }
             }
-            RouteResult::Retry(reason, not_before) if attempts < PLUGIN_MAX_ATTEMPTS => {
-                let wait = crate::delivery::next_wait(&PLUGIN_BACKOFF, attempts, not_before);
+            RouteResult::Retry(reason, not_before)
+                if attempts < route.plugin_retry.max_attempts =>
+            {
+                let backoff = &route.plugin_retry.backoff;
+                let wait = crate::delivery::next_wait(backoff, attempts, not_before);
                 let next_attempt_ms = crate::store::unix_ms()
                     .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
                 let state = RouteRunState::Retry { next_attempt_ms };

@@ -4,7 +4,7 @@
 
 use super::service::to_usize;
 use super::{Pass, valid_name};
-use crate::config::raw::{HumanDuration, RawDestination};
+use crate::config::raw::RawDestination;
 use crate::config::secret::Secret;
 use crate::config::{
     Backoff, DestinationKind, DestinationSettings, FileDestinationSettings, HttpDestinationSettings,
@@ -64,7 +64,16 @@ pub(super) fn compile_destination(
         1..=MAX_ATTEMPTS,
         DEFAULT_MAX_ATTEMPTS,
     );
-    let backoff = backoff(pass, &table, raw);
+    let backoff = super::backoff(
+        pass,
+        &table,
+        ("backoff_initial", "backoff_max"),
+        (&raw.backoff_initial, &raw.backoff_max),
+        Backoff {
+            initial: DEFAULT_BACKOFF_INITIAL,
+            max: DEFAULT_BACKOFF_MAX,
+        },
+    );
     let concurrency = pass.count(
         raw.concurrency.as_ref(),
         &format!("{table}.concurrency"),
@@ -217,42 +226,4 @@ fn file(
     Some(FileDestinationSettings {
         path: path.get_ref().into(),
     })
-}
-
-fn backoff(pass: &mut Pass<'_>, table: &str, raw: &RawDestination) -> Backoff {
-    let duration =
-        |v: &Option<Spanned<HumanDuration>>, default| v.as_ref().map_or(default, |d| d.get_ref().0);
-    let initial = duration(&raw.backoff_initial, DEFAULT_BACKOFF_INITIAL);
-    let max = duration(&raw.backoff_max, DEFAULT_BACKOFF_MAX);
-    // A zero initial wait would retry a failing receiver in a tight loop.
-    if let (Some(i), true) = (&raw.backoff_initial, initial.is_zero()) {
-        pass.error(
-            i.span(),
-            format!("{table}.backoff_initial"),
-            "must be longer than 0s",
-        );
-    } else if max < initial {
-        // Point at whichever of the two is written; with both, `backoff_max` is the odd one.
-        // (The defaults alone are consistent, so one of them is written.)
-        if let Some(m) = &raw.backoff_max {
-            pass.error(
-                m.span(),
-                format!("{table}.backoff_max"),
-                format!(
-                    "must be at least backoff_initial ({})",
-                    humantime::format_duration(initial)
-                ),
-            );
-        } else if let Some(i) = &raw.backoff_initial {
-            pass.error(
-                i.span(),
-                format!("{table}.backoff_initial"),
-                format!(
-                    "must be at most backoff_max ({}, the default)",
-                    humantime::format_duration(max)
-                ),
-            );
-        }
-    }
-    Backoff { initial, max }
 }

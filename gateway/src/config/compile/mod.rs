@@ -19,7 +19,7 @@ use super::error::SourceText;
 use super::raw::{HumanDuration, RawConfig};
 use super::secret::{Secret, SecretRef};
 use super::{
-    ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, ServerSettings, StoreSettings,
+    Backoff, ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, ServerSettings, StoreSettings,
 };
 use std::net::SocketAddr;
 use std::ops::{Range, RangeInclusive};
@@ -252,6 +252,57 @@ fn positive(
         return None;
     }
     Some(v.get_ref().0)
+}
+
+/// A retry schedule from its two keys in `table` (`keys`: the initial and the longest wait),
+/// each falling back to `default`: the initial wait must not be zero (a failing receiver would
+/// be retried in a tight loop) and not exceed the longest.
+fn backoff(
+    pass: &mut Pass<'_>,
+    table: &str,
+    keys: (&str, &str),
+    values: (
+        &Option<Spanned<HumanDuration>>,
+        &Option<Spanned<HumanDuration>>,
+    ),
+    default: Backoff,
+) -> Backoff {
+    let (initial_key, max_key) = keys;
+    let (raw_initial, raw_max) = values;
+    let initial = raw_initial
+        .as_ref()
+        .map_or(default.initial, |d| d.get_ref().0);
+    let max = raw_max.as_ref().map_or(default.max, |d| d.get_ref().0);
+    if let (Some(i), true) = (raw_initial, initial.is_zero()) {
+        pass.error(
+            i.span(),
+            format!("{table}.{initial_key}"),
+            "must be longer than 0s",
+        );
+    } else if max < initial {
+        // Point at whichever of the two is written; with both, the longest wait is the odd
+        // one. (The defaults alone are consistent, so one of them is written.)
+        if let Some(m) = raw_max {
+            pass.error(
+                m.span(),
+                format!("{table}.{max_key}"),
+                format!(
+                    "must be at least {initial_key} ({})",
+                    humantime::format_duration(initial)
+                ),
+            );
+        } else if let Some(i) = raw_initial {
+            pass.error(
+                i.span(),
+                format!("{table}.{initial_key}"),
+                format!(
+                    "must be at most {max_key} ({}, the default)",
+                    humantime::format_duration(max)
+                ),
+            );
+        }
+    }
+    Backoff { initial, max }
 }
 
 /// A list of IP addresses and CIDR networks (`10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`);

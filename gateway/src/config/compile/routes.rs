@@ -4,10 +4,22 @@
 
 use super::{Pass, valid_name};
 use crate::config::raw::{Patterns, RawConfig, RawRoute};
-use crate::config::{Glob, RouteSettings};
+use crate::config::{Backoff, Glob, PluginRetry, RouteSettings};
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::time::Duration;
 use toml::Spanned;
+
+/// A plugin that answers `retry` is run again after 1 s, 2 s, 4 s ... up to 5 min apart, ten
+/// times in all, before its route run is a dead letter.
+pub(crate) const DEFAULT_PLUGIN_RETRY: PluginRetry = PluginRetry {
+    max_attempts: 10,
+    backoff: Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    },
+};
+const MAX_PLUGIN_ATTEMPTS: u64 = 100;
 
 /// Every route, in file order; a route with an error is left out (the pass fails anyway).
 pub(super) fn compile_routes(pass: &mut Pass<'_>, raw: &RawConfig) -> Vec<RouteSettings> {
@@ -111,6 +123,38 @@ fn compile_route<'a>(
         plugins.push(name.clone());
     }
 
+    let max_attempts = pass.count(
+        raw.plugin_max_attempts.as_ref(),
+        &format!("{at}.plugin_max_attempts"),
+        1..=MAX_PLUGIN_ATTEMPTS,
+        u64::from(DEFAULT_PLUGIN_RETRY.max_attempts),
+    );
+    let plugin_retry = PluginRetry {
+        // Range-checked above.
+        max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+        backoff: super::backoff(
+            pass,
+            &at,
+            ("plugin_backoff_initial", "plugin_backoff_max"),
+            (&raw.plugin_backoff_initial, &raw.plugin_backoff_max),
+            DEFAULT_PLUGIN_RETRY.backoff,
+        ),
+    };
+    if raw.plugins.as_ref().is_none_or(|p| p.get_ref().is_empty()) {
+        let written = [
+            raw.plugin_max_attempts.as_ref().map(Spanned::span),
+            raw.plugin_backoff_initial.as_ref().map(|d| d.span()),
+            raw.plugin_backoff_max.as_ref().map(|d| d.span()),
+        ];
+        if let Some(span) = written.into_iter().flatten().next() {
+            pass.warn(
+                span,
+                format!("{at}.plugins"),
+                "plugin retry settings on a route without plugins have no effect",
+            );
+        }
+    }
+
     let to = destinations(pass, ctx, &at, route);
     if pass.errors.len() > errors_before {
         return None;
@@ -121,6 +165,7 @@ fn compile_route<'a>(
         types,
         plugins,
         to,
+        plugin_retry,
     })
 }
 

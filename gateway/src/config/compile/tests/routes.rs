@@ -224,3 +224,52 @@ fn a_source_pattern_matching_no_source_is_a_warning() {
         vec!["g.toml:8:30: routes[0].match.source[1]: `ledgr` matches no configured source"]
     );
 }
+
+#[test]
+fn a_routes_plugin_retry_schedule_has_defaults_and_is_checked() {
+    let plugin = "[plugins.p]\nwasm = \"p.wasm\"\n";
+    let route = |keys: &str| {
+        format!("{DESTINATION}{plugin}[[routes]]\nplugins = [\"p\"]\nto = [\"out\"]\n{keys}")
+    };
+    let compiled = |keys: &str| match compile(Path::new("g.toml"), &route(keys)) {
+        Ok((c, _)) => c.routes[0].plugin_retry,
+        Err(e) => panic!("{e}"),
+    };
+    let default = compiled("");
+    assert_eq!(default.max_attempts, 10);
+    assert_eq!(default.backoff.initial, Duration::from_secs(1));
+    assert_eq!(default.backoff.max, Duration::from_secs(300));
+    let set = compiled(
+        "plugin_max_attempts = 3\nplugin_backoff_initial = \"20ms\"\nplugin_backoff_max = \"1s\"\n",
+    );
+    assert_eq!(set.max_attempts, 3);
+    assert_eq!(set.backoff.initial, Duration::from_millis(20));
+    assert_eq!(set.backoff.max, Duration::from_secs(1));
+
+    // Lines: destination 1-2, plugin 3-4, route 5-7, then the keys from line 8.
+    let found = issues(&route("plugin_max_attempts = 0\n"));
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("g.toml:8:23: routes[0].plugin_max_attempts: ")),
+        "{found:#?}"
+    );
+    super::assert_has(
+        &issues(&route("plugin_backoff_initial = \"0s\"\n")),
+        "g.toml:8:26: routes[0].plugin_backoff_initial: must be longer than 0s",
+    );
+    super::assert_has(
+        &issues(&route("plugin_backoff_initial = \"10m\"\n")),
+        "g.toml:8:26: routes[0].plugin_backoff_initial: must be at most plugin_backoff_max \
+         (5m, the default)",
+    );
+    // Retry settings on a route that runs no plugin cannot take effect: said, not fatal.
+    let text = format!("{DESTINATION}[[routes]]\nto = [\"out\"]\nplugin_max_attempts = 3\n");
+    let said = warnings(&text);
+    assert!(
+        said.iter().any(|w| w.contains(
+            "routes[0].plugins: plugin retry settings on a route without plugins have no effect"
+        )),
+        "{said:#?}"
+    );
+}
