@@ -64,17 +64,6 @@ fn wait_event(gw: &Gateway, seq: i64, what: &str, done: impl Fn(&Value) -> bool)
     }
 }
 
-/// The seq the store gave the event of `source` with this id.
-fn seq_of(gw: &Gateway, source: &str, id: &str) -> i64 {
-    gw.db()
-        .query_row(
-            "SELECT seq FROM events WHERE source = ?1 AND dedup_key = ?2",
-            [source, id],
-            |r| r.get(0),
-        )
-        .unwrap_or_else(|e| panic!("no stored event {source}/{id}: {e}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // a) Authentication.
 // ---------------------------------------------------------------------------------------------

@@ -396,6 +396,17 @@ fn event_where(conn: &rusqlite::Connection, filter: &str, args: [&str; 2]) -> St
     }
 }
 
+/// The seq the store gave the event of `source` with this id.
+pub(crate) fn seq_of(gw: &Gateway, source: &str, id: &str) -> i64 {
+    gw.db()
+        .query_row(
+            "SELECT seq FROM events WHERE source = ?1 AND dedup_key = ?2",
+            [source, id],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("no stored event {source}/{id}: {e}"))
+}
+
 /// The stored event of `source` with this dedup key.
 pub(crate) fn stored(conn: &rusqlite::Connection, source: &str, key: &str) -> StoredEvent {
     event_where(conn, "source = ?1 AND dedup_key = ?2", [source, key])

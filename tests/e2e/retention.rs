@@ -57,16 +57,6 @@ fn status_of(gw: &Gateway, seq: i64) -> Option<String> {
         .flatten()
 }
 
-fn seq_of(gw: &Gateway, source: &str, id: &str) -> i64 {
-    gw.db()
-        .query_row(
-            "SELECT seq FROM events WHERE source = ?1 AND dedup_key = ?2",
-            [source, id],
-            |r| r.get(0),
-        )
-        .unwrap_or_else(|e| panic!("no stored event {source}/{id}: {e}"))
-}
-
 #[test]
 fn finished_events_are_deleted_after_the_retention_and_dead_letters_stay() {
     let sink = Sink::start(Mode::Always(410));
