@@ -1,6 +1,7 @@
 //! Crash under load: while senders post signed events at a steady rate (retrying an event, as a
 //! provider does, until it is answered), the gateway is killed with SIGKILL at random moments
-//! and restarted on the same store, 20 times (`E2E_CRASH_KILLS` for a longer run). Afterwards
+//! and restarted on the same store, 20 times (200 in the soak variant, any number with
+//! `E2E_CRASH_KILLS`). Afterwards
 //! every event that was answered 200 is stored and delivered to the sink, and the only copies the
 //! sink sees are deliveries that were in flight at a kill, under the same `webhook-id`.
 //!
@@ -87,6 +88,17 @@ fn killed_twenty_times_under_load_no_acknowledged_event_is_lost() {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(20);
+    killed_under_load(kills);
+}
+
+/// The long run (`--ignored soak_`): 200 kills.
+#[test]
+#[ignore = "soak: minutes; run with `--ignored soak_`"]
+fn soak_killed_two_hundred_times_under_load_no_acknowledged_event_is_lost() {
+    killed_under_load(200);
+}
+
+fn killed_under_load(kills: usize) {
     let sink = Sink::start(Mode::Ok);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("gateway.db");
