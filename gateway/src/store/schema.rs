@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS routings (
 );
 -- Replays are rare and marked by status, so this index holds only them.
 CREATE INDEX IF NOT EXISTS routings_replay ON routings(seq) WHERE status = 'replay';
+-- Every state but the common `routed` (failed, retrying, dropped, unrouted, replay), so the
+-- admin API finds them without scanning every event; recording a routed event skips it.
+CREATE INDEX IF NOT EXISTS routings_status ON routings(status, seq) WHERE status <> 'routed';
 
 -- Every event with its routing state, for listings and filters.
 CREATE VIEW IF NOT EXISTS event_states AS

@@ -1,7 +1,7 @@
 //! The admin API's event filter as a SQL `WHERE` clause with bound parameters (never
 //! formatted values), shared by listing and replay.
 
-use super::super::work::EventFilter;
+use super::super::work::{EventFilter, EventStatus};
 use rusqlite::types::Value;
 
 /// `WHERE ...` (or empty) and its parameters, in order, for `?` placeholders.
@@ -21,8 +21,29 @@ pub(super) fn where_clause(filter: &EventFilter) -> (String, Vec<Value>) {
     if let Some(event_type) = &filter.event_type {
         term("event_type = ?", Value::Text(event_type.clone()));
     }
-    if let Some(status) = filter.status {
-        term("status = ?", Value::Text(status.as_str().to_owned()));
+    match filter.status {
+        None => {}
+        // Every event at or below the intake watermark has been routed (the watermark is
+        // saved only behind the last recorded routing), so pending ones lie above it: a
+        // rowid range, not a scan of the whole table.
+        Some(EventStatus::Pending) => term(
+            "status = ? AND seq > (SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM meta \
+             WHERE key = 'intake_watermark')",
+            Value::Text(EventStatus::Pending.as_str().to_owned()),
+        ),
+        // Most events end `routed`: scanning from the newest finds them at once.
+        Some(EventStatus::Routed) => {
+            term(
+                "status = ?",
+                Value::Text(EventStatus::Routed.as_str().to_owned()),
+            );
+        }
+        // The rare states are found through the partial index `routings_status` (the
+        // `<> 'routed'` term is what lets SQLite use it), however old the matches are.
+        Some(status) => term(
+            "seq IN (SELECT seq FROM routings WHERE status = ? AND status <> 'routed')",
+            Value::Text(status.as_str().to_owned()),
+        ),
     }
     if let Some(since) = filter.since_ms {
         term("received_at >= ?", Value::Integer(since));

@@ -538,6 +538,110 @@ mod tests {
         writer.join();
     }
 
+    #[tokio::test]
+    async fn status_filters_find_old_matches_through_an_index_not_a_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.db");
+        let (store, writer) = open(&path);
+        for n in 1..=9 {
+            store
+                .ingest(event(&format!("e{n}")))
+                .await
+                .expect("ingests");
+        }
+        let finished = [
+            (1, EventStatus::Routed),
+            (2, EventStatus::Unrouted),
+            (3, EventStatus::Dropped),
+            (4, EventStatus::Retrying),
+            (5, EventStatus::Failed),
+            (6, EventStatus::Routed),
+            (7, EventStatus::Failed),
+        ];
+        for (seq, status) in finished {
+            let mut p = Processed {
+                seq,
+                status,
+                steps: Vec::new(),
+                deliveries: Vec::new(),
+                route_runs: Vec::new(),
+                append: false,
+            };
+            if status == EventStatus::Routed {
+                p.deliveries.push(delivery(DeliveryState::Delivered));
+            }
+            store.complete(Arc::new(vec![p])).await.expect("completes");
+        }
+        let replay = EventFilter {
+            seq: Some(6),
+            ..EventFilter::default()
+        };
+        assert_eq!(store.request_replay(replay, 10).await.expect("replays"), 1);
+        let seqs = |status| {
+            let store = store.clone();
+            async move {
+                let filter = EventFilter {
+                    status: Some(status),
+                    ..EventFilter::default()
+                };
+                let found = store.list_events(filter, 100).await.expect("lists");
+                found.iter().map(|e| e.seq).collect::<Vec<_>>()
+            }
+        };
+        let expected = |status| match status {
+            EventStatus::Pending => vec![9, 8],
+            EventStatus::Replay => vec![6],
+            EventStatus::Routed => vec![1],
+            EventStatus::Unrouted => vec![2],
+            EventStatus::Dropped => vec![3],
+            EventStatus::Retrying => vec![4],
+            EventStatus::Failed => vec![7, 5],
+        };
+        // Before intake ever saved a watermark, and with one (pending lies above it).
+        for watermark in [None, Some(7)] {
+            if let Some(w) = watermark {
+                store.set_intake_watermark(w).await.expect("saves");
+            }
+            for status in EventStatus::ALL {
+                assert_eq!(seqs(status).await, expected(status), "{status:?}");
+            }
+        }
+
+        // The plans: rare states through `routings_status`, pending as a rowid range.
+        let conn = Connection::open(&path).expect("opens");
+        let plan = |status| {
+            let filter = EventFilter {
+                status: Some(status),
+                ..EventFilter::default()
+            };
+            let (sql, args) = reader::list_events_query(&filter, 50);
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explains");
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .expect("plan");
+            rows.map(|r| r.expect("a plan row"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        for status in [
+            EventStatus::Failed,
+            EventStatus::Retrying,
+            EventStatus::Dropped,
+            EventStatus::Unrouted,
+            EventStatus::Replay,
+        ] {
+            let plan = plan(status);
+            assert!(plan.contains("routings_status"), "{status:?}: {plan}");
+            assert!(!plan.contains("SCAN e"), "{status:?}: {plan}");
+        }
+        let pending = plan(EventStatus::Pending);
+        assert!(pending.contains("rowid>?"), "{pending}");
+        drop(store);
+        writer.join();
+    }
+
     fn run(state: RouteRunState) -> RouteRunUpdate {
         RouteRunUpdate {
             id: None,

@@ -190,13 +190,22 @@ pub(super) fn list_events(
     filter: &EventFilter,
     limit: u32,
 ) -> rusqlite::Result<Vec<EventSummary>> {
+    let (sql, args) = list_events_query(filter, limit);
+    conn.prepare(&sql)?
+        .query_map(params_from_iter(args), summary)?
+        .collect()
+}
+
+/// The listing's SQL and parameters (tests read its query plan).
+pub(super) fn list_events_query(
+    filter: &EventFilter,
+    limit: u32,
+) -> (String, Vec<rusqlite::types::Value>) {
     let (clause, mut args) = where_clause(filter);
     args.push(rusqlite::types::Value::Integer(i64::from(limit)));
     let sql =
         format!("SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ?");
-    conn.prepare(&sql)?
-        .query_map(params_from_iter(args), summary)?
-        .collect()
+    (sql, args)
 }
 
 pub(super) fn list_quarantine(
