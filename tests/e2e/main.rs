@@ -8,6 +8,11 @@
 //! `tests/plugin-artifacts`) through the gateway's plugin host in-process, where limits and
 //! recycling can be observed call by call, and through `gateway plugin run` and `gateway check`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test sinks and clients read whole bodies from the processes the tests started"
+)]
+
 mod admin_api;
 mod bombs;
 mod check;

@@ -1,5 +1,9 @@
 //! HTTP destination tests against real sockets: a small hyper server (or a raw TCP listener
 //! for misbehaving peers) on 127.0.0.1:0.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test receivers read whole bodies the gateway sent them"
+)]
 
 use super::*;
 use crate::config::{Backoff, HttpDestinationSettings, Secret};

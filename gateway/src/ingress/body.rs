@@ -91,6 +91,10 @@ pub(crate) async fn read_limited(
     deadline: Instant,
 ) -> Result<Bytes, BodyError> {
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place request bodies are read: Limited, under a deadline"
+    )]
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout_at(deadline, collect).await {
         Err(_) => Err(BodyError::Timeout),
