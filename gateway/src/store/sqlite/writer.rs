@@ -5,7 +5,9 @@
 //! `synchronous = FULL`), then answers each request. While a commit is in flight new requests
 //! queue up, so the batch grows with load and the fsync cost is shared: ingests, routing
 //! results and delivery attempts all ride the same commits. A failed batch is rolled back and
-//! every request in it gets the error: nothing is acknowledged that is not durable.
+//! every request in it gets the error: nothing is acknowledged that is not durable. Admin and
+//! retention commands (replay, redrive, expire) run in a savepoint of their own, so when one
+//! of them fails it alone gets the error and the ingests batched with it still commit.
 
 use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
 use super::super::schema;
@@ -49,6 +51,8 @@ enum Applied {
     Unit,
     Count(u64),
     Expired(ExpiredEvents),
+    /// An isolated command failed and was rolled back to its savepoint; the rest commits.
+    Failed(String),
 }
 
 /// One step of a retention pass: look at up to `limit` events after `after_seq`.
@@ -201,7 +205,9 @@ fn apply(
                     Applied::Unit
                 }
                 Command::Prune(cutoff, _) => Applied::Count(index.prune(*cutoff)),
-                Command::Expire(scan, _) => Applied::Expired(expire(&tx, *scan)?),
+                Command::Expire(scan, _) => {
+                    isolated(&tx, || expire(&tx, *scan).map(Applied::Expired))?
+                }
                 Command::Complete(batch, _) => {
                     for p in batch.iter() {
                         complete(&tx, p, now)?;
@@ -220,14 +226,38 @@ fn apply(
                     .execute(params![seq.to_string()])?;
                     Applied::Unit
                 }
-                Command::Replay(filter, limit, _) => Applied::Count(replay(&tx, filter, *limit)?),
-                Command::Redrive(selection, _) => Applied::Count(redrive(&tx, selection, now)?),
+                Command::Replay(filter, limit, _) => {
+                    isolated(&tx, || replay(&tx, filter, *limit).map(Applied::Count))?
+                }
+                Command::Redrive(selection, _) => {
+                    isolated(&tx, || redrive(&tx, selection, now).map(Applied::Count))?
+                }
             });
         }
     }
     tx.commit()?;
     index.extend(fresh.committed);
     Ok(applied)
+}
+
+/// Runs one command in a savepoint: its failure becomes [`Applied::Failed`] (its changes
+/// undone) instead of failing the whole batch. Only for rare commands: a savepoint makes
+/// SQLite journal every page the command touches a second time.
+fn isolated(
+    tx: &Transaction<'_>,
+    run: impl FnOnce() -> rusqlite::Result<Applied>,
+) -> rusqlite::Result<Applied> {
+    tx.execute_batch("SAVEPOINT isolated")?;
+    match run() {
+        Ok(applied) => {
+            tx.execute_batch("RELEASE isolated")?;
+            Ok(applied)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO isolated; RELEASE isolated")?;
+            Ok(Applied::Failed(e.to_string()))
+        }
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
@@ -476,6 +506,7 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                         Applied::Count(n),
                     ) => drop(r.send(Ok(n))),
                     (Command::Expire(_, r), Applied::Expired(e)) => drop(r.send(Ok(e))),
+                    (cmd, Applied::Failed(msg)) => fail(cmd, &msg),
                     (cmd, _) => fail(cmd, "internal: batch results out of order"),
                 }
             }
@@ -562,4 +593,86 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
         deleted,
         resume_after: last_seen.filter(|_| full),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str) -> NewEvent {
+        NewEvent {
+            source: "ledger".into(),
+            dedup_key: key.into(),
+            event_type: "ledger.webhook.test".into(),
+            envelope: "{}".into(),
+            raw_body: bytes::Bytes::from_static(b"{}"),
+            headers: "{}".into(),
+            received_at_ms: unix_ms(),
+        }
+    }
+
+    #[test]
+    fn a_failing_admin_or_retention_command_fails_alone_and_the_ingests_beside_it_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("g.db")).expect("opens");
+        conn.execute_batch(schema::PRAGMAS).expect("pragmas");
+        conn.execute_batch(schema::SCHEMA).expect("schema");
+        // Tables only replay, redrive and retention touch: those three fail, ingest does not.
+        conn.execute_batch("DROP VIEW event_states; DROP TABLE routings; DROP TABLE deliveries;")
+            .expect("breaks the routing tables");
+        let mut index = DedupIndex::load(&conn, 0).expect("index");
+
+        let (a, a_answer) = oneshot::channel();
+        let (replay, replay_answer) = oneshot::channel();
+        let (redrive, redrive_answer) = oneshot::channel();
+        let (expire, expire_answer) = oneshot::channel();
+        let (b, b_answer) = oneshot::channel();
+        let scan = ExpireScan {
+            cutoff_ms: unix_ms(),
+            after_seq: 0,
+            limit: 10,
+        };
+        let batch = vec![
+            Command::Ingest(event("a"), a),
+            Command::Replay(EventFilter::default(), 10, replay),
+            Command::Redrive(RedriveSelection::All, redrive),
+            Command::Expire(scan, expire),
+            Command::Ingest(event("b"), b),
+        ];
+        let applied = apply(&mut conn, &mut index, &batch);
+        assert!(applied.is_ok(), "the batch commits: {:?}", applied.err());
+        reply_all(batch.into_iter(), applied);
+
+        let stored = |answer: oneshot::Receiver<Result<IngestOutcome, StoreError>>| {
+            answer.blocking_recv().expect("answered")
+        };
+        assert!(matches!(
+            stored(a_answer),
+            Ok(IngestOutcome::Stored { seq: 1 })
+        ));
+        assert!(matches!(
+            stored(b_answer),
+            Ok(IngestOutcome::Stored { seq: 2 })
+        ));
+        for (what, answer) in [("replay", replay_answer), ("redrive", redrive_answer)] {
+            let got = answer.blocking_recv().expect("answered");
+            assert!(
+                matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
+                "{what}: {got:?}"
+            );
+        }
+        let got = expire_answer.blocking_recv().expect("answered");
+        assert!(
+            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
+            "{got:?}"
+        );
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .expect("counts");
+        assert_eq!(events, 2, "both ingests committed");
+        assert!(
+            index.contains(&index_key("ledger", "a")),
+            "the index learned the commit"
+        );
+    }
 }
