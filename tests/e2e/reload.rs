@@ -466,24 +466,29 @@ fn soak_eighty_reloads_under_load_lose_nothing() {
     let started = Instant::now();
     let (mut good, mut refused) = (0.0, 0.0);
     let phase = Duration::from_millis(250);
+    // (what, config text, deployed atomically rather than rewritten in place, applied)
+    let steps = [
+        ("mirror route added", &mirror, true, true),
+        ("broken file refused", &broken, false, false),
+        ("missing plugin refused", &missing_plugin, true, false),
+        ("back to the first config", &first_only, true, true),
+    ];
     for round in 1..=ROUNDS {
-        let what = |step: &str| format!("round {round}: {step}");
-        write_atomic(&path, &mirror);
-        good += 1.0;
-        wait_metric(&gw, RELOADS_OK, good);
-        load.run_for(&what("mirror route added"), &gw, phase, 20);
-        write_in_place(&path, &broken);
-        refused += 1.0;
-        wait_metric(&gw, RELOADS_ERROR, refused);
-        load.run_for(&what("broken file refused"), &gw, phase, 20);
-        write_atomic(&path, &missing_plugin);
-        refused += 1.0;
-        wait_metric(&gw, RELOADS_ERROR, refused);
-        load.run_for(&what("missing plugin refused"), &gw, phase, 20);
-        write_atomic(&path, &first_only);
-        good += 1.0;
-        wait_metric(&gw, RELOADS_OK, good);
-        load.run_for(&what("back to the first config"), &gw, phase, 20);
+        for (what, text, atomic, applied) in steps {
+            if atomic {
+                write_atomic(&path, text);
+            } else {
+                write_in_place(&path, text);
+            }
+            if applied {
+                good += 1.0;
+                wait_metric(&gw, RELOADS_OK, good);
+            } else {
+                refused += 1.0;
+                wait_metric(&gw, RELOADS_ERROR, refused);
+            }
+            load.run_for(&format!("round {round}: {what}"), &gw, phase, 20);
+        }
     }
     load.stop.store(true, Ordering::SeqCst);
     for s in senders {

@@ -354,7 +354,8 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_secs(3600);
 
-    fn event(key: &str) -> NewEvent {
+    /// A minimal event with this dedup key (also used by the writer's tests).
+    pub(super) fn event(key: &str) -> NewEvent {
         NewEvent {
             source: "ledger".into(),
             dedup_key: key.into(),

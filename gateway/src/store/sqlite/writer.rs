@@ -597,19 +597,8 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::event;
     use super::*;
-
-    fn event(key: &str) -> NewEvent {
-        NewEvent {
-            source: "ledger".into(),
-            dedup_key: key.into(),
-            event_type: "ledger.webhook.test".into(),
-            envelope: "{}".into(),
-            raw_body: bytes::Bytes::from_static(b"{}"),
-            headers: "{}".into(),
-            received_at_ms: unix_ms(),
-        }
-    }
 
     #[test]
     fn a_failing_admin_or_retention_command_fails_alone_and_the_ingests_beside_it_commit() {
