@@ -186,6 +186,26 @@ struct Load {
 }
 
 impl Load {
+    /// Starts [`SENDERS`] paced senders against `addr`.
+    fn start(addr: SocketAddr) -> (Arc<Self>, Vec<std::thread::JoinHandle<()>>) {
+        let load = Arc::new(Self::default());
+        let senders = (0..SENDERS)
+            .map(|n| {
+                let load = Arc::clone(&load);
+                std::thread::spawn(move || sender(addr, n, &load))
+            })
+            .collect();
+        (load, senders)
+    }
+
+    /// Stops the senders and waits until each has sent its last request.
+    fn finish(&self, senders: Vec<std::thread::JoinHandle<()>>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in senders {
+            s.join().expect("sender thread did not panic");
+        }
+    }
+
     fn acks(&self) -> Vec<Ack> {
         self.acks.lock().expect("acks").clone()
     }
@@ -296,13 +316,7 @@ fn config_reloads_under_load_lose_nothing_and_apply_to_later_events() {
     let path = gw.dir().join("gateway.toml");
     assert_eq!(reload_state(&gw), (1.0, 0.0, 0.0), "generation 1 at start");
 
-    let load = Arc::new(Load::default());
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| {
-            let (load, addr) = (Arc::clone(&load), gw.addr);
-            std::thread::spawn(move || sender(addr, n, &load))
-        })
-        .collect();
+    let (load, senders) = Load::start(gw.addr);
     load.run_phase("before any reload", &gw);
 
     // (1) A new route to a second sink, deployed atomically (temp file + rename).
@@ -361,10 +375,7 @@ fn config_reloads_under_load_lose_nothing_and_apply_to_later_events() {
     );
     load.run_phase("after the mirror was narrowed", &gw);
 
-    load.stop.store(true, Ordering::SeqCst);
-    for s in senders {
-        s.join().expect("sender thread did not panic");
-    }
+    load.finish(senders);
     let failures = load.failures.lock().expect("failures").clone();
     assert!(
         failures.is_empty(),
@@ -456,13 +467,7 @@ fn soak_eighty_reloads_under_load_lose_nothing() {
     );
     let first_only = full_config(&gw.db, &routes_first_only(&first));
 
-    let load = Arc::new(Load::default());
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| {
-            let (load, addr) = (Arc::clone(&load), gw.addr);
-            std::thread::spawn(move || sender(addr, n, &load))
-        })
-        .collect();
+    let (load, senders) = Load::start(gw.addr);
     let started = Instant::now();
     let (mut good, mut refused) = (0.0, 0.0);
     let phase = Duration::from_millis(250);
@@ -490,10 +495,7 @@ fn soak_eighty_reloads_under_load_lose_nothing() {
             load.run_for(&format!("round {round}: {what}"), &gw, phase, 20);
         }
     }
-    load.stop.store(true, Ordering::SeqCst);
-    for s in senders {
-        s.join().expect("sender thread did not panic");
-    }
+    load.finish(senders);
     let loaded_for = started.elapsed();
     let failures = load.failures.lock().expect("failures").clone();
     assert!(
