@@ -396,3 +396,50 @@ fn behind_a_trusted_proxy_allow_ips_checks_the_forwarded_client() {
     );
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+/// `[server] forwarded_header = "forwarded"`: the proxy manages RFC 7239 `Forwarded`, so the
+/// client is its rightmost `for=` that is not a trusted proxy, and an `X-Forwarded-For` the
+/// client wrote itself (the proxy passes it through) is nobody's word.
+#[test]
+fn behind_a_proxy_that_writes_forwarded_its_for_names_the_client() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gateway.db");
+    let text = config(&db, &Settings::default()).replace(
+        "[store]",
+        "trusted_proxies = [\"127.0.0.1/32\"]\nforwarded_header = \"forwarded\"\n\n[store]",
+    );
+    let partner =
+        "\n[sources.ledig-partner]\nprovider = \"ledig\"\nallow_ips = [\"203.0.113.0/24\"]\n";
+    std::fs::write(dir.path().join("gateway.toml"), format!("{text}{partner}"))
+        .expect("write config");
+    let gw = Gateway::start_in(dir, db);
+    let body = br#"{"event":"crypto_received","data":{"id":"dep_7239","status":"completed"}}"#;
+    let via = |headers: &[(&str, &str)]| {
+        let headers: Vec<(&str, String)> =
+            headers.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        gw.post("/webhooks/ledig-partner", &headers, body)
+    };
+
+    let spoofed = via(&[("X-Forwarded-For", "203.0.113.7")]);
+    assert_eq!(spoofed.status, 401, "{}", spoofed.body);
+    let client_written = via(&[("Forwarded", "for=203.0.113.7, for=198.51.100.1")]);
+    assert_eq!(client_written.status, 401, "{}", client_written.body);
+    let r = via(&[("Forwarded", "for=203.0.113.7, for=unknown;proto=https")]);
+    r.assert_error(400);
+    assert_eq!(
+        r.json()["error"],
+        "Forwarded from trusted proxy 127.0.0.1 holds `unknown`, not an IP address"
+    );
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 0);
+
+    via(&[(
+        "Forwarded",
+        r#"for=198.51.100.1, for="203.0.113.7:4711";proto=https"#,
+    )])
+    .assert_accepted();
+    stored(
+        &gw.db(),
+        "ledig-partner",
+        "crypto_received:dep_7239:completed",
+    );
+}

@@ -247,9 +247,37 @@ pub struct ServerSettings {
     /// A connection whose answer the client does not take (its socket stays full) for this
     /// long is closed.
     pub write_timeout: Duration,
-    /// Reverse proxies whose `X-Forwarded-For` names the client (for `allow_ips` and logs);
-    /// empty: the TCP peer is the client and the header is ignored.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Reverse proxies whose forwarding header names the client (for `allow_ips` and logs).
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Who may say who the client is, and in which header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    /// Empty: the TCP peer is the client and forwarding headers are ignored.
+    pub networks: Vec<ipnet::IpNet>,
+    pub header: ForwardedHeader,
+}
+
+/// The header the trusted proxies write the client's address into. Only the one they manage
+/// may be read: a proxy passes any other header through as the client wrote it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (the de facto standard).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name as it appears in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "X-Forwarded-For",
+            Self::Forwarded => "Forwarded",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

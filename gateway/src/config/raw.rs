@@ -91,6 +91,7 @@ pub(super) struct RawServer {
     pub(super) request_timeout: Option<Spanned<HumanDuration>>,
     pub(super) write_timeout: Option<Spanned<HumanDuration>>,
     pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) forwarded_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,7 +1,8 @@
 //! Who sent a webhook: the TCP peer, or, when that peer is one of the configured trusted
-//! proxies (`server.trusted_proxies`), the client address the proxies forwarded in
-//! `X-Forwarded-For`. Ledig signs nothing, so an IP allow-list is one of its few protections,
-//! and behind a load balancer every TCP peer is the load balancer.
+//! proxies (`server.trusted_proxies`), the client address the proxies forwarded in the header
+//! they manage (`server.forwarded_header`: `X-Forwarded-For`, or RFC 7239 `Forwarded`'s `for=`).
+//! Ledig signs nothing, so an IP allow-list is one of its few protections, and behind a load
+//! balancer every TCP peer is the load balancer.
 //!
 //! Each proxy appends the address it received the request from, so the list is read from the
 //! right: trusted proxies are skipped and the first address that is not one is the client.
@@ -9,8 +10,8 @@
 //! request from a peer that is not a trusted proxy keeps its peer address whatever it sends.
 //! This module decides the address only; what is allowed is the source's business.
 
+use crate::config::{ForwardedHeader, TrustedProxies};
 use http::HeaderMap;
-use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
 /// The longest part of a bad entry quoted back in the error.
@@ -18,8 +19,9 @@ const QUOTED: usize = 64;
 
 /// A trusted proxy forwarded a header the client address cannot be read from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("X-Forwarded-For from trusted proxy {proxy} holds `{entry}`, not an IP address")]
+#[error("{header} from trusted proxy {proxy} holds `{entry}`, not an IP address")]
 pub(super) struct ForwardedError {
+    header: &'static str,
     proxy: IpAddr,
     entry: String,
 }
@@ -28,21 +30,31 @@ pub(super) struct ForwardedError {
 pub(super) fn client_addr(
     peer: IpAddr,
     headers: &HeaderMap,
-    trusted: &[IpNet],
+    proxies: &TrustedProxies,
 ) -> Result<IpAddr, ForwardedError> {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let is_trusted = |ip: &IpAddr| proxies.networks.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Ok(peer);
     }
     let bad = |entry: &str| ForwardedError {
+        header: proxies.header.name(),
         proxy: peer,
         entry: entry.chars().take(QUOTED).collect(),
     };
     // Several header fields form one list, in order (RFC 9110 section 5.3).
     let mut entries = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
+    for value in headers.get_all(proxies.header.name()) {
         let text = value.to_str().map_err(|_| bad("<not ASCII>"))?;
-        entries.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
+        match proxies.header {
+            // Empty list members are allowed by the list syntax and carry nothing.
+            ForwardedHeader::XForwardedFor => entries.extend(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned),
+            ),
+            ForwardedHeader::Forwarded => entries.extend(forwarded_for(text)),
+        }
     }
     let mut client = peer;
     for entry in entries.iter().rev() {
@@ -53,6 +65,71 @@ pub(super) fn client_addr(
         }
     }
     Ok(client)
+}
+
+/// The `for=` value of each element of a `Forwarded` field value (RFC 7239), unquoted, in
+/// order; an element without one (or with an empty one) gives `<no for=>`, which is no
+/// address. Commas and
+/// semicolons inside quoted strings do not split.
+fn forwarded_for(value: &str) -> Vec<String> {
+    split_unquoted(value, ',')
+        .into_iter()
+        .filter(|element| !element.trim().is_empty())
+        .map(|element| {
+            split_unquoted(&element, ';')
+                .into_iter()
+                .find_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| unquote(value.trim()))
+                })
+                // Never skipped: the element a proxy wrote must name the client.
+                .filter(|client| !client.is_empty())
+                .unwrap_or_else(|| "<no for=>".to_owned())
+        })
+        .collect()
+}
+
+/// `text` split at `sep` outside double-quoted strings (which may hold `\`-escapes).
+fn split_unquoted(text: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let (mut quoted, mut escaped) = (false, false);
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(String::new());
+            continue;
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+    }
+    parts
+}
+
+/// A token as it is, a quoted string without its quotes and escapes.
+fn unquote(value: &str) -> String {
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        None => value.to_owned(),
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out
+        }
+    }
 }
 
 /// `203.0.113.7`, `2001:db8::1`, and the forms some proxies add a port or brackets to:
@@ -79,23 +156,46 @@ mod tests {
 
     const PROXY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5));
 
-    fn trusted() -> Vec<IpNet> {
-        vec![
-            "10.0.0.0/8".parse().expect("net"),
-            "::1/128".parse().expect("net"),
-        ]
+    fn trusted(header: ForwardedHeader) -> TrustedProxies {
+        TrustedProxies {
+            networks: vec![
+                "10.0.0.0/8".parse().expect("net"),
+                "::1/128".parse().expect("net"),
+            ],
+            header,
+        }
     }
 
-    fn forwarded(values: &[&str]) -> HeaderMap {
+    fn with(name: &str, values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append("x-forwarded-for", HeaderValue::from_str(v).expect("value"));
+            h.append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
         }
         h
     }
 
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        with("x-forwarded-for", values)
+    }
+
     fn client(peer: IpAddr, values: &[&str]) -> Result<IpAddr, ForwardedError> {
-        client_addr(peer, &forwarded(values), &trusted())
+        client_addr(
+            peer,
+            &forwarded(values),
+            &trusted(ForwardedHeader::XForwardedFor),
+        )
+    }
+
+    /// The client by RFC 7239 `Forwarded` header fields.
+    fn client_7239(values: &[&str]) -> Result<IpAddr, ForwardedError> {
+        client_addr(
+            PROXY,
+            &with("forwarded", values),
+            &trusted(ForwardedHeader::Forwarded),
+        )
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -133,7 +233,11 @@ mod tests {
         let outside = ip("198.51.100.9");
         assert_eq!(client(outside, &["10.0.0.1"]), Ok(outside));
         assert_eq!(
-            client_addr(PROXY, &forwarded(&["203.0.113.7"]), &[]),
+            client_addr(
+                PROXY,
+                &forwarded(&["203.0.113.7"]),
+                &TrustedProxies::default()
+            ),
             Ok(PROXY)
         );
         // Without the header, or with only proxies in it, the leftmost proxy is the client.
@@ -155,5 +259,91 @@ mod tests {
         let long = "x".repeat(500);
         let e = client(PROXY, &[&long]).expect_err("junk");
         assert!(e.to_string().len() < 150, "{e}");
+    }
+
+    #[test]
+    fn forwarded_for_is_read_the_same_way_from_rfc_7239_fields() {
+        // The RFC's own examples, and the parameters around `for`.
+        assert_eq!(
+            client_7239(&["for=192.0.2.60;proto=http;by=203.0.113.43"]),
+            Ok(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            client_7239(&[r#"For="[2001:db8:cafe::17]:4711""#]),
+            Ok(ip("2001:db8:cafe::17"))
+        );
+        assert_eq!(
+            client_7239(&["for=192.0.2.43, for=198.51.100.17"]),
+            Ok(ip("198.51.100.17"))
+        );
+        // Read from the right past the trusted proxies; the client's own element is ignored.
+        assert_eq!(
+            client_7239(&[
+                "for=198.51.100.1, for=203.0.113.7",
+                "for=10.1.2.3;proto=https"
+            ]),
+            Ok(ip("203.0.113.7"))
+        );
+        // Separators inside a quoted string do not split.
+        assert_eq!(
+            client_7239(&[r#"for=203.0.113.7;host="a,b;c=\"d""#]),
+            Ok(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client_7239(&[r#"for="203.0.113.7:80""#]),
+            Ok(ip("203.0.113.7"))
+        );
+        // Without the header the proxy itself is the client.
+        assert_eq!(client_7239(&[]), Ok(PROXY));
+    }
+
+    #[test]
+    fn a_forwarded_element_that_names_no_address_is_an_error_never_skipped() {
+        for (value, entry) in [
+            ("for=203.0.113.7, for=unknown", "unknown"),
+            (r#"for=203.0.113.7, for="_gazonk""#, "_gazonk"),
+            // Skipping these would believe the client-written element to their left.
+            ("for=203.0.113.7, by=10.0.0.1", "<no for=>"),
+            (r#"for=203.0.113.7, for="""#, "<no for=>"),
+        ] {
+            let e = client_7239(&[value]).expect_err(value);
+            assert_eq!(
+                e.to_string(),
+                format!("Forwarded from trusted proxy 10.0.0.5 holds `{entry}`, not an IP address"),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read() {
+        // A proxy that manages `Forwarded` passes a client-written X-Forwarded-For through.
+        let spoofed = forwarded(&["203.0.113.7"]);
+        let proxies = trusted(ForwardedHeader::Forwarded);
+        assert_eq!(client_addr(PROXY, &spoofed, &proxies), Ok(PROXY));
+        let spoofed = with("forwarded", &["for=203.0.113.7"]);
+        let proxies = trusted(ForwardedHeader::XForwardedFor);
+        assert_eq!(client_addr(PROXY, &spoofed, &proxies), Ok(PROXY));
+    }
+
+    proptest::proptest! {
+        /// Whatever a proxy chain forwards (printable ASCII, anything else is not a header
+        /// value), reading it gives an address or an error, never a panic.
+        #[test]
+        fn any_forwarded_value_is_read_without_a_panic(
+            value in "[ -~]{0,160}",
+            rfc_7239 in proptest::bool::ANY,
+        ) {
+            let (name, header) = if rfc_7239 {
+                ("forwarded", ForwardedHeader::Forwarded)
+            } else {
+                ("x-forwarded-for", ForwardedHeader::XForwardedFor)
+            };
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.append(name, v);
+            }
+            let _ = client_addr(PROXY, &h, &trusted(header));
+        }
     }
 }

@@ -48,7 +48,7 @@ struct Endpoints {
     by_path: HashMap<String, Endpoint>,
     max_body: u64,
     request_timeout: Duration,
-    trusted_proxies: Vec<ipnet::IpNet>,
+    trusted_proxies: crate::config::TrustedProxies,
     admin: Option<Admin>,
 }
 

@@ -27,7 +27,7 @@ const STORE_UNAVAILABLE: &str = "store unavailable, retry later";
 pub(super) struct Limits<'a> {
     pub(super) max_body: u64,
     pub(super) request_timeout: std::time::Duration,
-    pub(super) trusted_proxies: &'a [ipnet::IpNet],
+    pub(super) trusted_proxies: &'a crate::config::TrustedProxies,
 }
 
 pub(super) async fn receive(

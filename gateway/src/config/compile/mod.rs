@@ -16,10 +16,11 @@ mod sources;
 mod tests;
 
 use super::error::SourceText;
-use super::raw::{HumanDuration, RawConfig};
+use super::raw::{HumanDuration, RawConfig, RawServer};
 use super::secret::{Secret, SecretRef};
 use super::{
-    Backoff, ConfigError, ConfigIssue, ConfigWarning, GatewayConfig, ServerSettings, StoreSettings,
+    Backoff, ConfigError, ConfigIssue, ConfigWarning, ForwardedHeader, GatewayConfig,
+    ServerSettings, StoreSettings, TrustedProxies,
 };
 use std::net::SocketAddr;
 use std::ops::{Range, RangeInclusive};
@@ -134,12 +135,7 @@ pub(super) fn compile(
     .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
     let write_timeout = positive(&mut pass, &raw.server.write_timeout, "server.write_timeout")
         .unwrap_or(DEFAULT_WRITE_TIMEOUT);
-    let trusted_proxies = raw
-        .server
-        .trusted_proxies
-        .as_ref()
-        .map(|list| ip_networks(&mut pass, list, "server.trusted_proxies"))
-        .unwrap_or_default();
+    let trusted_proxies = trusted_proxies(&mut pass, &raw.server);
     let store_path = raw
         .store
         .path
@@ -303,6 +299,43 @@ fn backoff(
         }
     }
     Backoff { initial, max }
+}
+
+/// `server.trusted_proxies` and the header they write the client into.
+fn trusted_proxies(pass: &mut Pass<'_>, raw: &RawServer) -> TrustedProxies {
+    let networks = raw
+        .trusted_proxies
+        .as_ref()
+        .map(|list| ip_networks(pass, list, "server.trusted_proxies"))
+        .unwrap_or_default();
+    let header = match raw.forwarded_header.as_ref() {
+        None => ForwardedHeader::XForwardedFor,
+        Some(h) => {
+            let header = match h.get_ref().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                "forwarded" => ForwardedHeader::Forwarded,
+                other => {
+                    pass.error(
+                        h.span(),
+                        "server.forwarded_header",
+                        format!(
+                            "unknown header `{other}` (expected \"x-forwarded-for\" or \"forwarded\")"
+                        ),
+                    );
+                    ForwardedHeader::XForwardedFor
+                }
+            };
+            if networks.is_empty() {
+                pass.warn(
+                    h.span(),
+                    "server.forwarded_header",
+                    "has no effect without `server.trusted_proxies`",
+                );
+            }
+            header
+        }
+    };
+    TrustedProxies { networks, header }
 }
 
 /// A list of IP addresses and CIDR networks (`10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`);

@@ -7,7 +7,7 @@ mod routes;
 
 use super::compile;
 use super::plugins::DEFAULT_PLUGIN_TIMEOUT;
-use crate::config::InstanceMode;
+use crate::config::{ForwardedHeader, InstanceMode};
 use std::path::Path;
 
 /// Every error of `text`, rendered; empty when it compiles.
@@ -185,13 +185,31 @@ fn trusted_proxies_are_addresses_or_networks() {
     let server = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.server);
     let s = server("").expect("defaults compile");
     assert!(
-        s.trusted_proxies.is_empty(),
+        s.trusted_proxies.networks.is_empty(),
         "no proxy is trusted by default"
     );
+    assert_eq!(s.trusted_proxies.header, ForwardedHeader::XForwardedFor);
     let s = server("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").expect("compiles");
-    assert_eq!(s.trusted_proxies.len(), 2);
+    assert_eq!(s.trusted_proxies.networks.len(), 2);
     assert_has(
         &issues("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]\n"),
         "g.toml:2:34: server.trusted_proxies[1]: `lb.internal` is not an IP address or CIDR network",
+    );
+}
+
+#[test]
+fn the_forwarding_header_is_one_of_two_and_needs_trusted_proxies() {
+    let server = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.server);
+    let s =
+        server("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\nforwarded_header = \"Forwarded\"\n")
+            .expect("compiles");
+    assert_eq!(s.trusted_proxies.header, ForwardedHeader::Forwarded);
+    assert_has(
+        &issues("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\nforwarded_header = \"x-real-ip\"\n"),
+        "g.toml:3:20: server.forwarded_header: unknown header `x-real-ip` (expected \"x-forwarded-for\" or \"forwarded\")",
+    );
+    assert_has(
+        &warnings("[server]\nforwarded_header = \"forwarded\"\n"),
+        "g.toml:2:20: server.forwarded_header: has no effect without `server.trusted_proxies`",
     );
 }
