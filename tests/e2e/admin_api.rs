@@ -130,6 +130,34 @@ fn admin_requests_need_the_bearer_token() {
             assert_unauthorized(&r, &format!("{what}: {method} {path}"));
         }
     }
+    // Every refusal is counted by what it would have done and logged with the client.
+    let m = gw.metrics();
+    let admin = |action: &str, result: &str| {
+        metric(
+            &m,
+            &format!(r#"gateway_admin_requests_total{{action="{action}",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(
+        (
+            admin("read", "unauthorized"),
+            admin("replay", "unauthorized"),
+            admin("redrive", "unauthorized"),
+            admin("read", "ok"),
+        ),
+        (30.0, 12.0, 6.0, 0.0)
+    );
+    let stderr = gw.stderr();
+    let refusals: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("admin request refused"))
+        .collect();
+    assert_eq!(refusals.len(), 48, "{stderr}");
+    assert!(
+        refusals.iter().all(|l| l.contains("client=127.0.0.1")),
+        "{refusals:?}"
+    );
+
     // Nothing was replayed by the refused requests, and the right token is let in.
     let listed = admin_ok(&gw, "GET", "/admin/events");
     assert_eq!(listed["events"][0]["id"], "evt_auth_1", "{listed}");
@@ -450,6 +478,23 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
         (r.status, r.body.as_str()),
         (202, r#"{"ok":true,"replayed":1}"#)
     );
+    // The audit trail: who made which events go out again.
+    let stderr = gw.stderr();
+    let audit: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("admin action"))
+        .collect();
+    assert_eq!(audit.len(), 1, "{stderr}");
+    for part in [
+        "replay",
+        &format!("event {seq}"),
+        "count=1",
+        "client=127.0.0.1",
+    ] {
+        assert!(audit[0].contains(part), "{part} in {}", audit[0]);
+    }
+    let replays = r#"gateway_admin_requests_total{action="replay",result="ok"}"#;
+    assert_eq!(metric(&gw.metrics(), replays), 1.0);
     sink.wait_for(PATIENCE, "the replayed delivery", |got| got.len() >= 2);
     let detail = wait_event(&gw, seq, "two deliveries, routed", |v| {
         v["status"] == "routed" && v["deliveries"].as_array().is_some_and(|d| d.len() == 2)

@@ -4,7 +4,8 @@
 //!
 //! Every request needs `Authorization: Bearer <token>` (the `[admin]` token; compared in
 //! constant time); without it the answer is 401 and nothing else is revealed. Answers are
-//! JSON. The admin API reads and marks work in the store; the workers do the work, so a replay
+//! JSON. Every request is counted by action and result; refusals and every replay or redrive
+//! are logged with the client's address (an audit trail of what operators made happen). The admin API reads and marks work in the store; the workers do the work, so a replay
 //! or a redrive answers at once and never runs plugins or deliveries on the request.
 //!
 //! Endpoints (documented in the README):
@@ -21,6 +22,8 @@
 mod query;
 
 use crate::config::Secret;
+use crate::metrics::Metrics;
+use crate::metrics::flow_events::{AdminActionTaken, AdminRequestHandled};
 use crate::plugins::PluginBoard;
 use crate::store::{EventFilter, RedriveSelection, Store, StoreError};
 use bytes::Bytes;
@@ -30,6 +33,7 @@ use hyper::body::Incoming;
 use query::{Query, QueryError};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use std::net::IpAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 
@@ -46,15 +50,22 @@ type Body = Full<Bytes>;
 pub struct Admin {
     store: Arc<dyn Store>,
     plugins: Arc<PluginBoard>,
+    metrics: Metrics,
     /// SHA-256 of the token: compared in constant time, and the token itself is not kept.
     token_digest: [u8; 32],
 }
 
 impl Admin {
-    pub fn new(store: Arc<dyn Store>, plugins: Arc<PluginBoard>, token: &Secret) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        plugins: Arc<PluginBoard>,
+        metrics: Metrics,
+        token: &Secret,
+    ) -> Self {
         Self {
             store,
             plugins,
+            metrics,
             token_digest: Sha256::digest(token.expose()).into(),
         }
     }
@@ -72,8 +83,23 @@ impl Admin {
         })
     }
 
-    /// Answers one admin request. Never fails: every error is a JSON answer.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one admin request from `client`. Never fails: every error is a JSON answer.
+    pub async fn handle(&self, req: Request<Incoming>, client: IpAddr) -> Response<Body> {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let action = action_of(req.method(), &path);
+        let res = self.answer(req, &path, client).await;
+        AdminRequestHandled {
+            metrics: &self.metrics,
+            action,
+            status: res.status().as_u16(),
+            client,
+            path: &path,
+        }
+        .emit();
+        res
+    }
+
+    async fn answer(&self, req: Request<Incoming>, path: &str, client: IpAddr) -> Response<Body> {
         if !self.authorized(&req) {
             let mut res = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             res.headers_mut().insert(
@@ -82,7 +108,6 @@ impl Admin {
             );
             return res;
         }
-        let path = req.uri().path().trim_end_matches('/').to_owned();
         let query = match Query::parse(req.uri().query()) {
             Ok(q) => q,
             Err(e) => return bad_request(&e),
@@ -92,21 +117,27 @@ impl Admin {
         let result = match (method.clone(), segments.as_slice()) {
             (Method::GET, ["events"]) => self.list_events(&query).await,
             (Method::GET, ["events", seq]) => self.event(seq).await,
-            (Method::POST, ["events", seq, "replay"]) => self.replay_one(seq).await,
-            (Method::POST, ["replay"]) => self.replay_filtered(&query).await,
+            (Method::POST, ["events", seq, "replay"]) => self.replay_one(seq, client).await,
+            (Method::POST, ["replay"]) => self.replay_filtered(&query, client).await,
             (Method::GET, ["dead-letters"]) => self.dead_letters(&query).await,
             (Method::GET, ["plugins"]) => Ok(self.plugins()),
             (Method::GET, ["quarantine"]) => self.quarantine(&query).await,
             (Method::GET, ["quarantine", id]) => self.quarantined(id).await,
             (Method::POST, ["dead-letters", "redrive"]) => {
-                self.redrive(RedriveSelection::All).await
+                self.redrive(RedriveSelection::All, client).await
             }
             (Method::POST, ["deliveries", id, "redrive"]) => match parse_id(id) {
-                Ok(id) => self.redrive(RedriveSelection::Deliveries(vec![id])).await,
+                Ok(id) => {
+                    let selection = RedriveSelection::Deliveries(vec![id]);
+                    self.redrive(selection, client).await
+                }
                 Err(res) => Ok(*res),
             },
             (Method::POST, ["route-runs", id, "redrive"]) => match parse_id(id) {
-                Ok(id) => self.redrive(RedriveSelection::RouteRuns(vec![id])).await,
+                Ok(id) => {
+                    let selection = RedriveSelection::RouteRuns(vec![id]);
+                    self.redrive(selection, client).await
+                }
                 Err(res) => Ok(*res),
             },
             (
@@ -152,7 +183,7 @@ impl Admin {
         })
     }
 
-    async fn replay_one(&self, seq: &str) -> Result<Response<Body>, StoreError> {
+    async fn replay_one(&self, seq: &str, client: IpAddr) -> Result<Response<Body>, StoreError> {
         let seq = match parse_id(seq) {
             Ok(s) => s,
             Err(res) => return Ok(*res),
@@ -174,10 +205,21 @@ impl Admin {
                 ),
             ));
         }
+        AdminActionTaken {
+            action: "replay",
+            selection: &format!("event {seq}"),
+            count: marked,
+            client,
+        }
+        .emit();
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
     }
 
-    async fn replay_filtered(&self, query: &Query) -> Result<Response<Body>, StoreError> {
+    async fn replay_filtered(
+        &self,
+        query: &Query,
+        client: IpAddr,
+    ) -> Result<Response<Body>, StoreError> {
         let (filter, limit) = match filter_and_limit(query, MAX_REPLAY, MAX_REPLAY) {
             Ok(v) => v,
             Err(e) => return Ok(bad_request(&e)),
@@ -187,7 +229,15 @@ impl Admin {
                 "a replay needs a filter (source, type, status, since, until) or all=true".into(),
             )));
         }
+        let selection = format!("{filter:?}, limit {limit}");
         let marked = self.store.request_replay(filter, limit).await?;
+        AdminActionTaken {
+            action: "replay",
+            selection: &selection,
+            count: marked,
+            client,
+        }
+        .emit();
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
     }
 
@@ -261,13 +311,36 @@ impl Admin {
         ok_json(&json!({ "plugins": plugins }))
     }
 
-    async fn redrive(&self, selection: RedriveSelection) -> Result<Response<Body>, StoreError> {
+    async fn redrive(
+        &self,
+        selection: RedriveSelection,
+        client: IpAddr,
+    ) -> Result<Response<Body>, StoreError> {
         let single = !matches!(selection, RedriveSelection::All);
+        let described = format!("{selection:?}");
         let n = self.store.redrive(selection).await?;
         if single && n == 0 {
             return Ok(error(StatusCode::NOT_FOUND, "no such dead letter"));
         }
+        AdminActionTaken {
+            action: "redrive",
+            selection: &described,
+            count: n,
+            client,
+        }
+        .emit();
         Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
+    }
+}
+
+/// The `action` label of a request: what it would do if it were allowed.
+fn action_of(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.split('/').skip(2).collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["events", _, "replay"] | ["replay"]) => "replay",
+        (&Method::POST, [.., "redrive"]) => "redrive",
+        (&Method::GET | &Method::HEAD, _) => "read",
+        _ => "other",
     }
 }
 

@@ -76,10 +76,10 @@ impl Endpoints {
             max_body: config.server.max_body,
             request_timeout: config.server.request_timeout,
             trusted_proxies: config.server.trusted_proxies.clone(),
-            admin: config
-                .admin
-                .as_ref()
-                .map(|a| Admin::new(Arc::clone(store), Arc::clone(plugins), &a.token)),
+            admin: config.admin.as_ref().map(|a| {
+                let (store, plugins) = (Arc::clone(store), Arc::clone(plugins));
+                Admin::new(store, plugins, metrics.clone(), &a.token)
+            }),
         }
     }
 
@@ -143,7 +143,14 @@ impl Gateway {
         let endpoints = self.endpoints.load_full();
         if path == "/admin" || path.starts_with("/admin/") {
             return match &endpoints.admin {
-                Some(admin) => admin.handle(req).await,
+                Some(admin) => {
+                    // Behind a trusted proxy the audit names the client it forwarded; a
+                    // forwarding header that cannot be read leaves the TCP peer.
+                    let trusted = &endpoints.trusted_proxies;
+                    let client = client_addr::client_addr(peer.ip(), req.headers(), trusted)
+                        .unwrap_or(peer.ip());
+                    admin.handle(req, client).await
+                }
                 None => {
                     self.unmatched("not_found");
                     reply::error(

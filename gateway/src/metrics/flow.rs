@@ -1,4 +1,5 @@
-//! Metrics of the work after the ack: routing, deliveries, the backlog, config reloads.
+//! Metrics of the work after the ack: routing, deliveries, the backlog, config reloads, and
+//! what operators do through the admin API.
 //! Names are part of the interface and live here; labels come from config names and fixed
 //! result sets only.
 
@@ -13,6 +14,7 @@ pub const QUEUE_DEPTH: &str = "gateway_queue_depth";
 pub const DEAD_LETTERS: &str = "gateway_dead_letters";
 pub const CONFIG_RELOADS_TOTAL: &str = "gateway_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "gateway_config_generation";
+pub const ADMIN_REQUESTS_TOTAL: &str = "gateway_admin_requests_total";
 
 /// `result` of `gateway_deliveries_total`: one per attempt.
 pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
@@ -20,6 +22,11 @@ pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
 pub const ROUTING_RESULTS: [&str; 5] = ["routed", "unrouted", "dropped", "retrying", "failed"];
 /// `result` of `gateway_config_reloads_total`.
 pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+/// `action` of `gateway_admin_requests_total`: reads, the two that change what the workers
+/// do, and anything else (unknown endpoints, wrong methods).
+pub const ADMIN_ACTIONS: [&str; 4] = ["read", "replay", "redrive", "other"];
+/// `result` of `gateway_admin_requests_total`.
+pub const ADMIN_RESULTS: [&str; 4] = ["ok", "unauthorized", "rejected", "error"];
 
 const DELIVERY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -34,6 +41,7 @@ pub(super) struct Flow {
     pub(super) dead_letters: IntGauge,
     pub(super) reloads: [IntCounter; 2],
     pub(super) generation: IntGauge,
+    pub(super) admin_requests: IntCounterVec,
 }
 
 impl Flow {
@@ -76,6 +84,20 @@ impl Flow {
             CONFIG_GENERATION,
             "Number of the config generation in use (1 at start, +1 per applied reload).",
         )?;
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                ADMIN_REQUESTS_TOTAL,
+                "Admin API requests, by action (read, replay, redrive, other) and result (ok, unauthorized, rejected, error).",
+            ),
+            &["action", "result"],
+        )?;
+        // Every series exists from the start, so a dashboard sees refusals as a rise from 0.
+        for action in ADMIN_ACTIONS {
+            for result in ADMIN_RESULTS {
+                admin_requests.with_label_values(&[action, result]);
+            }
+        }
+        registry.register(Box::new(admin_requests.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(delivery_duration.clone()))?;
         registry.register(Box::new(routed_vec.clone()))?;
@@ -91,6 +113,7 @@ impl Flow {
             dead_letters,
             reloads: RELOAD_RESULTS.map(|r| reloads_vec.with_label_values(&[r])),
             generation,
+            admin_requests,
         })
     }
 }

@@ -176,3 +176,65 @@ impl ConfigRejected<'_> {
         }
     }
 }
+
+/// An admin API request was answered. Refused authentications are logged (with the client
+/// and the path) so that someone guessing the token shows up.
+#[derive(Debug)]
+pub struct AdminRequestHandled<'a> {
+    pub metrics: &'a Metrics,
+    /// One of [`super::flow::ADMIN_ACTIONS`].
+    pub action: &'static str,
+    pub status: u16,
+    pub client: std::net::IpAddr,
+    pub path: &'a str,
+}
+
+impl AdminRequestHandled<'_> {
+    pub fn emit(self) {
+        let result = match self.status {
+            200..=299 => "ok",
+            401 => "unauthorized",
+            500..=599 => "error",
+            _ => "rejected",
+        };
+        self.metrics
+            .0
+            .flow
+            .admin_requests
+            .with_label_values(&[self.action, result])
+            .inc();
+        if result == "unauthorized" {
+            tracing::warn!(
+                client = %self.client,
+                path = ?self.path,
+                action = self.action,
+                "admin request refused: missing or wrong bearer token"
+            );
+        }
+    }
+}
+
+/// An operator changed what the workers will do: events marked for replay (new deliveries
+/// follow) or dead letters redriven. One audit line each.
+#[derive(Debug)]
+pub struct AdminActionTaken<'a> {
+    /// `replay` or `redrive`.
+    pub action: &'static str,
+    /// What was asked for, e.g. the filter or the id.
+    pub selection: &'a str,
+    /// How many events or dead letters it marked.
+    pub count: u64,
+    pub client: std::net::IpAddr,
+}
+
+impl AdminActionTaken<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            action = self.action,
+            selection = ?self.selection,
+            count = self.count,
+            client = %self.client,
+            "admin action"
+        );
+    }
+}
