@@ -5,8 +5,10 @@
 //! Every request needs `Authorization: Bearer <token>` (the `[admin]` token; compared in
 //! constant time); without it the answer is 401 and nothing else is revealed. Answers are
 //! JSON. Every request is counted by action and result; refusals and every replay or redrive
-//! are logged with the client's address (an audit trail of what operators made happen). The admin API reads and marks work in the store; the workers do the work, so a replay
-//! or a redrive answers at once and never runs plugins or deliveries on the request.
+//! are logged with the client's address (an audit trail of what operators made happen).
+//!
+//! The admin API reads and marks work in the store; the workers do the work, so a replay or a
+//! redrive answers at once and never runs plugins or deliveries on the request.
 //!
 //! Endpoints (documented in the README):
 //! - `GET  /admin/events?source=&type=&status=&since=&until=&before=&limit=`
