@@ -67,69 +67,92 @@ pub(super) fn client_addr(
     Ok(client)
 }
 
-/// The `for=` value of each element of a `Forwarded` field value (RFC 7239), unquoted, in
-/// order; an element without one (or with an empty one) gives `<no for=>`, which is no
-/// address. Commas and
-/// semicolons inside quoted strings do not split.
+/// The `for=` value of each element of one `Forwarded` field value (RFC 7239), unquoted, in
+/// order. An element without one (or with an empty one) gives `<no for=>`, which is no
+/// address. A field value that does not follow the grammar (`pair *(";" pair)` per element,
+/// elements split by `,`, a value a token or a quoted string followed by `;`, `,` or the end)
+/// is one `<malformed>` entry: a client could otherwise open a quoted string in a header the
+/// proxy appends to, swallowing the proxy's own element into a parameter of its own.
 fn forwarded_for(value: &str) -> Vec<String> {
-    split_unquoted(value, ',')
-        .into_iter()
-        .filter(|element| !element.trim().is_empty())
-        .map(|element| {
-            split_unquoted(&element, ';')
-                .into_iter()
-                .find_map(|pair| {
-                    let (name, value) = pair.split_once('=')?;
-                    name.trim()
-                        .eq_ignore_ascii_case("for")
-                        .then(|| unquote(value.trim()))
-                })
-                // Never skipped: the element a proxy wrote must name the client.
-                .filter(|client| !client.is_empty())
-                .unwrap_or_else(|| "<no for=>".to_owned())
-        })
-        .collect()
+    parse_forwarded(value).unwrap_or_else(|| vec!["<malformed>".to_owned()])
 }
 
-/// `text` split at `sep` outside double-quoted strings (which may hold `\`-escapes).
-fn split_unquoted(text: &str, sep: char) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let (mut quoted, mut escaped) = (false, false);
-    for c in text.chars() {
-        if escaped {
-            escaped = false;
-        } else if quoted && c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            quoted = !quoted;
-        } else if c == sep && !quoted {
-            parts.push(String::new());
-            continue;
+fn parse_forwarded(value: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = value.trim_start();
+    loop {
+        // Empty list members are allowed by the list syntax and carry nothing.
+        while let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
         }
-        if let Some(last) = parts.last_mut() {
-            last.push(c);
+        if rest.is_empty() {
+            break;
         }
-    }
-    parts
-}
-
-/// A token as it is, a quoted string without its quotes and escapes.
-fn unquote(value: &str) -> String {
-    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-        None => value.to_owned(),
-        Some(inner) => {
-            let mut out = String::with_capacity(inner.len());
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                out.push(if c == '\\' {
-                    chars.next().unwrap_or(c)
-                } else {
-                    c
-                });
+        let mut client = None;
+        // One element: pairs (empty ones allowed) until `,` or the end.
+        loop {
+            match rest.as_bytes().first() {
+                None | Some(b',') => break,
+                Some(b';') => {
+                    rest = rest[1..].trim_start();
+                    continue;
+                }
+                Some(_) => {}
             }
-            out
+            let (name, after_name) = rest.split_at(rest.find('=')?);
+            let name = name.trim();
+            if name.is_empty() || !name.bytes().all(is_tchar) {
+                return None;
+            }
+            let (value, after_value) = pair_value(&after_name[1..])?;
+            if name.eq_ignore_ascii_case("for") {
+                // A parameter occurs at most once per element (RFC 7239 section 4).
+                if client.replace(value).is_some() {
+                    return None;
+                }
+            }
+            rest = after_value.trim_start();
+            if !matches!(rest.as_bytes().first(), None | Some(b';' | b',')) {
+                return None;
+            }
         }
+        // Never skipped: the element a proxy wrote must name the client.
+        out.push(
+            client
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "<no for=>".to_owned()),
+        );
     }
+    Some(out)
+}
+
+/// The value at the start of `text` (a token, or a quoted string without its quotes and
+/// escapes) and what follows it.
+fn pair_value(text: &str) -> Option<(String, &str)> {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => return Some((value, &quoted[i + 1..])),
+                '\\' => value.push(chars.next()?.1),
+                c => value.push(c),
+            }
+        }
+        return None; // unterminated
+    }
+    // Lenient about the characters (proxies write `for=[2001:db8::1]` unquoted), strict
+    // about where the value ends.
+    let end = text
+        .find(|c: char| c == ';' || c == ',' || c == '"' || c.is_whitespace())
+        .unwrap_or(text.len());
+    let (value, rest) = text.split_at(end);
+    (!rest.starts_with('"')).then(|| (value.to_owned(), rest))
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// `203.0.113.7`, `2001:db8::1`, and the forms some proxies add a port or brackets to:
@@ -313,6 +336,42 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn a_forwarded_field_off_the_grammar_is_malformed_as_a_whole() {
+        for value in [
+            // A client-written open quote that would swallow the element the proxy appended
+            // to the same field; read leniently, `for=198.51.100.1` would be the client.
+            r#"for=198.51.100.1;x=", for="[2001:db8::1]:4711""#,
+            r#"for=198.51.100.1;x=", for=203.0.113.7"#,
+            r#"for="203.0.113.7"#,
+            "for=203.0.113.7 junk",
+            r#"for="203.0.113.7"junk"#,
+            "203.0.113.7",
+            "for=203.0.113.7, 198.51.100.1",
+            "f(r=203.0.113.7",
+            "for=203.0.113.7;for=198.51.100.1",
+        ] {
+            let e = client_7239(&[value]).expect_err(value);
+            assert!(e.to_string().contains("`<malformed>`"), "{value}: {e}");
+        }
+        // Empty list members and spaces around separators are fine.
+        assert_eq!(
+            client_7239(&[", for=198.51.100.1 ,, for=203.0.113.7 ; proto=https ;,"]),
+            Ok(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client_7239(&["for=203.0.113.7, proto=https"]).map_err(|e| e.to_string()),
+            Err(
+                "Forwarded from trusted proxy 10.0.0.5 holds `<no for=>`, not an IP address".into()
+            )
+        );
+        // A malformed field left of the proxy's own field is the client's and never read.
+        assert_eq!(
+            client_7239(&[r#"for="198.51.100.1"#, "for=203.0.113.7"]),
+            Ok(ip("203.0.113.7"))
+        );
     }
 
     #[test]
