@@ -68,7 +68,7 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = 0.5, value_parser = share)]
     pub(crate) open_fraction: f64,
     /// A fixed open-loop rate (requests/s) instead of `--open-fraction`, to compare two
-    /// configurations (e.g. with and without `--poison`) at the same load.
+    /// configurations (e.g. `--route-plugin echo` and `--route-plugin spin`) at the same load.
     #[arg(long)]
     pub(crate) open_rate: Option<f64>,
     /// Generator runtime threads (1: a current-thread runtime). Two measured best on 2 cores:
@@ -85,16 +85,18 @@ pub(crate) struct IngestArgs {
     /// Testing the benchmark itself: run a second bare server in the gateway's place.
     #[arg(long, hide = true)]
     pub(crate) bare_as_gateway: bool,
-    /// Route every event through a poison plugin while ingesting (`spin`: loops until its
-    /// 100 ms deadline; `panic`: traps at once; both fixtures from `plugins/fixtures`), to see
-    /// what a plugin failing on every event costs the ack path. Default: no routes.
+    /// Route every event through a plugin fixture from `plugins/fixtures` to a file
+    /// destination while ingesting: `echo` passes every event (a healthy plugin: the baseline),
+    /// `spin` loops until its 100 ms deadline, `panic` traps at once; to see what a plugin
+    /// failing on every event costs the ack path. Default: no routes.
     #[arg(long, value_enum)]
-    pub(crate) poison: Option<Poison>,
+    pub(crate) route_plugin: Option<RoutePlugin>,
 }
 
-/// A misbehaving plugin fixture for `--poison`.
+/// The plugin fixture of `--route-plugin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Poison {
+pub(crate) enum RoutePlugin {
+    Echo,
     Spin,
     Panic,
 }

@@ -4,7 +4,7 @@
 //! of the maximum rate measured for that same target; then prints the report.
 
 use crate::child::Server;
-use crate::cli::{IngestArgs, Poison, Target};
+use crate::cli::{IngestArgs, RoutePlugin, Target};
 use crate::cpu::Meter;
 use crate::report::{Outcome, Run};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
@@ -31,7 +31,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .prefix("loadgen-")
         .tempdir()
         .context("cannot create a temp dir")?;
-    let config = write_config(dir.path(), args.poison)?;
+    let config = write_config(dir.path(), args.route_plugin)?;
     let mut streams = EventStreams::new(args.duplicates, args.body_size)?;
     let mut run = Run::new(&args, streams.take().next_delivery().body.len());
     run.print_header();
@@ -150,12 +150,13 @@ pub(crate) fn gateway_command(gateway: &Path, config: &Path) -> Command {
 }
 
 /// The gateway's config: one Ledger source, the store in the temp dir (fresh every run).
-fn write_config(dir: &Path, poison: Option<Poison>) -> anyhow::Result<PathBuf> {
+fn write_config(dir: &Path, plugin: Option<RoutePlugin>) -> anyhow::Result<PathBuf> {
     let mut text = base_config(dir)?;
-    if let Some(poison) = poison {
-        let wasm = match poison {
-            Poison::Spin => plugin_artifacts::SPIN,
-            Poison::Panic => plugin_artifacts::PANIC,
+    if let Some(plugin) = plugin {
+        let wasm = match plugin {
+            RoutePlugin::Echo => plugin_artifacts::ECHO,
+            RoutePlugin::Spin => plugin_artifacts::SPIN,
+            RoutePlugin::Panic => plugin_artifacts::PANIC,
         };
         let wasm = toml_path(Path::new(wasm))?;
         let audit = toml_path(&dir.join("data").join("delivered.jsonl"))?;
@@ -166,7 +167,7 @@ fn write_config(dir: &Path, poison: Option<Poison>) -> anyhow::Result<PathBuf> {
 [wasm]
 cache_dir = {cache}
 
-[plugins.poison]
+[plugins.fixture]
 wasm = {wasm}
 timeout = "100ms"
 
@@ -174,8 +175,8 @@ timeout = "100ms"
 file = {audit}
 
 [[routes]]
-name = "poisoned"
-plugins = ["poison"]
+name = "through-fixture"
+plugins = ["fixture"]
 to = ["audit"]
 "#
         ));
