@@ -1,9 +1,9 @@
 //! Crash under load: while senders post signed events at a steady rate (retrying an event, as a
 //! provider does, until it is answered), the gateway is killed with SIGKILL at random moments
 //! and restarted on the same store, 20 times (200 in the soak variant, any number with
-//! `E2E_CRASH_KILLS`). Afterwards
-//! every event that was answered 200 is stored and delivered to the sink, and the only copies the
-//! sink sees are deliveries that were in flight at a kill, under the same `webhook-id`.
+//! `E2E_CRASH_KILLS`). Afterwards every event that was answered 200 is stored and delivered to
+//! the sink, and the only copies the sink sees are deliveries that were in flight at a kill,
+//! under the same `webhook-id`.
 //!
 //! The figures (sent, acknowledged, stored, delivered, lost, duplicated) are printed for the
 //! README's reliability table: `cargo test -p gateway --test e2e crash -- --nocapture`.
