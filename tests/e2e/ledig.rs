@@ -315,21 +315,29 @@ fn every_protection_refuses_missing_or_wrong_credentials() {
     assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 4);
 }
 
+/// A gateway whose `[server]` trusts 127.0.0.1 (where the tests send from) as a proxy, plus
+/// `server_extra`, with a Ledig source `ledig-partner` that only allows 203.0.113.0/24.
+fn partner_behind_a_proxy(server_extra: &str) -> Gateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gateway.db");
+    let text = config(&db, &Settings::default()).replace(
+        "[store]",
+        &format!("trusted_proxies = [\"127.0.0.1/32\"]\n{server_extra}\n[store]"),
+    );
+    let partner =
+        "\n[sources.ledig-partner]\nprovider = \"ledig\"\nallow_ips = [\"203.0.113.0/24\"]\n";
+    std::fs::write(dir.path().join("gateway.toml"), format!("{text}{partner}"))
+        .expect("write config");
+    Gateway::start_in(dir, db)
+}
+
 /// `[server] trusted_proxies` (127.0.0.1, where the test sends from, plays the load balancer):
 /// `allow_ips` is checked against the client the proxy forwarded in `X-Forwarded-For`, read
 /// from the right, so a client cannot spoof an allowed address by sending the header itself;
 /// without `trusted_proxies` the header is ignored.
 #[test]
 fn behind_a_trusted_proxy_allow_ips_checks_the_forwarded_client() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("gateway.db");
-    let text = config(&db, &Settings::default())
-        .replace("[store]", "trusted_proxies = [\"127.0.0.1/32\"]\n\n[store]");
-    let partner =
-        "\n[sources.ledig-partner]\nprovider = \"ledig\"\nallow_ips = [\"203.0.113.0/24\"]\n";
-    std::fs::write(dir.path().join("gateway.toml"), format!("{text}{partner}"))
-        .expect("write config");
-    let gw = Gateway::start_in(dir, db);
+    let gw = partner_behind_a_proxy("");
     let body = br#"{"event":"crypto_received","data":{"id":"dep_proxy","status":"completed"}}"#;
     let via = |forwarded: &[&str]| {
         let headers: Vec<(&str, String)> = forwarded
@@ -402,17 +410,7 @@ fn behind_a_trusted_proxy_allow_ips_checks_the_forwarded_client() {
 /// client wrote itself (the proxy passes it through) is nobody's word.
 #[test]
 fn behind_a_proxy_that_writes_forwarded_its_for_names_the_client() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("gateway.db");
-    let text = config(&db, &Settings::default()).replace(
-        "[store]",
-        "trusted_proxies = [\"127.0.0.1/32\"]\nforwarded_header = \"forwarded\"\n\n[store]",
-    );
-    let partner =
-        "\n[sources.ledig-partner]\nprovider = \"ledig\"\nallow_ips = [\"203.0.113.0/24\"]\n";
-    std::fs::write(dir.path().join("gateway.toml"), format!("{text}{partner}"))
-        .expect("write config");
-    let gw = Gateway::start_in(dir, db);
+    let gw = partner_behind_a_proxy("forwarded_header = \"forwarded\"\n");
     let body = br#"{"event":"crypto_received","data":{"id":"dep_7239","status":"completed"}}"#;
     let via = |headers: &[(&str, &str)]| {
         let headers: Vec<(&str, String)> =
