@@ -147,12 +147,8 @@ fn admin_requests_need_the_bearer_token() {
         ),
         (30.0, 12.0, 6.0, 0.0)
     );
-    let stderr = gw.stderr();
-    let refusals: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("admin request refused"))
-        .collect();
-    assert_eq!(refusals.len(), 48, "{stderr}");
+    let refusals = gw.log_lines("admin request refused");
+    assert_eq!(refusals.len(), 48, "{}", gw.stderr());
     assert!(
         refusals.iter().all(|l| l.contains("client=127.0.0.1")),
         "{refusals:?}"
@@ -479,12 +475,8 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
         (202, r#"{"ok":true,"replayed":1}"#)
     );
     // The audit trail: who made which events go out again.
-    let stderr = gw.stderr();
-    let audit: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("admin action"))
-        .collect();
-    assert_eq!(audit.len(), 1, "{stderr}");
+    let audit = gw.log_lines("admin action");
+    assert_eq!(audit.len(), 1, "{}", gw.stderr());
     for part in [
         "replay",
         &format!("event {seq}"),

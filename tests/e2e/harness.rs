@@ -264,6 +264,15 @@ impl Gateway {
         }
     }
 
+    /// The gateway's log lines (stderr) that contain `needle`.
+    pub(crate) fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.stderr()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.dir
             .as_ref()

@@ -12,6 +12,7 @@
 
 use crate::config::{ForwardedHeader, TrustedProxies};
 use http::HeaderMap;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 /// The longest part of a bad entry quoted back in the error.
@@ -42,7 +43,7 @@ pub(super) fn client_addr(
         entry: entry.chars().take(QUOTED).collect(),
     };
     // Several header fields form one list, in order (RFC 9110 section 5.3).
-    let mut entries = Vec::new();
+    let mut entries: Vec<Cow<'_, str>> = Vec::new();
     for value in headers.get_all(proxies.header.name()) {
         let text = value.to_str().map_err(|_| bad("<not ASCII>"))?;
         match proxies.header {
@@ -51,9 +52,11 @@ pub(super) fn client_addr(
                 text.split(',')
                     .map(str::trim)
                     .filter(|e| !e.is_empty())
-                    .map(str::to_owned),
+                    .map(Cow::Borrowed),
             ),
-            ForwardedHeader::Forwarded => entries.extend(forwarded_for(text)),
+            ForwardedHeader::Forwarded => {
+                entries.extend(forwarded_for(text).into_iter().map(Cow::Owned));
+            }
         }
     }
     let mut client = peer;
