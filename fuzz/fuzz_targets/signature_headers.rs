@@ -3,7 +3,7 @@
 //! secret is involved, so they must never panic, whatever a client sends.
 #![no_main]
 
-use gateway::providers::signature::{parse_ledger_header, parse_standard_signatures, parse_unix};
+use gateway_providers::signature::{parse_ledger_header, parse_standard_signatures, parse_unix};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! What every normalizer target checks, shared by the `normalize_*` fuzz targets.
 
-use gateway::providers::normalize_local_payload;
+use gateway_providers::normalize_local_payload;
 
 /// `provider`'s normalizer on arbitrary bytes (a body that passed authentication can still be
 /// anything): it never panics, what it accepts becomes an envelope that serializes to JSON,

@@ -1,6 +1,7 @@
 //! Builds every plugin under `plugins/` and writes `$OUT_DIR/plugins.rs` with their paths.
 //!
 //! Steps, each skipped when its inputs did not change:
+//! 0. The `wasm32-wasip2` target: added with rustup when the toolchain lacks it.
 //! 1. Rust plugins and fixtures: `cargo build --release --target wasm32-wasip2 --locked` in
 //!    `plugins/` (its own workspace) with `--target-dir <repo>/target/wasm-plugins`, and without
 //!    the outer build's environment that would leak into it (RUSTFLAGS, RUSTC, wrappers such as
@@ -134,6 +135,7 @@ fn run() -> Result<()> {
 
 /// Step 1: the Rust workspace in `plugins/`. Returns the directory holding the .wasm files.
 fn build_rust(layout: &Layout) -> Result<PathBuf> {
+    ensure_wasm_target()?;
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&layout.plugins)
@@ -151,6 +153,37 @@ fn build_rust(layout: &Layout) -> Result<PathBuf> {
     run_cmd(&mut cmd)?;
     log_time("rust plugins (cargo, no-op when unchanged)", started);
     Ok(layout.out.join("wasm32-wasip2").join("release"))
+}
+
+/// Makes sure the toolchain has the `wasm32-wasip2` standard library. rustup installs the
+/// targets `rust-toolchain.toml` lists only when it installs the toolchain itself; a toolchain
+/// that was already there (a machine image that links `1.95.0` to its `stable`, say) lacks
+/// it, and the inner cargo below runs the toolchain's binary directly, past rustup. So: ask
+/// rustc where the target's libraries live and, when they are missing, have rustup add them.
+fn ensure_wasm_target() -> Result<()> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = run_cmd(Command::new(rustc).args([
+        "--print",
+        "target-libdir",
+        "--target",
+        "wasm32-wasip2",
+    ]))?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if libdir.is_dir() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", "wasm32-wasip2"]);
+    // Set by rustup's proxy for the outer build: the toolchain to complete.
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        cmd.arg("--toolchain").arg(toolchain);
+    }
+    let started = Instant::now();
+    run_cmd(&mut cmd).map_err(|e| {
+        format!("the wasm32-wasip2 target is missing and rustup could not add it: {e}")
+    })?;
+    log_time("rustup target add wasm32-wasip2", started);
+    Ok(())
 }
 
 /// Removes what the outer cargo put into our environment that must not steer the inner build.

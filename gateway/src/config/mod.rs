@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigIssue};
+pub use gateway_providers::settings::{
+    LedgerSettings, LedigSettings, ProviderSettings, SignatureScheme, SourceSettings, TokenLocation,
+};
 pub use secret::{Secret, SecretError, SecretRef};
 
 /// A validated configuration, with secrets resolved.
@@ -288,60 +291,6 @@ pub struct StoreSettings {
     /// Finished events (every delivery made, nothing dead or waiting) older than this are
     /// deleted with their routing records; `None` keeps everything.
     pub retention: Option<Duration>,
-}
-
-/// One `[sources.NAME]`: where it listens and how its deliveries are authenticated.
-#[derive(Debug, Clone)]
-pub struct SourceSettings {
-    /// The configured name; also the envelope's `source` and a metric label.
-    pub name: String,
-    /// The request path, e.g. `/webhooks/ledger`.
-    pub path: String,
-    pub provider: ProviderSettings,
-}
-
-#[derive(Debug, Clone)]
-pub enum ProviderSettings {
-    Ledger(LedgerSettings),
-    Ledig(LedigSettings),
-}
-
-/// Which Ledger signature headers a source accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureScheme {
-    /// `X-Ledger-Signature: t=..,v1=..`
-    Ledger,
-    /// `webhook-*` / `svix-*` headers.
-    StandardWebhooks,
-    /// Either of the two.
-    Any,
-}
-
-#[derive(Debug, Clone)]
-pub struct LedgerSettings {
-    /// Every secret that may have signed a delivery (current first, then rotated-out ones).
-    pub secrets: Vec<Secret>,
-    pub scheme: SignatureScheme,
-    /// Largest accepted distance between the signed timestamp and now.
-    pub tolerance: Duration,
-}
-
-/// Where a Ledig source expects its shared token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenLocation {
-    /// In this request header.
-    Header(http::HeaderName),
-    /// As the last path segment: `<path>/<token>`.
-    Path,
-}
-
-#[derive(Debug, Clone)]
-pub struct LedigSettings {
-    pub token: Option<(Secret, TokenLocation)>,
-    /// (username, password)
-    pub basic_auth: Option<(Secret, Secret)>,
-    /// Empty means any address.
-    pub allow_ips: Vec<ipnet::IpNet>,
 }
 
 /// Something valid but worth telling the operator (printed by `gateway check` and at start).

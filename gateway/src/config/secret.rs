@@ -3,29 +3,8 @@
 //! Secrets are never required inline in the config, and a resolved secret never prints: its
 //! `Debug` is redacted so it cannot leak through logs or error messages by accident.
 
-use std::fmt;
+pub use gateway_providers::Secret;
 use std::path::PathBuf;
-
-/// A resolved secret. Compare it only through constant-time code (HMAC verification,
-/// `subtle`); never format it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// Where a secret comes from, as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +51,7 @@ impl SecretRef {
             Self::Env(name) => match std::env::var_os(name) {
                 None => Err(SecretError::EnvMissing(name.clone())),
                 Some(v) if v.is_empty() => Err(SecretError::EnvEmpty(name.clone())),
-                Some(v) => Ok(Secret(v.into_encoded_bytes())),
+                Some(v) => Ok(Secret::new(v.into_encoded_bytes())),
             },
             Self::File(path) => {
                 let shown = path.display().to_string();
@@ -86,7 +65,7 @@ impl SecretRef {
                 if bytes.is_empty() {
                     return Err(SecretError::FileEmpty(shown));
                 }
-                Ok(Secret(bytes))
+                Ok(Secret::new(bytes))
             }
         }
     }
@@ -95,12 +74,6 @@ impl SecretRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn debug_is_redacted() {
-        let s = Secret::new(b"whsec_topsecret".to_vec());
-        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-    }
 
     #[test]
     fn references_parse_and_inline_values_are_not_echoed() {

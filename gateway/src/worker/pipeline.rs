@@ -68,7 +68,7 @@ fn same_settings(a: &DestinationSettings, b: &DestinationSettings) -> bool {
     let kind = match (&a.kind, &b.kind) {
         (Http(x), Http(y)) => {
             x.url == y.url
-                && x.signing_key == y.signing_key
+                && x.signing_key.same_as(&y.signing_key)
                 && x.timeout == y.timeout
                 && x.allow_private_network == y.allow_private_network
         }

@@ -7,8 +7,8 @@
 
 use super::signature::{self, HmacSha256, TAG_LEN};
 use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
-use crate::config::{LedgerSettings, SignatureScheme};
 use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
+use crate::settings::{LedgerSettings, SignatureScheme};
 use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -282,7 +282,7 @@ mod props;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::Secret;
     use hmac::Mac as _;
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;

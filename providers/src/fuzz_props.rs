@@ -10,8 +10,8 @@
 
 use super::signature::{parse_ledger_header, parse_standard_signatures, parse_unix};
 use super::{ledger, ledig};
-use crate::config::{LedgerSettings, Secret, SignatureScheme};
-use crate::providers::Delivery;
+use crate::settings::{LedgerSettings, SignatureScheme};
+use crate::{Delivery, Secret};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use serde_json::Value;

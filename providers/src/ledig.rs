@@ -7,8 +7,9 @@
 //! their content nor their length leaks through timing.
 
 use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
-use crate::config::{LedigSettings, Secret, TokenLocation};
+use crate::Secret;
 use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
+use crate::settings::{LedigSettings, TokenLocation};
 use base64::Engine as _;
 use http::HeaderName;
 use serde::de::{Deserializer, MapAccess, Visitor};

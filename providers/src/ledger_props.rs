@@ -5,8 +5,8 @@
 //! with `hmac` directly, not with the code under test.
 
 use super::LedgerVerifier;
-use crate::config::{LedgerSettings, Secret, SignatureScheme};
-use crate::providers::Delivery;
+use crate::settings::{LedgerSettings, SignatureScheme};
+use crate::{Delivery, Secret};
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
 use http::HeaderMap;
