@@ -10,7 +10,8 @@
 # The first run installs cargo-fuzz into target/fuzz-tools (a few minutes) and builds the
 # gateway with coverage instrumentation into fuzz/target (~10 min: wasmtime is part of it).
 # Corpora grow in fuzz/corpus/TARGET (seeded from tests/fixtures); a crash is saved in
-# fuzz/artifacts/TARGET and the script exits non-zero.
+# fuzz/artifacts/TARGET and the script exits non-zero, printing the end of libFuzzer's log
+# (kept whole in fuzz/target/TARGET.log).
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-60}
@@ -30,9 +31,15 @@ for target in $targets; do
         normalize_ledig) seeds=tests/fixtures/ledig ;;
         *) seeds= ;;
     esac
-    mkdir -p "fuzz/corpus/$target"
-    echo "== $target: ${seconds}s"
+    mkdir -p "fuzz/corpus/$target" fuzz/target
+    log="fuzz/target/$target.log"
+    echo "== $target: ${seconds}s (libFuzzer's output: $log)"
     # shellcheck disable=SC2086 # $seeds is one directory or nothing
-    cargo fuzz run --sanitizer none "$target" "fuzz/corpus/$target" $seeds -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048
+    if ! cargo fuzz run --sanitizer none "$target" "fuzz/corpus/$target" $seeds -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
+        tail -n 80 "$log"
+        echo "fuzz/run.sh: $target FAILED (the input is saved under fuzz/artifacts/$target)" >&2
+        exit 1
+    fi
+    grep '^Done ' "$log" || tail -n 5 "$log"
 done
