@@ -26,6 +26,15 @@ CREATE TABLE IF NOT EXISTS events (
 -- No secondary indexes: rows are appended in seq order, so an insert touches only the
 -- table's last pages. The dedup decision uses an in-memory index rebuilt from this table.
 
+-- The dedup index's entries (see store/dedup_index.rs): a cache of `events` so a start need
+-- not read every event of the window. Appended in seq order; `key` = 16-byte SHA-256 prefix of
+-- (source, dedup key), `seen` = received_at (unix ms). Pruned with the dedup window.
+CREATE TABLE IF NOT EXISTS dedup_keys (
+    seq   INTEGER PRIMARY KEY,                  -- events.seq
+    key   BLOB    NOT NULL,
+    seen  INTEGER NOT NULL
+);
+
 -- What routing made of an event. A narrow table of its own, so recording a routing never
 -- rewrites the (large) event row: an event without a row here is still `pending`.
 CREATE TABLE IF NOT EXISTS routings (

@@ -118,7 +118,7 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.execute_batch(schema::PRAGMAS).map_err(open_err)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -132,8 +132,15 @@ impl SqliteStore {
         conn.execute_batch(schema::SCHEMA).map_err(open_err)?;
         let cutoff = super::unix_ms()
             .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
-        let index = DedupIndex::load(&conn, cutoff).map_err(open_err)?;
-        tracing::info!(keys = index.len(), "dedup index loaded");
+        let started = std::time::Instant::now();
+        let (index, loaded) = DedupIndex::load(&mut conn, cutoff).map_err(open_err)?;
+        tracing::info!(
+            keys = index.len(),
+            saved = loaded.saved,
+            from_events = loaded.tail,
+            ms = started.elapsed().as_millis(),
+            "dedup index loaded"
+        );
         let max_seq: i64 = conn
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(open_err)?;
@@ -412,6 +419,43 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .expect("counts");
         assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn the_writer_saves_dedup_entries_with_its_commits_and_a_start_reads_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.db");
+        let (store, writer) = open(&path);
+        for i in 0..300 {
+            store
+                .ingest(event(&format!("evt_{i}")))
+                .await
+                .expect("ingests");
+        }
+        // Written while the writer ran (the first 256 at least), not only at the next start.
+        let saved: i64 = Connection::open(&path)
+            .expect("reads")
+            .query_row("SELECT count(*) FROM dedup_keys", [], |r| r.get(0))
+            .expect("counts");
+        assert!((256..=300).contains(&saved), "{saved}");
+        drop(store);
+        writer.join();
+
+        // A key rewritten in `events` is still known: the start read the saved entry.
+        Connection::open(&path)
+            .expect("writes")
+            .execute(
+                "UPDATE events SET dedup_key = 'x' WHERE dedup_key = 'evt_0'",
+                [],
+            )
+            .expect("updates");
+        let (store, writer) = open(&path);
+        assert_eq!(
+            store.ingest(event("evt_0")).await.expect("ingests"),
+            IngestOutcome::Duplicate
+        );
+        drop(store);
+        writer.join();
     }
 
     fn delivery(state: DeliveryState) -> NewDelivery {

@@ -183,7 +183,7 @@ fn apply(
                             e.headers,
                             e.received_at_ms
                         ])?;
-                        fresh.add(key, e.received_at_ms);
+                        fresh.add(seq, key, e.received_at_ms);
                         Applied::Ingest(IngestOutcome::Stored { seq })
                     }
                 }
@@ -204,7 +204,7 @@ fn apply(
                         .execute(params![now])?;
                     Applied::Unit
                 }
-                Command::Prune(cutoff, _) => Applied::Count(index.prune(*cutoff)),
+                Command::Prune(cutoff, _) => Applied::Count(index.prune(&tx, *cutoff)?),
                 Command::Expire(scan, _) => {
                     isolated(&tx, || expire(&tx, *scan).map(Applied::Expired))?
                 }
@@ -235,7 +235,9 @@ fn apply(
             });
         }
     }
+    let saving = index.save_due(&tx)?;
     tx.commit()?;
+    index.saved(saving);
     index.extend(fresh.committed);
     Ok(applied)
 }
@@ -609,7 +611,7 @@ mod tests {
         // Tables only replay, redrive and retention touch: those three fail, ingest does not.
         conn.execute_batch("DROP VIEW event_states; DROP TABLE routings; DROP TABLE deliveries;")
             .expect("breaks the routing tables");
-        let mut index = DedupIndex::load(&conn, 0).expect("index");
+        let (mut index, _) = DedupIndex::load(&mut conn, 0).expect("index");
 
         let (a, a_answer) = oneshot::channel();
         let (replay, replay_answer) = oneshot::channel();
