@@ -204,7 +204,9 @@ fn apply(
                         .execute(params![now])?;
                     Applied::Unit
                 }
-                Command::Prune(cutoff, _) => Applied::Count(index.prune(&tx, *cutoff)?),
+                Command::Prune(cutoff, _) => {
+                    isolated(&tx, || index.prune(&tx, *cutoff).map(Applied::Count))?
+                }
                 Command::Expire(scan, _) => {
                     isolated(&tx, || expire(&tx, *scan).map(Applied::Expired))?
                 }
@@ -608,15 +610,19 @@ mod tests {
         let mut conn = Connection::open(dir.path().join("g.db")).expect("opens");
         conn.execute_batch(schema::PRAGMAS).expect("pragmas");
         conn.execute_batch(schema::SCHEMA).expect("schema");
-        // Tables only replay, redrive and retention touch: those three fail, ingest does not.
+        // Tables only replay, redrive and retention touch: those fail, ingest does not.
         conn.execute_batch("DROP VIEW event_states; DROP TABLE routings; DROP TABLE deliveries;")
             .expect("breaks the routing tables");
         let (mut index, _) = DedupIndex::load(&mut conn, 0).expect("index");
+        // ... and the saved dedup entries, which only pruning deletes from.
+        conn.execute_batch("DROP TABLE dedup_keys;")
+            .expect("breaks the saved dedup entries");
 
         let (a, a_answer) = oneshot::channel();
         let (replay, replay_answer) = oneshot::channel();
         let (redrive, redrive_answer) = oneshot::channel();
         let (expire, expire_answer) = oneshot::channel();
+        let (prune, prune_answer) = oneshot::channel();
         let (b, b_answer) = oneshot::channel();
         let scan = ExpireScan {
             cutoff_ms: unix_ms(),
@@ -628,6 +634,7 @@ mod tests {
             Command::Replay(EventFilter::default(), 10, replay),
             Command::Redrive(RedriveSelection::All, redrive),
             Command::Expire(scan, expire),
+            Command::Prune(unix_ms(), prune),
             Command::Ingest(event("b"), b),
         ];
         let applied = apply(&mut conn, &mut index, &batch);
@@ -653,6 +660,11 @@ mod tests {
             );
         }
         let got = expire_answer.blocking_recv().expect("answered");
+        assert!(
+            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
+            "{got:?}"
+        );
+        let got = prune_answer.blocking_recv().expect("answered");
         assert!(
             matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
             "{got:?}"
