@@ -57,6 +57,15 @@ pub struct ExpiredEvents {
     pub resume_after: Option<i64>,
 }
 
+/// What one step of forgetting old dedup keys did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupPruneStep {
+    /// Keys the dedup index forgot in this step.
+    pub forgotten: u64,
+    /// The pass is complete: every key first seen before the cutoff is forgotten.
+    pub done: bool,
+}
+
 /// What `ingest` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestOutcome {
@@ -91,8 +100,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn quarantine(&self, body: QuarantinedBody) -> Result<(), StoreError>;
     /// A real (tiny) durable write, for `/readyz`.
     async fn check_writable(&self) -> Result<(), StoreError>;
-    /// Forgets dedup keys first seen before `cutoff_ms`; returns how many.
-    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+    /// One step of forgetting the dedup keys first seen before `cutoff_ms`: small, so the
+    /// ingests sharing its commit are not held up. A pass repeats it until `done`.
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<DedupPruneStep, StoreError>;
     /// One step of a retention pass: deletes the finished events received before `cutoff_ms`
     /// among the next `limit` events after `after_seq` (in arrival order), with their routing
     /// records. Events with a dead letter or work still waiting are kept.

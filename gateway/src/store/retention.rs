@@ -40,14 +40,9 @@ pub async fn prune_periodically(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store.prune_dedup(cutoff_ms(retention.dedup_window)).await {
-            Ok(0) => {}
-            Ok(count) => DedupPruned {
-                metrics: metrics.clone(),
-                count,
-            }
-            .emit(),
-            Err(e) => tracing::warn!(error = %e, "dedup pruning failed; will retry"),
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = prune_dedup(store.as_ref(), cutoff_ms(retention.dedup_window), &metrics) => {}
         }
         if let Some(kept) = retention.events {
             tokio::select! {
@@ -55,6 +50,32 @@ pub async fn prune_periodically(
                 () = expire(store.as_ref(), cutoff_ms(kept), &metrics) => {}
             }
         }
+    }
+}
+
+/// One pass forgetting the dedup keys first seen before `cutoff`, in writer-sized steps.
+async fn prune_dedup(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
+    let mut count = 0;
+    loop {
+        match store.prune_dedup(cutoff).await {
+            Ok(step) => {
+                count += step.forgotten;
+                if step.done {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dedup pruning failed; will retry");
+                break;
+            }
+        }
+    }
+    if count > 0 {
+        DedupPruned {
+            metrics: metrics.clone(),
+            count,
+        }
+        .emit();
     }
 }
 

@@ -17,7 +17,9 @@ use super::work::{
     AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
     EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView, StoredEvent,
 };
-use super::{ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError};
+use super::{
+    DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError,
+};
 use crate::metrics::Metrics;
 use reader::Reader;
 use recent::{Pending, RecentEvents};
@@ -216,7 +218,7 @@ impl Store for SqliteStore {
         self.call(Command::Probe).await
     }
 
-    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<DedupPruneStep, StoreError> {
         self.call(|r| Command::Prune(cutoff_ms, r)).await
     }
 
@@ -407,7 +409,15 @@ mod tests {
         );
         // After the window the same key is a new event again.
         let future = super::super::unix_ms() + 1;
-        assert_eq!(store.prune_dedup(future).await.expect("prunes"), 1);
+        let mut forgotten = 0;
+        loop {
+            let step = store.prune_dedup(future).await.expect("prunes");
+            forgotten += step.forgotten;
+            if step.done {
+                break;
+            }
+        }
+        assert_eq!(forgotten, 1);
         assert!(matches!(
             store.ingest(event("evt_1")).await.expect("ingests"),
             IngestOutcome::Stored { .. }

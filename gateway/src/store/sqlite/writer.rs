@@ -16,7 +16,8 @@ use super::super::work::{
     RedriveSelection, RouteRunState,
 };
 use super::super::{
-    ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, StoreError, StoredEvent, unix_ms,
+    DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, StoreError,
+    StoredEvent, unix_ms,
 };
 use super::filter::where_clause;
 use super::recent::RecentEvents;
@@ -36,7 +37,7 @@ pub(super) enum Command {
     Ingest(NewEvent, Reply<IngestOutcome>),
     Quarantine(QuarantinedBody, Reply<()>),
     Probe(Reply<()>),
-    Prune(i64, Reply<u64>),
+    Prune(i64, Reply<DedupPruneStep>),
     Expire(ExpireScan, Reply<ExpiredEvents>),
     Complete(Arc<Vec<Processed>>, Reply<()>),
     Attempt(AttemptDone, Reply<()>),
@@ -51,6 +52,7 @@ enum Applied {
     Unit,
     Count(u64),
     Expired(ExpiredEvents),
+    Pruned(DedupPruneStep),
     /// An isolated command failed and was rolled back to its savepoint; the rest commits.
     Failed(String),
 }
@@ -205,7 +207,7 @@ fn apply(
                     Applied::Unit
                 }
                 Command::Prune(cutoff, _) => {
-                    isolated(&tx, || index.prune(&tx, *cutoff).map(Applied::Count))?
+                    isolated(&tx, || index.prune_step(&tx, *cutoff).map(Applied::Pruned))?
                 }
                 Command::Expire(scan, _) => {
                     isolated(&tx, || expire(&tx, *scan).map(Applied::Expired))?
@@ -505,10 +507,10 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                         | Command::Watermark(_, r),
                         Applied::Unit,
                     ) => drop(r.send(Ok(()))),
-                    (
-                        Command::Prune(_, r) | Command::Replay(_, _, r) | Command::Redrive(_, r),
-                        Applied::Count(n),
-                    ) => drop(r.send(Ok(n))),
+                    (Command::Replay(_, _, r) | Command::Redrive(_, r), Applied::Count(n)) => {
+                        drop(r.send(Ok(n)));
+                    }
+                    (Command::Prune(_, r), Applied::Pruned(step)) => drop(r.send(Ok(step))),
                     (Command::Expire(_, r), Applied::Expired(e)) => drop(r.send(Ok(e))),
                     (cmd, Applied::Failed(msg)) => fail(cmd, &msg),
                     (cmd, _) => fail(cmd, "internal: batch results out of order"),
@@ -533,9 +535,8 @@ fn fail(cmd: Command, msg: &str) {
         | Command::Complete(_, r)
         | Command::Attempt(_, r)
         | Command::Watermark(_, r) => drop(r.send(Err(err()))),
-        Command::Prune(_, r) | Command::Replay(_, _, r) | Command::Redrive(_, r) => {
-            drop(r.send(Err(err())));
-        }
+        Command::Replay(_, _, r) | Command::Redrive(_, r) => drop(r.send(Err(err()))),
+        Command::Prune(_, r) => drop(r.send(Err(err()))),
         Command::Expire(_, r) => drop(r.send(Err(err()))),
     }
 }
