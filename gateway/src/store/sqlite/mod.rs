@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{Notify, mpsc, oneshot};
-use writer::{Command, ExpireScan, Reply, writer_loop};
+use writer::{Bulk, Command, ExpireScan, Listed, Reply, writer_loop};
 
 /// How often committed WAL frames are copied into the database file. Often, so each
 /// checkpoint's fsync of the database file is small: at 50 ms a checkpoint flushed ~1 MB at
@@ -349,7 +349,36 @@ impl Store for SqliteStore {
     }
 
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {
-        self.call(|r| Command::Redrive(selection, r)).await
+        let bulks: &[Bulk] = match selection {
+            RedriveSelection::Deliveries(ids) => {
+                return self
+                    .call(|r| Command::Redrive(Listed::Deliveries(ids), r))
+                    .await;
+            }
+            RedriveSelection::RouteRuns(ids) => {
+                return self
+                    .call(|r| Command::Redrive(Listed::RouteRuns(ids), r))
+                    .await;
+            }
+            RedriveSelection::All => &[Bulk::DeadDeliveries, Bulk::DeadRouteRuns],
+            RedriveSelection::WaitingRouteRuns => &[Bulk::WaitingRouteRuns],
+        };
+        // In steps, so the ingests sharing each commit are not held up; the rows a step has
+        // passed are not looked at again, so a delivery that dies again meanwhile waits for
+        // the next redrive.
+        let mut count = 0;
+        for &bulk in bulks {
+            let mut after = 0;
+            loop {
+                let step = self.call(|r| Command::RedriveStep(bulk, after, r)).await?;
+                count += step.count;
+                match step.resume_after {
+                    Some(id) => after = id,
+                    None => break,
+                }
+            }
+        }
+        Ok(count)
     }
 }
 
