@@ -9,6 +9,7 @@
 mod filter;
 mod reader;
 mod recent;
+mod redrive;
 mod writer;
 
 use super::dedup_index::DedupIndex;
@@ -23,12 +24,13 @@ use super::{
 use crate::metrics::Metrics;
 use reader::Reader;
 use recent::{Pending, RecentEvents};
+use redrive::{Bulk, Listed};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{Notify, mpsc, oneshot};
-use writer::{Bulk, Command, ExpireScan, Listed, Reply, writer_loop};
+use writer::{Command, ExpireScan, Reply, writer_loop};
 
 /// How often committed WAL frames are copied into the database file. Often, so each
 /// checkpoint's fsync of the database file is small: at 50 ms a checkpoint flushed ~1 MB at

@@ -21,6 +21,7 @@ use super::super::{
 };
 use super::filter::where_clause;
 use super::recent::RecentEvents;
+use super::redrive::{Bulk, BulkStep, Listed, redrive, redrive_step};
 use crate::metrics::Metrics;
 use crate::metrics::events::StoreBatchCommitted;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params, params_from_iter};
@@ -45,7 +46,7 @@ pub(super) enum Command {
     Replay(EventFilter, u32, Reply<u64>),
     Redrive(Listed, Reply<u64>),
     /// One step of a bulk redrive: (which rows, the last id already looked at).
-    RedriveStep(Bulk, i64, Reply<Step>),
+    RedriveStep(Bulk, i64, Reply<BulkStep>),
 }
 
 /// What one command did inside a batch, before the commit decides whether it counts.
@@ -55,18 +56,9 @@ enum Applied {
     Count(u64),
     Expired(ExpiredEvents),
     Pruned(DedupPruneStep),
-    Stepped(Step),
+    Stepped(BulkStep),
     /// An isolated command failed and was rolled back to its savepoint; the rest commits.
     Failed(String),
-}
-
-/// What one step of a bulk command did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Step {
-    /// Rows changed.
-    pub(super) count: u64,
-    /// Where the next step starts; `None` once no candidates are left.
-    pub(super) resume_after: Option<i64>,
 }
 
 /// One step of a retention pass: look at up to `limit` events after `after_seq`.
@@ -471,86 +463,6 @@ fn replay(tx: &Transaction<'_>, filter: &EventFilter, limit: u32) -> rusqlite::R
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
-/// A redrive of listed dead letters, in one step (the list is bounded by the admin API).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Listed {
-    Deliveries(Vec<i64>),
-    RouteRuns(Vec<i64>),
-}
-
-/// The rows a redrive of every matching row walks, [`BULK_STEP`] ids per writer command: one
-/// UPDATE over all of them held the writer, so every ack, ~0.9 s per 200k dead deliveries
-/// here (what an hour-long outage at ~55 events/s leaves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Bulk {
-    DeadDeliveries,
-    DeadRouteRuns,
-    /// Route runs waiting for a retry, made due now.
-    WaitingRouteRuns,
-}
-
-/// Rows one bulk redrive step looks at (~5 ms).
-pub(super) const BULK_STEP: u32 = 1_000;
-
-// A redriven delivery or route run starts a fresh set of attempts; its history keeps the old
-// ones.
-const REDRIVE_DELIVERY: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, \
-     next_attempt_at = ?1, updated_at = ?1 WHERE status = 'dead'";
-const REDRIVE_RUN: &str = "UPDATE route_runs SET status = 'retry', attempts = 0, \
-     next_attempt_at = ?1, updated_at = ?1 WHERE status = 'dead'";
-
-fn redrive(tx: &Transaction<'_>, listed: &Listed, now: i64) -> rusqlite::Result<u64> {
-    let (sql, ids) = match listed {
-        Listed::Deliveries(ids) => (REDRIVE_DELIVERY, ids),
-        Listed::RouteRuns(ids) => (REDRIVE_RUN, ids),
-    };
-    let mut stmt = tx.prepare_cached(&format!("{sql} AND id = ?2"))?;
-    let mut n = 0;
-    for id in ids {
-        n += stmt.execute(params![now, id])?;
-    }
-    Ok(u64::try_from(n).unwrap_or(u64::MAX))
-}
-
-/// One step of a bulk redrive: the matching rows among the next [`BULK_STEP`] candidates
-/// with an id above `after`.
-fn redrive_step(tx: &Transaction<'_>, bulk: Bulk, after: i64, now: i64) -> rusqlite::Result<Step> {
-    let (candidates, update) = match bulk {
-        Bulk::DeadDeliveries => (
-            "SELECT max(id), count(*) FROM (SELECT id FROM deliveries WHERE status = 'dead' \
-             AND id > ?1 ORDER BY id LIMIT ?2)",
-            REDRIVE_DELIVERY,
-        ),
-        Bulk::DeadRouteRuns => (
-            "SELECT max(id), count(*) FROM (SELECT id FROM route_runs WHERE status = 'dead' \
-             AND id > ?1 ORDER BY id LIMIT ?2)",
-            REDRIVE_RUN,
-        ),
-        Bulk::WaitingRouteRuns => (
-            "SELECT max(id), count(*) FROM (SELECT id FROM route_runs WHERE status = 'retry' \
-             AND id > ?1 ORDER BY id LIMIT ?2)",
-            "UPDATE route_runs SET next_attempt_at = ?1, updated_at = ?1 \
-             WHERE status = 'retry' AND next_attempt_at > ?1",
-        ),
-    };
-    let (last, looked): (Option<i64>, u32) = tx
-        .prepare_cached(candidates)?
-        .query_row(params![after, BULK_STEP], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let Some(last) = last else {
-        return Ok(Step {
-            count: 0,
-            resume_after: None,
-        });
-    };
-    let count = tx
-        .prepare_cached(&format!("{update} AND id > ?2 AND id <= ?3"))?
-        .execute(params![now, after, last])?;
-    Ok(Step {
-        count: u64::try_from(count).unwrap_or(u64::MAX),
-        resume_after: (looked >= BULK_STEP).then_some(last),
-    })
-}
-
 fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, rusqlite::Error>) {
     match result {
         Ok(applied) => {
@@ -744,118 +656,6 @@ mod tests {
         assert!(
             index.contains(&index_key("ledger", "a")),
             "the index learned the commit"
-        );
-    }
-
-    fn count(conn: &Connection, sql: &str) -> i64 {
-        conn.query_row(sql, [], |r| r.get(0)).expect("counts")
-    }
-
-    /// Runs one command alone in a batch and returns its answer.
-    fn run_alone<T: std::fmt::Debug>(
-        conn: &mut Connection,
-        index: &mut DedupIndex,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> T {
-        let (reply, answer) = oneshot::channel();
-        let batch = vec![make(reply)];
-        let applied = apply(conn, index, &batch);
-        reply_all(batch.into_iter(), applied);
-        answer.blocking_recv().expect("answered").expect("applies")
-    }
-
-    #[test]
-    fn a_bulk_redrive_changes_at_most_a_step_of_rows_per_command() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = Connection::open(dir.path().join("g.db")).expect("opens");
-        conn.execute_batch(schema::PRAGMAS).expect("pragmas");
-        conn.execute_batch(schema::SCHEMA).expect("schema");
-        let (mut index, _) = DedupIndex::load(&mut conn, 0).expect("index");
-        // 2.5 steps of dead deliveries, with delivered ones between them; 3 dead route runs
-        // and 2 waiting ones.
-        let dead = i64::from(BULK_STEP) * 5 / 2;
-        conn.execute(
-            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?1) \
-             INSERT INTO deliveries (event_seq, route, destination, webhook_id, status, \
-               attempts, history, created_at, updated_at) \
-             SELECT x, 'r', 'd', 'w' || x, CASE x % 2 WHEN 0 THEN 'dead' ELSE 'delivered' END, \
-               5, '[]', 1, 1 FROM n",
-            [dead * 2],
-        )
-        .expect("inserts deliveries");
-        conn.execute_batch(
-            "INSERT INTO route_runs (event_seq, route, status, attempts, next_attempt_at, \
-               reason, created_at, updated_at) VALUES \
-             (1, 'r', 'dead', 3, NULL, 'trap', 1, 1), (2, 'r', 'retry', 2, 9e15, 'retry', 1, 1), \
-             (3, 'r', 'dead', 3, NULL, 'trap', 1, 1), (4, 'r', 'retry', 2, 9e15, 'retry', 1, 1), \
-             (5, 'r', 'dead', 3, NULL, 'trap', 1, 1);",
-        )
-        .expect("inserts route runs");
-
-        let mut steps = Vec::new();
-        let mut after = 0;
-        loop {
-            let step = run_alone(&mut conn, &mut index, |r| {
-                Command::RedriveStep(Bulk::DeadDeliveries, after, r)
-            });
-            steps.push(step.count);
-            match step.resume_after {
-                Some(id) => after = id,
-                None => break,
-            }
-        }
-        let step = u64::from(BULK_STEP);
-        assert_eq!(steps, [step, step, step / 2]);
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 0"
-            ),
-            dead
-        );
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM deliveries WHERE status = 'dead'"
-            ),
-            0
-        );
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM deliveries WHERE status = 'delivered' AND attempts = 5"
-            ),
-            dead
-        );
-
-        let runs = run_alone(&mut conn, &mut index, |r| {
-            Command::RedriveStep(Bulk::DeadRouteRuns, 0, r)
-        });
-        assert_eq!(
-            runs,
-            Step {
-                count: 3,
-                resume_after: None
-            }
-        );
-        let waiting = run_alone(&mut conn, &mut index, |r| {
-            Command::RedriveStep(Bulk::WaitingRouteRuns, 0, r)
-        });
-        // The three just redriven are due now already; the two waiting ones become due.
-        assert_eq!(
-            waiting,
-            Step {
-                count: 2,
-                resume_after: None
-            }
-        );
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM route_runs WHERE status = 'retry' AND attempts = 2 \
-                   AND next_attempt_at < 9e15"
-            ),
-            2
         );
     }
 }
