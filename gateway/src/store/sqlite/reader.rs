@@ -1,5 +1,6 @@
-//! Reads for the workers and the admin API, on their own connection (WAL readers never block
-//! the writer, and the writer never waits for them). Each call runs on a blocking thread.
+//! Reads for the workers and for the admin API, each on a connection of its own (WAL readers
+//! never block the writer, and the writer never waits for them). Each call runs on a blocking
+//! thread.
 
 use super::super::StoreError;
 use super::super::work::{
@@ -25,6 +26,12 @@ impl Reader {
         Self {
             conn: Arc::new(Mutex::new(conn)),
         }
+    }
+
+    /// Takes the connection away until the guard drops, as a long read would.
+    #[cfg(test)]
+    pub(super) fn hold(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("not poisoned")
     }
 
     /// Runs `f` with the connection on a blocking thread.
