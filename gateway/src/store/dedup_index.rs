@@ -72,19 +72,17 @@ impl Shards {
         )
     }
 
-    fn shard(&self, key: &IndexKey) -> &HashMap<IndexKey, i64> {
-        &self.0[usize::from(key[0]) % SHARDS]
+    fn slot(key: &IndexKey) -> usize {
+        usize::from(key[0]) % SHARDS
     }
 
     fn contains(&self, key: &IndexKey) -> bool {
-        self.shard(key).contains_key(key)
+        self.0[Self::slot(key)].contains_key(key)
     }
 
     /// Records `key` as first seen at `at`, unless it is already known.
     fn insert(&mut self, key: IndexKey, at: i64) {
-        self.0[usize::from(key[0]) % SHARDS]
-            .entry(key)
-            .or_insert(at);
+        self.0[Self::slot(&key)].entry(key).or_insert(at);
     }
 
     fn len(&self) -> usize {
@@ -256,33 +254,7 @@ impl DedupIndex {
         cutoff_ms: i64,
     ) -> rusqlite::Result<DedupPruneStep> {
         if !self.pruning.table_done {
-            let young_from = cutoff_ms.saturating_add(PRUNE_MARGIN_MS);
-            let after = self.pruning.after_seq;
-            let mut last = None;
-            let mut looked = 0;
-            let mut reached_young = false;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT seq, seen FROM dedup_keys WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                let mut rows = stmt.query(params![after, PRUNE_ROWS])?;
-                while let Some(row) = rows.next()? {
-                    looked += 1;
-                    if row.get::<_, i64>(1)? >= young_from {
-                        reached_young = true;
-                        break;
-                    }
-                    last = Some(row.get::<_, i64>(0)?);
-                }
-            }
-            if let Some(last) = last {
-                tx.prepare_cached(
-                    "DELETE FROM dedup_keys WHERE seq > ?1 AND seq <= ?2 AND seen < ?3",
-                )?
-                .execute(params![after, last, cutoff_ms])?;
-                self.pruning.after_seq = last;
-            }
-            self.pruning.table_done = reached_young || looked < PRUNE_ROWS;
+            self.prune_saved_step(tx, cutoff_ms)?;
         }
         let mut forgotten = 0;
         if let Some(shard) = self.seen.0.get_mut(self.pruning.shards_done) {
@@ -296,6 +268,36 @@ impl DedupIndex {
             self.pruning = PruneProgress::default();
         }
         Ok(DedupPruneStep { forgotten, done })
+    }
+
+    /// The saved-entries part of [`DedupIndex::prune_step`]: the next [`PRUNE_ROWS`] after
+    /// where the pass stands, up to the first young one.
+    fn prune_saved_step(&mut self, tx: &Transaction<'_>, cutoff_ms: i64) -> rusqlite::Result<()> {
+        let young_from = cutoff_ms.saturating_add(PRUNE_MARGIN_MS);
+        let after = self.pruning.after_seq;
+        let mut last = None;
+        let mut looked = 0;
+        let mut reached_young = false;
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, seen FROM dedup_keys WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![after, PRUNE_ROWS])?;
+        while let Some(row) = rows.next()? {
+            looked += 1;
+            if row.get::<_, i64>(1)? >= young_from {
+                reached_young = true;
+                break;
+            }
+            last = Some(row.get::<_, i64>(0)?);
+        }
+        drop(rows);
+        if let Some(last) = last {
+            tx.prepare_cached("DELETE FROM dedup_keys WHERE seq > ?1 AND seq <= ?2 AND seen < ?3")?
+                .execute(params![after, last, cutoff_ms])?;
+            self.pruning.after_seq = last;
+        }
+        self.pruning.table_done = reached_young || looked < PRUNE_ROWS;
+        Ok(())
     }
 
     pub(super) fn len(&self) -> usize {

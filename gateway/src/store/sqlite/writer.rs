@@ -581,6 +581,15 @@ mod tests {
     use super::super::tests::event;
     use super::*;
 
+    /// The command's own error came back: its table is gone (`no such table`).
+    fn failed_alone<T: std::fmt::Debug>(answer: oneshot::Receiver<Result<T, StoreError>>) {
+        let got = answer.blocking_recv().expect("answered");
+        assert!(
+            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
+            "{got:?}"
+        );
+    }
+
     #[test]
     fn a_failing_admin_or_retention_command_fails_alone_and_the_ingests_beside_it_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -629,26 +638,10 @@ mod tests {
             stored(b_answer),
             Ok(IngestOutcome::Stored { seq: 2 })
         ));
-        let got = replay_answer.blocking_recv().expect("answered");
-        assert!(
-            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
-            "{got:?}"
-        );
-        let got = redrive_answer.blocking_recv().expect("answered");
-        assert!(
-            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
-            "{got:?}"
-        );
-        let got = expire_answer.blocking_recv().expect("answered");
-        assert!(
-            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
-            "{got:?}"
-        );
-        let got = prune_answer.blocking_recv().expect("answered");
-        assert!(
-            matches!(&got, Err(StoreError::Write(m)) if m.contains("no such")),
-            "{got:?}"
-        );
+        failed_alone(replay_answer);
+        failed_alone(redrive_answer);
+        failed_alone(expire_answer);
+        failed_alone(prune_answer);
         let events: i64 = conn
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .expect("counts");
