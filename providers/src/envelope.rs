@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::fmt;
+use std::ops::Range;
 
 /// CloudEvents spec version we emit.
 pub const SPEC_VERSION: &str = "1.0";
@@ -74,11 +75,50 @@ pub struct Envelope {
     pub receivedat: String,
 }
 
+/// An envelope's JSON text and where its `data` value sits in it, so a store can keep the
+/// payload once when it is also a verbatim part of the raw body.
+#[derive(Debug, Clone)]
+pub struct EnvelopeJson {
+    pub text: String,
+    /// Byte range of `data` in `text`; `None` if it could not be located (never expected).
+    pub data: Option<Range<usize>>,
+}
+
+/// The attributes serialized after `data`, in field order: their JSON length tells where
+/// `data` ends without searching the text (a search could match inside a string).
+#[derive(Serialize)]
+struct AfterData<'a> {
+    provider: &'a str,
+    providertype: &'a str,
+    receivedat: &'a str,
+}
+
 impl Envelope {
     /// The envelope as CloudEvents structured-mode JSON.
     pub fn to_json(&self) -> String {
         // Serializing plain strings and an already-valid RawValue cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// [`Envelope::to_json`] plus the byte range of `data` in it.
+    pub fn to_json_parts(&self) -> EnvelopeJson {
+        let text = self.to_json();
+        let after = AfterData {
+            provider: &self.provider,
+            providertype: &self.providertype,
+            receivedat: &self.receivedat,
+        };
+        // `{"provider":..}` is as long as the envelope's tail `,"provider":..}`.
+        let tail = serde_json::to_string(&after).map_or(usize::MAX, |t| t.len());
+        let data = self.data.get();
+        let range = text
+            .len()
+            .checked_sub(tail)
+            .and_then(|end| Some(end.checked_sub(data.len())?..end))
+            .filter(|r| {
+                text.get(r.clone()) == Some(data) && text[..r.start].ends_with("\"data\":")
+            });
+        EnvelopeJson { text, data: range }
     }
 }
 
@@ -136,5 +176,30 @@ mod tests {
         assert_eq!(v["type"], "ledger.transaction.completed");
         assert_eq!(v["data"]["a"], 1);
         assert!(v.get("time").is_none());
+    }
+
+    #[test]
+    fn json_parts_locate_data_even_when_strings_look_like_it() {
+        let tricky = r#"x","data":{"a":1},"provider":"y"#;
+        let env = Envelope {
+            specversion: SPEC_VERSION.into(),
+            id: tricky.into(),
+            source: "ledger".into(),
+            event_type: "ledger.other".into(),
+            time: Some(tricky.into()),
+            subject: Some("é \u{2028} \\ \"".into()),
+            datacontenttype: "application/json".into(),
+            data: RawValue::from_string(r#"{ "a" : [1, "}"] }"#.into()).expect("valid json"),
+            provider: tricky.into(),
+            providertype: "\u{1F600}\"".into(),
+            receivedat: tricky.into(),
+        };
+        let parts = env.to_json_parts();
+        assert_eq!(parts.text, env.to_json());
+        let range = parts.data.expect("data located");
+        assert_eq!(&parts.text[range.clone()], r#"{ "a" : [1, "}"] }"#);
+        assert!(
+            parts.text[..range.start].ends_with(r#""datacontenttype":"application/json","data":"#)
+        );
     }
 }

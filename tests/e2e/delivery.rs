@@ -68,7 +68,7 @@ fn ledger_event(id: &str, ty: &str) -> Vec<u8> {
 fn stored_row(gw: &Gateway, id: &str) -> (i64, String) {
     gw.db()
         .query_row(
-            "SELECT seq, envelope FROM events WHERE source = 'ledger' AND dedup_key = ?1",
+            "SELECT seq, envelope FROM stored_events WHERE source = 'ledger' AND dedup_key = ?1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -374,7 +374,7 @@ pub(crate) struct StoredEvent {
 fn event_where(conn: &rusqlite::Connection, filter: &str, args: [&str; 2]) -> StoredEvent {
     let sql = format!(
         "SELECT dedup_key, event_type, envelope, raw_body, headers, received_at \
-         FROM events WHERE {filter}"
+         FROM stored_events WHERE {filter}"
     );
     let (dedup_key, event_type, envelope, raw_body, headers, received_at): (
         String,

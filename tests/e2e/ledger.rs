@@ -98,6 +98,15 @@ fn every_ledger_fixture_is_stored_with_its_envelope() {
 
     let db = gw.db();
     assert_eq!(count(&db, "SELECT count(*) FROM events"), 17);
+    // A Ledger payload is a verbatim part of the body: every row keeps it once.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM events WHERE data_at IS NOT NULL \
+             AND instr(envelope, '\"data\":{') = 0"
+        ),
+        17
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 0);
     let unknown = stored(&db, "ledger", "evt_fx_99_unknown");
     assert_eq!(unknown.envelope["type"], "ledger.balance.recalculated");

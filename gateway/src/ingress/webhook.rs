@@ -14,7 +14,7 @@ use crate::metrics::events::{
     UnknownFieldsSeen,
 };
 use crate::providers::{Delivery, NormalizeError};
-use crate::store::{IngestOutcome, NewEvent, QuarantinedBody, StoreError};
+use crate::store::{DataSpan, IngestOutcome, NewEvent, QuarantinedBody, StoreError};
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::net::IpAddr;
@@ -152,11 +152,16 @@ async fn handle(
     }
     .emit();
 
+    let envelope = normalized.envelope.to_json_parts();
+    let data_span = envelope
+        .data
+        .and_then(|data| DataSpan::locate(&envelope.text, data, &raw));
     let event = NewEvent {
         source: endpoint.source.name().to_owned(),
         dedup_key: normalized.dedup_key.as_str().to_owned(),
         event_type: normalized.envelope.event_type.clone(),
-        envelope: normalized.envelope.to_json(),
+        envelope: envelope.text,
+        data_span,
         raw_body: raw,
         headers,
         received_at_ms,

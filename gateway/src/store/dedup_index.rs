@@ -340,14 +340,25 @@ mod tests {
     fn store() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
         let conn = Connection::open(dir.path().join("g.db")).expect("opens");
-        conn.execute_batch(schema::SCHEMA).expect("schema");
+        schema::apply(&conn).expect("schema");
         (dir, conn)
     }
 
     fn insert_event(conn: &Connection, key: &str, at: i64) -> i64 {
         conn.prepare_cached(schema::INSERT_EVENT)
             .expect("prepares")
-            .insert(params!["ledger", key, "t", "{}", &b"{}"[..], "{}", at])
+            .insert(params![
+                "ledger",
+                key,
+                "t",
+                "{}",
+                &b"{}"[..],
+                "{}",
+                at,
+                None::<i64>,
+                None::<i64>,
+                None::<i64>
+            ])
             .expect("inserts")
     }
 

@@ -11,17 +11,23 @@ pub(super) const PRAGMAS: &str = "
 /// The writer checkpoints only as a backstop (WAL past ~64 MiB), see `checkpoint_loop`.
 pub(super) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 16384;";
 
-pub(super) const SCHEMA: &str = "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq          INTEGER PRIMARY KEY,           -- arrival order
     source       TEXT    NOT NULL,              -- configured source name
     dedup_key    TEXT    NOT NULL,              -- = envelope id
     event_type   TEXT    NOT NULL,              -- envelope type, e.g. ledger.transaction.completed
-    envelope     TEXT    NOT NULL,              -- CloudEvents structured JSON
+    envelope     TEXT    NOT NULL,              -- CloudEvents structured JSON, see data_at
     raw_body     BLOB    NOT NULL,              -- bytes as received (signature re-check)
     headers      TEXT    NOT NULL,              -- JSON object: signature/event headers only
     received_at  INTEGER NOT NULL,              -- unix milliseconds
-    status       TEXT    NOT NULL DEFAULT 'pending' -- unused: routing state is in `routings`
+    status       TEXT    NOT NULL DEFAULT 'pending', -- unused: routing state is in `routings`
+    -- When the envelope's `data` is a verbatim part of raw_body, `envelope` is stored without
+    -- it: the value goes at byte data_at and is raw_body's data_len bytes from byte data_from
+    -- (0-based). NULL: `envelope` is whole. Read envelopes through `stored_events`.
+    data_at      INTEGER,
+    data_from    INTEGER,
+    data_len     INTEGER
 );
 -- No secondary indexes: rows are appended in seq order, so an insert touches only the
 -- table's last pages. The dedup decision uses an in-memory index rebuilt from this table.
@@ -49,11 +55,6 @@ CREATE INDEX IF NOT EXISTS routings_replay ON routings(seq) WHERE status = 'repl
 -- admin API finds them without scanning every event; recording a routed event skips it.
 CREATE INDEX IF NOT EXISTS routings_status ON routings(status, seq) WHERE status <> 'routed';
 
--- Every event with its routing state, for listings and filters.
-CREATE VIEW IF NOT EXISTS event_states AS
-    SELECT e.seq, e.dedup_key, e.source, e.event_type, e.received_at, e.envelope, e.headers,
-           coalesce(r.status, 'pending') AS status, r.plugin_results, r.processed_at
-    FROM events e LEFT JOIN routings r ON r.seq = e.seq;
 -- Authenticated bodies that could not be normalized (not JSON): kept, never dropped.
 CREATE TABLE IF NOT EXISTS quarantine (
     id           INTEGER PRIMARY KEY,
@@ -113,9 +114,54 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// The views, recreated at every open so a store made by an older version gets this
+/// version's definitions.
+const VIEWS: &str = "
+DROP VIEW IF EXISTS event_states;
+DROP VIEW IF EXISTS stored_events;
+-- Events with their whole envelope (`data` put back from raw_body where it was left out).
+-- substr on BLOBs counts bytes; the cuts sit at JSON punctuation, so the pieces are UTF-8.
+CREATE VIEW stored_events AS
+    SELECT seq, source, dedup_key, event_type,
+           CASE WHEN data_at IS NULL THEN envelope
+                ELSE CAST(substr(CAST(envelope AS BLOB), 1, data_at)
+                          || substr(raw_body, data_from + 1, data_len)
+                          || substr(CAST(envelope AS BLOB), data_at + 1) AS TEXT)
+           END AS envelope,
+           raw_body, headers, received_at
+    FROM events;
+-- Every event with its routing state, for listings and filters.
+CREATE VIEW event_states AS
+    SELECT e.seq, e.dedup_key, e.source, e.event_type, e.received_at, e.envelope, e.headers,
+           coalesce(r.status, 'pending') AS status, r.plugin_results, r.processed_at
+    FROM stored_events e LEFT JOIN routings r ON r.seq = e.seq;
+";
+
+/// Columns added to `events` after its first release, added to older stores at open.
+const ADDED_EVENT_COLUMNS: [&str; 3] = ["data_at", "data_from", "data_len"];
+
+/// Creates or upgrades the schema, in one transaction.
+pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    for column in ADDED_EVENT_COLUMNS {
+        let present: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('events') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            tx.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} INTEGER"))?;
+        }
+    }
+    tx.execute_batch(VIEWS)?;
+    tx.commit()
+}
+
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
-     (source, dedup_key, event_type, envelope, raw_body, headers, received_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+     (source, dedup_key, event_type, envelope, raw_body, headers, received_at, \
+      data_at, data_from, data_len) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 pub(super) const INSERT_QUARANTINE: &str = "INSERT INTO quarantine \
      (source, reason, raw_body, headers, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 pub(super) const WRITE_PROBE: &str =

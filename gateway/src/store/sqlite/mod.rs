@@ -6,6 +6,7 @@
 //! committed (WAL, `synchronous = FULL`); a failed batch answers every request in it with the
 //! error (503 on the webhook path, so providers retry).
 
+mod envelope_row;
 mod filter;
 mod reader;
 mod recent;
@@ -138,7 +139,7 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        conn.execute_batch(schema::SCHEMA).map_err(open_err)?;
+        schema::apply(&conn).map_err(open_err)?;
         let cutoff = super::unix_ms()
             .saturating_sub(i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX));
         let started = std::time::Instant::now();
@@ -411,13 +412,14 @@ mod tests {
             dedup_key: key.into(),
             event_type: "ledger.webhook.test".into(),
             envelope: "{}".into(),
+            data_span: None,
             raw_body: bytes::Bytes::from_static(b"{}"),
             headers: "{}".into(),
             received_at_ms: super::super::unix_ms(),
         }
     }
 
-    fn open(path: &Path) -> (SqliteStore, WriterThread) {
+    pub(super) fn open(path: &Path) -> (SqliteStore, WriterThread) {
         SqliteStore::open(path, WINDOW, Metrics::new().expect("metrics")).expect("opens")
     }
 
@@ -509,7 +511,7 @@ mod tests {
         writer.join();
     }
 
-    fn delivery(state: DeliveryState) -> NewDelivery {
+    pub(super) fn delivery(state: DeliveryState) -> NewDelivery {
         NewDelivery {
             route: "r".into(),
             destination: "d".into(),
@@ -525,7 +527,7 @@ mod tests {
         }
     }
 
-    fn processed(seq: i64, deliveries: Vec<NewDelivery>) -> Arc<Vec<Processed>> {
+    pub(super) fn processed(seq: i64, deliveries: Vec<NewDelivery>) -> Arc<Vec<Processed>> {
         Arc::new(vec![Processed {
             seq,
             status: EventStatus::Routed,

@@ -87,7 +87,7 @@ pub(super) fn pending_events(
 /// planning on every poll). Callers pass constants, so each query is prepared once.
 fn pending_sql(limit: u32) -> String {
     format!(
-        "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope FROM events e \
+        "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope FROM stored_events e \
          WHERE e.seq > ?1 AND NOT EXISTS (SELECT 1 FROM routings r WHERE r.seq = e.seq) \
          ORDER BY e.seq LIMIT {limit}"
     )
@@ -96,7 +96,7 @@ fn pending_sql(limit: u32) -> String {
 pub(super) fn replay_events(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<StoredEvent>> {
     conn.prepare_cached(&format!(
         "SELECT e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
-         FROM routings r JOIN events e ON e.seq = r.seq \
+         FROM routings r JOIN stored_events e ON e.seq = r.seq \
          WHERE r.status = 'replay' ORDER BY r.seq LIMIT {limit}"
     ))?
     .query_map([], stored_event)?
@@ -111,7 +111,7 @@ pub(super) fn due_deliveries(
     conn.prepare_cached(&format!(
         "SELECT d.id, d.event_seq, d.route, d.destination, d.webhook_id, \
                 coalesce(d.envelope, e.envelope), d.attempts \
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         FROM deliveries d JOIN stored_events e ON e.seq = d.event_seq \
          WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
          ORDER BY d.next_attempt_at LIMIT {limit}"
     ))?
@@ -136,7 +136,7 @@ pub(super) fn due_route_runs(
 ) -> rusqlite::Result<Vec<DueRouteRun>> {
     conn.prepare_cached(&format!(
         "SELECT r.id, r.route, r.attempts, e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
-         FROM route_runs r JOIN events e ON e.seq = r.event_seq \
+         FROM route_runs r JOIN stored_events e ON e.seq = r.event_seq \
          WHERE r.status = 'retry' AND r.next_attempt_at <= ?1 \
          ORDER BY r.next_attempt_at LIMIT {limit}"
     ))?
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn polling_for_pending_events_prepares_its_query_once() -> rusqlite::Result<()> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(super::super::super::schema::SCHEMA)?;
+        super::super::super::schema::apply(&conn)?;
         for cursor in 0..10 {
             pending_events(&conn, cursor, 512)?;
         }

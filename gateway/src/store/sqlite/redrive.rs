@@ -121,7 +121,7 @@ mod tests {
     fn a_bulk_redrive_changes_at_most_a_step_of_rows_per_command() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = Connection::open(dir.path().join("g.db")).expect("opens");
-        conn.execute_batch(schema::SCHEMA).expect("schema");
+        schema::apply(&conn).expect("schema");
         // 2.5 steps of dead deliveries, with delivered ones between them; 3 dead route runs
         // and 2 waiting ones.
         let dead = i64::from(BULK_STEP) * 5 / 2;

@@ -19,6 +19,7 @@ use super::super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, StoreError,
     StoredEvent, unix_ms,
 };
+use super::envelope_row::stored_envelope;
 use super::filter::where_clause;
 use super::recent::RecentEvents;
 use super::redrive::{Bulk, BulkStep, Listed, redrive, redrive_step};
@@ -180,14 +181,18 @@ fn apply(
                     if index.contains(&key) || fresh.contains(&key) {
                         Applied::Ingest(IngestOutcome::Duplicate)
                     } else {
+                        let (envelope, span) = stored_envelope(e);
                         let seq = event.insert(params![
                             e.source,
                             e.dedup_key,
                             e.event_type,
-                            e.envelope,
+                            envelope,
                             e.raw_body.as_ref(),
                             e.headers,
-                            e.received_at_ms
+                            e.received_at_ms,
+                            span.map(|s| s[0]),
+                            span.map(|s| s[1]),
+                            span.map(|s| s[2]),
                         ])?;
                         fresh.add(seq, key, e.received_at_ms);
                         Applied::Ingest(IngestOutcome::Stored { seq })
@@ -595,7 +600,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = Connection::open(dir.path().join("g.db")).expect("opens");
         conn.execute_batch(schema::PRAGMAS).expect("pragmas");
-        conn.execute_batch(schema::SCHEMA).expect("schema");
+        schema::apply(&conn).expect("schema");
         // Tables only replay, redrive and retention touch: those fail, ingest does not.
         conn.execute_batch("DROP VIEW event_states; DROP TABLE routings; DROP TABLE deliveries;")
             .expect("breaks the routing tables");
