@@ -9,11 +9,19 @@ pub fn normalizer_holds(provider: &str, data: &[u8]) {
     let Ok(first) = normalize_local_payload(provider, provider, data) else {
         return;
     };
-    let json = first.envelope.to_json();
+    let parts = first.envelope.to_json_parts();
+    let json = parts.text;
     assert!(
         serde_json::from_str::<serde_json::Value>(&json).is_ok(),
         "{json}"
     );
+    // Where the envelope and the body are said to hold `data`, they do: a store keeps it once.
+    let value = first.envelope.data.get();
+    let range = parts.data.expect("data located in the envelope");
+    assert_eq!(&json[range], value);
+    if let Some(at) = first.data_in_body {
+        assert_eq!(data.get(at..at + value.len()), Some(value.as_bytes()));
+    }
     let again =
         normalize_local_payload(provider, provider, data).expect("accepted once, accepted again");
     assert_eq!(first.dedup_key.as_str(), again.dedup_key.as_str());

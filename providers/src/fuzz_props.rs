@@ -84,9 +84,17 @@ fn verifier(scheme: SignatureScheme) -> ledger::LedgerVerifier {
     })
 }
 
-/// Whatever a normalizer accepts must be an envelope that serializes to JSON, deterministically.
-fn assert_well_formed(n: &super::Normalized, again: &super::Normalized) {
-    let json = n.envelope.to_json();
+/// Whatever a normalizer accepts must be an envelope that serializes to JSON, deterministically,
+/// and where it says its `data` is in the body, those bytes are the data.
+fn assert_well_formed(body: &[u8], n: &super::Normalized, again: &super::Normalized) {
+    let parts = n.envelope.to_json_parts();
+    let json = parts.text;
+    let data = n.envelope.data.get();
+    let range = parts.data.expect("data located in the envelope");
+    assert_eq!(&json[range], data);
+    if let Some(at) = n.data_in_body {
+        assert_eq!(body.get(at..at + data.len()), Some(data.as_bytes()));
+    }
     let parsed: Value = serde_json::from_str(&json).expect("the envelope is JSON");
     assert_eq!(parsed["specversion"], "1.0");
     assert_eq!(
@@ -143,13 +151,13 @@ proptest! {
             ledger::normalize("ledger", &headers, &body, RECEIVED_AT),
             ledger::normalize("ledger", &headers, &body, RECEIVED_AT),
         ) {
-            assert_well_formed(&a, &b);
+            assert_well_formed(&body, &a, &b);
         }
         if let (Ok(a), Ok(b)) = (
             ledig::normalize("ledig", &body, RECEIVED_AT),
             ledig::normalize("ledig", &body, RECEIVED_AT),
         ) {
-            assert_well_formed(&a, &b);
+            assert_well_formed(&body, &a, &b);
         }
     }
 
@@ -166,7 +174,7 @@ proptest! {
         let b = ledger::normalize("ledger", &headers, body.as_bytes(), RECEIVED_AT);
         match (a, b) {
             (Ok(a), Ok(b)) => {
-                assert_well_formed(&a, &b);
+                assert_well_formed(body.as_bytes(), &a, &b);
                 prop_assert!(a.envelope.event_type.starts_with("ledger."));
             }
             (a, b) => prop_assert!(a.is_err() && b.is_err(), "valid JSON may only fail for depth"),
@@ -174,7 +182,7 @@ proptest! {
         let a = ledig::normalize("ledig", body.as_bytes(), RECEIVED_AT);
         let b = ledig::normalize("ledig", body.as_bytes(), RECEIVED_AT);
         if let (Ok(a), Ok(b)) = (&a, &b) {
-            assert_well_formed(a, b);
+            assert_well_formed(body.as_bytes(), a, b);
             prop_assert!(a.envelope.event_type.starts_with("ledig."));
         }
     }

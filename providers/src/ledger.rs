@@ -272,6 +272,7 @@ pub(super) fn normalize(
         dedup_key,
         catalogue_type,
         unknown_fields: Vec::new(),
+        data_in_body: super::offset_in(body, data.get()),
     })
 }
 

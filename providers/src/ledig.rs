@@ -303,6 +303,8 @@ struct Parsed {
     name: String,
     known_fields: Option<&'static [&'static str]>,
     data: Box<RawValue>,
+    /// Where `data` starts in the parsed text, when it is a verbatim part of it.
+    data_at: Option<usize>,
     id: Option<String>,
     status: Option<String>,
     subject: Option<String>,
@@ -317,6 +319,7 @@ fn parse(whole: &RawValue) -> Parsed {
             name: "unknown".to_owned(),
             known_fields: None,
             data: whole.to_owned(),
+            data_at: Some(0),
             id: None,
             status: None,
             subject: None,
@@ -346,6 +349,11 @@ fn parse(whole: &RawValue) -> Parsed {
             (top.without(*i), Fields(rest))
         }
         (None, None) => (whole.to_owned(), Fields(top.0.clone())),
+    };
+    let data_at = match (nested, &name_member) {
+        (Some((_, inner)), _) => super::offset_in(whole.get().as_bytes(), inner.get()),
+        (None, Some(_)) => None,
+        (None, None) => Some(0),
     };
     let (name, known_fields) = match &name_member {
         Some((_, raw_name)) => match documented(raw_name) {
@@ -390,6 +398,7 @@ fn parse(whole: &RawValue) -> Parsed {
         name,
         known_fields,
         data,
+        data_at,
         status: field(&["status"]),
         id,
         subject,
@@ -442,6 +451,9 @@ pub(super) fn normalize(
         dedup_key,
         catalogue_type,
         unknown_fields: p.unknown_fields,
+        data_in_body: p
+            .data_at
+            .and_then(|at| super::offset_in(body, whole.get())?.checked_add(at)),
     })
 }
 

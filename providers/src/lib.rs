@@ -89,6 +89,9 @@ pub struct Normalized {
     pub catalogue_type: &'static str,
     /// Payload fields the provider's docs do not list (Ledig), for counting and logging.
     pub unknown_fields: Vec<String>,
+    /// Where `envelope.data` starts in the body, when it is a verbatim part of it (not
+    /// reshaped), so a store can keep those bytes once.
+    pub data_in_body: Option<usize>,
 }
 
 /// The metric label for event types outside a provider's catalogue.
@@ -226,6 +229,12 @@ pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
 /// unnoticed and the stored envelope could not be read back by the plugins' JSON parser or by
 /// strict receivers (found by cargo-fuzz). Bodies with `\u` escapes are therefore decoded in
 /// full once (no tree is built); the others cannot hold an invalid escape of that kind.
+/// Where `part`, a slice of `text` (a value borrowed from it by the parser), starts in it.
+fn offset_in(text: &[u8], part: &str) -> Option<usize> {
+    let start = part.as_ptr().addr().checked_sub(text.as_ptr().addr())?;
+    (start.checked_add(part.len())? <= text.len()).then_some(start)
+}
+
 fn check_json(body: &[u8]) -> Result<&serde_json::value::RawValue, NormalizeError> {
     let not_json = |e: serde_json::Error| NormalizeError::NotJson(e.to_string());
     let raw = serde_json::from_slice::<&serde_json::value::RawValue>(body).map_err(not_json)?;

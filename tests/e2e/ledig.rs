@@ -164,6 +164,12 @@ fn every_ledig_fixture_is_stored_with_its_envelope() {
     }
     let db = gw.db();
     assert_eq!(count(&db, "SELECT count(*) FROM events"), 12);
+    // The payload is kept once where it is a verbatim part of the body: all but the one flat
+    // body whose event-name member the parser takes out of `data`.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM events WHERE data_at IS NOT NULL"),
+        11
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 0);
     // Unknown fields are kept, whatever their shape.
     let extra = stored(&db, "ledig", "admin_funding:af_extra_1:completed");

@@ -155,7 +155,12 @@ async fn handle(
     let envelope = normalized.envelope.to_json_parts();
     let data_span = envelope
         .data
-        .and_then(|data| DataSpan::locate(&envelope.text, data, &raw));
+        .zip(normalized.data_in_body)
+        .map(|(data, in_body)| DataSpan {
+            in_envelope: data.start,
+            in_body,
+            len: data.len(),
+        });
     let event = NewEvent {
         source: endpoint.source.name().to_owned(),
         dedup_key: normalized.dedup_key.as_str().to_owned(),

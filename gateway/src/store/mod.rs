@@ -21,7 +21,6 @@ pub use work::{
 };
 
 use bytes::Bytes;
-use std::ops::Range;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -43,28 +42,15 @@ pub struct NewEvent {
     pub received_at_ms: i64,
 }
 
-/// The envelope's `data` value found verbatim in the raw body: byte offsets in each. The
-/// store keeps the envelope without it and puts it back from the body on every read (the
-/// `stored_events` view), so a webhook's payload is written once, not twice: a third fewer
-/// bytes per event, and commit time is mostly bytes written.
+/// Where the envelope's `data` value is, in the envelope and verbatim in the raw body (byte
+/// offsets, `len` bytes in each). The store keeps the envelope without it and puts it back
+/// from the body on every read, so a webhook's payload is written once, not twice; it checks
+/// the bytes are equal first and stores the envelope whole if they are not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataSpan {
     pub in_envelope: usize,
     pub in_body: usize,
     pub len: usize,
-}
-
-impl DataSpan {
-    /// Where `envelope[data]` (the envelope's `data` value) occurs in `raw_body`, if it does.
-    pub fn locate(envelope: &str, data: Range<usize>, raw_body: &[u8]) -> Option<Self> {
-        let value = envelope.as_bytes().get(data.clone())?;
-        let in_body = memchr::memmem::find(raw_body, value)?;
-        Some(Self {
-            in_envelope: data.start,
-            in_body,
-            len: data.len(),
-        })
-    }
 }
 
 /// An authenticated body that could not be normalized, kept so nothing is lost.
