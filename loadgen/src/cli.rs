@@ -52,9 +52,17 @@ pub(crate) struct IngestArgs {
     /// Closed-loop warm-up before the measured phases of each target.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub(crate) warmup: Duration,
-    /// Keep-alive connections in the closed-loop (maximum rate) phase.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
-    pub(crate) connections: u16,
+    /// Keep-alive connection counts for the closed-loop (maximum rate) phases: one phase per
+    /// count, and a target's maximum rate is its best. A bare server peaks at few connections;
+    /// a server that acks after a group commit needs more requests in flight to fill its
+    /// batches (one fsync per batch), so a single count would understate one of them.
+    #[arg(
+        long,
+        default_value = "64,128,256",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub(crate) connections: Vec<u16>,
     /// Connections the open-loop phase dispatches over (a free one takes each due request).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) open_connections: u16,

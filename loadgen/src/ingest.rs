@@ -6,7 +6,7 @@
 use crate::child::Server;
 use crate::cli::{IngestArgs, RoutePlugin, Target};
 use crate::cpu::Meter;
-use crate::report::{Outcome, Run};
+use crate::report::{MaxPhase, Outcome, Run, best_of};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
 use crate::{closed_loop, open_loop, server_view};
 use anyhow::Context as _;
@@ -49,7 +49,8 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             "{name}: listening on {addr}; warming up for {:?}",
             args.warmup
         );
-        let sources = take(&mut streams, args.connections);
+        let first = args.connections.first().copied().unwrap_or(64);
+        let sources = take(&mut streams, first);
         let warmup = closed_loop::run(addr, sources, args.warmup, false).await?;
         if warmup.accepted + warmup.duplicate == 0 {
             eprintln!(
@@ -59,16 +60,20 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 server.log_tail()
             );
         }
-        eprintln!("{name}: maximum rate, {} connections", args.connections);
-        let sources = take(&mut streams, args.connections);
-        let meter = Meter::start(server.pid());
-        let before = server_side(target, addr).await;
-        let mut max = closed_loop::run(addr, sources, args.duration, false).await?;
-        max.usage = meter.usage();
-        report_server_side(target, addr, before, "maximum rate", args.duration).await;
-        let rate = args
-            .open_rate
-            .unwrap_or_else(|| max.acked_per_sec() * args.open_fraction);
+        let mut max = Vec::with_capacity(args.connections.len());
+        for &connections in &args.connections {
+            eprintln!("{name}: maximum rate, {connections} connections");
+            let sources = take(&mut streams, connections);
+            let meter = Meter::start(server.pid());
+            let before = server_side(target, addr).await;
+            let mut stats = closed_loop::run(addr, sources, args.duration, false).await?;
+            stats.usage = meter.usage();
+            let phase = format!("maximum rate, {connections} connections");
+            report_server_side(target, addr, before, &phase, args.duration).await;
+            max.push(MaxPhase { connections, stats });
+        }
+        let best = best_of(&max).map_or(0.0, |m| m.stats.acked_per_sec());
+        let rate = args.open_rate.unwrap_or_else(|| best * args.open_fraction);
         let open = if rate >= 1.0 {
             eprintln!(
                 "{name}: open loop at {rate:.0}/s over {} connections",
