@@ -73,7 +73,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             max.push(MaxPhase { connections, stats });
         }
         let best = best_of(&max).map_or(0.0, |m| m.stats.acked_per_sec());
-        let rate = args.open_rate.unwrap_or_else(|| best * args.open_fraction);
+        let rate = args.open_rate.unwrap_or(best * args.open_fraction);
         let open = if rate >= 1.0 {
             eprintln!(
                 "{name}: open loop at {rate:.0}/s over {} connections",
