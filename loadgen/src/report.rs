@@ -156,8 +156,8 @@ impl Run {
             let phases = o
                 .max
                 .iter()
-                .map(|m| ("max", &m.stats))
-                .chain(o.open.as_ref().map(|(s, _)| ("open", s)));
+                .map(|m| (format!("max@{}", m.connections), &m.stats))
+                .chain(o.open.as_ref().map(|(s, _)| ("open".to_owned(), s)));
             for (phase, s) in phases {
                 if o.target == Target::Gateway && s.duplicate != s.repeats_sent {
                     println!(

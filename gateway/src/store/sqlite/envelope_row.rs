@@ -1,6 +1,6 @@
 //! How an event's envelope is kept in its row. The envelope's `data` is usually the webhook's
 //! payload copied verbatim from the raw body, which the row keeps anyway (for signature
-//! re-checks); storing it twice made each event a third larger, and a commit's time is mostly
+//! re-checks); storing it twice made each event a quarter larger, and a commit's time is mostly
 //! the bytes it writes. So the writer stores the envelope without it plus where to find it
 //! (`data_at`, `data_from`, `data_len`), and every read goes through the `stored_events` view,
 //! which puts it back. This module must never let a row lose its payload: whatever does not
