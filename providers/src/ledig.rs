@@ -333,9 +333,10 @@ fn parse(whole: &RawValue) -> Parsed {
     let nested = top
         .find(BODY_KEYS)
         .filter(|(_, v)| v.get().starts_with('{'));
-    let (data, fields) = match (nested, &name_member) {
+    let (data, data_at, fields) = match (nested, &name_member) {
         (Some((_, inner)), _) => (
             inner.to_owned(),
+            super::offset_in(whole.get().as_bytes(), inner.get()),
             Fields::parse(inner).unwrap_or(Fields(Vec::new())),
         ),
         (None, Some((i, _))) => {
@@ -346,14 +347,10 @@ fn parse(whole: &RawValue) -> Parsed {
                 .filter(|(j, _)| j != i)
                 .map(|(_, kv)| kv.clone())
                 .collect();
-            (top.without(*i), Fields(rest))
+            // Rebuilt without the name member: not a part of the body.
+            (top.without(*i), None, Fields(rest))
         }
-        (None, None) => (whole.to_owned(), Fields(top.0.clone())),
-    };
-    let data_at = match (nested, &name_member) {
-        (Some((_, inner)), _) => super::offset_in(whole.get().as_bytes(), inner.get()),
-        (None, Some(_)) => None,
-        (None, None) => Some(0),
+        (None, None) => (whole.to_owned(), Some(0), Fields(top.0.clone())),
     };
     let (name, known_fields) = match &name_member {
         Some((_, raw_name)) => match documented(raw_name) {
