@@ -6,6 +6,7 @@
 //! committed (WAL, `synchronous = FULL`); a failed batch answers every request in it with the
 //! error (503 on the webhook path, so providers retry).
 
+mod checkpoint;
 mod envelope_row;
 mod filter;
 mod reader;
@@ -33,11 +34,6 @@ use std::thread::JoinHandle;
 use tokio::sync::{Notify, mpsc, oneshot};
 use writer::{Command, ExpireScan, Reply, writer_loop};
 
-/// How often committed WAL frames are copied into the database file. Often, so each
-/// checkpoint's fsync of the database file is small: at 50 ms a checkpoint flushed ~1 MB at
-/// ~20k events/s and the WAL fsyncs queued behind it for 10-25 ms (the ack p99 at half rate);
-/// at 5 ms the server-side ack p99 stays under 3 ms and throughput rose ~10%.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Requests that may wait for the writer before senders feel back-pressure.
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -72,38 +68,6 @@ impl WriterThread {
         }
         if self.checkpointer.join().is_err() {
             tracing::error!("store checkpoint thread panicked");
-        }
-    }
-}
-
-/// Copies committed WAL frames into the database file, off the commit path, with passive
-/// checkpoints (they never block the writer; SQLite rewinds the WAL at the next commit once a
-/// checkpoint has caught up). A truncating checkpoint at shutdown leaves an empty WAL.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut failing = false;
-    loop {
-        let mode = match stop.recv_timeout(CHECKPOINT_EVERY) {
-            Err(RecvTimeoutError::Timeout) => "PASSIVE",
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
-        };
-        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-            r.get::<_, i64>(0)
-        });
-        match result {
-            Ok(_) if failing => {
-                failing = false;
-                tracing::info!("WAL checkpoints succeed again");
-            }
-            Ok(_) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-            }
-            Err(_) => {}
-        }
-        if mode == "TRUNCATE" {
-            return;
         }
     }
 }
@@ -165,9 +129,10 @@ impl SqliteStore {
             .execute_batch(schema::PRAGMAS)
             .map_err(open_err)?;
         let (stop_checkpoints, stop) = std::sync::mpsc::channel::<()>();
+        let db_path = path.to_path_buf();
         let checkpointer = std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop))
+            .spawn(move || checkpoint::run(&checkpoint_conn, &db_path, &stop))
             .map_err(|e| StoreError::Write(format!("cannot start checkpoint thread: {e}")))?;
         let open_reader = || -> Result<Reader, StoreError> {
             let conn = Connection::open_with_flags(
