@@ -8,7 +8,7 @@ pub(super) const PRAGMAS: &str = "
     PRAGMA journal_size_limit = 67108864;
 ";
 
-/// The writer checkpoints only as a backstop (WAL past ~64 MiB), see `checkpoint_loop`.
+/// The writer checkpoints only as a backstop (WAL past ~64 MiB), see `sqlite/checkpoint.rs`.
 pub(super) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 16384;";
 
 const SCHEMA: &str = "
