@@ -1,9 +1,10 @@
 //! The wasmtime engine, set up once for every plugin: component model, pooling instance
 //! allocator, fuel and epoch interruption, and the on-disk cache of compiled code.
 //!
-//! One background thread advances the epoch every [`EPOCH_TICK`]; a call's deadline is a
-//! number of ticks after which the call looks at the clock, so a plugin stuck in a loop is
-//! interrupted within about one tick after its wall-clock timeout, never before it.
+//! One background thread advances the epoch every [`EPOCH_TICK`] while a call runs (and sleeps
+//! otherwise); a call's deadline is a number of ticks after which the call looks at the clock,
+//! so a plugin stuck in a loop is interrupted within about one tick after its wall-clock
+//! timeout, never before it.
 
 use super::PluginError;
 use super::loaded::LoadedPlugin;
@@ -11,7 +12,7 @@ use super::state::PluginState;
 use crate::config::{MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginSettings};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
@@ -24,48 +25,105 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Instance slots in the pool, shared by all plugins (fresh instances return theirs at once).
 const POOL_INSTANCES: u32 = 256;
 
-/// Advances the engine's epoch until dropped.
+/// Advances the engine's epoch while a plugin call is running, until dropped. With no call
+/// running it sleeps instead of waking 1,000 times a second: a gateway whose routes call no
+/// plugin (or an idle one) pays nothing for it.
 #[derive(Debug)]
 struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct TickerShared {
+    stop: AtomicBool,
+    /// Calls running now (see [`EpochDemand::hold`]).
+    calls: AtomicUsize,
+    /// Epochs advanced so far (tests read it).
+    ticks: AtomicU64,
 }
 
 impl EpochTicker {
     fn start(engine: Engine) -> Result<Self, PluginError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let shared = Arc::new(TickerShared::default());
+        let state = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
                 // Epochs follow the wall clock, not the number of wake-ups: on a busy machine a
                 // 1 ms sleep can last 10 ms, and counting wake-ups would stretch every plugin
-                // deadline by as much. Missed ticks are caught up at once.
-                let started = std::time::Instant::now();
+                // deadline by as much. Missed ticks are caught up at once; time spent parked
+                // (no call running) is not owed.
+                let mut since = std::time::Instant::now();
                 let mut ticks: u128 = 0;
-                while !flag.load(Ordering::Relaxed) {
+                while !state.stop.load(Ordering::Acquire) {
+                    if state.calls.load(Ordering::Acquire) == 0 {
+                        // A call starting now unparks us; an unpark before this park makes it
+                        // return at once, so no wake-up is lost.
+                        std::thread::park();
+                        since = std::time::Instant::now();
+                        ticks = 0;
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
-                    let due = started.elapsed().as_nanos() / EPOCH_TICK.as_nanos().max(1);
+                    let due = since.elapsed().as_nanos() / EPOCH_TICK.as_nanos().max(1);
                     while ticks < due {
                         engine.increment_epoch();
+                        state.ticks.fetch_add(1, Ordering::Relaxed);
                         ticks += 1;
                     }
                 }
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
         Ok(Self {
-            stop,
+            shared,
             thread: Some(thread),
+        })
+    }
+
+    fn demand(&self) -> Option<EpochDemand> {
+        let thread = self.thread.as_ref()?.thread().clone();
+        Some(EpochDemand {
+            shared: Arc::clone(&self.shared),
+            thread,
         })
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             drop(t.join());
         }
+    }
+}
+
+/// Keeps the epoch advancing for the length of a call: every call holds it from before its
+/// deadline is armed until it returns.
+#[derive(Debug, Clone)]
+pub(super) struct EpochDemand {
+    shared: Arc<TickerShared>,
+    thread: std::thread::Thread,
+}
+
+impl EpochDemand {
+    pub(super) fn hold(&self) -> EpochHold<'_> {
+        if self.shared.calls.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        EpochHold(&self.shared)
+    }
+}
+
+/// A running call's claim on the epoch thread; released when dropped.
+#[derive(Debug)]
+pub(super) struct EpochHold<'a>(&'a TickerShared);
+
+impl Drop for EpochHold<'_> {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -75,6 +133,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
     _ticker: Arc<EpochTicker>,
+    demand: EpochDemand,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -128,10 +187,14 @@ impl PluginEngine {
         )
         .map_err(engine_err)?;
         let ticker = EpochTicker::start(engine.clone())?;
+        let demand = ticker
+            .demand()
+            .ok_or_else(|| PluginError::Engine("the epoch thread did not start".into()))?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             _ticker: Arc::new(ticker),
+            demand,
         })
     }
 
@@ -175,6 +238,7 @@ impl PluginEngine {
         })?;
         Ok(LoadedPlugin::new(
             self.engine.clone(),
+            self.demand.clone(),
             pre,
             settings,
             fingerprint(settings, bytes),
@@ -200,6 +264,7 @@ mod tests {
     use super::PluginEngine;
     use crate::config::{ConfigIssue, InstanceMode, PluginLimits, PluginSettings};
     use crate::plugins::{PluginEvent, PluginOutcome};
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     fn spin_with_deadline(timeout: Duration) -> PluginSettings {
@@ -226,6 +291,55 @@ mod tests {
         }
     }
 
+    fn event() -> PluginEvent {
+        PluginEvent {
+            id: "evt_1".into(),
+            source: "test".into(),
+            event_type: "test".into(),
+            provider: "ledger".into(),
+            subject: None,
+            time: None,
+            data: serde_json::value::RawValue::from_string("{}".into()).expect("raw json"),
+            extensions: Vec::new(),
+        }
+    }
+
+    /// An idle engine's epoch thread sleeps; a call wakes it, its deadline still ends a loop,
+    /// and the thread sleeps again once no call runs.
+    #[test]
+    fn the_epoch_advances_only_while_a_call_runs() {
+        let plugins = PluginEngine::new(None).expect("engine");
+        let ticks = || plugins._ticker.shared.ticks.load(Ordering::Relaxed);
+        let quiet = Duration::from_millis(30);
+        std::thread::sleep(quiet);
+        assert_eq!(ticks(), 0, "no call has run: the epoch thread never ticked");
+
+        let deadline = Duration::from_millis(60);
+        let spin = plugins
+            .load(&spin_with_deadline(deadline))
+            .expect("load spin");
+        let started = Instant::now();
+        let call = spin.call(&event());
+        let took = started.elapsed();
+        assert!(
+            matches!(&call.outcome, PluginOutcome::Timeout(why) if why == "exceeded its deadline of 60ms"),
+            "{:?}",
+            call.outcome
+        );
+        assert!(took >= deadline, "stopped early: {took:?}");
+        assert!(
+            ticks() >= 30,
+            "the call was ticked through: {} ticks",
+            ticks()
+        );
+
+        // A tick already under way may still land; then nothing more while idle.
+        std::thread::sleep(Duration::from_millis(5));
+        let after = ticks();
+        std::thread::sleep(quiet);
+        assert_eq!(ticks(), after, "idle again: the epoch thread sleeps");
+    }
+
     /// A ticker that falls behind (a busy machine) catches up with a burst of ticks; the
     /// burst must not end a call before its wall-clock deadline.
     #[test]
@@ -235,16 +349,7 @@ mod tests {
         let spin = plugins
             .load(&spin_with_deadline(deadline))
             .expect("load spin");
-        let event = PluginEvent {
-            id: "evt_1".into(),
-            source: "test".into(),
-            event_type: "test".into(),
-            provider: "ledger".into(),
-            subject: None,
-            time: None,
-            data: serde_json::value::RawValue::from_string("{}".into()).expect("raw json"),
-            extensions: Vec::new(),
-        };
+        let event = event();
         let engine = plugins.engine.clone();
         let burst = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));

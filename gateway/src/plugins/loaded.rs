@@ -9,7 +9,10 @@ use super::bindings::{self, Failure, PluginPre, Verdict};
 use super::event::PluginEvent;
 use super::health::{Admission, PluginHealth};
 use super::state::{PluginLog, PluginState, STDERR_CAPACITY};
-use super::{PluginOutcome, engine::EPOCH_TICK};
+use super::{
+    PluginOutcome,
+    engine::{EPOCH_TICK, EpochDemand},
+};
 use crate::config::{InstanceMode, PluginLimits, PluginSettings};
 use crate::metrics::PluginMetrics;
 use crate::metrics::events::{
@@ -47,6 +50,7 @@ struct WarmInstance {
 pub struct LoadedPlugin {
     name: String,
     engine: Engine,
+    epoch: EpochDemand,
     pre: PluginPre<PluginState>,
     limits: PluginLimits,
     mode: InstanceMode,
@@ -73,6 +77,7 @@ impl std::fmt::Debug for LoadedPlugin {
 impl LoadedPlugin {
     pub(super) fn new(
         engine: Engine,
+        epoch: EpochDemand,
         pre: PluginPre<PluginState>,
         s: &PluginSettings,
         fingerprint: [u8; 32],
@@ -80,6 +85,7 @@ impl LoadedPlugin {
         Self {
             name: s.name.clone(),
             engine,
+            epoch,
             pre,
             limits: s.limits,
             mode: s.mode,
@@ -207,6 +213,9 @@ impl LoadedPlugin {
     }
 
     fn run(&self, event: &PluginEvent) -> PluginCall {
+        // The epoch advances only while some call holds it: from before the deadline is armed
+        // until this call returns.
+        let _epoch = self.epoch.hold();
         let started = Instant::now();
         let deadline = started + self.limits.timeout;
         let warm = match self.mode {
