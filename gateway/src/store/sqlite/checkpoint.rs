@@ -22,6 +22,9 @@ use std::time::Duration;
 /// ~20k events/s and the WAL fsyncs queued behind it for 10-25 ms (the ack p99 at half rate);
 /// at 5 ms the server-side ack p99 stays under 3 ms and throughput rose ~10%.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(5);
+/// The longest wait between checkpoints while nothing is committed. Short, because the first
+/// checkpoint after a quiet spell copies (and fsyncs) everything committed since it began.
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_millis(40);
 /// The newest part of the database file, kept cached: the B-trees' rightmost pages (the ones
 /// the next inserts rewrite, and whose parents every read walks through) were allocated last.
 const HOT_TAIL: u64 = 8 << 20;
@@ -33,21 +36,23 @@ const ADVISE_STEP: u64 = 1 << 20;
 /// up). A truncating checkpoint at shutdown leaves an empty WAL.
 pub(super) fn run(conn: &Connection, db_path: &Path, stop: &Receiver<()>) {
     let mut drop_behind = DropBehind::open(db_path);
+    let mut pace = Pace::default();
     let mut failing = false;
     loop {
-        let mode = match stop.recv_timeout(CHECKPOINT_EVERY) {
+        let mode = match stop.recv_timeout(pace.wait) {
             Err(RecvTimeoutError::Timeout) => "PASSIVE",
             Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
         };
         let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-            r.get::<_, i64>(0)
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match result {
-            Ok(_) => {
+            Ok(frames) => {
                 if failing {
                     failing = false;
                     tracing::info!("WAL checkpoints succeed again");
                 }
+                pace.after(frames);
                 drop_behind.advise();
             }
             Err(e) if !failing => {
@@ -59,6 +64,36 @@ pub(super) fn run(conn: &Connection, db_path: &Path, stop: &Receiver<()>) {
         if mode == "TRUNCATE" {
             return;
         }
+    }
+}
+
+/// How long to wait before the next checkpoint: [`CHECKPOINT_EVERY`] while commits come in,
+/// doubling up to [`IDLE_CHECKPOINT_EVERY`] while the WAL does not change, so an idle gateway
+/// does not wake 200 times a second for nothing.
+#[derive(Debug)]
+struct Pace {
+    wait: Duration,
+    /// The WAL's (frames, frames checkpointed) after the last checkpoint.
+    last: Option<(i64, i64)>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            wait: CHECKPOINT_EVERY,
+            last: None,
+        }
+    }
+}
+
+impl Pace {
+    fn after(&mut self, frames: (i64, i64)) {
+        self.wait = if self.last == Some(frames) {
+            (self.wait * 2).min(IDLE_CHECKPOINT_EVERY)
+        } else {
+            CHECKPOINT_EVERY
+        };
+        self.last = Some(frames);
     }
 }
 
@@ -132,6 +167,21 @@ mod tests {
             .open(file)
             .expect("open");
         f.set_len(len).expect("grow");
+    }
+
+    #[test]
+    fn checkpoints_slow_down_while_the_wal_is_unchanged_and_speed_up_at_once() {
+        let mut pace = Pace::default();
+        pace.after((10, 10));
+        assert_eq!(pace.wait, CHECKPOINT_EVERY, "the first result is news");
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            pace.after((10, 10));
+            waits.push(pace.wait.as_millis());
+        }
+        assert_eq!(waits, [10, 20, 40, 40, 40]);
+        pace.after((12, 12));
+        assert_eq!(pace.wait, CHECKPOINT_EVERY, "a commit came in");
     }
 
     #[test]
