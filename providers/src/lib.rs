@@ -222,6 +222,12 @@ pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
+/// Where `part`, a slice of `text` (a value borrowed from it by the parser), starts in it.
+fn offset_in(text: &[u8], part: &str) -> Option<usize> {
+    let start = part.as_ptr().addr().checked_sub(text.as_ptr().addr())?;
+    (start.checked_add(part.len())? <= text.len()).then_some(start)
+}
+
 /// Checks a body is JSON without building a tree (and without recursion limits surprises:
 /// serde_json stops at depth 128 with an error, which we report as "not JSON").
 ///
@@ -229,12 +235,6 @@ pub fn standard_webhooks_key(secret: &Secret) -> Option<Vec<u8>> {
 /// unnoticed and the stored envelope could not be read back by the plugins' JSON parser or by
 /// strict receivers (found by cargo-fuzz). Bodies with `\u` escapes are therefore decoded in
 /// full once (no tree is built); the others cannot hold an invalid escape of that kind.
-/// Where `part`, a slice of `text` (a value borrowed from it by the parser), starts in it.
-fn offset_in(text: &[u8], part: &str) -> Option<usize> {
-    let start = part.as_ptr().addr().checked_sub(text.as_ptr().addr())?;
-    (start.checked_add(part.len())? <= text.len()).then_some(start)
-}
-
 fn check_json(body: &[u8]) -> Result<&serde_json::value::RawValue, NormalizeError> {
     let not_json = |e: serde_json::Error| NormalizeError::NotJson(e.to_string());
     let raw = serde_json::from_slice::<&serde_json::value::RawValue>(body).map_err(not_json)?;

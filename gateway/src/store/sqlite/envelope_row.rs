@@ -10,16 +10,24 @@ use super::super::NewEvent;
 use std::borrow::Cow;
 
 /// The envelope as the row keeps it: without its `data` when that is a part of the raw body,
-/// with (data_at, data_from, data_len) to put it back. A span that does not fit the texts
-/// (never expected) stores the envelope whole.
-pub(super) fn stored_envelope(e: &NewEvent) -> (Cow<'_, str>, Option<[i64; 3]>) {
+/// with the checked span to put it back (`data_at`, `data_from`, `data_len`). A span that does
+/// not fit the texts (never expected) stores the envelope whole.
+pub(super) fn stored_envelope(e: &NewEvent) -> (Cow<'_, str>, Option<SpanColumns>) {
     match cut_payload(e) {
         Some((text, span)) => (Cow::Owned(text), Some(span)),
         None => (Cow::Borrowed(e.envelope.as_str()), None),
     }
 }
 
-fn cut_payload(e: &NewEvent) -> Option<(String, [i64; 3])> {
+/// The `data_at`, `data_from` and `data_len` columns of a row whose envelope was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SpanColumns {
+    pub(super) at: i64,
+    pub(super) from: i64,
+    pub(super) len: i64,
+}
+
+fn cut_payload(e: &NewEvent) -> Option<(String, SpanColumns)> {
     let span = e.data_span?;
     let end = span.in_envelope.checked_add(span.len)?;
     let value = e.envelope.as_bytes().get(span.in_envelope..end)?;
@@ -30,12 +38,12 @@ fn cut_payload(e: &NewEvent) -> Option<(String, [i64; 3])> {
         return None;
     }
     let (head, tail) = (e.envelope.get(..span.in_envelope)?, e.envelope.get(end..)?);
-    let numbers = [
-        i64::try_from(span.in_envelope).ok()?,
-        i64::try_from(span.in_body).ok()?,
-        i64::try_from(span.len).ok()?,
-    ];
-    Some(([head, tail].concat(), numbers))
+    let columns = SpanColumns {
+        at: i64::try_from(span.in_envelope).ok()?,
+        from: i64::try_from(span.in_body).ok()?,
+        len: i64::try_from(span.len).ok()?,
+    };
+    Some(([head, tail].concat(), columns))
 }
 
 #[cfg(test)]

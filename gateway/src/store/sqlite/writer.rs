@@ -190,9 +190,9 @@ fn apply(
                             e.raw_body.as_ref(),
                             e.headers,
                             e.received_at_ms,
-                            span.map(|s| s[0]),
-                            span.map(|s| s[1]),
-                            span.map(|s| s[2]),
+                            span.map(|s| s.at),
+                            span.map(|s| s.from),
+                            span.map(|s| s.len),
                         ])?;
                         fresh.add(seq, key, e.received_at_ms);
                         Applied::Ingest(IngestOutcome::Stored { seq })
