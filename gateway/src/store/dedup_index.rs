@@ -2,7 +2,7 @@
 //! writer thread and rebuilt at start.
 //!
 //! Why in memory: dedup keys are random, so an on-disk B-tree over them dirties one random
-//! page per event, and SQLite's WAL writes whole pages: ~4 KiB written per ~1 KiB event. With
+//! page per event, and SQLite's WAL writes whole pages: 4-8 KiB written per ~1 KiB event. With
 //! the index in memory an event is one append to `events`, which is the durable record the
 //! index is rebuilt from. Entries are 16-byte SHA-256 prefixes of the key (a collision needs
 //! ~2^64 events) plus the first-seen time for pruning: about 40 bytes per event in the window.

@@ -122,8 +122,7 @@ impl SqliteStore {
         // Checkpoints normally run on their own thread (passive: they never block a commit),
         // so the WAL is rewound while the writer keeps committing. The writer checkpoints
         // itself only if the WAL grows past the backstop because that thread fell behind.
-        conn.execute_batch(schema::WRITER_PRAGMAS)
-            .map_err(open_err)?;
+        set_wal_limits(&conn).map_err(open_err)?;
         let checkpoint_conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         checkpoint_conn
             .execute_batch(schema::PRAGMAS)
@@ -360,6 +359,17 @@ impl Store for SqliteStore {
     }
 }
 
+/// Sets the writer's WAL limits (see [`schema::WAL_BACKSTOP_BYTES`]): the backstop
+/// checkpoint is counted in pages, so it follows the file's page size (8 KiB for a new store,
+/// 4 KiB for one created by an earlier version). Returns the backstop in pages.
+fn set_wal_limits(conn: &Connection) -> rusqlite::Result<i64> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let backstop_pages = schema::WAL_BACKSTOP_BYTES / page_size.max(512);
+    conn.pragma_update(None, "journal_size_limit", schema::WAL_BACKSTOP_BYTES)?;
+    conn.pragma_update(None, "wal_autocheckpoint", backstop_pages)?;
+    Ok(backstop_pages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +396,50 @@ mod tests {
 
     pub(super) fn open(path: &Path) -> (SqliteStore, WriterThread) {
         SqliteStore::open(path, WINDOW, Metrics::new().expect("metrics")).expect("opens")
+    }
+
+    #[tokio::test]
+    async fn a_new_store_has_8_kib_pages_an_old_one_keeps_its_own_and_the_backstop_follows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let page_size = |path: &Path| -> i64 {
+            let conn = Connection::open(path).expect("opens");
+            conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+                .expect("reads")
+        };
+        let new = dir.path().join("new.db");
+        let (store, writer) = open(&new);
+        store.ingest(event("evt_1")).await.expect("ingests");
+        drop(store);
+        writer.join();
+        assert_eq!(page_size(&new), 8192);
+
+        // A store made with 4 KiB pages (an earlier version's) is opened and written as it is.
+        let old = dir.path().join("old.db");
+        Connection::open(&old)
+            .and_then(|c| {
+                c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;")?;
+                schema::apply(&c)
+            })
+            .expect("an old store");
+        let (store, writer) = open(&old);
+        store.ingest(event("evt_1")).await.expect("ingests");
+        drop(store);
+        writer.join();
+        assert_eq!(page_size(&old), 4096);
+
+        // The backstop is the same 64 MiB whatever the page size, and equal to the size limit
+        // (a WAL cut back by tens of MiB at a rewind stalls that commit).
+        for (path, pages) in [(&new, 8192), (&old, 16384)] {
+            let conn = Connection::open(path).expect("opens");
+            assert_eq!(set_wal_limits(&conn).expect("sets"), pages);
+            let read = |pragma: &str| -> i64 {
+                conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+                    .expect("reads")
+            };
+            assert_eq!(read("wal_autocheckpoint"), pages);
+            assert_eq!(read("journal_size_limit"), 64 << 20);
+            assert_eq!(read("wal_autocheckpoint") * read("page_size"), 64 << 20);
+        }
     }
 
     #[tokio::test]
