@@ -33,7 +33,8 @@ const ADVISE_STEP: u64 = 1 << 20;
 
 /// Copies committed WAL frames into the database file with passive checkpoints (they never
 /// block the writer; SQLite rewinds the WAL at the next commit once a checkpoint has caught
-/// up). A truncating checkpoint at shutdown leaves an empty WAL.
+/// up, which under steady load is the writer's own backstop checkpoint, see
+/// `schema::WAL_BACKSTOP_BYTES`). A truncating checkpoint at shutdown leaves an empty WAL.
 pub(super) fn run(conn: &Connection, db_path: &Path, stop: &Receiver<()>) {
     let mut drop_behind = DropBehind::open(db_path);
     let mut pace = Pace::default();
