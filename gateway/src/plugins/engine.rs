@@ -30,7 +30,8 @@ const POOL_INSTANCES: u32 = 256;
 /// plugin (or an idle one) pays nothing for it.
 #[derive(Debug)]
 struct EpochTicker {
-    shared: Arc<TickerShared>,
+    /// The thread's shared state and handle, as every call sees them.
+    demand: EpochDemand,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -76,25 +77,20 @@ impl EpochTicker {
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
         Ok(Self {
-            shared,
+            demand: EpochDemand {
+                shared,
+                thread: thread.thread().clone(),
+            },
             thread: Some(thread),
-        })
-    }
-
-    fn demand(&self) -> Option<EpochDemand> {
-        let thread = self.thread.as_ref()?.thread().clone();
-        Some(EpochDemand {
-            shared: Arc::clone(&self.shared),
-            thread,
         })
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.demand.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            t.thread().unpark();
+            self.demand.thread.unpark();
             drop(t.join());
         }
     }
@@ -132,8 +128,7 @@ impl Drop for EpochHold<'_> {
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
-    _ticker: Arc<EpochTicker>,
-    demand: EpochDemand,
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -187,14 +182,10 @@ impl PluginEngine {
         )
         .map_err(engine_err)?;
         let ticker = EpochTicker::start(engine.clone())?;
-        let demand = ticker
-            .demand()
-            .ok_or_else(|| PluginError::Engine("the epoch thread did not start".into()))?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
-            _ticker: Arc::new(ticker),
-            demand,
+            ticker: Arc::new(ticker),
         })
     }
 
@@ -238,7 +229,7 @@ impl PluginEngine {
         })?;
         Ok(LoadedPlugin::new(
             self.engine.clone(),
-            self.demand.clone(),
+            self.ticker.demand.clone(),
             pre,
             settings,
             fingerprint(settings, bytes),
@@ -309,7 +300,7 @@ mod tests {
     #[test]
     fn the_epoch_advances_only_while_a_call_runs() {
         let plugins = PluginEngine::new(None).expect("engine");
-        let ticks = || plugins._ticker.shared.ticks.load(Ordering::Relaxed);
+        let ticks = || plugins.ticker.demand.shared.ticks.load(Ordering::Relaxed);
         let quiet = Duration::from_millis(30);
         std::thread::sleep(quiet);
         assert_eq!(ticks(), 0, "no call has run: the epoch thread never ticked");
