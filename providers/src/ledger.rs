@@ -182,7 +182,7 @@ impl<'a> StandardHeaders<'a> {
 }
 
 /// The fields of a Ledger body we read; everything else stays in `data` untouched.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct LedgerBody<'a> {
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
@@ -213,18 +213,15 @@ pub(super) fn normalize(
     body: &[u8],
     received_at: &str,
 ) -> Result<Normalized, NormalizeError> {
-    let whole = super::check_json(body)?;
-    let is_object = whole.get().starts_with('{');
-    let parsed = if is_object {
-        serde_json::from_str::<LedgerBody<'_>>(whole.get())
-            .map_err(|e| NormalizeError::NotJson(e.to_string()))?
+    // An object is read and checked in one pass; anything else has no fields to read. (Not
+    // parsed as a struct regardless: serde would read an array's items as the fields in order.)
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let parsed = if first == Some(&b'{') {
+        super::parse_body::<LedgerBody<'_>>(body)?
     } else {
-        LedgerBody {
-            id: None,
-            event_type: None,
-            created_at: None,
-            data: None,
-        }
+        LedgerBody::default()
     };
     let event_id = parsed
         .id
@@ -248,7 +245,10 @@ pub(super) fn normalize(
         .copied()
         .unwrap_or(OTHER_TYPE);
     // A body without `data` (or not an object at all) is kept whole, so nothing is lost.
-    let data = parsed.data.unwrap_or(whole);
+    let data = match parsed.data {
+        Some(data) => data,
+        None => super::check_json(body)?,
+    };
     let subject = serde_json::from_str::<DataId<'_>>(data.get())
         .ok()
         .and_then(|d| d.id)
@@ -402,5 +402,36 @@ mod tests {
         assert_eq!(n.envelope.data.get(), "[1,2]");
         assert!(n.dedup_key.as_str().starts_with("sha256:"));
         assert!(normalize("l", &HeaderMap::new(), b"not json", "t").is_err());
+    }
+
+    /// The fields normalize reads and the whole body are checked in the same pass, so a flaw in
+    /// a part no field names still makes the body "not JSON" (quarantined, never stored).
+    #[test]
+    fn a_flaw_outside_the_read_fields_is_not_json() {
+        let flawed: [&[u8]; 6] = [
+            br#"{"id":"e","data":{},"extra":tru}"#,
+            br#"{"id":"e","data":{},"extra":"\udaaa"}"#,
+            b"{\"id\":\"e\",\"data\":{},\"extra\":\"\xff\"}",
+            br#"{"id":"e","data":{}} trailing"#,
+            br#"{"id":"e","id":"f","data":{}}"#,
+            br#"  {"id":"e","data":{"id":[1,}}"#,
+        ];
+        for body in flawed {
+            let result = normalize("l", &HeaderMap::new(), body, "t");
+            assert!(
+                matches!(result, Err(NormalizeError::NotJson(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let n = normalize(
+            "l",
+            &HeaderMap::new(),
+            b" \n{\"id\":\"e\",\"data\":[1]} ",
+            "t",
+        )
+        .expect("whitespace around an object is JSON");
+        assert_eq!(n.envelope.data.get(), "[1]");
+        assert_eq!(n.dedup_key.as_str(), "e");
     }
 }

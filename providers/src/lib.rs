@@ -230,18 +230,30 @@ fn offset_in(text: &[u8], part: &str) -> Option<usize> {
 
 /// Checks a body is JSON without building a tree (and without recursion limits surprises:
 /// serde_json stops at depth 128 with an error, which we report as "not JSON").
-///
-/// Skipping over a string does not decode its escapes, so a lone surrogate (`"\udaaa"`) passed
-/// unnoticed and the stored envelope could not be read back by the plugins' JSON parser or by
-/// strict receivers (found by cargo-fuzz). Bodies with `\u` escapes are therefore decoded in
-/// full once (no tree is built); the others cannot hold an invalid escape of that kind.
 fn check_json(body: &[u8]) -> Result<&serde_json::value::RawValue, NormalizeError> {
+    parse_body(body)
+}
+
+/// Parses a body as `T` in one pass that also checks ALL of it is JSON: fields `T` does not
+/// name are parsed and skipped, never trusted unchecked. So a provider that reads a few top-level
+/// fields needs no separate validating pass (the body is ~1 KB and every byte costs).
+///
+/// The body must be UTF-8 as a whole (serde_json skips over strings it does not keep without
+/// looking at their bytes). Skipping a string does not decode its escapes either, so a lone
+/// surrogate (`"\udaaa"`) passed unnoticed and the stored envelope could not be read back by
+/// the plugins' JSON parser or by strict receivers (found by cargo-fuzz). Bodies with `\u`
+/// escapes are therefore decoded in full once more (no tree is built); the others cannot hold
+/// an invalid escape of that kind.
+fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, NormalizeError> {
     let not_json = |e: serde_json::Error| NormalizeError::NotJson(e.to_string());
-    let raw = serde_json::from_slice::<&serde_json::value::RawValue>(body).map_err(not_json)?;
-    if body.windows(2).any(|w| w == b"\\u") {
-        serde_json::from_slice::<Decoded>(body).map_err(not_json)?;
+    let text = std::str::from_utf8(body).map_err(|e| {
+        NormalizeError::NotJson(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
+    let value = serde_json::from_str::<T>(text).map_err(not_json)?;
+    if memchr::memmem::find(body, b"\\u").is_some() {
+        serde_json::from_str::<Decoded>(text).map_err(not_json)?;
     }
-    Ok(raw)
+    Ok(value)
 }
 
 /// Any JSON value, every string decoded (so escapes are validated) and then dropped.
