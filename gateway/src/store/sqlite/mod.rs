@@ -154,15 +154,7 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                writer_loop(
-                    conn,
-                    index,
-                    rx,
-                    &metrics,
-                    &signal,
-                    &committed,
-                    writer::MIN_COMMIT_INTERVAL,
-                );
+                writer_loop(conn, index, rx, &metrics, &signal, &committed);
                 drop(stop_checkpoints);
             })
             .map_err(|e| StoreError::Write(format!("cannot start writer thread: {e}")))?;

@@ -4,8 +4,7 @@
 //! [`MAX_BATCH`]), applies it in ONE transaction and commits with ONE fsync (WAL,
 //! `synchronous = FULL`), then answers each request. While a commit is in flight new requests
 //! queue up, so the batch grows with load and the fsync cost is shared: ingests, routing
-//! results and delivery attempts all ride the same commits. Under concurrent load commits
-//! start at least [`MIN_COMMIT_INTERVAL`] apart, so a batch has time to fill. A failed batch is rolled back and
+//! results and delivery attempts all ride the same commits. A failed batch is rolled back and
 //! every request in it gets the error: nothing is acknowledged that is not durable. Admin and
 //! retention commands (replay, redrive, expire) run in a savepoint of their own, so when one
 //! of them fails it alone gets the error and the ingests batched with it still commit.
@@ -28,20 +27,10 @@ use crate::metrics::Metrics;
 use crate::metrics::events::StoreBatchCommitted;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params, params_from_iter};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 2048;
-
-/// Least time between the starts of two commits while ingests arrive concurrently: the group
-/// commit's gathering window (PostgreSQL's `commit_delay` plays the same part). Without it, at
-/// moderate load the writer committed as soon as anything was queued: ~5 events per commit at
-/// 25k events/s, so ~5,000 fsyncs a second and each one's fixed cost (two VM exits, a sleep and a
-/// wake-up) paid by few events. With it: ~15 events per commit and ~30% less gateway CPU at that
-/// rate, bigger batches at full load, for at most this much more ack latency. A lone sequential
-/// sender never waits (see [`gathering_wait`]).
-pub(super) const MIN_COMMIT_INTERVAL: Duration = Duration::from_micros(500);
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -88,32 +77,20 @@ pub(super) fn writer_loop(
     metrics: &Metrics,
     work: &Arc<Notify>,
     recent: &RecentEvents,
-    min_commit_interval: Duration,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut last_commit = Instant::now();
-    let mut last_ingests = 0;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        if let Some(wait) = gathering_wait(min_commit_interval, last_commit.elapsed(), last_ingests)
-        {
-            std::thread::sleep(wait);
-        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(cmd) => batch.push(cmd),
                 Err(_) => break,
             }
         }
-        last_commit = Instant::now();
-        last_ingests = batch
-            .iter()
-            .filter(|cmd| matches!(cmd, Command::Ingest(..)))
-            .count();
         // A panic must not end the writer: that batch's requests see their reply dropped
         // (answered 503, so providers retry) and the next batch runs normally.
         let run = std::panic::AssertUnwindSafe(|| {
-            let started = Instant::now();
+            let started = std::time::Instant::now();
             let result = apply(&mut conn, &mut index, &batch);
             let error = result.as_ref().err().map(ToString::to_string);
             StoreBatchCommitted {
@@ -139,24 +116,6 @@ pub(super) fn writer_loop(
             batch.clear();
             tracing::error!("store writer recovered from a panic; its batch was answered 503");
         }
-    }
-}
-
-/// How long to let the queue fill before the next commit, `since_last` after the previous one
-/// started: until `interval` has passed, but only when that batch held more than one ingest.
-/// One ingest per batch is what a sender that waits for each ack looks like: a wait would only
-/// add to its latency, no one else's event would join the batch.
-fn gathering_wait(
-    interval: Duration,
-    since_last: Duration,
-    last_ingests: usize,
-) -> Option<Duration> {
-    if last_ingests > 1 {
-        interval
-            .checked_sub(since_last)
-            .filter(|wait| !wait.is_zero())
-    } else {
-        None
     }
 }
 
@@ -626,102 +585,6 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
 mod tests {
     use super::super::tests::event;
     use super::*;
-
-    /// A writer on a fresh store in `dir`, with `queued` already waiting when it starts.
-    fn start_writer(
-        dir: &std::path::Path,
-        interval: Duration,
-        queued: Vec<Command>,
-    ) -> (mpsc::Sender<Command>, std::thread::JoinHandle<()>) {
-        let mut conn = Connection::open(dir.join("g.db")).expect("opens");
-        conn.execute_batch(schema::PRAGMAS).expect("pragmas");
-        schema::apply(&conn).expect("schema");
-        let (index, _) = DedupIndex::load(&mut conn, 0).expect("index");
-        let (tx, rx) = mpsc::channel(16);
-        for cmd in queued {
-            tx.try_send(cmd).expect("room in the queue");
-        }
-        let writer = std::thread::spawn(move || {
-            let metrics = Metrics::new().expect("metrics");
-            let recent = RecentEvents::new(0);
-            writer_loop(
-                conn,
-                index,
-                rx,
-                &metrics,
-                &Arc::default(),
-                &recent,
-                interval,
-            );
-        });
-        (tx, writer)
-    }
-
-    fn ingest(tx: &mpsc::Sender<Command>, key: &str) -> oneshot::Receiver<StoreAnswer> {
-        let (reply, answer) = oneshot::channel();
-        tx.blocking_send(Command::Ingest(event(key), reply))
-            .expect("writer running");
-        answer
-    }
-
-    type StoreAnswer = Result<IngestOutcome, StoreError>;
-
-    fn seq_of(answer: oneshot::Receiver<StoreAnswer>) -> i64 {
-        match answer.blocking_recv().expect("answered") {
-            Ok(IngestOutcome::Stored { seq }) => seq,
-            other => panic!("not stored: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_gathering_wait_follows_concurrent_batches_only() {
-        let interval = Duration::from_micros(500);
-        let at = Duration::from_micros;
-        assert_eq!(gathering_wait(interval, at(100), 2), Some(at(400)));
-        assert_eq!(gathering_wait(interval, at(499), 40), Some(at(1)));
-        assert_eq!(gathering_wait(interval, at(500), 40), None);
-        assert_eq!(gathering_wait(interval, at(900), 40), None);
-        assert_eq!(gathering_wait(interval, at(100), 1), None, "a lone sender");
-        assert_eq!(gathering_wait(interval, at(100), 0), None, "no ingests");
-    }
-
-    /// After a batch of several ingests the next commit waits out the interval, so an ingest
-    /// sent during it joins the first one's commit; a sender alone is answered without waiting.
-    #[test]
-    fn after_concurrent_ingests_the_next_commit_gathers_and_a_lone_sender_never_waits() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let interval = Duration::from_millis(400);
-        let (first, first_answer) = oneshot::channel();
-        let (second, second_answer) = oneshot::channel();
-        let queued = vec![
-            Command::Ingest(event("a"), first),
-            Command::Ingest(event("b"), second),
-        ];
-        let (tx, writer) = start_writer(dir.path(), interval, queued);
-        assert_eq!((seq_of(first_answer), seq_of(second_answer)), (1, 2));
-
-        // Two ingests were committed together: the next commit waits for company.
-        let mut c = ingest(&tx, "c");
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(
-            c.try_recv().is_err(),
-            "c is not committed alone while the window is open"
-        );
-        let d = ingest(&tx, "d");
-        assert_eq!((seq_of(c), seq_of(d)), (3, 4), "c and d share a commit");
-
-        // That batch held two ingests too, so e waits; then f follows a batch of one.
-        assert_eq!(seq_of(ingest(&tx, "e")), 5);
-        let started = Instant::now();
-        assert_eq!(seq_of(ingest(&tx, "f")), 6);
-        assert!(
-            started.elapsed() < interval / 2,
-            "a lone sender waited {:?}",
-            started.elapsed()
-        );
-        drop(tx);
-        writer.join().expect("writer ends when the queue closes");
-    }
 
     /// The command's own error came back: its table is gone (`no such table`).
     fn failed_alone<T: std::fmt::Debug>(answer: oneshot::Receiver<Result<T, StoreError>>) {
