@@ -99,18 +99,18 @@ impl Envelope {
         // Sized up front: growing from serde_json's default 128 bytes took 3-4 reallocations
         // (and copies) per event.
         let strings = [
-            &self.specversion,
-            &self.id,
-            &self.source,
-            &self.event_type,
-            &self.datacontenttype,
-            &self.provider,
-            &self.providertype,
-            &self.receivedat,
+            Some(&self.specversion),
+            Some(&self.id),
+            Some(&self.source),
+            Some(&self.event_type),
+            self.time.as_ref(),
+            self.subject.as_ref(),
+            Some(&self.datacontenttype),
+            Some(&self.provider),
+            Some(&self.providertype),
+            Some(&self.receivedat),
         ];
-        let optional = [&self.time, &self.subject].map(|s| s.as_ref().map_or(0, String::len));
-        let estimate = strings.iter().map(|s| s.len()).sum::<usize>()
-            + optional.iter().sum::<usize>()
+        let estimate = strings.iter().flatten().map(|s| s.len()).sum::<usize>()
             + self.data.get().len()
             + ENVELOPE_KEYS_LEN;
         let mut out = Vec::with_capacity(estimate);

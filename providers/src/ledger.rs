@@ -213,15 +213,19 @@ pub(super) fn normalize(
     body: &[u8],
     received_at: &str,
 ) -> Result<Normalized, NormalizeError> {
-    // An object is read and checked in one pass; anything else has no fields to read. (Not
-    // parsed as a struct regardless: serde would read an array's items as the fields in order.)
+    // An object is read and checked in one pass; anything else has no fields to read and is
+    // checked, then kept whole as the data, before any work is spent on it. (Not parsed as the
+    // struct: serde would read an array's items as its fields, in order.)
     let first = body
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     let parsed = if first == Some(&b'{') {
         super::parse_body::<LedgerBody<'_>>(body)?
     } else {
-        LedgerBody::default()
+        LedgerBody {
+            data: Some(super::check_json(body)?),
+            ..LedgerBody::default()
+        }
     };
     let event_id = parsed
         .id
@@ -244,7 +248,7 @@ pub(super) fn normalize(
         .find(|t| **t == event_type)
         .copied()
         .unwrap_or(OTHER_TYPE);
-    // A body without `data` (or not an object at all) is kept whole, so nothing is lost.
+    // An object without `data` is kept whole too, so nothing is lost.
     let data = match parsed.data {
         Some(data) => data,
         None => super::check_json(body)?,
