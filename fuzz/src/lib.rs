@@ -2,11 +2,16 @@
 
 use gateway_providers::normalize_local_payload;
 
+/// One fixed arrival time: a Ledig key names its arrival, so "the same bytes give the same
+/// key" holds for deliveries received at the same moment (what tells a retry from a new event,
+/// `retry_identity`, does not depend on it at all).
+const RECEIVED_MS: i64 = 1_763_892_000_000;
+
 /// `provider`'s normalizer on arbitrary bytes (a body that passed authentication can still be
 /// anything): it never panics, what it accepts becomes an envelope that serializes to JSON,
 /// and the same bytes always give the same dedup key.
 pub fn normalizer_holds(provider: &str, data: &[u8]) {
-    let Ok(first) = normalize_local_payload(provider, provider, data) else {
+    let Ok(first) = normalize_local_payload(provider, provider, data, RECEIVED_MS) else {
         return;
     };
     let parts = first.envelope.to_json_parts();
@@ -23,6 +28,7 @@ pub fn normalizer_holds(provider: &str, data: &[u8]) {
         assert_eq!(data.get(at..at + value.len()), Some(value.as_bytes()));
     }
     let again =
-        normalize_local_payload(provider, provider, data).expect("accepted once, accepted again");
+        normalize_local_payload(provider, provider, data, RECEIVED_MS).expect("accepted once, accepted again");
     assert_eq!(first.dedup_key.as_str(), again.dedup_key.as_str());
+    assert_eq!(first.retry_identity, again.retry_identity);
 }

@@ -81,8 +81,13 @@ fn read_event(
         None => "ledig".to_owned(),
     };
     let source = source.unwrap_or(&provider);
-    let normalized = gateway::providers::normalize_local_payload(&provider, source, &bytes)
-        .with_context(|| format!("cannot normalize {}", path.display()))?;
+    let normalized = gateway::providers::normalize_local_payload(
+        &provider,
+        source,
+        &bytes,
+        gateway::envelope::now_unix_ms(),
+    )
+    .with_context(|| format!("cannot normalize {}", path.display()))?;
     Ok(PluginEvent::from(&normalized.envelope))
 }
 

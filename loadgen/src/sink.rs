@@ -1,6 +1,7 @@
 //! The destination `loadgen e2e` delivers to: a hyper HTTP/1 server in this process, on
-//! 127.0.0.1:0, that reads each request, notes per `webhook-id` when it first arrived (and how
-//! many times), and answers 200 with an empty body. It verifies nothing (no signature check):
+//! 127.0.0.1:0, that reads each request, notes per event id when it first arrived (and how
+//! many times), and answers 200 with an empty body. The gateway sends `webhook-id` as
+//! `<source>:<event id>`; the sink keys its record by the event id, which loadgen sent. It verifies nothing (no signature check):
 //! it should cost the machine as little as possible, since it shares the cores with the gateway.
 
 use anyhow::Context as _;
@@ -161,7 +162,7 @@ async fn accept_loop(listener: TcpListener, sink: Arc<Sink>) {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let sink = Arc::clone(&sink);
                 async move {
-                    let id = req.headers().get("webhook-id").cloned();
+                    let id = req.headers().get("webhook-id").map(event_id);
                     // Read the whole body, as a real receiver must (and keep-alive needs).
                     let body = req
                         .into_body()
@@ -178,6 +179,18 @@ async fn accept_loop(listener: TcpListener, sink: Arc<Sink>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// The event id in a `webhook-id`: what follows the source name and its `:` (the whole value
+/// when there is none).
+fn event_id(webhook_id: &HeaderValue) -> HeaderValue {
+    let bytes = webhook_id.as_bytes();
+    match bytes.iter().position(|b| *b == b':') {
+        Some(at) => {
+            HeaderValue::from_bytes(&bytes[at + 1..]).unwrap_or_else(|_| webhook_id.clone())
+        }
+        None => webhook_id.clone(),
     }
 }
 
@@ -198,8 +211,8 @@ mod tests {
         let (mut sender, conn) = client::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         for (id, body) in [
-            ("a", r#"{"largedeposit":"true"}"#),
-            ("b", "{}"),
+            ("ledger:a", r#"{"largedeposit":"true"}"#),
+            ("ledger:b", "{}"),
             ("a", "{}"),
         ] {
             let req = hyper::Request::post("/hook")

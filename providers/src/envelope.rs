@@ -12,33 +12,107 @@ use std::ops::Range;
 /// CloudEvents spec version we emit.
 pub const SPEC_VERSION: &str = "1.0";
 
-/// Identity of one event within its source: equal keys mean "a retry of the same delivery".
+/// Identity of one stored event within its source; it doubles as the envelope `id`.
 ///
-/// It doubles as the envelope `id`, so it is stable across retries and unique across distinct
-/// events of one source.
+/// Every key has one of these forms, told apart by what comes before the first `:`, so no
+/// choice of field values can make a key of one form equal a key of another:
+///
+/// | form | made by | meaning |
+/// |---|---|---|
+/// | `<id>` (no `:` in it) | [`DedupKey::from_signed_id`] | the provider's own event id, from signed bytes |
+/// | `id:<id>` | [`DedupKey::from_signed_id`] | the same, for an id that holds a `:` |
+/// | `sha256:<64 hex>` | [`DedupKey::from_content_hash`] | no signed id: a hash of the signed body |
+/// | `ledig:<24 hex>:<24 hex>:<ms>` | [`DedupKey::from_object_state`] | an unsigned provider: object, state, arrival |
+///
+/// For the first three forms, equal keys mean "a retry of the same event" (the store drops it
+/// within the dedup window). Ledig signs nothing and sends no event id, so its keys only name
+/// a stored event uniquely; whether a delivery is a retry is decided by its [`ObjectState`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DedupKey(String);
 
+/// The tag of keys made from an id that holds a `:` (see [`DedupKey`]).
+const ID_TAG: &str = "id:";
+/// The tag of content-hash keys.
+const SHA256_TAG: &str = "sha256:";
+/// The tag of Ledig keys.
+const LEDIG_TAG: &str = "ledig:";
+
 impl DedupKey {
-    /// A key from the provider's own event id.
-    pub fn from_event_id(id: &str) -> Self {
-        Self(id.to_owned())
+    /// A key from an event id the provider signed (in the body, or as the signed
+    /// `webhook-id`). Never call this with an id from an unsigned header.
+    pub fn from_signed_id(id: &str) -> Self {
+        if id.contains(':') {
+            Self(format!("{ID_TAG}{id}"))
+        } else {
+            Self(id.to_owned())
+        }
     }
 
-    /// A key made of parts that together identify the event (e.g. type, object id, status).
-    pub fn from_parts(parts: &[&str]) -> Self {
-        Self(parts.join(":"))
+    /// A key from the SHA-256 of the signed content, for events whose id is not signed: a
+    /// replay of the same signed bytes gets the same key.
+    pub fn from_content_hash(digest: &[u8; 32]) -> Self {
+        Self(format!("{SHA256_TAG}{}", hex::encode(digest)))
     }
 
-    /// A key from a SHA-256 over the canonical payload, for events that carry no id.
-    pub fn from_content_hash(hex_digest: &str) -> Self {
-        Self(format!("sha256:{hex_digest}"))
+    /// A key naming one stored state of one object, for a provider that signs nothing: the
+    /// arrival time tells apart two stored events that carry the same state (A -> B -> A).
+    pub fn from_object_state(state: &ObjectState, received_at_ms: i64) -> Self {
+        let object = state.object.get(..12).unwrap_or_default();
+        let value = state.state.get(..12).unwrap_or_default();
+        Self(format!(
+            "{LEDIG_TAG}{}:{}:{received_at_ms}",
+            hex::encode(object),
+            hex::encode(value)
+        ))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What a delivery from a provider that signs no event id is about, for telling a retry from
+/// a new event: the object (e.g. a payout: event name + its id, or an account's alias) and a
+/// hash of the state it reports (the whole canonical body).
+///
+/// The rule the store applies: a delivery is a retry when its state equals the LATEST state
+/// stored for its object and that state was stored less than `retry_window` before. So a
+/// status that moves on is a new event, a state that comes back (active -> suspended ->
+/// active) is a new event, and a provider's retry of what it last sent is a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectState {
+    /// SHA-256 over the object's identifying parts, each length-prefixed.
+    pub object: [u8; 32],
+    /// SHA-256 of the canonical body (keys sorted, no white space, values as written).
+    pub state: [u8; 32],
+    /// How long after a state was stored a copy of it still counts as a retry.
+    pub retry_window: std::time::Duration,
+}
+
+impl ObjectState {
+    /// The object's hash from its parts; each part is length-prefixed, so parts cannot be
+    /// shifted into each other (`"a:b" + "c"` and `"a" + "b:c"` hash differently).
+    pub fn object_hash(parts: &[&[u8]]) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"object/v1");
+        for part in parts {
+            h.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+}
+
+/// How the store tells a retry of this event from a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryIdentity {
+    /// Equal [`DedupKey`]s within the dedup window are one event (a signed id or signed
+    /// content).
+    Key,
+    /// No signed identity: see [`ObjectState`].
+    ObjectState(ObjectState),
 }
 
 impl fmt::Display for DedupKey {
@@ -178,6 +252,14 @@ pub fn rfc3339_from_secs(secs: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// Current time as unix milliseconds.
+pub fn now_unix_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Current time as RFC 3339 UTC.

@@ -18,7 +18,14 @@ use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-const RECEIVED_AT: &str = "2026-11-23T10:00:00.000Z";
+/// 2026-11-23T10:00:00Z
+const RECEIVED_MS: i64 = 1_763_892_000_000;
+
+fn received() -> super::Received {
+    super::Received::at(RECEIVED_MS)
+}
+
+const WINDOW: std::time::Duration = crate::settings::DEFAULT_RETRY_WINDOW;
 
 /// Header-like text: mostly the characters these headers are made of, plus anything.
 fn header_text() -> impl Strategy<Value = String> {
@@ -103,6 +110,10 @@ fn assert_well_formed(body: &[u8], n: &super::Normalized, again: &super::Normali
         "dedup is deterministic"
     );
     assert_eq!(n.envelope.id, again.envelope.id);
+    assert_eq!(
+        n.retry_identity, again.retry_identity,
+        "retry identity is deterministic"
+    );
 }
 
 proptest! {
@@ -146,16 +157,15 @@ proptest! {
 
     #[test]
     fn fuzz_normalizers_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let headers = HeaderMap::new();
         if let (Ok(a), Ok(b)) = (
-            ledger::normalize("ledger", &headers, &body, RECEIVED_AT),
-            ledger::normalize("ledger", &headers, &body, RECEIVED_AT),
+            ledger::normalize("ledger", None, &body, &received()),
+            ledger::normalize("ledger", None, &body, &received()),
         ) {
             assert_well_formed(&body, &a, &b);
         }
         if let (Ok(a), Ok(b)) = (
-            ledig::normalize("ledig", &body, RECEIVED_AT),
-            ledig::normalize("ledig", &body, RECEIVED_AT),
+            ledig::normalize("ledig", &body, &received(), WINDOW),
+            ledig::normalize("ledig", &body, &received(), WINDOW),
         ) {
             assert_well_formed(&body, &a, &b);
         }
@@ -167,11 +177,9 @@ proptest! {
         event_id in proptest::option::of("\\PC{0,20}"),
     ) {
         let body = value.to_string();
-        let headers = event_id
-            .map(|id| headers_with(&[("webhook-id", id)]))
-            .unwrap_or_default();
-        let a = ledger::normalize("ledger", &headers, body.as_bytes(), RECEIVED_AT);
-        let b = ledger::normalize("ledger", &headers, body.as_bytes(), RECEIVED_AT);
+        let signed_id = event_id.as_deref();
+        let a = ledger::normalize("ledger", signed_id, body.as_bytes(), &received());
+        let b = ledger::normalize("ledger", signed_id, body.as_bytes(), &received());
         match (a, b) {
             (Ok(a), Ok(b)) => {
                 assert_well_formed(body.as_bytes(), &a, &b);
@@ -179,8 +187,8 @@ proptest! {
             }
             (a, b) => prop_assert!(a.is_err() && b.is_err(), "valid JSON may only fail for depth"),
         }
-        let a = ledig::normalize("ledig", body.as_bytes(), RECEIVED_AT);
-        let b = ledig::normalize("ledig", body.as_bytes(), RECEIVED_AT);
+        let a = ledig::normalize("ledig", body.as_bytes(), &received(), WINDOW);
+        let b = ledig::normalize("ledig", body.as_bytes(), &received(), WINDOW);
         if let (Ok(a), Ok(b)) = (&a, &b) {
             assert_well_formed(body.as_bytes(), a, b);
             prop_assert!(a.envelope.event_type.starts_with("ledig."));

@@ -7,7 +7,7 @@
 
 use super::signature::{self, HmacSha256, TAG_LEN};
 use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
-use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
+use crate::envelope::{DedupKey, Envelope, RetryIdentity, SPEC_VERSION};
 use crate::settings::{LedgerSettings, SignatureScheme};
 use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
@@ -82,25 +82,35 @@ impl LedgerVerifier {
         }
     }
 
-    pub(super) fn verify(&self, d: &Delivery<'_>, now: i64) -> Result<(), AuthError> {
+    /// Checks the delivery's signature; on success returns the event id the signature covered
+    /// besides the body (the Standard Webhooks `webhook-id`/`svix-id`), if the scheme that
+    /// passed covers one. An id header the passing signature does not cover is never returned:
+    /// with both schemes' headers present and `X-Ledger-Signature` valid, the `webhook-id` is
+    /// just an unsigned header.
+    pub(super) fn verify<'a>(
+        &self,
+        d: &Delivery<'a>,
+        now: i64,
+    ) -> Result<Option<&'a str>, AuthError> {
         let ledger_header = d.headers.get("x-ledger-signature");
         let standard = StandardHeaders::find(d.headers);
+        let ledger = |h| self.verify_ledger(h, d.body, now).map(|()| None);
+        let standard_id =
+            |s: &StandardHeaders<'a>| self.verify_standard(s, d.body, now).map(|()| Some(s.id));
         match self.scheme {
             SignatureScheme::Ledger => match ledger_header {
-                Some(h) => self.verify_ledger(h, d.body, now),
+                Some(h) => ledger(h),
                 None => Err(AuthError::MissingSignature),
             },
             SignatureScheme::StandardWebhooks => match standard {
-                Some(s) => self.verify_standard(&s, d.body, now),
+                Some(s) => standard_id(&s),
                 None => Err(AuthError::MissingSignature),
             },
             SignatureScheme::Any => match (ledger_header, standard) {
                 (None, None) => Err(AuthError::MissingSignature),
-                (Some(h), None) => self.verify_ledger(h, d.body, now),
-                (None, Some(s)) => self.verify_standard(&s, d.body, now),
-                (Some(h), Some(s)) => self
-                    .verify_ledger(h, d.body, now)
-                    .or_else(|e| self.verify_standard(&s, d.body, now).map_err(|_| e)),
+                (Some(h), None) => ledger(h),
+                (None, Some(s)) => standard_id(&s),
+                (Some(h), Some(s)) => ledger(h).or_else(|e| standard_id(&s).map_err(|_| e)),
             },
         }
     }
@@ -200,18 +210,17 @@ struct DataId<'a> {
     id: Option<&'a RawValue>,
 }
 
-fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-}
-
+/// Normalizes a verified Ledger body. Identity and type come from signed bytes only: the
+/// body's `id` and `type` (both schemes sign the body), else `signed_id` (the `webhook-id` a
+/// Standard Webhooks signature covered), else a hash of the body itself, so a replay of the
+/// same signed request is a duplicate whatever unsigned headers (`X-Ledger-Event-Id`,
+/// `X-Ledger-Event-Type`, an unsigned `webhook-id`) it carries. Those headers are kept with
+/// the raw body for the record, never read here.
 pub(super) fn normalize(
     source: &str,
-    headers: &HeaderMap,
+    signed_id: Option<&str>,
     body: &[u8],
-    received_at: &str,
+    received: &super::Received,
 ) -> Result<Normalized, NormalizeError> {
     // An object is read and checked in one pass; anything else has no fields to read and is
     // checked, then kept whole as the data, before any work is spent on it. (Not parsed as the
@@ -230,17 +239,15 @@ pub(super) fn normalize(
     let event_id = parsed
         .id
         .and_then(super::scalar_text)
-        .or_else(|| header_text(headers, "x-ledger-event-id").map(str::to_owned))
-        .or_else(|| header_text(headers, "webhook-id").map(str::to_owned))
-        .or_else(|| header_text(headers, "svix-id").map(str::to_owned));
+        .filter(|id| !id.is_empty())
+        .or_else(|| signed_id.filter(|id| !id.is_empty()).map(str::to_owned));
     let dedup_key = match event_id {
-        Some(id) => DedupKey::from_event_id(&id),
-        None => DedupKey::from_content_hash(&hex::encode(sha2::Sha256::digest(body))),
+        Some(id) => DedupKey::from_signed_id(&id),
+        None => DedupKey::from_content_hash(&sha2::Sha256::digest(body).into()),
     };
     let provider_type = parsed
         .event_type
         .and_then(super::scalar_text)
-        .or_else(|| header_text(headers, "x-ledger-event-type").map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
     let event_type = format!("ledger.{provider_type}");
     let catalogue_type = CATALOGUE
@@ -269,7 +276,7 @@ pub(super) fn normalize(
         data: data.to_owned(),
         provider: "ledger".to_owned(),
         providertype: provider_type,
-        receivedat: received_at.to_owned(),
+        receivedat: received.text.clone(),
     };
     Ok(Normalized {
         envelope,
@@ -277,6 +284,7 @@ pub(super) fn normalize(
         catalogue_type,
         unknown_fields: Vec::new(),
         data_in_body: super::offset_in(body, data.get()),
+        retry_identity: RetryIdentity::Key,
     })
 }
 
@@ -322,6 +330,48 @@ mod tests {
         }
     }
 
+    /// 2024-03-09T16:00:01Z
+    const RECEIVED_MS: i64 = 1_710_000_001_000;
+
+    fn norm(body: &[u8], signed_id: Option<&str>) -> Result<Normalized, NormalizeError> {
+        normalize(
+            "ledger",
+            signed_id,
+            body,
+            &super::super::Received::at(RECEIVED_MS),
+        )
+    }
+
+    fn standard_sig(id: &str, t: i64, body: &[u8]) -> String {
+        use base64::Engine as _;
+        let key = super::super::standard_webhooks_key(&Secret::new(SECRET.as_bytes().to_vec()))
+            .expect("whsec key");
+        let mut mac = signature::keyed_mac(&key);
+        mac.update(format!("{id}.{t}.").as_bytes());
+        mac.update(body);
+        let tag = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        format!("v1,{tag}")
+    }
+
+    /// Authenticates and normalizes as the webhook path does, through the crate's `Source`.
+    fn receive(scheme: SignatureScheme, h: &HeaderMap, body: &[u8]) -> Result<Normalized, String> {
+        let source = crate::Source::new(&crate::settings::SourceSettings {
+            name: "ledger".into(),
+            path: "/webhooks/ledger".into(),
+            provider: crate::settings::ProviderSettings::Ledger(LedgerSettings {
+                secrets: vec![Secret::new(SECRET.as_bytes().to_vec())],
+                scheme,
+                tolerance: Duration::from_secs(300),
+            }),
+        });
+        let verified = source
+            .authenticate(delivery(h, body), 1000)
+            .map_err(|e| e.to_string())?;
+        source
+            .normalize(&verified, RECEIVED_MS)
+            .map_err(|e| e.to_string())
+    }
+
     fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -336,7 +386,7 @@ mod tests {
         let v = verifier(SignatureScheme::Any);
         for secret in [SECRET, OLD] {
             let h = headers(&[("x-ledger-signature", ledger_sig(secret, 1000, body))]);
-            assert_eq!(v.verify(&delivery(&h, body), 1000), Ok(()));
+            assert_eq!(v.verify(&delivery(&h, body), 1000), Ok(None));
         }
         let h = headers(&[("x-ledger-signature", ledger_sig("whsec_other", 1000, body))]);
         assert_eq!(
@@ -376,7 +426,7 @@ mod tests {
             ("svix-signature", format!("v1,bm90IGl0 v1,{sig}")),
         ]);
         let v = verifier(SignatureScheme::StandardWebhooks);
-        assert_eq!(v.verify(&delivery(&h, body), 1010), Ok(()));
+        assert_eq!(v.verify(&delivery(&h, body), 1010), Ok(Some("msg_1")));
         assert_eq!(
             verifier(SignatureScheme::Ledger).verify(&delivery(&h, body), 1010),
             Err(AuthError::MissingSignature)
@@ -386,9 +436,9 @@ mod tests {
     #[test]
     fn normalizes_documented_body() {
         let body = br#"{"id":"evt_9","type":"transaction.completed","createdAt":1710000000000,"data":{"id":"txn_1","amount":"5.0"}}"#;
-        let n = normalize("ledger", &HeaderMap::new(), body, "2024-03-09T16:00:01Z")
-            .expect("normalizes");
+        let n = norm(body, None).expect("normalizes");
         assert_eq!(n.dedup_key.as_str(), "evt_9");
+        assert_eq!(n.envelope.receivedat, "2024-03-09T16:00:01Z");
         assert_eq!(n.envelope.event_type, "ledger.transaction.completed");
         assert_eq!(n.catalogue_type, "ledger.transaction.completed");
         assert_eq!(n.envelope.subject.as_deref(), Some("txn_1"));
@@ -398,14 +448,13 @@ mod tests {
 
     #[test]
     fn unknown_types_and_non_objects_are_kept() {
-        let n = normalize("l", &HeaderMap::new(), br#"{"id":"e","type":"x.y"}"#, "t")
-            .expect("normalizes");
+        let n = norm(br#"{"id":"e","type":"x.y"}"#, None).expect("normalizes");
         assert_eq!(n.catalogue_type, OTHER_TYPE);
         assert_eq!(n.envelope.event_type, "ledger.x.y");
-        let n = normalize("l", &HeaderMap::new(), b"[1,2]", "t").expect("normalizes");
+        let n = norm(b"[1,2]", None).expect("normalizes");
         assert_eq!(n.envelope.data.get(), "[1,2]");
         assert!(n.dedup_key.as_str().starts_with("sha256:"));
-        assert!(normalize("l", &HeaderMap::new(), b"not json", "t").is_err());
+        assert!(norm(b"not json", None).is_err());
     }
 
     /// The fields normalize reads and the whole body are checked in the same pass, so a flaw in
@@ -421,21 +470,118 @@ mod tests {
             br#"  {"id":"e","data":{"id":[1,}}"#,
         ];
         for body in flawed {
-            let result = normalize("l", &HeaderMap::new(), body, "t");
+            let result = norm(body, None);
             assert!(
                 matches!(result, Err(NormalizeError::NotJson(_))),
                 "{}",
                 String::from_utf8_lossy(body)
             );
         }
-        let n = normalize(
-            "l",
-            &HeaderMap::new(),
-            b" \n{\"id\":\"e\",\"data\":[1]} ",
-            "t",
-        )
-        .expect("whitespace around an object is JSON");
+        let n = norm(b" \n{\"id\":\"e\",\"data\":[1]} ", None)
+            .expect("whitespace around an object is JSON");
         assert_eq!(n.envelope.data.get(), "[1]");
         assert_eq!(n.dedup_key.as_str(), "e");
+    }
+
+    /// The review's replay: one captured request without a body `id`, signed with
+    /// `X-Ledger-Signature`, sent again with other `X-Ledger-Event-Id` / `-Type` headers. Those
+    /// headers are not signed, so they decide nothing: every copy has the key of the signed
+    /// body, and the type is the body's (none here: `unknown`).
+    #[test]
+    fn unsigned_id_and_type_headers_never_decide_identity_or_type() {
+        let body = br#"{"type":"transaction.completed","data":{"id":"txn_1","amount":"5.0"}}"#;
+        let signed = ledger_sig(SECRET, 1000, body);
+        let hash: [u8; 32] = sha2::Sha256::digest(body).into();
+        let expected = format!("sha256:{}", hex::encode(hash));
+        for (claimed, claimed_type) in [
+            ("evt_a", "customer.created"),
+            ("evt_b", "dispute.created"),
+            ("evt_future", "webhook.test"),
+        ] {
+            let h = headers(&[
+                ("x-ledger-signature", signed.clone()),
+                ("x-ledger-event-id", claimed.into()),
+                ("x-ledger-event-type", claimed_type.into()),
+            ]);
+            let n = receive(SignatureScheme::Any, &h, body).expect("verified");
+            assert_eq!(n.dedup_key.as_str(), expected, "{claimed}");
+            assert_eq!(n.envelope.id, expected);
+            assert_eq!(n.envelope.event_type, "ledger.transaction.completed");
+        }
+        // Without a type in the body, a type header is not believed either.
+        let untyped = br#"{"data":{"id":"txn_2"}}"#;
+        let h = headers(&[
+            ("x-ledger-signature", ledger_sig(SECRET, 1000, untyped)),
+            ("x-ledger-event-type", "transaction.completed".into()),
+        ]);
+        let n = receive(SignatureScheme::Ledger, &h, untyped).expect("verified");
+        assert_eq!(n.envelope.event_type, "ledger.unknown");
+        assert_eq!(n.catalogue_type, OTHER_TYPE);
+    }
+
+    /// Standard Webhooks signs `webhook-id` with the body, so it is the identity of a body
+    /// without `id`, and an unsigned `X-Ledger-Event-Id` beside it does not win. A `webhook-id`
+    /// that only rode along with a valid `X-Ledger-Signature` is not signed and not used.
+    #[test]
+    fn only_a_webhook_id_the_signature_covered_names_the_event() {
+        let body = br#"{"type":"transaction.created","data":{"id":"txn_1"}}"#;
+        let h = headers(&[
+            ("webhook-id", "msg_signed".into()),
+            ("webhook-timestamp", "1000".into()),
+            ("webhook-signature", standard_sig("msg_signed", 1000, body)),
+            ("x-ledger-event-id", "evt_claimed".into()),
+        ]);
+        for scheme in [SignatureScheme::StandardWebhooks, SignatureScheme::Any] {
+            let n = receive(scheme, &h, body).expect("verified");
+            assert_eq!(n.dedup_key.as_str(), "msg_signed", "{scheme:?}");
+        }
+        // The body's own id still comes first: both schemes sign the body.
+        let with_id = br#"{"id":"evt_body","type":"transaction.created","data":{}}"#;
+        let h = headers(&[
+            ("webhook-id", "msg_signed".into()),
+            ("webhook-timestamp", "1000".into()),
+            (
+                "webhook-signature",
+                standard_sig("msg_signed", 1000, with_id),
+            ),
+        ]);
+        let n = receive(SignatureScheme::StandardWebhooks, &h, with_id).expect("verified");
+        assert_eq!(n.dedup_key.as_str(), "evt_body");
+
+        // Both schemes' headers, the Ledger one valid, the Standard one made up: the
+        // `webhook-id` is an unsigned header like any other.
+        let h = headers(&[
+            ("x-ledger-signature", ledger_sig(SECRET, 1000, body)),
+            ("webhook-id", "msg_made_up".into()),
+            ("webhook-timestamp", "1000".into()),
+            ("webhook-signature", "v1,bm90IGEgc2lnbmF0dXJl".into()),
+        ]);
+        let n = receive(SignatureScheme::Any, &h, body).expect("verified");
+        assert!(
+            n.dedup_key.as_str().starts_with("sha256:"),
+            "{}",
+            n.dedup_key
+        );
+    }
+
+    /// Key forms never meet: an id holding `:` is tagged, so a provider id cannot equal a
+    /// content-hash key or another form's key.
+    #[test]
+    fn ids_that_look_like_derived_keys_are_tagged() {
+        let body = br#"{"data":{}}"#;
+        let hash: [u8; 32] = sha2::Sha256::digest(body).into();
+        let content_key = format!("sha256:{}", hex::encode(hash));
+        let mimic = format!(r#"{{"id":"{content_key}","data":{{}}}}"#);
+        let n = norm(mimic.as_bytes(), None).expect("normalizes");
+        assert_eq!(n.dedup_key.as_str(), format!("id:{content_key}"));
+        assert_eq!(
+            norm(body, None).expect("normalizes").dedup_key.as_str(),
+            content_key
+        );
+        let n = norm(br#"{"id":"evt:1","data":{}}"#, None).expect("normalizes");
+        assert_eq!(n.dedup_key.as_str(), "id:evt:1");
+        // An empty id is no id.
+        let n = norm(br#"{"id":"","data":{}}"#, None).expect("normalizes");
+        assert!(n.dedup_key.as_str().starts_with("sha256:"));
     }
 }

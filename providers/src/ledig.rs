@@ -8,7 +8,7 @@
 
 use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
 use crate::Secret;
-use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
+use crate::envelope::{DedupKey, Envelope, ObjectState, RetryIdentity, SPEC_VERSION};
 use crate::settings::{LedigSettings, TokenLocation};
 use base64::Engine as _;
 use http::HeaderName;
@@ -144,6 +144,8 @@ pub(super) struct LedigGuard {
     /// SHA-256 of `user:password`, as sent in the Authorization header after decoding.
     basic_auth: Option<[u8; 32]>,
     allow_ips: Vec<ipnet::IpNet>,
+    /// Not a protection: how long a repeated state counts as a retry (see `normalize`).
+    retry_window: std::time::Duration,
 }
 
 impl LedigGuard {
@@ -165,7 +167,12 @@ impl LedigGuard {
             token,
             basic_auth,
             allow_ips: settings.allow_ips.clone(),
+            retry_window: settings.retry_window,
         }
+    }
+
+    pub(super) fn retry_window(&self) -> std::time::Duration {
+        self.retry_window
     }
 
     pub(super) fn token_in_path(&self) -> bool {
@@ -290,13 +297,23 @@ fn documented(name: &str) -> Option<(&'static str, &'static [&'static str])> {
         .copied()
 }
 
-/// SHA-256 of the canonical form: keys sorted, no white space, numbers as written.
-fn canonical_hash(body: &RawValue) -> String {
+/// SHA-256 of the canonical form: keys sorted, no white space, numbers as written. A retry
+/// that a provider re-serializes (other key order or spacing) hashes the same.
+fn canonical_hash(body: &RawValue) -> [u8; 32] {
     let canonical = serde_json::from_str::<serde_json::Value>(body.get())
         .map(|v| v.to_string())
         .unwrap_or_else(|_| body.get().to_owned());
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    Sha256::digest(canonical.as_bytes()).into()
 }
+
+/// Payload fields that name the object an event is about when it has no `id` (normalized
+/// names, in order of preference).
+const ALIAS_FIELDS: &[&str] = &[
+    "alias",
+    "walletalias",
+    "accountreceivedalias",
+    "walletreceivedalias",
+];
 
 /// What the tolerant parser found in one body, before it becomes an envelope.
 struct Parsed {
@@ -305,8 +322,9 @@ struct Parsed {
     data: Box<RawValue>,
     /// Where `data` starts in the parsed text, when it is a verbatim part of it.
     data_at: Option<usize>,
-    id: Option<String>,
-    status: Option<String>,
+    /// The object the event is about: (normalized field name, value), `id` first, else an
+    /// alias; `None` when the payload names none.
+    object: Option<(&'static str, String)>,
     subject: Option<String>,
     time: Option<String>,
     unknown_fields: Vec<String>,
@@ -320,8 +338,7 @@ fn parse(whole: &RawValue) -> Parsed {
             known_fields: None,
             data: whole.to_owned(),
             data_at: Some(0),
-            id: None,
-            status: None,
+            object: None,
             subject: None,
             time: None,
             unknown_fields: Vec::new(),
@@ -366,15 +383,13 @@ fn parse(whole: &RawValue) -> Parsed {
             .or_else(|| top.find(names))
             .and_then(|(_, v)| super::scalar_text(v))
     };
-    let id = field(&["id"]);
-    let subject = id.clone().or_else(|| {
-        field(&[
-            "alias",
-            "walletalias",
-            "accountreceivedalias",
-            "walletreceivedalias",
-        ])
-    });
+    let object = match field(&["id"]) {
+        Some(id) => Some(("id", id)),
+        None => ALIAS_FIELDS
+            .iter()
+            .find_map(|name| field(&[name]).map(|v| (*name, v))),
+    };
+    let subject = object.as_ref().map(|(_, v)| v.clone());
     let time = fields
         .find(COMMON_FIELDS)
         .or_else(|| top.find(COMMON_FIELDS))
@@ -396,32 +411,39 @@ fn parse(whole: &RawValue) -> Parsed {
         known_fields,
         data,
         data_at,
-        status: field(&["status"]),
-        id,
+        object,
         subject,
         time,
         unknown_fields,
     }
 }
 
+/// Normalizes a Ledig body. Ledig signs nothing and sends no event id (its `id` is the
+/// payout's or deposit's), so a retry is told from a new event by the object the event is
+/// about and the state it reports (see [`ObjectState`]): the object is the event name plus
+/// the payload's `id` (else its alias; else the content itself), the state the canonical
+/// body. The key names this stored event: object, state and arrival time.
 pub(super) fn normalize(
     source: &str,
     body: &[u8],
-    received_at: &str,
+    received: &super::Received,
+    retry_window: std::time::Duration,
 ) -> Result<Normalized, NormalizeError> {
     let whole = super::check_json(body)?;
     let p = parse(whole);
-    // Type + id + status: a status change of the same payout is a new event, a retry is not.
-    let dedup_key = match &p.id {
-        Some(id) => {
-            let mut parts = vec![p.name.as_str(), id.as_str()];
-            if let Some(status) = &p.status {
-                parts.push(status);
-            }
-            DedupKey::from_parts(&parts)
+    let state = canonical_hash(whole);
+    let object = match &p.object {
+        Some((field, value)) => {
+            ObjectState::object_hash(&[p.name.as_bytes(), field.as_bytes(), value.as_bytes()])
         }
-        None => DedupKey::from_content_hash(&canonical_hash(whole)),
+        None => ObjectState::object_hash(&[b"content", &state]),
     };
+    let object_state = ObjectState {
+        object,
+        state,
+        retry_window,
+    };
+    let dedup_key = DedupKey::from_object_state(&object_state, received.ms);
     let event_type = format!("ledig.{}", p.name);
     let catalogue_type = match p.known_fields {
         Some(_) => CATALOGUE
@@ -443,7 +465,7 @@ pub(super) fn normalize(
             data: p.data,
             provider: "ledig".to_owned(),
             providertype: p.name,
-            receivedat: received_at.to_owned(),
+            receivedat: received.text.clone(),
         },
         dedup_key,
         catalogue_type,
@@ -451,6 +473,7 @@ pub(super) fn normalize(
         data_in_body: p
             .data_at
             .and_then(|at| super::offset_in(body, whole.get())?.checked_add(at)),
+        retry_identity: RetryIdentity::ObjectState(object_state),
     })
 }
 
@@ -458,8 +481,24 @@ pub(super) fn normalize(
 mod tests {
     use super::*;
 
+    /// 2024-01-01T00:00:00Z
+    const RECEIVED_MS: i64 = 1_704_067_200_000;
+    const WINDOW: std::time::Duration = crate::settings::DEFAULT_RETRY_WINDOW;
+
+    fn norm_at(body: &str, received_ms: i64) -> Normalized {
+        let received = super::super::Received::at(received_ms);
+        normalize("ledig", body.as_bytes(), &received, WINDOW).expect("normalizes")
+    }
+
     fn norm(body: &str) -> Normalized {
-        normalize("ledig", body.as_bytes(), "2024-01-01T00:00:00Z").expect("normalizes")
+        norm_at(body, RECEIVED_MS)
+    }
+
+    fn state(n: &Normalized) -> ObjectState {
+        match n.retry_identity {
+            RetryIdentity::ObjectState(s) => s,
+            RetryIdentity::Key => panic!("a Ledig event is told apart by its object state"),
+        }
     }
 
     #[test]
@@ -469,8 +508,18 @@ mod tests {
         );
         assert_eq!(n.envelope.event_type, "ledig.crypto_received");
         assert_eq!(n.catalogue_type, "ledig.crypto_received");
-        assert_eq!(n.dedup_key.as_str(), "crypto_received:dep_1:completed");
+        assert!(
+            n.dedup_key.as_str().starts_with("ledig:"),
+            "{}",
+            n.dedup_key
+        );
+        assert!(n.dedup_key.as_str().ends_with(":1704067200000"));
+        assert_eq!(n.envelope.id, n.dedup_key.as_str());
+        assert_eq!(n.envelope.receivedat, "2024-01-01T00:00:00Z");
         assert_eq!(n.envelope.subject.as_deref(), Some("dep_1"));
+        let object = ObjectState::object_hash(&[b"crypto_received", b"id", b"dep_1"]);
+        assert_eq!(state(&n).object, object);
+        assert_eq!(state(&n).retry_window, WINDOW);
         assert_eq!(
             n.envelope.data.get(),
             r#"{"id":"dep_1","Amount":"10.5","status":"completed","wallet_alias":"w1"}"#
@@ -484,7 +533,8 @@ mod tests {
             r#"{"Event-Type":"Crypto Payout Update","ID":7,"Status":"pending","Amount Sent":"1","extra_thing":true}"#,
         );
         assert_eq!(n.envelope.event_type, "ledig.crypto_payout_update");
-        assert_eq!(n.dedup_key.as_str(), "crypto_payout_update:7:pending");
+        let object = ObjectState::object_hash(&[b"crypto_payout_update", b"id", b"7"]);
+        assert_eq!(state(&n).object, object);
         assert_eq!(
             n.envelope.data.get(),
             r#"{"ID":7,"Status":"pending","Amount Sent":"1","extra_thing":true}"#
@@ -501,6 +551,59 @@ mod tests {
             r#"{"eventType":"crypto_payout_update","payload":{"id":"po_1","status":"completed"}}"#,
         );
         assert_ne!(a.dedup_key, b.dedup_key);
+        assert_eq!(state(&a).object, state(&b).object, "the same payout");
+        assert_ne!(state(&a).state, state(&b).state, "in another state");
+    }
+
+    /// A state that comes back (A -> B -> A) carries the same object and state as the first
+    /// time: the store tells it from a retry by what it stored last. Its key names the later
+    /// arrival, so the two stored events keep distinct ids.
+    #[test]
+    fn a_state_that_comes_back_has_the_first_ones_identity_and_its_own_key() {
+        let active =
+            r#"{"event":"settlement_account_update","data":{"Alias":"acc_1","status":"active"}}"#;
+        let first = norm_at(active, RECEIVED_MS);
+        let again = norm_at(active, RECEIVED_MS + 60_000);
+        assert_eq!(first.retry_identity, again.retry_identity);
+        assert_ne!(first.dedup_key, again.dedup_key);
+        assert_eq!(
+            state(&first).object,
+            ObjectState::object_hash(&[b"settlement_account_update", b"alias", b"acc_1"])
+        );
+    }
+
+    /// The review's pre-claims: a token holder picks field values so that another event gets
+    /// its identity. Parts are length-prefixed into the object's hash, never joined with a
+    /// separator, and every key has the `ledig:` form, so neither works.
+    #[test]
+    fn no_choice_of_field_values_takes_another_events_identity() {
+        let genuine =
+            norm(r#"{"event":"crypto_received","data":{"id":"dep_77","status":"completed"}}"#);
+        let shifted = [
+            r#"{"event":"crypto_received","data":{"id":"dep_77:completed"}}"#,
+            r#"{"event":"crypto_received","data":{"id":"dep_77:completed","status":""}}"#,
+            r#"{"event":"crypto_received:dep_77","data":{"id":"completed"}}"#,
+            r#"{"event":"crypto_receiveddep_77","data":{"id":"completed"}}"#,
+        ];
+        for body in shifted {
+            let n = norm(body);
+            assert_ne!(state(&n).object, state(&genuine).object, "{body}");
+            assert_ne!(n.dedup_key, genuine.dedup_key, "{body}");
+        }
+        // An event named `sha256`, or an id shaped like a content hash: still a `ledig:` key.
+        let n = norm(r#"{"event":"sha256","data":{"id":"0123abcd"}}"#);
+        assert!(
+            n.dedup_key.as_str().starts_with("ledig:"),
+            "{}",
+            n.dedup_key
+        );
+        // Without any object, the content is the object: two bodies differing in one field
+        // are two objects; the same body re-serialized is one.
+        let a = norm(r#"{"event":"brand_new","x":1}"#);
+        let b = norm(r#"{"event":"brand_new","x":2}"#);
+        let a2 = norm(r#"{ "x" : 1, "event" : "brand_new" }"#);
+        assert_ne!(state(&a).object, state(&b).object);
+        assert_eq!(a.retry_identity, a2.retry_identity);
     }
 
     #[test]
@@ -510,8 +613,8 @@ mod tests {
         let b = norm(
             r#"{ "data" : { "status":"active", "Alias":"w" }, "event":"settlement_wallet_update" }"#,
         );
-        assert_eq!(a.dedup_key, b.dedup_key);
-        assert!(a.dedup_key.as_str().starts_with("sha256:"));
+        assert_eq!(a.retry_identity, b.retry_identity);
+        assert_eq!(a.dedup_key, b.dedup_key, "same arrival, same key");
         assert_eq!(a.envelope.subject.as_deref(), Some("w"));
     }
 

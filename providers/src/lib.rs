@@ -20,7 +20,7 @@ pub mod signature;
 #[cfg(test)]
 mod fuzz_props;
 
-use crate::envelope::{DedupKey, Envelope};
+use crate::envelope::{DedupKey, Envelope, RetryIdentity};
 use crate::settings::{ProviderSettings, SourceSettings};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName};
@@ -42,6 +42,10 @@ pub struct Delivery<'a> {
 #[derive(Debug)]
 pub struct Verified<'a> {
     delivery: Delivery<'a>,
+    /// The event id the signature covered besides the body: the `webhook-id` of a delivery
+    /// verified by the Standard Webhooks scheme. `None` when the signature covered the body
+    /// alone (`X-Ledger-Signature`) or nothing is signed (Ledig): then no header is an id.
+    signed_id: Option<&'a str>,
 }
 
 impl<'a> Verified<'a> {
@@ -92,6 +96,8 @@ pub struct Normalized {
     /// Where `envelope.data` starts in the body, when it is a verbatim part of it (not
     /// reshaped), so a store can keep those bytes once.
     pub data_in_body: Option<usize>,
+    /// How the store tells a retry of this event from a new one.
+    pub retry_identity: RetryIdentity,
 }
 
 /// The metric label for event types outside a provider's catalogue.
@@ -151,23 +157,31 @@ impl Source {
         delivery: Delivery<'a>,
         now_unix: i64,
     ) -> Result<Verified<'a>, AuthError> {
-        match &self.kind {
+        let signed_id = match &self.kind {
             Kind::Ledger(v) => v.verify(&delivery, now_unix)?,
-            Kind::Ledig(g) => g.check(&delivery)?,
-        }
-        Ok(Verified { delivery })
+            Kind::Ledig(g) => {
+                g.check(&delivery)?;
+                None
+            }
+        };
+        Ok(Verified {
+            delivery,
+            signed_id,
+        })
     }
 
-    /// Turns a verified body into the envelope; `received_at` is RFC 3339.
+    /// Turns a verified body into the envelope; `received_at_ms` is when it arrived (unix
+    /// milliseconds). Identity and type come from signed bytes only (see [`DedupKey`]).
     pub fn normalize(
         &self,
         verified: &Verified<'_>,
-        received_at: &str,
+        received_at_ms: i64,
     ) -> Result<Normalized, NormalizeError> {
         let d = &verified.delivery;
+        let received = Received::at(received_at_ms);
         match &self.kind {
-            Kind::Ledger(_) => ledger::normalize(&self.name, d.headers, d.body, received_at),
-            Kind::Ledig(_) => ledig::normalize(&self.name, d.body, received_at),
+            Kind::Ledger(_) => ledger::normalize(&self.name, verified.signed_id, d.body, &received),
+            Kind::Ledig(g) => ledig::normalize(&self.name, d.body, &received, g.retry_window()),
         }
     }
 
@@ -202,16 +216,35 @@ impl serde::Serialize for KeptHeaders<'_> {
 
 /// Normalizes a payload from a trusted local file, without authentication: for tooling such as
 /// `gateway plugin run`. Never call this on network input; the webhook path goes through
-/// [`Source::authenticate`].
+/// [`Source::authenticate`]. Ledig payloads get the default retry window.
 pub fn normalize_local_payload(
     provider: &str,
     source: &str,
     body: &[u8],
+    received_at_ms: i64,
 ) -> Result<Normalized, NormalizeError> {
-    let received_at = crate::envelope::now_rfc3339();
+    let received = Received::at(received_at_ms);
     match provider {
-        "ledger" => ledger::normalize(source, &HeaderMap::new(), body, &received_at),
-        _ => ledig::normalize(source, body, &received_at),
+        "ledger" => ledger::normalize(source, None, body, &received),
+        _ => ledig::normalize(source, body, &received, settings::DEFAULT_RETRY_WINDOW),
+    }
+}
+
+/// When a delivery arrived, in the two forms normalizing needs.
+#[derive(Debug, Clone)]
+struct Received {
+    /// Unix milliseconds.
+    ms: i64,
+    /// RFC 3339, for the envelope's `receivedat`.
+    text: String,
+}
+
+impl Received {
+    fn at(ms: i64) -> Self {
+        Self {
+            ms,
+            text: crate::envelope::rfc3339_from_millis(ms).unwrap_or_default(),
+        }
     }
 }
 
@@ -359,7 +392,7 @@ mod tests {
             ("ledger", nested),
             ("ledig", nested),
         ] {
-            match normalize_local_payload(provider, provider, body) {
+            match normalize_local_payload(provider, provider, body, 0) {
                 Err(NormalizeError::NotJson(e)) => assert!(e.contains("escape"), "{e}"),
                 other => panic!("{provider}: {other:?}"),
             }
@@ -368,7 +401,7 @@ mod tests {
         let fine =
             br#"{"id":"evt_2","type":"transaction.created","data":{"n":"\u00e9\ud83d\ude00"}}"#;
         for provider in ["ledger", "ledig"] {
-            let n = normalize_local_payload(provider, provider, fine).expect("valid JSON");
+            let n = normalize_local_payload(provider, provider, fine, 0).expect("valid JSON");
             let back: serde_json::Value =
                 serde_json::from_str(&n.envelope.to_json()).expect("reads back");
             assert_eq!(back["data"]["n"], "\u{e9}\u{1f600}", "{provider}");

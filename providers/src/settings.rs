@@ -59,4 +59,11 @@ pub struct LedigSettings {
     pub basic_auth: Option<(Secret, Secret)>,
     /// Empty means any address.
     pub allow_ips: Vec<ipnet::IpNet>,
+    /// How long after a state of an object was stored a copy of it still counts as the
+    /// provider's retry (see [`crate::envelope::ObjectState`]).
+    pub retry_window: Duration,
 }
+
+/// `retry_window` when the config sets none: longer than any retry schedule a provider that
+/// retries "up to 3 times" plausibly runs, so a late retry is not processed twice.
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);

@@ -494,7 +494,7 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
     let got = sink.received();
     assert_eq!(got.len(), 2, "exactly one more delivery");
     for r in &got {
-        assert_eq!(r.webhook_id.as_deref(), Some("evt_replay_1"));
+        assert_eq!(r.webhook_id.as_deref(), Some("ledger:evt_replay_1"));
         assert_eq!(r.answered, 200);
         assert!(verify(SINK_SECRET, r), "signed");
         assert_eq!(r.json()["id"], "evt_replay_1");
@@ -506,7 +506,7 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
         "a new delivery row"
     );
     for d in deliveries {
-        assert_eq!(d["webhook_id"], "evt_replay_1", "{d}");
+        assert_eq!(d["webhook_id"], "ledger:evt_replay_1", "{d}");
         assert_eq!(d["destination"], "sink", "{d}");
         assert_eq!(d["route"], "txns", "{d}");
         assert_eq!(d["status"], "delivered", "{d}");
@@ -584,7 +584,7 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
     assert_eq!(second.received().len(), 1);
     assert_eq!(
         second.received()[0].webhook_id.as_deref(),
-        Some("evt_replay_1")
+        Some("ledger:evt_replay_1")
     );
     assert!(verify(SINK_SECRET, &second.received()[0]));
     assert_eq!(
@@ -656,7 +656,7 @@ fn a_plugin_trap_dead_letters_that_event_only() {
         let v = r.json();
         assert!(verify(SINK_SECRET, r), "signed");
         assert_eq!(v["calls"], "1", "a fresh instance per event: {v}");
-        assert_ne!(r.webhook_id.as_deref(), Some(poison.as_str()));
+        assert_ne!(r.event_id(), Some(poison.as_str()));
     }
     for id in &good {
         let seq = seq_of(&gw, "ledger", id);

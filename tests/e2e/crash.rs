@@ -10,7 +10,7 @@
 
 use crate::harness::*;
 use crate::reload::{ADMIN, full_config, http_destination, ledger_txn};
-use crate::sink::{Mode, SINK_SECRET, Sink, verify};
+use crate::sink::{Mode, Received, SINK_SECRET, Sink, verify};
 use rand::Rng as _;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -159,7 +159,7 @@ fn killed_under_load(kills: usize) {
         let delivered: HashSet<&str> = got
             .iter()
             .filter(|r| r.answered == 200)
-            .filter_map(|r| r.webhook_id.as_deref())
+            .filter_map(Received::event_id)
             .collect();
         stored.iter().all(|id| delivered.contains(id.as_str()))
     });
@@ -171,7 +171,12 @@ fn killed_under_load(kills: usize) {
     let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
     for r in &delivered {
         assert!(verify(SINK_SECRET, r), "signed: {r:?}");
-        let id = r.webhook_id.clone().expect("webhook-id");
+        assert!(
+            r.webhook_id
+                .as_deref()
+                .is_some_and(|w| w.starts_with("ledger:"))
+        );
+        let id = r.event_id().expect("webhook-id").to_owned();
         assert_eq!(r.json()["id"], id.as_str(), "body and webhook-id agree");
         *per_id.entry(id).or_default() += 1;
     }

@@ -123,19 +123,28 @@ fn a_payout_status_change_is_a_new_event_and_a_retry_is_not() {
         "the fixture has a pending status"
     );
     gw.post_ledig(&pending).assert_accepted();
+    gw.post_ledig(&pending).assert_duplicate();
     gw.post_ledig(completed.as_bytes()).assert_accepted();
     gw.post_ledig(completed.as_bytes()).assert_duplicate();
-    gw.post_ledig(&pending).assert_duplicate();
     let db = gw.db();
     assert_eq!(count(&db, "SELECT count(*) FROM events"), 2);
-    let p = stored(&db, "ledig", "crypto_payout_update:po_7001:pending");
-    let c = stored(&db, "ledig", "crypto_payout_update:po_7001:completed");
+    let payout = ledig_object_of("crypto_payout_update", "id", "po_7001");
+    let p = stored_with_prefix(&db, "ledig", &ledig_key_prefix(&payout, &pending));
+    let c = stored_with_prefix(
+        &db,
+        "ledig",
+        &ledig_key_prefix(&payout, completed.as_bytes()),
+    );
     assert_eq!(p.envelope["data"]["status"], "pending");
     assert_eq!(c.envelope["data"]["status"], "completed");
     assert_eq!(c.raw_body, completed.as_bytes());
+    // Back to pending is a state that comes back, not a retry (the latest state is completed).
+    gw.post_ledig(&pending).assert_accepted();
+    gw.post_ledig(&pending).assert_duplicate();
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 3);
 
-    // Without an id, the canonical body decides: the same content in another key order and
-    // spacing is a retry; different content is a new event.
+    // Without an id, the alias names the object and the canonical body is its state: the same
+    // content in another key order and spacing is a retry; another state is a new event.
     let wallet = br#"{"event":"settlement_wallet_update","data":{"Alias":"w1","status":"active"}}"#;
     gw.post_ledig(wallet).assert_accepted();
     gw.post_ledig(
@@ -147,6 +156,7 @@ fn a_payout_status_change_is_a_new_event_and_a_retry_is_not() {
     )
     .assert_accepted();
     let db = gw.db();
-    assert_eq!(count(&db, "SELECT count(*) FROM events"), 4);
-    stored(&db, "ledig", &content_key(wallet));
+    assert_eq!(count(&db, "SELECT count(*) FROM events"), 5);
+    let w1 = ledig_object_of("settlement_wallet_update", "alias", "w1");
+    stored_with_prefix(&db, "ledig", &ledig_key_prefix(&w1, wallet));
 }

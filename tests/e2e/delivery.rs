@@ -160,7 +160,7 @@ fn wait_gauge(gw: &Gateway, series: &str, want: f64) {
 fn by_id(received: &[Received]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in received {
-        let id = r.webhook_id.clone().unwrap_or_default();
+        let id = r.event_id().unwrap_or_default().to_owned();
         *out.entry(id).or_insert(0) += 1;
     }
     out
@@ -170,7 +170,11 @@ fn by_id(received: &[Received]) -> BTreeMap<String, usize> {
 /// body byte-for-byte the stored envelope with `webhook-id` = the event id.
 fn assert_is_delivery_of(r: &Received, id: &str, envelope: &str) {
     assert_eq!(r.path, "/hook", "{id}");
-    assert_eq!(r.webhook_id.as_deref(), Some(id), "webhook-id = event id");
+    assert_eq!(
+        r.webhook_id.as_deref(),
+        Some(format!("ledger:{id}").as_str()),
+        "webhook-id = <source>:<event id>"
+    );
     assert_eq!(
         r.content_type.as_deref(),
         Some("application/cloudevents+json"),
@@ -236,7 +240,7 @@ fn routes_by_type_glob_to_two_sinks_once_each_signed_and_verbatim() {
         let (seq, envelope) = stored_row(&gw, id);
         for (name, sink) in [("sink-a", &a), ("sink-b", &b)] {
             let d = wait_delivery(&gw, seq, name, "delivered");
-            assert_eq!(d["webhook_id"], id, "{d}");
+            assert_eq!(d["webhook_id"], format!("ledger:{id}"), "{d}");
             assert_eq!(d["route"], "transactions", "{d}");
             assert_eq!(d["attempts"], 1, "{d}");
             assert_eq!(history_statuses(&d), [Some(200)], "{d}");
@@ -244,7 +248,7 @@ fn routes_by_type_glob_to_two_sinks_once_each_signed_and_verbatim() {
             let got: Vec<Received> = sink
                 .received()
                 .into_iter()
-                .filter(|r| r.webhook_id.as_deref() == Some(id))
+                .filter(|r| r.event_id() == Some(id))
                 .collect();
             assert_eq!(got.len(), 1, "{id} reached {name} exactly once: {got:?}");
             assert_is_delivery_of(&got[0], id, &envelope);
@@ -408,7 +412,7 @@ fn the_last_failure_makes_a_dead_letter_that_redrive_delivers() {
     let listed = listed.as_array().expect("deliveries array");
     assert_eq!(listed.len(), 1, "{}", dead.body);
     assert_eq!(listed[0]["id"], d["id"]);
-    assert_eq!(listed[0]["webhook_id"], id);
+    assert_eq!(listed[0]["webhook_id"], format!("ledger:{id}"));
     assert_eq!(listed[0]["event_seq"], seq);
     assert_eq!(listed[0]["status"], "dead");
     wait_gauge(&gw, "gateway_dead_letters", 1.0);
@@ -592,7 +596,7 @@ fn no_acked_event_is_lost_across_a_sink_outage_and_kill_9() {
         let delivered: BTreeSet<&str> = got
             .iter()
             .filter(|r| (200..300).contains(&r.answered))
-            .filter_map(|r| r.webhook_id.as_deref())
+            .filter_map(Received::event_id)
             .collect();
         acked_set.iter().all(|id| delivered.contains(id.as_str()))
     });
@@ -636,7 +640,7 @@ fn no_acked_event_is_lost_across_a_sink_outage_and_kill_9() {
     // kill (it was in flight); a recorded delivery must never be sent again.
     for (id, _) in &twice {
         assert!(
-            !delivered_at_kill.contains(id.as_str()),
+            !delivered_at_kill.contains(&format!("ledger:{id}")),
             "{id} was recorded delivered before the kill, yet sent again: {twice:?}"
         );
     }

@@ -416,6 +416,17 @@ pub(crate) fn seq_of(gw: &Gateway, source: &str, id: &str) -> i64 {
         .unwrap_or_else(|e| panic!("no stored event {source}/{id}: {e}"))
 }
 
+/// The seq of the one stored event of `source` whose dedup key starts with `prefix`.
+pub(crate) fn seq_with_prefix(gw: &Gateway, source: &str, prefix: &str) -> i64 {
+    gw.db()
+        .query_row(
+            "SELECT seq FROM events WHERE source = ?1 AND dedup_key LIKE ?2",
+            [source, &format!("{prefix}%")],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("no single stored event {source}/{prefix}*: {e}"))
+}
+
 /// The stored event of `source` with this dedup key.
 pub(crate) fn stored(conn: &rusqlite::Connection, source: &str, key: &str) -> StoredEvent {
     event_where(conn, "source = ?1 AND dedup_key = ?2", [source, key])
@@ -708,13 +719,60 @@ pub(crate) fn canonical_json(v: &Value) -> String {
     }
 }
 
-/// The Ledig dedup key of an event without an id: `sha256:<hex>` over the canonical body.
-pub(crate) fn content_key(body: &[u8]) -> String {
+/// A Ledig event's object hash, computed here independently of the gateway: SHA-256 over
+/// `object/v1` and each part as its 8-byte big-endian length and its bytes.
+pub(crate) fn ledig_object(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"object/v1");
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The object of an event with an `id` (or an alias: `field` = "alias").
+pub(crate) fn ledig_object_of(event: &str, field: &str, value: &str) -> [u8; 32] {
+    ledig_object(&[event.as_bytes(), field.as_bytes(), value.as_bytes()])
+}
+
+/// SHA-256 of a body's canonical form (keys sorted, no white space): a Ledig event's state.
+pub(crate) fn ledig_state(body: &[u8]) -> [u8; 32] {
     let v: Value = serde_json::from_slice(body).expect("body is JSON");
+    Sha256::digest(canonical_json(&v).as_bytes()).into()
+}
+
+/// The object of an event that names none: its content.
+pub(crate) fn ledig_content_object(body: &[u8]) -> [u8; 32] {
+    ledig_object(&[b"content", &ledig_state(body)])
+}
+
+/// Every stored key of `body` about `object` starts with this: `ledig:<object>:<state>:`
+/// (24 hex digits each), then the arrival in unix ms.
+pub(crate) fn ledig_key_prefix(object: &[u8; 32], body: &[u8]) -> String {
     format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(canonical_json(&v).as_bytes()))
+        "ledig:{}:{}:",
+        hex::encode(&object[..12]),
+        hex::encode(&ledig_state(body)[..12])
     )
+}
+
+/// Every stored key of the event `event` about the object with this `id` starts with this.
+pub(crate) fn ledig_id_prefix(event: &str, id: &str) -> String {
+    format!(
+        "ledig:{}:",
+        hex::encode(&ledig_object_of(event, "id", id)[..12])
+    )
+}
+
+/// The one stored event of `source` whose dedup key starts with `prefix`.
+pub(crate) fn stored_with_prefix(
+    conn: &rusqlite::Connection,
+    source: &str,
+    prefix: &str,
+) -> StoredEvent {
+    let like = format!("{prefix}%");
+    event_where(conn, "source = ?1 AND dedup_key LIKE ?2", [source, &like])
 }
 
 fn fixtures_root() -> PathBuf {

@@ -1,8 +1,8 @@
 //! Ledig: the seven documented events and the shapes the docs leave open (flat with `type`,
 //! `eventType` + `payload`, `event_type`, an `Event-Type`/`DATA` spelling, extra unknown
 //! fields, a JSON body that is not an object) are accepted and normalized: type, provider type,
-//! dedup id (`<event>:<id>:<status>` or `sha256:` of the canonical body), subject and verbatim
-//! data. Each protection (header token, token in path, basic auth, IP allow-list, and all of
+//! key (`ledig:<object>:<state>:<arrival>`, the object being the event and its `id` or alias),
+//! subject and verbatim data. Each protection (header token, token in path, basic auth, IP allow-list, and all of
 //! them together) refuses missing or wrong credentials with 401, and no credential is stored.
 
 use crate::harness::*;
@@ -24,8 +24,8 @@ enum Data {
 struct Case {
     file: &'static str,
     event: &'static str,
-    /// `None`: the event has no id, so the key is `sha256:` of the canonical body.
-    key: Option<&'static str>,
+    /// What names the object, with `subject` as its value: `id`, else the alias.
+    object_field: &'static str,
     subject: &'static str,
     data: Data,
 }
@@ -34,84 +34,84 @@ const CASES: [Case; 12] = [
     Case {
         file: "admin_funding",
         event: "admin_funding",
-        key: Some("admin_funding:af_501:completed"),
+        object_field: "id",
         subject: "af_501",
         data: Data::Under("data"),
     },
     Case {
         file: "crypto_payout_update",
         event: "crypto_payout_update",
-        key: Some("crypto_payout_update:po_7001:pending"),
+        object_field: "id",
         subject: "po_7001",
         data: Data::Under("data"),
     },
     Case {
         file: "crypto_received",
         event: "crypto_received",
-        key: Some("crypto_received:dep_8812:completed"),
+        object_field: "id",
         subject: "dep_8812",
         data: Data::Under("data"),
     },
     Case {
         file: "settlement_account_update",
         event: "settlement_account_update",
-        key: None,
+        object_field: "alias",
         subject: "settle-ngn-1",
         data: Data::Under("data"),
     },
     Case {
         file: "settlement_wallet_update",
         event: "settlement_wallet_update",
-        key: None,
+        object_field: "alias",
         subject: "settle-usdt-1",
         data: Data::Under("data"),
     },
     Case {
         file: "virtual_account_created",
         event: "virtual_account_created",
-        key: None,
+        object_field: "alias",
         subject: "va-acme-1",
         data: Data::Under("data"),
     },
     Case {
         file: "virtual_account_credited",
         event: "virtual_account_credited",
-        key: Some("virtual_account_credited:vac_3321:successful"),
+        object_field: "id",
         subject: "vac_3321",
         data: Data::Under("data"),
     },
     Case {
         file: "variant_event_type_key",
         event: "settlement_account_update",
-        key: None,
+        object_field: "alias",
         subject: "settle-usd-2",
         data: Data::Under("data"),
     },
     Case {
         file: "variant_eventtype_payload",
         event: "crypto_payout_update",
-        key: Some("crypto_payout_update:po_payload_1:pending"),
+        object_field: "id",
         subject: "po_payload_1",
         data: Data::Under("payload"),
     },
     Case {
         file: "variant_extra_fields",
         event: "admin_funding",
-        key: Some("admin_funding:af_extra_1:completed"),
+        object_field: "id",
         subject: "af_extra_1",
         data: Data::Under("data"),
     },
     Case {
         file: "variant_flat_type",
         event: "crypto_received",
-        key: Some("crypto_received:dep_flat_1:completed"),
+        object_field: "id",
         subject: "dep_flat_1",
         data: Data::FlatWithout("type"),
     },
     Case {
         file: "variant_odd_spelling",
         event: "virtual_account_credited",
-        key: Some("virtual_account_credited:vac_odd_1:successful"),
+        object_field: "id",
         subject: "vac_odd_1",
         data: Data::Under("DATA"),
     },
@@ -129,7 +129,8 @@ fn every_ledig_fixture_is_stored_with_its_envelope() {
         let name = case.file;
         let body = fixture(&format!("ledig/{name}.json"));
         let sent: Value = serde_json::from_slice(&body).expect("fixture is JSON");
-        let key = case.key.map_or_else(|| content_key(&body), str::to_owned);
+        let object = ledig_object_of(case.event, case.object_field, case.subject);
+        let prefix = ledig_key_prefix(&object, &body);
         let want_data = match case.data {
             Data::Under(k) => sent[k].clone(),
             Data::FlatWithout(k) => {
@@ -145,14 +146,19 @@ fn every_ledig_fixture_is_stored_with_its_envelope() {
         gw.post_ledig(&body).assert_accepted();
         let after = now_ms();
 
-        let row = stored(&gw.db(), "ledig", &key);
+        let row = stored_with_prefix(&gw.db(), "ledig", &prefix);
         let env = &row.envelope;
+        assert_eq!(
+            row.dedup_key,
+            format!("{prefix}{}", row.received_at),
+            "{name}"
+        );
         let want_type = format!("ledig.{}", case.event);
         assert_eq!(row.event_type, want_type, "{name}");
         assert_eq!(row.raw_body, body, "{name}: raw body kept byte for byte");
         assert!((before..=after).contains(&row.received_at), "{name}");
         assert_eq!(env["specversion"], "1.0", "{name}");
-        assert_eq!(env["id"], key, "{name}");
+        assert_eq!(env["id"], row.dedup_key, "{name}");
         assert_eq!(env["source"], "ledig", "{name}");
         assert_eq!(env["type"], want_type, "{name}");
         assert_eq!(env["provider"], "ledig", "{name}");
@@ -172,7 +178,15 @@ fn every_ledig_fixture_is_stored_with_its_envelope() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 0);
     // Unknown fields are kept, whatever their shape.
-    let extra = stored(&db, "ledig", "admin_funding:af_extra_1:completed");
+    let extra_body = fixture("ledig/variant_extra_fields.json");
+    let extra = stored_with_prefix(
+        &db,
+        "ledig",
+        &ledig_key_prefix(
+            &ledig_object_of("admin_funding", "id", "af_extra_1"),
+            &extra_body,
+        ),
+    );
     assert_eq!(extra.envelope["data"]["newField"], "surprise");
     assert_eq!(extra.envelope["data"]["nested"], json!({"a": [1, 2, 3]}));
     // ... and counted: `newField` and `nested` are the only fields the docs do not list.
@@ -191,7 +205,12 @@ fn json_that_is_not_an_object_is_kept_as_unknown() {
     gw.post_ledig(body).assert_accepted();
     let row = stored_by_type(&gw.db(), "ledig", "ledig.unknown");
     assert_eq!(row.raw_body, body);
-    assert_eq!(row.dedup_key, content_key(body));
+    assert!(
+        row.dedup_key
+            .starts_with(&ledig_key_prefix(&ledig_content_object(body), body)),
+        "{}",
+        row.dedup_key
+    );
     assert_eq!(row.envelope["type"], "ledig.unknown");
     assert_eq!(row.envelope["source"], "ledig");
     // The same body again is a retry of the same thing.
@@ -302,7 +321,11 @@ fn every_protection_refuses_missing_or_wrong_credentials() {
     ];
     for (source, path, headers) in &accepted {
         gw.post(path, headers, &body).assert_accepted();
-        let row = stored(&gw.db(), source, "crypto_received:dep_8812:completed");
+        let row = stored_with_prefix(
+            &gw.db(),
+            source,
+            &ledig_id_prefix("crypto_received", "dep_8812"),
+        );
         assert_eq!(row.envelope["source"], *source);
         // Tokens and credentials are never kept with the event.
         let kept = row.headers.to_string();
@@ -378,10 +401,10 @@ fn behind_a_trusted_proxy_allow_ips_checks_the_forwarded_client() {
     assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 0);
 
     via(&["198.51.100.1, 203.0.113.7"]).assert_accepted();
-    stored(
+    stored_with_prefix(
         &gw.db(),
         "ledig-partner",
-        "crypto_received:dep_proxy:completed",
+        &ledig_id_prefix("crypto_received", "dep_proxy"),
     );
     let m = gw.metrics();
     let outcome = |o: &str| {
@@ -441,9 +464,9 @@ fn behind_a_proxy_that_writes_forwarded_its_for_names_the_client() {
         r#"for=198.51.100.1, for="203.0.113.7:4711";proto=https"#,
     )])
     .assert_accepted();
-    stored(
+    stored_with_prefix(
         &gw.db(),
         "ledig-partner",
-        "crypto_received:dep_7239:completed",
+        &ledig_id_prefix("crypto_received", "dep_7239"),
     );
 }

@@ -105,7 +105,7 @@ fn oversized_chunked_body_is_refused_at_the_limit() {
     req.extend_from_slice(b"\r\n0\r\n\r\n");
     s.write_all(&req).expect("write chunked request");
     read_response(&mut s).assert_accepted();
-    stored(&gw.db(), "ledig", "crypto_received:d1:completed");
+    stored_with_prefix(&gw.db(), "ledig", &ledig_id_prefix("crypto_received", "d1"));
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod delivery;
 mod durability;
 mod harness;
 mod hostile;
+mod identity;
 mod ledger;
 mod ledig;
 mod limits;

@@ -102,8 +102,13 @@ pub(crate) fn fixture_event(provider: &str, name: &str) -> PluginEvent {
         env!("CARGO_MANIFEST_DIR")
     );
     let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let normalized = gateway::providers::normalize_local_payload(provider, provider, &body)
-        .unwrap_or_else(|e| panic!("normalize {path}: {e}"));
+    let normalized = gateway::providers::normalize_local_payload(
+        provider,
+        provider,
+        &body,
+        gateway::envelope::now_unix_ms(),
+    )
+    .unwrap_or_else(|e| panic!("normalize {path}: {e}"));
     PluginEvent::from(&normalized.envelope)
 }
 

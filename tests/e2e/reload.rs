@@ -116,7 +116,7 @@ pub(crate) fn wait_delivered(
     let deadline = Instant::now() + PATIENCE;
     loop {
         let got = sink.delivered();
-        let seen: HashSet<&str> = got.iter().filter_map(|r| r.webhook_id.as_deref()).collect();
+        let seen: HashSet<&str> = got.iter().filter_map(Received::event_id).collect();
         let missing: Vec<&String> = ids
             .iter()
             .filter(|id| !seen.contains(id.as_str()))
@@ -390,7 +390,7 @@ fn config_reloads_under_load_lose_nothing_and_apply_to_later_events() {
     let got = wait_delivered(&first, &acked, "acked events to the first sink", &gw);
     let mut per_id: HashMap<&str, usize> = HashMap::new();
     for r in &got {
-        let id = r.webhook_id.as_deref().expect("webhook-id");
+        let id = r.event_id().expect("webhook-id");
         *per_id.entry(id).or_default() += 1;
         assert!(verify(SINK_SECRET, r), "bad signature on {id}");
         assert!(acked.contains(id), "delivered an event nobody sent: {id}");
@@ -420,7 +420,7 @@ fn config_reloads_under_load_lose_nothing_and_apply_to_later_events() {
     let wrongly: Vec<String> = second
         .received()
         .into_iter()
-        .filter_map(|r| r.webhook_id)
+        .filter_map(|r| r.event_id().map(str::to_owned))
         .filter(|id| late.contains(id))
         .collect();
     assert!(
@@ -512,7 +512,7 @@ fn soak_eighty_reloads_under_load_lose_nothing() {
     let got = wait_delivered(&first, &acked, "acked events to the first sink", &gw);
     let mut per_id: HashMap<&str, usize> = HashMap::new();
     for r in &got {
-        let id = r.webhook_id.as_deref().expect("webhook-id");
+        let id = r.event_id().expect("webhook-id");
         *per_id.entry(id).or_default() += 1;
         assert!(verify(SINK_SECRET, r), "bad signature on {id}");
     }
@@ -570,7 +570,7 @@ pub(crate) fn delivered_body(sink: &Sink, id: &str) -> Value {
     assert!(verify(SINK_SECRET, r), "signed");
     let plain = !id.contains('.');
     assert_eq!(
-        r.webhook_id.as_deref() == Some(id),
+        r.event_id() == Some(id),
         plain,
         "webhook-id {:?} for id {id}",
         r.webhook_id

@@ -77,7 +77,7 @@ fn finished_events_are_deleted_after_the_retention_and_dead_letters_stay() {
     gw.post_ledger(&ledger_event("evt_dead", "webhook.test"))
         .assert_accepted();
     let delivered = seq_of(&gw, "ledger", "evt_delivered");
-    let unrouted = seq_of(&gw, "ledig", "crypto_received:c1:completed");
+    let unrouted = seq_with_prefix(&gw, "ledig", &ledig_id_prefix("crypto_received", "c1"));
     let dead = seq_of(&gw, "ledger", "evt_dead");
     wait_until(
         &gw,

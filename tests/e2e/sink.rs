@@ -37,6 +37,12 @@ pub(crate) struct Received {
 }
 
 impl Received {
+    /// The event id in the `webhook-id` (`<source>:<event id>`), when it was sent plain.
+    pub(crate) fn event_id(&self) -> Option<&str> {
+        let (source, id) = self.webhook_id.as_deref()?.split_once(':')?;
+        (!source.is_empty()).then_some(id)
+    }
+
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("delivered body is JSON")
     }

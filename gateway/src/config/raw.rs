@@ -120,6 +120,7 @@ pub(super) struct RawSource {
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
     pub(super) allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) unprotected: Option<Spanned<bool>>,
+    pub(super) retry_window: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,13 +74,25 @@ enum Target {
     File(FileTarget),
 }
 
+/// The delivery id (`webhook-id`) of an event that arrived on `source`: `<source>:<event id>`.
+///
+/// CloudEvents ids are unique within their source only: two sources (two Ledig accounts, say)
+/// can send the same payout id, and a receiver that drops copies by `webhook-id` would drop the
+/// second one. Source names hold no `:` (config checks them), so the pair is unambiguous. It is
+/// stored with the delivery and made the same way on a replay, so it is stable across attempts
+/// and replays; [`Outgoing::webhook_id`] says how it goes on the wire.
+pub fn delivery_id(source: &str, event_id: &str) -> String {
+    format!("{source}:{event_id}")
+}
+
 /// What one attempt sends.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
-    /// `webhook-id`: the same for every attempt of one delivery, so the receiver can dedup.
-    /// Sent as given when it is a plain token (`A-Z a-z 0-9 _ - :`, at most 128 bytes), else
-    /// as a stable `hashed-<hex>` form (the spec forbids `.` in ids, and a header value must be
-    /// printable ASCII). It should be unique per destination, across sources too.
+    /// `webhook-id`: the same for every attempt of one delivery, so the receiver can dedup
+    /// ([`delivery_id`]). Sent as given when it is a plain token: 1 to 128 bytes of
+    /// `A-Z a-z 0-9 _ - :` not starting with `hashed-`; anything else (a `.`, which the spec
+    /// forbids, a byte a header cannot carry, a longer id, or one that starts with `hashed-`)
+    /// as `hashed-<hex of the first 16 bytes of its SHA-256>`, the same on every attempt.
     pub webhook_id: &'a str,
     /// The envelope as CloudEvents structured JSON; sent byte-for-byte (it is what is signed).
     pub envelope_json: &'a str,

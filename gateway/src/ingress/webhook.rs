@@ -8,13 +8,16 @@ use super::body::{self, BodyError};
 use super::client_addr::client_addr;
 use super::reply::{self, Body};
 use super::{Endpoint, Gateway};
+use crate::envelope::RetryIdentity;
 use crate::metrics::Outcome;
 use crate::metrics::events::{
     AuthRejected, BodyQuarantined, EncodingRefused, EventStored, RequestHandled, StoreUnavailable,
     UnknownFieldsSeen,
 };
 use crate::providers::{Delivery, NormalizeError};
-use crate::store::{DataSpan, IngestOutcome, NewEvent, QuarantinedBody, StoreError};
+use crate::store::{
+    DataSpan, IngestOutcome, NewEvent, ObjectStateClaim, QuarantinedBody, StoreError,
+};
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::net::IpAddr;
@@ -130,9 +133,8 @@ async fn handle(
     };
 
     let received_at_ms = unix_now_ms();
-    let received_at = crate::envelope::rfc3339_from_millis(received_at_ms).unwrap_or_default();
     let headers = endpoint.source.kept_headers(&parts.headers);
-    let normalized = match endpoint.source.normalize(&verified, &received_at) {
+    let normalized = match endpoint.source.normalize(&verified, received_at_ms) {
         Ok(n) => n,
         Err(NormalizeError::NotJson(detail)) => {
             let quarantined = QuarantinedBody {
@@ -170,6 +172,14 @@ async fn handle(
         raw_body: raw,
         headers,
         received_at_ms,
+        object_state: match normalized.retry_identity {
+            RetryIdentity::Key => None,
+            RetryIdentity::ObjectState(s) => Some(ObjectStateClaim {
+                object: s.object,
+                state: s.state,
+                retry_window_ms: i64::try_from(s.retry_window.as_millis()).unwrap_or(i64::MAX),
+            }),
+        },
     };
     match store_call(gw, gw.store.ingest(event)).await {
         Ok(IngestOutcome::Stored { seq }) => {

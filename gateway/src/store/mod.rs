@@ -2,11 +2,16 @@
 //! returned, and `ingest` only returns after the event is durable (committed and fsynced).
 //!
 //! Dedup and persist are one write: `ingest` inserts the (source, dedup key) pair if absent and
-//! stores the event only when it was absent, so two concurrent retries cannot both pass. The
-//! trait is shaped so a Postgres backend (insert-on-conflict) can sit behind it; the embedded
-//! default is SQLite ([`SqliteStore`]). This module never sees HTTP or provider formats.
+//! stores the event only when it was absent, so two concurrent retries cannot both pass. For a
+//! provider that signs no event id the pair is (source, object) instead, and "absent" means
+//! "its latest stored state is not this one, or is older than the retry window"
+//! ([`ObjectStateClaim`]); that too is decided and stored in the same write. The trait is
+//! shaped so a Postgres backend (insert-on-conflict, an upsert guarded by the window) can sit
+//! behind it; the embedded default is SQLite ([`SqliteStore`]). This module never sees HTTP or
+//! provider formats.
 
 mod dedup_index;
+mod object_states;
 mod retention;
 mod schema;
 mod sqlite;
@@ -40,6 +45,21 @@ pub struct NewEvent {
     /// JSON object of the headers that matter for re-verification.
     pub headers: String,
     pub received_at_ms: i64,
+    /// For a provider that signs no event id: what tells a retry of this event from a new one.
+    /// `None`: the dedup key does (equal keys within the dedup window are one event).
+    pub object_state: Option<ObjectStateClaim>,
+}
+
+/// The object a delivery is about and the state it reports (hashes made by the provider
+/// stage). The store drops the delivery as a retry when `state` equals the latest state it
+/// stored for (source, `object`) and that one arrived less than `retry_window_ms` before this
+/// one; otherwise it stores the event and records `state` as the object's latest, in the same
+/// commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStateClaim {
+    pub object: [u8; 32],
+    pub state: [u8; 32],
+    pub retry_window_ms: i64,
 }
 
 /// Where the envelope's `data` value is, in the envelope and verbatim in the raw body (byte
@@ -85,7 +105,8 @@ pub struct DedupPruneStep {
 pub enum IngestOutcome {
     /// First time this (source, dedup key) was seen: the event is stored under this sequence.
     Stored { seq: i64 },
-    /// Seen before (within the dedup window): nothing was written.
+    /// Seen before (within the dedup window, or the latest state of its object within the
+    /// retry window): nothing was written.
     Duplicate,
 }
 
@@ -117,6 +138,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// One step of forgetting the dedup keys first seen before `cutoff_ms`: small, so the
     /// ingests sharing its commit are not held up. A pass repeats it until `done`.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<DedupPruneStep, StoreError>;
+    /// One step of forgetting the objects' latest states whose retry window ended before
+    /// `now_ms` (a copy of them would be a new event anyway). A pass repeats it until `done`.
+    async fn prune_object_states(&self, now_ms: i64) -> Result<DedupPruneStep, StoreError>;
     /// One step of a retention pass: deletes the finished events received before `cutoff_ms`
     /// among the next `limit` events after `after_seq` (in arrival order), with their routing
     /// records. Events with a dead letter or work still waiting are kept.

@@ -1,5 +1,6 @@
-//! Retention: forgets dedup keys older than the window and, when `store.retention` is set,
-//! deletes finished events older than it; at start and hourly.
+//! Retention: forgets dedup keys older than the window and objects' latest states whose retry
+//! window is over and, when `store.retention` is set, deletes finished events older than it;
+//! at start and hourly.
 //!
 //! A retry arriving after the dedup window is stored as a new event, which is the documented
 //! meaning of the window. Event retention is never shorter than the window (config checks it)
@@ -44,6 +45,10 @@ pub async fn prune_periodically(
             () = shutdown.cancelled() => return,
             () = prune_dedup(store.as_ref(), cutoff_ms(retention.dedup_window), &metrics) => {}
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = prune_object_states(store.as_ref(), &metrics) => {}
+        }
         if let Some(kept) = retention.events {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -66,6 +71,34 @@ async fn prune_dedup(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "dedup pruning failed; will retry");
+                break;
+            }
+        }
+    }
+    if count > 0 {
+        DedupPruned {
+            metrics: metrics.clone(),
+            count,
+        }
+        .emit();
+    }
+}
+
+/// One pass forgetting the objects' latest states whose retry window is over, in writer-sized
+/// steps. Counted with the dedup keys: both are what dedup remembers.
+async fn prune_object_states(store: &dyn Store, metrics: &Metrics) {
+    let now = cutoff_ms(Duration::ZERO);
+    let mut count = 0;
+    loop {
+        match store.prune_object_states(now).await {
+            Ok(step) => {
+                count += step.forgotten;
+                if step.done {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning object states failed; will retry");
                 break;
             }
         }

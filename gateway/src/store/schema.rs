@@ -28,7 +28,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq          INTEGER PRIMARY KEY,           -- arrival order
     source       TEXT    NOT NULL,              -- configured source name
-    dedup_key    TEXT    NOT NULL,              -- = envelope id
+    dedup_key    TEXT    NOT NULL,              -- = envelope id (forms: providers' envelope.rs)
     event_type   TEXT    NOT NULL,              -- envelope type, e.g. ledger.transaction.completed
     envelope     TEXT    NOT NULL,              -- CloudEvents structured JSON, see data_at
     raw_body     BLOB    NOT NULL,              -- bytes as received (signature re-check)
@@ -53,6 +53,19 @@ CREATE TABLE IF NOT EXISTS dedup_keys (
     key   BLOB    NOT NULL,
     seen  INTEGER NOT NULL
 );
+
+-- The latest stored state of each object of a provider that signs no event id (Ledig), for
+-- telling its retries from new events (see store/object_states.rs). One row per (source,
+-- object): `key` = 16-byte SHA-256 prefix of (source, object hash), `state` = 16-byte prefix
+-- of the state's hash, `seen` = when that state arrived, `expires` = seen + the source's
+-- retry window (unix ms). Written in the same transaction as the event; pruned once expired.
+CREATE TABLE IF NOT EXISTS object_states (
+    key      BLOB    PRIMARY KEY,
+    state    BLOB    NOT NULL,
+    seen     INTEGER NOT NULL,
+    expires  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS object_states_expires ON object_states(expires);
 
 -- What routing made of an event. A narrow table of its own, so recording a routing never
 -- rewrites the (large) event row: an event without a row here is still `pending`.

@@ -360,9 +360,10 @@ async fn first_attempt(
     // An event no plugin changed is sent exactly as stored (and not stored twice).
     let changed = (!event.same_as(original)).then(|| event.to_envelope_json());
     let body = changed.as_deref().unwrap_or(&stored.envelope);
+    let webhook_id = crate::delivery::delivery_id(&stored.source, &event.id);
     let (attempts, state) = match pipeline.targets.get(destination) {
         Some(target) => {
-            let (record, state) = attempt(target, &event.id, body, 0).await;
+            let (record, state) = attempt(target, &webhook_id, body, 0).await;
             (vec![record], state)
         }
         None => (
@@ -375,7 +376,7 @@ async fn first_attempt(
     NewDelivery {
         route: route.to_owned(),
         destination: destination.to_owned(),
-        webhook_id: event.id.clone(),
+        webhook_id,
         envelope: changed,
         state,
         attempts,

@@ -8,6 +8,7 @@ use crate::config::secret::Secret;
 use crate::config::{
     LedgerSettings, LedigSettings, ProviderSettings, SignatureScheme, SourceSettings, TokenLocation,
 };
+use crate::providers::settings::DEFAULT_RETRY_WINDOW;
 use std::ops::Range;
 use std::time::Duration;
 use toml::Spanned;
@@ -97,6 +98,7 @@ fn ledger(pass: &mut Pass<'_>, table: &str, raw: &RawSource) -> Option<LedgerSet
             ("basic_auth", raw.basic_auth.as_ref().map(Spanned::span)),
             ("allow_ips", raw.allow_ips.as_ref().map(Spanned::span)),
             ("unprotected", raw.unprotected.as_ref().map(Spanned::span)),
+            ("retry_window", raw.retry_window.as_ref().map(Spanned::span)),
         ],
     );
     let scheme = match raw.signature.as_ref() {
@@ -284,8 +286,31 @@ fn ledig(pass: &mut Pass<'_>, table: &str, source: &Spanned<RawSource>) -> Optio
         token,
         basic_auth,
         allow_ips,
+        retry_window: retry_window(pass, table, raw),
     })
 }
+
+/// `retry_window`: how long a copy of an object's latest state counts as Ledig's retry. At
+/// least a second (two stored events of one object and state are told apart by their arrival
+/// millisecond, so they must be that far apart), at most a year.
+fn retry_window(pass: &mut Pass<'_>, table: &str, raw: &RawSource) -> Duration {
+    let Some(v) = raw.retry_window.as_ref() else {
+        return DEFAULT_RETRY_WINDOW;
+    };
+    let window = v.get_ref().0;
+    if !(MIN_RETRY_WINDOW..=MAX_RETRY_WINDOW).contains(&window) {
+        pass.error(
+            v.span(),
+            format!("{table}.retry_window"),
+            "must be between 1s and 365d",
+        );
+        return DEFAULT_RETRY_WINDOW;
+    }
+    window
+}
+
+const MIN_RETRY_WINDOW: Duration = Duration::from_secs(1);
+const MAX_RETRY_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Paths must be unique and must not shadow the gateway's own endpoints.
 pub(super) fn check_paths(pass: &mut Pass<'_>, raw: &RawConfig, sources: &[SourceSettings]) {

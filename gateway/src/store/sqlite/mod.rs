@@ -15,6 +15,7 @@ mod redrive;
 mod writer;
 
 use super::dedup_index::DedupIndex;
+use super::object_states::ObjectStates;
 use super::schema;
 use super::work::{
     AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
@@ -32,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{Notify, mpsc, oneshot};
-use writer::{Command, ExpireScan, Reply, writer_loop};
+use writer::{Command, ExpireScan, Reply, Seen, writer_loop};
 
 /// Requests that may wait for the writer before senders feel back-pressure.
 const QUEUE_CAPACITY: usize = 16 * 1024;
@@ -115,6 +116,14 @@ impl SqliteStore {
             ms = started.elapsed().as_millis(),
             "dedup index loaded"
         );
+        let states = ObjectStates::load(&conn, super::unix_ms()).map_err(open_err)?;
+        if states.len() > 0 {
+            tracing::info!(objects = states.len(), "latest object states loaded");
+        }
+        let index = Seen {
+            keys: index,
+            states,
+        };
         let max_seq: i64 = conn
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(open_err)?;
@@ -199,6 +208,10 @@ impl Store for SqliteStore {
 
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<DedupPruneStep, StoreError> {
         self.call(|r| Command::Prune(cutoff_ms, r)).await
+    }
+
+    async fn prune_object_states(&self, now_ms: i64) -> Result<DedupPruneStep, StoreError> {
+        self.call(|r| Command::PruneStates(now_ms, r)).await
     }
 
     async fn expire_events(
@@ -393,6 +406,7 @@ mod tests {
             raw_body: bytes::Bytes::from_static(b"{}"),
             headers: "{}".into(),
             received_at_ms: super::super::unix_ms(),
+            object_state: None,
         }
     }
 
@@ -493,6 +507,80 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .expect("counts");
         assert_eq!(n, 2);
+    }
+
+    /// A delivery of an object's state (a Ledig event), arrived at `at`.
+    fn state_event(key: &str, object: u8, state: u8, at: i64) -> NewEvent {
+        NewEvent {
+            source: "ledig".into(),
+            received_at_ms: at,
+            object_state: Some(crate::store::ObjectStateClaim {
+                object: [object; 32],
+                state: [state; 32],
+                retry_window_ms: 60_000,
+            }),
+            ..event(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn object_states_keep_changes_drop_retries_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.db");
+        let (store, writer) = open(&path);
+        let t = super::super::unix_ms();
+        let outcome = |o: IngestOutcome| matches!(o, IngestOutcome::Stored { .. });
+        // Concurrent copies of one state: stored once (check and insert are one step).
+        let copies: Vec<_> = (0..10)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(
+                    async move { s.ingest(state_event(&format!("a{i}"), 1, b'a', t)).await },
+                )
+            })
+            .collect();
+        let mut stored = 0;
+        for c in copies {
+            stored += usize::from(outcome(c.await.expect("joins").expect("ingests")));
+        }
+        assert_eq!(stored, 1);
+        let offer = |key: &str, state: u8, at: i64| {
+            let store = store.clone();
+            let e = state_event(key, 1, state, at);
+            async move { outcome(store.ingest(e).await.expect("ingests")) }
+        };
+        assert!(offer("b", b'b', t + 10).await, "A -> B: new");
+        assert!(!offer("b2", b'b', t + 20).await, "B again: a retry");
+        assert!(offer("a2", b'a', t + 30).await, "B -> A: new");
+        drop(store);
+        writer.join();
+
+        // After a restart the latest state is known; past the window a copy is new.
+        let (store, writer) = open(&path);
+        let again = store.ingest(state_event("a3", 1, b'a', t + 40)).await;
+        assert_eq!(again.expect("ingests"), IngestOutcome::Duplicate);
+        let later = store
+            .ingest(state_event("a4", 1, b'a', t + 30 + 60_000))
+            .await;
+        assert!(outcome(later.expect("ingests")));
+        // Pruning forgets states whose window is over, and only those.
+        let step = store
+            .prune_object_states(t + 30 + 60_000)
+            .await
+            .expect("prunes");
+        assert_eq!((step.forgotten, step.done), (0, true));
+        let step = store
+            .prune_object_states(t + 30 + 120_000)
+            .await
+            .expect("prunes");
+        assert_eq!((step.forgotten, step.done), (1, true));
+        drop(store);
+        writer.join();
+        let conn = Connection::open(&path).expect("reopens");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .expect("counts");
+        assert_eq!(n, 4, "a, b, a2, a4");
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! of them fails it alone gets the error and the ingests batched with it still commit.
 
 use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
+use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
 use super::super::work::{
     AttemptDone, AttemptRecord, DeliveryState, EventFilter, EventStatus, PluginStep, Processed,
@@ -40,6 +41,7 @@ pub(super) enum Command {
     Quarantine(QuarantinedBody, Reply<()>),
     Probe(Reply<()>),
     Prune(i64, Reply<DedupPruneStep>),
+    PruneStates(i64, Reply<DedupPruneStep>),
     Expire(ExpireScan, Reply<ExpiredEvents>),
     Complete(Arc<Vec<Processed>>, Reply<()>),
     Attempt(AttemptDone, Reply<()>),
@@ -70,9 +72,17 @@ pub(super) struct ExpireScan {
     pub(super) limit: u32,
 }
 
+/// What the writer decides dedup against, in memory: the dedup keys of the window and the
+/// latest state of every object (for providers that sign no event id).
+#[derive(Debug)]
+pub(super) struct Seen {
+    pub(super) keys: DedupIndex,
+    pub(super) states: ObjectStates,
+}
+
 pub(super) fn writer_loop(
     mut conn: Connection,
-    mut index: DedupIndex,
+    mut index: Seen,
     mut rx: mpsc::Receiver<Command>,
     metrics: &Metrics,
     work: &Arc<Notify>,
@@ -164,21 +174,34 @@ fn creates_work(cmd: &Command) -> bool {
 /// keys only after the commit succeeded.
 fn apply(
     conn: &mut Connection,
-    index: &mut DedupIndex,
+    seen: &mut Seen,
     batch: &[Command],
 ) -> Result<Vec<Applied>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut applied = Vec::with_capacity(batch.len());
     let mut fresh = BatchKeys::default();
+    let mut fresh_states = BatchStates::default();
     let now = unix_ms();
     {
         let mut event = tx.prepare_cached(schema::INSERT_EVENT)?;
         for cmd in batch {
             applied.push(match cmd {
                 Command::Ingest(e, _) => {
-                    // Only this thread writes, so check-then-insert is atomic.
+                    // Only this thread writes, so check-then-insert is atomic. An event with an
+                    // object state is a retry by that rule alone (its key names the arrival, so
+                    // it is new to the key index anyway); any other by its key.
                     let key = index_key(&e.source, &e.dedup_key);
-                    if index.contains(&key) || fresh.contains(&key) {
+                    let object = e
+                        .object_state
+                        .map(|claim| (object_key(&e.source, &claim.object), claim));
+                    let duplicate = match &object {
+                        Some((object, claim)) => {
+                            seen.states
+                                .is_retry(&fresh_states, object, claim, e.received_at_ms)
+                        }
+                        None => seen.keys.contains(&key) || fresh.contains(&key),
+                    };
+                    if duplicate {
                         Applied::Ingest(IngestOutcome::Duplicate)
                     } else {
                         let (envelope, span) = stored_envelope(e);
@@ -195,6 +218,9 @@ fn apply(
                             span.map(|s| s.len),
                         ])?;
                         fresh.add(seq, key, e.received_at_ms);
+                        if let Some((object, claim)) = &object {
+                            fresh_states.record(&tx, *object, claim, e.received_at_ms)?;
+                        }
                         Applied::Ingest(IngestOutcome::Stored { seq })
                     }
                 }
@@ -215,9 +241,12 @@ fn apply(
                         .execute(params![now])?;
                     Applied::Unit
                 }
-                Command::Prune(cutoff, _) => {
-                    isolated(&tx, || index.prune_step(&tx, *cutoff).map(Applied::Pruned))?
-                }
+                Command::Prune(cutoff, _) => isolated(&tx, || {
+                    seen.keys.prune_step(&tx, *cutoff).map(Applied::Pruned)
+                })?,
+                Command::PruneStates(now_ms, _) => isolated(&tx, || {
+                    seen.states.prune_step(&tx, *now_ms).map(Applied::Pruned)
+                })?,
                 Command::Expire(scan, _) => {
                     isolated(&tx, || expire(&tx, *scan).map(Applied::Expired))?
                 }
@@ -251,10 +280,11 @@ fn apply(
             });
         }
     }
-    let saving = index.save_due(&tx)?;
+    let saving = seen.keys.save_due(&tx)?;
     tx.commit()?;
-    index.saved(saving);
-    index.extend(fresh.committed);
+    seen.keys.saved(saving);
+    seen.keys.extend(fresh.committed);
+    seen.states.extend(fresh_states);
     Ok(applied)
 }
 
@@ -487,7 +517,9 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                     (Command::Replay(_, _, r) | Command::Redrive(_, r), Applied::Count(n)) => {
                         drop(r.send(Ok(n)));
                     }
-                    (Command::Prune(_, r), Applied::Pruned(step)) => drop(r.send(Ok(step))),
+                    (Command::Prune(_, r) | Command::PruneStates(_, r), Applied::Pruned(step)) => {
+                        drop(r.send(Ok(step)))
+                    }
                     (Command::RedriveStep(_, _, r), Applied::Stepped(step)) => {
                         drop(r.send(Ok(step)));
                     }
@@ -516,7 +548,7 @@ fn fail(cmd: Command, msg: &str) {
         | Command::Attempt(_, r)
         | Command::Watermark(_, r) => drop(r.send(Err(err()))),
         Command::Replay(_, _, r) | Command::Redrive(_, r) => drop(r.send(Err(err()))),
-        Command::Prune(_, r) => drop(r.send(Err(err()))),
+        Command::Prune(_, r) | Command::PruneStates(_, r) => drop(r.send(Err(err()))),
         Command::RedriveStep(_, _, r) => drop(r.send(Err(err()))),
         Command::Expire(_, r) => drop(r.send(Err(err()))),
     }
@@ -604,7 +636,11 @@ mod tests {
         // Tables only replay, redrive and retention touch: those fail, ingest does not.
         conn.execute_batch("DROP VIEW event_states; DROP TABLE routings; DROP TABLE deliveries;")
             .expect("breaks the routing tables");
-        let (mut index, _) = DedupIndex::load(&mut conn, 0).expect("index");
+        let (keys, _) = DedupIndex::load(&mut conn, 0).expect("index");
+        let mut index = Seen {
+            keys,
+            states: ObjectStates::default(),
+        };
         // ... and the saved dedup entries, which only pruning deletes from.
         conn.execute_batch("DROP TABLE dedup_keys;")
             .expect("breaks the saved dedup entries");
@@ -652,7 +688,7 @@ mod tests {
             .expect("counts");
         assert_eq!(events, 2, "both ingests committed");
         assert!(
-            index.contains(&index_key("ledger", "a")),
+            index.keys.contains(&index_key("ledger", "a")),
             "the index learned the commit"
         );
     }

@@ -139,6 +139,43 @@ fn unprotected_ledig_source_is_accepted_with_a_warning() {
 }
 
 #[test]
+fn a_ledig_retry_window_is_a_day_by_default_and_bounded() {
+    use crate::config::ProviderSettings;
+    let window = |extra: &str| {
+        let text = format!("[sources.l]\nprovider = \"ledig\"\nunprotected = true\n{extra}");
+        compile(Path::new("g.toml"), &text).map(|(c, _)| match &c.sources[0].provider {
+            ProviderSettings::Ledig(l) => l.retry_window,
+            ProviderSettings::Ledger(_) => panic!("a Ledig source"),
+        })
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(window("").expect("compiles"), day);
+    assert_eq!(
+        window("retry_window = \"2h\"\n").expect("compiles"),
+        std::time::Duration::from_secs(7200)
+    );
+    for bad in ["0s", "500ms", "400d"] {
+        let found = issues(&format!(
+            "[sources.l]\nprovider = \"ledig\"\nunprotected = true\nretry_window = \"{bad}\"\n"
+        ));
+        assert_has(
+            &found,
+            "g.toml:4:16: sources.l.retry_window: must be between 1s and 365d",
+        );
+    }
+    // Ledger sources have signed ids: the key does not apply.
+    let found = issues(
+        "[sources.s]\nprovider = \"ledger\"\nsecrets = [\"whsec_eA==\"]\nretry_window = \"1h\"\n",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("sources.s.retry_window: `retry_window` does not apply")),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn reserved_and_duplicate_paths_are_rejected() {
     let text = "[sources.a]\nprovider = \"ledig\"\nunprotected = true\npath = \"/metrics\"\n[sources.b]\nprovider = \"ledig\"\nunprotected = true\npath = \"/metrics\"\n";
     let found = issues(text);
