@@ -173,6 +173,36 @@ fn admin_requests_need_the_bearer_token() {
     }
 }
 
+/// The scheme name is case-insensitive (RFC 9110, 11.1); the token after it is not, and
+/// something that only starts like the scheme is not it.
+#[test]
+fn the_bearer_scheme_is_accepted_in_any_case() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let auth = ("Authorization", format!("{scheme} {ADMIN_TOKEN}"));
+        let r = gw.request("GET", "/admin/events", &[auth], b"");
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    for (what, value) in [
+        (
+            "lower-case scheme, wrong token",
+            "bearer admin-e2e-token-WRONG".to_owned(),
+        ),
+        (
+            "the token in upper case",
+            format!("Bearer {}", ADMIN_TOKEN.to_uppercase()),
+        ),
+        (
+            "a scheme that only starts with Bearer",
+            format!("Bearerx {ADMIN_TOKEN}"),
+        ),
+        ("no space after the scheme", format!("bearer{ADMIN_TOKEN}")),
+    ] {
+        let r = gw.request("GET", "/admin/events", &[("Authorization", value)], b"");
+        assert_unauthorized(&r, what);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // b) Listing: filters and pages.
 // ---------------------------------------------------------------------------------------------

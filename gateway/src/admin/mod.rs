@@ -2,8 +2,8 @@
 //! list dead letters and quarantined bodies, replay events through the current routes and
 //! redrive dead letters.
 //!
-//! Every request needs `Authorization: Bearer <token>` (the `[admin]` token; compared in
-//! constant time); without it the answer is 401 and nothing else is revealed. Answers are
+//! Every request needs `Authorization: Bearer <token>` (the `[admin]` token, the scheme name in
+//! any case; compared in constant time); without it the answer is 401 and nothing else is revealed. Answers are
 //! JSON. Every request is counted by action and result; refusals and every replay or redrive
 //! are logged with the client's address (an audit trail of what operators made happen).
 //!
@@ -77,7 +77,9 @@ impl Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme name is case-insensitive (RFC 9110, 11.1): `bearer` is `Bearer`.
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("Bearer").then_some(token))
             .map(str::trim);
         presented.is_some_and(|t| {
             let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
