@@ -16,7 +16,7 @@ mod sources;
 mod tests;
 
 use super::error::SourceText;
-use super::raw::{HumanDuration, RawConfig, RawServer};
+use super::raw::{HumanDuration, RawConfig, RawServer, SecretValue};
 use super::secret::{Secret, SecretRef};
 use super::{
     Backoff, ConfigError, ConfigIssue, ConfigWarning, ForwardedHeader, GatewayConfig,
@@ -55,15 +55,39 @@ impl Pass<'_> {
         self.warnings.push(issue);
     }
 
-    /// Resolves a `env:`/`file:` reference, recording a positioned error on failure.
-    fn secret(&mut self, value: &Spanned<String>, key: &str) -> Option<Secret> {
-        match SecretRef::parse(value.get_ref()).and_then(|r| r.resolve()) {
-            Ok(secret) => Some(secret),
-            Err(e) => {
-                self.error(value.span(), key, e.to_string());
+    /// Resolves the `env:`/`file:` reference written at a key that holds a secret, recording a
+    /// positioned error on failure. Errors name the key and the kind of value, never the value.
+    fn secret(&mut self, value: &Spanned<SecretValue<String>>, key: &str) -> Option<Secret> {
+        match value.get_ref() {
+            SecretValue::Written(text) => self.secret_reference(value.span(), text, key),
+            SecretValue::WrongType(kind) => {
+                self.wrong_secret_type(value.span(), key, "a secret reference string", kind);
                 None
             }
         }
+    }
+
+    /// Resolves `text` as a `env:`/`file:` reference, recording a positioned error on failure.
+    fn secret_reference(&mut self, span: Range<usize>, text: &str, key: &str) -> Option<Secret> {
+        match SecretRef::parse(text).and_then(|r| r.resolve()) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                self.error(span, key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A key that holds a secret was written with another type than `expected`.
+    fn wrong_secret_type(&mut self, span: Range<usize>, key: &str, expected: &str, kind: &str) {
+        self.error(
+            span,
+            key,
+            format!(
+                "must be {expected} (`env:NAME` or `file:PATH`), not {kind}; the value is not \
+                 shown, since this key holds a secret"
+            ),
+        );
     }
 
     /// An integer key that must lie in `range`, or `default` when absent. Out of range is

@@ -276,8 +276,8 @@ fn admin_token_is_a_resolved_secret_reference() {
     assert_eq!(
         issues("[admin]\ntoken = \"hunter2hunter2\"\n"),
         vec![
-            "g.toml:2:9: admin.token: `<inline value>` is not a secret reference: write \
-             `env:NAME` or `file:PATH`"
+            "g.toml:2:9: admin.token: is not a secret reference (`env:NAME` or `file:PATH`); \
+             the value is not shown"
         ]
     );
 }

@@ -4,6 +4,7 @@
 
 mod destinations;
 mod routes;
+mod secrets;
 
 use super::compile;
 use super::plugins::DEFAULT_PLUGIN_TIMEOUT;
