@@ -13,6 +13,11 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
+    /// The checked file's path, as messages print it.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Asserts exit code 1 and a problem line naming this file, this line and this key.
     pub(crate) fn assert_problem(&self, line: usize, key: &str) -> &str {
         assert_eq!(self.code, Some(1), "exit code; stderr:\n{}", self.stderr);

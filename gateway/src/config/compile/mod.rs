@@ -201,6 +201,7 @@ pub(super) fn compile(
             plugins.push(p);
         }
     }
+    plugins::warn_secret_grants(&mut pass, &raw);
     let wasm_cache_dir = raw
         .wasm
         .cache_dir

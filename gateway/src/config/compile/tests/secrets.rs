@@ -155,3 +155,21 @@ fn values_at_other_keys_are_still_shown() {
         ]
     );
 }
+
+#[test]
+fn a_plugin_granted_a_variable_a_secret_reference_reads_is_warned_about() {
+    // PATH: a variable every test process has, standing for a secret's.
+    let text = "[sources.g]\nprovider = \"ledig\"\ntoken = \"env:PATH\"\n\
+                [plugins.p]\nwasm = \"p.wasm\"\nenv = [\"PATH\"]\n";
+    assert_eq!(
+        super::warnings(text),
+        vec![
+            "g.toml:6:8: plugins.p.env[0]: grants the plugin PATH, which sources.g.token reads \
+             a secret from: the plugin can read that secret"
+        ]
+    );
+    // Granted, but read by no secret reference.
+    let files = super::SecretFiles::new();
+    let text = text.replace("env:PATH", &files.reference("token", "ledig-token"));
+    assert_eq!(super::warnings(&text), Vec::<String>::new());
+}
