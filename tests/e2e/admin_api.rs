@@ -628,6 +628,86 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
 // d) A poison event.
 // ---------------------------------------------------------------------------------------------
 
+/// A replay of everything needs `all=true`, however the filter is spelled (issue 20): a time
+/// or seq bound that excludes no stored event (`since=0`, `until` or `before` far ahead) is
+/// refused like no filter at all, and nothing is marked; a bound that excludes a stored event,
+/// or a source, type or status, narrows.
+#[test]
+fn a_replay_of_everything_needs_all_true_however_the_filter_is_spelled() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    for id in ["evt_wide_1", "evt_wide_2", "evt_wide_3"] {
+        gw.post_ledger(&ledger_txn(id)).assert_accepted();
+    }
+    let db = gw.db();
+    // No route: every event ends `unrouted`, which a replay may select.
+    let settled = || {
+        count(
+            &db,
+            "SELECT count(*) FROM event_states WHERE status IN ('pending', 'replay')",
+        ) == 0
+    };
+    wait_until(&gw, "every event is routed", || settled().then_some(()));
+    let (oldest_at, newest_seq, newest_at): (i64, i64, i64) = db
+        .query_row(
+            "SELECT min(received_at), max(seq), max(received_at) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("stored span");
+    let far = 9_999_999_999_999_i64;
+    for query in [
+        String::new(),
+        "limit=10".to_owned(),
+        "since=0".to_owned(),
+        "since=-1".to_owned(),
+        "since=1970-01-01T00:00:00Z".to_owned(),
+        format!("since={oldest_at}"),
+        format!("until={far}"),
+        format!("until={}", newest_at + 1),
+        format!("before={far}"),
+        format!("before={}", newest_seq + 1),
+        format!("since=0&until={far}&before={far}"),
+        "all=false&since=0".to_owned(),
+    ] {
+        let r = gw.admin("POST", &format!("/admin/replay?{query}"));
+        r.assert_error(400);
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("all=true")),
+            "{query}: {}",
+            r.body
+        );
+        assert!(settled(), "{query}: a refused replay marked events");
+    }
+    let r = gw.admin("POST", "/admin/replay?all=yes");
+    r.assert_error(400);
+    assert_eq!(
+        r.json()["error"],
+        "`all` must be true or false",
+        "{}",
+        r.body
+    );
+
+    // Bounds that exclude a stored event narrow; source, type and status always do.
+    let replayed = |query: &str| {
+        wait_until(&gw, "the last replay is routed again", || {
+            settled().then_some(())
+        });
+        let r = gw.admin("POST", &format!("/admin/replay?{query}"));
+        assert_eq!(r.status, 202, "{query}: {}", r.body);
+        r.json()["replayed"].as_i64().expect("replayed count")
+    };
+    assert_eq!(replayed(&format!("before={newest_seq}")), 2);
+    assert_eq!(replayed(&format!("before={newest_seq}&since=0")), 2);
+    assert!(replayed(&format!("until={newest_at}")) <= 2);
+    assert!(replayed(&format!("since={}", oldest_at + 1)) <= 2);
+    assert_eq!(replayed("source=ledger"), 3);
+    assert_eq!(replayed("status=unrouted"), 3);
+    assert_eq!(replayed("since=0&all=true"), 3);
+    assert_eq!(replayed("all=true"), 3);
+}
+
 fn ledger_with_data(id: &str, data: &str) -> Vec<u8> {
     format!(
         r#"{{"id":"{id}","type":"transaction.created","createdAt":1763856000000,"data":{data}}}"#

@@ -18,6 +18,7 @@ pub use work::{
     AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
     EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep, Processed,
     QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent,
+    StoredSpan,
 };
 
 use bytes::Bytes;
@@ -164,6 +165,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<EventSummary>, StoreError>;
     async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError>;
+    /// The oldest and the newest stored event; `None` when there is none.
+    async fn stored_span(&self) -> Result<Option<StoredSpan>, StoreError>;
     /// Quarantined bodies, newest first: of `source` if given, with an id below `before` if
     /// given, at most `limit`.
     async fn list_quarantine(

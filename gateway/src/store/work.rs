@@ -183,7 +183,8 @@ pub struct AttemptDone {
     pub state: DeliveryState,
 }
 
-/// Which events an admin listing or replay selects. Every field narrows; none selects all.
+/// Which events an admin listing or replay selects. No field set selects all; a time or seq
+/// bound selects all too when it lies outside what is stored (see [`StoredSpan`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// Exactly this event.
@@ -197,6 +198,18 @@ pub struct EventFilter {
     pub until_ms: Option<i64>,
     /// Only events with a smaller seq (pagination: newest first).
     pub before_seq: Option<i64>,
+}
+
+/// The oldest and the newest stored event (by seq): whether a time or seq bound excludes any
+/// stored event can be told from them without reading the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredSpan {
+    pub oldest_seq: i64,
+    /// Unix ms.
+    pub oldest_received_at: i64,
+    pub newest_seq: i64,
+    /// Unix ms.
+    pub newest_received_at: i64,
 }
 
 /// An authenticated body that could not be normalized, as the admin API shows it. The body is

@@ -19,6 +19,7 @@ use super::schema;
 use super::work::{
     AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
     EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView, StoredEvent,
+    StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError,
@@ -312,6 +313,10 @@ impl Store for SqliteStore {
 
     async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError> {
         self.observer.with(move |c| reader::event(c, seq)).await
+    }
+
+    async fn stored_span(&self) -> Result<Option<StoredSpan>, StoreError> {
+        self.observer.with(reader::stored_span).await
     }
 
     async fn dead_letters(

@@ -5,7 +5,7 @@
 use super::super::StoreError;
 use super::super::work::{
     AttemptRecord, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
-    EventSummary, PluginStep, QuarantineEntry, RouteRunView, StoredEvent,
+    EventSummary, PluginStep, QuarantineEntry, RouteRunView, StoredEvent, StoredSpan,
 };
 use super::filter::where_clause;
 use base64::Engine as _;
@@ -213,6 +213,25 @@ pub(super) fn list_events_query(
     let sql =
         format!("SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ?");
     (sql, args)
+}
+
+/// The first and the last event by seq: two rowid lookups, however many events are stored.
+pub(super) fn stored_span(conn: &Connection) -> rusqlite::Result<Option<StoredSpan>> {
+    let end = |order: &str| -> rusqlite::Result<Option<(i64, i64)>> {
+        conn.prepare_cached(&format!(
+            "SELECT seq, received_at FROM events ORDER BY seq {order} LIMIT 1"
+        ))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+    };
+    Ok(end("ASC")?
+        .zip(end("DESC")?)
+        .map(|(oldest, newest)| StoredSpan {
+            oldest_seq: oldest.0,
+            oldest_received_at: oldest.1,
+            newest_seq: newest.0,
+            newest_received_at: newest.1,
+        }))
 }
 
 pub(super) fn list_quarantine(
