@@ -896,6 +896,40 @@ fn quarantined_bodies_are_listed_and_shown_byte_for_byte() {
     gw.get("/admin/quarantine").assert_error(401);
 }
 
+/// The same bad body sent again and again (issue 20): one quarantine entry whose `repeats`
+/// counts the arrivals, not a row per request; every request is still answered 400 and
+/// counted in `gateway_quarantined_total`.
+#[test]
+fn a_bad_body_sent_three_times_is_one_entry_with_three_repeats() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    let body = b"{\"id\":\"evt_again\",\"type\":".to_vec();
+    for _ in 0..3 {
+        gw.post_ledger(&body).assert_error(400);
+    }
+    // The same bytes from another source are that source's own entry.
+    gw.post_ledig(&body).assert_error(400);
+
+    let all = admin_ok(&gw, "GET", "/admin/quarantine");
+    let entries = all["quarantine"].as_array().expect("an array");
+    assert_eq!(entries.len(), 2, "{all}");
+    let ledger = &entries[1];
+    assert_eq!(ledger["source"], "ledger", "{all}");
+    assert_eq!(ledger["repeats"], 3, "{ledger}");
+    assert_eq!(ledger["body_base64"], b64_bytes(&body));
+    let first = ledger["received_at"].as_i64().expect("received_at");
+    let last = ledger["last_seen_at"].as_i64().expect("last_seen_at");
+    assert!(first <= last && last <= now_ms(), "{ledger}");
+    assert_eq!(entries[0]["source"], "ledig");
+    assert_eq!(entries[0]["repeats"], 1);
+    assert_eq!(entries[0]["last_seen_at"], entries[0]["received_at"]);
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM quarantine"), 2);
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, r#"gateway_quarantined_total{source="ledger"}"#),
+        3.0
+    );
+}
+
 fn b64_bytes(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -230,6 +230,7 @@ pub(super) struct RawStore {
     pub(super) path: Option<Spanned<String>>,
     pub(super) dedup_window: Option<Spanned<HumanDuration>>,
     pub(super) retention: Option<Spanned<HumanDuration>>,
+    pub(super) quarantine_retention: Option<Spanned<HumanDuration>>,
 }
 
 /// One `[sources.NAME]` table. Which keys apply depends on `provider`; `compile` rejects keys

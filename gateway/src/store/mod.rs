@@ -111,7 +111,8 @@ pub enum StoreError {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Dedup and persist in one durable write; returns after commit.
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome, StoreError>;
-    /// Keeps an authenticated body that could not be normalized; returns after commit.
+    /// Keeps an authenticated body that could not be normalized; returns after commit. A body
+    /// this source sent before is counted on its row (`repeats`, `last_seen_at`) instead.
     async fn quarantine(&self, body: QuarantinedBody) -> Result<(), StoreError>;
     /// A real (tiny) durable write, for `/readyz`.
     async fn check_writable(&self) -> Result<(), StoreError>;
@@ -125,6 +126,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         cutoff_ms: i64,
         after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError>;
+
+    /// One step of a quarantine retention pass: deletes the quarantined bodies last seen
+    /// before `cutoff_ms` among the next `limit` rows after id `after_id` (in arrival order).
+    async fn expire_quarantine(
+        &self,
+        cutoff_ms: i64,
+        after_id: i64,
         limit: u32,
     ) -> Result<ExpiredEvents, StoreError>;
 

@@ -214,13 +214,17 @@ pub struct StoredSpan {
 
 /// An authenticated body that could not be normalized, as the admin API shows it. The body is
 /// given as text when it is UTF-8 (most are: JSON with a syntax error) and always as base64,
-/// so what was received can be looked at exactly.
+/// so what was received can be looked at exactly. The same body sent again by the same source
+/// is one entry: `repeats` counts its arrivals, `received_at` is the first (with its reason and
+/// headers), `last_seen_at` the latest.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuarantineEntry {
     pub id: i64,
     pub source: String,
     pub reason: String,
     pub received_at: i64,
+    pub repeats: i64,
+    pub last_seen_at: i64,
     pub size: usize,
     pub headers: serde_json::Value,
     pub body_text: Option<String>,

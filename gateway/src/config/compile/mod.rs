@@ -35,6 +35,9 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// As long as the default dedup window: a provider still retrying a body keeps it, and an
+/// operator has a month to look at one.
+const DEFAULT_QUARANTINE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
 
 /// Collects issues while the pass walks the tables.
@@ -172,6 +175,12 @@ pub(super) fn compile(
     let dedup_window = positive(&mut pass, &raw.store.dedup_window, "store.dedup_window")
         .unwrap_or(DEFAULT_DEDUP_WINDOW);
     let retention = positive(&mut pass, &raw.store.retention, "store.retention");
+    let quarantine_retention = positive(
+        &mut pass,
+        &raw.store.quarantine_retention,
+        "store.quarantine_retention",
+    )
+    .unwrap_or(DEFAULT_QUARANTINE_RETENTION);
     if let (Some(kept), Some(span)) = (retention, raw.store.retention.as_ref().map(Spanned::span)) {
         // The dedup index is rebuilt from stored events at start: an event removed inside the
         // window would let its provider's retry in as a new event after a restart.
@@ -249,6 +258,7 @@ pub(super) fn compile(
             path: store_path.into(),
             dedup_window,
             retention,
+            quarantine_retention,
         },
         sources,
         wasm_cache_dir,

@@ -9,6 +9,8 @@
 mod checkpoint;
 mod envelope_row;
 mod filter;
+#[cfg(test)]
+mod quarantine_tests;
 mod reader;
 mod recent;
 mod redrive;
@@ -29,6 +31,7 @@ use reader::Reader;
 use recent::{Pending, RecentEvents};
 use redrive::{Bulk, Listed};
 use rusqlite::{Connection, OpenFlags};
+use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -191,7 +194,9 @@ impl Store for SqliteStore {
     }
 
     async fn quarantine(&self, body: QuarantinedBody) -> Result<(), StoreError> {
-        self.call(|r| Command::Quarantine(body, r)).await
+        // Hashed here, on the caller's task, not on the writer thread every ack waits for.
+        let digest: [u8; 32] = Sha256::digest(&body.raw_body).into();
+        self.call(|r| Command::Quarantine(body, digest, r)).await
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
@@ -214,6 +219,20 @@ impl Store for SqliteStore {
             limit,
         };
         self.call(|r| Command::Expire(scan, r)).await
+    }
+
+    async fn expire_quarantine(
+        &self,
+        cutoff_ms: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError> {
+        let scan = ExpireScan {
+            cutoff_ms,
+            after_seq: after_id,
+            limit,
+        };
+        self.call(|r| Command::ExpireQuarantine(scan, r)).await
     }
 
     fn work_signal(&self) -> Arc<Notify> {

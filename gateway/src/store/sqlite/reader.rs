@@ -241,7 +241,8 @@ pub(super) fn list_quarantine(
     limit: u32,
 ) -> rusqlite::Result<Vec<QuarantineEntry>> {
     conn.prepare_cached(
-        "SELECT id, source, reason, received_at, headers, raw_body FROM quarantine \
+        "SELECT id, source, reason, received_at, headers, raw_body, repeats, \
+                coalesce(last_seen_at, received_at) FROM quarantine \
          WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR id < ?2) \
          ORDER BY id DESC LIMIT ?3",
     )?
@@ -253,6 +254,8 @@ pub(super) fn list_quarantine(
             source: r.get(1)?,
             reason: r.get(2)?,
             received_at: r.get(3)?,
+            repeats: r.get(6)?,
+            last_seen_at: r.get(7)?,
             size: body.len(),
             headers: json_or_text(&headers),
             body_base64: base64::engine::general_purpose::STANDARD.encode(&body),
