@@ -231,10 +231,8 @@ impl Admin {
             Ok(v) => v,
             Err(e) => return Ok(bad_request(&e)),
         };
-        if !all {
-            if let Some(refusal) = self.selects_everything(&filter).await? {
-                return Ok(bad_request(&refusal));
-            }
+        if !all && let Some(refusal) = self.selects_everything(&filter).await? {
+            return Ok(bad_request(&refusal));
         }
         let selection = format!("{filter:?}, limit {limit}");
         let marked = self.store.request_replay(filter, limit).await?;

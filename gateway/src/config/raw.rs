@@ -93,8 +93,11 @@ impl SecretShape<'_> for String {
     }
 }
 
+/// `secrets = [...]`: each entry a secret reference.
+pub(super) type SecretList = Vec<Spanned<SecretValue<String>>>;
+
 /// `secrets = [...]`: a list of secret references.
-impl<'de> SecretShape<'de> for Vec<Spanned<SecretValue<String>>> {
+impl<'de> SecretShape<'de> for SecretList {
     fn from_seq<A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element()? {
@@ -241,7 +244,7 @@ pub(super) struct RawSource {
     pub(super) provider: Spanned<String>,
     pub(super) path: Option<Spanned<String>>,
     // Ledger
-    pub(super) secrets: Option<Spanned<SecretValue<Vec<Spanned<SecretValue<String>>>>>>,
+    pub(super) secrets: Option<Spanned<SecretValue<SecretList>>>,
     pub(super) signature: Option<Spanned<String>>,
     pub(super) tolerance: Option<Spanned<HumanDuration>>,
     // Ledig
