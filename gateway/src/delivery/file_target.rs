@@ -99,8 +99,12 @@ impl FileTarget {
 
 /// The JSON text `json` on one line, the same value (see the module doc).
 fn one_line(json: &str) -> Vec<u8> {
-    let breaks_lines = |c: char| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}');
-    if !json.contains(breaks_lines) {
+    // A byte scan first: CR, LF, and the last UTF-8 byte of U+0085, U+2028 and U+2029 (other
+    // characters share those last bytes; they only cost the slower pass below).
+    if !json
+        .bytes()
+        .any(|b| matches!(b, b'\n' | b'\r' | 0x85 | 0xA8 | 0xA9))
+    {
         let mut line = Vec::with_capacity(json.len() + 1);
         line.extend_from_slice(json.as_bytes());
         return line;
