@@ -86,6 +86,7 @@ pub async fn run(
         store::Retention {
             dedup_window: config.store.dedup_window,
             events: config.store.retention,
+            quarantine: config.store.quarantine_retention,
         },
         metrics.clone(),
         shutdown.clone(),

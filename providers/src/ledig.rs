@@ -200,10 +200,9 @@ impl LedigGuard {
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Basic ")
-                        .or_else(|| v.strip_prefix("basic "))
-                })
+                // The scheme name is case-insensitive (RFC 9110, 11.1).
+                .and_then(|v| v.split_once(' '))
+                .and_then(|(scheme, b64)| scheme.eq_ignore_ascii_case("Basic").then_some(b64))
                 .and_then(|b64| {
                     base64::engine::general_purpose::STANDARD
                         .decode(b64.trim())

@@ -173,6 +173,36 @@ fn admin_requests_need_the_bearer_token() {
     }
 }
 
+/// The scheme name is case-insensitive (RFC 9110, 11.1); the token after it is not, and
+/// something that only starts like the scheme is not it.
+#[test]
+fn the_bearer_scheme_is_accepted_in_any_case() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let auth = ("Authorization", format!("{scheme} {ADMIN_TOKEN}"));
+        let r = gw.request("GET", "/admin/events", &[auth], b"");
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    for (what, value) in [
+        (
+            "lower-case scheme, wrong token",
+            "bearer admin-e2e-token-WRONG".to_owned(),
+        ),
+        (
+            "the token in upper case",
+            format!("Bearer {}", ADMIN_TOKEN.to_uppercase()),
+        ),
+        (
+            "a scheme that only starts with Bearer",
+            format!("Bearerx {ADMIN_TOKEN}"),
+        ),
+        ("no space after the scheme", format!("bearer{ADMIN_TOKEN}")),
+    ] {
+        let r = gw.request("GET", "/admin/events", &[("Authorization", value)], b"");
+        assert_unauthorized(&r, what);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // b) Listing: filters and pages.
 // ---------------------------------------------------------------------------------------------
@@ -598,6 +628,86 @@ fn a_replay_delivers_again_with_the_same_webhook_id_through_the_current_routes()
 // d) A poison event.
 // ---------------------------------------------------------------------------------------------
 
+/// A replay of everything needs `all=true`, however the filter is spelled (issue 20): a time
+/// or seq bound that excludes no stored event (`since=0`, `until` or `before` far ahead) is
+/// refused like no filter at all, and nothing is marked; a bound that excludes a stored event,
+/// or a source, type or status, narrows.
+#[test]
+fn a_replay_of_everything_needs_all_true_however_the_filter_is_spelled() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    for id in ["evt_wide_1", "evt_wide_2", "evt_wide_3"] {
+        gw.post_ledger(&ledger_txn(id)).assert_accepted();
+    }
+    let db = gw.db();
+    // No route: every event ends `unrouted`, which a replay may select.
+    let settled = || {
+        count(
+            &db,
+            "SELECT count(*) FROM event_states WHERE status IN ('pending', 'replay')",
+        ) == 0
+    };
+    wait_until(&gw, "every event is routed", || settled().then_some(()));
+    let (oldest_at, newest_seq, newest_at): (i64, i64, i64) = db
+        .query_row(
+            "SELECT min(received_at), max(seq), max(received_at) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("stored span");
+    let far = 9_999_999_999_999_i64;
+    for query in [
+        String::new(),
+        "limit=10".to_owned(),
+        "since=0".to_owned(),
+        "since=-1".to_owned(),
+        "since=1970-01-01T00:00:00Z".to_owned(),
+        format!("since={oldest_at}"),
+        format!("until={far}"),
+        format!("until={}", newest_at + 1),
+        format!("before={far}"),
+        format!("before={}", newest_seq + 1),
+        format!("since=0&until={far}&before={far}"),
+        "all=false&since=0".to_owned(),
+    ] {
+        let r = gw.admin("POST", &format!("/admin/replay?{query}"));
+        r.assert_error(400);
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("all=true")),
+            "{query}: {}",
+            r.body
+        );
+        assert!(settled(), "{query}: a refused replay marked events");
+    }
+    let r = gw.admin("POST", "/admin/replay?all=yes");
+    r.assert_error(400);
+    assert_eq!(
+        r.json()["error"],
+        "`all` must be true or false",
+        "{}",
+        r.body
+    );
+
+    // Bounds that exclude a stored event narrow; source, type and status always do.
+    let replayed = |query: &str| {
+        wait_until(&gw, "the last replay is routed again", || {
+            settled().then_some(())
+        });
+        let r = gw.admin("POST", &format!("/admin/replay?{query}"));
+        assert_eq!(r.status, 202, "{query}: {}", r.body);
+        r.json()["replayed"].as_i64().expect("replayed count")
+    };
+    assert_eq!(replayed(&format!("before={newest_seq}")), 2);
+    assert_eq!(replayed(&format!("before={newest_seq}&since=0")), 2);
+    assert!(replayed(&format!("until={newest_at}")) <= 2);
+    assert!(replayed(&format!("since={}", oldest_at + 1)) <= 2);
+    assert_eq!(replayed("source=ledger"), 3);
+    assert_eq!(replayed("status=unrouted"), 3);
+    assert_eq!(replayed("since=0&all=true"), 3);
+    assert_eq!(replayed("all=true"), 3);
+}
+
 fn ledger_with_data(id: &str, data: &str) -> Vec<u8> {
     format!(
         r#"{{"id":"{id}","type":"transaction.created","createdAt":1763856000000,"data":{data}}}"#
@@ -784,6 +894,40 @@ fn quarantined_bodies_are_listed_and_shown_byte_for_byte() {
     );
     gw.admin("POST", "/admin/quarantine").assert_error(405);
     gw.get("/admin/quarantine").assert_error(401);
+}
+
+/// The same bad body sent again and again (issue 20): one quarantine entry whose `repeats`
+/// counts the arrivals, not a row per request; every request is still answered 400 and
+/// counted in `gateway_quarantined_total`.
+#[test]
+fn a_bad_body_sent_three_times_is_one_entry_with_three_repeats() {
+    let gw = Gateway::start_with_extra(ADMIN);
+    let body = b"{\"id\":\"evt_again\",\"type\":".to_vec();
+    for _ in 0..3 {
+        gw.post_ledger(&body).assert_error(400);
+    }
+    // The same bytes from another source are that source's own entry.
+    gw.post_ledig(&body).assert_error(400);
+
+    let all = admin_ok(&gw, "GET", "/admin/quarantine");
+    let entries = all["quarantine"].as_array().expect("an array");
+    assert_eq!(entries.len(), 2, "{all}");
+    let ledger = &entries[1];
+    assert_eq!(ledger["source"], "ledger", "{all}");
+    assert_eq!(ledger["repeats"], 3, "{ledger}");
+    assert_eq!(ledger["body_base64"], b64_bytes(&body));
+    let first = ledger["received_at"].as_i64().expect("received_at");
+    let last = ledger["last_seen_at"].as_i64().expect("last_seen_at");
+    assert!(first <= last && last <= now_ms(), "{ledger}");
+    assert_eq!(entries[0]["source"], "ledig");
+    assert_eq!(entries[0]["repeats"], 1);
+    assert_eq!(entries[0]["last_seen_at"], entries[0]["received_at"]);
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM quarantine"), 2);
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, r#"gateway_quarantined_total{source="ledger"}"#),
+        3.0
+    );
 }
 
 fn b64_bytes(bytes: &[u8]) -> String {

@@ -13,6 +13,11 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
+    /// The checked file's path, as messages print it.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Asserts exit code 1 and a problem line naming this file, this line and this key.
     pub(crate) fn assert_problem(&self, line: usize, key: &str) -> &str {
         assert_eq!(self.code, Some(1), "exit code; stderr:\n{}", self.stderr);
@@ -155,4 +160,79 @@ path = \"/webhooks/ledig\"
         "a warning naming the source on stderr:\n{}",
         c.stderr
     );
+}
+
+/// Secrets written inline with the wrong type (issue 20): `check` refuses each with the file,
+/// line and key, and the value appears nowhere in what it prints.
+#[test]
+fn a_secret_written_with_the_wrong_type_is_never_printed() {
+    const SECRET: &str = "whsec_bm90LXRvLWJlLXByaW50ZWQtYW55d2hlcmU=";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = config(&dir.path().join("g.db"), &Settings::default());
+    let ledger_secrets = "secrets = [\"env:E2E_LEDGER_SECRET\", \"env:E2E_LEDGER_SECRET_OLD\"]";
+    let ledig_token = "token = \"env:E2E_LEDIG_TOKEN\"\ntoken_header";
+    let basic =
+        "basic_auth = { username = \"env:E2E_LEDIG_USER\", password = \"env:E2E_LEDIG_PASS\" }";
+    for (written, line_start, key) in [
+        (
+            base.replacen(ledger_secrets, &format!("secrets = \"{SECRET}\""), 1),
+            "secrets = \"whsec_",
+            "sources.ledger.secrets",
+        ),
+        (
+            base.replacen(
+                ledig_token,
+                &format!("token = {{ value = \"{SECRET}\" }}\ntoken_header"),
+                1,
+            ),
+            "token = { value",
+            "sources.ledig.token",
+        ),
+        (
+            base.replacen(
+                basic,
+                &format!("basic_auth = {{ username = \"ops\", password = [\"{SECRET}\"] }}"),
+                1,
+            ),
+            "basic_auth = { username = \"ops\"",
+            "sources.ledig-basic.basic_auth.password",
+        ),
+        (
+            // A syntax error: the parser stops at the unquoted value.
+            base.replacen(ledig_token, &format!("token = {SECRET}\ntoken_header"), 1),
+            "token = whsec_",
+            "sources.ledig.token",
+        ),
+        (
+            format!("{base}\n[admin]\ntoken = [\"{SECRET}\"]\n"),
+            "token = [",
+            "admin.token",
+        ),
+    ] {
+        assert_ne!(written, base, "{key}: the case changed the config");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, &written).expect("write config");
+        let out = Command::new(gateway_bin())
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .envs(env_vars())
+            .output()
+            .expect("run gateway check");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: stderr:\n{stderr}");
+        let checked = Checked {
+            code: out.status.code(),
+            stderr: stderr.clone().into_owned(),
+            path: path.display().to_string(),
+        };
+        for (what, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+            assert!(
+                !text.contains(SECRET) && !text.contains(&SECRET[6..20]),
+                "{key}: the secret is in {what}:\n{text}"
+            );
+        }
+        checked.assert_problem(line_of(&written, line_start), key);
+    }
 }

@@ -715,6 +715,41 @@ fn the_file_destination_appends_one_envelope_per_line() {
     assert_eq!(deliveries_metric(&gw, "audit", "ok"), 5.0);
 }
 
+/// A provider that pretty-prints its body (CRLF line ends, a U+2028 inside a string): the file
+/// still holds one JSON value per line, and its `data` is the body's `data` in value.
+#[test]
+fn a_pretty_printed_body_is_still_one_line_in_the_file() {
+    let out = tempfile::tempdir().expect("temp dir for the file destination");
+    let path = out.path().join("events.jsonl");
+    let extra = format!(
+        "{ADMIN}{}{}",
+        file_destination("audit", &path),
+        transaction_route(&["audit"])
+    );
+    let gw = Gateway::start_with_extra(&extra);
+    let pretty = "{\r\n  \"id\": \"evt_pretty\",\r\n  \"type\": \"transaction.created\",\r\n  \
+                  \"createdAt\": 1763856000000,\r\n  \"data\": {\r\n    \"id\": \"txn_pretty\",\r\n    \
+                  \"amount\": \"12.50\",\r\n    \"memo\": \"line\u{2028}separator\",\r\n    \
+                  \"legs\": [\r\n      1,\r\n      2\r\n    ]\r\n  }\r\n}\r\n";
+    gw.post_ledger(pretty.as_bytes()).assert_accepted();
+    let (seq, _) = stored_row(&gw, "evt_pretty");
+    wait_delivery(&gw, seq, "audit", "delivered");
+
+    let text = std::fs::read_to_string(&path).expect("the file destination exists");
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines.len(), 2, "one line and its terminator: {text:?}");
+    assert_eq!(lines[1], "", "{text:?}");
+    let line = lines[0];
+    assert!(
+        !line.contains(['\r', '\u{85}', '\u{2028}', '\u{2029}']),
+        "nothing a line reader splits at: {line:?}"
+    );
+    let written: Value = serde_json::from_str(line).expect("the line is one JSON value");
+    let sent: Value = serde_json::from_str(pretty).expect("the body is JSON");
+    assert_eq!(written["id"], "evt_pretty");
+    assert_eq!(written["data"], sent["data"], "{line}");
+}
+
 /// A sink of its own for the retry race: every request is answered after a random delay (so
 /// attempts end at random moments relative to the gateway's retry polls), with `fail` for the
 /// first `fail_first` requests of each webhook-id and 200 after that.

@@ -344,6 +344,42 @@ fn every_protection_refuses_missing_or_wrong_credentials() {
     assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 4);
 }
 
+/// The `Basic` scheme name is case-insensitive (RFC 9110, 11.1); the credentials are not.
+#[test]
+fn the_basic_scheme_is_accepted_in_any_case() {
+    let gw = Gateway::start();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let credentials = b64.encode(format!("{LEDIG_USER}:{LEDIG_PASSWORD}"));
+    let body = |n: usize| {
+        format!(
+            r#"{{"event":"crypto_received","data":{{"id":"dep_case_{n}","status":"completed"}}}}"#
+        )
+    };
+    for (n, scheme) in ["Basic", "basic", "BASIC", "bAsIc"].iter().enumerate() {
+        let auth = ("Authorization", format!("{scheme} {credentials}"));
+        let r = gw.post("/webhooks/ledig-basic", &[auth], body(n).as_bytes());
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+        r.assert_accepted();
+    }
+    let wrong = b64.encode(format!("{}:{LEDIG_PASSWORD}", LEDIG_USER.to_uppercase()));
+    for (what, value) in [
+        ("lower-case scheme, wrong user", format!("basic {wrong}")),
+        (
+            "a scheme that only starts with Basic",
+            format!("Basicx {credentials}"),
+        ),
+        ("no space after the scheme", format!("basic{credentials}")),
+    ] {
+        let r = gw.post(
+            "/webhooks/ledig-basic",
+            &[("Authorization", value)],
+            body(9).as_bytes(),
+        );
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+    }
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 4);
+}
+
 /// A gateway whose `[server]` trusts 127.0.0.1 (where the tests send from) as a proxy, plus
 /// `server_extra`, with a Ledig source `ledig-partner` that only allows 203.0.113.0/24.
 fn partner_behind_a_proxy(server_extra: &str) -> Gateway {

@@ -31,6 +31,57 @@ fn plugins_that_load_pass_the_check() {
     assert_eq!(c.code, Some(0), "stderr:\n{}", c.stderr);
 }
 
+/// A plugin granted an environment variable that a secret reference reads can read that
+/// secret: `check` warns at the grant (exit 0, `FILE:LINE:COL: KEY: MESSAGE`), naming the
+/// secret's key; a grant of any other variable passes silently.
+#[test]
+fn granting_a_plugin_a_secret_variable_warns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = with_plugins(
+        dir.path(),
+        &format!(
+            "[plugins.large]\nwasm = \"{THRESHOLD}\"\n\
+             env = [\"E2E_SINK_SECRET\", \"E2E_LEDGER_SECRET_OLD\", \"E2E_LEDIG_PASS\"]\n"
+        ),
+    );
+    let c = check(&text);
+    assert_eq!(
+        c.code,
+        Some(0),
+        "a warning, not an error; stderr:\n{}",
+        c.stderr
+    );
+    let line = line_of(&text, "env = [");
+    let warnings: Vec<&str> = c
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    for (i, var, key) in [
+        (1, "E2E_LEDGER_SECRET_OLD", "sources.ledger.secrets[1]"),
+        (
+            2,
+            "E2E_LEDIG_PASS",
+            "sources.ledig-basic.basic_auth.password",
+        ),
+    ] {
+        let found = warnings
+            .iter()
+            .find(|w| w.contains(&format!(": plugins.large.env[{i}]: ")));
+        let w = found.unwrap_or_else(|| panic!("no warning for env[{i}]; stderr:\n{}", c.stderr));
+        assert!(
+            w.starts_with(&format!("warning: {}:{line}:", c.path())),
+            "{w}"
+        );
+        assert!(w.contains(var) && w.contains(key), "{w}");
+    }
+    // E2E_SINK_SECRET is granted but no secret reference of this config reads it.
+    assert!(
+        !warnings.iter().any(|w| w.contains("plugins.large.env[0]")),
+        "{warnings:#?}"
+    );
+}
+
 /// Checks a config with one plugin `name` at `wasm`; asserts exit 1 and a problem at its
 /// `wasm` key, and returns that problem's line.
 fn refused(name: &str, wasm: &std::path::Path) -> String {

@@ -718,6 +718,68 @@ fn sighup_reloads_an_unchanged_file_and_refuses_a_broken_one() {
     assert!(alive(gw.pid()));
 }
 
+/// A reload of a config with a secret written inline with the wrong type (issue 20) is refused
+/// and logged with the file, line and key, never the value; the running config stays.
+#[test]
+fn a_refused_reload_never_logs_a_secret_written_with_the_wrong_type() {
+    const SECRET: &str = "ledig-token-never-in-the-log-7f3e";
+    let sink = Sink::start(Mode::Ok);
+    let (gw, extra) = start_for_hangups(&sink);
+    let path = gw.dir().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("read config");
+    let ledig_token = "token = \"env:E2E_LEDIG_TOKEN\"\ntoken_header";
+    for (broken, key) in [
+        (
+            text.replacen(
+                ledig_token,
+                &format!("token = {{ value = \"{SECRET}\" }}\ntoken_header"),
+                1,
+            ),
+            "sources.ledig.token",
+        ),
+        (
+            text.replacen(
+                ledig_token,
+                &format!("token = [\"{SECRET}\"]\ntoken_header"),
+                1,
+            ),
+            "sources.ledig.token",
+        ),
+        (
+            full_config(
+                &gw.db,
+                &format!("{extra}[admin]\ntoken = {{ value = \"{SECRET}\" }}\n"),
+            ),
+            "admin.token",
+        ),
+    ] {
+        assert_ne!(broken, text, "{key}: the case changed the config");
+        let refused_before = metric_or_zero(&gw, RELOADS_ERROR);
+        write_in_place(&path, &broken);
+        // The watcher may see the change first; SIGHUP makes sure of a reload either way.
+        hangup(&gw);
+        wait_until(&gw, "the broken config is refused", || {
+            (metric_or_zero(&gw, RELOADS_ERROR) > refused_before).then_some(())
+        });
+        let stderr = gw.stderr();
+        assert!(
+            !stderr.contains(SECRET) && !stderr.contains(&SECRET[..16]),
+            "{key}: the secret is in the log:\n{stderr}"
+        );
+        let at = format!("{}:", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&at) && l.contains(&format!("{key}: "))),
+            "the refusal names the file and {key}; stderr:\n{stderr}"
+        );
+    }
+    // The running config never changed: the Ledig token from the environment still opens it.
+    gw.post_ledig(br#"{"event":"crypto_received","data":{"id":"dep_reload_secret"}}"#)
+        .assert_accepted();
+    assert!(alive(gw.pid()));
+}
+
 /// Deploys `text` (unchanged) atomically; whether a reload followed within 5 s.
 fn try_reload_by_touch(gw: &Gateway, path: &Path, text: &str) -> bool {
     let before = metric_or_zero(gw, RELOADS_OK);

@@ -141,3 +141,60 @@ fn finished_events_are_deleted_after_the_retention_and_dead_letters_stay() {
         .assert_accepted();
     assert_eq!(seq_of(&gw, "ledger", "evt_after"), dead + 1);
 }
+
+/// `store.quarantine_retention`: after a restart, a quarantined body not seen for longer is
+/// deleted (counted in `gateway_quarantine_expired_total`), while one that arrived as long ago
+/// but came again since is kept. The rows' times are moved back while the gateway is stopped,
+/// so the test need not wait an hour.
+#[test]
+fn quarantined_bodies_not_seen_for_the_retention_are_deleted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gateway.db");
+    let text = config(&db, &Settings::default()).replace(
+        "dedup_window = \"30d\"",
+        "dedup_window = \"30d\"\nquarantine_retention = \"1h\"",
+    );
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!("{text}\n[admin]\ntoken = \"env:E2E_ADMIN_TOKEN\"\n"),
+    )
+    .expect("write config");
+    let gw = Gateway::start_in(dir, db);
+    gw.post_ledig(b"<still-sent/>").assert_error(400);
+    gw.post_ledig(b"<gone-quiet/>").assert_error(400);
+    gw.post_ledig(b"<still-sent/>").assert_error(400);
+    let (dir, db) = gw.kill();
+
+    // Both arrived three hours ago; only one of them has been sent again since (ten minutes
+    // ago), the other not for two hours.
+    let now = now_ms();
+    let conn = rusqlite::Connection::open(&db).expect("open the store");
+    conn.execute(
+        "UPDATE quarantine SET received_at = ?1, last_seen_at = CASE \
+         WHEN CAST(raw_body AS TEXT) = '<still-sent/>' THEN ?2 ELSE ?3 END",
+        [now - 3 * 3_600_000, now - 600_000, now - 2 * 3_600_000],
+    )
+    .expect("move the rows back in time");
+    drop(conn);
+
+    // A start runs a retention pass.
+    let gw = Gateway::start_in(dir, db);
+    wait_until(&gw, "the quarantine retention pass", || {
+        let m = gw.metrics();
+        (metric(&m, "gateway_quarantine_expired_total") == 1.0).then_some(())
+    });
+    let r = gw.admin("GET", "/admin/quarantine");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entries = r.json()["quarantine"].clone();
+    let kept: Vec<&str> = entries
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|e| e["body_text"].as_str())
+        .collect();
+    assert_eq!(kept, ["<still-sent/>"], "{entries}");
+    assert_eq!(entries[0]["repeats"], 2, "{entries}");
+    // New bad bodies are quarantined as before.
+    gw.post_ledig(b"<gone-quiet/>").assert_error(400);
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM quarantine"), 2);
+}

@@ -2,8 +2,8 @@
 //! list dead letters and quarantined bodies, replay events through the current routes and
 //! redrive dead letters.
 //!
-//! Every request needs `Authorization: Bearer <token>` (the `[admin]` token; compared in
-//! constant time); without it the answer is 401 and nothing else is revealed. Answers are
+//! Every request needs `Authorization: Bearer <token>` (the `[admin]` token, the scheme name in
+//! any case; compared in constant time); without it the answer is 401 and nothing else is revealed. Answers are
 //! JSON. Every request is counted by action and result; refusals and every replay or redrive
 //! are logged with the client's address (an audit trail of what operators made happen).
 //!
@@ -14,7 +14,8 @@
 //! - `GET  /admin/events?source=&type=&status=&since=&until=&before=&limit=`
 //! - `GET  /admin/events/{seq}`
 //! - `POST /admin/events/{seq}/replay`
-//! - `POST /admin/replay?source=&type=&status=&since=&until=&limit=`
+//! - `POST /admin/replay?source=&type=&status=&since=&until=&before=&limit=&all=` (a filter
+//!   that selects every stored event needs `all=true`)
 //! - `GET  /admin/dead-letters?limit=`
 //! - `POST /admin/dead-letters/redrive`
 //! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
@@ -77,7 +78,9 @@ impl Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme name is case-insensitive (RFC 9110, 11.1): `bearer` is `Bearer`.
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("Bearer").then_some(token))
             .map(str::trim);
         presented.is_some_and(|t| {
             let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
@@ -222,14 +225,14 @@ impl Admin {
         query: &Query,
         client: IpAddr,
     ) -> Result<Response<Body>, StoreError> {
-        let (filter, limit) = match filter_and_limit(query, MAX_REPLAY, MAX_REPLAY) {
+        let parsed = filter_and_limit(query, MAX_REPLAY, MAX_REPLAY)
+            .and_then(|(filter, limit)| Ok((filter, limit, query.flag("all")?)));
+        let (filter, limit, all) = match parsed {
             Ok(v) => v,
             Err(e) => return Ok(bad_request(&e)),
         };
-        if filter == EventFilter::default() && query.get("all") != Some("true") {
-            return Ok(bad_request(&QueryError(
-                "a replay needs a filter (source, type, status, since, until) or all=true".into(),
-            )));
+        if !all && let Some(refusal) = self.selects_everything(&filter).await? {
+            return Ok(bad_request(&refusal));
         }
         let selection = format!("{filter:?}, limit {limit}");
         let marked = self.store.request_replay(filter, limit).await?;
@@ -241,6 +244,61 @@ impl Admin {
         }
         .emit();
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
+    }
+
+    /// Why a replay with `filter` would select every stored event, if it would: a replay of
+    /// everything needs `all=true`. `source`, `type` and `status` name a subset, whatever is
+    /// stored. A time or seq bound narrows only when it excludes a stored event: `since` after
+    /// the oldest event's arrival, `until` at or before the newest's, `before` at or below the
+    /// newest seq. `since=0` or `before=<huge>` exclude nothing and are refused like no filter
+    /// at all (with nothing stored there is nothing to replay, and any bound will do).
+    async fn selects_everything(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<Option<QueryError>, StoreError> {
+        let EventFilter {
+            seq,
+            source,
+            event_type,
+            status,
+            since_ms,
+            until_ms,
+            before_seq,
+        } = filter;
+        if seq.is_some() || source.is_some() || event_type.is_some() || status.is_some() {
+            return Ok(None);
+        }
+        let bounds: Vec<String> = [
+            since_ms.map(|v| format!("since={v}")),
+            until_ms.map(|v| format!("until={v}")),
+            before_seq.map(|v| format!("before={v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if bounds.is_empty() {
+            return Ok(Some(QueryError(
+                "a replay needs a filter (source, type, status, since, until, before) or all=true"
+                    .into(),
+            )));
+        }
+        let Some(span) = self.store.stored_span().await? else {
+            return Ok(None);
+        };
+        let excludes = since_ms.is_some_and(|t| t > span.oldest_received_at)
+            || until_ms.is_some_and(|t| t <= span.newest_received_at)
+            || before_seq.is_some_and(|s| s <= span.newest_seq);
+        Ok((!excludes).then(|| {
+            QueryError(format!(
+                "{} excludes no stored event (received {} to {} unix ms, seq {} to {}), so it \
+                 would replay every event: narrow it, or pass all=true to replay everything",
+                bounds.join(" and "),
+                span.oldest_received_at,
+                span.newest_received_at,
+                span.oldest_seq,
+                span.newest_seq
+            ))
+        }))
     }
 
     async fn dead_letters(&self, query: &Query) -> Result<Response<Body>, StoreError> {

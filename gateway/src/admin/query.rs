@@ -74,6 +74,16 @@ impl Query {
         })
     }
 
+    /// A `true`/`false` parameter; absent is false. Anything else is refused rather than
+    /// read as either.
+    pub(super) fn flag(&self, key: &str) -> Result<bool, QueryError> {
+        match self.get(key) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(QueryError(format!("`{key}` must be true or false"))),
+        }
+    }
+
     /// `before`: a page starts below this id (`what` names the kind of id in the error).
     pub(super) fn before(&self, what: &str) -> Result<Option<i64>, QueryError> {
         self.get("before")

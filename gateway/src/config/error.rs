@@ -133,6 +133,17 @@ impl SourceText<'_> {
         (!path.is_empty()).then_some(path)
     }
 
+    /// The full key path of what is written at a byte offset: the table in force (see
+    /// [`Self::table_at`]), then the keys and array positions leading to the value the offset
+    /// is in, or to the key that starts there. E.g. `sources.ledger.secrets[1]`.
+    pub(crate) fn key_path_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let (header, below) = value_path(&self.text[..offset], &self.text[offset..]);
+        let mut path: Vec<String> = header.and_then(|h| self.table_at(h)).into_iter().collect();
+        path.extend(below);
+        (!path.is_empty()).then(|| path.join(".").replace(".[", "["))
+    }
+
     /// The whole-file issue for a TOML or schema error reported by the parser.
     pub(crate) fn toml_issue(&self, err: &toml::de::Error) -> ConfigIssue {
         let span = err.span().unwrap_or(0..0);
@@ -142,7 +153,7 @@ impl SourceText<'_> {
             (0, 0)
         };
         let message = err.message().trim().to_owned();
-        let key_text = self
+        let written = self
             .text
             .get(span.clone())
             .map(|k| k.trim().trim_matches('"').to_owned())
@@ -150,7 +161,7 @@ impl SourceText<'_> {
         let table = self.table_at(span.start);
         let (key, message) = match message.strip_prefix("unknown field `") {
             Some(rest) => {
-                let field = rest.split('`').next().unwrap_or(&key_text).to_owned();
+                let field = rest.split('`').next().unwrap_or(&written).to_owned();
                 let key = match &table {
                     Some(t) => format!("{t}.{field}"),
                     None => field.clone(),
@@ -166,10 +177,25 @@ impl SourceText<'_> {
                 )
             }
             None => {
-                let key = match (&table, key_text.is_empty() || key_text.contains('\n')) {
-                    (Some(t), false) if !key_text.starts_with('[') => format!("{t}: `{key_text}`"),
-                    (Some(t), _) => t.clone(),
-                    (None, _) => String::new(),
+                let key = self.key_path_at(span.start).or(table).unwrap_or_default();
+                let shown = !written.is_empty()
+                    && !written.contains('\n')
+                    && !written.starts_with('[')
+                    && !key.ends_with(&written);
+                let message = if holds_secret(&key) {
+                    // What is written at a key that holds a secret is never echoed, whatever
+                    // the parser found wrong with it: it may be the secret, inline or
+                    // half-quoted.
+                    let message = if !written.is_empty() && message.contains(&written) {
+                        "invalid value".to_owned()
+                    } else {
+                        message
+                    };
+                    format!("{message} (the value is not shown, since this key holds a secret)")
+                } else if shown {
+                    format!("`{written}`: {message}")
+                } else {
+                    message
                 };
                 (key, message)
             }
@@ -182,6 +208,192 @@ impl SourceText<'_> {
             message,
         }
     }
+}
+
+/// Whether the value at a key path (as [`SourceText::key_path_at`] writes it) is, or is part
+/// of, a secret: signing secrets, tokens, credentials, and a destination's URL (its query may
+/// carry a token).
+pub(crate) fn holds_secret(path: &str) -> bool {
+    let segments: Vec<&str> = path
+        .split('.')
+        .map(|s| s.split('[').next().unwrap_or(s))
+        .collect();
+    matches!(
+        segments.as_slice(),
+        ["sources", _, "secrets" | "token" | "basic_auth", ..]
+            | ["admin", "token", ..]
+            | ["destinations", _, "secret" | "http", ..]
+    )
+}
+
+/// Where the last table header of `text` starts (`None`: the top-level table), and the keys
+/// (and `[n]` array positions) leading from that table to the value being written at the end
+/// of `text`, outermost first; when the end is where a key starts, that key (read from `rest`,
+/// the text after it) ends the path. A small scanner like [`open_inline_tables`]: it skips
+/// strings and comments and pairs brackets, and takes a `[` for a header only where a key could
+/// start at the top level (not on a line of a multi-line array).
+fn value_path(text: &str, rest: &str) -> (Option<usize>, Vec<String>) {
+    /// One open level: the table body, an inline table or an array.
+    enum Level {
+        /// The key whose value is being written, once its `=` is seen.
+        Table {
+            key: Option<String>,
+            inline: bool,
+        },
+        Array {
+            index: usize,
+        },
+    }
+    let top = || Level::Table {
+        key: None,
+        inline: false,
+    };
+    let mut levels = vec![top()];
+    let mut header = None;
+    let mut pending_key = String::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    // In a table (not an array) before its `=`: reading a key.
+    let in_key = |levels: &[Level]| matches!(levels.last(), Some(Level::Table { key: None, .. }));
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let start = i;
+                i = skip_string(bytes, i);
+                if in_key(&levels) {
+                    pending_key.push_str(&text[start..i]);
+                }
+                continue;
+            }
+            b'[' if levels.len() == 1 && in_key(&levels) && pending_key.trim().is_empty() => {
+                header = Some(i);
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                levels = vec![top()];
+                pending_key.clear();
+                continue;
+            }
+            _ => {}
+        }
+        if in_key(&levels) {
+            match b {
+                b'=' => {
+                    let key = std::mem::take(&mut pending_key);
+                    if let Some(Level::Table { key: k, .. }) = levels.last_mut() {
+                        *k = Some(key);
+                    }
+                }
+                b'}' => {
+                    if levels.len() > 1 {
+                        levels.pop();
+                    }
+                    pending_key.clear();
+                }
+                b'\n' | b',' => pending_key.clear(),
+                _ => pending_key.push(char::from(b)),
+            }
+        } else {
+            match b {
+                b'{' => levels.push(Level::Table {
+                    key: None,
+                    inline: true,
+                }),
+                b'[' => levels.push(Level::Array { index: 0 }),
+                b']' => {
+                    if matches!(levels.last(), Some(Level::Array { .. })) {
+                        levels.pop();
+                    }
+                }
+                b'}' => {
+                    if matches!(levels.last(), Some(Level::Table { inline: true, .. })) {
+                        levels.pop();
+                    }
+                }
+                b',' => match levels.last_mut() {
+                    Some(Level::Array { index }) => *index += 1,
+                    Some(Level::Table { key, inline: true }) => *key = None,
+                    _ => {}
+                },
+                b'\n' => {
+                    if let Some(Level::Table { key, inline: false }) = levels.last_mut() {
+                        *key = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    let mut path = Vec::new();
+    for level in &levels {
+        match level {
+            Level::Table { key: Some(k), .. } => path.extend(key_segments(k)),
+            Level::Table { key: None, .. } => {}
+            Level::Array { index } => path.push(format!("[{index}]")),
+        }
+    }
+    if in_key(&levels) && levels.len() == 1 && rest.trim_start().starts_with('[') {
+        // A table header starts here: the path is its table's.
+        return (Some(text.len()), Vec::new());
+    }
+    if in_key(&levels) {
+        let rest_key = rest.split(['=', '\n', ',', '}']).next().unwrap_or_default();
+        pending_key.push_str(rest_key);
+        path.extend(key_segments(&pending_key));
+    }
+    (header, path)
+}
+
+/// The byte after the string (basic, literal or multi-line) that starts at `start`, or the end.
+fn skip_string(bytes: &[u8], start: usize) -> usize {
+    let quote = bytes[start];
+    let triple = bytes.get(start..start + 3) == Some(&[quote; 3][..]);
+    let mut i = start + if triple { 3 } else { 1 };
+    while i < bytes.len() {
+        if quote == b'"' && bytes[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if triple {
+            if bytes.get(i..i + 3) == Some(&[quote; 3][..]) {
+                return i + 3;
+            }
+        } else if bytes[i] == quote {
+            return i + 1;
+        } else if bytes[i] == b'\n' {
+            // Unterminated: the line break still ends the line.
+            return i;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// The segments of a (possibly dotted, possibly quoted) key as written: `a."b.c"` is `a`, `b.c`.
+fn key_segments(key: &str) -> Vec<String> {
+    let mut segments = Vec::new();
+    let mut current = String::new();
+    let mut quote = None;
+    for c in key.trim().chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '.') => segments.push(std::mem::take(&mut current)),
+            (None, c) if c.is_whitespace() => {}
+            (_, c) => current.push(c),
+        }
+    }
+    segments.push(current);
+    segments.retain(|s| !s.is_empty());
+    segments
 }
 
 /// A header's name with the spaces TOML allows around its dots removed: `a . b` is `a.b`.
@@ -271,5 +483,42 @@ mod tests {
         assert_eq!(st.table_at(0).as_deref(), Some("routes[0]"));
         assert_eq!(at("sorce"), Some(Some("routes[1].match".into())));
         assert_eq!(at("x = 1"), Some(Some("routes[1].match".into())));
+    }
+
+    #[test]
+    fn key_paths_follow_keys_inline_tables_and_array_positions() {
+        let text = "top = 1\n[sources.l]\nsecrets = [\n  \"env:A\", # a ] comment\n  \"b]\",\n  \
+                    [\"c\"],\n]\nbasic_auth = { username = \"u\", password = \"p\" }\n\
+                    a.\"b.c\" = 2\n[[routes]]\nto = [\"x\"]\n";
+        let st = SourceText {
+            file: Path::new("x.toml"),
+            text,
+        };
+        let at = |needle: &str| {
+            let offset = text.find(needle).unwrap_or_else(|| panic!("{needle}"));
+            st.key_path_at(offset)
+        };
+        assert_eq!(at("1\n").as_deref(), Some("top"));
+        assert_eq!(at("top").as_deref(), Some("top"));
+        assert_eq!(at("\"env:A").as_deref(), Some("sources.l.secrets[0]"));
+        assert_eq!(at("\"b]").as_deref(), Some("sources.l.secrets[1]"));
+        // `[` on a line of a multi-line array is not a table header.
+        assert_eq!(at("\"c\"").as_deref(), Some("sources.l.secrets[2][0]"));
+        assert_eq!(
+            at("\"u\"").as_deref(),
+            Some("sources.l.basic_auth.username")
+        );
+        assert_eq!(
+            at("\"p\"").as_deref(),
+            Some("sources.l.basic_auth.password")
+        );
+        assert_eq!(at("2\n").as_deref(), Some("sources.l.a.b.c"));
+        assert_eq!(at("[[routes]]").as_deref(), Some("routes[0]"));
+        assert_eq!(at("\"x\"").as_deref(), Some("routes[0].to[0]"));
+        assert!(holds_secret("sources.l.secrets[2][0]"));
+        assert!(holds_secret("sources.l.basic_auth.username"));
+        assert!(holds_secret("destinations.d.http"));
+        assert!(!holds_secret("sources.l.token_header"));
+        assert!(!holds_secret("routes[0].to[0]"));
     }
 }

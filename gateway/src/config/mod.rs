@@ -291,6 +291,8 @@ pub struct StoreSettings {
     /// Finished events (every delivery made, nothing dead or waiting) older than this are
     /// deleted with their routing records; `None` keeps everything.
     pub retention: Option<Duration>,
+    /// Quarantined bodies not seen for this long are deleted.
+    pub quarantine_retention: Duration,
 }
 
 /// Something valid but worth telling the operator (printed by `gateway check` and at start).

@@ -11,6 +11,8 @@
 //! Owns the list of denied ranges and the resolver that enforces it. It must never allow a
 //! denied address for a destination that did not set `allow_private_network = true`, and it
 //! never weakens the check for IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4).
+//! Translation prefixes whose translator can only be the operator's own (local-use NAT64,
+//! SIIT's IPv4-translated form) are denied whatever they embed.
 
 use hyper_util::client::legacy::connect::dns::Name;
 use std::future::Future;
@@ -69,6 +71,16 @@ fn denied_v6(ip: Ipv6Addr) -> Option<&'static str> {
         _ if ip.is_loopback() => "loopback (::1)",
         // ::/96 minus the two above: deprecated IPv4-compatible addresses.
         _ if s[..6] == [0; 6] => "IPv4-compatible (::/96)",
+        // SIIT's IPv4-translated form (RFC 2765). Only a stateless translator inside the
+        // operator's network makes these reach anything, so they are denied whatever IPv4
+        // address they carry: checking the embedded address would trust that translator to
+        // map it to the public address it names.
+        _ if s[..6] == [0, 0, 0, 0, 0xffff, 0] => "IPv4-translated (::ffff:0:0/96)",
+        // Local-use NAT64 (RFC 8215): the operator's own translator, and RFC 6052 lets it embed
+        // the IPv4 address at any of /48../96, so which one a given address reaches cannot be
+        // read from it. Unlike the well-known 64:ff9b::/96 (public NAT64 gateways, checked
+        // through its embedded address), it is never the way to a public receiver.
+        0x0064 if s[1..3] == [0xff9b, 0x0001] => "local-use NAT64 (64:ff9b:1::/48)",
         0xfc00..=0xfdff => "unique local (fc00::/7, incl. cloud metadata fd00:ec2::254)",
         0xfe80..=0xfebf => "link-local (fe80::/10)",
         0xfec0..=0xfeff => "site-local (fec0::/10)",
@@ -82,7 +94,8 @@ fn denied_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 /// The IPv4 address an IPv6 address stands for, in the forms that reach one: IPv4-mapped
-/// (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::`).
+/// (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::`). The local-use
+/// NAT64 and IPv4-translated forms are not read here: `denied_v6` refuses them outright.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let o = ip.octets();
@@ -213,6 +226,12 @@ mod tests {
             "::127.0.0.1",
             "2001:db8::1",
             "2001:0:4136:e378::1",
+            // Translation forms denied whatever IPv4 address they embed (public ones too).
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:808:8:800::",
+            "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
         ] {
             assert!(denied(ip).is_some(), "{ip} must be denied");
         }
@@ -237,6 +256,14 @@ mod tests {
             Some("cloud metadata (169.254.169.254)")
         );
         assert_eq!(denied("::ffff:10.0.0.1"), Some("private (10.0.0.0/8)"));
+        assert_eq!(
+            denied("::ffff:0:808:808"),
+            Some("IPv4-translated (::ffff:0:0/96)")
+        );
+        assert_eq!(
+            denied("64:ff9b:1:808:8:800::"),
+            Some("local-use NAT64 (64:ff9b:1::/48)")
+        );
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! lines per second and compete with the store's own fsyncs). Lines never interleave. It never
 //! truncates, rewrites or reads the file, and it reopens the file on every write so that log
 //! rotation (rename + new file) just works.
+//!
+//! A line is exactly one JSON value: the envelope's `data` is the provider's body verbatim, and
+//! a pretty-printed body brings its line breaks along. In valid JSON a raw CR or LF can only be
+//! whitespace between tokens (inside strings they must be escaped), so each becomes a space; the
+//! characters some line readers also split at (U+0085, U+2028, U+2029; legal raw only inside
+//! strings) are written as `\u` escapes. The value is unchanged; a compact envelope is written
+//! byte for byte as stored.
 
 use super::{AttemptVerdict, Outcome};
 use crate::config::FileDestinationSettings;
@@ -44,8 +51,7 @@ impl FileTarget {
     }
 
     pub(super) async fn append(&self, envelope_json: &str) -> Outcome {
-        let mut line = Vec::with_capacity(envelope_json.len() + 1);
-        line.extend_from_slice(envelope_json.as_bytes());
+        let mut line = one_line(envelope_json);
         line.push(b'\n');
         let (done, result) = oneshot::channel();
         if let Ok(mut queue) = self.queue.lock() {
@@ -89,6 +95,31 @@ impl FileTarget {
             Err(_) => Outcome::retry("file write task failed".to_owned()),
         }
     }
+}
+
+/// The JSON text `json` on one line, the same value (see the module doc).
+fn one_line(json: &str) -> Vec<u8> {
+    // A byte scan first: CR, LF, and the last UTF-8 byte of U+0085, U+2028 and U+2029 (other
+    // characters share those last bytes; they only cost the slower pass below).
+    if !json
+        .bytes()
+        .any(|b| matches!(b, b'\n' | b'\r' | 0x85 | 0xA8 | 0xA9))
+    {
+        let mut line = Vec::with_capacity(json.len() + 1);
+        line.extend_from_slice(json.as_bytes());
+        return line;
+    }
+    let mut line = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '\n' | '\r' => line.push(' '),
+            '\u{85}' => line.push_str("\\u0085"),
+            '\u{2028}' => line.push_str("\\u2028"),
+            '\u{2029}' => line.push_str("\\u2029"),
+            c => line.push(c),
+        }
+    }
+    line.into_bytes()
 }
 
 /// Appends `lines` with one write and syncs them. A file created here also gets its directory
@@ -176,6 +207,30 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text, "{\"id\":\"1\"}\n{\"id\":\"2\"}\n");
+    }
+
+    #[tokio::test]
+    async fn a_pretty_printed_envelope_is_one_line_with_the_same_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        let dest = destination(path.clone(), 1);
+        // CRLF and LF between tokens, and the three characters some readers split lines at,
+        // raw inside strings (legal JSON).
+        let pretty = "{\"id\":\"1\",\"data\":{\r\n  \"memo\": \"a\u{2028}b\u{2029}c\u{85}d\",\n  \
+                      \"n\": [\n    1,\n    2.50\n  ]\n}\n}";
+        let report = dest.attempt(&outgoing(pretty)).await;
+        assert_eq!(report.verdict, AttemptVerdict::Delivered, "{report:?}");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let line = text.strip_suffix('\n').expect("terminated");
+        assert!(
+            !line.contains(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']),
+            "{line:?}"
+        );
+        let written: serde_json::Value = serde_json::from_str(line).expect("the line is JSON");
+        let sent: serde_json::Value = serde_json::from_str(pretty).expect("the input is JSON");
+        assert_eq!(written, sent);
+        // Only what had to change changed: the number keeps its spelling.
+        assert!(line.contains("2.50"), "{line}");
     }
 
     #[tokio::test]

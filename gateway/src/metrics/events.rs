@@ -213,6 +213,23 @@ impl EventsExpired {
     }
 }
 
+/// A retention pass deleted quarantined bodies not seen for `store.quarantine_retention`.
+#[derive(Debug)]
+pub struct QuarantineExpired {
+    pub metrics: Metrics,
+    pub count: u64,
+}
+
+impl QuarantineExpired {
+    pub fn emit(self) {
+        self.metrics.0.quarantine_expired.inc_by(self.count);
+        tracing::info!(
+            count = self.count,
+            "deleted quarantined bodies not seen for the quarantine retention"
+        );
+    }
+}
+
 /// A request for no known path (404) or with the wrong method (405).
 #[derive(Debug)]
 pub struct UnmatchedRequest<'a> {

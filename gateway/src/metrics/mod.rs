@@ -33,6 +33,7 @@ pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
 pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
 pub const EVENTS_EXPIRED_TOTAL: &str = "gateway_events_expired_total";
+pub const QUARANTINE_EXPIRED_TOTAL: &str = "gateway_quarantine_expired_total";
 pub const PLUGIN_CALLS_TOTAL: &str = "gateway_plugin_calls_total";
 pub const PLUGIN_DURATION: &str = "gateway_plugin_duration_seconds";
 pub const PLUGIN_UNHEALTHY: &str = "gateway_plugin_unhealthy";
@@ -105,6 +106,7 @@ struct Inner {
     store_failures: IntCounter,
     dedup_pruned: IntCounter,
     events_expired: IntCounter,
+    quarantine_expired: IntCounter,
     unmatched: IntCounterVec,
     plugin_calls: IntCounterVec,
     plugin_duration: HistogramVec,
@@ -178,6 +180,10 @@ impl Metrics {
             EVENTS_EXPIRED_TOTAL,
             "Finished events deleted after store.retention.",
         )?;
+        let quarantine_expired = IntCounter::new(
+            QUARANTINE_EXPIRED_TOTAL,
+            "Quarantined bodies deleted after store.quarantine_retention.",
+        )?;
         let unmatched = IntCounterVec::new(
             Opts::new(
                 UNMATCHED_REQUESTS_TOTAL,
@@ -226,6 +232,7 @@ impl Metrics {
         registry.register(Box::new(store_failures.clone()))?;
         registry.register(Box::new(dedup_pruned.clone()))?;
         registry.register(Box::new(events_expired.clone()))?;
+        registry.register(Box::new(quarantine_expired.clone()))?;
         let flow = flow::Flow::register(&registry)?;
         Ok(Self(Arc::new(Inner {
             flow,
@@ -240,6 +247,7 @@ impl Metrics {
             store_failures,
             dedup_pruned,
             events_expired,
+            quarantine_expired,
             unmatched,
             plugin_calls,
             plugin_duration,

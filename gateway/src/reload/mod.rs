@@ -210,6 +210,9 @@ fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String>
     if old.store.retention != new.store.retention {
         keys.push("store.retention".to_owned());
     }
+    if old.store.quarantine_retention != new.store.quarantine_retention {
+        keys.push("store.quarantine_retention".to_owned());
+    }
     if old.wasm_cache_dir != new.wasm_cache_dir {
         keys.push("wasm.cache_dir".to_owned());
     }

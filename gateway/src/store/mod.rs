@@ -23,6 +23,7 @@ pub use work::{
     AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
     EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep, Processed,
     QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent,
+    StoredSpan,
 };
 
 use bytes::Bytes;
@@ -131,7 +132,8 @@ pub enum StoreError {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Dedup and persist in one durable write; returns after commit.
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome, StoreError>;
-    /// Keeps an authenticated body that could not be normalized; returns after commit.
+    /// Keeps an authenticated body that could not be normalized; returns after commit. A body
+    /// this source sent before is counted on its row (`repeats`, `last_seen_at`) instead.
     async fn quarantine(&self, body: QuarantinedBody) -> Result<(), StoreError>;
     /// A real (tiny) durable write, for `/readyz`.
     async fn check_writable(&self) -> Result<(), StoreError>;
@@ -148,6 +150,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         cutoff_ms: i64,
         after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError>;
+
+    /// One step of a quarantine retention pass: deletes the quarantined bodies last seen
+    /// before `cutoff_ms` among the next `limit` rows after id `after_id` (in arrival order).
+    async fn expire_quarantine(
+        &self,
+        cutoff_ms: i64,
+        after_id: i64,
         limit: u32,
     ) -> Result<ExpiredEvents, StoreError>;
 
@@ -188,6 +199,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<EventSummary>, StoreError>;
     async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError>;
+    /// The oldest and the newest stored event; `None` when there is none.
+    async fn stored_span(&self) -> Result<Option<StoredSpan>, StoreError>;
     /// Quarantined bodies, newest first: of `source` if given, with an id below `before` if
     /// given, at most `limit`.
     async fn list_quarantine(

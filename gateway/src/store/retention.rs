@@ -1,16 +1,18 @@
 //! Retention: forgets dedup keys older than the window and objects' latest states whose retry
-//! window is over and, when `store.retention` is set, deletes finished events older than it;
-//! at start and hourly.
+//! window is over, deletes quarantined bodies not seen for `store.quarantine_retention` and,
+//! when `store.retention` is set, finished events older than it; at start and hourly, each in
+//! small writer steps.
 //!
 //! A retry arriving after the dedup window is stored as a new event, which is the documented
 //! meaning of the window. Event retention is never shorter than the window (config checks it)
 //! because the dedup index is rebuilt from stored events. It deletes only finished events: an
 //! event with a dead letter, a delivery or plugin retry still waiting, or no routing yet is kept
-//! whatever its age, so retention never loses work. Quarantined bodies are never deleted.
+//! whatever its age, so retention never loses work. A quarantined body is deleted once its
+//! source has not sent it again for the quarantine retention.
 
 use super::Store;
 use crate::metrics::Metrics;
-use crate::metrics::events::{DedupPruned, EventsExpired};
+use crate::metrics::events::{DedupPruned, EventsExpired, QuarantineExpired};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,8 @@ pub struct Retention {
     pub dedup_window: Duration,
     /// `None`: events are kept for ever.
     pub events: Option<Duration>,
+    /// Quarantined bodies not seen for this long are deleted.
+    pub quarantine: Duration,
 }
 
 /// Runs until `shutdown` is cancelled.
@@ -48,6 +52,10 @@ pub async fn prune_periodically(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = prune_object_states(store.as_ref(), &metrics) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = expire_quarantine(store.as_ref(), cutoff_ms(retention.quarantine), &metrics) => {}
         }
         if let Some(kept) = retention.events {
             tokio::select! {
@@ -133,6 +141,34 @@ async fn expire(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
     }
     if count > 0 {
         EventsExpired {
+            metrics: metrics.clone(),
+            count,
+        }
+        .emit();
+    }
+}
+
+/// One pass over the quarantined bodies that arrived before `cutoff`, in writer-sized steps.
+async fn expire_quarantine(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        match store.expire_quarantine(cutoff, after, EXPIRE_STEP).await {
+            Ok(step) => {
+                count += step.deleted;
+                match step.resume_after {
+                    Some(id) => after = id,
+                    None => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "quarantine retention pass failed; will retry");
+                break;
+            }
+        }
+    }
+    if count > 0 {
+        QuarantineExpired {
             metrics: metrics.clone(),
             count,
         }

@@ -81,14 +81,19 @@ CREATE INDEX IF NOT EXISTS routings_replay ON routings(seq) WHERE status = 'repl
 -- admin API finds them without scanning every event; recording a routed event skips it.
 CREATE INDEX IF NOT EXISTS routings_status ON routings(status, seq) WHERE status <> 'routed';
 
--- Authenticated bodies that could not be normalized (not JSON): kept, never dropped.
+-- Authenticated bodies that could not be normalized (not JSON): kept until
+-- store.quarantine_retention after they were last seen. A body a source sends again is
+-- counted on its row (repeats, last_seen_at), not stored again.
 CREATE TABLE IF NOT EXISTS quarantine (
     id           INTEGER PRIMARY KEY,
     source       TEXT    NOT NULL,
-    reason       TEXT    NOT NULL,
+    reason       TEXT    NOT NULL,              -- of the first arrival, like headers
     raw_body     BLOB    NOT NULL,
     headers      TEXT    NOT NULL,
-    received_at  INTEGER NOT NULL
+    received_at  INTEGER NOT NULL,              -- unix ms, first arrival
+    body_hash    BLOB,                          -- SHA-256 of raw_body; NULL on older rows
+    repeats      INTEGER NOT NULL DEFAULT 1,    -- arrivals of this body from this source
+    last_seen_at INTEGER                        -- unix ms, latest arrival; NULL: received_at
 );
 
 -- What routing made of each event: one row per (event, route, destination) that got a
@@ -166,6 +171,19 @@ CREATE VIEW event_states AS
 /// Columns added to `events` after its first release, added to older stores at open.
 const ADDED_EVENT_COLUMNS: [&str; 3] = ["data_at", "data_from", "data_len"];
 
+/// Columns added to `quarantine` after its first release (name, definition), added to older
+/// stores at open. Their rows keep `body_hash` NULL: a repeat of one is stored once more, then
+/// counted.
+const ADDED_QUARANTINE_COLUMNS: [(&str, &str); 3] = [
+    ("body_hash", "BLOB"),
+    ("repeats", "INTEGER NOT NULL DEFAULT 1"),
+    ("last_seen_at", "INTEGER"),
+];
+
+/// Finds a quarantined body's row by content; created after the columns exist.
+const QUARANTINE_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS quarantine_body ON quarantine(source, body_hash);";
+
 /// Creates or upgrades the schema, in one transaction.
 pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
@@ -180,6 +198,19 @@ pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
             tx.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} INTEGER"))?;
         }
     }
+    for (column, definition) in ADDED_QUARANTINE_COLUMNS {
+        let present: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('quarantine') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE quarantine ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    tx.execute_batch(QUARANTINE_INDEX)?;
     tx.execute_batch(VIEWS)?;
     tx.commit()
 }
@@ -189,6 +220,12 @@ pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
       data_at, data_from, data_len) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 pub(super) const INSERT_QUARANTINE: &str = "INSERT INTO quarantine \
-     (source, reason, raw_body, headers, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+     (source, reason, raw_body, headers, received_at, body_hash, last_seen_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)";
+/// Counts one more arrival of a quarantined body (source ?1, SHA-256 ?2, at ?3) on its newest
+/// row; changes nothing when the body is not there yet.
+pub(super) const REPEAT_QUARANTINE: &str = "UPDATE quarantine \
+     SET repeats = repeats + 1, last_seen_at = max(coalesce(last_seen_at, received_at), ?3) \
+     WHERE id = (SELECT max(id) FROM quarantine WHERE source = ?1 AND body_hash = ?2)";
 pub(super) const WRITE_PROBE: &str =
     "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1";

@@ -183,7 +183,8 @@ pub struct AttemptDone {
     pub state: DeliveryState,
 }
 
-/// Which events an admin listing or replay selects. Every field narrows; none selects all.
+/// Which events an admin listing or replay selects. No field set selects all; a time or seq
+/// bound selects all too when it lies outside what is stored (see [`StoredSpan`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// Exactly this event.
@@ -199,15 +200,31 @@ pub struct EventFilter {
     pub before_seq: Option<i64>,
 }
 
+/// The oldest and the newest stored event (by seq): whether a time or seq bound excludes any
+/// stored event can be told from them without reading the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredSpan {
+    pub oldest_seq: i64,
+    /// Unix ms.
+    pub oldest_received_at: i64,
+    pub newest_seq: i64,
+    /// Unix ms.
+    pub newest_received_at: i64,
+}
+
 /// An authenticated body that could not be normalized, as the admin API shows it. The body is
 /// given as text when it is UTF-8 (most are: JSON with a syntax error) and always as base64,
-/// so what was received can be looked at exactly.
+/// so what was received can be looked at exactly. The same body sent again by the same source
+/// is one entry: `repeats` counts its arrivals, `received_at` is the first (with its reason and
+/// headers), `last_seen_at` the latest.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuarantineEntry {
     pub id: i64,
     pub source: String,
     pub reason: String,
     pub received_at: i64,
+    pub repeats: i64,
+    pub last_seen_at: i64,
     pub size: usize,
     pub headers: serde_json::Value,
     pub body_text: Option<String>,

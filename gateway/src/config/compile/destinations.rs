@@ -4,7 +4,7 @@
 
 use super::service::to_usize;
 use super::{Pass, valid_name};
-use crate::config::raw::RawDestination;
+use crate::config::raw::{RawDestination, SecretValue};
 use crate::config::secret::Secret;
 use crate::config::{
     Backoff, DestinationKind, DestinationSettings, FileDestinationSettings, HttpDestinationSettings,
@@ -174,18 +174,27 @@ fn url_problem(uri: &http::Uri, allow_private_network: bool) -> Option<String> {
 
 /// The HMAC key of a destination's `whsec_<base64>` secret: what the receiver's Standard
 /// Webhooks library derives from the same string.
-fn signing_key(pass: &mut Pass<'_>, key: &str, reference: &Spanned<String>) -> Option<Secret> {
-    let secret = pass.secret(reference, key)?;
+fn signing_key(
+    pass: &mut Pass<'_>,
+    key: &str,
+    written: &Spanned<SecretValue<String>>,
+) -> Option<Secret> {
+    let secret = pass.secret(written, key)?;
     match crate::providers::standard_webhooks_key(&secret) {
         Some(bytes) if !bytes.is_empty() => Some(Secret::new(bytes)),
-        // Name the reference, never the value: this message may end up in a log.
+        // Name the reference (it resolved, so it is `env:` or `file:`), never the value: this
+        // message may end up in a log.
         _ => {
+            let reference = match written.get_ref() {
+                SecretValue::Written(reference) => reference.as_str(),
+                SecretValue::WrongType(_) => "",
+            };
             pass.error(
-                reference.span(),
+                written.span(),
                 key,
                 format!(
-                    "`{}` must hold a Standard Webhooks secret: `whsec_` followed by base64",
-                    reference.get_ref()
+                    "`{reference}` must hold a Standard Webhooks secret: `whsec_` followed by \
+                     base64"
                 ),
             );
             None

@@ -16,7 +16,7 @@ mod sources;
 mod tests;
 
 use super::error::SourceText;
-use super::raw::{HumanDuration, RawConfig, RawServer};
+use super::raw::{HumanDuration, RawConfig, RawServer, SecretValue};
 use super::secret::{Secret, SecretRef};
 use super::{
     Backoff, ConfigError, ConfigIssue, ConfigWarning, ForwardedHeader, GatewayConfig,
@@ -35,6 +35,9 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// As long as the default dedup window: a provider still retrying a body keeps it, and an
+/// operator has a month to look at one.
+const DEFAULT_QUARANTINE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
 
 /// Collects issues while the pass walks the tables.
@@ -55,15 +58,39 @@ impl Pass<'_> {
         self.warnings.push(issue);
     }
 
-    /// Resolves a `env:`/`file:` reference, recording a positioned error on failure.
-    fn secret(&mut self, value: &Spanned<String>, key: &str) -> Option<Secret> {
-        match SecretRef::parse(value.get_ref()).and_then(|r| r.resolve()) {
-            Ok(secret) => Some(secret),
-            Err(e) => {
-                self.error(value.span(), key, e.to_string());
+    /// Resolves the `env:`/`file:` reference written at a key that holds a secret, recording a
+    /// positioned error on failure. Errors name the key and the kind of value, never the value.
+    fn secret(&mut self, value: &Spanned<SecretValue<String>>, key: &str) -> Option<Secret> {
+        match value.get_ref() {
+            SecretValue::Written(text) => self.secret_reference(value.span(), text, key),
+            SecretValue::WrongType(kind) => {
+                self.wrong_secret_type(value.span(), key, "a secret reference string", kind);
                 None
             }
         }
+    }
+
+    /// Resolves `text` as a `env:`/`file:` reference, recording a positioned error on failure.
+    fn secret_reference(&mut self, span: Range<usize>, text: &str, key: &str) -> Option<Secret> {
+        match SecretRef::parse(text).and_then(|r| r.resolve()) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                self.error(span, key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A key that holds a secret was written with another type than `expected`.
+    fn wrong_secret_type(&mut self, span: Range<usize>, key: &str, expected: &str, kind: &str) {
+        self.error(
+            span,
+            key,
+            format!(
+                "must be {expected} (`env:NAME` or `file:PATH`), not {kind}; the value is not \
+                 shown, since this key holds a secret"
+            ),
+        );
     }
 
     /// An integer key that must lie in `range`, or `default` when absent. Out of range is
@@ -148,6 +175,12 @@ pub(super) fn compile(
     let dedup_window = positive(&mut pass, &raw.store.dedup_window, "store.dedup_window")
         .unwrap_or(DEFAULT_DEDUP_WINDOW);
     let retention = positive(&mut pass, &raw.store.retention, "store.retention");
+    let quarantine_retention = positive(
+        &mut pass,
+        &raw.store.quarantine_retention,
+        "store.quarantine_retention",
+    )
+    .unwrap_or(DEFAULT_QUARANTINE_RETENTION);
     if let (Some(kept), Some(span)) = (retention, raw.store.retention.as_ref().map(Spanned::span)) {
         // The dedup index is rebuilt from stored events at start: an event removed inside the
         // window would let its provider's retry in as a new event after a restart.
@@ -177,6 +210,7 @@ pub(super) fn compile(
             plugins.push(p);
         }
     }
+    plugins::warn_secret_grants(&mut pass, &raw);
     let wasm_cache_dir = raw
         .wasm
         .cache_dir
@@ -224,6 +258,7 @@ pub(super) fn compile(
             path: store_path.into(),
             dedup_window,
             retention,
+            quarantine_retention,
         },
         sources,
         wasm_cache_dir,

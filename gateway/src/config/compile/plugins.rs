@@ -3,7 +3,8 @@
 //! `.wasm` itself is the plugins module's job; this only checks what the table says.
 
 use super::{Pass, valid_name};
-use crate::config::raw::RawPlugin;
+use crate::config::raw::{RawConfig, RawPlugin, SecretValue};
+use crate::config::secret::SecretRef;
 use crate::config::{
     HealthPolicy, InstanceMode, MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginLimits, PluginSettings,
 };
@@ -185,4 +186,73 @@ pub(super) fn compile_plugin(
         env,
         at,
     })
+}
+
+/// Warns for every environment variable granted to a plugin (`plugins.NAME.env`) that a secret
+/// reference of the config reads (`env:NAME`): the plugin could read that secret. A warning,
+/// not an error: a plugin may be meant to have it (e.g. to sign something itself).
+pub(super) fn warn_secret_grants(pass: &mut Pass<'_>, raw: &RawConfig) {
+    let readers = secret_env_readers(raw);
+    for (name, plugin) in &raw.plugins {
+        let granted = plugin.get_ref().env.iter().flat_map(|l| l.get_ref().iter());
+        for (i, var) in granted.enumerate() {
+            let Some((_, key)) = readers.iter().find(|(v, _)| v == var.get_ref()) else {
+                continue;
+            };
+            pass.warn(
+                var.span(),
+                format!("plugins.{name}.env[{i}]"),
+                format!(
+                    "grants the plugin {}, which {key} reads a secret from: the plugin can read \
+                     that secret",
+                    var.get_ref()
+                ),
+            );
+        }
+    }
+}
+
+/// `(variable, key)` for every `env:` reference at a key that holds a secret.
+fn secret_env_readers(raw: &RawConfig) -> Vec<(String, String)> {
+    let mut written: Vec<(String, String)> = Vec::new();
+    let mut add = |key: String, value: &SecretValue<String>| {
+        if let SecretValue::Written(text) = value {
+            written.push((key, text.clone()));
+        }
+    };
+    for (name, source) in &raw.sources {
+        let source = source.get_ref();
+        if let Some(SecretValue::Written(list)) = source.secrets.as_ref().map(|l| l.get_ref()) {
+            for (i, entry) in list.iter().enumerate() {
+                add(format!("sources.{name}.secrets[{i}]"), entry.get_ref());
+            }
+        }
+        if let Some(token) = &source.token {
+            add(format!("sources.{name}.token"), token.get_ref());
+        }
+        if let Some(SecretValue::Written(basic)) = source.basic_auth.as_ref().map(|b| b.get_ref()) {
+            // A user name given as a reference counts: it is half of the credentials.
+            let username = SecretValue::Written(basic.username.get_ref().clone());
+            add(format!("sources.{name}.basic_auth.username"), &username);
+            add(
+                format!("sources.{name}.basic_auth.password"),
+                basic.password.get_ref(),
+            );
+        }
+    }
+    if let Some(token) = raw.admin.as_ref().and_then(|a| a.get_ref().token.as_ref()) {
+        add("admin.token".to_owned(), token.get_ref());
+    }
+    for (name, destination) in &raw.destinations {
+        if let Some(secret) = &destination.get_ref().secret {
+            add(format!("destinations.{name}.secret"), secret.get_ref());
+        }
+    }
+    written
+        .into_iter()
+        .filter_map(|(key, text)| match SecretRef::parse(&text) {
+            Ok(SecretRef::Env(var)) => Some((var, key)),
+            _ => None,
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 //! shadow the gateway's own endpoints.
 
 use super::{Pass, positive, valid_name};
-use crate::config::raw::{RawConfig, RawSource};
+use crate::config::raw::{RawConfig, RawSource, SecretValue};
 use crate::config::secret::Secret;
 use crate::config::{
     LedgerSettings, LedigSettings, ProviderSettings, SignatureScheme, SourceSettings, TokenLocation,
@@ -119,13 +119,25 @@ fn ledger(pass: &mut Pass<'_>, table: &str, raw: &RawSource) -> Option<LedgerSet
             }
         },
     };
-    let Some(list) = raw.secrets.as_ref() else {
+    let Some(written) = raw.secrets.as_ref() else {
         pass.error(
             raw.provider.span(),
             format!("{table}.secrets"),
             "a Ledger source needs `secrets = [\"env:NAME\", ...]`",
         );
         return None;
+    };
+    let list = match written.get_ref() {
+        SecretValue::Written(list) => Spanned::new(written.span(), list),
+        SecretValue::WrongType(kind) => {
+            pass.wrong_secret_type(
+                written.span(),
+                &format!("{table}.secrets"),
+                "a list of secret references",
+                kind,
+            );
+            return None;
+        }
     };
     if list.get_ref().is_empty() {
         pass.error(
@@ -229,14 +241,26 @@ fn ledig(pass: &mut Pass<'_>, table: &str, source: &Spanned<RawSource>) -> Optio
             secret.zip(location)
         }
     };
-    let basic_auth = raw.basic_auth.as_ref().and_then(|b| {
-        let b = b.get_ref();
+    let basic_auth = raw.basic_auth.as_ref().and_then(|written| {
+        let b = match written.get_ref() {
+            SecretValue::Written(b) => b,
+            SecretValue::WrongType(kind) => {
+                pass.wrong_secret_type(
+                    written.span(),
+                    &format!("{table}.basic_auth"),
+                    "a table `{ username = \"...\", password = \"env:NAME\" }` whose password is a \
+                     secret reference",
+                    kind,
+                );
+                return None;
+            }
+        };
         let user_key = format!("{table}.basic_auth.username");
         // A user name is not secret: it may be written inline or as a reference.
         let user = if b.username.get_ref().starts_with("env:")
             || b.username.get_ref().starts_with("file:")
         {
-            pass.secret(&b.username, &user_key)
+            pass.secret_reference(b.username.span(), b.username.get_ref(), &user_key)
         } else if b.username.get_ref().is_empty() {
             pass.error(b.username.span(), &user_key, "must not be empty");
             None

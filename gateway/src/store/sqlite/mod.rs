@@ -9,6 +9,8 @@
 mod checkpoint;
 mod envelope_row;
 mod filter;
+#[cfg(test)]
+mod quarantine_tests;
 mod reader;
 mod recent;
 mod redrive;
@@ -20,6 +22,7 @@ use super::schema;
 use super::work::{
     AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
     EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView, StoredEvent,
+    StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError,
@@ -29,6 +32,7 @@ use reader::Reader;
 use recent::{Pending, RecentEvents};
 use redrive::{Bulk, Listed};
 use rusqlite::{Connection, OpenFlags};
+use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -199,7 +203,9 @@ impl Store for SqliteStore {
     }
 
     async fn quarantine(&self, body: QuarantinedBody) -> Result<(), StoreError> {
-        self.call(|r| Command::Quarantine(body, r)).await
+        // Hashed here, on the caller's task, not on the writer thread every ack waits for.
+        let digest: [u8; 32] = Sha256::digest(&body.raw_body).into();
+        self.call(|r| Command::Quarantine(body, digest, r)).await
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
@@ -226,6 +232,20 @@ impl Store for SqliteStore {
             limit,
         };
         self.call(|r| Command::Expire(scan, r)).await
+    }
+
+    async fn expire_quarantine(
+        &self,
+        cutoff_ms: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError> {
+        let scan = ExpireScan {
+            cutoff_ms,
+            after_seq: after_id,
+            limit,
+        };
+        self.call(|r| Command::ExpireQuarantine(scan, r)).await
     }
 
     fn work_signal(&self) -> Arc<Notify> {
@@ -325,6 +345,10 @@ impl Store for SqliteStore {
 
     async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError> {
         self.observer.with(move |c| reader::event(c, seq)).await
+    }
+
+    async fn stored_span(&self) -> Result<Option<StoredSpan>, StoreError> {
+        self.observer.with(reader::stored_span).await
     }
 
     async fn dead_letters(

@@ -5,7 +5,7 @@
 use super::super::StoreError;
 use super::super::work::{
     AttemptRecord, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
-    EventSummary, PluginStep, QuarantineEntry, RouteRunView, StoredEvent,
+    EventSummary, PluginStep, QuarantineEntry, RouteRunView, StoredEvent, StoredSpan,
 };
 use super::filter::where_clause;
 use base64::Engine as _;
@@ -215,6 +215,25 @@ pub(super) fn list_events_query(
     (sql, args)
 }
 
+/// The first and the last event by seq: two rowid lookups, however many events are stored.
+pub(super) fn stored_span(conn: &Connection) -> rusqlite::Result<Option<StoredSpan>> {
+    let end = |order: &str| -> rusqlite::Result<Option<(i64, i64)>> {
+        conn.prepare_cached(&format!(
+            "SELECT seq, received_at FROM events ORDER BY seq {order} LIMIT 1"
+        ))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+    };
+    Ok(end("ASC")?
+        .zip(end("DESC")?)
+        .map(|(oldest, newest)| StoredSpan {
+            oldest_seq: oldest.0,
+            oldest_received_at: oldest.1,
+            newest_seq: newest.0,
+            newest_received_at: newest.1,
+        }))
+}
+
 pub(super) fn list_quarantine(
     conn: &Connection,
     source: Option<&str>,
@@ -222,7 +241,8 @@ pub(super) fn list_quarantine(
     limit: u32,
 ) -> rusqlite::Result<Vec<QuarantineEntry>> {
     conn.prepare_cached(
-        "SELECT id, source, reason, received_at, headers, raw_body FROM quarantine \
+        "SELECT id, source, reason, received_at, headers, raw_body, repeats, \
+                coalesce(last_seen_at, received_at) FROM quarantine \
          WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR id < ?2) \
          ORDER BY id DESC LIMIT ?3",
     )?
@@ -234,6 +254,8 @@ pub(super) fn list_quarantine(
             source: r.get(1)?,
             reason: r.get(2)?,
             received_at: r.get(3)?,
+            repeats: r.get(6)?,
+            last_seen_at: r.get(7)?,
             size: body.len(),
             headers: json_or_text(&headers),
             body_base64: base64::engine::general_purpose::STANDARD.encode(&body),

@@ -38,11 +38,15 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 #[derive(Debug)]
 pub(super) enum Command {
     Ingest(NewEvent, Reply<IngestOutcome>),
-    Quarantine(QuarantinedBody, Reply<()>),
+    /// The body and its SHA-256 (worked out by the caller, not on this thread).
+    Quarantine(QuarantinedBody, [u8; 32], Reply<()>),
     Probe(Reply<()>),
     Prune(i64, Reply<DedupPruneStep>),
     PruneStates(i64, Reply<DedupPruneStep>),
     Expire(ExpireScan, Reply<ExpiredEvents>),
+    /// One step of deleting quarantined bodies not seen since the cutoff (`after_seq` is a
+    /// quarantine id here).
+    ExpireQuarantine(ExpireScan, Reply<ExpiredEvents>),
     Complete(Arc<Vec<Processed>>, Reply<()>),
     Attempt(AttemptDone, Reply<()>),
     Watermark(i64, Reply<()>),
@@ -224,15 +228,22 @@ fn apply(
                         Applied::Ingest(IngestOutcome::Stored { seq })
                     }
                 }
-                Command::Quarantine(q, _) => {
-                    tx.prepare_cached(schema::INSERT_QUARANTINE)?
-                        .execute(params![
-                            q.source,
-                            q.reason,
-                            q.raw_body.as_ref(),
-                            q.headers,
-                            q.received_at_ms
-                        ])?;
+                Command::Quarantine(q, digest, _) => {
+                    // A body this source sent before is counted on its row, not stored again.
+                    let repeated = tx
+                        .prepare_cached(schema::REPEAT_QUARANTINE)?
+                        .execute(params![q.source, digest.as_slice(), q.received_at_ms])?;
+                    if repeated == 0 {
+                        tx.prepare_cached(schema::INSERT_QUARANTINE)?
+                            .execute(params![
+                                q.source,
+                                q.reason,
+                                q.raw_body.as_ref(),
+                                q.headers,
+                                q.received_at_ms,
+                                digest.as_slice()
+                            ])?;
+                    }
                     Applied::Unit
                 }
                 Command::Probe(_) => {
@@ -249,6 +260,9 @@ fn apply(
                 })?,
                 Command::Expire(scan, _) => {
                     isolated(&tx, || expire(&tx, *scan).map(Applied::Expired))?
+                }
+                Command::ExpireQuarantine(scan, _) => {
+                    isolated(&tx, || expire_quarantine(&tx, *scan).map(Applied::Expired))?
                 }
                 Command::Complete(batch, _) => {
                     for p in batch.iter() {
@@ -507,7 +521,7 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                 match (cmd, done) {
                     (Command::Ingest(_, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
                     (
-                        Command::Quarantine(_, r)
+                        Command::Quarantine(_, _, r)
                         | Command::Probe(r)
                         | Command::Complete(_, r)
                         | Command::Attempt(_, r)
@@ -523,7 +537,10 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                     (Command::RedriveStep(_, _, r), Applied::Stepped(step)) => {
                         drop(r.send(Ok(step)));
                     }
-                    (Command::Expire(_, r), Applied::Expired(e)) => drop(r.send(Ok(e))),
+                    (
+                        Command::Expire(_, r) | Command::ExpireQuarantine(_, r),
+                        Applied::Expired(e),
+                    ) => drop(r.send(Ok(e))),
                     (cmd, Applied::Failed(msg)) => fail(cmd, &msg),
                     (cmd, _) => fail(cmd, "internal: batch results out of order"),
                 }
@@ -542,7 +559,7 @@ fn fail(cmd: Command, msg: &str) {
     let err = || StoreError::Write(msg.to_owned());
     match cmd {
         Command::Ingest(_, r) => drop(r.send(Err(err()))),
-        Command::Quarantine(_, r)
+        Command::Quarantine(_, _, r)
         | Command::Probe(r)
         | Command::Complete(_, r)
         | Command::Attempt(_, r)
@@ -550,7 +567,7 @@ fn fail(cmd: Command, msg: &str) {
         Command::Replay(_, _, r) | Command::Redrive(_, r) => drop(r.send(Err(err()))),
         Command::Prune(_, r) | Command::PruneStates(_, r) => drop(r.send(Err(err()))),
         Command::RedriveStep(_, _, r) => drop(r.send(Err(err()))),
-        Command::Expire(_, r) => drop(r.send(Err(err()))),
+        Command::Expire(_, r) | Command::ExpireQuarantine(_, r) => drop(r.send(Err(err()))),
     }
 }
 
@@ -603,6 +620,42 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
             ] {
                 tx.prepare_cached(delete)?.execute([seq])?;
             }
+            deleted += 1;
+        }
+    }
+    let full = rows.len() >= usize::try_from(scan.limit).unwrap_or(usize::MAX);
+    Ok(ExpiredEvents {
+        deleted,
+        resume_after: last_seen.filter(|_| full),
+    })
+}
+
+/// Deletes the quarantined bodies of one scan step that were last seen before the cutoff.
+/// Rows are in arrival order, so the first one that arrived inside the retention ends the pass
+/// (every later row arrived later still); an older row whose body came again since is kept.
+fn expire_quarantine(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEvents> {
+    let rows: Vec<(i64, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, received_at, coalesce(last_seen_at, received_at) FROM quarantine \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?
+        .query_map(params![scan.after_seq, scan.limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut deleted = 0;
+    let mut last_seen = None;
+    for &(id, received_at, seen_at) in &rows {
+        if received_at >= scan.cutoff_ms {
+            return Ok(ExpiredEvents {
+                deleted,
+                resume_after: None,
+            });
+        }
+        last_seen = Some(id);
+        if seen_at < scan.cutoff_ms {
+            tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?
+                .execute([id])?;
             deleted += 1;
         }
     }

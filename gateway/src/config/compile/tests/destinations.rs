@@ -79,6 +79,8 @@ fn literal_internal_addresses_need_allow_private_network() {
             "cloud metadata (169.254.169.254)",
         ),
         ("https://[fd00:ec2::254]/x", "unique local"),
+        ("https://[64:ff9b:1::808:808]/x", "local-use NAT64"),
+        ("https://[::ffff:0:808:808]/x", "IPv4-translated"),
         ("http://10.1.2.3/", "private (10.0.0.0/8)"),
     ] {
         let text = format!("[destinations.d]\nhttp = \"{url}\"\nsecret = '{whsec}'\n");
@@ -274,8 +276,8 @@ fn admin_token_is_a_resolved_secret_reference() {
     assert_eq!(
         issues("[admin]\ntoken = \"hunter2hunter2\"\n"),
         vec![
-            "g.toml:2:9: admin.token: `<inline value>` is not a secret reference: write \
-             `env:NAME` or `file:PATH`"
+            "g.toml:2:9: admin.token: is not a secret reference (`env:NAME` or `file:PATH`); \
+             the value is not shown"
         ]
     );
 }

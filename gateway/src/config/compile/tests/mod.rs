@@ -4,6 +4,7 @@
 
 mod destinations;
 mod routes;
+mod secrets;
 
 use super::compile;
 use super::plugins::DEFAULT_PLUGIN_TIMEOUT;
@@ -214,6 +215,20 @@ fn retention_is_optional_and_never_shorter_than_the_dedup_window() {
     assert_has(
         &issues("[store]\nretention = \"0s\"\n"),
         "g.toml:2:13: store.retention: must be longer than 0s",
+    );
+}
+
+#[test]
+fn quarantine_retention_defaults_to_thirty_days_and_is_never_zero() {
+    let compiled = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.store);
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let store = compiled("").expect("defaults compile");
+    assert_eq!(store.quarantine_retention, 30 * day);
+    let store = compiled("[store]\nquarantine_retention = \"7d\"\n").expect("compiles");
+    assert_eq!(store.quarantine_retention, 7 * day);
+    assert_has(
+        &issues("[store]\nquarantine_retention = \"0s\"\n"),
+        "g.toml:2:24: store.quarantine_retention: must be longer than 0s",
     );
 }
 
