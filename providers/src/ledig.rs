@@ -173,7 +173,10 @@ impl LedigGuard {
     }
 
     pub(super) fn check(&self, d: &Delivery<'_>) -> Result<(), AuthError> {
-        if !self.allow_ips.is_empty() && !self.allow_ips.iter().any(|n| n.contains(&d.peer)) {
+        // An IPv4 client of a dual-stack listener (`[::]`) arrives as `::ffff:a.b.c.d`; it is
+        // the IPv4 client all the same (the config writes networks in the same canonical form).
+        let peer = d.peer.to_canonical();
+        if !self.allow_ips.is_empty() && !self.allow_ips.iter().any(|n| n.contains(&peer)) {
             return Err(AuthError::AddressNotAllowed);
         }
         if let Some((expected, location)) = &self.token {

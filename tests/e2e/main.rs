@@ -19,6 +19,7 @@ mod check;
 mod crash;
 mod dedup;
 mod delivery;
+mod dual_stack;
 mod durability;
 mod harness;
 mod hostile;

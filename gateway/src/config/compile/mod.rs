@@ -352,7 +352,20 @@ fn ip_networks(
             .parse::<ipnet::IpNet>()
             .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
-            Ok(net) => nets.push(net),
+            Ok(net) => {
+                if covers_ipv4_mapped(&net) {
+                    pass.warn(
+                        entry.span(),
+                        format!("{key}[{i}]"),
+                        format!(
+                            "`{text}` does not match IPv4 clients, which are compared as IPv4 \
+                             addresses (also on a dual-stack listener); add 0.0.0.0/0 or the \
+                             IPv4 networks meant"
+                        ),
+                    );
+                }
+                nets.push(canonical_network(net));
+            }
             Err(_) => pass.error(
                 entry.span(),
                 format!("{key}[{i}]"),
@@ -361,6 +374,29 @@ fn ip_networks(
         }
     }
     nets
+}
+
+/// A network written in IPv4-mapped form (`::ffff:10.0.0.0/104`, `::ffff:203.0.113.7`) as the
+/// IPv4 network it is (`10.0.0.0/8`, `203.0.113.7/32`): client addresses are compared in their
+/// canonical form, so an IPv4 client of a dual-stack listener (which the socket shows as
+/// `::ffff:a.b.c.d`) matches it like any other IPv4 client.
+fn canonical_network(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_or(net, |v4net| ipnet::IpNet::V4(v4net.trunc())),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// An IPv6 network wider than the IPv4-mapped range and holding all of it (`::/0`,
+/// `::ffff:0:0/80`): it used to match the IPv4 clients of a dual-stack listener, and no longer
+/// does, since those are compared as IPv4 addresses.
+fn covers_ipv4_mapped(net: &ipnet::IpNet) -> bool {
+    let mapped = std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped();
+    matches!(net, ipnet::IpNet::V6(v6) if v6.prefix_len() < 96 && v6.contains(&mapped))
 }
 
 /// Names that become metric labels and store keys: letters, digits, `_` and `-`.
