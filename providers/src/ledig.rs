@@ -6,7 +6,7 @@
 //! reported, never rejected. Secrets are compared as SHA-256 digests in constant time, so neither
 //! their content nor their length leaks through timing.
 
-use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
+use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE, RequestHead};
 use crate::Secret;
 use crate::envelope::{DedupKey, Envelope, SPEC_VERSION};
 use crate::settings::{LedigSettings, TokenLocation};
@@ -211,6 +211,20 @@ impl LedigGuard {
             }
         }
         Ok(())
+    }
+}
+
+impl LedigGuard {
+    /// The whole check on a request's head, before its body is read: every Ledig protection
+    /// (address, token, basic auth) is in the head, none in the body. The same answer as
+    /// [`LedigGuard::check`] gives once the body is there.
+    pub(super) fn check_head(&self, head: &RequestHead<'_>) -> Result<(), AuthError> {
+        self.check(&Delivery {
+            headers: head.headers,
+            body: &[],
+            peer: head.peer,
+            path_suffix: head.path_suffix,
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod admin_api;
 mod bombs;
+mod capacity;
 mod check;
 mod crash;
 mod dedup;
@@ -26,6 +27,7 @@ mod hostile;
 mod ledger;
 mod ledig;
 mod limits;
+mod log_bounds;
 mod metrics;
 mod plugin_check;
 mod plugin_examples;

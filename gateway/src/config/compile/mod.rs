@@ -33,6 +33,13 @@ const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Enough for every provider's concurrent deliveries (they send a few at a time) and the
+/// load balancers' keep-alive pools, with room; the cap bounds what idle or stalled
+/// connections cost (each may hold a request head of up to ~128 KiB until `header_timeout`).
+const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
+/// 64 bodies of the default `max_body` at once, or ~160,000 typical 400-byte ones.
+const DEFAULT_MAX_BODY_BUFFER: u64 = 64 * 1024 * 1024;
 const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
@@ -136,6 +143,13 @@ pub(super) fn compile(
     let write_timeout = positive(&mut pass, &raw.server.write_timeout, "server.write_timeout")
         .unwrap_or(DEFAULT_WRITE_TIMEOUT);
     let trusted_proxies = trusted_proxies(&mut pass, &raw.server);
+    let max_connections = pass.count(
+        raw.server.max_connections.as_ref(),
+        "server.max_connections",
+        MAX_CONNECTIONS,
+        DEFAULT_MAX_CONNECTIONS,
+    );
+    let max_body_buffer = max_body_buffer(&mut pass, &raw.server, max_body);
     let store_path = raw
         .store
         .path
@@ -219,6 +233,8 @@ pub(super) fn compile(
             request_timeout,
             write_timeout,
             trusted_proxies,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_body_buffer,
         },
         store: StoreSettings {
             path: store_path.into(),
@@ -299,6 +315,23 @@ fn backoff(
         }
     }
     Backoff { initial, max }
+}
+
+/// `server.max_body_buffer`: at least `max_body` (else a body of the largest accepted size
+/// could never be read); by default 64 MiB, or `max_body` if that is larger.
+fn max_body_buffer(pass: &mut Pass<'_>, raw: &RawServer, max_body: u64) -> u64 {
+    let Some(b) = raw.max_body_buffer.as_ref() else {
+        return DEFAULT_MAX_BODY_BUFFER.max(max_body);
+    };
+    let size = b.get_ref().0;
+    if size < max_body {
+        pass.error(
+            b.span(),
+            "server.max_body_buffer",
+            format!("must be at least server.max_body ({max_body} bytes)"),
+        );
+    }
+    size
 }
 
 /// `server.trusted_proxies` and the header they write the client into.

@@ -246,3 +246,28 @@ fn an_ipv6_network_holding_every_ipv4_mapped_address_is_warned_about() {
         ]
     );
 }
+
+#[test]
+fn connection_and_body_buffer_caps_have_defaults_ranges_and_a_floor() {
+    let server = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.server);
+    let s = server("").expect("defaults compile");
+    assert_eq!(
+        (s.max_connections, s.max_body_buffer),
+        (1024, 64 * 1024 * 1024)
+    );
+    let s = server("[server]\nmax_body = \"100MiB\"\n").expect("compiles");
+    assert_eq!(s.max_body_buffer, 100 * 1024 * 1024, "never below max_body");
+    let s = server("[server]\nmax_connections = 10\nmax_body_buffer = \"2MiB\"\n").expect("ok");
+    assert_eq!(
+        (s.max_connections, s.max_body_buffer),
+        (10, 2 * 1024 * 1024)
+    );
+    assert_has(
+        &issues("[server]\nmax_connections = 0\n"),
+        "g.toml:2:19: server.max_connections: must be between 1 and 1000000",
+    );
+    assert_has(
+        &issues("[server]\nmax_body = \"1MiB\"\nmax_body_buffer = \"512KiB\"\n"),
+        "g.toml:3:19: server.max_body_buffer: must be at least server.max_body (1048576 bytes)",
+    );
+}
