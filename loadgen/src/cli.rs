@@ -1,5 +1,6 @@
 //! The command line: `loadgen ingest` (the ingest benchmark), `loadgen e2e` (the end-to-end one:
-//! POST -> store -> plugin -> HTTP delivery) and `loadgen bare-server` (the ingest baseline).
+//! POST -> store -> plugin -> HTTP delivery), `loadgen stall` (the unauthenticated memory
+//! attack, peak RSS) and `loadgen bare-server` (the ingest baseline).
 //! Every knob of a run lives here, with defaults that make a whole run take about a minute.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -20,6 +21,9 @@ pub(crate) enum Command {
     /// Benchmark end to end: signed POST -> store -> one plugin -> HTTP delivery to a sink run
     /// by loadgen itself; rate, losses, duplicates and POST-to-sink latency.
     E2e(E2eArgs),
+    /// The unauthenticated memory attack: many connections each send a large body but its
+    /// last KiB and stall; prints the gateway's peak RSS and what the connections got.
+    Stall(StallArgs),
     /// The baseline: a hyper server that answers every request 200 {"ok":true}.
     BareServer {
         /// Address to listen on; the first stdout line names the bound address.
@@ -165,6 +169,36 @@ pub(crate) struct E2eArgs {
     /// Keep the temp dir (config, store, the gateway's log) after the run and print its path.
     #[arg(long)]
     pub(crate) keep: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StallArgs {
+    /// Connections opened at once, each stalling mid-body.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) connections: u32,
+    /// The body each declares (`Content-Length`, at most the config's `max_body` of 1 MiB);
+    /// all but its last KiB is sent.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub(crate) body_size: usize,
+    /// How long the connections are held before the peak is read (the gateway's
+    /// `request_timeout` is 30 s, so a gateway that keeps them keeps them this long).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) hold: Duration,
+    /// Send no signature header (refused from the headers) instead of a made-up one.
+    #[arg(long)]
+    pub(crate) unsigned: bool,
+    /// `server.max_connections` for the gateway (default: the gateway's own).
+    #[arg(long)]
+    pub(crate) max_connections: Option<u32>,
+    /// `server.max_body_buffer` for the gateway, e.g. `64MiB` (default: the gateway's own).
+    #[arg(long)]
+    pub(crate) max_body_buffer: Option<String>,
+    /// Generator runtime threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) generator_threads: u16,
+    /// The gateway binary (default: `gateway` next to this executable).
+    #[arg(long)]
+    pub(crate) gateway: Option<PathBuf>,
 }
 
 /// A number in [0, 1].

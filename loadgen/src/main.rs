@@ -8,7 +8,9 @@
 //! p99.9 ack latency for both, and their ratio. `loadgen bare-server` is the baseline server.
 //!
 //! `loadgen e2e` measures the whole path instead: signed POST -> store -> one plugin -> HTTP
-//! delivery to a sink run inside loadgen; see `e2e.rs`.
+//! delivery to a sink run inside loadgen; see `e2e.rs`. `loadgen stall` replays the
+//! unauthenticated memory attack (connections stalling mid-body) and prints the gateway's peak
+//! RSS; see `stall.rs`.
 //!
 //! This file only picks the generator's runtime (`--generator-threads`, default 2; 1 gives a
 //! current-thread runtime); the servers under test run in their own processes.
@@ -32,6 +34,7 @@ mod report;
 mod server_view;
 mod signing;
 mod sink;
+mod stall;
 mod stats;
 
 use anyhow::Context as _;
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::BareServer { listen } => bare::serve(&listen),
         Command::Ingest(args) => runtime(args.generator_threads)?.block_on(ingest::run(args)),
         Command::E2e(args) => runtime(args.generator_threads)?.block_on(e2e::run(args)),
+        Command::Stall(args) => runtime(args.generator_threads)?.block_on(stall::run(args)),
     }
 }
 

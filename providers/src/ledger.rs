@@ -149,6 +149,52 @@ impl LedgerVerifier {
     }
 }
 
+/// The part of verification that needs no body, run before the body is read.
+impl LedgerVerifier {
+    /// The error [`LedgerVerifier::verify`] would give at `now` whatever the body, if the
+    /// headers alone decide it: no signature header of the accepted scheme(s), one that cannot
+    /// be read, or a timestamp outside the tolerance. `Ok` means only that the body is worth
+    /// reading. With `Any` and both header sets present, both must fail (as in `verify`, which
+    /// then reports the `X-Ledger-Signature` error).
+    pub(super) fn check_headers(&self, headers: &HeaderMap, now: i64) -> Result<(), AuthError> {
+        let ledger_header = headers.get("x-ledger-signature");
+        let standard = StandardHeaders::find(headers);
+        match self.scheme {
+            SignatureScheme::Ledger => match ledger_header {
+                Some(h) => self.ledger_head(h, now),
+                None => Err(AuthError::MissingSignature),
+            },
+            SignatureScheme::StandardWebhooks => match standard {
+                Some(s) => self.standard_head(&s, now),
+                None => Err(AuthError::MissingSignature),
+            },
+            SignatureScheme::Any => match (ledger_header, standard) {
+                (None, None) => Err(AuthError::MissingSignature),
+                (Some(h), None) => self.ledger_head(h, now),
+                (None, Some(s)) => self.standard_head(&s, now),
+                (Some(h), Some(s)) => self
+                    .ledger_head(h, now)
+                    .or_else(|e| self.standard_head(&s, now).map_err(|_| e)),
+            },
+        }
+    }
+
+    /// `verify_ledger` up to the HMAC: the header reads and its timestamp is within tolerance.
+    fn ledger_head(&self, header: &http::HeaderValue, now: i64) -> Result<(), AuthError> {
+        let text = header.to_str().map_err(|_| AuthError::SignatureMismatch)?;
+        let parsed = signature::parse_ledger_header(text)?;
+        self.within_tolerance(parsed.timestamp, now)
+    }
+
+    /// `verify_standard` up to the HMAC, its checks in the same order.
+    fn standard_head(&self, h: &StandardHeaders<'_>, now: i64) -> Result<(), AuthError> {
+        let timestamp = signature::parse_unix(h.timestamp)?;
+        self.within_tolerance(timestamp, now)?;
+        signature::parse_standard_signatures(h.signature)?;
+        Ok(())
+    }
+}
+
 /// True when any key's tag matches any candidate. Every key is tried (no early exit), so the
 /// time taken does not reveal which secret matched.
 fn check_any_key(

@@ -6,7 +6,7 @@
 //! reported, never rejected. Secrets are compared as SHA-256 digests in constant time, so neither
 //! their content nor their length leaks through timing.
 
-use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE};
+use super::{AuthError, Delivery, NormalizeError, Normalized, OTHER_TYPE, RequestHead};
 use crate::Secret;
 use crate::envelope::{DedupKey, Envelope, ObjectState, RetryIdentity, SPEC_VERSION};
 use crate::settings::{LedigSettings, TokenLocation};
@@ -180,7 +180,10 @@ impl LedigGuard {
     }
 
     pub(super) fn check(&self, d: &Delivery<'_>) -> Result<(), AuthError> {
-        if !self.allow_ips.is_empty() && !self.allow_ips.iter().any(|n| n.contains(&d.peer)) {
+        // An IPv4 client of a dual-stack listener (`[::]`) arrives as `::ffff:a.b.c.d`; it is
+        // the IPv4 client all the same (the config writes networks in the same canonical form).
+        let peer = d.peer.to_canonical();
+        if !self.allow_ips.is_empty() && !self.allow_ips.iter().any(|n| n.contains(&peer)) {
             return Err(AuthError::AddressNotAllowed);
         }
         if let Some((expected, location)) = &self.token {
@@ -214,6 +217,20 @@ impl LedigGuard {
             }
         }
         Ok(())
+    }
+}
+
+impl LedigGuard {
+    /// The whole check on a request's head, before its body is read: every Ledig protection
+    /// (address, token, basic auth) is in the head, none in the body. The same answer as
+    /// [`LedigGuard::check`] gives once the body is there.
+    pub(super) fn check_head(&self, head: &RequestHead<'_>) -> Result<(), AuthError> {
+        self.check(&Delivery {
+            headers: head.headers,
+            body: &[],
+            peer: head.peer,
+            path_suffix: head.path_suffix,
+        })
     }
 }
 

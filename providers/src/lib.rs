@@ -2,7 +2,9 @@
 //!
 //! A [`Source`] is one configured endpoint. Its life per request is two steps:
 //! [`Source::authenticate`] checks the raw bytes as received and yields a [`Verified`] delivery
-//! (the only way to get one), then [`Source::normalize`] parses it. This crate never writes to
+//! (the only way to get one), then [`Source::normalize`] parses it. Before the body is read,
+//! [`Source::check_headers`] may refuse from the head alone what could not pass anyway; it
+//! never accepts anything. This crate never writes to
 //! the store, never answers HTTP and never logs secrets or request bodies.
 //!
 //! It is the gateway's `providers` and `envelope` stages, kept in a crate of their own because
@@ -19,6 +21,8 @@ pub mod signature;
 
 #[cfg(test)]
 mod fuzz_props;
+#[cfg(test)]
+mod head_props;
 
 use crate::envelope::{DedupKey, Envelope, RetryIdentity};
 use crate::settings::{ProviderSettings, SourceSettings};
@@ -32,6 +36,16 @@ use std::net::IpAddr;
 pub struct Delivery<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    pub peer: IpAddr,
+    /// The path segment after the source's path (`/webhooks/ledig/<this>`), if any.
+    pub path_suffix: Option<&'a str>,
+}
+
+/// What a request says before its body: the headers and transport facts. Enough to refuse a
+/// delivery that cannot pass ([`Source::check_headers`]), never enough to accept one.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub headers: &'a HeaderMap,
     pub peer: IpAddr,
     /// The path segment after the source's path (`/webhooks/ledig/<this>`), if any.
     pub path_suffix: Option<&'a str>,
@@ -168,6 +182,20 @@ impl Source {
             delivery,
             signed_id,
         })
+    }
+
+    /// Refuses, from the head alone and before a byte of the body is read, a delivery that
+    /// [`Source::authenticate`] would refuse whatever its body: so a client that cannot
+    /// authenticate cannot make the gateway hold a body's worth of memory. Ledig's protections
+    /// (token, basic auth, address) read no body, so its whole check runs here; for Ledger a
+    /// missing or malformed signature header and a timestamp outside the tolerance. Passing it
+    /// proves nothing: the delivery must still pass `authenticate`. The error is the one
+    /// `authenticate` would give at the same `now_unix`.
+    pub fn check_headers(&self, head: RequestHead<'_>, now_unix: i64) -> Result<(), AuthError> {
+        match &self.kind {
+            Kind::Ledger(v) => v.check_headers(head.headers, now_unix),
+            Kind::Ledig(g) => g.check_head(&head),
+        }
     }
 
     /// Turns a verified body into the envelope; `received_at_ms` is when it arrived (unix

@@ -147,8 +147,14 @@ fn admin_requests_need_the_bearer_token() {
         ),
         (30.0, 12.0, 6.0, 0.0)
     );
-    let refusals = gw.log_lines("admin request refused");
-    assert_eq!(refusals.len(), 48, "{}", gw.stderr());
+    // Refusal lines are rate-limited (the first 5 per action and 10 s, then a summary line):
+    // each action guessed at shows up, with the client.
+    let refusals: Vec<String> = gw
+        .log_lines("admin request refused")
+        .into_iter()
+        .filter(|l| !l.contains("suppressed="))
+        .collect();
+    assert!((15..=48).contains(&refusals.len()), "{}", gw.stderr());
     assert!(
         refusals.iter().all(|l| l.contains("client=127.0.0.1")),
         "{refusals:?}"

@@ -167,10 +167,16 @@ fn a_gibibyte_with_content_length_is_refused_at_once_and_memory_stays_flat() {
 
 #[test]
 fn a_chunked_gibibyte_is_cut_off_at_the_limit_and_memory_stays_flat() {
+    // A signature header that reads well and is current (anyone can send one): without it the
+    // request is refused from its headers, before the body is read.
     assert_refused_flat(
         "1 GiB chunked",
-        "POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n\
-         Transfer-Encoding: chunked\r\n\r\n",
+        &format!(
+            "POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n\
+             X-Ledger-Signature: t={},v1={}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            now(),
+            "ab".repeat(32)
+        ),
         true,
     );
 }

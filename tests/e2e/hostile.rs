@@ -216,3 +216,62 @@ fn secrets_never_reach_logs_metrics_or_admin_answers_and_request_data_cannot_for
         "a request forged a log line:\n{log}"
     );
 }
+
+/// The request head cap is hyper's `max_buf_size` (64 KiB), which hyper checks only between
+/// reads; one read can fill the capacity the buffer has doubled to, so a head sent at once is
+/// served well past 64 KiB, and the real bound is 128 KiB: past it a head is always 431.
+#[test]
+fn the_request_head_cap_lies_between_64_and_128_kib() {
+    let gw = Gateway::start();
+    let body = fixture("ledig/crypto_received.json");
+    // A head of `size` bytes (padding headers of 8,000 bytes: hyper takes at most 100 headers).
+    let head_of = |size: usize| {
+        let start = format!(
+            "POST /webhooks/ledig HTTP/1.1\r\nHost: g\r\nConnection: close\r\nX-Ledig-Token: {LEDIG_TOKEN}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        let mut head = start.into_bytes();
+        let mut i = 0;
+        while head.len() + 2 < size {
+            let name = format!("X-Pad-{i}: ");
+            let room = (size - 2 - head.len())
+                .saturating_sub(name.len() + 2)
+                .clamp(1, 8000);
+            head.extend_from_slice(name.as_bytes());
+            head.extend(std::iter::repeat_n(b'a', room));
+            head.extend_from_slice(b"\r\n");
+            i += 1;
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    };
+    let send = |head: &[u8]| {
+        let mut stream = TcpStream::connect(gw.addr).expect("connect");
+        let mut request = head.to_vec();
+        request.extend_from_slice(&body);
+        // The gateway may close while we are still writing: that is one of the answers.
+        let _ = stream.write_all(&request);
+        let mut raw = Vec::new();
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        let _ = stream.read_to_end(&mut raw);
+        parse_response(&raw).map(|r| r.status)
+    };
+    let served = head_of(90_000);
+    assert!(
+        served.len() >= 90_000 && served.len() < 90_100,
+        "{}",
+        served.len()
+    );
+    assert_eq!(
+        send(&served),
+        Some(200),
+        "a 90,000-byte head sent at once is served"
+    );
+    for size in [131_073, 140_000, 200_000] {
+        let status = send(&head_of(size));
+        assert!(matches!(status, Some(431) | None), "{size}: {status:?}");
+    }
+    assert_eq!(count(&gw.db(), "SELECT count(*) FROM events"), 1);
+}

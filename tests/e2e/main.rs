@@ -15,10 +15,12 @@
 
 mod admin_api;
 mod bombs;
+mod capacity;
 mod check;
 mod crash;
 mod dedup;
 mod delivery;
+mod dual_stack;
 mod durability;
 mod harness;
 mod hostile;
@@ -26,6 +28,7 @@ mod identity;
 mod ledger;
 mod ledig;
 mod limits;
+mod log_bounds;
 mod metrics;
 mod plugin_check;
 mod plugin_examples;

@@ -41,9 +41,18 @@ const ATTACK_PHASES: usize = 3;
 
 /// The head a header trickler never finishes: this prefix, then `a` for ever.
 const HEAD_PREFIX: &[u8] = b"POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\nX-Slow: ";
-/// The complete head of a body trickler: it promises 1000 bytes and never gets there.
-const BODY_HEAD: &[u8] = b"POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\n\
-    Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+/// The complete head of a body trickler: it promises 1000 bytes and never gets there. Its
+/// signature header reads well and is current (anyone can send one), so the gateway reads the
+/// body before it can tell; without one it would refuse the request from its headers.
+fn body_head() -> Vec<u8> {
+    format!(
+        "POST /webhooks/ledger HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n\
+         X-Ledger-Signature: t={},v1={}\r\nContent-Length: 1000\r\n\r\n",
+        now(),
+        "ab".repeat(32)
+    )
+    .into_bytes()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -68,7 +77,7 @@ async fn open(addr: SocketAddr, kind: Kind) -> (tokio::net::TcpStream, tokio::ti
         .await
         .expect("connect to the gateway");
     if kind == Kind::Body {
-        stream.write_all(BODY_HEAD).await.expect("send the head");
+        stream.write_all(&body_head()).await.expect("send the head");
     }
     (stream, tokio::time::Instant::now())
 }

@@ -252,6 +252,11 @@ pub struct ServerSettings {
     pub write_timeout: Duration,
     /// Reverse proxies whose forwarding header names the client (for `allow_ips` and logs).
     pub trusted_proxies: TrustedProxies,
+    /// Most client connections open at once; at the cap the listener waits for one to close.
+    pub max_connections: usize,
+    /// Most bytes of request bodies held in memory at once, across all requests; a request
+    /// that would pass it is answered 503. At least `max_body`.
+    pub max_body_buffer: u64,
 }
 
 /// Who may say who the client is, and in which header.

@@ -225,6 +225,8 @@ pub(super) struct RawServer {
     pub(super) write_timeout: Option<Spanned<HumanDuration>>,
     pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) forwarded_header: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<u64>>,
+    pub(super) max_body_buffer: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,11 +1,13 @@
-//! Reading a request body with a size cap and a deadline, so neither a huge body nor a client
-//! trickling bytes can hold memory or a connection beyond the configured limits; and refusing,
-//! from the headers alone, a body sent in a content or transfer coding (gzip, deflate, ...),
-//! which the gateway never inflates.
+//! Reading a request body with a size cap, a deadline and a share of the memory budget of all
+//! bodies, so neither a huge body, nor a client trickling bytes, nor many clients each holding
+//! a body can hold memory or a connection beyond the configured limits; and refusing, from the
+//! headers alone, a body sent in a content or transfer coding (gzip, deflate, ...), which the
+//! gateway never inflates.
 
-use bytes::Bytes;
+use super::capacity::BodyLease;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, header};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -17,6 +19,9 @@ pub(crate) enum BodyError {
     Timeout,
     #[error("could not read request body: {0}")]
     Read(String),
+    /// The bodies in memory are at `server.max_body_buffer` (the limit is in the field).
+    #[error("server busy: request bodies in memory at the limit, retry later")]
+    Overloaded(u64),
 }
 
 /// A request declared a content coding (or a transfer coding other than `chunked`). Holds the
@@ -29,7 +34,8 @@ pub(crate) struct UnsupportedEncoding {
 }
 
 /// The declared codings named in an answer are cut to this many characters: the header can be
-/// up to the head cap (64 KiB), and the answer does not need to echo all of it.
+/// nearly as large as the head cap (up to 128 KiB, see `listener::MAX_HEAD_BYTES`), and the
+/// answer does not need to echo all of it.
 const MAX_NAMED_ENCODING: usize = 64;
 
 /// Refuses any `Content-Encoding` but `identity`, and any `Transfer-Encoding` coding but
@@ -84,26 +90,52 @@ fn declared_codings(headers: &HeaderMap, name: &header::HeaderName, allowed: &st
 }
 
 /// Reads the whole body, refusing it as soon as it passes `max` bytes (whatever the client
-/// declared) or when `deadline` passes.
+/// declared), when `deadline` passes, or when the bytes it has read would take `lease` past
+/// the budget of all bodies in memory. Every byte held is in `lease` until the caller drops it.
 pub(crate) async fn read_limited(
-    body: Incoming,
+    mut body: Incoming,
     max: u64,
     deadline: Instant,
+    lease: &mut BodyLease<'_>,
 ) -> Result<Bytes, BodyError> {
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the one place request bodies are read: Limited, under a deadline"
-    )]
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout_at(deadline, collect).await {
-        Err(_) => Err(BodyError::Timeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(BodyError::TooLarge(max))
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers (chunked) carry no body bytes.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        total = total.saturating_add(len);
+        if total > max {
+            return Err(BodyError::TooLarge(max));
         }
-        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+        lease
+            .grow(len)
+            .map_err(|e| BodyError::Overloaded(e.limit))?;
+        if !data.is_empty() {
+            chunks.push(data);
+        }
     }
+    // One chunk (a small body, or one that arrived at once) is the body as is; several are
+    // joined once. The copy is held beside the chunks only until they are dropped here.
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut joined = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+            for chunk in chunks {
+                joined.extend_from_slice(&chunk);
+            }
+            joined.freeze()
+        }
+    })
 }
 
 #[cfg(test)]

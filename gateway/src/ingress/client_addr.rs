@@ -33,6 +33,9 @@ pub(super) fn client_addr(
     headers: &HeaderMap,
     proxies: &TrustedProxies,
 ) -> Result<IpAddr, ForwardedError> {
+    // An IPv4 peer of a dual-stack listener (`[::]`) arrives as `::ffff:a.b.c.d`: it is that
+    // IPv4 address, as the forwarded entries and the configured networks are written.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| proxies.networks.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Ok(peer);
@@ -252,6 +255,34 @@ mod tests {
             client(PROXY, &["::ffff:203.0.113.7"]),
             Ok(ip("203.0.113.7"))
         );
+    }
+
+    #[test]
+    fn an_ipv4_peer_of_a_dual_stack_listener_is_its_ipv4_address() {
+        let mapped = |v4: &str| {
+            IpAddr::V6(
+                v4.parse::<std::net::Ipv4Addr>()
+                    .expect("v4")
+                    .to_ipv6_mapped(),
+            )
+        };
+        // Not a proxy: the client, as an IPv4 address (allow_ips and the logs see that).
+        assert_eq!(
+            client(mapped("198.51.100.9"), &["10.0.0.1"]),
+            Ok(ip("198.51.100.9"))
+        );
+        // A trusted proxy in 10.0.0.0/8 is trusted through an IPv6 socket too.
+        assert_eq!(
+            client(mapped("10.0.0.5"), &["203.0.113.7"]),
+            Ok(ip("203.0.113.7"))
+        );
+        // Forwarded entries in the mapped form are compared the same way.
+        assert_eq!(
+            client(PROXY, &["203.0.113.7, ::ffff:10.1.2.3"]),
+            Ok(ip("203.0.113.7"))
+        );
+        let e = client(mapped("10.0.0.5"), &["junk"]).expect_err("junk");
+        assert!(e.to_string().contains("trusted proxy 10.0.0.5 "), "{e}");
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //!
 //! Connections get a header-read timeout (a client that never finishes its headers is cut off),
 //! a write timeout (a client that sends requests but never reads the answers, so that they
-//! cannot be written, is cut off too) and a cap on header size (431 past it). On shutdown the
-//! listener closes at once, in-flight requests finish (their acks still wait for the store),
-//! idle keep-alive connections close.
+//! cannot be written, is cut off too) and a cap on header size (431 past it). At most
+//! `server.max_connections` are served at once: at the cap, the next connection is accepted
+//! but not read, and nothing else is accepted, until one closes (the kernel queues the new ones
+//! meanwhile, and refuses them once its backlog is full). On
+//! shutdown the listener closes at once, in-flight requests finish (their acks still wait for
+//! the store), idle keep-alive connections close.
 
 use super::Gateway;
+use crate::metrics::events::AcceptFailed;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,7 +22,13 @@ use tokio::net::TcpListener;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
-/// Largest request head (request line + headers) accepted.
+/// hyper's read buffer limit (`max_buf_size`; hyper's own default is ~400 KiB), which is what
+/// caps a request head (request line + headers), though not at this figure: hyper compares it
+/// with the buffer only after a read that left the head unfinished, and one read fills all the
+/// capacity the buffer has grown to, which doubles as it grows. So a head is refused (431) at
+/// 64-128 KiB, depending on how its bytes arrive, and always past 128 KiB. Measured on loopback:
+/// sent in one write, heads up to 114,667 bytes are served and from 114,726 refused; sent 1 KB
+/// at a time, refused from ~65.5 KB (`tests/e2e/hostile.rs` checks 90,000 served, 131,073 not).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -53,10 +63,17 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                // Rate-limited: out of descriptors, this repeats every ACCEPT_BACKOFF.
+                AcceptFailed { error: &e }.emit();
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
+        };
+        // At the connection cap, the connection just accepted waits (unread) for one to close,
+        // and the loop accepts nothing else meanwhile: the rest wait in the kernel's queue.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = gateway.connections.slot() => slot,
         };
         // Acks are small and latency-bound: do not wait to coalesce them.
         if let Err(e) = stream.set_nodelay(true) {
@@ -78,6 +95,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

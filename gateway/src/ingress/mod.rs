@@ -1,12 +1,14 @@
-//! Ingress: the HTTP side of the gateway. Owns the listener, per-connection limits, who the
-//! client is (behind trusted proxies), routing a request to its source's endpoint or to the
-//! service endpoints (`/healthz`, `/readyz`, `/metrics`), and turning every outcome into the
-//! documented status and JSON body.
+//! Ingress: the HTTP side of the gateway. Owns the listener, per-connection limits, the caps on
+//! open connections and on request bodies in memory, who the client is (behind trusted
+//! proxies), routing a request to its source's endpoint or to the service endpoints
+//! (`/healthz`, `/readyz`, `/metrics`), and turning every outcome into the documented status and
+//! JSON body.
 //!
 //! It never parses provider formats itself (that is `providers`) and never writes SQL (that is
 //! `store`); it never answers 200 before the store has committed.
 
 mod body;
+mod capacity;
 mod client_addr;
 mod listener;
 mod reply;
@@ -104,6 +106,10 @@ pub struct Gateway {
     store_timeout: Duration,
     /// The running generation's plugins, whose health the admin API shows.
     plugins: Arc<PluginBoard>,
+    /// `server.max_connections`, held by the listener's connections.
+    connections: Arc<capacity::ConnectionCap>,
+    /// `server.max_body_buffer`, shared by every request's body.
+    bodies: capacity::BodyBudget,
 }
 
 impl Gateway {
@@ -116,12 +122,15 @@ impl Gateway {
         let board = Arc::new(PluginBoard::default());
         board.publish(plugins.values());
         let endpoints = Endpoints::new(config, &metrics, &store, &board);
+        let server = &config.server;
         Self {
             endpoints: ArcSwap::from_pointee(endpoints),
             store,
-            metrics,
             store_timeout: STORE_TIMEOUT,
             plugins: board,
+            connections: capacity::ConnectionCap::new(server.max_connections, metrics.clone()),
+            bodies: capacity::BodyBudget::new(server.max_body_buffer, metrics.clone()),
+            metrics,
         }
     }
 
@@ -132,6 +141,8 @@ impl Gateway {
         config: &GatewayConfig,
         plugins: &HashMap<String, Arc<LoadedPlugin>>,
     ) {
+        self.connections.set_limit(config.server.max_connections);
+        self.bodies.set_limit(config.server.max_body_buffer);
         self.plugins.publish(plugins.values());
         let endpoints = Endpoints::new(config, &self.metrics, &self.store, &self.plugins);
         self.endpoints.store(Arc::new(endpoints));

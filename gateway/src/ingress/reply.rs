@@ -50,6 +50,14 @@ pub(crate) fn error_and_close(status: StatusCode, message: &str) -> Response<Bod
     res
 }
 
+/// An error answered with `Retry-After: <seconds>`, after which the connection is closed.
+pub(crate) fn retry_later(status: StatusCode, message: &str, seconds: u32) -> Response<Body> {
+    let mut res = error_and_close(status, message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    res
+}
+
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut res = error(
         StatusCode::METHOD_NOT_ALLOWED,

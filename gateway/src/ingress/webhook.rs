@@ -1,6 +1,8 @@
-//! One delivery on a source's path, start to answer: limits (content coding, size, time) ->
-//! authenticate -> normalize -> dedup + persist -> ack. Each step's failure maps to exactly one
-//! status of the design's table.
+//! One delivery on a source's path, start to answer: limits (content coding, size) -> what the
+//! headers alone can refuse (authentication that needs no body, the bodies' memory budget) ->
+//! the body read (size, time, budget) -> authenticate -> normalize -> dedup + persist -> ack.
+//! Each step's failure maps to exactly one status of the design's table. Nothing that can be
+//! refused from the headers costs a byte of body memory.
 //!
 //! The ack waits for the store's commit. This path does no plugin work and no outbound I/O.
 
@@ -11,10 +13,10 @@ use super::{Endpoint, Gateway};
 use crate::envelope::RetryIdentity;
 use crate::metrics::Outcome;
 use crate::metrics::events::{
-    AuthRejected, BodyQuarantined, EncodingRefused, EventStored, RequestHandled, StoreUnavailable,
-    UnknownFieldsSeen,
+    AuthRejected, BodyBufferFull, BodyQuarantined, EncodingRefused, EventStored, RequestHandled,
+    StoreUnavailable, UnknownFieldsSeen,
 };
-use crate::providers::{Delivery, NormalizeError};
+use crate::providers::{AuthError, Delivery, NormalizeError, RequestHead};
 use crate::store::{
     DataSpan, IngestOutcome, NewEvent, ObjectStateClaim, QuarantinedBody, StoreError,
 };
@@ -24,6 +26,9 @@ use std::net::IpAddr;
 use tokio::time::Instant;
 
 const STORE_UNAVAILABLE: &str = "store unavailable, retry later";
+/// `Retry-After` of a 503 for a full body buffer: held bodies leave as their requests finish
+/// (milliseconds) or time out (`request_timeout`).
+const BUSY_RETRY_AFTER_SECS: u32 = 5;
 
 /// The request limits of the config generation the request started under.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +100,24 @@ async fn handle(
             reply::error_and_close(StatusCode::PAYLOAD_TOO_LARGE, &msg),
         );
     }
+    // What cannot authenticate whatever its body is refused before a byte of it is read.
+    let head = RequestHead {
+        headers: &parts.headers,
+        peer,
+        path_suffix,
+    };
+    if let Err(reason) = endpoint.source.check_headers(head, unix_now()) {
+        return unauthorized(endpoint, &reason, peer, true);
+    }
+    // A declared body that does not fit the bodies' budget now is refused unread, rather
+    // than read in part and then refused.
+    if declared.is_some_and(|len| !gw.bodies.would_fit(len)) {
+        return overloaded(gw, endpoint, peer, gw.bodies.limit());
+    }
     let deadline = started + limits.request_timeout;
-    let raw = match body::read_limited(incoming, limits.max_body, deadline).await {
+    // Held until the answer: the body stays in memory through the store's commit.
+    let mut lease = gw.bodies.lease();
+    let raw = match body::read_limited(incoming, limits.max_body, deadline, &mut lease).await {
         Ok(raw) => raw,
         Err(e @ BodyError::TooLarge(_)) => {
             let res = reply::error_and_close(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
@@ -110,6 +131,7 @@ async fn handle(
             let res = reply::error_and_close(StatusCode::BAD_REQUEST, &e.to_string());
             return (Outcome::Malformed, res);
         }
+        Err(BodyError::Overloaded(limit)) => return overloaded(gw, endpoint, peer, limit),
     };
 
     let delivery = Delivery {
@@ -120,16 +142,7 @@ async fn handle(
     };
     let verified = match endpoint.source.authenticate(delivery, unix_now()) {
         Ok(v) => v,
-        Err(reason) => {
-            AuthRejected {
-                metrics: &endpoint.metrics,
-                reason: &reason,
-                peer,
-            }
-            .emit();
-            let res = reply::error(StatusCode::UNAUTHORIZED, &reason.to_string());
-            return (Outcome::Unauthorized, res);
-        }
+        Err(reason) => return unauthorized(endpoint, &reason, peer, false),
     };
 
     let received_at_ms = unix_now_ms();
@@ -204,6 +217,54 @@ async fn handle(
             (Outcome::Error, res)
         }
     }
+}
+
+/// 401 with the reason. `unread`: the body was not read, so the connection cannot carry
+/// another request and is closed after the answer.
+fn unauthorized(
+    endpoint: &Endpoint,
+    reason: &AuthError,
+    peer: IpAddr,
+    unread: bool,
+) -> (Outcome, Response<Body>) {
+    AuthRejected {
+        metrics: &endpoint.metrics,
+        reason,
+        peer,
+    }
+    .emit();
+    let message = reason.to_string();
+    let res = if unread {
+        reply::error_and_close(StatusCode::UNAUTHORIZED, &message)
+    } else {
+        reply::error(StatusCode::UNAUTHORIZED, &message)
+    };
+    (Outcome::Unauthorized, res)
+}
+
+/// 503 with `Retry-After`, and the connection closed (its body was not read to the end): the
+/// request bodies in memory are at `server.max_body_buffer`. Never a 200 for a body not read,
+/// never a wait for room: the provider retries.
+fn overloaded(
+    gw: &Gateway,
+    endpoint: &Endpoint,
+    peer: IpAddr,
+    limit: u64,
+) -> (Outcome, Response<Body>) {
+    BodyBufferFull {
+        metrics: &gw.metrics,
+        source: endpoint.source.name(),
+        peer,
+        limit,
+    }
+    .emit();
+    let message = BodyError::Overloaded(limit).to_string();
+    let res = reply::retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &message,
+        BUSY_RETRY_AFTER_SECS,
+    );
+    (Outcome::Overloaded, res)
 }
 
 /// Keeps an authenticated body that is not JSON, then answers 400; if even that write fails,

@@ -1,11 +1,26 @@
 //! Typed telemetry events: one struct per thing that happens, whose `emit()` writes the log line
 //! and updates the metric together, so the two never drift apart.
 //!
-//! Log fields that come from requests are formatted with `{:?}`, which escapes CR/LF and control
-//! characters, so a request cannot forge log lines. Nothing here ever receives a secret.
+//! Log fields that come from requests, plugins or remote servers go through
+//! [`log_text::bounded`](super::log_text::bounded): escaped like `{:?}` (so a request cannot
+//! forge log lines) and cut to a fixed length, so no input makes a line large. Lines any client
+//! can cause (refusals, failed accepts) pass the rate limit of [`super::log_limit`]; their
+//! metrics count every one. Nothing here ever receives a secret.
 
+use super::log_limit::{LineKind, REFUSALS};
+use super::log_text::{self, bounded, bounded_list};
 use super::{Metrics, Outcome, PluginMetrics, SourceMetrics};
 use std::time::Duration;
+
+/// Whether a refusal line of this kind is written now (see [`super::log_limit`]).
+fn refusal_line(what: &'static str, scope: &str, reason: String, level: tracing::Level) -> bool {
+    REFUSALS.admit(LineKind {
+        what,
+        scope: scope.to_owned(),
+        reason,
+        level,
+    })
+}
 
 /// A request on a webhook path got its answer.
 #[derive(Debug)]
@@ -48,8 +63,8 @@ impl EventStored<'_> {
         }
         tracing::debug!(
             source = %self.metrics.source,
-            event_type = ?self.event_type,
-            id = ?self.id,
+            event_type = ?bounded(self.event_type, log_text::ID),
+            id = ?bounded(self.id, log_text::ID),
             seq = self.seq,
             "event stored"
         );
@@ -65,13 +80,19 @@ pub struct AuthRejected<'a> {
 }
 
 impl AuthRejected<'_> {
+    const WHAT: &'static str = "webhook rejected: not authenticated";
+
     pub fn emit(self) {
-        tracing::info!(
-            source = %self.metrics.source,
-            peer = %self.peer,
-            reason = %self.reason,
-            "webhook rejected: not authenticated"
-        );
+        let source = &self.metrics.source;
+        let (reason, info) = (self.reason.to_string(), tracing::Level::INFO);
+        if refusal_line(Self::WHAT, source, reason, info) {
+            tracing::info!(
+                source = %source,
+                peer = %self.peer,
+                reason = %self.reason,
+                "webhook rejected: not authenticated"
+            );
+        }
     }
 }
 
@@ -86,13 +107,125 @@ pub struct EncodingRefused<'a> {
 }
 
 impl EncodingRefused<'_> {
+    const WHAT: &'static str = "webhook refused: compressed body (Content-Encoding)";
+
     pub fn emit(self) {
-        tracing::info!(
-            source = %self.metrics.source,
-            peer = %self.peer,
-            encoding = ?self.encoding,
-            "webhook refused: compressed body (Content-Encoding)"
-        );
+        let source = &self.metrics.source;
+        // The coding is the client's text: the reason of the rate limit is fixed.
+        let reason = "unsupported coding".to_owned();
+        if refusal_line(Self::WHAT, source, reason, tracing::Level::INFO) {
+            tracing::info!(
+                source = %source,
+                peer = %self.peer,
+                encoding = ?bounded(self.encoding, log_text::NAME),
+                "webhook refused: compressed body (Content-Encoding)"
+            );
+        }
+    }
+}
+
+/// A request was answered 503 because the request bodies held in memory were at
+/// `server.max_body_buffer` (its body was not read, or not to its end).
+#[derive(Debug)]
+pub struct BodyBufferFull<'a> {
+    pub metrics: &'a Metrics,
+    pub source: &'a str,
+    pub peer: std::net::IpAddr,
+    pub limit: u64,
+}
+
+impl BodyBufferFull<'_> {
+    const WHAT: &'static str =
+        "webhook refused: request bodies in memory at server.max_body_buffer";
+
+    pub fn emit(self) {
+        if let Some(c) = self.metrics.0.capacity.reached("body_buffer") {
+            c.inc();
+        }
+        let reason = "body buffer full".to_owned();
+        if refusal_line(Self::WHAT, self.source, reason, tracing::Level::WARN) {
+            tracing::warn!(
+                source = %self.source,
+                peer = %self.peer,
+                limit = self.limit,
+                "webhook refused: request bodies in memory at server.max_body_buffer"
+            );
+        }
+    }
+}
+
+/// Request body bytes were taken into memory (positive) or let go (negative).
+#[derive(Debug)]
+pub struct BodyBytesHeld<'a> {
+    pub metrics: &'a Metrics,
+    pub bytes: i64,
+}
+
+impl BodyBytesHeld<'_> {
+    pub fn emit(self) {
+        self.metrics.0.capacity.body_buffer_bytes.add(self.bytes);
+    }
+}
+
+/// A client connection was accepted (`opened`) or ended.
+#[derive(Debug)]
+pub struct ConnectionCounted<'a> {
+    pub metrics: &'a Metrics,
+    pub opened: bool,
+}
+
+impl ConnectionCounted<'_> {
+    pub fn emit(self) {
+        let gauge = &self.metrics.0.capacity.open_connections;
+        if self.opened {
+            gauge.inc()
+        } else {
+            gauge.dec()
+        }
+    }
+}
+
+/// `server.max_connections` connections are open: the listener accepts no other until one
+/// closes (new ones wait in the kernel's accept queue).
+#[derive(Debug)]
+pub struct ConnectionCapReached<'a> {
+    pub metrics: &'a Metrics,
+    pub limit: usize,
+}
+
+impl ConnectionCapReached<'_> {
+    const WHAT: &'static str = "connection cap reached: not accepting until a connection closes";
+
+    pub fn emit(self) {
+        if let Some(c) = self.metrics.0.capacity.reached("connections") {
+            c.inc();
+        }
+        let reason = "server.max_connections".to_owned();
+        if refusal_line(Self::WHAT, "listener", reason, tracing::Level::WARN) {
+            tracing::warn!(
+                limit = self.limit,
+                "connection cap reached: not accepting until a connection closes"
+            );
+        }
+    }
+}
+
+/// Accepting a connection failed (e.g. out of file descriptors); the listener pauses and
+/// tries again, so this repeats as long as the cause lasts.
+#[derive(Debug)]
+pub struct AcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl AcceptFailed<'_> {
+    const WHAT: &'static str = "accept failed";
+
+    pub fn emit(self) {
+        // The OS's message for the error number: a fixed text per cause.
+        let error = self.error.to_string();
+        if refusal_line(Self::WHAT, "listener", error.clone(), tracing::Level::WARN) {
+            tracing::warn!(error = %bounded(&error, log_text::REASON), "accept failed");
+        }
     }
 }
 
@@ -104,9 +237,6 @@ pub struct UnknownFieldsSeen<'a> {
     pub fields: &'a [String],
 }
 
-/// At most this many field names go into one log line.
-const MAX_LOGGED_FIELDS: usize = 16;
-
 impl UnknownFieldsSeen<'_> {
     pub fn emit(self) {
         if self.fields.is_empty() {
@@ -115,11 +245,10 @@ impl UnknownFieldsSeen<'_> {
         self.metrics
             .unknown_fields
             .inc_by(u64::try_from(self.fields.len()).unwrap_or(u64::MAX));
-        let shown = &self.fields[..self.fields.len().min(MAX_LOGGED_FIELDS)];
         tracing::info!(
             source = %self.metrics.source,
-            event_type = ?self.event_type,
-            fields = ?shown,
+            event_type = ?bounded(self.event_type, log_text::ID),
+            fields = ?bounded_list(self.fields, log_text::NAME),
             count = self.fields.len(),
             "payload has fields the provider's docs do not list"
         );
@@ -138,7 +267,7 @@ impl BodyQuarantined<'_> {
         self.metrics.quarantined.inc();
         tracing::warn!(
             source = %self.metrics.source,
-            reason = ?self.reason,
+            reason = ?bounded(self.reason, log_text::REASON),
             "authenticated body is not JSON: quarantined"
         );
     }
@@ -153,7 +282,12 @@ pub struct StoreUnavailable<'a> {
 
 impl StoreUnavailable<'_> {
     pub fn emit(self) {
-        tracing::error!(source = %self.source, error = %self.error, "store unavailable: answered 503");
+        let error = self.error.to_string();
+        tracing::error!(
+            source = %self.source,
+            error = %bounded(&error, log_text::REASON),
+            "store unavailable: answered 503"
+        );
     }
 }
 
@@ -174,7 +308,11 @@ impl StoreBatchCommitted<'_> {
         m.store_commit_duration.observe(self.elapsed.as_secs_f64());
         if let Some(error) = self.error {
             m.store_failures.inc();
-            tracing::error!(batch = self.size, %error, "store batch failed and was rolled back");
+            tracing::error!(
+                batch = self.size,
+                error = %bounded(error, log_text::REASON),
+                "store batch failed and was rolled back"
+            );
         }
     }
 }
@@ -268,8 +406,9 @@ impl PluginCalled<'_> {
             }
             m.duration.observe(self.elapsed.as_secs_f64());
         }
+        let id = bounded(self.event_id, log_text::ID);
         for line in self.logs {
-            let (plugin, id, msg) = (self.plugin, self.event_id, &line.message);
+            let (plugin, msg) = (self.plugin, bounded(&line.message, log_text::PLUGIN_LINE));
             match line.level {
                 "error" => tracing::error!(plugin, event_id = ?id, message = ?msg, "plugin log"),
                 "warn" => tracing::warn!(plugin, event_id = ?id, message = ?msg, "plugin log"),
@@ -280,14 +419,14 @@ impl PluginCalled<'_> {
         match self.outcome {
             O::Retry(r) | O::Fatal(r) | O::Trap(r) | O::Timeout(r) => tracing::warn!(
                 plugin = self.plugin,
-                event_id = ?self.event_id,
+                event_id = ?id,
                 result = label,
-                reason = ?r,
+                reason = ?bounded(r, log_text::REASON),
                 "plugin call failed"
             ),
             _ => tracing::debug!(
                 plugin = self.plugin,
-                event_id = ?self.event_id,
+                event_id = ?id,
                 result = label,
                 elapsed_us = u64::try_from(self.elapsed.as_micros()).unwrap_or(u64::MAX),
                 "plugin call"
@@ -315,7 +454,7 @@ impl PluginHealthChanged<'_> {
                 tracing::error!(
                     plugin = self.plugin,
                     consecutive_failures = failures,
-                    last_failure = ?last_failure,
+                    last_failure = ?bounded(last_failure, log_text::REASON),
                     "plugin marked unhealthy: not called until a probe call succeeds"
                 );
                 if let Some(m) = self.metrics {
@@ -348,7 +487,11 @@ impl PluginSkipped<'_> {
         if let Some(m) = self.metrics {
             m.skipped.inc();
         }
-        tracing::debug!(plugin = self.plugin, event_id = ?self.event_id, "unhealthy plugin skipped");
+        tracing::debug!(
+            plugin = self.plugin,
+            event_id = ?bounded(self.event_id, log_text::ID),
+            "unhealthy plugin skipped"
+        );
     }
 }
 

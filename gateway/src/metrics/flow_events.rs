@@ -1,7 +1,11 @@
 //! Typed telemetry events of the work after the ack (see [`super::events`] for the idea: the
-//! log line and the metric are written together). Values that come from requests (event ids,
-//! error texts from destinations) are logged with `{:?}`, which escapes control characters.
+//! log line and the metric are written together). Values that come from requests, plugins or
+//! remote servers (event ids, plugin reasons, error texts from destinations, admin paths) are
+//! logged through [`bounded`]: escaped and cut to a fixed length. A refused admin token, which
+//! anyone can cause, is logged under the rate limit of [`super::log_limit`].
 
+use super::log_limit::{LineKind, REFUSALS};
+use super::log_text::{self, bounded};
 use super::{DestinationMetrics, Metrics};
 use std::time::Duration;
 
@@ -32,25 +36,25 @@ impl DeliveryAttempted<'_> {
         match self.result {
             "ok" => tracing::debug!(
                 destination = self.destination,
-                webhook_id = ?self.webhook_id,
+                webhook_id = ?bounded(self.webhook_id, log_text::ID),
                 attempt = self.attempt,
                 elapsed_ms,
                 "delivered"
             ),
             "retry" => tracing::info!(
                 destination = self.destination,
-                webhook_id = ?self.webhook_id,
+                webhook_id = ?bounded(self.webhook_id, log_text::ID),
                 attempt = self.attempt,
                 status = ?self.status,
-                error = ?self.error,
+                error = ?self.error.map(|e| bounded(e, log_text::REASON)),
                 "delivery attempt failed; will retry"
             ),
             _ => tracing::warn!(
                 destination = self.destination,
-                webhook_id = ?self.webhook_id,
+                webhook_id = ?bounded(self.webhook_id, log_text::ID),
                 attempt = self.attempt,
                 status = ?self.status,
-                error = ?self.error,
+                error = ?self.error.map(|e| bounded(e, log_text::REASON)),
                 "delivery is a dead letter"
             ),
         }
@@ -82,24 +86,24 @@ impl EventRouted<'_> {
         match self.result {
             "failed" => tracing::warn!(
                 seq = self.seq,
-                event_id = ?self.event_id,
-                reason = ?self.reason,
+                event_id = ?bounded(self.event_id, log_text::ID),
+                reason = ?self.reason.map(|r| bounded(r, log_text::REASON)),
                 "plugin stage failed; the event is a dead letter for that route"
             ),
             "retrying" => tracing::info!(
                 seq = self.seq,
-                event_id = ?self.event_id,
-                reason = ?self.reason,
+                event_id = ?bounded(self.event_id, log_text::ID),
+                reason = ?self.reason.map(|r| bounded(r, log_text::REASON)),
                 "plugin stage will be retried"
             ),
             "unrouted" => tracing::info!(
                 seq = self.seq,
-                event_id = ?self.event_id,
+                event_id = ?bounded(self.event_id, log_text::ID),
                 "no route matches the event"
             ),
             _ => tracing::debug!(
                 seq = self.seq,
-                event_id = ?self.event_id,
+                event_id = ?bounded(self.event_id, log_text::ID),
                 result = self.result,
                 deliveries = self.deliveries,
                 "event routed"
@@ -203,14 +207,26 @@ impl AdminRequestHandled<'_> {
             .admin_requests
             .with_label_values(&[self.action, result])
             .inc();
-        if result == "unauthorized" {
+        if result == "unauthorized" && self.refusal_line() {
             tracing::warn!(
                 client = %self.client,
-                path = ?self.path,
+                path = ?bounded(self.path, log_text::PATH),
                 action = self.action,
                 "admin request refused: missing or wrong bearer token"
             );
         }
+    }
+}
+
+impl AdminRequestHandled<'_> {
+    /// Whether this refusal's line is written now (anyone can send a wrong token).
+    fn refusal_line(&self) -> bool {
+        REFUSALS.admit(LineKind {
+            what: "admin request refused: missing or wrong bearer token",
+            scope: "admin".to_owned(),
+            reason: self.action.to_owned(),
+            level: tracing::Level::WARN,
+        })
     }
 }
 
@@ -231,7 +247,7 @@ impl AdminActionTaken<'_> {
     pub fn emit(self) {
         tracing::info!(
             action = self.action,
-            selection = ?self.selection,
+            selection = ?bounded(self.selection, log_text::PATH),
             count = self.count,
             client = %self.client,
             "admin action"

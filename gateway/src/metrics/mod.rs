@@ -9,6 +9,8 @@
 pub mod events;
 mod flow;
 pub mod flow_events;
+pub mod log_limit;
+pub mod log_text;
 
 pub use flow::{
     ADMIN_ACTIONS, ADMIN_REQUESTS_TOTAL, ADMIN_RESULTS, CONFIG_GENERATION, CONFIG_RELOADS_TOTAL,
@@ -39,6 +41,14 @@ pub const PLUGIN_DURATION: &str = "gateway_plugin_duration_seconds";
 pub const PLUGIN_UNHEALTHY: &str = "gateway_plugin_unhealthy";
 pub const PLUGIN_SKIPPED_TOTAL: &str = "gateway_plugin_skipped_total";
 pub const UNMATCHED_REQUESTS_TOTAL: &str = "gateway_unmatched_requests_total";
+pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
+pub const BODY_BUFFER_BYTES: &str = "gateway_body_buffer_bytes";
+pub const LIMIT_REACHED_TOTAL: &str = "gateway_limit_reached_total";
+
+/// `limit` of `gateway_limit_reached_total`: `server.max_connections` (the listener waited for
+/// a connection to close before accepting another) and `server.max_body_buffer` (a request was
+/// answered 503 because request bodies in memory were at the limit).
+pub const LIMITS: [&str; 2] = ["connections", "body_buffer"];
 
 /// Ack latency buckets: the target is single-digit milliseconds, so resolve that range finely.
 const ACK_BUCKETS: &[f64] = &[
@@ -65,10 +75,12 @@ pub enum Outcome {
     UnsupportedEncoding,
     Timeout,
     Error,
+    /// Request bodies in memory were at `server.max_body_buffer`: 503, retry later.
+    Overloaded,
 }
 
 impl Outcome {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Accepted,
         Self::Duplicate,
         Self::Unauthorized,
@@ -77,6 +89,7 @@ impl Outcome {
         Self::UnsupportedEncoding,
         Self::Timeout,
         Self::Error,
+        Self::Overloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +102,7 @@ impl Outcome {
             Self::UnsupportedEncoding => "unsupported_encoding",
             Self::Timeout => "timeout",
             Self::Error => "error",
+            Self::Overloaded => "overloaded",
         }
     }
 }
@@ -113,6 +127,52 @@ struct Inner {
     plugin_unhealthy: IntGaugeVec,
     plugin_skipped: IntCounterVec,
     flow: flow::Flow,
+    capacity: Capacity,
+}
+
+/// What the listener's connection cap and the request bodies' memory budget have in use, and
+/// how often they were reached.
+#[derive(Debug)]
+struct Capacity {
+    open_connections: IntGauge,
+    body_buffer_bytes: IntGauge,
+    /// By [`LIMITS`].
+    limit_reached: [IntCounter; LIMITS.len()],
+}
+
+impl Capacity {
+    /// The `gateway_limit_reached_total` series of `limit`, one of [`LIMITS`].
+    fn reached(&self, limit: &str) -> Option<&IntCounter> {
+        let i = LIMITS.iter().position(|l| *l == limit)?;
+        self.limit_reached.get(i)
+    }
+
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let open_connections = IntGauge::new(
+            OPEN_CONNECTIONS,
+            "Client connections open now (server.max_connections caps them).",
+        )?;
+        let body_buffer_bytes = IntGauge::new(
+            BODY_BUFFER_BYTES,
+            "Bytes of request bodies held in memory now (server.max_body_buffer caps them).",
+        )?;
+        let limit_reached = IntCounterVec::new(
+            Opts::new(
+                LIMIT_REACHED_TOTAL,
+                "Times a capacity limit was reached: connections (accepting waited for a \
+                 connection to close), body_buffer (a request was answered 503).",
+            ),
+            &["limit"],
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(body_buffer_bytes.clone()))?;
+        registry.register(Box::new(limit_reached.clone()))?;
+        Ok(Self {
+            open_connections,
+            body_buffer_bytes,
+            limit_reached: LIMITS.map(|l| limit_reached.with_label_values(&[l])),
+        })
+    }
 }
 
 /// The gateway's metrics; cheap to clone.
@@ -234,8 +294,10 @@ impl Metrics {
         registry.register(Box::new(events_expired.clone()))?;
         registry.register(Box::new(quarantine_expired.clone()))?;
         let flow = flow::Flow::register(&registry)?;
+        let capacity = Capacity::register(&registry)?;
         Ok(Self(Arc::new(Inner {
             flow,
+            capacity,
             registry,
             requests,
             ack_duration,

@@ -33,6 +33,13 @@ const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Enough for every provider's concurrent deliveries (they send a few at a time) and the
+/// load balancers' keep-alive pools, with room; the cap bounds what idle or stalled
+/// connections cost (each may hold a request head of up to ~128 KiB until `header_timeout`).
+const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
+/// 64 bodies of the default `max_body` at once, or ~160,000 typical 400-byte ones.
+const DEFAULT_MAX_BODY_BUFFER: u64 = 64 * 1024 * 1024;
 const DEFAULT_STORE_PATH: &str = "data/gateway.db";
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 /// As long as the default dedup window: a provider still retrying a body keeps it, and an
@@ -163,6 +170,13 @@ pub(super) fn compile(
     let write_timeout = positive(&mut pass, &raw.server.write_timeout, "server.write_timeout")
         .unwrap_or(DEFAULT_WRITE_TIMEOUT);
     let trusted_proxies = trusted_proxies(&mut pass, &raw.server);
+    let max_connections = pass.count(
+        raw.server.max_connections.as_ref(),
+        "server.max_connections",
+        MAX_CONNECTIONS,
+        DEFAULT_MAX_CONNECTIONS,
+    );
+    let max_body_buffer = max_body_buffer(&mut pass, &raw.server, max_body);
     let store_path = raw
         .store
         .path
@@ -253,6 +267,8 @@ pub(super) fn compile(
             request_timeout,
             write_timeout,
             trusted_proxies,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_body_buffer,
         },
         store: StoreSettings {
             path: store_path.into(),
@@ -336,6 +352,23 @@ fn backoff(
     Backoff { initial, max }
 }
 
+/// `server.max_body_buffer`: at least `max_body` (else a body of the largest accepted size
+/// could never be read); by default 64 MiB, or `max_body` if that is larger.
+fn max_body_buffer(pass: &mut Pass<'_>, raw: &RawServer, max_body: u64) -> u64 {
+    let Some(b) = raw.max_body_buffer.as_ref() else {
+        return DEFAULT_MAX_BODY_BUFFER.max(max_body);
+    };
+    let size = b.get_ref().0;
+    if size < max_body {
+        pass.error(
+            b.span(),
+            "server.max_body_buffer",
+            format!("must be at least server.max_body ({max_body} bytes)"),
+        );
+    }
+    size
+}
+
 /// `server.trusted_proxies` and the header they write the client into.
 fn trusted_proxies(pass: &mut Pass<'_>, raw: &RawServer) -> TrustedProxies {
     let networks = raw
@@ -387,7 +420,20 @@ fn ip_networks(
             .parse::<ipnet::IpNet>()
             .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
-            Ok(net) => nets.push(net),
+            Ok(net) => {
+                if covers_ipv4_mapped(&net) {
+                    pass.warn(
+                        entry.span(),
+                        format!("{key}[{i}]"),
+                        format!(
+                            "`{text}` does not match IPv4 clients, which are compared as IPv4 \
+                             addresses (also on a dual-stack listener); add 0.0.0.0/0 or the \
+                             IPv4 networks meant"
+                        ),
+                    );
+                }
+                nets.push(canonical_network(net));
+            }
             Err(_) => pass.error(
                 entry.span(),
                 format!("{key}[{i}]"),
@@ -396,6 +442,29 @@ fn ip_networks(
         }
     }
     nets
+}
+
+/// A network written in IPv4-mapped form (`::ffff:10.0.0.0/104`, `::ffff:203.0.113.7`) as the
+/// IPv4 network it is (`10.0.0.0/8`, `203.0.113.7/32`): client addresses are compared in their
+/// canonical form, so an IPv4 client of a dual-stack listener (which the socket shows as
+/// `::ffff:a.b.c.d`) matches it like any other IPv4 client.
+fn canonical_network(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_or(net, |v4net| ipnet::IpNet::V4(v4net.trunc())),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// An IPv6 network wider than the IPv4-mapped range and holding all of it (`::/0`,
+/// `::ffff:0:0/80`): it used to match the IPv4 clients of a dual-stack listener, and no longer
+/// does, since those are compared as IPv4 addresses.
+fn covers_ipv4_mapped(net: &ipnet::IpNet) -> bool {
+    let mapped = std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped();
+    matches!(net, ipnet::IpNet::V6(v6) if v6.prefix_len() < 96 && v6.contains(&mapped))
 }
 
 /// Names that become metric labels and store keys: letters, digits, `_` and `-`.

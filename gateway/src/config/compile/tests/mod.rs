@@ -265,3 +265,61 @@ fn the_forwarding_header_is_one_of_two_and_needs_trusted_proxies() {
         "g.toml:2:20: server.forwarded_header: has no effect without `server.trusted_proxies`",
     );
 }
+
+#[test]
+fn networks_written_ipv4_mapped_are_the_ipv4_networks_they_name() {
+    let text = "[server]\ntrusted_proxies = [\"::ffff:10.0.0.0/104\", \"::ffff:192.0.2.1\", \"::1\"]\n\
+                [sources.l]\nprovider = \"ledig\"\nallow_ips = [\"::ffff:203.0.113.0/120\", \"2001:db8::/32\"]\n";
+    let (config, warnings) = compile(Path::new("g.toml"), text).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let nets = |list: &[ipnet::IpNet]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        nets(&config.server.trusted_proxies.networks),
+        ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]
+    );
+    let crate::providers::settings::ProviderSettings::Ledig(ledig) = &config.sources[0].provider
+    else {
+        panic!("a Ledig source");
+    };
+    assert_eq!(nets(&ledig.allow_ips), ["203.0.113.0/24", "2001:db8::/32"]);
+}
+
+#[test]
+fn an_ipv6_network_holding_every_ipv4_mapped_address_is_warned_about() {
+    let found = warnings(
+        "[sources.l]\nprovider = \"ledig\"\nallow_ips = [\"0.0.0.0/0\", \"::/0\", \"2001:db8::/32\"]\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "g.toml:3:27: sources.l.allow_ips[1]: `::/0` does not match IPv4 clients, which are \
+          compared as IPv4 addresses (also on a dual-stack listener); add 0.0.0.0/0 or the IPv4 \
+          networks meant"
+        ]
+    );
+}
+
+#[test]
+fn connection_and_body_buffer_caps_have_defaults_ranges_and_a_floor() {
+    let server = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.server);
+    let s = server("").expect("defaults compile");
+    assert_eq!(
+        (s.max_connections, s.max_body_buffer),
+        (1024, 64 * 1024 * 1024)
+    );
+    let s = server("[server]\nmax_body = \"100MiB\"\n").expect("compiles");
+    assert_eq!(s.max_body_buffer, 100 * 1024 * 1024, "never below max_body");
+    let s = server("[server]\nmax_connections = 10\nmax_body_buffer = \"2MiB\"\n").expect("ok");
+    assert_eq!(
+        (s.max_connections, s.max_body_buffer),
+        (10, 2 * 1024 * 1024)
+    );
+    assert_has(
+        &issues("[server]\nmax_connections = 0\n"),
+        "g.toml:2:19: server.max_connections: must be between 1 and 1000000",
+    );
+    assert_has(
+        &issues("[server]\nmax_body = \"1MiB\"\nmax_body_buffer = \"512KiB\"\n"),
+        "g.toml:3:19: server.max_body_buffer: must be at least server.max_body (1048576 bytes)",
+    );
+}
