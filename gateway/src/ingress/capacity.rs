@@ -5,9 +5,10 @@
 //! without limit either.
 //!
 //! At the connection cap the listener holds the connection it just accepted, unread, and
-//! accepts no other until a connection closes (the kernel queues new ones meanwhile); when the body budget is used up, the request that needs more is
-//! answered 503 (the caller's business). Both limits follow a reload. This module only counts;
-//! it never answers a request or closes a connection.
+//! accepts no other until a connection closes (the kernel queues new ones meanwhile); when the
+//! body budget is used up, the request that needs more is answered 503 (the caller's business).
+//! Both limits follow a reload. This module only counts; it never answers a request or closes
+//! a connection.
 
 use crate::metrics::Metrics;
 use crate::metrics::events::{BodyBytesHeld, ConnectionCapReached, ConnectionCounted};
