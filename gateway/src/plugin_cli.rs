@@ -140,7 +140,7 @@ pub(crate) fn run(args: &PluginRunArgs) -> anyhow::Result<ExitCode> {
         table_elements: gateway::config::MAX_TABLE_ELEMENTS,
     };
     let settings = command_line_plugin(&args.wasm, mode, limits, &args.settings);
-    let engine = PluginEngine::new(Some(&args.cache_dir))?;
+    let engine = PluginEngine::new(Some(&args.cache_dir), 1)?;
     let compile_started = Instant::now();
     let plugin = engine.load(&settings)?;
     let compile = compile_started.elapsed();
@@ -206,7 +206,7 @@ pub(crate) struct PluginBenchArgs {
 /// mode) or take an idle instance (warm), convert the event, call, convert the verdict back.
 pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
     let event = read_event(&args.event, None, None)?;
-    let engine = PluginEngine::new(Some(&args.cache_dir))?;
+    let engine = PluginEngine::new(Some(&args.cache_dir), 1)?;
     print_line(format_args!(
         "{:<24} {:<6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11}  verdict",
         "plugin", "mode", "calls", "mean us", "p50 us", "p99 us", "load ms", "fuel/call"

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub(crate) const CACHE_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/wasm-cache");
 
 static ENGINE: LazyLock<PluginEngine> =
-    LazyLock::new(|| PluginEngine::new(Some(Path::new(CACHE_DIR))).expect("plugin engine"));
+    LazyLock::new(|| PluginEngine::new(Some(Path::new(CACHE_DIR)), 4).expect("plugin engine"));
 
 pub(crate) fn engine() -> &'static PluginEngine {
     &ENGINE

@@ -2,11 +2,12 @@
 //! verdict (pass, drop, emit) or a failure (retry, fatal).
 //!
 //! Owns the wasmtime engine ([`PluginEngine`]: component model, pooling, epoch deadlines, fuel,
-//! compiled-code cache), the WIT bindings (one `bindgen!` in `bindings`), the host side of the
-//! contract (`state`), conversions that validate everything a plugin returns (`event`), and a
-//! call under hard limits ([`LoadedPlugin::call`]). A misbehaving plugin fails only its own
-//! call, with a reason; it never panics or stalls the gateway. This module never touches HTTP
-//! or the store.
+//! compiled-code cache), the threads plugin calls run on (`threads`), the WIT bindings (one
+//! `bindgen!` in `bindings`), the host side of the contract (`state`), conversions that
+//! validate everything a plugin returns (`event`), and a call under hard limits
+//! ([`LoadedPlugin::call_async`]): it ends by its deadline whatever the plugin does, a wait in
+//! a WASI host call included. A misbehaving plugin fails only its own call, with a reason; it
+//! never panics or stalls the gateway. This module never touches HTTP or the store.
 
 mod bindings;
 mod engine;
@@ -14,6 +15,7 @@ mod event;
 mod health;
 mod loaded;
 mod state;
+mod threads;
 
 pub use engine::{EPOCH_TICK, PluginEngine};
 pub use event::PluginEvent;

@@ -4,8 +4,8 @@
 //! pass hands the (possibly changed) event to the next plugin, drop stops it, emit sends every
 //! emitted event on down the rest of the chain. A chain is all or nothing: if any plugin call
 //! in it asks for a retry or fails, the route's result is that retry or failure and none of its
-//! events are delivered. Chains run synchronously (plugin calls are bounded by their limits);
-//! callers run them on blocking threads. This module never touches the store or the network.
+//! events are delivered. A chain is async: each plugin call runs on the plugin threads and
+//! ends by its deadline (see `plugins`). This module never touches the store or the network.
 
 use crate::config::RouteSettings;
 use crate::plugins::{LoadedPlugin, PluginEvent, PluginOutcome};
@@ -72,9 +72,8 @@ impl Router {
         self.routes.iter().find(|r| r.name == name)
     }
 
-    /// Runs `route`'s plugins on `event`, recording each call in `steps`. Blocks while plugins
-    /// run.
-    pub fn run_chain(
+    /// Runs `route`'s plugins on `event`, recording each call in `steps`.
+    pub async fn run_chain(
         &self,
         route: &RouteSettings,
         event: PluginEvent,
@@ -88,7 +87,7 @@ impl Router {
             };
             let mut next = Vec::with_capacity(current.len());
             for event in current {
-                let call = plugin.call(&event);
+                let call = plugin.call_async(&event).await;
                 let (reason, failure) = match &call.outcome {
                     PluginOutcome::Pass(_) | PluginOutcome::Emit(_) => (None, None),
                     PluginOutcome::Drop(r) => (Some(r.clone()), None),

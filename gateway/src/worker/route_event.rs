@@ -4,9 +4,9 @@
 //! at any point means it is routed again after the restart (deliveries made before the crash
 //! are sent again with the same `webhook-id`, so receivers can drop the copy).
 //!
-//! Events come in small batches: the plugin chains of a batch run in one blocking task (one
-//! thread hand-off per batch, not per event) and its results are one store command.
-//! Route runs that wait for a plugin retry come back through [`retry_route_run`].
+//! Events come in small batches: their plugin chains and first attempts run side by side (the
+//! plugin calls themselves on the plugin threads) and the batch's results are one store
+//! command. Route runs that wait for a plugin retry come back through [`retry_route_run`].
 
 use super::Ctx;
 use super::attempt::attempt;
@@ -102,105 +102,44 @@ fn job(event: StoredEvent, runs: Vec<RouteToRun>, append: bool) -> Job {
     }
 }
 
+/// Runs every job's plugin chains and first attempts side by side, then records the batch in
+/// one store command. A plugin call waiting until its deadline delays only its own event and
+/// the batch's record, never the other events' chains or deliveries.
 async fn run_jobs(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: Vec<Job>) -> bool {
-    let chains = run_chains(ctx, pipeline, &jobs).await;
-    let settled = futures::future::join_all(
-        jobs.into_iter()
-            .zip(chains)
-            .map(|(job, chain)| settle(pipeline, job, chain)),
-    )
+    let settled = futures::future::join_all(jobs.into_iter().map(|job| async move {
+        let chain = run_chains(pipeline, &job).await;
+        settle(pipeline, job, chain).await
+    }))
     .await;
     record(ctx, settled).await
 }
 
-/// Runs the plugin chains of every job that has plugins to run, in one blocking task (they
-/// hold a thread while they run), at most `plugin_threads` batches at once. Jobs without
-/// plugins pass their event through unchanged without leaving the async threads.
-async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<ChainOutput> {
-    let passthrough = |job: &Job| -> ChainOutput {
-        let results = match &job.original {
-            Ok(e) => job
-                .runs
-                .iter()
-                .map(|_| RouteResult::Deliver(vec![e.clone()]))
-                .collect(),
-            Err(_) => Vec::new(),
+/// Runs the plugin chains of one job's routes, side by side (each plugin call on the plugin
+/// threads, see `plugins`); a route without plugins passes the event through unchanged.
+async fn run_chains(pipeline: &Pipeline, job: &Job) -> ChainOutput {
+    let Ok(event) = &job.original else {
+        return (Vec::new(), Vec::new());
+    };
+    let outputs = futures::future::join_all(job.runs.iter().map(|(route, _)| async move {
+        let mut steps = Vec::new();
+        let result = if route.plugins.is_empty() {
+            RouteResult::Deliver(vec![event.clone()])
+        } else {
+            pipeline
+                .router
+                .run_chain(route, event.clone(), &mut steps)
+                .await
         };
-        (results, Vec::new())
-    };
-    let needs_plugins =
-        |job: &Job| job.original.is_ok() && job.runs.iter().any(|(r, _)| !r.plugins.is_empty());
-    let work: Vec<(usize, Vec<Arc<RouteSettings>>, PluginEvent)> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| needs_plugins(j))
-        .filter_map(|(i, j)| {
-            let event = j.original.as_ref().ok()?.clone();
-            Some((
-                i,
-                j.runs.iter().map(|(r, _)| Arc::clone(r)).collect(),
-                event,
-            ))
-        })
-        .collect();
-    // Jobs with plugins get their output from the chains below (or `failed`).
-    let mut out: Vec<ChainOutput> = jobs
-        .iter()
-        .map(|j| {
-            if needs_plugins(j) {
-                (Vec::new(), Vec::new())
-            } else {
-                passthrough(j)
-            }
-        })
-        .collect();
-    if work.is_empty() {
-        return out;
+        (result, steps)
+    }))
+    .await;
+    let mut results = Vec::with_capacity(outputs.len());
+    let mut steps = Vec::new();
+    for (result, route_steps) in outputs {
+        results.push(result);
+        steps.extend(route_steps);
     }
-    let indices: Vec<usize> = work.iter().map(|(i, _, _)| *i).collect();
-    let route_counts: Vec<usize> = work.iter().map(|(_, r, _)| r.len()).collect();
-    let failed = |reason: &str| -> Vec<ChainOutput> {
-        route_counts
-            .iter()
-            .map(|n| {
-                let results = (0..*n)
-                    .map(|_| RouteResult::Retry(reason.to_owned(), None))
-                    .collect();
-                (results, Vec::new())
-            })
-            .collect()
-    };
-    let outputs = match ctx.plugin_slots.acquire().await {
-        Err(_) => failed("the plugin thread pool is shut down"),
-        Ok(_slot) => {
-            let pipeline = Arc::clone(pipeline);
-            let joined = tokio::task::spawn_blocking(move || {
-                work.into_iter()
-                    .map(|(_, routes, event)| {
-                        let mut steps = Vec::new();
-                        let mut results = Vec::with_capacity(routes.len());
-                        // Each route gets its own copy; the last one takes the original.
-                        if let Some((last, others)) = routes.split_last() {
-                            for route in others {
-                                let copy = event.clone();
-                                results.push(pipeline.router.run_chain(route, copy, &mut steps));
-                            }
-                            results.push(pipeline.router.run_chain(last, event, &mut steps));
-                        }
-                        (results, steps)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await;
-            joined.unwrap_or_else(|e| failed(&format!("plugin chain task failed: {e}")))
-        }
-    };
-    for (i, output) in indices.into_iter().zip(outputs) {
-        if let Some(slot) = out.get_mut(i) {
-            *slot = output;
-        }
-    }
-    out
+    (results, steps)
 }
 
 /// Turns one job's chain results into deliveries (making each first attempt) and route runs.
