@@ -18,8 +18,8 @@ fn still_serving(event: &PluginEvent) {
     let echo = load(ECHO, InstanceMode::Fresh, &[]);
     let out = expect_pass(echo.call(event).outcome);
     assert_eq!(
-        out.to_json(),
-        event.to_json(),
+        out.to_envelope_json(),
+        event.to_envelope_json(),
         "echo must pass the event unchanged"
     );
 }
