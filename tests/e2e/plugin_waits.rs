@@ -163,18 +163,24 @@ fn a_waiting_call_holds_no_plugin_thread() {
             .expect("load echo"),
     );
     let event = fixture_event("ledig", "crypto_received");
+    // As the workers do it: calls run in tasks on the engine's plugin threads.
+    let threads = Arc::clone(sleep.threads());
+    let on_plugin_threads = |plugin: &Arc<LoadedPlugin>| {
+        let (plugin, event) = (Arc::clone(plugin), event.clone());
+        threads.spawn(async move { plugin.call_async(&event).await })
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let waiting = {
-            let (sleep, event) = (Arc::clone(&sleep), event.clone());
-            tokio::spawn(async move { sleep.call_async(&event).await })
-        };
+        let waiting = on_plugin_threads(&sleep);
         let started = Instant::now();
         for _ in 0..20 {
-            expect_pass(echo.call_async(&event).await.outcome);
+            let call = on_plugin_threads(&echo)
+                .await
+                .expect("the echo call's task");
+            expect_pass(call.outcome);
         }
         assert!(
             !waiting.is_finished(),

@@ -185,37 +185,13 @@ impl LoadedPlugin {
         Ok(())
     }
 
-    /// Runs the plugin on one event on the engine's plugin threads, never on the caller's
-    /// (async code must not run wasm). Never panics and never fails the caller: every problem
+    /// Runs the plugin on one event. Never panics and never fails the caller: every problem
     /// (trap, timeout, out of memory, invalid output) is an outcome with its reason. An
     /// unhealthy plugin is not run at all: the outcome is `retry` with the reason.
-    pub async fn call_async(self: &Arc<Self>, event: &PluginEvent) -> PluginCall {
-        let plugin = Arc::clone(self);
-        let event = event.clone();
-        match self
-            .threads
-            .spawn(async move { plugin.call_here(&event).await })
-            .await
-        {
-            Ok(call) => call,
-            // Only at shutdown (the plugin threads stopped) or a bug: the event is not at fault.
-            Err(e) => PluginCall {
-                outcome: PluginOutcome::Retry(format!("the plugin call did not finish: {e}")),
-                logs: Vec::new(),
-                elapsed: Duration::ZERO,
-                fuel_used: 0,
-                retry_after: None,
-            },
-        }
-    }
-
-    /// [`Self::call_async`] for synchronous callers (`gateway plugin run`, tests): blocks the
-    /// calling thread, which runs the wasm, until the call ends. Panics in async code.
-    pub fn call(&self, event: &PluginEvent) -> PluginCall {
-        self.threads.block_on(self.call_here(event))
-    }
-
-    async fn call_here(&self, event: &PluginEvent) -> PluginCall {
+    ///
+    /// The wasm runs on the thread that polls this future, so await it only on the plugin
+    /// threads (in a task of [`Self::threads`]' `spawn`), never on the gateway's async threads.
+    pub async fn call_async(&self, event: &PluginEvent) -> PluginCall {
         let admission = self.health.admit();
         if let Admission::Skip { reason, probe_in } = admission {
             PluginSkipped {
@@ -246,6 +222,17 @@ impl LoadedPlugin {
             .emit();
         }
         call
+    }
+
+    /// The engine's plugin threads, where [`Self::call_async`] must run.
+    pub fn threads(&self) -> &Arc<PluginThreads> {
+        &self.threads
+    }
+
+    /// [`Self::call_async`] for synchronous callers (`gateway plugin run`, tests): blocks the
+    /// calling thread, which runs the wasm, until the call ends. Panics in async code.
+    pub fn call(&self, event: &PluginEvent) -> PluginCall {
+        self.threads.block_on(self.call_async(event))
     }
 
     async fn run(&self, event: &PluginEvent) -> PluginCall {

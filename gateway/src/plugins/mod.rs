@@ -22,6 +22,7 @@ pub use event::PluginEvent;
 pub use health::{Admission, HealthReport, PluginBoard, PluginHealth, Transition};
 pub use loaded::{LoadedPlugin, PluginCall};
 pub use state::PluginLog;
+pub use threads::PluginThreads;
 
 /// What a plugin call came to.
 #[derive(Debug)]
