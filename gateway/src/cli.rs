@@ -122,9 +122,9 @@ fn load(
     }
 }
 
-/// The plugin engine with the config's compiled-code cache.
+/// The plugin engine with the config's compiled-code cache and plugin threads.
 fn engine(config: &GatewayConfig) -> Result<PluginEngine, Vec<ConfigIssue>> {
-    PluginEngine::new(Some(&config.wasm_cache_dir)).map_err(|e| {
+    PluginEngine::new(Some(&config.wasm_cache_dir), config.workers.plugin_threads).map_err(|e| {
         vec![ConfigIssue {
             file: config.file.clone(),
             line: 0,

@@ -1,12 +1,14 @@
 //! `gateway plugin run`: run one plugin on one event and print the verdict, the plugin's log
-//! lines, the time and the fuel used, as JSON. It is how a plugin author tests a plugin.
+//! lines, the time and the fuel used, as JSON. It is how a plugin author tests a plugin, so
+//! the events it prints are the ones delivery would send: `data` exactly as the plugin
+//! returned it, never re-encoded. `gateway plugin bench`: the per-call overhead.
 
 use crate::cli::print_line;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use gateway::config::{ConfigIssue, HealthPolicy, InstanceMode, PluginLimits, PluginSettings};
 use gateway::envelope::Envelope;
-use gateway::plugins::{PluginEngine, PluginEvent, PluginOutcome};
+use gateway::plugins::{PluginEngine, PluginEvent, PluginLog, PluginOutcome};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -120,6 +122,17 @@ fn command_line_plugin(
     }
 }
 
+/// What `gateway plugin run` prints: the verdict's fields, then how the call went.
+#[derive(serde::Serialize)]
+struct RunReport<'a> {
+    #[serde(flatten)]
+    outcome: &'a PluginOutcome,
+    logs: &'a [PluginLog],
+    elapsed_us: u64,
+    fuel_used: u64,
+    load_ms: u64,
+}
+
 pub(crate) fn run(args: &PluginRunArgs) -> anyhow::Result<ExitCode> {
     let event = read_event(
         &args.event,
@@ -145,7 +158,7 @@ pub(crate) fn run(args: &PluginRunArgs) -> anyhow::Result<ExitCode> {
         table_elements: gateway::config::MAX_TABLE_ELEMENTS,
     };
     let settings = command_line_plugin(&args.wasm, mode, limits, &args.settings);
-    let engine = PluginEngine::new(Some(&args.cache_dir))?;
+    let engine = PluginEngine::new(Some(&args.cache_dir), 1)?;
     let compile_started = Instant::now();
     let plugin = engine.load(&settings)?;
     let compile = compile_started.elapsed();
@@ -160,23 +173,13 @@ pub(crate) fn run(args: &PluginRunArgs) -> anyhow::Result<ExitCode> {
             | PluginOutcome::Trap(_)
             | PluginOutcome::Timeout(_)
     );
-    let mut report = call.outcome.to_json();
-    if let Some(map) = report.as_object_mut() {
-        map.insert("logs".into(), serde_json::to_value(&call.logs)?);
-        map.insert(
-            "elapsed_us".into(),
-            u64::try_from(call.elapsed.as_micros())
-                .unwrap_or(u64::MAX)
-                .into(),
-        );
-        map.insert("fuel_used".into(), call.fuel_used.into());
-        map.insert(
-            "load_ms".into(),
-            u64::try_from(compile.as_millis())
-                .unwrap_or(u64::MAX)
-                .into(),
-        );
-    }
+    let report = RunReport {
+        outcome: &call.outcome,
+        logs: &call.logs,
+        elapsed_us: u64::try_from(call.elapsed.as_micros()).unwrap_or(u64::MAX),
+        fuel_used: call.fuel_used,
+        load_ms: u64::try_from(compile.as_millis()).unwrap_or(u64::MAX),
+    };
     print_line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
     Ok(if failed {
         ExitCode::FAILURE
@@ -211,7 +214,7 @@ pub(crate) struct PluginBenchArgs {
 /// mode) or take an idle instance (warm), convert the event, call, convert the verdict back.
 pub(crate) fn bench(args: &PluginBenchArgs) -> anyhow::Result<ExitCode> {
     let event = read_event(&args.event, None, None)?;
-    let engine = PluginEngine::new(Some(&args.cache_dir))?;
+    let engine = PluginEngine::new(Some(&args.cache_dir), 1)?;
     print_line(format_args!(
         "{:<24} {:<6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11}  verdict",
         "plugin", "mode", "calls", "mean us", "p50 us", "p99 us", "load ms", "fuel/call"

@@ -35,6 +35,7 @@ mod plugin_examples;
 mod plugin_harness;
 mod plugin_health;
 mod plugin_limits;
+mod plugin_waits;
 mod reload;
 mod retention;
 mod sink;

@@ -5,7 +5,7 @@
 
 use crate::plugin_harness::*;
 use gateway::config::InstanceMode;
-use plugin_artifacts::{REDACT_ACCOUNTS_JS, ROUTE_BY_CURRENCY_PY, THRESHOLD, UNIFY_PAYMENTS};
+use plugin_artifacts::{ECHO, REDACT_ACCOUNTS_JS, ROUTE_BY_CURRENCY_PY, THRESHOLD, UNIFY_PAYMENTS};
 use serde_json::json;
 
 #[test]
@@ -65,7 +65,11 @@ fn unify_payments_passes_events_that_are_not_deposits_unchanged() {
     ] {
         let input = fixture_event(provider, fixture);
         let out = expect_pass(plugin.call(&input).outcome);
-        assert_eq!(out.to_json(), input.to_json(), "{provider}/{fixture}");
+        assert_eq!(
+            out.to_envelope_json(),
+            input.to_envelope_json(),
+            "{provider}/{fixture}"
+        );
     }
 }
 
@@ -280,6 +284,27 @@ fn plugin_run_prints_the_verdict_logs_time_and_fuel_for_each_language() {
     let threshold = plugin_run(THRESHOLD, "ledig/crypto_received", &[]);
     assert_eq!(threshold.code, Some(1), "fatal exits 1");
     assert_eq!(threshold.report["verdict"], "fatal");
+}
+
+/// `gateway plugin run` prints an event as delivery would send it: its `data` is the JSON text
+/// the plugin returned, byte for byte (key order, `1.50`, spacing), not re-encoded.
+#[test]
+fn plugin_run_prints_data_exactly_as_the_plugin_returned_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = r#"{"b":1,"a":1.50,"c":{"z":[1E2, -0.0]}}"#;
+    let envelope = format!(
+        r#"{{"specversion":"1.0","id":"evt_exact","source":"ledger","type":"ledger.webhook.test","datacontenttype":"application/json","data":{data},"provider":"ledger","providertype":"webhook.test","receivedat":"2024-03-09T16:00:01Z"}}"#
+    );
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, envelope).expect("write the event");
+    let run = plugin_run_on(ECHO, &event, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.report["verdict"], "pass");
+    assert!(
+        run.stdout.contains(&format!("\"data\": {data}")),
+        "data re-encoded:\n{}",
+        run.stdout
+    );
 }
 
 /// Without `--cache-dir` the cache is `data/wasm-cache` under the working directory (a

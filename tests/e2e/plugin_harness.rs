@@ -16,7 +16,7 @@ use std::time::Duration;
 pub(crate) const CACHE_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/wasm-cache");
 
 static ENGINE: LazyLock<PluginEngine> =
-    LazyLock::new(|| PluginEngine::new(Some(Path::new(CACHE_DIR))).expect("plugin engine"));
+    LazyLock::new(|| PluginEngine::new(Some(Path::new(CACHE_DIR)), 4).expect("plugin engine"));
 
 pub(crate) fn engine() -> &'static PluginEngine {
     &ENGINE
@@ -165,6 +165,8 @@ pub(crate) fn reason(outcome: &PluginOutcome) -> (&'static str, &str) {
 pub(crate) struct CliRun {
     pub(crate) code: Option<i32>,
     pub(crate) report: Value,
+    /// stdout as printed (the report, before parsing).
+    pub(crate) stdout: String,
     pub(crate) stderr: String,
 }
 
@@ -174,26 +176,26 @@ pub(crate) fn plugin_run(wasm: &str, event_fixture: &str, args: &[&str]) -> CliR
         "{}/../tests/fixtures/{event_fixture}.json",
         env!("CARGO_MANIFEST_DIR")
     );
+    plugin_run_on(wasm, Path::new(&event), args)
+}
+
+/// Runs `gateway plugin run WASM --event EVENT_FILE ARGS...` with the shared cache.
+pub(crate) fn plugin_run_on(wasm: &str, event: &Path, args: &[&str]) -> CliRun {
     let out = Command::new(crate::harness::gateway_bin())
-        .args([
-            "plugin",
-            "run",
-            wasm,
-            "--event",
-            &event,
-            "--cache-dir",
-            CACHE_DIR,
-        ])
+        .args(["plugin", "run", wasm, "--event"])
+        .arg(event)
+        .args(["--cache-dir", CACHE_DIR])
         .args(args)
         .output()
         .expect("run gateway plugin run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
     CliRun {
         code: out.status.code(),
         report,
+        stdout,
         stderr,
     }
 }

@@ -18,8 +18,8 @@ fn still_serving(event: &PluginEvent) {
     let echo = load(ECHO, InstanceMode::Fresh, &[]);
     let out = expect_pass(echo.call(event).outcome);
     assert_eq!(
-        out.to_json(),
-        event.to_json(),
+        out.to_envelope_json(),
+        event.to_envelope_json(),
         "echo must pass the event unchanged"
     );
 }
@@ -285,8 +285,8 @@ fn plugin_run_reports_a_timeout_and_exits_1() {
 /// has its own engine so the shared one never runs short.
 #[test]
 fn an_exhausted_instance_pool_answers_retry_not_trap() {
-    let engine =
-        gateway::plugins::PluginEngine::new(Some(std::path::Path::new(CACHE_DIR))).expect("engine");
+    let engine = gateway::plugins::PluginEngine::new(Some(std::path::Path::new(CACHE_DIR)), 1)
+        .expect("engine");
     let event = fixture_event("ledig", "crypto_received");
     let settings = plugin_settings(ECHO, warm(), limits(Duration::from_secs(1)), &[]);
     let mut holders = Vec::new();

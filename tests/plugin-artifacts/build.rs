@@ -49,6 +49,7 @@ const RUST: &[(&str, &str, &str)] = &[
     ),
     ("STATEFUL", "stateful", "fixture_stateful"),
     ("ECHO", "echo", "fixture_echo"),
+    ("SLEEP", "sleep", "fixture_sleep"),
 ];
 
 fn main() {

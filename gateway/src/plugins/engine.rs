@@ -1,14 +1,26 @@
 //! The wasmtime engine, set up once for every plugin: component model, pooling instance
-//! allocator, fuel and epoch interruption, and the on-disk cache of compiled code.
+//! allocator, fuel and epoch interruption, the on-disk cache of compiled code, and the threads
+//! plugin calls run on (`threads.rs`).
 //!
 //! One background thread advances the epoch every [`EPOCH_TICK`] while a call runs (and sleeps
-//! otherwise); a call's deadline is a number of ticks after which the call looks at the clock,
-//! so a plugin stuck in a loop is interrupted within about one tick after its wall-clock
-//! timeout, never before it.
+//! otherwise); at every tick a running call looks at the clock, so a plugin stuck in a loop is
+//! interrupted within about one tick after its wall-clock timeout, never before it.
+//!
+//! WASI is linked in its async form (`add_to_linker_async`), and every call is async (a wasm
+//! fiber): the only way to bound a call that waits inside a host call. The sync linker blocks
+//! the calling thread in `poll` / `pollable.block` (a far clock is a `pending()` future that
+//! never ends) and in the `blocking-*` stream ops, where neither fuel nor the epoch can reach
+//! it, and language runtimes (Rust std, componentize-py, componentize-js) import those, so they
+//! cannot simply be left out. Relinking our own deadline-aware copies of each blocking function
+//! would leave every function we missed (or a new wasmtime-wasi adds) unbounded; an async call
+//! instead runs under a timeout at its deadline, and dropping it cancels whatever host call it
+//! is in. Cost: a fiber switch per call and a yield per 1 ms tick of wasm (figures in the
+//! README's Reliability table).
 
 use super::PluginError;
 use super::loaded::LoadedPlugin;
 use super::state::PluginState;
+use super::threads::PluginThreads;
 use crate::config::{MAX_PLUGIN_MEMORY, MAX_TABLE_ELEMENTS, PluginSettings};
 use std::path::Path;
 use std::sync::Arc;
@@ -129,6 +141,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
     ticker: Arc<EpochTicker>,
+    threads: Arc<PluginThreads>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -138,8 +151,10 @@ impl std::fmt::Debug for PluginEngine {
 }
 
 impl PluginEngine {
-    /// Builds the engine; compiled code is cached under `cache_dir` (created if missing).
-    pub fn new(cache_dir: Option<&Path>) -> Result<Self, PluginError> {
+    /// Builds the engine; compiled code is cached under `cache_dir` (created if missing). At
+    /// most `threads` plugin calls run wasm at once (`workers.plugin_threads`), each on a
+    /// thread of its own; calls waiting in a host call do not count.
+    pub fn new(cache_dir: Option<&Path>, threads: usize) -> Result<Self, PluginError> {
         let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -175,17 +190,19 @@ impl PluginEngine {
         }
         let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         super::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
         .map_err(engine_err)?;
         let ticker = EpochTicker::start(engine.clone())?;
+        let threads = PluginThreads::start(threads)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             ticker: Arc::new(ticker),
+            threads: Arc::new(threads),
         })
     }
 
@@ -230,6 +247,7 @@ impl PluginEngine {
         Ok(LoadedPlugin::new(
             self.engine.clone(),
             self.ticker.demand.clone(),
+            Arc::clone(&self.threads),
             pre,
             settings,
             fingerprint(settings, bytes),
@@ -299,7 +317,7 @@ mod tests {
     /// and the thread sleeps again once no call runs.
     #[test]
     fn the_epoch_advances_only_while_a_call_runs() {
-        let plugins = PluginEngine::new(None).expect("engine");
+        let plugins = PluginEngine::new(None, 2).expect("engine");
         let ticks = || plugins.ticker.demand.shared.ticks.load(Ordering::Relaxed);
         let quiet = Duration::from_millis(30);
         std::thread::sleep(quiet);
@@ -335,7 +353,7 @@ mod tests {
     /// burst must not end a call before its wall-clock deadline.
     #[test]
     fn a_burst_of_late_epoch_ticks_does_not_end_a_call_early() {
-        let plugins = PluginEngine::new(None).expect("engine");
+        let plugins = PluginEngine::new(None, 2).expect("engine");
         let deadline = Duration::from_millis(200);
         let spin = plugins
             .load(&spin_with_deadline(deadline))

@@ -136,6 +136,16 @@ impl PluginEvent {
     /// The event as CloudEvents structured JSON for delivery: attributes in the envelope's
     /// order, then extensions, and `data` byte for byte as the provider or plugin wrote it.
     pub fn to_envelope_json(&self) -> String {
+        // Strings and an already-valid RawValue always serialize.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// CloudEvents structured JSON, as delivered ([`PluginEvent::to_envelope_json`]) and as
+/// `gateway plugin run` prints it: `data` is the JSON text exactly as the provider or plugin
+/// wrote it (key order, number spelling, white space), never re-encoded.
+impl serde::Serialize for PluginEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             specversion: &'static str,
@@ -159,7 +169,7 @@ impl PluginEvent {
                 s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
             }
         }
-        let out = Out {
+        Out {
             specversion: "1.0",
             id: &self.id,
             source: &self.source,
@@ -170,32 +180,8 @@ impl PluginEvent {
             data: &self.data,
             provider: &self.provider,
             extensions: Extensions(&self.extensions),
-        };
-        // Strings and an already-valid RawValue always serialize.
-        serde_json::to_string(&out).unwrap_or_else(|_| String::from("{}"))
-    }
-
-    /// The event as CloudEvents structured JSON (extensions as top-level attributes).
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        map.insert("specversion".into(), "1.0".into());
-        map.insert("id".into(), self.id.clone().into());
-        map.insert("source".into(), self.source.clone().into());
-        map.insert("type".into(), self.event_type.clone().into());
-        if let Some(s) = &self.subject {
-            map.insert("subject".into(), s.clone().into());
         }
-        if let Some(t) = &self.time {
-            map.insert("time".into(), t.clone().into());
-        }
-        map.insert("datacontenttype".into(), "application/json".into());
-        map.insert("provider".into(), self.provider.clone().into());
-        for (k, v) in &self.extensions {
-            map.insert(k.clone(), v.clone().into());
-        }
-        let data = serde_json::from_str(self.data.get()).unwrap_or(serde_json::Value::Null);
-        map.insert("data".into(), data);
-        serde_json::Value::Object(map)
+        .serialize(s)
     }
 }
 

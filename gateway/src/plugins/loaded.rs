@@ -4,21 +4,26 @@
 //! (pooled, so this is cheap). Warm mode keeps instances in a small pool, reuses them, and
 //! throws one away after any trap or timeout and after `max_events_per_instance` events, so
 //! state corrupted by a failing event never reaches the next one.
+//!
+//! A call ends at its deadline whatever it is doing: running wasm is interrupted by the epoch
+//! (or stopped by fuel), and a call waiting in a host call (a WASI sleep or poll) is dropped
+//! by a timeout at the deadline, which unwinds it. Either way the outcome is `Timeout`, which
+//! the health breaker counts. Calls run on the engine's plugin threads (`threads.rs`), never
+//! on the caller's async threads.
 
 use super::bindings::{self, Failure, PluginPre, Verdict};
 use super::event::PluginEvent;
 use super::health::{Admission, PluginHealth};
 use super::state::{PluginLog, PluginState, STDERR_CAPACITY};
-use super::{
-    PluginOutcome,
-    engine::{EPOCH_TICK, EpochDemand},
-};
+use super::threads::PluginThreads;
+use super::{PluginOutcome, engine::EpochDemand};
 use crate::config::{InstanceMode, PluginLimits, PluginSettings};
 use crate::metrics::PluginMetrics;
 use crate::metrics::events::{
     PluginCalled, PluginHealthChanged, PluginSkipped, plugin_health_gauge,
 };
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
@@ -51,6 +56,7 @@ pub struct LoadedPlugin {
     name: String,
     engine: Engine,
     epoch: EpochDemand,
+    threads: Arc<PluginThreads>,
     pre: PluginPre<PluginState>,
     limits: PluginLimits,
     mode: InstanceMode,
@@ -78,6 +84,7 @@ impl LoadedPlugin {
     pub(super) fn new(
         engine: Engine,
         epoch: EpochDemand,
+        threads: Arc<PluginThreads>,
         pre: PluginPre<PluginState>,
         s: &PluginSettings,
         fingerprint: [u8; 32],
@@ -86,6 +93,7 @@ impl LoadedPlugin {
             name: s.name.clone(),
             engine,
             epoch,
+            threads,
             pre,
             limits: s.limits,
             mode: s.mode,
@@ -138,19 +146,21 @@ impl LoadedPlugin {
         let state = PluginState::new(limits, Arc::clone(&self.settings), &self.env);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // The epoch only says "about a tick has passed"; its ticks can arrive late and then in
-        // a burst, so reaching the epoch deadline is a cue to look at the clock, not a verdict.
-        // A call is interrupted once its own wall-clock deadline has passed, never before.
+        // Every tick the running call looks at the clock: past its deadline it is interrupted,
+        // otherwise it yields (a 1 ms time slice), so the plugin threads can run timers and
+        // cut off calls that wait in a host call. Ticks can arrive late and then in a burst, so
+        // a tick is a cue to look at the clock, not a verdict: a call is interrupted once its
+        // own wall-clock deadline has passed, never before.
         store.epoch_deadline_callback(|ctx| {
-            let left = ctx
-                .data()
-                .deadline
-                .saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Continue(ticks_for(left)))
+            let state = ctx.data();
+            if state.deadline <= Instant::now() {
+                return Ok(UpdateDeadline::Interrupt);
             }
+            state.yielded.store(true, Ordering::Release);
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         store
     }
@@ -167,11 +177,10 @@ impl LoadedPlugin {
         deadline: Instant,
     ) -> Result<(), wasmtime::Error> {
         store.set_fuel(self.fuel_budget())?;
-        store.set_epoch_deadline(ticks_for(
-            deadline.saturating_duration_since(Instant::now()),
-        ));
+        store.set_epoch_deadline(1);
         let state = store.data_mut();
         state.deadline = deadline;
+        state.yielded.store(false, Ordering::Release);
         state.logs.clear();
         Ok(())
     }
@@ -179,7 +188,10 @@ impl LoadedPlugin {
     /// Runs the plugin on one event. Never panics and never fails the caller: every problem
     /// (trap, timeout, out of memory, invalid output) is an outcome with its reason. An
     /// unhealthy plugin is not run at all: the outcome is `retry` with the reason.
-    pub fn call(&self, event: &PluginEvent) -> PluginCall {
+    ///
+    /// The wasm runs on the thread that polls this future, so await it only on the plugin
+    /// threads (in a task of [`Self::threads`]' `spawn`), never on the gateway's async threads.
+    pub async fn call_async(&self, event: &PluginEvent) -> PluginCall {
         let admission = self.health.admit();
         if let Admission::Skip { reason, probe_in } = admission {
             PluginSkipped {
@@ -196,7 +208,7 @@ impl LoadedPlugin {
                 retry_after: Some(probe_in),
             };
         }
-        let call = self.run(event);
+        let call = self.run(event).await;
         let failure = match &call.outcome {
             PluginOutcome::Trap(r) | PluginOutcome::Timeout(r) => Some(r.as_str()),
             _ => None,
@@ -212,7 +224,19 @@ impl LoadedPlugin {
         call
     }
 
-    fn run(&self, event: &PluginEvent) -> PluginCall {
+    /// The engine's plugin threads, where [`Self::call_async`] must run.
+    pub fn threads(&self) -> &Arc<PluginThreads> {
+        &self.threads
+    }
+
+    /// [`Self::call_async`] for synchronous callers (`gateway plugin run`, tests): blocks the
+    /// calling thread, which runs the wasm, until the call ends. Panics in async code.
+    pub fn call(&self, event: &PluginEvent) -> PluginCall {
+        self.threads.block_on(self.call_async(event))
+    }
+
+    async fn run(&self, event: &PluginEvent) -> PluginCall {
+        let place = self.threads.admit().await;
         // The epoch advances only while some call holds it: from before the deadline is armed
         // until this call returns.
         let _epoch = self.epoch.hold();
@@ -222,72 +246,89 @@ impl LoadedPlugin {
             InstanceMode::Warm { .. } => self.warm.lock().ok().and_then(|mut idle| idle.pop()),
             InstanceMode::Fresh => None,
         };
-        let mut instance = match warm {
-            Some(w) => w,
-            None => {
-                let mut store = self.new_store();
-                let plugin = match self
-                    .arm(&mut store, deadline)
-                    .and_then(|()| self.pre.instantiate(&mut store))
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let outcome = self.classify_error(&e);
-                        return self.finish(event, outcome, Vec::new(), started, 0);
-                    }
-                };
-                WarmInstance {
-                    store,
-                    plugin,
-                    calls: 0,
-                }
-            }
+        let (mut store, instance, calls) = match warm {
+            Some(w) => (w.store, Some(w.plugin), w.calls),
+            None => (self.new_store(), None, 0),
         };
-        if let Err(e) = self.arm(&mut instance.store, deadline) {
+        if let Err(e) = self.arm(&mut store, deadline) {
             let outcome = PluginOutcome::Trap(format!("cannot arm limits: {e:#}"));
             return self.finish(event, outcome, Vec::new(), started, 0);
         }
-        let stderr_before = instance.store.data().stderr.contents().len();
-        let result = instance
-            .plugin
-            .call_handle(&mut instance.store, &event.to_wit());
+        let stderr_before = store.data().stderr.contents().len();
+        let yielded = Arc::clone(&store.data().yielded);
+        let input = event.to_wit();
+        let store_ref = &mut store;
+        let work = async move {
+            let plugin = match instance {
+                Some(p) => p,
+                None => match self.pre.instantiate_async(&mut *store_ref).await {
+                    Ok(p) => p,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let verdict = plugin.call_handle(&mut *store_ref, &input).await;
+            (Some(plugin), verdict)
+        };
+        // The whole call, wherever it is, ends at the deadline: a wait in a host call (a WASI
+        // sleep or poll, which fuel and the epoch cannot interrupt) is dropped there, which
+        // unwinds the wasm. The store is then thrown away, never reused.
+        let timed = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            self.threads.gated(place, yielded, work),
+        )
+        .await;
         let fuel_used = self
             .fuel_budget()
-            .saturating_sub(instance.store.get_fuel().unwrap_or(0));
-        let outcome = match result {
-            Ok(verdict) => convert(verdict),
-            Err(e) => {
+            .saturating_sub(store.get_fuel().unwrap_or(0));
+        let (outcome, instance) = match timed {
+            Err(_) => (self.timed_out(), None),
+            Ok((instance, Ok(verdict))) => (convert(verdict), instance),
+            Ok((_, Err(e))) => {
                 let mut outcome = self.classify_error(&e);
                 if let PluginOutcome::Trap(reason) = &mut outcome {
-                    let stderr = instance.store.data().stderr.contents();
+                    let stderr = store.data().stderr.contents();
                     let tail = stderr_summary(stderr.get(stderr_before..).unwrap_or(&[]));
                     if !tail.is_empty() {
                         reason.push_str(": ");
                         reason.push_str(&tail);
                     }
                 }
-                outcome
+                (outcome, None)
             }
         };
-        let logs = std::mem::take(&mut instance.store.data_mut().logs);
-        if let InstanceMode::Warm {
-            max_events_per_instance,
-        } = self.mode
+        let logs = std::mem::take(&mut store.data_mut().logs);
+        if let (
+            InstanceMode::Warm {
+                max_events_per_instance,
+            },
+            Some(plugin),
+        ) = (self.mode, instance)
         {
-            instance.calls += 1;
+            let calls = calls + 1;
             let healthy = !matches!(outcome, PluginOutcome::Trap(_) | PluginOutcome::Timeout(_));
             // The stderr pipe is bounded and cannot be emptied; an instance that has used half
             // of it is retired before a full pipe turns its next write into a trap.
-            let stderr_room = instance.store.data().stderr.contents().len() < STDERR_CAPACITY / 2;
-            let reusable = healthy && stderr_room && instance.calls < max_events_per_instance;
+            let stderr_room = store.data().stderr.contents().len() < STDERR_CAPACITY / 2;
+            let reusable = healthy && stderr_room && calls < max_events_per_instance;
             if reusable
                 && let Ok(mut idle) = self.warm.lock()
                 && idle.len() < MAX_IDLE_WARM
             {
-                idle.push(instance);
+                idle.push(WarmInstance {
+                    store,
+                    plugin,
+                    calls,
+                });
             }
         }
         self.finish(event, outcome, logs, started, fuel_used)
+    }
+
+    fn timed_out(&self) -> PluginOutcome {
+        PluginOutcome::Timeout(format!(
+            "exceeded its deadline of {:?}",
+            self.limits.timeout
+        ))
     }
 
     fn finish(
@@ -319,12 +360,7 @@ impl LoadedPlugin {
 
     fn classify_error(&self, e: &wasmtime::Error) -> PluginOutcome {
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => {
-                return PluginOutcome::Timeout(format!(
-                    "exceeded its deadline of {:?}",
-                    self.limits.timeout
-                ));
-            }
+            Some(Trap::Interrupt) => return self.timed_out(),
             Some(Trap::OutOfFuel) => {
                 return PluginOutcome::Timeout(format!(
                     "ran out of fuel (limit {})",
@@ -392,11 +428,4 @@ fn convert(verdict: Result<Verdict, Failure>) -> PluginOutcome {
         Err(Failure::Retry(reason)) => PluginOutcome::Retry(reason),
         Err(Failure::Fatal(reason)) => PluginOutcome::Fatal(reason),
     }
-}
-
-/// Epoch ticks to wait before looking at the clock again: at least one, and rounded up so
-/// the check does not come before the time left is over.
-fn ticks_for(left: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos().max(1);
-    u64::try_from(left.as_nanos().div_ceil(tick)).map_or(u64::MAX, |t| t.max(1))
 }

@@ -2,11 +2,12 @@
 //! verdict (pass, drop, emit) or a failure (retry, fatal).
 //!
 //! Owns the wasmtime engine ([`PluginEngine`]: component model, pooling, epoch deadlines, fuel,
-//! compiled-code cache), the WIT bindings (one `bindgen!` in `bindings`), the host side of the
-//! contract (`state`), conversions that validate everything a plugin returns (`event`), and a
-//! call under hard limits ([`LoadedPlugin::call`]). A misbehaving plugin fails only its own
-//! call, with a reason; it never panics or stalls the gateway. This module never touches HTTP
-//! or the store.
+//! compiled-code cache), the threads plugin calls run on (`threads`), the WIT bindings (one
+//! `bindgen!` in `bindings`), the host side of the contract (`state`), conversions that
+//! validate everything a plugin returns (`event`), and a call under hard limits
+//! ([`LoadedPlugin::call_async`]): it ends by its deadline whatever the plugin does, a wait in
+//! a WASI host call included. A misbehaving plugin fails only its own call, with a reason; it
+//! never panics or stalls the gateway. This module never touches HTTP or the store.
 
 mod bindings;
 mod engine;
@@ -14,12 +15,14 @@ mod event;
 mod health;
 mod loaded;
 mod state;
+mod threads;
 
 pub use engine::{EPOCH_TICK, PluginEngine};
 pub use event::PluginEvent;
 pub use health::{Admission, HealthReport, PluginBoard, PluginHealth, Transition};
 pub use loaded::{LoadedPlugin, PluginCall};
 pub use state::PluginLog;
+pub use threads::PluginThreads;
 
 /// What a plugin call came to.
 #[derive(Debug)]
@@ -57,21 +60,28 @@ impl PluginOutcome {
     pub const LABELS: [&'static str; 7] =
         ["pass", "drop", "emit", "retry", "fatal", "trap", "timeout"];
 
-    /// The verdict as JSON, for `gateway plugin run` and the admin API.
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
+    /// The verdict as JSON text (see the `Serialize` impl).
+    pub fn to_json(&self) -> String {
+        // Strings and already-valid JSON always serialize.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// `{"verdict": LABEL}` plus `"event"` (pass), `"events"` (emit) or `"reason"`, for `gateway
+/// plugin run`. Events are written as delivered: their `data` exactly as the plugin returned it.
+impl serde::Serialize for PluginOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("verdict", self.label())?;
         match self {
-            Self::Pass(e) => json!({ "verdict": "pass", "event": e.to_json() }),
-            Self::Drop(r) => json!({ "verdict": "drop", "reason": r }),
-            Self::Emit(list) => json!({
-                "verdict": "emit",
-                "events": list.iter().map(PluginEvent::to_json).collect::<Vec<_>>(),
-            }),
-            Self::Retry(r) => json!({ "verdict": "retry", "reason": r }),
-            Self::Fatal(r) => json!({ "verdict": "fatal", "reason": r }),
-            Self::Trap(r) => json!({ "verdict": "trap", "reason": r }),
-            Self::Timeout(r) => json!({ "verdict": "timeout", "reason": r }),
+            Self::Pass(e) => map.serialize_entry("event", e)?,
+            Self::Emit(list) => map.serialize_entry("events", list)?,
+            Self::Drop(r) | Self::Retry(r) | Self::Fatal(r) | Self::Trap(r) | Self::Timeout(r) => {
+                map.serialize_entry("reason", r)?;
+            }
         }
+        map.end()
     }
 }
 

@@ -1,11 +1,18 @@
-//! What a plugin's store holds: its WASI context (granting nothing by default), resource table,
-//! memory/table limits, its settings, and the log lines it wrote during the current call.
+//! What a plugin's store holds: its WASI context, resource table, memory/table limits, its
+//! settings, and the log lines it wrote during the current call.
 //!
 //! Also the host side of the `host` interface: `log` and `setting`.
+//!
+//! The WASI context grants no files, sockets, name lookups or inherited environment (only the
+//! variables the plugin's `env` lists). It does grant what WASI gives every component by
+//! default and language runtimes need to start: the wall clock and the monotonic clock (read
+//! only; a wait on the monotonic clock is cut off at the call's deadline like any host call),
+//! secure and insecure random, an empty stdin, stdout discarded and stderr kept (bounded).
 
 use super::bindings::{self, Level};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -35,6 +42,9 @@ pub(crate) struct PluginState {
     pub(super) stderr: MemoryOutputPipe,
     /// When the current call must stop; checked each time the epoch deadline is reached.
     pub(super) deadline: Instant,
+    /// Set when the call pauses at the end of a time slice (not in a host call); the plugin
+    /// threads' gate reads it (see `threads.rs`).
+    pub(super) yielded: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PluginState {
@@ -52,9 +62,9 @@ impl PluginState {
         env: &[(String, String)],
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // Nothing granted: no preopened directories, no sockets or name lookups, no inherited
-        // environment, stdin empty, stdout discarded. Only what the plugin's config lists in
-        // `env`. Clocks and random are WASI's read-only defaults.
+        // No preopened directories, no sockets or name lookups, no inherited environment,
+        // stdin empty, stdout discarded; only what the plugin's config lists in `env`. Clocks
+        // and random are WASI's read-only defaults (see the module docs).
         let mut builder = WasiCtx::builder();
         builder
             .stderr(stderr.clone())
@@ -70,6 +80,7 @@ impl PluginState {
             limits,
             settings,
             deadline: Instant::now(),
+            yielded: Arc::new(AtomicBool::new(false)),
             logs: Vec::new(),
             stderr,
         }

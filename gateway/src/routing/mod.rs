@@ -4,11 +4,12 @@
 //! pass hands the (possibly changed) event to the next plugin, drop stops it, emit sends every
 //! emitted event on down the rest of the chain. A chain is all or nothing: if any plugin call
 //! in it asks for a retry or fails, the route's result is that retry or failure and none of its
-//! events are delivered. Chains run synchronously (plugin calls are bounded by their limits);
-//! callers run them on blocking threads. This module never touches the store or the network.
+//! events are delivered. A chain is async and runs on the plugin threads ([`Router::plugin_threads`]);
+//! each plugin call ends by its deadline (see `plugins`). This module never touches the store
+//! or the network.
 
 use crate::config::RouteSettings;
-use crate::plugins::{LoadedPlugin, PluginEvent, PluginOutcome};
+use crate::plugins::{LoadedPlugin, PluginEvent, PluginOutcome, PluginThreads};
 use crate::store::PluginStep;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub struct Router {
     /// Shared, so routing an event takes its routes without copying them.
     routes: Vec<Arc<RouteSettings>>,
     plugins: HashMap<String, Arc<LoadedPlugin>>,
+    /// Where chains run: the threads of the engine that loaded the plugins (one engine loads
+    /// them all); none when there are no plugins.
+    threads: Option<Arc<PluginThreads>>,
 }
 
 /// What one route made of one event.
@@ -42,10 +46,17 @@ pub enum RouteResult {
 impl Router {
     /// `plugins` must hold every plugin the routes name (the config compile pass checks it).
     pub fn new(routes: Vec<RouteSettings>, plugins: HashMap<String, Arc<LoadedPlugin>>) -> Self {
+        let threads = plugins.values().next().map(|p| Arc::clone(p.threads()));
         Self {
             routes: routes.into_iter().map(Arc::new).collect(),
             plugins,
+            threads,
         }
+    }
+
+    /// The threads [`Self::run_chain`] must run on; `None` when no plugin is loaded.
+    pub fn plugin_threads(&self) -> Option<&Arc<PluginThreads>> {
+        self.threads.as_ref()
     }
 
     /// The loaded plugins of this generation, by name.
@@ -72,9 +83,9 @@ impl Router {
         self.routes.iter().find(|r| r.name == name)
     }
 
-    /// Runs `route`'s plugins on `event`, recording each call in `steps`. Blocks while plugins
-    /// run.
-    pub fn run_chain(
+    /// Runs `route`'s plugins on `event`, recording each call in `steps`. Await it only on
+    /// [`Self::plugin_threads`]: the plugins' wasm runs on the thread that polls it.
+    pub async fn run_chain(
         &self,
         route: &RouteSettings,
         event: PluginEvent,
@@ -88,7 +99,7 @@ impl Router {
             };
             let mut next = Vec::with_capacity(current.len());
             for event in current {
-                let call = plugin.call(&event);
+                let call = plugin.call_async(&event).await;
                 let (reason, failure) = match &call.outcome {
                     PluginOutcome::Pass(_) | PluginOutcome::Emit(_) => (None, None),
                     PluginOutcome::Drop(r) => (Some(r.clone()), None),

@@ -7,20 +7,19 @@
 //! watermark persisted in the store (every event at or below it is routed) is where the next
 //! start resumes, so a restart does not rescan the whole table.
 
-use super::Ctx;
 use super::route_event::route_events;
+use super::{Ctx, InFlightWork};
 use crate::store::StoredEvent;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 
 /// Events read from the store per query.
 const READ_BATCH: u32 = 512;
-/// Events routed together: their plugin chains share one blocking task and their results one
-/// store command. Small enough that one slow delivery holds up few others' results.
+/// Events routed together: side by side, their results in one store command. Small enough that
+/// one slow delivery or plugin call holds up few others' results.
 const CHUNK: usize = 32;
 /// Longest intake sleeps without a signal (a backstop; signals normally wake it at once).
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -47,7 +46,7 @@ impl InFlight {
     }
 }
 
-pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: TaskTracker) {
+pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: InFlightWork) {
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     // A batch takes one slot per event, so it can never need more slots than there are.
     let chunk_size = CHUNK.min(concurrency.max(1));

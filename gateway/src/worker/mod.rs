@@ -23,15 +23,17 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How often the backlog gauges are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// Longest shutdown waits for events in flight (their plugin calls and attempts are bounded by
-/// their own limits; whatever is left stays in the store and is picked up after a restart).
+/// their own limits, which may be longer; whatever is left stays in the store and is picked up
+/// after a restart).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest shutdown then waits for the abandoned work to let go (it ends at its next await).
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every worker task shares.
 #[derive(Debug)]
@@ -39,8 +41,6 @@ pub(crate) struct Ctx {
     store: Arc<dyn Store>,
     pipeline: Arc<ArcSwap<Pipeline>>,
     metrics: Metrics,
-    /// Plugin chains running at once (each holds a blocking thread).
-    plugin_slots: Semaphore,
     /// Every event at or below this seq has been routed.
     watermark: AtomicI64,
     shutdown: CancellationToken,
@@ -58,30 +58,59 @@ pub async fn run(
         store,
         pipeline,
         metrics,
-        plugin_slots: Semaphore::new(settings.plugin_threads.max(1)),
         watermark: AtomicI64::new(0),
         shutdown: shutdown.clone(),
     });
-    let tracker = TaskTracker::new();
+    let in_flight = InFlightWork {
+        tracker: TaskTracker::new(),
+        abandon: CancellationToken::new(),
+    };
     let intake = tokio::spawn(intake::run(
         Arc::clone(&ctx),
         settings.concurrency,
-        tracker.clone(),
+        in_flight.clone(),
     ));
-    let retry = tokio::spawn(retry::run(Arc::clone(&ctx), tracker.clone()));
+    let retry = tokio::spawn(retry::run(Arc::clone(&ctx), in_flight.clone()));
     let gauges = tokio::spawn(measure_backlog(Arc::clone(&ctx)));
     shutdown.cancelled().await;
     drop(intake.await);
     drop(retry.await);
     gauges.abort();
-    tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+    in_flight.tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, in_flight.tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(
             "events still in flight at shutdown; they will be routed again after a restart"
         );
+        // Work still running holds the store (and so the writer, whose last commit the exit
+        // waits for) until it ends: a plugin call may run past the drain (its own deadline can
+        // be up to a minute), so the work is dropped where it is. What it did is not recorded;
+        // a delivery it made is sent again after the restart, with the same webhook-id.
+        in_flight.abandon.cancel();
+        drop(tokio::time::timeout(ABANDON_TIMEOUT, in_flight.tracker.wait()).await);
+    }
+}
+
+/// Routing work that shutdown waits for, at most [`DRAIN_TIMEOUT`]; then whatever still runs
+/// is abandoned (dropped at its next await). Its events are still pending in the store, or its
+/// retries still due, so they are picked up after a restart.
+#[derive(Debug, Clone)]
+pub(super) struct InFlightWork {
+    tracker: TaskTracker,
+    abandon: CancellationToken,
+}
+
+impl InFlightWork {
+    pub(super) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let abandon = self.abandon.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = abandon.cancelled() => {}
+                () = work => {}
+            }
+        });
     }
 }
 

@@ -5,21 +5,20 @@
 //! bounds how many attempts reach it at once, however large the backlog. When a new config
 //! generation goes live, every waiting plugin stage is made due at once.
 
-use super::Ctx;
 use super::attempt::attempt;
 use super::route_event::retry_route_run;
+use super::{Ctx, InFlightWork};
 use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::task::TaskTracker;
 
 /// How often due work is looked for.
 const POLL: Duration = Duration::from_millis(100);
 /// Most due rows taken per poll (of each kind).
 const READ_BATCH: u32 = 256;
 
-pub(super) async fn run(ctx: Arc<Ctx>, tracker: TaskTracker) {
+pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
     let deliveries: Arc<Mutex<Claims>> = Arc::default();
     let runs: Arc<Mutex<Claims>> = Arc::default();
     let mut generation = ctx.pipeline.load().generation;

@@ -4,9 +4,9 @@
 //! at any point means it is routed again after the restart (deliveries made before the crash
 //! are sent again with the same `webhook-id`, so receivers can drop the copy).
 //!
-//! Events come in small batches: the plugin chains of a batch run in one blocking task (one
-//! thread hand-off per batch, not per event) and its results are one store command.
-//! Route runs that wait for a plugin retry come back through [`retry_route_run`].
+//! Events come in small batches: a batch's plugin chains are handed to the plugin threads in
+//! one task (one task per event there), each event's first attempts are made as soon as its
+//! chains are done, and the batch's results are one store command. Route runs that wait for a plugin retry come back through [`retry_route_run`].
 
 use super::Ctx;
 use super::attempt::attempt;
@@ -102,105 +102,142 @@ fn job(event: StoredEvent, runs: Vec<RouteToRun>, append: bool) -> Job {
     }
 }
 
+/// Runs every job's plugin chains and first attempts side by side, then records the batch in
+/// one store command. A plugin call waiting until its deadline delays only its own event and
+/// the batch's record, never the other events' chains or deliveries.
 async fn run_jobs(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: Vec<Job>) -> bool {
-    let chains = run_chains(ctx, pipeline, &jobs).await;
-    let settled = futures::future::join_all(
-        jobs.into_iter()
-            .zip(chains)
-            .map(|(job, chain)| settle(pipeline, job, chain)),
-    )
-    .await;
+    let chains = start_chains(pipeline, &jobs);
+    let settled =
+        futures::future::join_all(jobs.into_iter().zip(chains).map(|(job, chain)| async move {
+            let chain = chain.output().await;
+            settle(pipeline, job, chain).await
+        }))
+        .await;
     record(ctx, settled).await
 }
 
-/// Runs the plugin chains of every job that has plugins to run, in one blocking task (they
-/// hold a thread while they run), at most `plugin_threads` batches at once. Jobs without
-/// plugins pass their event through unchanged without leaving the async threads.
-async fn run_chains(ctx: &Ctx, pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<ChainOutput> {
-    let passthrough = |job: &Job| -> ChainOutput {
-        let results = match &job.original {
-            Ok(e) => job
-                .runs
-                .iter()
-                .map(|_| RouteResult::Deliver(vec![e.clone()]))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        (results, Vec::new())
-    };
-    let needs_plugins =
-        |job: &Job| job.original.is_ok() && job.runs.iter().any(|(r, _)| !r.plugins.is_empty());
-    let work: Vec<(usize, Vec<Arc<RouteSettings>>, PluginEvent)> = jobs
+/// One job's plugin chains: done at once (no plugin to run) or coming from the plugin threads.
+enum Chains {
+    Done(ChainOutput),
+    Running {
+        output: tokio::sync::oneshot::Receiver<ChainOutput>,
+        routes: usize,
+    },
+}
+
+impl Chains {
+    async fn output(self) -> ChainOutput {
+        match self {
+            Self::Done(output) => output,
+            // The plugin threads stopped (shutdown) before the chains ended: the event is not at
+            // fault, so its routes are retried.
+            Self::Running { output, routes } => output.await.unwrap_or_else(|_| {
+                let retry = || {
+                    let reason = "the plugin threads stopped before the plugin chain ended";
+                    RouteResult::Retry(reason.to_owned(), None)
+                };
+                ((0..routes).map(|_| retry()).collect(), Vec::new())
+            }),
+        }
+    }
+}
+
+/// Starts the plugin chains of every job that has any, all in ONE task handed to the plugin
+/// threads (crossing over costs a thread wake-up; once per call it cost ~14% of the end-to-end
+/// rate), which spawns a task per event there, so an event whose plugin waits holds up no
+/// other. Jobs without plugins pass their event through unchanged without leaving this thread.
+fn start_chains(pipeline: &Arc<Pipeline>, jobs: &[Job]) -> Vec<Chains> {
+    let mut work = Vec::new();
+    let chains = jobs
         .iter()
-        .enumerate()
-        .filter(|(_, j)| needs_plugins(j))
-        .filter_map(|(i, j)| {
-            let event = j.original.as_ref().ok()?.clone();
-            Some((
-                i,
-                j.runs.iter().map(|(r, _)| Arc::clone(r)).collect(),
-                event,
-            ))
-        })
-        .collect();
-    // Jobs with plugins get their output from the chains below (or `failed`).
-    let mut out: Vec<ChainOutput> = jobs
-        .iter()
-        .map(|j| {
-            if needs_plugins(j) {
-                (Vec::new(), Vec::new())
-            } else {
-                passthrough(j)
+        .map(|job| {
+            let event = match &job.original {
+                Ok(e) if job.runs.iter().any(|(r, _)| !r.plugins.is_empty()) => e,
+                Ok(e) => {
+                    let through = job
+                        .runs
+                        .iter()
+                        .map(|_| RouteResult::Deliver(vec![e.clone()]))
+                        .collect();
+                    return Chains::Done((through, Vec::new()));
+                }
+                Err(_) => return Chains::Done((Vec::new(), Vec::new())),
+            };
+            let (sender, output) = tokio::sync::oneshot::channel();
+            let routes: Vec<Arc<RouteSettings>> =
+                job.runs.iter().map(|(r, _)| Arc::clone(r)).collect();
+            let count = routes.len();
+            work.push((sender, routes, event.clone()));
+            Chains::Running {
+                output,
+                routes: count,
             }
         })
         .collect();
-    if work.is_empty() {
-        return out;
-    }
-    let indices: Vec<usize> = work.iter().map(|(i, _, _)| *i).collect();
-    let route_counts: Vec<usize> = work.iter().map(|(_, r, _)| r.len()).collect();
-    let failed = |reason: &str| -> Vec<ChainOutput> {
-        route_counts
-            .iter()
-            .map(|n| {
-                let results = (0..*n)
-                    .map(|_| RouteResult::Retry(reason.to_owned(), None))
-                    .collect();
-                (results, Vec::new())
-            })
-            .collect()
-    };
-    let outputs = match ctx.plugin_slots.acquire().await {
-        Err(_) => failed("the plugin thread pool is shut down"),
-        Ok(_slot) => {
-            let pipeline = Arc::clone(pipeline);
-            let joined = tokio::task::spawn_blocking(move || {
-                work.into_iter()
-                    .map(|(_, routes, event)| {
-                        let mut steps = Vec::new();
-                        let mut results = Vec::with_capacity(routes.len());
-                        // Each route gets its own copy; the last one takes the original.
-                        if let Some((last, others)) = routes.split_last() {
-                            for route in others {
-                                let copy = event.clone();
-                                results.push(pipeline.router.run_chain(route, copy, &mut steps));
-                            }
-                            results.push(pipeline.router.run_chain(last, event, &mut steps));
-                        }
-                        (results, steps)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await;
-            joined.unwrap_or_else(|e| failed(&format!("plugin chain task failed: {e}")))
-        }
-    };
-    for (i, output) in indices.into_iter().zip(outputs) {
-        if let Some(slot) = out.get_mut(i) {
-            *slot = output;
+    if !work.is_empty() {
+        let chains_of = Arc::clone(pipeline);
+        let batch = async move {
+            for (sender, routes, event) in work {
+                let pipeline = Arc::clone(&chains_of);
+                tokio::spawn(async move {
+                    let output = run_routes(&pipeline, routes, event).await;
+                    // The receiver is gone only if its batch was abandoned at shutdown.
+                    drop(sender.send(output));
+                });
+            }
+        };
+        match pipeline.router.plugin_threads() {
+            Some(threads) => drop(threads.spawn(batch)),
+            // No plugin is loaded, so no chain can call one: nothing to hand over.
+            None => drop(tokio::spawn(batch)),
         }
     }
-    out
+    chains
+}
+
+/// Runs the chains of one event's routes (on the plugin threads); a route without plugins
+/// passes the event through unchanged. Routes with plugins run side by side, each in a task of
+/// its own (so each call has a thread to itself while its wasm runs).
+async fn run_routes(
+    pipeline: &Arc<Pipeline>,
+    routes: Vec<Arc<RouteSettings>>,
+    event: PluginEvent,
+) -> ChainOutput {
+    let chain = |route: Arc<RouteSettings>, event: PluginEvent| {
+        let pipeline = Arc::clone(pipeline);
+        async move {
+            let mut steps = Vec::new();
+            let result = if route.plugins.is_empty() {
+                RouteResult::Deliver(vec![event])
+            } else {
+                pipeline.router.run_chain(&route, event, &mut steps).await
+            };
+            (result, steps)
+        }
+    };
+    let outputs = if let [route] = routes.as_slice() {
+        vec![chain(Arc::clone(route), event).await]
+    } else {
+        let running: Vec<_> = routes
+            .into_iter()
+            .map(|route| tokio::spawn(chain(route, event.clone())))
+            .collect();
+        let mut outputs = Vec::with_capacity(running.len());
+        for task in running {
+            outputs.push(task.await.unwrap_or_else(|e| {
+                let reason = format!("plugin chain task failed: {e}");
+                (RouteResult::Retry(reason, None), Vec::new())
+            }));
+        }
+        outputs
+    };
+    let mut results = Vec::with_capacity(outputs.len());
+    let mut steps = Vec::new();
+    for (result, route_steps) in outputs {
+        results.push(result);
+        steps.extend(route_steps);
+    }
+    (results, steps)
 }
 
 /// Turns one job's chain results into deliveries (making each first attempt) and route runs.

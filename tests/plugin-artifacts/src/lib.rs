@@ -23,7 +23,7 @@ mod tests {
     /// Every artifact exists and is a component (layer 1), not a core module.
     #[test]
     fn every_artifact_is_a_component() {
-        assert_eq!(ALL.len(), 11);
+        assert_eq!(ALL.len(), 12);
         for (name, path) in ALL {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {path}: {e}"));
             assert_eq!(&bytes[..4], b"\0asm", "{name}: not wasm");
