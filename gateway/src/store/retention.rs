@@ -10,7 +10,7 @@
 //! whatever its age, so retention never loses work. A quarantined body is deleted once its
 //! source has not sent it again for the quarantine retention.
 
-use super::Store;
+use super::{DedupPruneStep, ExpiredEvents, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::metrics::events::{DedupPruned, EventsExpired, QuarantineExpired};
 use std::sync::Arc;
@@ -68,21 +68,7 @@ pub async fn prune_periodically(
 
 /// One pass forgetting the dedup keys first seen before `cutoff`, in writer-sized steps.
 async fn prune_dedup(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
-    let mut count = 0;
-    loop {
-        match store.prune_dedup(cutoff).await {
-            Ok(step) => {
-                count += step.forgotten;
-                if step.done {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "dedup pruning failed; will retry");
-                break;
-            }
-        }
-    }
+    let count = forget_all("dedup pruning", || store.prune_dedup(cutoff)).await;
     if count > 0 {
         DedupPruned {
             metrics: metrics.clone(),
@@ -96,21 +82,7 @@ async fn prune_dedup(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
 /// steps. Counted with the dedup keys: both are what dedup remembers.
 async fn prune_object_states(store: &dyn Store, metrics: &Metrics) {
     let now = cutoff_ms(Duration::ZERO);
-    let mut count = 0;
-    loop {
-        match store.prune_object_states(now).await {
-            Ok(step) => {
-                count += step.forgotten;
-                if step.done {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "pruning object states failed; will retry");
-                break;
-            }
-        }
-    }
+    let count = forget_all("pruning object states", || store.prune_object_states(now)).await;
     if count > 0 {
         DedupPruned {
             metrics: metrics.clone(),
@@ -122,23 +94,10 @@ async fn prune_object_states(store: &dyn Store, metrics: &Metrics) {
 
 /// One retention pass over the events received before `cutoff`, in writer-sized steps.
 async fn expire(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
-    let mut after = 0;
-    let mut count = 0;
-    loop {
-        match store.expire_events(cutoff, after, EXPIRE_STEP).await {
-            Ok(step) => {
-                count += step.deleted;
-                match step.resume_after {
-                    Some(seq) => after = seq,
-                    None => break,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "event retention pass failed; will retry");
-                break;
-            }
-        }
-    }
+    let count = expire_all("event retention pass", |after| {
+        store.expire_events(cutoff, after, EXPIRE_STEP)
+    })
+    .await;
     if count > 0 {
         EventsExpired {
             metrics: metrics.clone(),
@@ -150,29 +109,63 @@ async fn expire(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
 
 /// One pass over the quarantined bodies that arrived before `cutoff`, in writer-sized steps.
 async fn expire_quarantine(store: &dyn Store, cutoff: i64, metrics: &Metrics) {
-    let mut after = 0;
-    let mut count = 0;
-    loop {
-        match store.expire_quarantine(cutoff, after, EXPIRE_STEP).await {
-            Ok(step) => {
-                count += step.deleted;
-                match step.resume_after {
-                    Some(id) => after = id,
-                    None => break,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "quarantine retention pass failed; will retry");
-                break;
-            }
-        }
-    }
+    let count = expire_all("quarantine retention pass", |after| {
+        store.expire_quarantine(cutoff, after, EXPIRE_STEP)
+    })
+    .await;
     if count > 0 {
         QuarantineExpired {
             metrics: metrics.clone(),
             count,
         }
         .emit();
+    }
+}
+
+/// Repeats a forgetting `step` until one says the pass is done; returns how many entries the
+/// steps forgot. A failed step ends the pass (the next hourly pass tries again).
+async fn forget_all<F>(what: &str, mut step: impl FnMut() -> F) -> u64
+where
+    F: Future<Output = Result<DedupPruneStep, StoreError>>,
+{
+    let mut count = 0;
+    loop {
+        match step().await {
+            Ok(done) => {
+                count += done.forgotten;
+                if done.done {
+                    return count;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; will retry");
+                return count;
+            }
+        }
+    }
+}
+
+/// Repeats a deleting `step` from where the previous one ended (its cursor, from 0) until one
+/// says the pass is over; returns how many rows the steps deleted. A failed step ends the pass.
+async fn expire_all<F>(what: &str, mut step: impl FnMut(i64) -> F) -> u64
+where
+    F: Future<Output = Result<ExpiredEvents, StoreError>>,
+{
+    let (mut after, mut count) = (0, 0);
+    loop {
+        match step(after).await {
+            Ok(done) => {
+                count += done.deleted;
+                match done.resume_after {
+                    Some(cursor) => after = cursor,
+                    None => return count,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; will retry");
+                return count;
+            }
+        }
     }
 }
 
