@@ -11,12 +11,18 @@
 //! provider formats.
 
 mod dedup_index;
+mod envelope_cut;
 mod object_states;
+mod postgres;
 mod retention;
 mod schema;
 mod sqlite;
 mod work;
 
+#[cfg(test)]
+mod conformance;
+
+pub use postgres::{PgOptions, PgStore, SchemaStatus};
 pub use retention::{Retention, prune_periodically};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
@@ -115,10 +121,13 @@ pub enum IngestOutcome {
 pub enum StoreError {
     #[error("cannot open store {path}: {source}")]
     Open {
+        /// The SQLite file, or the PostgreSQL hosts and database (never the password).
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("store schema: {0}")]
+    Schema(String),
     #[error("store write failed: {0}")]
     Write(String),
     #[error("store read failed: {0}")]
@@ -127,9 +136,12 @@ pub enum StoreError {
     Closed,
 }
 
-/// The durable event store behind the webhook path.
+/// The ack path's half of the store: what the webhook path writes (events, quarantined
+/// bodies, readiness probes) and the cluster-wide forgetting of what only it reads (dedup keys,
+/// object states, quarantine). Every backend implements it; one conformance suite
+/// (`conformance.rs`) runs against each.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Intake: Send + Sync + std::fmt::Debug + 'static {
     /// Dedup and persist in one durable write; returns after commit.
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome, StoreError>;
     /// Keeps an authenticated body that could not be normalized; returns after commit. A body
@@ -143,6 +155,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// One step of forgetting the objects' latest states whose retry window ended before
     /// `now_ms` (a copy of them would be a new event anyway). A pass repeats it until `done`.
     async fn prune_object_states(&self, now_ms: i64) -> Result<DedupPruneStep, StoreError>;
+    /// One step of a quarantine retention pass: deletes the quarantined bodies last seen
+    /// before `cutoff_ms` among the next `limit` rows after id `after_id` (in arrival order).
+    async fn expire_quarantine(
+        &self,
+        cutoff_ms: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError>;
+}
+
+/// The durable event store behind the webhook path: the ack path ([`Intake`]), the work after
+/// the ack and the admin API's reads and actions.
+#[async_trait::async_trait]
+pub trait Store: Intake {
     /// One step of a retention pass: deletes the finished events received before `cutoff_ms`
     /// among the next `limit` events after `after_seq` (in arrival order), with their routing
     /// records. Events with a dead letter or work still waiting are kept.
@@ -150,15 +176,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         cutoff_ms: i64,
         after_seq: i64,
-        limit: u32,
-    ) -> Result<ExpiredEvents, StoreError>;
-
-    /// One step of a quarantine retention pass: deletes the quarantined bodies last seen
-    /// before `cutoff_ms` among the next `limit` rows after id `after_id` (in arrival order).
-    async fn expire_quarantine(
-        &self,
-        cutoff_ms: i64,
-        after_id: i64,
         limit: u32,
     ) -> Result<ExpiredEvents, StoreError>;
 

@@ -1,56 +1,13 @@
-//! How an event's envelope is kept in its row. The envelope's `data` is usually the webhook's
-//! payload copied verbatim from the raw body, which the row keeps anyway (for signature
-//! re-checks); storing it twice made each event a quarter larger, and a commit's time is mostly
-//! the bytes it writes. So the writer stores the envelope without it plus where to find it
-//! (`data_at`, `data_from`, `data_len`), and every read goes through the `stored_events` view,
-//! which puts it back. This module must never let a row lose its payload: whatever does not
-//! check out is stored whole.
+//! The SQLite side of [`super::super::envelope_cut`]: its tests against a real store (the
+//! `stored_events` view puts every payload back).
 
-use super::super::NewEvent;
-use std::borrow::Cow;
-
-/// The envelope as the row keeps it: without its `data` when that is a part of the raw body,
-/// with the checked span to put it back (`data_at`, `data_from`, `data_len`). A span that does
-/// not fit the texts (never expected) stores the envelope whole.
-pub(super) fn stored_envelope(e: &NewEvent) -> (Cow<'_, str>, Option<SpanColumns>) {
-    match cut_payload(e) {
-        Some((text, span)) => (Cow::Owned(text), Some(span)),
-        None => (Cow::Borrowed(e.envelope.as_str()), None),
-    }
-}
-
-/// The `data_at`, `data_from` and `data_len` columns of a row whose envelope was cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct SpanColumns {
-    pub(super) at: i64,
-    pub(super) from: i64,
-    pub(super) len: i64,
-}
-
-fn cut_payload(e: &NewEvent) -> Option<(String, SpanColumns)> {
-    let span = e.data_span?;
-    let end = span.in_envelope.checked_add(span.len)?;
-    let value = e.envelope.as_bytes().get(span.in_envelope..end)?;
-    let in_body = e
-        .raw_body
-        .get(span.in_body..span.in_body.checked_add(span.len)?)?;
-    if value != in_body {
-        return None;
-    }
-    let (head, tail) = (e.envelope.get(..span.in_envelope)?, e.envelope.get(end..)?);
-    let columns = SpanColumns {
-        at: i64::try_from(span.in_envelope).ok()?,
-        from: i64::try_from(span.in_body).ok()?,
-        len: i64::try_from(span.len).ok()?,
-    };
-    Some(([head, tail].concat(), columns))
-}
+pub(super) use super::super::envelope_cut::stored_envelope;
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{delivery, event, open, processed};
     use super::*;
-    use crate::store::{DataSpan, DeliveryState, IngestOutcome, Store as _};
+    use crate::store::{DataSpan, DeliveryState, IngestOutcome, Intake as _, NewEvent, Store as _};
     use rusqlite::Connection;
 
     /// The payload, with multi-byte characters so byte and character offsets differ.

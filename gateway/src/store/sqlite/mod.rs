@@ -25,7 +25,8 @@ use super::work::{
     StoredSpan,
 };
 use super::{
-    DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, Store, StoreError,
+    DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
+    StoreError,
 };
 use crate::metrics::Metrics;
 use reader::Reader;
@@ -85,9 +86,9 @@ impl SqliteStore {
         dedup_window: std::time::Duration,
         metrics: Metrics,
     ) -> Result<(Self, WriterThread), StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -197,7 +198,7 @@ impl SqliteStore {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl Intake for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome, StoreError> {
         self.call(|r| Command::Ingest(event, r)).await
     }
@@ -220,20 +221,6 @@ impl Store for SqliteStore {
         self.call(|r| Command::PruneStates(now_ms, r)).await
     }
 
-    async fn expire_events(
-        &self,
-        cutoff_ms: i64,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<ExpiredEvents, StoreError> {
-        let scan = ExpireScan {
-            cutoff_ms,
-            after_seq,
-            limit,
-        };
-        self.call(|r| Command::Expire(scan, r)).await
-    }
-
     async fn expire_quarantine(
         &self,
         cutoff_ms: i64,
@@ -246,6 +233,23 @@ impl Store for SqliteStore {
             limit,
         };
         self.call(|r| Command::ExpireQuarantine(scan, r)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn expire_events(
+        &self,
+        cutoff_ms: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError> {
+        let scan = ExpireScan {
+            cutoff_ms,
+            after_seq,
+            limit,
+        };
+        self.call(|r| Command::Expire(scan, r)).await
     }
 
     fn work_signal(&self) -> Arc<Notify> {

@@ -1,0 +1,376 @@
+//! One conformance suite for every store backend: each case below runs against the embedded
+//! SQLite store (a temp file) and against PostgreSQL (a throwaway cluster started from the
+//! system's server binaries, fsync on). A case sees a backend only through [`Intake`] and
+//! through plain SQL counts that mean the same on both, so a behaviour one backend has and the
+//! other lacks fails here.
+//!
+//! Restarts are real: the store is closed (SQLite: its writer thread joined) and opened again
+//! on the same data.
+
+use super::{
+    IngestOutcome, Intake, NewEvent, ObjectStateClaim, PgOptions, PgStore, QuarantinedBody,
+    SqliteStore, WriterThread,
+};
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WINDOW: Duration = Duration::from_secs(3600);
+
+/// A backend with its data, opened and closed by the cases.
+enum Harness {
+    Sqlite {
+        dir: tempfile::TempDir,
+        writer: Option<WriterThread>,
+    },
+    Postgres {
+        cluster: throwaway_pg::Cluster,
+    },
+}
+
+impl Harness {
+    fn sqlite() -> Self {
+        Self::Sqlite {
+            dir: tempfile::tempdir().expect("tempdir"),
+            writer: None,
+        }
+    }
+
+    fn postgres() -> Self {
+        let cluster = throwaway_pg::Cluster::start().expect("a throwaway PostgreSQL cluster");
+        cluster.create_database("gateway").expect("createdb");
+        Self::Postgres { cluster }
+    }
+
+    async fn open(&mut self) -> Arc<dyn Intake> {
+        match self {
+            Self::Sqlite { dir, writer } => {
+                let (store, thread) = SqliteStore::open(
+                    &dir.path().join("g.db"),
+                    WINDOW,
+                    Metrics::new().expect("metrics"),
+                )
+                .expect("opens");
+                *writer = Some(thread);
+                Arc::new(store)
+            }
+            Self::Postgres { cluster } => Arc::new(
+                PgStore::connect(
+                    &cluster.conninfo("gateway"),
+                    &PgOptions::default(),
+                    Metrics::new().expect("metrics"),
+                )
+                .await
+                .expect("connects"),
+            ),
+        }
+    }
+
+    /// Closes a store: every clone of it must be dropped by then.
+    async fn close(&mut self, store: Arc<dyn Intake>) {
+        drop(store);
+        if let Self::Sqlite { writer, .. } = self
+            && let Some(thread) = writer.take()
+        {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("joins");
+        }
+    }
+
+    /// One integer from SQL both backends understand.
+    fn count(&self, sql: &str) -> i64 {
+        match self {
+            Self::Sqlite { dir, .. } => rusqlite::Connection::open(dir.path().join("g.db"))
+                .expect("reads")
+                .query_row(sql, [], |r| r.get(0))
+                .expect("counts"),
+            Self::Postgres { cluster } => cluster
+                .psql("gateway", sql)
+                .expect("counts")
+                .trim()
+                .parse()
+                .expect("a number"),
+        }
+    }
+}
+
+fn event(source: &str, key: &str, at: i64) -> NewEvent {
+    NewEvent {
+        source: source.into(),
+        dedup_key: key.into(),
+        event_type: "ledger.webhook.test".into(),
+        envelope: "{}".into(),
+        data_span: None,
+        raw_body: bytes::Bytes::from_static(b"{}"),
+        headers: "{}".into(),
+        received_at_ms: at,
+        object_state: None,
+    }
+}
+
+/// A delivery of an object's state (a Ledig event), arrived at `at`.
+fn state_event(key: &str, object: u8, state: u8, at: i64) -> NewEvent {
+    NewEvent {
+        object_state: Some(ObjectStateClaim {
+            object: [object; 32],
+            state: [state; 32],
+            retry_window_ms: 60_000,
+        }),
+        ..event("ledig", key, at)
+    }
+}
+
+fn is_stored(outcome: IngestOutcome) -> bool {
+    matches!(outcome, IngestOutcome::Stored { .. })
+}
+
+async fn concurrent_copies_are_stored_once_and_known_after_a_restart(h: &mut Harness) {
+    let store = h.open().await;
+    let now = super::unix_ms();
+    let copies: Vec<_> = (0..20)
+        .map(|_| {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move { s.ingest(event("ledger", "evt_1", now)).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for c in copies {
+        stored += usize::from(is_stored(c.await.expect("joins").expect("ingests")));
+    }
+    assert_eq!(stored, 1);
+    h.close(store).await;
+
+    let store = h.open().await;
+    assert_eq!(
+        store
+            .ingest(event("ledger", "evt_1", now))
+            .await
+            .expect("ingests"),
+        IngestOutcome::Duplicate
+    );
+    // Once the key has left the window, the same key is a new event again.
+    let mut forgotten = 0;
+    loop {
+        let step = store.prune_dedup(now + 1).await.expect("prunes");
+        forgotten += step.forgotten;
+        if step.done {
+            break;
+        }
+    }
+    assert_eq!(forgotten, 1);
+    assert!(is_stored(
+        store
+            .ingest(event("ledger", "evt_1", now + 2))
+            .await
+            .expect("ingests")
+    ));
+    h.close(store).await;
+    assert_eq!(h.count("SELECT count(*) FROM events"), 2);
+}
+
+async fn the_same_key_from_two_sources_is_two_events(h: &mut Harness) {
+    let store = h.open().await;
+    let now = super::unix_ms();
+    for source in ["ledig_eu", "ledig_us"] {
+        let outcome = store.ingest(event(source, "pay_77", now)).await;
+        assert!(is_stored(outcome.expect("ingests")), "{source}");
+    }
+    h.close(store).await;
+    assert_eq!(h.count("SELECT count(*) FROM events"), 2);
+}
+
+async fn every_event_of_a_burst_gets_its_own_sequence(h: &mut Harness) {
+    let store = h.open().await;
+    let now = super::unix_ms();
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move { s.ingest(event("ledger", &format!("e{i}"), now)).await })
+        })
+        .collect();
+    let mut seqs = std::collections::HashSet::new();
+    for s in sends {
+        match s.await.expect("joins").expect("ingests") {
+            IngestOutcome::Stored { seq } => assert!(seqs.insert(seq), "seq {seq} twice"),
+            IngestOutcome::Duplicate => panic!("a new key answered as a duplicate"),
+        }
+    }
+    h.close(store).await;
+    assert_eq!(h.count("SELECT count(*) FROM events"), 300);
+    assert_eq!(h.count("SELECT count(DISTINCT seq) FROM events"), 300);
+}
+
+async fn object_states_keep_changes_drop_retries_and_survive_a_restart(h: &mut Harness) {
+    let store = h.open().await;
+    let t = super::unix_ms();
+    // Concurrent copies of one state: stored once (check and insert are one step).
+    let copies: Vec<_> = (0..10)
+        .map(|i| {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move { s.ingest(state_event(&format!("a{i}"), 1, b'a', t)).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for c in copies {
+        stored += usize::from(is_stored(c.await.expect("joins").expect("ingests")));
+    }
+    assert_eq!(stored, 1);
+    let offer = async |store: &Arc<dyn Intake>, key: &str, state: u8, at: i64| {
+        is_stored(
+            store
+                .ingest(state_event(key, 1, state, at))
+                .await
+                .expect("ingests"),
+        )
+    };
+    assert!(offer(&store, "b", b'b', t + 10).await, "A -> B: new");
+    assert!(!offer(&store, "b2", b'b', t + 20).await, "B again: a retry");
+    assert!(offer(&store, "a2", b'a', t + 30).await, "B -> A: new");
+    let other = store.ingest(state_event("other", 2, b'a', t + 30)).await;
+    assert!(
+        is_stored(other.expect("ingests")),
+        "the same state of another object is another event"
+    );
+    h.close(store).await;
+
+    // After a restart the latest state is known; past the window a copy is new.
+    let store = h.open().await;
+    assert!(
+        !offer(&store, "a3", b'a', t + 40).await,
+        "a retry after a restart"
+    );
+    assert!(
+        offer(&store, "a4", b'a', t + 30 + 60_000).await,
+        "past the window"
+    );
+    // Pruning forgets states whose window is over, and only those: first the other object's
+    // (its window ended with a2's), then this one's (a4's).
+    let step = store
+        .prune_object_states(t + 30 + 60_000 - 1)
+        .await
+        .expect("prunes");
+    assert_eq!((step.forgotten, step.done), (0, true));
+    let step = store
+        .prune_object_states(t + 30 + 60_000)
+        .await
+        .expect("prunes");
+    assert_eq!((step.forgotten, step.done), (1, true));
+    let step = store
+        .prune_object_states(t + 30 + 120_000)
+        .await
+        .expect("prunes");
+    assert_eq!((step.forgotten, step.done), (1, true));
+    h.close(store).await;
+    assert_eq!(
+        h.count("SELECT count(*) FROM events"),
+        5,
+        "a, b, a2, other, a4"
+    );
+}
+
+async fn states_of_one_object_in_one_burst_are_decided_in_turn(h: &mut Harness) {
+    let store = h.open().await;
+    let t = super::unix_ms();
+    // A, B, A of one object sent at once: whatever order they are decided in, no two equal
+    // states in a row are both stored, and at least the first one and one change are.
+    let sends: Vec<_> = [b'a', b'b', b'a', b'b']
+        .into_iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move {
+                s.ingest(state_event(&format!("k{i}"), 9, state, t + 1))
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for s in sends {
+        stored += usize::from(is_stored(s.await.expect("joins").expect("ingests")));
+    }
+    assert!((2..=4).contains(&stored), "{stored}");
+    h.close(store).await;
+    assert_eq!(h.count("SELECT count(*) FROM object_states"), 1);
+}
+
+async fn a_repeated_quarantined_body_is_counted_on_its_row(h: &mut Harness) {
+    let store = h.open().await;
+    let bad = |source: &str, body: &'static [u8], at: i64| QuarantinedBody {
+        source: source.into(),
+        reason: "body is not valid JSON".into(),
+        raw_body: bytes::Bytes::from_static(body),
+        headers: "{}".into(),
+        received_at_ms: at,
+    };
+    for at in [1_000, 3_000, 2_000] {
+        store
+            .quarantine(bad("ledig", b"{not json", at))
+            .await
+            .expect("kept");
+    }
+    store
+        .quarantine(bad("ledger", b"{not json", 4_000))
+        .await
+        .expect("kept");
+    store
+        .quarantine(bad("ledig", b"{not json!", 5_000))
+        .await
+        .expect("kept");
+    assert_eq!(h.count("SELECT count(*) FROM quarantine"), 3);
+    assert_eq!(h.count("SELECT max(repeats) FROM quarantine"), 3);
+    assert_eq!(
+        h.count("SELECT max(last_seen_at) FROM quarantine WHERE repeats = 3"),
+        3_000
+    );
+    // Retention: rows last seen before the cutoff go, in steps; the pass ends at the first
+    // row that arrived after it.
+    let mut deleted = 0;
+    let mut after = 0;
+    loop {
+        let step = store
+            .expire_quarantine(4_500, after, 1)
+            .await
+            .expect("expires");
+        deleted += step.deleted;
+        match step.resume_after {
+            Some(id) => after = id,
+            None => break,
+        }
+    }
+    assert_eq!(deleted, 2);
+    assert_eq!(h.count("SELECT count(*) FROM quarantine"), 1);
+    store.check_writable().await.expect("writable");
+    h.close(store).await;
+}
+
+/// Runs each case on SQLite and on PostgreSQL.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&mut super::Harness::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&mut super::Harness::postgres()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    concurrent_copies_are_stored_once_and_known_after_a_restart,
+    the_same_key_from_two_sources_is_two_events,
+    every_event_of_a_burst_gets_its_own_sequence,
+    object_states_keep_changes_drop_retries_and_survive_a_restart,
+    states_of_one_object_in_one_burst_are_decided_in_turn,
+    a_repeated_quarantined_body_is_counted_on_its_row,
+);

@@ -1,0 +1,168 @@
+//! The PostgreSQL schema's versions and how a database moves to the newest one. Migrations are
+//! numbered SQL files, applied in order, each in its own transaction with the version it
+//! brings; `gateway_schema_migrations` records which ones a database has.
+//!
+//! Several replicas may start at once: each takes a session advisory lock first, so one
+//! migrates and the others wait, then find nothing left to do. A database whose schema is newer
+//! than this binary knows (a newer gateway migrated it) is refused, never written: its tables
+//! may mean things this version would break. This module never touches event data.
+
+use tokio_postgres::Client;
+
+/// One schema version.
+#[derive(Debug)]
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "intake tables",
+    sql: include_str!("migrations/0001_intake.sql"),
+}];
+
+/// The advisory lock every replica takes around migrating (any fixed number: it only has to
+/// be the same in every gateway and unused by other applications on the database).
+const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b31;
+
+/// How long a replica waits for another one's migration before giving up.
+const LOCK_WAIT: &str = "120s";
+
+/// The newest schema version this binary knows.
+pub(crate) fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrationError {
+    #[error(
+        "the database's schema is at version {found}, newer than this gateway knows \
+         ({known}): run the newer gateway, or restore a backup taken before it migrated"
+    )]
+    Ahead { found: i32, known: i32 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("reading the schema version: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Where a database's schema stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// 0: no gateway schema at all.
+    pub current: i32,
+    /// The newest version this binary knows.
+    pub latest: i32,
+}
+
+impl SchemaStatus {
+    pub fn is_current(self) -> bool {
+        self.current == self.latest
+    }
+}
+
+const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS gateway_schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)";
+
+/// Reads the schema version without changing anything (for `gateway check`).
+pub(crate) async fn status(client: &Client) -> Result<SchemaStatus, MigrationError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('gateway_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let current = if exists {
+        current_version(client).await?
+    } else {
+        0
+    };
+    Ok(SchemaStatus {
+        current,
+        latest: latest(),
+    })
+}
+
+async fn current_version(client: &Client) -> Result<i32, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM gateway_schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Brings the schema to the newest version, one migration per transaction, under the
+/// migration lock. Returns the versions it applied (empty when the schema was current).
+pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{LOCK_WAIT}'"))
+        .await?;
+    client
+        .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = migrate_locked(client).await;
+    // Closing the session would release the lock too; a pooled session must not keep it.
+    let unlocked = client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let reset = client.batch_execute("RESET lock_timeout").await;
+    let applied = result?;
+    unlocked?;
+    reset?;
+    Ok(applied)
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+    client.batch_execute(CREATE_LEDGER).await?;
+    let current = current_version(client).await?;
+    if current > latest() {
+        return Err(MigrationError::Ahead {
+            found: current,
+            known: latest(),
+        });
+    }
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let failed = |source| MigrationError::Failed {
+            version: migration.version,
+            name: migration.name,
+            source,
+        };
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.batch_execute(migration.sql).await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO gateway_schema_migrations (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_numbered_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(usize::try_from(m.version).ok(), Some(i + 1), "{}", m.name);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What only a shared database has to prove: replicas racing on one key, replicas migrating at
+//! once, a newer schema refused, a database that restarts under the store, the ack's
+//! durability setting forced, and group commit really grouping. Each test starts its own
+//! throwaway cluster (fsync on).
+
+use super::*;
+use std::sync::Arc;
+use throwaway_pg::{Cluster, Options, StopMode};
+
+fn cluster(options: &Options) -> Cluster {
+    let cluster = Cluster::start_with(options).expect("a throwaway PostgreSQL cluster");
+    cluster.create_database("gateway").expect("createdb");
+    cluster
+}
+
+async fn replica(cluster: &Cluster, metrics: &Metrics) -> PgStore {
+    PgStore::connect(
+        &cluster.conninfo("gateway"),
+        &PgOptions::default(),
+        metrics.clone(),
+    )
+    .await
+    .expect("connects")
+}
+
+fn event(key: &str) -> NewEvent {
+    NewEvent {
+        source: "ledger".into(),
+        dedup_key: key.into(),
+        event_type: "ledger.webhook.test".into(),
+        envelope: "{}".into(),
+        data_span: None,
+        raw_body: bytes::Bytes::from_static(b"{}"),
+        headers: "{}".into(),
+        received_at_ms: super::super::unix_ms(),
+        object_state: None,
+    }
+}
+
+fn count(cluster: &Cluster, sql: &str) -> i64 {
+    cluster
+        .psql("gateway", sql)
+        .expect("counts")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_sent_to_two_replicas_at_once_is_stored_once() {
+    let pg = cluster(&Options::default());
+    let metrics = Metrics::new().expect("metrics");
+    let replicas = [replica(&pg, &metrics).await, replica(&pg, &metrics).await];
+    for round in 0..5 {
+        let key = format!("evt_race_{round}");
+        let sends: Vec<_> = (0..50)
+            .map(|i| {
+                let store = replicas[i % 2].clone();
+                let e = event(&key);
+                tokio::spawn(async move { store.ingest(e).await })
+            })
+            .collect();
+        let mut stored = 0;
+        for s in sends {
+            if let IngestOutcome::Stored { .. } = s.await.expect("joins").expect("ingests") {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 1, "{key}");
+    }
+    assert_eq!(count(&pg, "SELECT count(*) FROM events"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {
+    let pg = cluster(&Options::default());
+    let metrics = Metrics::new().expect("metrics");
+    let conninfo = pg.conninfo("gateway");
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let (conninfo, metrics) = (conninfo.clone(), metrics.clone());
+            tokio::spawn(async move {
+                PgStore::connect(&conninfo, &PgOptions::default(), metrics).await
+            })
+        })
+        .collect();
+    for s in starts {
+        s.await.expect("joins").expect("every replica starts");
+    }
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM gateway_schema_migrations"),
+        i64::from(migrations::latest())
+    );
+    let status = PgStore::schema_status(&conninfo, Duration::from_secs(5))
+        .await
+        .expect("reads");
+    assert!(status.is_current(), "{status:?}");
+
+    // A newer gateway migrated this database: this one must not touch it.
+    pg.psql(
+        "gateway",
+        "INSERT INTO gateway_schema_migrations (version, name) VALUES (999, 'from the future')",
+    )
+    .expect("writes");
+    let refused = PgStore::connect(&conninfo, &PgOptions::default(), metrics).await;
+    match refused {
+        Err(StoreError::Schema(message)) => {
+            assert!(
+                message.contains("999") && message.contains("newer"),
+                "{message}"
+            );
+        }
+        other => panic!("a newer schema was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_fails_writes_while_down_and_heals_without_a_new_store() {
+    let pg = cluster(&Options::default());
+    let metrics = Metrics::new().expect("metrics");
+    let store = replica(&pg, &metrics).await;
+    assert!(matches!(
+        store.ingest(event("before")).await.expect("ingests"),
+        IngestOutcome::Stored { .. }
+    ));
+    pg.stop(StopMode::Immediate).expect("stops");
+    // Down: every write is an error (the caller answers 503), never a success.
+    assert!(store.ingest(event("during")).await.is_err());
+    assert!(store.check_writable().await.is_err());
+    pg.start_again().expect("starts");
+    // Back: the same store writes again; what was acked before the crash is there.
+    assert!(matches!(
+        store
+            .ingest(event("after"))
+            .await
+            .expect("ingests after the restart"),
+        IngestOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        store.ingest(event("before")).await.expect("ingests"),
+        IngestOutcome::Duplicate
+    );
+    store.check_writable().await.expect("writable again");
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM events WHERE dedup_key IN ('before', 'after')"
+        ),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_wait_for_the_flush_even_when_the_server_default_does_not() {
+    let pg = cluster(&Options::default().set("synchronous_commit", "off"));
+    assert_eq!(
+        pg.psql("gateway", "SHOW synchronous_commit")
+            .expect("reads")
+            .trim(),
+        "off"
+    );
+    let store = replica(&pg, &Metrics::new().expect("metrics")).await;
+    assert_eq!(store.session_setting("synchronous_commit").await, "on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingests_share_transactions() {
+    let pg = cluster(&Options::default());
+    let metrics = Metrics::new().expect("metrics");
+    let store = Arc::new(replica(&pg, &metrics).await);
+    let sends: Vec<_> = (0..400)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.ingest(event(&format!("g{i}"))).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("joins").expect("ingests");
+    }
+    let text = metrics.render();
+    let batches: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_store_batch_size_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the batch size histogram");
+    assert!(
+        batches < 200.0,
+        "400 concurrent ingests took {batches} transactions"
+    );
+    assert_eq!(count(&pg, "SELECT count(*) FROM events"), 400);
+}
