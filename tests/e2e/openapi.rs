@@ -126,7 +126,8 @@ fn admin_paths_answer_one_method_and_refuse_parameters_they_do_not_take() {
 }
 
 /// schemathesis against a gateway with something in every listing. Phases examples, coverage
-/// and fuzzing; every check (`--checks all`), a fixed seed, a few examples per operation.
+/// and fuzzing; every check (`--checks all`), a fixed seed, 20 examples per operation (a longer
+/// hunt: `E2E_SCHEMATHESIS_EXAMPLES=500 E2E_SCHEMATHESIS_SEED=7`).
 /// Replays and redrives run for real: the events go again to the failing sink and die again,
 /// nothing leaves the machine.
 #[test]
@@ -136,6 +137,8 @@ fn schemathesis_finds_the_admin_api_as_documented() {
         run(Command::new(venv.join("bin").join("openapi-spec-validator")).arg(DOCUMENT_PATH));
     assert!(validated.status.success(), "{}", describe(&validated));
 
+    let examples = std::env::var("E2E_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "20".into());
+    let seed = std::env::var("E2E_SCHEMATHESIS_SEED").unwrap_or_else(|_| "23".into());
     let (gw, _sink) = gateway_with_dead_letters_and_quarantine();
     let base = format!("http://{}", gw.addr);
     let started = Instant::now();
@@ -150,7 +153,14 @@ fn schemathesis_finds_the_admin_api_as_documented() {
         .args(["run", DOCUMENT_PATH, "--url", &base])
         .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
         .args(["--checks", "all", "--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "20", "--seed", "23", "--workers", "1"])
+        .args([
+            "--max-examples",
+            &examples,
+            "--seed",
+            &seed,
+            "--workers",
+            "1",
+        ])
         .args(["--generation-database", "none", "--request-timeout", "10"]));
     let report = describe(&out);
     assert!(
