@@ -122,6 +122,54 @@ mod tests {
         resolve(&segments)
     }
 
+    /// One path of each route.
+    const EVERY_ROUTE: [&str; 12] = [
+        "/admin/openapi.yaml",
+        "/admin/events",
+        "/admin/events/1",
+        "/admin/events/1/replay",
+        "/admin/replay",
+        "/admin/dead-letters",
+        "/admin/dead-letters/redrive",
+        "/admin/deliveries/1/redrive",
+        "/admin/route-runs/1/redrive",
+        "/admin/plugins",
+        "/admin/quarantine",
+        "/admin/quarantine/1",
+    ];
+
+    /// The table and `docs/openapi.yaml` name the same paths, methods and number of
+    /// parameters (schemathesis checks the rest against the running binary).
+    #[test]
+    fn the_openapi_document_has_every_route_and_no_other() {
+        let doc = super::super::OPENAPI_YAML;
+        let documented = doc.lines().filter(|l| l.starts_with("  /admin/")).count();
+        assert_eq!(documented, EVERY_ROUTE.len());
+        for path in EVERY_ROUTE {
+            let r = route(path).expect("a route");
+            let method = r.method.as_str().to_ascii_lowercase();
+            let head = format!("\n  {}:\n    {method}:\n", r.pattern);
+            let start = doc
+                .find(&head)
+                .unwrap_or_else(|| panic!("{method} {} is not documented", r.pattern));
+            let operation = &doc[start + head.len()..];
+            let end = operation.find("\n  /admin/").unwrap_or(operation.len());
+            let end = end.min(operation.find("\ncomponents:").unwrap_or(end));
+            let parameters = operation[..end]
+                .lines()
+                .filter(|l| l.starts_with("        - name: ") || l.starts_with("        - $ref: "))
+                .count();
+            let in_path = usize::from(r.pattern.contains('{'));
+            assert_eq!(
+                parameters,
+                r.params.len() + in_path,
+                "{method} {}: {:?}",
+                r.pattern,
+                r.params
+            );
+        }
+    }
+
     #[test]
     fn each_path_has_one_method_and_other_paths_are_nobodys() {
         let events = route("/admin/events/7").expect("a route");
