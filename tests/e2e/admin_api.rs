@@ -714,7 +714,7 @@ fn a_replay_of_everything_needs_all_true_however_the_filter_is_spelled() {
     assert_eq!(replayed("all=true"), 3);
 }
 
-fn ledger_with_data(id: &str, data: &str) -> Vec<u8> {
+pub(crate) fn ledger_with_data(id: &str, data: &str) -> Vec<u8> {
     format!(
         r#"{{"id":"{id}","type":"transaction.created","createdAt":1763856000000,"data":{data}}}"#
     )

@@ -30,6 +30,7 @@ mod ledig;
 mod limits;
 mod log_bounds;
 mod metrics;
+mod openapi;
 mod plugin_check;
 mod plugin_examples;
 mod plugin_harness;

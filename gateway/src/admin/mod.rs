@@ -2,15 +2,17 @@
 //! list dead letters and quarantined bodies, replay events through the current routes and
 //! redrive dead letters.
 //!
-//! Every request needs `Authorization: Bearer <token>` (the `[admin]` token, the scheme name in
-//! any case; compared in constant time); without it the answer is 401 and nothing else is revealed. Answers are
-//! JSON. Every request is counted by action and result; refusals and every replay or redrive
-//! are logged with the client's address (an audit trail of what operators made happen).
+//! Every request but `GET /admin/openapi.yaml` (this API's description, which names no secret)
+//! needs `Authorization: Bearer <token>` (the `[admin]` token, the scheme name in any case;
+//! compared in constant time); without it the answer is 401 and nothing else is revealed.
+//! Answers are JSON. Every request is counted by action and result; refusals and every replay or
+//! redrive are logged with the client's address (an audit trail of what operators made happen).
 //!
 //! The admin API reads and marks work in the store; the workers do the work, so a replay or a
 //! redrive answers at once and never runs plugins or deliveries on the request.
 //!
-//! Endpoints (documented in the README):
+//! Endpoints (the README lists them, `docs/openapi.yaml` describes them exactly; `routes` says
+//! which method and parameters each takes):
 //! - `GET  /admin/events?source=&type=&status=&since=&until=&before=&limit=`
 //! - `GET  /admin/events/{seq}`
 //! - `POST /admin/events/{seq}/replay`
@@ -21,8 +23,10 @@
 //! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
 //! - `GET  /admin/plugins` (each plugin's health)
 //! - `GET  /admin/quarantine?source=&before=&limit=`, `GET /admin/quarantine/{id}`
+//! - `GET  /admin/openapi.yaml` (no token needed)
 
 mod query;
+mod routes;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
@@ -34,6 +38,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use query::{Query, QueryError};
+use routes::Endpoint;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use std::net::IpAddr;
@@ -105,7 +110,14 @@ impl Admin {
     }
 
     async fn answer(&self, req: Request<Incoming>, path: &str, client: IpAddr) -> Response<Body> {
-        if !self.authorized(&req) {
+        let segments: Vec<&str> = path.split('/').skip(2).collect();
+        let route = routes::resolve(&segments);
+        // The description of the API is public (it names no secret); everything else, even
+        // whether a path exists, is for token holders only.
+        let public = route
+            .as_ref()
+            .is_some_and(|r| r.endpoint == Endpoint::OpenApi);
+        if !public && !self.authorized(&req) {
             let mut res = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -113,50 +125,43 @@ impl Admin {
             );
             return res;
         }
-        let query = match Query::parse(req.uri().query()) {
+        let Some(route) = route else {
+            return error(StatusCode::NOT_FOUND, "no such admin endpoint");
+        };
+        if *req.method() != route.method {
+            return method_not_allowed(req.method(), &route.method);
+        }
+        let query = match Query::parse(req.uri().query())
+            .and_then(|q| q.only(route.params, route.pattern).map(|()| q))
+        {
             Ok(q) => q,
             Err(e) => return bad_request(&e),
         };
-        let segments: Vec<&str> = path.split('/').skip(2).collect();
-        let method = req.method().clone();
-        let result = match (method.clone(), segments.as_slice()) {
-            (Method::GET, ["events"]) => self.list_events(&query).await,
-            (Method::GET, ["events", seq]) => self.event(seq).await,
-            (Method::POST, ["events", seq, "replay"]) => self.replay_one(seq, client).await,
-            (Method::POST, ["replay"]) => self.replay_filtered(&query, client).await,
-            (Method::GET, ["dead-letters"]) => self.dead_letters(&query).await,
-            (Method::GET, ["plugins"]) => Ok(self.plugins()),
-            (Method::GET, ["quarantine"]) => self.quarantine(&query).await,
-            (Method::GET, ["quarantine", id]) => self.quarantined(id).await,
-            (Method::POST, ["dead-letters", "redrive"]) => {
-                self.redrive(RedriveSelection::All, client).await
-            }
-            (Method::POST, ["deliveries", id, "redrive"]) => match parse_id(id) {
+        let result = match route.endpoint {
+            Endpoint::OpenApi => Ok(openapi_yaml()),
+            Endpoint::ListEvents => self.list_events(&query).await,
+            Endpoint::Event(seq) => self.event(seq).await,
+            Endpoint::ReplayOne(seq) => self.replay_one(seq, client).await,
+            Endpoint::ReplayFiltered => self.replay_filtered(&query, client).await,
+            Endpoint::DeadLetters => self.dead_letters(&query).await,
+            Endpoint::Plugins => Ok(self.plugins()),
+            Endpoint::Quarantine => self.quarantine(&query).await,
+            Endpoint::Quarantined(id) => self.quarantined(id).await,
+            Endpoint::RedriveAll => self.redrive(RedriveSelection::All, client).await,
+            Endpoint::RedriveDelivery(id) => match parse_id(id) {
                 Ok(id) => {
                     let selection = RedriveSelection::Deliveries(vec![id]);
                     self.redrive(selection, client).await
                 }
                 Err(res) => Ok(*res),
             },
-            (Method::POST, ["route-runs", id, "redrive"]) => match parse_id(id) {
+            Endpoint::RedriveRouteRun(id) => match parse_id(id) {
                 Ok(id) => {
                     let selection = RedriveSelection::RouteRuns(vec![id]);
                     self.redrive(selection, client).await
                 }
                 Err(res) => Ok(*res),
             },
-            (
-                _,
-                [
-                    "events" | "replay" | "dead-letters" | "deliveries" | "route-runs" | "plugins"
-                    | "quarantine",
-                    ..,
-                ],
-            ) => Ok(error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed here"),
-            )),
-            _ => Ok(error(StatusCode::NOT_FOUND, "no such admin endpoint")),
         };
         result.unwrap_or_else(|e| {
             tracing::error!(error = %e, "admin request failed in the store");
@@ -314,13 +319,8 @@ impl Admin {
 
     async fn quarantine(&self, query: &Query) -> Result<Response<Body>, StoreError> {
         let parsed = query
-            .only(&["source", "before", "limit"], "/admin/quarantine")
-            .and_then(|()| {
-                Ok((
-                    query.before("a quarantine id")?,
-                    query.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
-                ))
-            });
+            .before("a quarantine id")
+            .and_then(|before| Ok((before, query.limit(DEFAULT_LIMIT, MAX_LIMIT)?)));
         let (before, limit) = match parsed {
             Ok(v) => v,
             Err(e) => return Ok(bad_request(&e)),
@@ -420,6 +420,31 @@ fn parse_id(text: &str) -> Result<i64, Box<Response<Body>>> {
             &format!("`{text}` is not an id"),
         ))
     })
+}
+
+/// This API's OpenAPI description (`docs/openapi.yaml`), built into the binary so it always
+/// describes the code it ships with.
+const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
+fn openapi_yaml() -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI_YAML.as_bytes())));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml"),
+    );
+    res
+}
+
+/// 405 with `Allow` (RFC 9110, 15.5.6): every admin path answers exactly one method.
+fn method_not_allowed(used: &Method, allowed: &Method) -> Response<Body> {
+    let mut res = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{used} is not allowed here; use {allowed}"),
+    );
+    if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
+        res.headers_mut().insert(header::ALLOW, allow);
+    }
+    res
 }
 
 fn respond(status: StatusCode, body: String) -> Response<Body> {
