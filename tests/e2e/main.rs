@@ -14,6 +14,7 @@
 )]
 
 mod admin_api;
+mod alert_rules;
 mod bombs;
 mod capacity;
 mod check;
@@ -22,6 +23,7 @@ mod dedup;
 mod delivery;
 mod dual_stack;
 mod durability;
+mod grafana;
 mod harness;
 mod hostile;
 mod identity;
@@ -36,6 +38,7 @@ mod plugin_harness;
 mod plugin_health;
 mod plugin_limits;
 mod plugin_waits;
+mod prometheus;
 mod reload;
 mod retention;
 mod sink;
