@@ -7,6 +7,10 @@
 //! The `plugin_*` modules run the real example and fixture components from `plugins/` (built by
 //! `tests/plugin-artifacts`) through the gateway's plugin host in-process, where limits and
 //! recycling can be observed call by call, and through `gateway plugin run` and `gateway check`.
+//!
+//! `prometheus`, `alert_rules` and `grafana` check what ships for monitoring (`contrib/`): a real
+//! Prometheus scraping the gateway, `promtool` on its metrics and on the alert rules, and the
+//! dashboard's queries against the metrics a running gateway exports.
 
 #![allow(
     clippy::disallowed_methods,
@@ -14,6 +18,7 @@
 )]
 
 mod admin_api;
+mod alert_rules;
 mod bombs;
 mod capacity;
 mod check;
@@ -22,6 +27,7 @@ mod dedup;
 mod delivery;
 mod dual_stack;
 mod durability;
+mod grafana;
 mod harness;
 mod hostile;
 mod identity;
@@ -37,6 +43,7 @@ mod plugin_harness;
 mod plugin_health;
 mod plugin_limits;
 mod plugin_waits;
+mod prometheus;
 mod reload;
 mod retention;
 mod sink;

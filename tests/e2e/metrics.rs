@@ -1,6 +1,6 @@
 //! `/metrics`: Prometheus text with request outcomes per source, stored events per catalogued
 //! type (a type outside the provider's catalogue is counted as "other", so request data never
-//! becomes a label value) and the ack latency histogram.
+//! becomes a label value), the ack latency histogram, and the age of the oldest due work.
 
 use crate::harness::*;
 
@@ -89,4 +89,32 @@ fn outcomes_types_and_latency_are_exported() {
     // Label values never come from request data.
     assert!(!m.contains("balance.recalculated"), "{m}");
     assert!(!m.contains("brand_new_event"), "{m}");
+}
+
+/// `gateway_queue_oldest_age_seconds`: while a delivery's first attempt hangs, its event is
+/// not yet routed and the gauge (measured every second) shows it ageing; once delivered,
+/// nothing is due and it is back to 0.
+#[test]
+fn the_oldest_due_age_grows_while_an_event_waits_and_falls_back_to_zero() {
+    use crate::reload::{ADMIN, http_destination, ledger_txn, wait_delivered};
+    use crate::sink::{Mode, Sink};
+    const AGE: &str = "gateway_queue_oldest_age_seconds";
+    let sink = Sink::start(Mode::Ok);
+    sink.set_delay(std::time::Duration::from_millis(2_500));
+    let gw = Gateway::start_with_extra(&format!(
+        "{ADMIN}{}[[routes]]\nname = \"all\"\nmatch = {{ type = [\"ledger.transaction.*\"] }}\nto = [\"sink\"]\n",
+        http_destination("sink", &sink)
+    ));
+    assert_eq!(metric(&gw.metrics(), AGE), 0.0);
+    gw.post_ledger(&ledger_txn("aged")).assert_accepted();
+    let waited = wait_until(&gw, "the gauge shows the waiting event", || {
+        let age = metric(&gw.metrics(), AGE);
+        (age >= 1.0).then_some(age)
+    });
+    assert!(waited < 30.0, "{waited}");
+    let ids = std::iter::once("aged".to_owned()).collect();
+    wait_delivered(&sink, &ids, "the held delivery", &gw);
+    wait_until(&gw, "the gauge is back to 0", || {
+        (metric(&gw.metrics(), AGE) == 0.0).then_some(())
+    });
 }

@@ -4,13 +4,15 @@
 //! result sets only.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 pub const DELIVERIES_TOTAL: &str = "gateway_deliveries_total";
 pub const DELIVERY_DURATION: &str = "gateway_delivery_duration_seconds";
 pub const ROUTED_EVENTS_TOTAL: &str = "gateway_routed_events_total";
 pub const QUEUE_DEPTH: &str = "gateway_queue_depth";
+pub const QUEUE_OLDEST_AGE: &str = "gateway_queue_oldest_age_seconds";
 pub const DEAD_LETTERS: &str = "gateway_dead_letters";
 pub const CONFIG_RELOADS_TOTAL: &str = "gateway_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "gateway_config_generation";
@@ -38,6 +40,7 @@ pub(super) struct Flow {
     pub(super) delivery_duration: HistogramVec,
     pub(super) routed: [IntCounter; 5],
     pub(super) queue_depth: IntGauge,
+    pub(super) queue_oldest_age: Gauge,
     pub(super) dead_letters: IntGauge,
     pub(super) reloads: [IntCounter; 2],
     pub(super) generation: IntGauge,
@@ -72,6 +75,12 @@ impl Flow {
             QUEUE_DEPTH,
             "Events waiting to be routed plus deliveries and plugin stages waiting for a retry.",
         )?;
+        let queue_oldest_age = Gauge::new(
+            QUEUE_OLDEST_AGE,
+            "Seconds the oldest due work has waited for a worker: since the oldest event not yet \
+             routed arrived, or since a delivery or plugin stage became due for its retry; 0 when \
+             nothing is due.",
+        )?;
         let dead_letters = IntGauge::new(
             DEAD_LETTERS,
             "Dead deliveries plus dead plugin stages, waiting for an operator.",
@@ -102,6 +111,7 @@ impl Flow {
         registry.register(Box::new(delivery_duration.clone()))?;
         registry.register(Box::new(routed_vec.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(queue_oldest_age.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(reloads_vec.clone()))?;
         registry.register(Box::new(generation.clone()))?;
@@ -110,6 +120,7 @@ impl Flow {
             delivery_duration,
             routed: ROUTING_RESULTS.map(|r| routed_vec.with_label_values(&[r])),
             queue_depth,
+            queue_oldest_age,
             dead_letters,
             reloads: RELOAD_RESULTS.map(|r| reloads_vec.with_label_values(&[r])),
             generation,

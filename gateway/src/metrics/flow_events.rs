@@ -118,6 +118,8 @@ pub struct BacklogMeasured<'a> {
     pub metrics: &'a Metrics,
     pub queue_depth: u64,
     pub dead_letters: u64,
+    /// How long the oldest due work has waited (zero when nothing is due).
+    pub oldest_due_age: Duration,
 }
 
 impl BacklogMeasured<'_> {
@@ -127,6 +129,7 @@ impl BacklogMeasured<'_> {
             .set(i64::try_from(self.queue_depth).unwrap_or(i64::MAX));
         flow.dead_letters
             .set(i64::try_from(self.dead_letters).unwrap_or(i64::MAX));
+        flow.queue_oldest_age.set(self.oldest_due_age.as_secs_f64());
     }
 }
 

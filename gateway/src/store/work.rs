@@ -309,4 +309,9 @@ pub struct Backlog {
     pub queue_depth: u64,
     /// Dead deliveries plus dead route runs.
     pub dead_letters: u64,
+    /// When the work that has waited longest became due (unix ms): the arrival of the oldest
+    /// event not yet routed, or the earliest next attempt of a delivery or route run waiting
+    /// for a retry (possibly in the future). Replays are not included: nothing records when
+    /// they were asked for. `None`: nothing waits.
+    pub first_due_at_ms: Option<i64>,
 }

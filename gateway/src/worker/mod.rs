@@ -124,8 +124,29 @@ async fn measure_backlog(ctx: Arc<Ctx>) {
                 metrics: &ctx.metrics,
                 queue_depth: b.queue_depth,
                 dead_letters: b.dead_letters,
+                oldest_due_age: due_age(b.first_due_at_ms, crate::store::unix_ms()),
             }
             .emit();
         }
+    }
+}
+
+/// How long work due at `first_due_at_ms` has waited at `now_ms`: zero when nothing waits or
+/// the earliest retry lies ahead (work waiting for its time is not behind).
+fn due_age(first_due_at_ms: Option<i64>, now_ms: i64) -> Duration {
+    let waited = first_due_at_ms.map_or(0, |due| now_ms.saturating_sub(due));
+    Duration::from_millis(u64::try_from(waited).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due_age;
+    use std::time::Duration;
+
+    #[test]
+    fn due_age_counts_only_work_that_is_due() {
+        assert_eq!(due_age(None, 5_000), Duration::ZERO);
+        assert_eq!(due_age(Some(1_500), 5_000), Duration::from_millis(3_500));
+        assert_eq!(due_age(Some(9_000), 5_000), Duration::ZERO, "a retry ahead");
     }
 }

@@ -752,6 +752,11 @@ mod tests {
         assert_eq!(pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
         let backlog = store.backlog(0).await.expect("counts");
         assert_eq!(backlog.queue_depth, 2, "event 3 + the waiting delivery");
+        assert_eq!(
+            backlog.first_due_at_ms,
+            Some(0),
+            "the waiting delivery was due at 0, before event 3 arrived"
+        );
 
         // The waiting delivery is due, with the envelope the plugins made.
         let due = store.due_deliveries(i64::MAX, 10).await.expect("reads");
@@ -784,7 +789,14 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].history.len(), 2);
         assert_eq!(dead[0].last_error.as_deref(), Some("gave up"));
-        assert_eq!(store.backlog(0).await.expect("counts").dead_letters, 1);
+        let backlog = store.backlog(0).await.expect("counts");
+        assert_eq!(backlog.dead_letters, 1);
+        let arrived = store.event(3).await.expect("reads").expect("event 3");
+        assert_eq!(
+            backlog.first_due_at_ms,
+            Some(arrived.summary.received_at),
+            "a dead letter waits for no worker: event 3 is the oldest due work"
+        );
         assert_eq!(
             store
                 .redrive(RedriveSelection::All)
@@ -926,6 +938,34 @@ mod tests {
         }
         let pending = plan(EventStatus::Pending);
         assert!(pending.contains("rowid>?"), "{pending}");
+        drop(store);
+        writer.join();
+    }
+
+    #[tokio::test]
+    async fn the_backlog_gauges_seek_their_first_due_items_instead_of_sorting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.db");
+        let (store, writer) = open(&path);
+        let conn = Connection::open(&path).expect("opens");
+        let plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", reader::BACKLOG_SQL))
+            .expect("explains")
+            .query_map([0], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .map(|r| r.expect("a plan row"))
+            .collect::<Vec<_>>();
+        // A seek into the index ordered by due time: its first entry is the answer.
+        let seeks = |table: &str, index: &str| {
+            plan.iter().any(|p| {
+                p.starts_with(&format!("SEARCH {table} USING "))
+                    && p.ends_with(&format!("INDEX {index} (next_attempt_at>?)"))
+            })
+        };
+        assert!(seeks("deliveries", "deliveries_due"), "{plan:#?}");
+        assert!(seeks("route_runs", "route_runs_due"), "{plan:#?}");
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:#?}");
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN e")), "{plan:#?}");
         drop(store);
         writer.join();
     }
