@@ -14,6 +14,7 @@
 )]
 
 mod admin_api;
+mod backup;
 mod bombs;
 mod capacity;
 mod check;

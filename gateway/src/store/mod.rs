@@ -18,6 +18,7 @@ mod sqlite;
 mod work;
 
 pub use retention::{Retention, prune_periodically};
+pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
     AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
