@@ -43,3 +43,4 @@ mod sink;
 mod slow_clients;
 mod store_failure;
 mod storm;
+mod systemd_unit;
