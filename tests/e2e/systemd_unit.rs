@@ -15,7 +15,7 @@ const UNIT: &str = include_str!("../../contrib/systemd/gateway.service");
 /// Where the shipped unit expects the binary.
 const INSTALLED_BIN: &str = "/usr/local/bin/gateway";
 /// systemd's exposure score in tenths (0 = fully sandboxed, 100 = nothing), the form
-/// `--threshold` takes: the unit scores 1.7 (17) in systemd 252; past 2.0 a sandboxing
+/// `--threshold` takes: the unit scores 1.5 (15) in systemd 252; past 2.0 a sandboxing
 /// directive has been lost.
 const MAX_EXPOSURE: &str = "20";
 
