@@ -19,6 +19,7 @@
 
 mod admin_api;
 mod alert_rules;
+mod backup;
 mod bombs;
 mod capacity;
 mod check;
@@ -50,3 +51,4 @@ mod sink;
 mod slow_clients;
 mod store_failure;
 mod storm;
+mod systemd_unit;

@@ -305,7 +305,19 @@ pub type ConfigWarning = ConfigIssue;
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<(GatewayConfig, Vec<ConfigWarning>), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    compile::compile(path, &read(path)?)
+}
+
+/// The store path a config file names (`[store] path`, or its default), for commands that
+/// work on the store without serving (`gateway backup`). The file must parse, but nothing else
+/// is checked and no secret is resolved: the service's secrets (its environment, its
+/// credentials) are usually not there where an operator runs such a command.
+pub fn store_path(path: &Path) -> Result<PathBuf, ConfigError> {
+    compile::store_path(path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         issues: vec![ConfigIssue {
             file: path.to_path_buf(),
             line: 0,
@@ -313,6 +325,5 @@ pub fn load(path: &Path) -> Result<(GatewayConfig, Vec<ConfigWarning>), ConfigEr
             key: String::new(),
             message: format!("cannot read config file: {e}"),
         }],
-    })?;
-    compile::compile(path, &text)
+    })
 }

@@ -24,6 +24,7 @@ mod conformance;
 
 pub use postgres::{PgOptions, PgStore, SchemaStatus};
 pub use retention::{Retention, prune_periodically};
+pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
     AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,

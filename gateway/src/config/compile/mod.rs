@@ -120,6 +120,21 @@ impl Pass<'_> {
     }
 }
 
+/// `[store] path` of a config that parses (see `config::store_path`).
+pub(super) fn store_path(file: &Path, text: &str) -> Result<std::path::PathBuf, ConfigError> {
+    let src = SourceText { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+        issues: vec![src.toml_issue(&e)],
+    })?;
+    match &raw.store.path {
+        None => Ok(DEFAULT_STORE_PATH.into()),
+        Some(p) if p.get_ref().is_empty() => Err(ConfigError {
+            issues: vec![src.issue(p.span(), "store.path", "must not be empty")],
+        }),
+        Some(p) => Ok(p.get_ref().into()),
+    }
+}
+
 pub(super) fn compile(
     file: &Path,
     text: &str,

@@ -1,11 +1,13 @@
 //! The embedded SQLite store: one writer thread with group commit (`writer`), two reader
 //! connections (`reader`: one for the workers, one for the admin API and gauges), a checkpoint
-//! thread, and the newest pending events kept in memory for intake (`recent`).
+//! thread, and the newest pending events kept in memory for intake (`recent`); and the online
+//! copy `gateway backup` takes of a store a gateway is writing to (`backup`).
 //!
 //! Nothing is acknowledged that is not durable: every write is answered only after its batch
 //! committed (WAL, `synchronous = FULL`); a failed batch answers every request in it with the
 //! error (503 on the webhook path, so providers retry).
 
+pub(super) mod backup;
 mod checkpoint;
 mod envelope_row;
 mod filter;
