@@ -1,4 +1,4 @@
-//! The command line: `gateway run` and `gateway check`. Parses arguments, sets up logging,
+//! The command line: `gateway run`, `gateway check`, `gateway send` and the plugin tools. Parses arguments, sets up logging,
 //! binds the listener and hands over to the library; no gateway logic lives here.
 
 use anyhow::Context as _;
@@ -35,6 +35,10 @@ enum Command {
     Run(ConfigArg),
     /// Validate a config (secrets resolve, keys known, sources protected, plugins load) and exit.
     Check(ConfigArg),
+    /// Send a sample event of any provider and type (or a body from a file) to a running
+    /// gateway, signed as the provider would, and print the answer. Exit 1 when the gateway
+    /// refuses, 2 when nothing could be sent.
+    Send(crate::send::SendArgs),
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -61,6 +65,10 @@ impl Cli {
         match self.command {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
+            Command::Send(args) => Ok(crate::send::run(&args).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            })),
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_cli::run(&args),
             Command::Plugin(PluginCommand::Bench(args)) => crate::plugin_cli::bench(&args),
         }
