@@ -38,6 +38,7 @@ mod plugin_limits;
 mod plugin_waits;
 mod reload;
 mod retention;
+mod send;
 mod sink;
 mod slow_clients;
 mod store_failure;
