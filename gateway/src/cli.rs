@@ -1,5 +1,6 @@
-//! The command line: `gateway run`, `gateway check` and `gateway backup`. Parses arguments, sets up logging,
-//! binds the listener and hands over to the library; no gateway logic lives here.
+//! The command line: `gateway run`, `check`, `backup`, `send` and the plugin tools. Parses
+//! arguments, sets up logging, binds the listener and hands over to the library; no gateway
+//! logic lives here.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +39,10 @@ enum Command {
     /// Copy the store to a new file while a gateway may be serving from it (a consistent
     /// snapshot; never overwrites), fsync it and print what it holds.
     Backup(BackupArgs),
+    /// Send a sample event of any provider and type (or a body from a file) to a running
+    /// gateway, signed as the provider would, and print the answer. Exit 1 when the gateway
+    /// refuses, 2 when nothing could be sent.
+    Send(crate::send::SendArgs),
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -79,6 +84,10 @@ impl Cli {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
             Command::Backup(args) => backup(&args),
+            Command::Send(args) => Ok(crate::send::run(&args).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            })),
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_cli::run(&args),
             Command::Plugin(PluginCommand::Bench(args)) => crate::plugin_cli::bench(&args),
         }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod plugin_cli;
+mod send;
 
 // The request path allocates many small strings; mimalloc keeps that off the profile.
 #[global_allocator]

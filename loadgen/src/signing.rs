@@ -5,9 +5,8 @@
 //! same connection, so the original has always been answered before its duplicate is sent.
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac as _};
+use gateway_providers::signing::LedgerSigner;
 use http::HeaderValue;
-use sha2::Sha256;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,7 +40,7 @@ pub(crate) struct EventStreams {
     next: u64,
     duplicates: f64,
     body_size: usize,
-    mac: Hmac<Sha256>,
+    signer: LedgerSigner,
 }
 
 impl EventStreams {
@@ -49,21 +48,20 @@ impl EventStreams {
         let nonce = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        // Keyed once; every event clones the keyed state instead of re-hashing the key.
-        let mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(SECRET.as_bytes())?;
         Ok(Self {
             nonce,
             next: 0,
             duplicates,
             body_size,
-            mac,
+            // Keyed once; every event clones the keyed state instead of re-hashing the key.
+            signer: LedgerSigner::new(SECRET.as_bytes()),
         })
     }
 
     pub(crate) fn take(&mut self) -> EventSource {
         self.next += 1;
         EventSource {
-            mac: self.mac.clone(),
+            signer: self.signer.clone(),
             prefix: format!("{:x}_{}", self.nonce, self.next),
             seq: 0,
             duplicates: self.duplicates,
@@ -77,7 +75,7 @@ impl EventStreams {
 /// The deliveries of one connection.
 #[derive(Debug)]
 pub(crate) struct EventSource {
-    mac: Hmac<Sha256>,
+    signer: LedgerSigner,
     prefix: String,
     seq: u64,
     duplicates: f64,
@@ -138,19 +136,8 @@ impl EventSource {
         }
         body.push_str("}}");
 
-        let t = now.as_secs().to_string();
-        let mut mac = self.mac.clone();
-        mac.update(t.as_bytes());
-        mac.update(b".");
-        mac.update(body.as_bytes());
-        let mut hex = [0u8; 64];
-        // 32 bytes of tag always fit 64 hex digits.
-        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex);
-        let mut signature = Vec::with_capacity(t.len() + 70);
-        signature.extend_from_slice(b"t=");
-        signature.extend_from_slice(t.as_bytes());
-        signature.extend_from_slice(b",v1=");
-        signature.extend_from_slice(&hex);
+        let t = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let signature = self.signer.header(t, body.as_bytes());
         Delivery {
             body: Bytes::from(body),
             // Both are ASCII letters, digits, `_`, `=` and `,`: always valid header values.
@@ -166,6 +153,8 @@ impl EventSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac as _};
+    use sha2::Sha256;
 
     #[test]
     fn signature_matches_the_ledger_scheme() -> anyhow::Result<()> {

@@ -18,6 +18,7 @@ mod ledig;
 mod secret;
 pub mod settings;
 pub mod signature;
+pub mod signing;
 
 #[cfg(test)]
 mod fuzz_props;

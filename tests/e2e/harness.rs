@@ -6,8 +6,8 @@
 //! A gateway is SIGKILLed when its handle drops. Its stderr goes to `stderr.log` in the temp
 //! dir and is printed when the test panics, so a failure shows the gateway's own account.
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac as _};
+use gateway_providers::signing::{LedgerSigner, StandardSigner};
+use gateway_providers::{Secret, standard_webhooks_key};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -177,18 +177,31 @@ impl Gateway {
 
     /// Starts (or restarts) a gateway on the `gateway.toml` and store already in `dir`.
     pub(crate) fn start_in(dir: tempfile::TempDir, db: PathBuf) -> Self {
+        Self::start_in_with(dir, db, |_| {})
+    }
+
+    /// [`Gateway::start_in`], with `adjust` setting more of the command (its working directory,
+    /// more environment variables) before it runs.
+    pub(crate) fn start_in_with(
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let log_path = dir.path().join("stderr.log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .expect("open stderr log");
-        let mut child = Command::new(gateway_bin())
+        let mut command = Command::new(gateway_bin());
+        command
             .arg("run")
             .arg("--config")
             .arg(dir.path().join("gateway.toml"))
             .envs(env_vars())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        adjust(&mut command);
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -636,18 +649,11 @@ pub(crate) fn rfc3339_ms(text: &str) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).expect("milliseconds fit in i64")
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).expect("HMAC takes any key");
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// `X-Ledger-Signature: t=<t>,v1=<hex>`, keyed with the secret string's raw bytes.
+/// `X-Ledger-Signature: t=<t>,v1=<hex>`, keyed with the secret string's raw bytes (the
+/// project's one signer, which `gateway send` uses too; the verifier's own tests sign
+/// independently of it).
 pub(crate) fn ledger_signature(secret: &str, t: i64, body: &[u8]) -> String {
-    let tag = hmac(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body]);
-    format!("t={t},v1={}", hex::encode(tag))
+    LedgerSigner::new(secret.as_bytes()).header(t, body)
 }
 
 pub(crate) fn ledger_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(&'static str, String)> {
@@ -666,21 +672,15 @@ pub(crate) fn standard_headers(
     t: i64,
     body: &[u8],
 ) -> Vec<(String, String)> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = b64
-        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
-        .expect("the part after whsec_ is base64");
-    let tag = hmac(
-        &key,
-        &[id.as_bytes(), b".", t.to_string().as_bytes(), b".", body],
-    );
+    let key = standard_webhooks_key(&Secret::new(secret.as_bytes().to_vec()))
+        .expect("a whsec_<base64> secret");
     vec![
         ("Content-Type".to_owned(), "application/json".to_owned()),
         (format!("{prefix}-id"), id.to_owned()),
         (format!("{prefix}-timestamp"), t.to_string()),
         (
             format!("{prefix}-signature"),
-            format!("v1,{}", b64.encode(tag)),
+            StandardSigner::new(&key).header(id, t, body),
         ),
     ]
 }

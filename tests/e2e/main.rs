@@ -47,6 +47,7 @@ mod plugin_waits;
 mod prometheus;
 mod reload;
 mod retention;
+mod send;
 mod sink;
 mod slow_clients;
 mod store_failure;

@@ -3,11 +3,10 @@
 //! Steps, each skipped when its inputs did not change:
 //! 0. The `wasm32-wasip2` target: added with rustup when the toolchain lacks it.
 //! 1. Rust plugins and fixtures: `cargo build --release --target wasm32-wasip2 --locked` in
-//!    `plugins/` (its own workspace) with `--target-dir <repo>/target/wasm-plugins`, and without
-//!    the outer build's environment that would leak into it (RUSTFLAGS, RUSTC, wrappers such as
-//!    clippy-driver, CARGO_TARGET_DIR, profile overrides, ...). The outer jobserver
-//!    (CARGO_MAKEFLAGS) is kept, so the inner build shares the outer build's job slots.
-//!    Cargo itself makes this a no-op when nothing changed.
+//!    `plugins/` (its own workspace) into `<repo>/target/wasm-plugins`, by
+//!    `plugins/build-support/rust_plugins.rs`, which the gateway's build script runs too (so
+//!    `cargo run -p gateway` has the component the default config names). Cargo itself makes
+//!    this a no-op when nothing changed.
 //! 2. JavaScript: `npm ci` in `plugins/js/redact-accounts` when its lock file changed (or
 //!    `node_modules` is missing), then `node build.mjs OUT` when its sources changed.
 //! 3. Python: a venv in `<repo>/target/plugin-tools/venv` with the pinned componentize-py
@@ -26,8 +25,12 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
+
+#[path = "../../plugins/build-support/rust_plugins.rs"]
+mod rust_plugins;
+use rust_plugins::{log_time, run_cmd};
 
 type Result<T, E = String> = std::result::Result<T, E>;
 
@@ -77,7 +80,7 @@ fn run() -> Result<()> {
         .map_err(|e| format!("{}: {e}", manifest_dir.display()))?;
     let layout = Layout {
         plugins: repo.join("plugins"),
-        out: repo.join("target").join("wasm-plugins"),
+        out: rust_plugins::out_dir(&repo),
         tools: repo.join("target").join("plugin-tools"),
         repo,
     };
@@ -92,7 +95,7 @@ fn run() -> Result<()> {
         .map_err(|e| format!("locking {}: {e}", layout.tools.display()))?;
 
     let mut consts: Vec<(&str, &str, PathBuf)> = Vec::new();
-    let release = build_rust(&layout)?;
+    let release = rust_plugins::build(&layout.repo)?;
     for (constant, name, stem) in RUST {
         consts.push((constant, name, release.join(format!("{stem}.wasm"))));
     }
@@ -132,103 +135,6 @@ fn run() -> Result<()> {
         writeln!(list, "{name}\t{}", path.display()).map_err(|e| e.to_string())?;
     }
     write_if_changed(&layout.out.join("artifacts.txt"), &list)
-}
-
-/// Step 1: the Rust workspace in `plugins/`. Returns the directory holding the .wasm files.
-fn build_rust(layout: &Layout) -> Result<PathBuf> {
-    ensure_wasm_target()?;
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&layout.plugins)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .arg("--target-dir")
-        .arg(&layout.out);
-    scrub_cargo_env(&mut cmd);
-    let started = Instant::now();
-    run_cmd(&mut cmd)?;
-    log_time("rust plugins (cargo, no-op when unchanged)", started);
-    Ok(layout.out.join("wasm32-wasip2").join("release"))
-}
-
-/// Makes sure the toolchain has the `wasm32-wasip2` standard library. rustup installs the
-/// targets `rust-toolchain.toml` lists only when it installs the toolchain itself; a toolchain
-/// that was already there (a machine image that links `1.95.0` to its `stable`, say) lacks
-/// it, and the inner cargo below runs the toolchain's binary directly, past rustup. So: ask
-/// rustc where the target's libraries live and, when they are missing, have rustup add them.
-fn ensure_wasm_target() -> Result<()> {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = run_cmd(Command::new(rustc).args([
-        "--print",
-        "target-libdir",
-        "--target",
-        "wasm32-wasip2",
-    ]))?;
-    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if libdir.is_dir() {
-        return Ok(());
-    }
-    let mut cmd = Command::new("rustup");
-    cmd.args(["target", "add", "wasm32-wasip2"]);
-    // Set by rustup's proxy for the outer build: the toolchain to complete.
-    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
-        cmd.arg("--toolchain").arg(toolchain);
-    }
-    let started = Instant::now();
-    run_cmd(&mut cmd).map_err(|e| {
-        format!("the wasm32-wasip2 target is missing and rustup could not add it: {e}")
-    })?;
-    log_time("rustup target add wasm32-wasip2", started);
-    Ok(())
-}
-
-/// Removes what the outer cargo put into our environment that must not steer the inner build.
-fn scrub_cargo_env(cmd: &mut Command) {
-    // Kept: how to reach registries and where cargo lives, terminal settings, the jobserver.
-    const KEEP_PREFIXES: &[&str] = &[
-        "CARGO_HOME",
-        "CARGO_NET_",
-        "CARGO_HTTP_",
-        "CARGO_REGISTRIES_",
-        "CARGO_REGISTRY_",
-        "CARGO_SOURCE_",
-        "CARGO_TERM_",
-        "CARGO_MAKEFLAGS",
-    ];
-    // Everything the outer build sets for build scripts or a user sets for the host build.
-    const REMOVE: &[&str] = &[
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_LINKER",
-        "RUSTDOC",
-        "RUSTFLAGS",
-        "RUSTDOCFLAGS",
-        "CLIPPY_ARGS",
-        "CLIPPY_CONF_DIR",
-        "TARGET",
-        "HOST",
-        "OUT_DIR",
-        "NUM_JOBS",
-        "OPT_LEVEL",
-        "DEBUG",
-        "PROFILE",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ];
-    for (key, _) in env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let cargo_var = key.starts_with("CARGO_") || key == "CARGO";
-        if REMOVE.contains(&key) || (cargo_var && !KEEP_PREFIXES.iter().any(|p| key.starts_with(p)))
-        {
-            cmd.env_remove(key);
-        }
-    }
 }
 
 /// Step 2: the JavaScript plugin. Returns the component's path.
@@ -342,14 +248,8 @@ fn build_python(layout: &Layout) -> Result<PathBuf> {
 /// the JS and Python plugin folders (where tools write node_modules, __pycache__) file by file.
 fn watch(layout: &Layout) -> Result<()> {
     let plugins = &layout.plugins;
-    let mut paths = vec![
-        layout.repo.join("wit"),
-        plugins.join("rust"),
-        plugins.join("fixtures"),
-        plugins.join("Cargo.toml"),
-        plugins.join("Cargo.lock"),
-        plugins.join("js").join("redact-accounts").join("src"),
-    ];
+    rust_plugins::watch(&layout.repo);
+    let mut paths = vec![plugins.join("js").join("redact-accounts").join("src")];
     paths.extend(files_under(&plugins.join("js"))?);
     paths.extend(files_under(&plugins.join("python"))?);
     for path in paths {
@@ -416,31 +316,6 @@ fn stamp_matches(stamp: &Path, inputs: &[PathBuf]) -> Result<bool> {
 
 fn write_stamp(stamp: &Path, inputs: &[PathBuf]) -> Result<()> {
     fs::write(stamp, fingerprint(inputs)?).map_err(|e| format!("{}: {e}", stamp.display()))
-}
-
-/// Runs `cmd` with its output captured; a failure returns the command line and the output.
-fn run_cmd(cmd: &mut Command) -> Result<Output> {
-    let line = format!("{cmd:?}");
-    let output = cmd
-        .output()
-        .map_err(|e| format!("could not run {line}: {e}"))?;
-    if output.status.success() {
-        return Ok(output);
-    }
-    Err(format!(
-        "command failed ({}): {line}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    ))
-}
-
-fn log_time(step: &str, started: Instant) {
-    // Visible with `cargo build -vv`; kept in target/.../output otherwise.
-    println!(
-        "plugin-artifacts: {step}: {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 fn create_dir(dir: &Path) -> Result<()> {

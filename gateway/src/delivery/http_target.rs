@@ -75,11 +75,7 @@ impl HttpTarget {
                 destination: name.to_owned(),
             });
         }
-        let signer =
-            Signer::new(settings.signing_key.expose()).map_err(|e| DeliveryError::SigningKey {
-                destination: name.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let signer = Signer::new(settings.signing_key.expose());
         let policy = if settings.allow_private_network {
             AddressPolicy::AllowPrivate
         } else {
@@ -141,9 +137,9 @@ impl HttpTarget {
         // which is the honest outcome.
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let id = wire_id(out.webhook_id);
-        let signature = self.signer.sign(&id, timestamp, &body);
+        let signature = self.signer.header(&id, timestamp, &body);
         Request::post(self.url.clone())
             .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
             .header(USER_AGENT, USER_AGENT_VALUE)

@@ -48,8 +48,6 @@ pub enum DeliveryError {
         destination: String,
         range: &'static str,
     },
-    #[error("destination `{destination}`: signing key rejected: {reason}")]
-    SigningKey { destination: String, reason: String },
 }
 
 /// One configured destination, ready to send. Cloning is cheap and shares the connection pool
