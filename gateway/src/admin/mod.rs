@@ -11,7 +11,7 @@
 //! The admin API reads and marks work in the store; the workers do the work, so a replay or a
 //! redrive answers at once and never runs plugins or deliveries on the request.
 //!
-//! Endpoints (the README lists them, `docs/openapi.yaml` describes them exactly; `routes` says
+//! Endpoints (`docs/admin-api.md` lists them, `docs/openapi.yaml` describes them exactly; `routes` says
 //! which method and parameters each takes):
 //! - `GET  /admin/events?source=&type=&status=&since=&until=&before=&limit=`
 //! - `GET  /admin/events/{seq}`

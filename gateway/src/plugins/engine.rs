@@ -14,8 +14,8 @@
 //! cannot simply be left out. Relinking our own deadline-aware copies of each blocking function
 //! would leave every function we missed (or a new wasmtime-wasi adds) unbounded; an async call
 //! instead runs under a timeout at its deadline, and dropping it cancels whatever host call it
-//! is in. Cost: a fiber switch per call and a yield per 1 ms tick of wasm (figures in the
-//! README's Reliability table).
+//! is in. Cost: a fiber switch per call and a yield per 1 ms tick of wasm (figures in
+//! docs/reliability.md).
 
 use super::PluginError;
 use super::loaded::LoadedPlugin;

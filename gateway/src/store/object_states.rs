@@ -8,7 +8,7 @@
 //! its state equals the LATEST state stored for its object, and that state arrived less than
 //! the source's retry window before it. Everything else is a new event.
 //!
-//! The trade-off, documented in the README: a provider retry of an OLDER state that arrives
+//! The trade-off, documented in docs/webhooks.md: a provider retry of an OLDER state that arrives
 //! after a newer one was stored (A stored, its ack lost, B stored, then A's retry) is stored
 //! again, since it cannot be told from a genuine A -> B -> A. And a genuine repeat of the same
 //! state within the window (no field changed at all) is dropped: it carries nothing new.
