@@ -26,6 +26,7 @@ mod check;
 mod crash;
 mod dedup;
 mod delivery;
+mod doc_commands;
 mod dual_stack;
 mod durability;
 mod grafana;
