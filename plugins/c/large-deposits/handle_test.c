@@ -3,7 +3,7 @@
 // that already has the extension; an empty extension list whose pointer is not from malloc).
 // By hand, not part of the test suite (B = a folder with `wit-bindgen c` output):
 //   clang -gdwarf-4 -I$B -o /tmp/handle_test handle_test.c large_deposits.c decimal.c $B/plugin.c
-//   valgrind -q --leak-check=full --error-exitcode=3 /tmp/handle_test
+//   valgrind -q --leak-check=full --error-exitcode=3 /tmp/handle_test   (apt-get install valgrind)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
