@@ -5,45 +5,14 @@
 //! acknowledged before the backup began (each is a duplicate there). The command refuses to
 //! overwrite a file.
 
+use crate::ack_stream::{AckStream, ledger_event};
 use crate::harness::*;
 use std::collections::HashSet;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SENDERS: usize = 4;
 const ACKS_BEFORE_BACKUP: usize = 300;
-
-fn ledger_event(id: &str) -> Vec<u8> {
-    format!(
-        r#"{{"id":"{id}","type":"transaction.created","createdAt":1763856000000,"data":{{"id":"txn_{id}","amount":"1.00"}}}}"#
-    )
-    .into_bytes()
-}
-
-/// Sends unique events until stopped; reports each acknowledged id.
-fn sender(gw_addr: std::net::SocketAddr, n: usize, acks: &mpsc::Sender<String>, stop: &AtomicBool) {
-    for i in 0.. {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let id = format!("evt_backup_{n}_{i}");
-        let body = ledger_event(&id);
-        let r = request(
-            gw_addr,
-            "POST",
-            "/webhooks/ledger",
-            &ledger_headers(LEDGER_SECRET, now(), &body),
-            &body,
-        );
-        r.assert_accepted();
-        if acks.send(id).is_err() {
-            return;
-        }
-    }
-}
 
 /// Runs `gateway backup`; fails the test if it has not finished within [`PATIENCE`] (a copy
 /// that restarts whenever the gateway commits would never finish).
@@ -88,34 +57,15 @@ fn events_in_summary(line: &str) -> i64 {
 #[test]
 fn a_backup_taken_mid_stream_holds_every_event_acked_before_it() {
     let gw = Gateway::start();
-    let addr = gw.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<String>();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| {
-            let (tx, stop) = (tx.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || sender(addr, n, &tx, &stop))
-        })
-        .collect();
-    drop(tx);
-
-    let mut acked_before = Vec::new();
-    let deadline = Instant::now() + PATIENCE;
-    while acked_before.len() < ACKS_BEFORE_BACKUP {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(id) => acked_before.push(id),
-            Err(e) => panic!("only {} acks: {e}", acked_before.len()),
-        }
-    }
+    let stream = AckStream::start(gw.addr, SENDERS, "evt_backup");
     // Every ack already in the channel was received before the backup starts.
-    acked_before.extend(rx.try_iter());
+    let acked_before = stream.acked(ACKS_BEFORE_BACKUP, || gw.stderr());
 
     let out_dir = tempfile::tempdir().expect("temp dir");
     let copy = out_dir.path().join("backup.db");
     let config_file = gw.dir().join("gateway.toml");
     let out = gateway_backup(&config_file, &copy, &["--pages-per-step", "1"]);
-    let acked_during = rx.try_iter().count();
+    let acked_during = stream.more().len();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -127,10 +77,7 @@ fn a_backup_taken_mid_stream_holds_every_event_acked_before_it() {
         acked_during > 0,
         "no event was acknowledged while the backup ran: {stdout}"
     );
-    stop.store(true, Ordering::Relaxed);
-    for s in senders {
-        s.join().expect("sender thread did not panic");
-    }
+    stream.stop();
 
     let line = stdout.lines().next().unwrap_or_default();
     assert!(

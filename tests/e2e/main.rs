@@ -17,6 +17,7 @@
     reason = "test sinks and clients read whole bodies from the processes the tests started"
 )]
 
+mod ack_stream;
 mod admin_api;
 mod alert_rules;
 mod backup;

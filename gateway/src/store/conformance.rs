@@ -95,7 +95,9 @@ impl Harness {
     }
 }
 
-fn event(source: &str, key: &str, at: i64) -> NewEvent {
+/// A minimal event with this source and dedup key, arrived at `at` (also used by each
+/// backend's own tests).
+pub(super) fn event(source: &str, key: &str, at: i64) -> NewEvent {
     NewEvent {
         source: source.into(),
         dedup_key: key.into(),

@@ -147,26 +147,17 @@ async fn write_batch(pool: &PgPool, batch: Vec<IngestRequest>) -> Option<String>
     }
     // Equal keys in one batch: the first one is written, the others are its duplicates.
     let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut copy_of: Vec<Option<usize>> = Vec::with_capacity(batch.len());
+    let mut firsts: Vec<&NewEvent> = Vec::with_capacity(batch.len());
     for (i, request) in batch.iter().enumerate() {
         let key = (
             request.event.source.as_str(),
             request.event.dedup_key.as_str(),
         );
-        match first_of.get(&key) {
-            Some(&first) => copy_of.push(Some(first)),
-            None => {
-                first_of.insert(key, i);
-                copy_of.push(None);
-            }
+        if let std::collections::hash_map::Entry::Vacant(slot) = first_of.entry(key) {
+            slot.insert(i);
+            firsts.push(&request.event);
         }
     }
-    let firsts: Vec<&NewEvent> = batch
-        .iter()
-        .zip(&copy_of)
-        .filter(|(_, copy)| copy.is_none())
-        .map(|(r, _)| &r.event)
-        .collect();
     let firsts = &firsts;
     let result = super::with_retries(pool, |mut client| {
         Box::pin(async move {
@@ -177,18 +168,18 @@ async fn write_batch(pool: &PgPool, batch: Vec<IngestRequest>) -> Option<String>
     .await;
     match result {
         Ok(stored) => {
-            for (request, copy) in batch.into_iter().zip(copy_of) {
-                let outcome = match copy {
-                    Some(_) => IngestOutcome::Duplicate,
-                    None => stored
-                        .get(&(
-                            request.event.source.clone(),
-                            request.event.dedup_key.clone(),
-                        ))
-                        .map_or(IngestOutcome::Duplicate, |&seq| IngestOutcome::Stored {
-                            seq,
-                        }),
-                };
+            // Each stored row goes to the request that carried its key; every other request
+            // (a copy in this batch, or a key the database already had) is a duplicate.
+            let mut seqs: Vec<Option<i64>> = vec![None; batch.len()];
+            for (source, key, seq) in &stored {
+                if let Some(&i) = first_of.get(&(source.as_str(), key.as_str())) {
+                    seqs[i] = Some(*seq);
+                }
+            }
+            for (request, seq) in batch.into_iter().zip(seqs) {
+                let outcome = seq.map_or(IngestOutcome::Duplicate, |seq| IngestOutcome::Stored {
+                    seq,
+                });
                 let _ = request.reply.send(Ok(outcome));
             }
             None
@@ -203,10 +194,11 @@ async fn write_batch(pool: &PgPool, batch: Vec<IngestRequest>) -> Option<String>
     }
 }
 
-type StoredSeqs = HashMap<(String, String), i64>;
+/// The stored events' (source, dedup key, seq).
+type StoredSeqs = Vec<(String, String, i64)>;
 
 /// One transaction: the object states, then the events whose state was new and whose key was
-/// absent. Returns the sequence numbers of the stored events by (source, dedup key).
+/// absent. Returns the stored events' keys and sequence numbers.
 async fn store(
     client: &mut deadpool_postgres::Client,
     events: &[&NewEvent],
@@ -279,7 +271,7 @@ async fn store(
             )
             .await?;
         for row in rows {
-            stored.insert((row.get(1), row.get(2)), row.get(0));
+            stored.push((row.get(1), row.get(2), row.get(0)));
         }
     }
     tx.commit().await?;

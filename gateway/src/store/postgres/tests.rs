@@ -24,17 +24,7 @@ async fn replica(cluster: &Cluster, metrics: &Metrics) -> PgStore {
 }
 
 fn event(key: &str) -> NewEvent {
-    NewEvent {
-        source: "ledger".into(),
-        dedup_key: key.into(),
-        event_type: "ledger.webhook.test".into(),
-        envelope: "{}".into(),
-        data_span: None,
-        raw_body: bytes::Bytes::from_static(b"{}"),
-        headers: "{}".into(),
-        received_at_ms: super::super::unix_ms(),
-        object_state: None,
-    }
+    super::super::conformance::event("ledger", key, super::super::unix_ms())
 }
 
 fn count(cluster: &Cluster, sql: &str) -> i64 {

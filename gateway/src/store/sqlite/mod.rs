@@ -427,17 +427,7 @@ mod tests {
 
     /// A minimal event with this dedup key (also used by the writer's tests).
     pub(super) fn event(key: &str) -> NewEvent {
-        NewEvent {
-            source: "ledger".into(),
-            dedup_key: key.into(),
-            event_type: "ledger.webhook.test".into(),
-            envelope: "{}".into(),
-            data_span: None,
-            raw_body: bytes::Bytes::from_static(b"{}"),
-            headers: "{}".into(),
-            received_at_ms: super::super::unix_ms(),
-            object_state: None,
-        }
+        crate::store::conformance::event("ledger", key, super::super::unix_ms())
     }
 
     pub(super) fn open(path: &Path) -> (SqliteStore, WriterThread) {
@@ -488,130 +478,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn concurrent_duplicates_store_once_and_survive_a_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("g.db");
-        let (store, writer) = open(&path);
-        let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let s = store.clone();
-            tasks.push(tokio::spawn(async move { s.ingest(event("evt_1")).await }));
-        }
-        let mut stored = 0;
-        for t in tasks {
-            if let IngestOutcome::Stored { .. } = t.await.expect("joins").expect("ingests") {
-                stored += 1;
-            }
-        }
-        assert_eq!(stored, 1);
-        store.check_writable().await.expect("writable");
-        drop(store);
-        writer.join();
-
-        // The index is rebuilt from the events table.
-        let (store, writer) = open(&path);
-        assert_eq!(
-            store.ingest(event("evt_1")).await.expect("ingests"),
-            IngestOutcome::Duplicate
-        );
-        // After the window the same key is a new event again.
-        let future = super::super::unix_ms() + 1;
-        let mut forgotten = 0;
-        loop {
-            let step = store.prune_dedup(future).await.expect("prunes");
-            forgotten += step.forgotten;
-            if step.done {
-                break;
-            }
-        }
-        assert_eq!(forgotten, 1);
-        assert!(matches!(
-            store.ingest(event("evt_1")).await.expect("ingests"),
-            IngestOutcome::Stored { .. }
-        ));
-        drop(store);
-        writer.join();
-        let conn = Connection::open(&path).expect("reopens");
-        let n: i64 = conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-            .expect("counts");
-        assert_eq!(n, 2);
-    }
-
-    /// A delivery of an object's state (a Ledig event), arrived at `at`.
-    fn state_event(key: &str, object: u8, state: u8, at: i64) -> NewEvent {
-        NewEvent {
-            source: "ledig".into(),
-            received_at_ms: at,
-            object_state: Some(crate::store::ObjectStateClaim {
-                object: [object; 32],
-                state: [state; 32],
-                retry_window_ms: 60_000,
-            }),
-            ..event(key)
-        }
-    }
-
-    #[tokio::test]
-    async fn object_states_keep_changes_drop_retries_and_survive_a_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("g.db");
-        let (store, writer) = open(&path);
-        let t = super::super::unix_ms();
-        let outcome = |o: IngestOutcome| matches!(o, IngestOutcome::Stored { .. });
-        // Concurrent copies of one state: stored once (check and insert are one step).
-        let copies: Vec<_> = (0..10)
-            .map(|i| {
-                let s = store.clone();
-                tokio::spawn(
-                    async move { s.ingest(state_event(&format!("a{i}"), 1, b'a', t)).await },
-                )
-            })
-            .collect();
-        let mut stored = 0;
-        for c in copies {
-            stored += usize::from(outcome(c.await.expect("joins").expect("ingests")));
-        }
-        assert_eq!(stored, 1);
-        let offer = |key: &str, state: u8, at: i64| {
-            let store = store.clone();
-            let e = state_event(key, 1, state, at);
-            async move { outcome(store.ingest(e).await.expect("ingests")) }
-        };
-        assert!(offer("b", b'b', t + 10).await, "A -> B: new");
-        assert!(!offer("b2", b'b', t + 20).await, "B again: a retry");
-        assert!(offer("a2", b'a', t + 30).await, "B -> A: new");
-        drop(store);
-        writer.join();
-
-        // After a restart the latest state is known; past the window a copy is new.
-        let (store, writer) = open(&path);
-        let again = store.ingest(state_event("a3", 1, b'a', t + 40)).await;
-        assert_eq!(again.expect("ingests"), IngestOutcome::Duplicate);
-        let later = store
-            .ingest(state_event("a4", 1, b'a', t + 30 + 60_000))
-            .await;
-        assert!(outcome(later.expect("ingests")));
-        // Pruning forgets states whose window is over, and only those.
-        let step = store
-            .prune_object_states(t + 30 + 60_000)
-            .await
-            .expect("prunes");
-        assert_eq!((step.forgotten, step.done), (0, true));
-        let step = store
-            .prune_object_states(t + 30 + 120_000)
-            .await
-            .expect("prunes");
-        assert_eq!((step.forgotten, step.done), (1, true));
-        drop(store);
-        writer.join();
-        let conn = Connection::open(&path).expect("reopens");
-        let n: i64 = conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-            .expect("counts");
-        assert_eq!(n, 4, "a, b, a2, a4");
-    }
+    // Dedup across concurrent copies and restarts, and the Ledig object states, are checked on
+    // this store and on PostgreSQL alike by the conformance suite (`store/conformance.rs`).
 
     #[tokio::test]
     async fn the_writer_saves_dedup_entries_with_its_commits_and_a_start_reads_them() {
