@@ -206,11 +206,15 @@ async fn every_event_of_a_burst_gets_its_own_sequence(h: &mut Harness) {
 async fn object_states_keep_changes_drop_retries_and_survive_a_restart(h: &mut Harness) {
     let store = h.open().await;
     let t = super::unix_ms();
-    // Concurrent copies of one state: stored once (check and insert are one step).
+    // Concurrent copies of one state: stored once (check and insert are one step). Their keys
+    // differ from the later offers': PostgreSQL also keeps each key unique, which a real Ledig
+    // key (object, state and arrival time) never makes disagree with the state rule.
     let copies: Vec<_> = (0..10)
         .map(|i| {
             let s = Arc::clone(&store);
-            tokio::spawn(async move { s.ingest(state_event(&format!("a{i}"), 1, b'a', t)).await })
+            tokio::spawn(
+                async move { s.ingest(state_event(&format!("copy{i}"), 1, b'a', t)).await },
+            )
         })
         .collect();
     let mut stored = 0;
