@@ -21,6 +21,10 @@ const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "intake tables",
     sql: include_str!("migrations/0001_intake.sql"),
+}, Migration {
+    version: 2,
+    name: "work tables",
+    sql: include_str!("migrations/0002_work.sql"),
 }];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to
