@@ -317,6 +317,32 @@ impl StoreBatchCommitted<'_> {
     }
 }
 
+/// Routing results or attempts this replica could not record: its claim had run out (it could
+/// not renew it for a whole lease) and another replica took the work over, whose result stands.
+/// The work itself was done twice (deliveries were sent twice, with the same webhook-id).
+#[derive(Debug)]
+pub struct ClaimsLost<'a> {
+    pub metrics: &'a Metrics,
+    /// event or delivery.
+    pub kind: &'static str,
+    pub count: usize,
+}
+
+impl ClaimsLost<'_> {
+    pub fn emit(self) {
+        self.metrics
+            .0
+            .claims_lost
+            .with_label_values(&[self.kind])
+            .inc_by(u64::try_from(self.count).unwrap_or(u64::MAX));
+        tracing::warn!(
+            kind = self.kind,
+            count = self.count,
+            "claims ran out before their results were recorded; another replica's results stand"
+        );
+    }
+}
+
 /// Dedup keys older than the window were forgotten.
 #[derive(Debug)]
 pub struct DedupPruned {

@@ -34,6 +34,7 @@ pub const STORE_BATCH_SIZE: &str = "gateway_store_batch_size";
 pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
 pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
+pub const CLAIMS_LOST_TOTAL: &str = "gateway_claims_lost_total";
 pub const EVENTS_EXPIRED_TOTAL: &str = "gateway_events_expired_total";
 pub const QUARANTINE_EXPIRED_TOTAL: &str = "gateway_quarantine_expired_total";
 pub const PLUGIN_CALLS_TOTAL: &str = "gateway_plugin_calls_total";
@@ -120,6 +121,7 @@ struct Inner {
     store_commit_duration: Histogram,
     store_failures: IntCounter,
     dedup_pruned: IntCounter,
+    claims_lost: IntCounterVec,
     events_expired: IntCounter,
     quarantine_expired: IntCounter,
     unmatched: IntCounterVec,
@@ -237,6 +239,17 @@ impl Metrics {
         let store_failures = IntCounter::new(STORE_FAILURES_TOTAL, "Store batches that failed.")?;
         let dedup_pruned =
             IntCounter::new(DEDUP_PRUNED_TOTAL, "Dedup keys pruned after the window.")?;
+        let claims_lost = IntCounterVec::new(
+            Opts::new(
+                CLAIMS_LOST_TOTAL,
+                "Results not recorded because this replica's claim on the work ran out and \
+                 another replica took it over (PostgreSQL), by kind: event, delivery.",
+            ),
+            &["kind"],
+        )?;
+        for kind in ["event", "delivery"] {
+            claims_lost.with_label_values(&[kind]);
+        }
         let events_expired = IntCounter::new(
             EVENTS_EXPIRED_TOTAL,
             "Finished events deleted after store.retention.",
@@ -292,6 +305,7 @@ impl Metrics {
         registry.register(Box::new(store_commit_duration.clone()))?;
         registry.register(Box::new(store_failures.clone()))?;
         registry.register(Box::new(dedup_pruned.clone()))?;
+        registry.register(Box::new(claims_lost.clone()))?;
         registry.register(Box::new(events_expired.clone()))?;
         registry.register(Box::new(quarantine_expired.clone()))?;
         let flow = flow::Flow::register(&registry)?;
@@ -309,6 +323,7 @@ impl Metrics {
             store_commit_duration,
             store_failures,
             dedup_pruned,
+            claims_lost,
             events_expired,
             quarantine_expired,
             unmatched,

@@ -27,10 +27,10 @@ pub use retention::{Retention, prune_periodically};
 pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
-    AttemptDone, AttemptRecord, Backlog, DeliveryState, DeliveryView, DueDelivery, DueRouteRun,
-    EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep, Processed,
-    QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent,
-    StoredSpan,
+    AttemptDone, AttemptRecord, Backlog, ClaimedEvent, DeliveryState, DeliveryView, DueDelivery,
+    DueRouteRun, EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep,
+    Processed, QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView,
+    StoredEvent, StoredSpan,
 };
 
 use bytes::Bytes;
@@ -181,32 +181,48 @@ pub trait Store: Intake {
     ) -> Result<ExpiredEvents, StoreError>;
 
     // --- The work after the ack (routing, delivery) ---
+    //
+    // Work is CLAIMED: an event, a delivery's next attempt or a plugin retry handed to this
+    // process is handed to no other worker, in this process or (PostgreSQL) in another replica,
+    // until its result is recorded or the claim is released. On PostgreSQL a claim is a lease
+    // the store renews while the process lives; when a replica dies its claims run out and
+    // another replica takes the work over. A result is recorded only while its claim is held.
 
-    /// Woken after every commit that may have created work (new events, replays, redrives).
+    /// Woken when there may be new work to claim: after a commit on this process that created
+    /// some, and (PostgreSQL) when another replica announces some. Claiming also polls.
     fn work_signal(&self) -> Arc<Notify>;
-    /// Every event at or below this seq has been routed (persisted now and then by intake).
-    async fn intake_watermark(&self) -> Result<i64, StoreError>;
-    async fn set_intake_watermark(&self, seq: i64) -> Result<(), StoreError>;
-    /// Events still `pending` with a seq above `after_seq`, oldest first.
-    async fn pending_events(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Events an operator asked to replay, oldest first.
-    async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Records what routing each event decided, all in one transaction; returns after commit.
+    /// Claims up to `limit` events waiting to be routed: new ones (oldest first) and those an
+    /// operator asked to replay.
+    async fn claim_events(&self, limit: u32) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// Records what routing each claimed event (or claimed plugin retry) decided, all in one
+    /// transaction, and ends those claims; returns after commit. A result whose claim this
+    /// process no longer holds (its lease ran out and another replica took the work) is not
+    /// written: the other replica's result stands.
     async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError>;
-    /// Deliveries whose next attempt is due at `now_ms`, most overdue first.
-    async fn due_deliveries(&self, now_ms: i64, limit: u32)
-    -> Result<Vec<DueDelivery>, StoreError>;
-    /// Records one retried attempt and the delivery's new state.
+    /// Claims deliveries whose next attempt is due at `now_ms`, most overdue first.
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+    /// Records one retried attempt and the delivery's new state, and ends its claim (a lost
+    /// claim writes nothing, as for `complete`).
     async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError>;
-    /// Route runs whose plugin stage is due for another try.
-    async fn due_route_runs(&self, now_ms: i64, limit: u32)
-    -> Result<Vec<DueRouteRun>, StoreError>;
+    /// Claims route runs whose plugin stage is due for another try; `complete` ends them.
+    async fn claim_due_route_runs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueRouteRun>, StoreError>;
+    /// Gives back every claim this process holds without a result, so other replicas can take
+    /// the work at once instead of after the lease (at shutdown, after the drain).
+    async fn release_claims(&self) -> Result<(), StoreError>;
     /// Queue depth and dead letters, for the gauges.
-    async fn backlog(&self, watermark: i64) -> Result<Backlog, StoreError>;
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
+    /// Whether this process runs the cluster-wide jobs (retention, pruning, the backlog
+    /// gauges) now: always with SQLite; with PostgreSQL, the one replica holding the leader
+    /// lock, so they run once per cluster, not once per replica.
+    fn runs_cluster_jobs(&self) -> bool;
 
     // --- The admin API ---
 

@@ -8,7 +8,8 @@
 //! because the dedup index is rebuilt from stored events. It deletes only finished events: an
 //! event with a dead letter, a delivery or plugin retry still waiting, or no routing yet is kept
 //! whatever its age, so retention never loses work. A quarantined body is deleted once its
-//! source has not sent it again for the quarantine retention.
+//! source has not sent it again for the quarantine retention. With several replicas on one
+//! database only the one that runs the cluster's jobs prunes (`Store::runs_cluster_jobs`).
 
 use super::{DedupPruneStep, ExpiredEvents, Store, StoreError};
 use crate::metrics::Metrics;
@@ -44,6 +45,11 @@ pub async fn prune_periodically(
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // The tables are the cluster's: one replica prunes them (another takes over at its
+        // next tick if that one goes away).
+        if !store.runs_cluster_jobs() {
+            continue;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

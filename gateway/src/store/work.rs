@@ -18,6 +18,15 @@ pub struct StoredEvent {
     pub envelope: String,
 }
 
+/// An event claimed for routing.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    pub event: StoredEvent,
+    /// An operator asked for it to go through the current routes again (it was routed
+    /// before): its plugin steps are added to its history instead of replacing it.
+    pub replay: bool,
+}
+
 /// Where an event stands after the ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

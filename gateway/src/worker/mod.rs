@@ -21,7 +21,6 @@ use crate::metrics::flow_events::BacklogMeasured;
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,8 +40,6 @@ pub(crate) struct Ctx {
     store: Arc<dyn Store>,
     pipeline: Arc<ArcSwap<Pipeline>>,
     metrics: Metrics,
-    /// Every event at or below this seq has been routed.
-    watermark: AtomicI64,
     shutdown: CancellationToken,
 }
 
@@ -58,7 +55,6 @@ pub async fn run(
         store,
         pipeline,
         metrics,
-        watermark: AtomicI64::new(0),
         shutdown: shutdown.clone(),
     });
     let in_flight = InFlightWork {
@@ -91,6 +87,11 @@ pub async fn run(
         in_flight.abandon.cancel();
         drop(tokio::time::timeout(ABANDON_TIMEOUT, in_flight.tracker.wait()).await);
     }
+    // What is still claimed (abandoned work, events claimed but not started) goes back now,
+    // so another replica need not wait for the lease to run out.
+    if let Err(e) = ctx.store.release_claims().await {
+        tracing::warn!(error = %e, "cannot give back claimed work; other replicas take it over when its lease runs out");
+    }
 }
 
 /// Routing work that shutdown waits for, at most [`DRAIN_TIMEOUT`]; then whatever still runs
@@ -118,8 +119,11 @@ async fn measure_backlog(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(GAUGE_EVERY);
     loop {
         tick.tick().await;
-        let watermark = ctx.watermark.load(Ordering::Relaxed);
-        if let Ok(b) = ctx.store.backlog(watermark).await {
+        // Read from the store, which every replica shares: one of them reports it.
+        if !ctx.store.runs_cluster_jobs() {
+            continue;
+        }
+        if let Ok(b) = ctx.store.backlog().await {
             BacklogMeasured {
                 metrics: &ctx.metrics,
                 queue_depth: b.queue_depth,

@@ -1,7 +1,7 @@
 //! Retries: finds deliveries and plugin stages whose next attempt is due and runs them.
 //!
-//! Polls the store (the due rows are indexed, so a poll with nothing due is cheap). Each due
-//! row is worked on by at most one task at a time; the destination's own concurrency cap
+//! Polls the store (the due rows are indexed, so a poll with nothing due is cheap) and claims
+//! what is due, so each due row is worked on by one task in the cluster at a time; the destination's own concurrency cap
 //! bounds how many attempts reach it at once, however large the backlog. When a new config
 //! generation goes live, every waiting plugin stage is made due at once.
 
@@ -9,8 +9,7 @@ use super::attempt::attempt;
 use super::route_event::retry_route_run;
 use super::{Ctx, InFlightWork};
 use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often due work is looked for.
@@ -19,8 +18,6 @@ const POLL: Duration = Duration::from_millis(100);
 const READ_BATCH: u32 = 256;
 
 pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
-    let deliveries: Arc<Mutex<Claims>> = Arc::default();
-    let runs: Arc<Mutex<Claims>> = Arc::default();
     let mut generation = ctx.pipeline.load().generation;
     while !ctx.shutdown.is_cancelled() {
         // A new config generation (a replaced plugin, a changed route) may be what waiting
@@ -41,77 +38,30 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
                 Err(e) => tracing::warn!(error = %e, "cannot reschedule waiting plugin stages"),
             }
         }
-        // Before reading: rows whose work finished before this read are free again.
-        release_finished(&deliveries);
-        release_finished(&runs);
         let now = crate::store::unix_ms();
-        match ctx.store.due_deliveries(now, READ_BATCH).await {
+        match ctx.store.claim_due_deliveries(now, READ_BATCH).await {
             Ok(due) => {
                 for d in due {
-                    if !claim(&deliveries, d.id) {
-                        continue;
-                    }
-                    let (ctx, deliveries) = (Arc::clone(&ctx), Arc::clone(&deliveries));
-                    tracker.spawn(async move {
-                        let id = d.id;
-                        retry_delivery(&ctx, d).await;
-                        finish(&deliveries, id);
-                    });
+                    let ctx = Arc::clone(&ctx);
+                    tracker.spawn(async move { retry_delivery(&ctx, d).await });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read due deliveries; will retry"),
+            Err(e) => tracing::warn!(error = %e, "cannot claim due deliveries; will retry"),
         }
-        match ctx.store.due_route_runs(now, READ_BATCH).await {
+        match ctx.store.claim_due_route_runs(now, READ_BATCH).await {
             Ok(due) => {
                 for run in due {
-                    if !claim(&runs, run.id) {
-                        continue;
-                    }
-                    let (ctx, runs) = (Arc::clone(&ctx), Arc::clone(&runs));
+                    let ctx = Arc::clone(&ctx);
                     tracker.spawn(async move {
-                        let id = run.id;
                         retry_route_run(&ctx, run).await;
-                        finish(&runs, id);
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read due plugin retries; will retry"),
+            Err(e) => tracing::warn!(error = %e, "cannot claim due plugin retries; will retry"),
         }
         tokio::select! {
             () = ctx.shutdown.cancelled() => {}
             () = tokio::time::sleep(POLL) => {}
-        }
-    }
-}
-
-/// The due rows being worked on. A row whose work is done stays claimed until the next poll
-/// begins: a read that started before the row's attempt was recorded still shows it due (with
-/// the old attempt count), and must not start that attempt again.
-#[derive(Debug, Default)]
-struct Claims {
-    working: HashSet<i64>,
-    /// Done since the last poll began; released before the next read.
-    finished: Vec<i64>,
-}
-
-fn claim(claims: &Mutex<Claims>, id: i64) -> bool {
-    claims
-        .lock()
-        .map(|mut c| c.working.insert(id))
-        .unwrap_or(false)
-}
-
-fn finish(claims: &Mutex<Claims>, id: i64) {
-    if let Ok(mut c) = claims.lock() {
-        c.finished.push(id);
-    }
-}
-
-fn release_finished(claims: &Mutex<Claims>) {
-    if let Ok(mut c) = claims.lock() {
-        let Claims { working, finished } = &mut *c;
-        for id in finished.drain(..) {
-            working.remove(&id);
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::metrics::flow_events::EventRouted;
 use crate::plugins::PluginEvent;
 use crate::routing::RouteResult;
 use crate::store::{
-    DeliveryState, DueRouteRun, EventStatus, NewDelivery, PluginStep, Processed, RouteRunState,
-    RouteRunUpdate, StoredEvent,
+    ClaimedEvent, DeliveryState, DueRouteRun, EventStatus, NewDelivery, PluginStep, Processed,
+    RouteRunState, RouteRunUpdate, StoredEvent,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,14 +39,14 @@ struct Job {
 /// What the plugin chains made of one job.
 type ChainOutput = (Vec<RouteResult>, Vec<PluginStep>);
 
-/// Routes new (or replayed) events and records the results. False when the results could
-/// not be recorded (shutdown): the events are still pending in the store.
-pub(super) async fn route_events(ctx: &Ctx, events: Vec<StoredEvent>, replay: bool) -> bool {
+/// Routes claimed events (new or replayed) and records the results. False when the results
+/// could not be recorded (shutdown): the events still wait in the store.
+pub(super) async fn route_events(ctx: &Ctx, events: Vec<ClaimedEvent>) -> bool {
     // The pipeline current now is the one these events finish on, whatever reloads happen.
     let pipeline = ctx.pipeline.load_full();
     let jobs = events
         .into_iter()
-        .map(|event| {
+        .map(|ClaimedEvent { event, replay }| {
             let runs = pipeline
                 .router
                 .matching(&event.source, &event.event_type)

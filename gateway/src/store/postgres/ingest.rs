@@ -42,7 +42,8 @@ ON CONFLICT (source, object) DO UPDATE \
 RETURNING source, object";
 
 /// Dedup and store in one statement: the keys that were absent come back from the first
-/// insert, and only their events are written.
+/// insert, only their events are written, and each stored event gets its work row (what the
+/// replicas claim it through) in the same statement.
 const STORE_EVENTS: &str = "\
 WITH input AS ( \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
@@ -54,14 +55,22 @@ WITH input AS ( \
     SELECT source, dedup_key, received_at FROM input ORDER BY ord \
     ON CONFLICT DO NOTHING \
     RETURNING source, dedup_key \
+), stored AS ( \
+    INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
+                        received_at, data_at, data_from, data_len) \
+    SELECT i.source, i.dedup_key, i.event_type, i.envelope, i.raw_body, i.headers, \
+           i.received_at, i.data_at, i.data_from, i.data_len \
+      FROM input i JOIN fresh f USING (source, dedup_key) \
+     ORDER BY i.received_at, i.ord \
+    RETURNING seq, source, dedup_key \
+), work AS ( \
+    INSERT INTO event_work (seq) SELECT seq FROM stored \
 ) \
-INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, received_at, \
-                    data_at, data_from, data_len) \
-SELECT i.source, i.dedup_key, i.event_type, i.envelope, i.raw_body, i.headers, \
-       i.received_at, i.data_at, i.data_from, i.data_len \
-  FROM input i JOIN fresh f USING (source, dedup_key) \
- ORDER BY i.received_at, i.ord \
-RETURNING seq, source, dedup_key";
+SELECT seq, source, dedup_key FROM stored";
+
+/// Wakes the replicas' intake (each LISTENs; see `claims.rs`). Sent at commit, once per
+/// transaction however many events it stored.
+const ANNOUNCE_WORK: &str = "SELECT pg_notify('gateway_work', '')";
 
 /// Starts `writers` batch tasks on the current runtime; each takes what is queued (up to
 /// [`MAX_BATCH`]) whenever it is free, so batches grow with load and a lone request waits for
@@ -272,6 +281,9 @@ async fn store(
             .await?;
         for row in rows {
             stored.push((row.get(1), row.get(2), row.get(0)));
+        }
+        if !stored.is_empty() {
+            tx.execute(ANNOUNCE_WORK, &[]).await?;
         }
     }
     tx.commit().await?;

@@ -17,15 +17,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "intake tables",
-    sql: include_str!("migrations/0001_intake.sql"),
-}, Migration {
-    version: 2,
-    name: "work tables",
-    sql: include_str!("migrations/0002_work.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "intake tables",
+        sql: include_str!("migrations/0001_intake.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "work tables",
+        sql: include_str!("migrations/0002_work.sql"),
+    },
+];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to
 /// be the same in every gateway and unused by other applications on the database).

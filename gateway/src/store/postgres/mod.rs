@@ -11,6 +11,8 @@
 //! This module never sees HTTP or provider formats, and never logs a connection string (it
 //! may hold a password).
 
+mod claims;
+mod control;
 mod ingest;
 mod migrations;
 
@@ -23,8 +25,10 @@ use ingest::IngestRequest;
 pub use migrations::SchemaStatus;
 use sha2::{Digest as _, Sha256};
 use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub(super) type PgPool = deadpool_postgres::Pool;
 
@@ -41,6 +45,9 @@ pub struct PgOptions {
     pub writers: usize,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
+    /// How long a replica's claim on work lasts without renewal: after a replica died, its
+    /// work waits this long before another one takes it over.
+    pub lease: Duration,
 }
 
 impl Default for PgOptions {
@@ -49,6 +56,7 @@ impl Default for PgOptions {
             pool_size: 16,
             writers: 4,
             connect_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -58,6 +66,15 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: PgPool,
     ingest: mpsc::Sender<IngestRequest>,
+    claims: Arc<claims::Claims>,
+    /// Woken by the control connection when a replica announced work.
+    work: Arc<Notify>,
+    /// Whether this replica holds the cluster-jobs lock now.
+    leader: Arc<AtomicBool>,
+    metrics: Metrics,
+    /// The background tasks (control connection, lease renewals) run while a clone of this
+    /// store exists; they hold it weakly.
+    _alive: Arc<()>,
 }
 
 /// A database error with what the server said (`tokio_postgres::Error`'s own text is often
@@ -122,7 +139,7 @@ impl PgStore {
         let config = connection_config(conninfo, options.connect_timeout)?;
         let place = where_to(&config);
         let manager = deadpool_postgres::Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -150,8 +167,28 @@ impl PgStore {
             tracing::info!(versions = ?applied, "store schema migrated");
         }
         drop(client);
-        let ingest = ingest::spawn_writers(pool.clone(), metrics, options.writers);
-        Ok(Self { pool, ingest })
+        let ingest = ingest::spawn_writers(pool.clone(), metrics.clone(), options.writers);
+        let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+        let claims = Arc::new(claims::Claims::new(lease_ms.max(1)));
+        let work = Arc::new(Notify::new());
+        let leader = Arc::new(AtomicBool::new(false));
+        let alive = Arc::new(());
+        control::spawn_control(
+            config,
+            Arc::clone(&work),
+            Arc::clone(&leader),
+            Arc::downgrade(&alive),
+        );
+        control::spawn_renewals(pool.clone(), Arc::clone(&claims), Arc::downgrade(&alive));
+        Ok(Self {
+            pool,
+            ingest,
+            claims,
+            work,
+            leader,
+            metrics,
+            _alive: alive,
+        })
     }
 
     /// Migrates without starting anything (`gateway migrate`). Returns the versions applied.

@@ -85,7 +85,10 @@ mod tests {
             (events[0].seq, &events[0].envelope),
             (pending, &second.envelope)
         );
-        let due = store.due_deliveries(i64::MAX, 10).await.expect("reads");
+        let due = store
+            .claim_due_deliveries(i64::MAX, 10)
+            .await
+            .expect("reads");
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].envelope, first.envelope);
         let detail = store.event(routed).await.expect("reads").expect("exists");

@@ -9,6 +9,7 @@
 
 pub(super) mod backup;
 mod checkpoint;
+mod claims;
 mod envelope_row;
 mod filter;
 #[cfg(test)]
@@ -22,15 +23,16 @@ use super::dedup_index::DedupIndex;
 use super::object_states::ObjectStates;
 use super::schema;
 use super::work::{
-    AttemptDone, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
-    EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView, StoredEvent,
-    StoredSpan,
+    AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,
+    EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView,
+    StoredEvent, StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
     StoreError,
 };
 use crate::metrics::Metrics;
+use claims::{Claims, Kind};
 use reader::Reader;
 use recent::{Pending, RecentEvents};
 use redrive::{Bulk, Listed};
@@ -58,6 +60,10 @@ pub struct SqliteStore {
     observer: Reader,
     work: Arc<Notify>,
     recent: Arc<RecentEvents>,
+    claims: Arc<Claims>,
+    /// One event claim at a time: two reads after the same cursor would hand out the same
+    /// new events.
+    claiming: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Joins the writer thread at shutdown, after every [`SqliteStore`] handle is dropped.
@@ -135,6 +141,9 @@ impl SqliteStore {
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(open_err)?;
         let recent = Arc::new(RecentEvents::new(max_seq));
+        let claims = Arc::new(Claims::new(
+            reader::intake_watermark(&conn).map_err(open_err)?,
+        ));
         // Checkpoints run on their own thread (passive: they never block a commit). SQLite
         // rewinds the WAL only at a commit that finds every frame checkpointed, which under
         // steady load the thread never achieves (the writer commits again while it copies), so
@@ -181,12 +190,45 @@ impl SqliteStore {
                 observer,
                 work,
                 recent,
+                claims,
+                claiming: Arc::default(),
             },
             WriterThread {
                 writer,
                 checkpointer,
             },
         ))
+    }
+
+    /// Events still `pending` with a seq above `after_seq`, oldest first (from memory when the
+    /// newest events are all there).
+    async fn pending_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let max = usize::try_from(limit).unwrap_or(usize::MAX);
+        if let Pending::Known(events) = self.recent.pending_after(after_seq, max) {
+            return Ok(events);
+        }
+        self.reader
+            .with(move |c| reader::pending_events(c, after_seq, limit))
+            .await
+    }
+
+    /// Events an operator asked to replay, oldest first (no query while none was asked for).
+    async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let Some(generation) = self.recent.replay_query_needed() else {
+            return Ok(Vec::new());
+        };
+        let events = self
+            .reader
+            .with(move |c| reader::replay_events(c, limit))
+            .await?;
+        if events.is_empty() {
+            self.recent.replays_empty_at(generation);
+        }
+        Ok(events)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
@@ -258,74 +300,111 @@ impl Store for SqliteStore {
         Arc::clone(&self.work)
     }
 
-    async fn intake_watermark(&self) -> Result<i64, StoreError> {
-        self.reader.with(reader::intake_watermark).await
-    }
-
-    async fn set_intake_watermark(&self, seq: i64) -> Result<(), StoreError> {
-        self.call(|r| Command::Watermark(seq, r)).await
-    }
-
-    async fn pending_events(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let max = usize::try_from(limit).unwrap_or(usize::MAX);
-        if let Pending::Known(events) = self.recent.pending_after(after_seq, max) {
-            return Ok(events);
+    async fn claim_events(&self, limit: u32) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let _one_at_a_time = self.claiming.lock().await;
+        let cursor = self.claims.begin(Kind::Replay);
+        let mut claimed: Vec<ClaimedEvent> = self
+            .replay_events(limit)
+            .await?
+            .into_iter()
+            .filter(|e| self.claims.take(Kind::Replay, e.seq))
+            .map(|event| ClaimedEvent {
+                event,
+                replay: true,
+            })
+            .collect();
+        let room = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+        if room > 0 {
+            let fresh = self.pending_events(cursor, room).await?;
+            let seqs: Vec<i64> = fresh.iter().map(|e| e.seq).collect();
+            self.claims.take_new(&seqs);
+            claimed.extend(fresh.into_iter().map(|event| ClaimedEvent {
+                event,
+                replay: false,
+            }));
         }
-        self.reader
-            .with(move |c| reader::pending_events(c, after_seq, limit))
-            .await
-    }
-
-    async fn replay_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let Some(generation) = self.recent.replay_query_needed() else {
-            return Ok(Vec::new());
-        };
-        let events = self
-            .reader
-            .with(move |c| reader::replay_events(c, limit))
-            .await?;
-        if events.is_empty() {
-            self.recent.replays_empty_at(generation);
-        }
-        Ok(events)
+        Ok(claimed)
     }
 
     async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError> {
-        self.call(|r| Command::Complete(processed, r)).await
+        self.call(|r| Command::Complete(Arc::clone(&processed), r))
+            .await?;
+        for p in processed.iter() {
+            let retried: Vec<i64> = p.route_runs.iter().filter_map(|r| r.id).collect();
+            if p.append && !retried.is_empty() {
+                for id in retried {
+                    self.claims.finish(Kind::RouteRun, id);
+                }
+            } else {
+                self.claims.finish_event(p.seq);
+            }
+        }
+        if let Some(watermark) = self.claims.watermark_to_save() {
+            // Only where a start resumes; losing one save costs a slightly longer scan.
+            if self
+                .call(|r| Command::Watermark(watermark, r))
+                .await
+                .is_ok()
+            {
+                self.claims.saved(watermark);
+            }
+        }
+        Ok(())
     }
 
-    async fn due_deliveries(
+    async fn claim_due_deliveries(
         &self,
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        self.reader
+        self.claims.begin(Kind::Delivery);
+        let due = self
+            .reader
             .with(move |c| reader::due_deliveries(c, now_ms, limit))
-            .await
+            .await?;
+        Ok(due
+            .into_iter()
+            .filter(|d| self.claims.take(Kind::Delivery, d.id))
+            .collect())
     }
 
     async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError> {
-        self.call(|r| Command::Attempt(done, r)).await
+        let id = done.delivery_id;
+        self.call(|r| Command::Attempt(done, r)).await?;
+        self.claims.finish(Kind::Delivery, id);
+        Ok(())
     }
 
-    async fn due_route_runs(
+    async fn claim_due_route_runs(
         &self,
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueRouteRun>, StoreError> {
-        self.reader
+        self.claims.begin(Kind::RouteRun);
+        let due = self
+            .reader
             .with(move |c| reader::due_route_runs(c, now_ms, limit))
-            .await
+            .await?;
+        Ok(due
+            .into_iter()
+            .filter(|r| self.claims.take(Kind::RouteRun, r.id))
+            .collect())
     }
 
-    async fn backlog(&self, watermark: i64) -> Result<Backlog, StoreError> {
+    async fn release_claims(&self) -> Result<(), StoreError> {
+        // One process per file: nobody else could take the work, and the marks end with it.
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let watermark = self.claims.watermark();
         self.observer
             .with(move |c| reader::backlog(c, watermark))
             .await
+    }
+
+    fn runs_cluster_jobs(&self) -> bool {
+        true
     }
 
     async fn list_events(
@@ -568,9 +647,9 @@ mod tests {
                 .reader
                 .with(|c| reader::pending_events(c, 0, 10))
                 .await?;
-            store.due_deliveries(i64::MAX, 10).await?;
-            store.due_route_runs(i64::MAX, 10).await?;
-            store.intake_watermark().await
+            store.claim_due_deliveries(i64::MAX, 10).await?;
+            store.claim_due_route_runs(i64::MAX, 10).await?;
+            store.reader.with(reader::intake_watermark).await
         };
         tokio::time::timeout(soon, workers)
             .await
@@ -620,7 +699,7 @@ mod tests {
             .expect("completes");
         let pending = store.pending_events(0, 10).await.expect("reads");
         assert_eq!(pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
-        let backlog = store.backlog(0).await.expect("counts");
+        let backlog = store.backlog().await.expect("counts");
         assert_eq!(backlog.queue_depth, 2, "event 3 + the waiting delivery");
         assert_eq!(
             backlog.first_due_at_ms,
@@ -629,7 +708,10 @@ mod tests {
         );
 
         // The waiting delivery is due, with the envelope the plugins made.
-        let due = store.due_deliveries(i64::MAX, 10).await.expect("reads");
+        let due = store
+            .claim_due_deliveries(i64::MAX, 10)
+            .await
+            .expect("reads");
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].envelope, "{\"changed\":true}");
         assert_eq!(due[0].attempts, 1);
@@ -650,7 +732,7 @@ mod tests {
             .expect("records");
         assert!(
             store
-                .due_deliveries(i64::MAX, 10)
+                .claim_due_deliveries(i64::MAX, 10)
                 .await
                 .expect("reads")
                 .is_empty()
@@ -659,7 +741,7 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].history.len(), 2);
         assert_eq!(dead[0].last_error.as_deref(), Some("gave up"));
-        let backlog = store.backlog(0).await.expect("counts");
+        let backlog = store.backlog().await.expect("counts");
         assert_eq!(backlog.dead_letters, 1);
         let arrived = store.event(3).await.expect("reads").expect("event 3");
         assert_eq!(
@@ -676,7 +758,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .due_deliveries(i64::MAX, 10)
+                .claim_due_deliveries(i64::MAX, 10)
                 .await
                 .expect("reads")
                 .len(),
@@ -770,7 +852,10 @@ mod tests {
         // Before intake ever saved a watermark, and with one (pending lies above it).
         for watermark in [None, Some(7)] {
             if let Some(w) = watermark {
-                store.set_intake_watermark(w).await.expect("saves");
+                store
+                    .call(|r| Command::Watermark(w, r))
+                    .await
+                    .expect("saves");
             }
             for status in EventStatus::ALL {
                 assert_eq!(seqs(status).await, expected(status), "{status:?}");

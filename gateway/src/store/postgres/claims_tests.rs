@@ -1,0 +1,239 @@
+//! Claims between replicas, with the clock passed in so leases can run out without waiting:
+//! two replicas never hold the same work, a dead replica's work is taken over after its lease,
+//! the replica that lost a claim writes nothing, renewals keep a claim, a release hands the
+//! work over at once. One throwaway cluster (fsync on) for the file, a database per test.
+
+use super::claims::Claims;
+use super::*;
+use crate::store::{
+    AttemptDone, AttemptRecord, DeliveryState, EventStatus, NewDelivery, Processed,
+    RouteRunState, RouteRunUpdate,
+};
+use std::sync::{Arc, OnceLock};
+use throwaway_pg::Cluster;
+
+const LEASE: i64 = 1_000;
+
+fn shared_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start().expect("a throwaway PostgreSQL cluster"))
+}
+
+/// A fresh database with the schema, a store on it and two replicas' claims.
+async fn setup(name: &str) -> (PgStore, Claims, Claims) {
+    let pg = shared_cluster();
+    pg.create_database(name).expect("createdb");
+    let store = PgStore::connect(
+        &pg.conninfo(name),
+        &PgOptions::default(),
+        Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("connects");
+    (store, Claims::new(LEASE), Claims::new(LEASE))
+}
+
+async fn store_events(store: &PgStore, keys: &[&str]) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for key in keys {
+        let e = crate::store::conformance::event("ledger", key, 1_000);
+        match store.ingest(e).await.expect("ingests") {
+            IngestOutcome::Stored { seq } => seqs.push(seq),
+            IngestOutcome::Duplicate => panic!("{key} is new"),
+        }
+    }
+    seqs
+}
+
+fn routed(seq: i64, deliveries: Vec<NewDelivery>) -> Processed {
+    Processed {
+        seq,
+        status: EventStatus::Routed,
+        steps: Vec::new(),
+        deliveries,
+        route_runs: Vec::new(),
+        append: false,
+    }
+}
+
+fn delivery(state: DeliveryState) -> NewDelivery {
+    NewDelivery {
+        route: "r".into(),
+        destination: "d".into(),
+        webhook_id: "ledger:x".into(),
+        envelope: None,
+        state,
+        attempts: vec![AttemptRecord {
+            at: 1,
+            status: Some(503),
+            error: None,
+            duration_ms: 1,
+        }],
+    }
+}
+
+async fn count(store: &PgStore, sql: &str) -> i64 {
+    let client = store.pool.get().await.expect("a connection");
+    client.query_one(sql, &[]).await.expect("counts").get(0)
+}
+
+fn seqs(claimed: &[crate::store::ClaimedEvent]) -> Vec<i64> {
+    claimed.iter().map(|c| c.event.seq).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_claiming_at_once_never_get_the_same_event() {
+    let (store, a, b) = setup("claims_disjoint").await;
+    let keys: Vec<String> = (0..200).map(|i| format!("evt_{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let all = store_events(&store, &keys).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for claims in [&a, &b] {
+        for _ in 0..4 {
+            let (claims, pool) = (Arc::clone(claims), store.pool.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = claims.claim_events(&pool, 5_000, 7).await.expect("claims");
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(seqs(&got));
+                }
+            }));
+        }
+    }
+    let mut handed_out = Vec::new();
+    for t in tasks {
+        handed_out.extend(t.await.expect("joins"));
+    }
+    handed_out.sort_unstable();
+    assert_eq!(handed_out, all, "every event exactly once, across both replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result_is_dropped() {
+    let (store, dead, live) = setup("claims_takeover").await;
+    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+        panic!("one event")
+    };
+    assert_eq!(seqs(&dead.claim_events(&store.pool, 10_000, 10).await.expect("claims")), [seq]);
+    assert!(
+        live.claim_events(&store.pool, 10_000 + LEASE - 1, 10)
+            .await
+            .expect("claims")
+            .is_empty(),
+        "held until the lease runs out"
+    );
+    assert_eq!(
+        seqs(&live.claim_events(&store.pool, 10_000 + LEASE, 10).await.expect("claims")),
+        [seq],
+        "taken over"
+    );
+    // The first replica was only slow: its result comes too late and is not written.
+    let lost = dead
+        .complete(&store.pool, &[routed(seq, vec![delivery(DeliveryState::Delivered)])], 12_000)
+        .await
+        .expect("completes");
+    assert_eq!(lost, 1);
+    assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 0);
+    let lost = live
+        .complete(&store.pool, &[routed(seq, vec![delivery(DeliveryState::Delivered)])], 12_000)
+        .await
+        .expect("completes");
+    assert_eq!(lost, 0);
+    assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 1);
+    assert_eq!(count(&store, "SELECT count(*) FROM event_work").await, 0, "finished work leaves the hot table");
+    assert_eq!(
+        store.event(seq).await.expect("reads").expect("exists").summary.status,
+        "routed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_keeps_a_claim_and_releasing_hands_it_over_at_once() {
+    let (store, a, b) = setup("claims_renew").await;
+    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+        panic!("one event")
+    };
+    a.claim_events(&store.pool, 10_000, 10).await.expect("claims");
+    a.renew(&store.pool, 10_900).await.expect("renews");
+    assert!(
+        b.claim_events(&store.pool, 11_500, 10).await.expect("claims").is_empty(),
+        "renewed at 10.9 s: held until 11.9 s"
+    );
+    a.release(&store.pool, 11_600).await.expect("releases");
+    assert_eq!(seqs(&b.claim_events(&store.pool, 11_600, 10).await.expect("claims")), [seq]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_nothing() {
+    let (store, a, b) = setup("claims_deliveries").await;
+    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+        panic!("one event")
+    };
+    a.claim_events(&store.pool, 10_000, 10).await.expect("claims");
+    let waiting = DeliveryState::Pending { next_attempt_ms: 10_500 };
+    a.complete(&store.pool, &[routed(seq, vec![delivery(waiting)])], 10_100)
+        .await
+        .expect("completes");
+    assert!(a.claim_due_deliveries(&store.pool, 10_400, 10).await.expect("claims").is_empty(), "not due yet");
+    let due = a.claim_due_deliveries(&store.pool, 10_500, 10).await.expect("claims");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 1);
+    assert!(b.claim_due_deliveries(&store.pool, 11_000, 10).await.expect("claims").is_empty(), "a's");
+    let taken = b.claim_due_deliveries(&store.pool, 11_500, 10).await.expect("claims");
+    assert_eq!(taken.len(), 1, "a's lease ran out");
+    let attempt = |delivery_id, status| AttemptDone {
+        delivery_id,
+        attempt: AttemptRecord { at: 11_600, status: Some(status), error: None, duration_ms: 3 },
+        state: DeliveryState::Delivered,
+    };
+    assert!(!a.record_attempt(&store.pool, &attempt(due[0].id, 204), 11_700).await.expect("runs"), "a lost it");
+    assert!(b.record_attempt(&store.pool, &attempt(taken[0].id, 200), 11_700).await.expect("runs"));
+    let detail = store.event(seq).await.expect("reads").expect("exists");
+    let d = &detail.deliveries[0];
+    assert_eq!((d.status.as_str(), d.attempts), ("delivered", 2));
+    assert_eq!(d.history.iter().filter_map(|h| h.status).collect::<Vec<_>>(), [503, 200], "b's attempt only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
+    let (store, a, b) = setup("claims_route_runs").await;
+    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+        panic!("one event")
+    };
+    a.claim_events(&store.pool, 10_000, 10).await.expect("claims");
+    let mut first = routed(seq, Vec::new());
+    first.status = EventStatus::Retrying;
+    first.route_runs = vec![RouteRunUpdate {
+        id: None,
+        route: "r".into(),
+        state: RouteRunState::Retry { next_attempt_ms: 10_200 },
+        reason: "plugin asked".into(),
+        attempts: 1,
+    }];
+    a.complete(&store.pool, &[first], 10_100).await.expect("completes");
+    let due = b.claim_due_route_runs(&store.pool, 10_200, 10).await.expect("claims");
+    assert_eq!(due.len(), 1);
+    assert!(a.claim_due_route_runs(&store.pool, 10_300, 10).await.expect("claims").is_empty());
+    let retried = Processed {
+        seq,
+        status: EventStatus::Routed,
+        steps: Vec::new(),
+        deliveries: vec![delivery(DeliveryState::Delivered)],
+        route_runs: vec![RouteRunUpdate {
+            id: Some(due[0].id),
+            route: "r".into(),
+            state: RouteRunState::Done,
+            reason: "plugin asked".into(),
+            attempts: 2,
+        }],
+        append: true,
+    };
+    assert_eq!(b.complete(&store.pool, &[retried], 10_400).await.expect("completes"), 0);
+    let detail = store.event(seq).await.expect("reads").expect("exists");
+    assert_eq!(detail.summary.status, "routed");
+    assert_eq!(detail.route_runs[0].status, "done");
+}

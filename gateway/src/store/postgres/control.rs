@@ -1,0 +1,150 @@
+//! The replica's background duties toward the cluster: the control connection and the lease
+//! renewals.
+//!
+//! The control connection is one connection per replica outside the pool. It LISTENs on the
+//! work channel, so a replica's intake wakes when any replica stored an event or released
+//! work (intake also polls, so a lost notification only delays), and it tries to hold the
+//! cluster-jobs lock: a session advisory lock that at most one replica holds at a time. The
+//! holder runs the jobs that must run once per cluster (retention, pruning, the backlog
+//! gauges); when it dies or loses its connection the server drops the lock and another replica
+//! takes it at its next try. The connection reconnects by itself (after a failover, to the new
+//! primary).
+//!
+//! This module never touches event data.
+
+use super::claims::{Claims, WORK_CHANNEL};
+use super::{PgPool, describe};
+use futures::StreamExt as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::AsyncMessage;
+
+/// The advisory lock whose holder runs the cluster's jobs (any fixed number unused by other
+/// applications on the database; not the migration lock).
+const CLUSTER_JOBS_LOCK: i64 = 0x7765_6268_6f6f_6b32;
+/// How often the control connection tries for the lock, or checks it is alive while holding
+/// it (a dead holder's lock is free as soon as the server notices the connection is gone).
+const CONTROL_TICK: Duration = Duration::from_secs(2);
+/// How long to wait before reconnecting a lost control connection.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Starts the control connection's task on the current runtime. It ends (closing its
+/// connection, so the lock is free for another replica) once `alive` has no strong reference
+/// left: the store was dropped.
+pub(super) fn spawn_control(
+    config: tokio_postgres::Config,
+    signal: Arc<Notify>,
+    leader: Arc<AtomicBool>,
+    alive: Weak<()>,
+) {
+    tokio::spawn(async move {
+        let mut reported_down = false;
+        while alive.strong_count() > 0 {
+            match config.connect(tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    if reported_down {
+                        tracing::info!("control connection to the store is back");
+                        reported_down = false;
+                    }
+                    serve(&client, connection, &signal, &leader, &alive).await;
+                    if leader.swap(false, Ordering::SeqCst) {
+                        tracing::warn!(
+                            "lost the control connection: this replica no longer runs the cluster's jobs"
+                        );
+                    }
+                }
+                Err(e) => {
+                    if !reported_down {
+                        tracing::warn!(error = %describe(&e), "cannot open the control connection to the store; retrying");
+                        reported_down = true;
+                    }
+                }
+            }
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+    });
+}
+
+/// Listens and holds (or tries for) the lock until the connection fails or the store is gone.
+async fn serve(
+    client: &tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        tokio_postgres::tls::NoTlsStream,
+    >,
+    signal: &Arc<Notify>,
+    leader: &AtomicBool,
+    alive: &Weak<()>,
+) {
+    let wake = Arc::clone(signal);
+    let mut messages = tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "control connection to the store ended");
+                    return;
+                }
+            }
+        }
+    });
+    if let Err(e) = client
+        .batch_execute(&format!("LISTEN {WORK_CHANNEL}"))
+        .await
+    {
+        tracing::warn!(error = %describe(&e), "cannot listen for new work; polling only");
+        messages.abort();
+        return;
+    }
+    // Work announced while this replica was not listening is found now.
+    signal.notify_one();
+    while alive.strong_count() > 0 {
+        let healthy = if leader.load(Ordering::SeqCst) {
+            client.simple_query("SELECT 1").await.is_ok()
+        } else {
+            match client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&CLUSTER_JOBS_LOCK])
+                .await
+            {
+                Ok(row) => {
+                    if row.get::<_, bool>(0) {
+                        leader.store(true, Ordering::SeqCst);
+                        tracing::info!(
+                            "this replica runs the cluster's jobs (retention, pruning, backlog gauges)"
+                        );
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        if !healthy {
+            break;
+        }
+        tokio::select! {
+            _ = &mut messages => return,
+            () = tokio::time::sleep(CONTROL_TICK) => {}
+        }
+    }
+    messages.abort();
+}
+
+/// Starts the task renewing this replica's claims every third of a lease, until the store is
+/// dropped (`alive`).
+pub(super) fn spawn_renewals(pool: PgPool, claims: Arc<Claims>, alive: Weak<()>) {
+    let every = Duration::from_millis(u64::try_from(claims.lease_ms / 3).unwrap_or(1_000).max(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while alive.strong_count() > 0 {
+            tick.tick().await;
+            if let Err(e) = claims.renew(&pool, super::super::unix_ms()).await {
+                tracing::warn!(error = %e, "cannot renew this replica's claims; if the store stays unreachable past the lease, other replicas take the work over");
+            }
+        }
+    });
+}
