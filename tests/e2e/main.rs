@@ -48,6 +48,8 @@ mod plugin_limits;
 mod plugin_waits;
 mod prometheus;
 mod reload;
+mod replica_harness;
+mod replicas;
 mod retention;
 mod send;
 mod sink;

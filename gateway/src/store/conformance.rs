@@ -1,15 +1,18 @@
 //! One conformance suite for every store backend: each case below runs against the embedded
 //! SQLite store (a temp file) and against PostgreSQL (a throwaway cluster started from the
-//! system's server binaries, fsync on). A case sees a backend only through [`Intake`] and
+//! system's server binaries, fsync on). A case sees a backend only through [`Store`] and
 //! through plain SQL counts that mean the same on both, so a behaviour one backend has and the
-//! other lacks fails here.
+//! other lacks fails here: the ack path (dedup, object states, quarantine) and the claim-based
+//! work API (events, deliveries and replays handed out once, finished by their results, handed
+//! out again after a stop).
 //!
 //! Restarts are real: the store is closed (SQLite: its writer thread joined) and opened again
 //! on the same data.
 
 use super::{
-    IngestOutcome, Intake, NewEvent, ObjectStateClaim, PgOptions, PgStore, QuarantinedBody,
-    SqliteStore, WriterThread,
+    AttemptDone, AttemptRecord, DeliveryState, EventFilter, EventStatus, IngestOutcome,
+    NewDelivery, NewEvent, ObjectStateClaim, PgOptions, PgStore, PluginStep, Processed,
+    QuarantinedBody, SqliteStore, Store, WriterThread,
 };
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -42,7 +45,7 @@ impl Harness {
         Self::Postgres { cluster }
     }
 
-    async fn open(&mut self) -> Arc<dyn Intake> {
+    async fn open(&mut self) -> Arc<dyn Store> {
         match self {
             Self::Sqlite { dir, writer } => {
                 let (store, thread) = SqliteStore::open(
@@ -67,7 +70,7 @@ impl Harness {
     }
 
     /// Closes a store: every clone of it must be dropped by then.
-    async fn close(&mut self, store: Arc<dyn Intake>) {
+    async fn close(&mut self, store: Arc<dyn Store>) {
         drop(store);
         if let Self::Sqlite { writer, .. } = self
             && let Some(thread) = writer.take()
@@ -222,7 +225,7 @@ async fn object_states_keep_changes_drop_retries_and_survive_a_restart(h: &mut H
         stored += usize::from(is_stored(c.await.expect("joins").expect("ingests")));
     }
     assert_eq!(stored, 1);
-    let offer = async |store: &Arc<dyn Intake>, key: &str, state: u8, at: i64| {
+    let offer = async |store: &Arc<dyn Store>, key: &str, state: u8, at: i64| {
         is_stored(
             store
                 .ingest(state_event(key, 1, state, at))
@@ -350,6 +353,235 @@ async fn a_repeated_quarantined_body_is_counted_on_its_row(h: &mut Harness) {
     h.close(store).await;
 }
 
+fn stored_seq(outcome: IngestOutcome) -> i64 {
+    match outcome {
+        IngestOutcome::Stored { seq } => seq,
+        IngestOutcome::Duplicate => panic!("expected a new event"),
+    }
+}
+
+fn step(result: &str) -> PluginStep {
+    PluginStep {
+        route: "r".into(),
+        plugin: "p".into(),
+        result: result.into(),
+        reason: None,
+        micros: 1,
+    }
+}
+
+fn routing(seq: i64, status: EventStatus, deliveries: Vec<NewDelivery>) -> Processed {
+    Processed {
+        seq,
+        status,
+        steps: vec![step("pass")],
+        deliveries,
+        route_runs: Vec::new(),
+        append: false,
+    }
+}
+
+fn waiting_delivery(due_at: i64) -> NewDelivery {
+    NewDelivery {
+        route: "r".into(),
+        destination: "d".into(),
+        webhook_id: "ledger:k".into(),
+        envelope: None,
+        state: DeliveryState::Pending {
+            next_attempt_ms: due_at,
+        },
+        attempts: vec![AttemptRecord {
+            at: due_at - 1,
+            status: Some(503),
+            error: None,
+            duration_ms: 1,
+        }],
+    }
+}
+
+async fn claimed_work_is_handed_out_once_and_finished_by_its_result(h: &mut Harness) {
+    let store = h.open().await;
+    let now = super::unix_ms();
+    let mut seqs = Vec::new();
+    for key in ["w1", "w2", "w3"] {
+        seqs.push(stored_seq(
+            store
+                .ingest(event("ledger", key, now))
+                .await
+                .expect("ingests"),
+        ));
+    }
+    let claimed = store.claim_events(10).await.expect("claims");
+    assert_eq!(
+        claimed.iter().map(|c| c.event.seq).collect::<Vec<_>>(),
+        seqs
+    );
+    assert!(claimed.iter().all(|c| !c.replay));
+    assert_eq!(claimed[0].event.id, "w1");
+    assert!(
+        store.claim_events(10).await.expect("claims").is_empty(),
+        "all held"
+    );
+    store
+        .complete(Arc::new(vec![
+            routing(seqs[0], EventStatus::Routed, vec![waiting_delivery(now)]),
+            routing(seqs[1], EventStatus::Unrouted, Vec::new()),
+        ]))
+        .await
+        .expect("completes");
+    assert!(
+        store.claim_events(10).await.expect("claims").is_empty(),
+        "w3 still held"
+    );
+    let backlog = store.backlog().await.expect("counts");
+    assert_eq!(backlog.queue_depth, 2, "w3 and the waiting delivery");
+
+    let due = store.claim_due_deliveries(now, 10).await.expect("claims");
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event_seq, due[0].attempts), (seqs[0], 1));
+    assert!(
+        store
+            .claim_due_deliveries(now, 10)
+            .await
+            .expect("claims")
+            .is_empty(),
+        "held"
+    );
+    store
+        .record_attempt(AttemptDone {
+            delivery_id: due[0].id,
+            attempt: AttemptRecord {
+                at: now,
+                status: Some(200),
+                error: None,
+                duration_ms: 2,
+            },
+            state: DeliveryState::Delivered,
+        })
+        .await
+        .expect("records");
+    assert!(
+        store
+            .claim_due_deliveries(i64::MAX, 10)
+            .await
+            .expect("claims")
+            .is_empty()
+    );
+    let detail = store.event(seqs[0]).await.expect("reads").expect("exists");
+    assert_eq!(detail.summary.status, "routed");
+    assert_eq!(detail.deliveries[0].status, "delivered");
+    assert_eq!(detail.deliveries[0].history.len(), 2);
+    let unrouted = store.event(seqs[1]).await.expect("reads").expect("exists");
+    assert_eq!(unrouted.summary.status, "unrouted");
+    h.close(store).await;
+}
+
+async fn a_replay_is_claimed_once_and_adds_its_steps(h: &mut Harness) {
+    let store = h.open().await;
+    let seq = stored_seq(
+        store
+            .ingest(event("ledger", "r1", super::unix_ms()))
+            .await
+            .expect("ingests"),
+    );
+    store.claim_events(10).await.expect("claims");
+    store
+        .complete(Arc::new(vec![routing(
+            seq,
+            EventStatus::Routed,
+            Vec::new(),
+        )]))
+        .await
+        .expect("completes");
+    let only = EventFilter {
+        seq: Some(seq),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        store.request_replay(only.clone(), 10).await.expect("marks"),
+        1
+    );
+    assert_eq!(
+        store.request_replay(only, 10).await.expect("marks"),
+        0,
+        "marked already"
+    );
+    let claimed = store.claim_events(10).await.expect("claims");
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].replay);
+    assert!(
+        store.claim_events(10).await.expect("claims").is_empty(),
+        "held"
+    );
+    let mut again = routing(seq, EventStatus::Unrouted, Vec::new());
+    again.append = true;
+    again.steps = vec![step("drop")];
+    store
+        .complete(Arc::new(vec![again]))
+        .await
+        .expect("completes");
+    let detail = store.event(seq).await.expect("reads").expect("exists");
+    assert_eq!(detail.summary.status, "unrouted");
+    let results: Vec<&str> = detail
+        .plugin_results
+        .iter()
+        .map(|s| s.result.as_str())
+        .collect();
+    assert_eq!(results, ["pass", "drop"]);
+    assert!(store.claim_events(10).await.expect("claims").is_empty());
+    h.close(store).await;
+}
+
+async fn unfinished_work_is_handed_out_again_after_a_stop(h: &mut Harness) {
+    let store = h.open().await;
+    let now = super::unix_ms();
+    let a = stored_seq(
+        store
+            .ingest(event("ledger", "s1", now))
+            .await
+            .expect("ingests"),
+    );
+    let b = stored_seq(
+        store
+            .ingest(event("ledger", "s2", now))
+            .await
+            .expect("ingests"),
+    );
+    assert_eq!(store.claim_events(10).await.expect("claims").len(), 2);
+    store
+        .complete(Arc::new(vec![routing(
+            a,
+            EventStatus::Routed,
+            vec![waiting_delivery(now)],
+        )]))
+        .await
+        .expect("completes");
+    assert_eq!(
+        store
+            .claim_due_deliveries(now, 10)
+            .await
+            .expect("claims")
+            .len(),
+        1
+    );
+    // A graceful stop: what is still claimed is given back.
+    store.release_claims().await.expect("releases");
+    h.close(store).await;
+    let store = h.open().await;
+    let claimed = store.claim_events(10).await.expect("claims");
+    assert_eq!(claimed.iter().map(|c| c.event.seq).collect::<Vec<_>>(), [b]);
+    assert_eq!(
+        store
+            .claim_due_deliveries(super::unix_ms(), 10)
+            .await
+            .expect("claims")
+            .len(),
+        1,
+        "the delivery whose attempt was not made"
+    );
+    h.close(store).await;
+}
+
 /// Runs each case on SQLite and on PostgreSQL.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -379,4 +611,7 @@ conformance!(
     object_states_keep_changes_drop_retries_and_survive_a_restart,
     states_of_one_object_in_one_burst_are_decided_in_turn,
     a_repeated_quarantined_body_is_counted_on_its_row,
+    claimed_work_is_handed_out_once_and_finished_by_its_result,
+    a_replay_is_claimed_once_and_adds_its_steps,
+    unfinished_work_is_handed_out_again_after_a_stop,
 );
