@@ -1,5 +1,7 @@
 //! The PostgreSQL store, for several gateway replicas on one database: a connection pool,
-//! versioned migrations (`migrations`), and the ack path with group commit (`ingest`).
+//! versioned migrations (`migrations`), the ack path with group commit (`ingest`), the admin
+//! API's reads and the backlog gauges (`admin`), and the admin actions and event retention
+//! (`actions`).
 //!
 //! Every promise of the SQLite store holds per cluster here: an ingest is answered after its
 //! transaction committed with `synchronous_commit = on` (forced on every connection, whatever
@@ -11,6 +13,22 @@
 //! This module never sees HTTP or provider formats, and never logs a connection string (it
 //! may hold a password).
 
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "used once `impl Store for PgStore` is written (the worker half)"
+    )
+)]
+mod actions;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "used once `impl Store for PgStore` is written (the worker half)"
+    )
+)]
+mod admin;
 mod ingest;
 mod migrations;
 
@@ -276,6 +294,16 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         Ok(with_retries(&self.pool, work).await?)
     }
+
+    /// [`Self::write`] for work that only reads: its failure is a read error.
+    async fn read<'a, T>(
+        &self,
+        work: impl FnMut(PooledClient) -> Attempt<'a, T>,
+    ) -> Result<T, StoreError> {
+        with_retries(&self.pool, work)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
 }
 
 /// Deletes up to [`PRUNE_ROWS`] rows of `table` matching `condition` (with `$1`), oldest
@@ -454,5 +482,7 @@ impl PgStore {
     }
 }
 
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,6 @@
 pub(super) mod backup;
 mod checkpoint;
 mod envelope_row;
-mod filter;
 #[cfg(test)]
 mod quarantine_tests;
 mod reader;
