@@ -87,6 +87,17 @@ pub(super) fn where_clause(filter: &EventFilter, dialect: Dialect) -> (String, V
     }
 }
 
+/// [`where_clause`] for a replay request: the filter's events except those not routed yet or
+/// marked already, which are on their way through the routes.
+pub(super) fn replay_clause(filter: &EventFilter, dialect: Dialect) -> (String, Vec<FilterArg>) {
+    let (clause, args) = where_clause(filter, dialect);
+    let and = if clause.is_empty() { "WHERE" } else { " AND" };
+    (
+        format!("{clause}{and} status NOT IN ('pending', 'replay')"),
+        args,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,8 @@ pub(super) trait ViewRow {
 /// An event listing's columns, from `event_states`, in [`summary`]'s order.
 pub(super) const SUMMARY_COLUMNS: &str = "seq, dedup_key, source, event_type, status, received_at";
 
-/// An event's detail: [`SUMMARY_COLUMNS`] and then these, in [`event_detail`]'s order.
+/// An event's detail, from `event_states`: the summary's columns, then its envelope, headers
+/// and plugin steps ([`event_detail`]'s order).
 pub(super) const DETAIL_COLUMNS: &str =
     "seq, dedup_key, source, event_type, status, received_at, envelope, headers, plugin_results";
 

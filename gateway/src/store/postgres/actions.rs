@@ -8,7 +8,7 @@
 //! guarded by the row's state in the statement that makes it (re-checked under the row lock),
 //! never by what an earlier read saw. This module never claims work and never routes.
 
-use super::super::event_filter::{Dialect, FilterArg, where_clause};
+use super::super::event_filter::{Dialect, FilterArg, replay_clause};
 use super::super::work::{EventFilter, RedriveSelection};
 use super::super::{ExpiredEvents, unix_ms};
 use super::admin::bound;
@@ -75,13 +75,7 @@ impl PgStore {
         filter: EventFilter,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let (clause, mut args) = where_clause(&filter, Dialect::Postgres);
-        let not_in_flight = "status NOT IN ('pending', 'replay')";
-        let clause = if clause.is_empty() {
-            format!("WHERE {not_in_flight}")
-        } else {
-            format!("{clause} AND {not_in_flight}")
-        };
+        let (clause, mut args) = replay_clause(&filter, Dialect::Postgres);
         args.push(FilterArg::Int(i64::from(limit)));
         // The outer `status <> 'replay'` is checked again under the row lock: of two requests
         // racing for one event, the second marks nothing.

@@ -2,8 +2,8 @@
 //! throwaway cluster shared by the tests of this file (each test has a database of its own).
 //! The work after the ack is set up by writing its rows directly, as the workers would.
 
-use super::super::{conformance, unix_ms};
 use super::super::work::{EventFilter, EventStatus, RedriveSelection};
+use super::super::{conformance, unix_ms};
 use super::*;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use throwaway_pg::Cluster;
@@ -813,8 +813,10 @@ async fn redrives_send_dead_letters_back_and_make_waiting_runs_due_but_not_claim
         [many + 1]
     );
     assert_eq!(
-        db.ints(&format!("SELECT attempts::int8 FROM route_runs WHERE id = {r2}"))
-            .await,
+        db.ints(&format!(
+            "SELECT attempts::int8 FROM route_runs WHERE id = {r2}"
+        ))
+        .await,
         [0]
     );
 }
