@@ -12,11 +12,13 @@
 
 mod dedup_index;
 mod envelope_cut;
+mod event_filter;
 mod object_states;
 mod postgres;
 mod retention;
 mod schema;
 mod sqlite;
+mod views;
 mod work;
 
 #[cfg(test)]

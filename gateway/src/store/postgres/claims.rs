@@ -19,7 +19,7 @@ use super::super::work::{
 };
 use super::{PgPool, PooledClient, StoreError, with_retries};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio_postgres::Transaction;
 
 /// The channel replicas announce new work on.
@@ -145,7 +145,7 @@ ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
 const RECORD_ATTEMPT: &str = "\
 UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, \
        last_error = coalesce($5, last_error), \
-       history = (history::jsonb || $6::jsonb)::text, \
+       history = (history::jsonb || $6::text::jsonb)::text, \
        envelope = CASE WHEN $3 = 'delivered' THEN NULL ELSE envelope END, \
        updated_at = $7, lease_owner = NULL \
  WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
@@ -300,8 +300,14 @@ impl Claims {
         self.held(|h| {
             for p in processed {
                 match retried_runs(p) {
-                    Some(ids) => ids.iter().for_each(|id| drop(h.route_runs.remove(id))),
-                    None => drop(h.events.remove(&p.seq)),
+                    Some(ids) => {
+                        for id in ids {
+                            h.route_runs.remove(&id);
+                        }
+                    }
+                    None => {
+                        h.events.remove(&p.seq);
+                    }
                 }
             }
         });
@@ -689,6 +695,3 @@ struct RunColumns<'a> {
     next: Vec<Option<i64>>,
     reason: Vec<&'a str>,
 }
-
-/// Shared handle type.
-pub(super) type SharedClaims = Arc<Claims>;

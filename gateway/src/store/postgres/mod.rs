@@ -1,5 +1,7 @@
 //! The PostgreSQL store, for several gateway replicas on one database: a connection pool,
-//! versioned migrations (`migrations`), and the ack path with group commit (`ingest`).
+//! versioned migrations (`migrations`), the ack path with group commit (`ingest`), the admin
+//! API's reads and the backlog gauges (`admin`), and the admin actions and event retention
+//! (`actions`).
 //!
 //! Every promise of the SQLite store holds per cluster here: an ingest is answered after its
 //! transaction committed with `synchronous_commit = on` (forced on every connection, whatever
@@ -11,16 +13,24 @@
 //! This module never sees HTTP or provider formats, and never logs a connection string (it
 //! may hold a password).
 
+mod actions;
+mod admin;
 mod claims;
 mod control;
 mod ingest;
 mod migrations;
 
+use super::work::{
+    AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,
+    EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView,
+    StoredSpan,
+};
 use super::{
-    DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, StoreError,
+    DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
+    StoreError,
 };
 use crate::metrics::Metrics;
-use crate::metrics::events::StoreBatchCommitted;
+use crate::metrics::events::{ClaimsLost, StoreBatchCommitted};
 use ingest::IngestRequest;
 pub use migrations::SchemaStatus;
 use sha2::{Digest as _, Sha256};
@@ -313,6 +323,16 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         Ok(with_retries(&self.pool, work).await?)
     }
+
+    /// [`Self::write`] for work that only reads: its failure is a read error.
+    async fn read<'a, T>(
+        &self,
+        work: impl FnMut(PooledClient) -> Attempt<'a, T>,
+    ) -> Result<T, StoreError> {
+        with_retries(&self.pool, work)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
 }
 
 /// Deletes up to [`PRUNE_ROWS`] rows of `table` matching `condition` (with `$1`), oldest
@@ -422,6 +442,132 @@ impl Intake for PgStore {
     }
 }
 
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn expire_events(
+        &self,
+        cutoff_ms: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError> {
+        PgStore::expire_events(self, cutoff_ms, after_seq, limit).await
+    }
+
+    fn work_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.work)
+    }
+
+    async fn claim_events(&self, limit: u32) -> Result<Vec<ClaimedEvent>, StoreError> {
+        self.claims
+            .claim_events(&self.pool, super::unix_ms(), limit)
+            .await
+    }
+
+    async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError> {
+        let lost = self
+            .claims
+            .complete(&self.pool, &processed, super::unix_ms())
+            .await?;
+        if lost > 0 {
+            ClaimsLost {
+                metrics: &self.metrics,
+                kind: "event",
+                count: lost,
+            }
+            .emit();
+        }
+        Ok(())
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.claims
+            .claim_due_deliveries(&self.pool, now_ms, limit)
+            .await
+    }
+
+    async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError> {
+        let written = self
+            .claims
+            .record_attempt(&self.pool, &done, super::unix_ms())
+            .await?;
+        if !written {
+            ClaimsLost {
+                metrics: &self.metrics,
+                kind: "delivery",
+                count: 1,
+            }
+            .emit();
+        }
+        Ok(())
+    }
+
+    async fn claim_due_route_runs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueRouteRun>, StoreError> {
+        self.claims
+            .claim_due_route_runs(&self.pool, now_ms, limit)
+            .await
+    }
+
+    async fn release_claims(&self) -> Result<(), StoreError> {
+        self.claims.release(&self.pool, super::unix_ms()).await
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        PgStore::backlog(self).await
+    }
+
+    fn runs_cluster_jobs(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        PgStore::list_events(self, filter, limit).await
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError> {
+        PgStore::event(self, seq).await
+    }
+
+    async fn stored_span(&self) -> Result<Option<StoredSpan>, StoreError> {
+        PgStore::stored_span(self).await
+    }
+
+    async fn list_quarantine(
+        &self,
+        source: Option<String>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        PgStore::list_quarantine(self, source, before, limit).await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError> {
+        PgStore::dead_letters(self, limit).await
+    }
+
+    async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
+        PgStore::request_replay(self, filter, limit).await
+    }
+
+    async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {
+        PgStore::redrive(self, selection).await
+    }
+}
+
 /// One step of a quarantine retention pass, in one transaction (see the trait).
 async fn expire_quarantine_step(
     c: &mut PooledClient,
@@ -491,5 +637,9 @@ impl PgStore {
     }
 }
 
+#[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
+mod claims_tests;
 #[cfg(test)]
 mod tests;
