@@ -483,6 +483,10 @@ impl PgStore {
 }
 
 #[cfg(test)]
+mod actions_tests;
+#[cfg(test)]
 mod admin_tests;
+#[cfg(test)]
+mod test_db;
 #[cfg(test)]
 mod tests;
