@@ -88,7 +88,7 @@ impl PgStore {
                  RETURNING seq), \
              queued AS ( \
                  INSERT INTO event_work (seq, replay) SELECT seq, true FROM marked \
-                 ON CONFLICT (seq) DO NOTHING) \
+                 ON CONFLICT (seq) DO UPDATE SET replay = true) \
              SELECT count(*) FROM marked",
             args.len()
         );

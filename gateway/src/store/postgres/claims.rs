@@ -50,7 +50,7 @@ WITH picked AS ( \
      WHERE available_at <= $1 AND NOT (seq = ANY($5)) \
      ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
-    UPDATE event_work w SET lease_owner = $3, available_at = $1 + $4 \
+    UPDATE event_work w SET lease_owner = $3, available_at = $4 \
       FROM picked WHERE w.seq = picked.seq \
     RETURNING w.seq, w.replay \
 ) \
@@ -63,7 +63,7 @@ WITH picked AS ( \
      WHERE status = 'pending' AND next_attempt_at <= $1 AND NOT (id = ANY($5)) \
      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
-    UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $1 + $4 \
+    UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $4 \
       FROM picked WHERE d.id = picked.id \
     RETURNING d.id, d.event_seq, d.route, d.destination, d.webhook_id, d.envelope, d.attempts \
 ) \
@@ -77,7 +77,7 @@ WITH picked AS ( \
      WHERE status = 'retry' AND next_attempt_at <= $1 AND NOT (id = ANY($5)) \
      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
-    UPDATE route_runs r SET lease_owner = $3, next_attempt_at = $1 + $4 \
+    UPDATE route_runs r SET lease_owner = $3, next_attempt_at = $4 \
       FROM picked WHERE r.id = picked.id \
     RETURNING r.id, r.route, r.attempts, r.event_seq \
 ) \
@@ -182,7 +182,8 @@ impl Claims {
         limit: u32,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let held = self.held_ids(|h| &h.events);
-        let (owner, lease, held) = (&self.owner, &self.lease_ms, &held);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, lease, held) = (&self.owner, &until, &held);
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {
@@ -217,7 +218,8 @@ impl Claims {
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let held = self.held_ids(|h| &h.deliveries);
-        let (owner, lease, held) = (&self.owner, &self.lease_ms, &held);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, lease, held) = (&self.owner, &until, &held);
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {
@@ -251,7 +253,8 @@ impl Claims {
         limit: u32,
     ) -> Result<Vec<DueRouteRun>, StoreError> {
         let held = self.held_ids(|h| &h.route_runs);
-        let (owner, lease, held) = (&self.owner, &self.lease_ms, &held);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, lease, held) = (&self.owner, &until, &held);
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {

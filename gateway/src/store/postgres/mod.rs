@@ -638,8 +638,12 @@ impl PgStore {
 }
 
 #[cfg(test)]
+mod actions_tests;
+#[cfg(test)]
 mod admin_tests;
 #[cfg(test)]
 mod claims_tests;
+#[cfg(test)]
+mod test_db;
 #[cfg(test)]
 mod tests;
