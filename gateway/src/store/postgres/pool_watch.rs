@@ -159,3 +159,59 @@ mod tests {
         assert_eq!(next(Reach::Up, Ok(()), "p", much_later), Reach::Up);
     }
 }
+
+#[cfg(test)]
+mod with_a_database {
+    use super::super::{PgOptions, PgStore};
+    use crate::metrics::Metrics;
+    use std::time::{Duration, Instant};
+    use throwaway_pg::{Cluster, StopMode};
+
+    /// A gauge's value in the rendered metrics.
+    fn gauge(metrics: &Metrics, series: &str) -> Option<i64> {
+        metrics.render().lines().find_map(|l| {
+            let value = l.strip_prefix(series)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+
+    /// Polls until the idle-connection gauge satisfies `ok`, for at most 20 s.
+    async fn idle_becomes(metrics: &Metrics, ok: impl Fn(i64) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let idle = gauge(metrics, "gateway_store_pool_connections{state=\"idle\"}");
+            if idle.is_some_and(&ok) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: idle = {idle:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_gauges_follow_the_database_and_every_connection_has_the_statement_timeout() {
+        let pg = Cluster::start().expect("a throwaway PostgreSQL cluster");
+        pg.create_database("gateway").expect("createdb");
+        let metrics = Metrics::new().expect("metrics");
+        let options = PgOptions {
+            statement_timeout: Duration::from_millis(1234),
+            ..PgOptions::default()
+        };
+        let store = PgStore::connect(&pg.conninfo("gateway"), &options, metrics.clone())
+            .await
+            .expect("connects");
+        assert_eq!(store.session_setting("statement_timeout").await, "1234ms");
+        idle_becomes(&metrics, |n| n >= 1, "a connection checked out and back").await;
+        assert_eq!(
+            gauge(&metrics, "gateway_store_pool_connections{state=\"busy\"}"),
+            Some(0)
+        );
+        assert_eq!(gauge(&metrics, "gateway_store_pool_waiting"), Some(0));
+        // Down: each check takes a broken connection out of the pool, until none is left.
+        pg.stop(StopMode::Immediate).expect("stops");
+        idle_becomes(&metrics, |n| n == 0, "broken connections dropped").await;
+        pg.start_again().expect("starts");
+        idle_becomes(&metrics, |n| n >= 1, "a new connection once it is back").await;
+        drop(store);
+    }
+}
