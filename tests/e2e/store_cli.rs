@@ -186,3 +186,55 @@ fn store_copy_moves_a_stopped_gateways_store_once() {
     );
     assert!(!to.exists());
 }
+
+#[test]
+fn a_reload_that_switches_the_store_to_postgres_keeps_serving_from_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("gateway.db");
+    let path = dir.path().join("gateway.toml");
+    let sqlite_config = config(&db, &Settings::default());
+    std::fs::write(&path, &sqlite_config).expect("write config");
+    let gw = Gateway::start_in_with(dir, db.clone(), |c| {
+        c.env("E2E_DATABASE_URL", "host=/nowhere dbname=gateway");
+    });
+    gw.post_ledger(&crate::ack_stream::ledger_event("evt_before_switch"))
+        .assert_accepted();
+    let path_line = format!("path = \"{}\"", db.display());
+    assert!(sqlite_config.contains(&path_line));
+    let postgres_config = sqlite_config.replace(&path_line, "url = \"env:E2E_DATABASE_URL\"");
+    std::fs::write(&path, postgres_config).expect("write config");
+    // The watcher may miss a write in the first moments after the start: SIGHUP now and then
+    // until seen (not more often: each one restarts the reload's 250 ms debounce).
+    let restart_keys = || {
+        let lines = gw.log_lines("takes effect only after a restart");
+        ["key=store.path", "key=store.url"].map(|k| lines.iter().any(|l| l.contains(k)))
+    };
+    let started = std::time::Instant::now();
+    let mut hangups = 0;
+    while restart_keys() != [true, true] {
+        let waited = started.elapsed();
+        assert!(
+            waited < PATIENCE,
+            "no restart notice for store.path and store.url; stderr:\n{}",
+            gw.stderr()
+        );
+        if waited > std::time::Duration::from_secs(2 * (hangups + 1)) {
+            hangups += 1;
+            let _ = Command::new("kill")
+                .arg("-HUP")
+                .arg(gw.pid().to_string())
+                .status();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The running store is still the SQLite file.
+    gw.post_ledger(&crate::ack_stream::ledger_event("evt_after_switch"))
+        .assert_accepted();
+    assert_eq!(
+        count(
+            &open_db(&db),
+            "SELECT count(*) FROM events WHERE dedup_key LIKE 'evt_%_switch'"
+        ),
+        2
+    );
+}
