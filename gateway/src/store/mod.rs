@@ -24,7 +24,10 @@ mod work;
 #[cfg(test)]
 mod conformance;
 
-pub use postgres::{PgOptions, PgStore, SchemaStatus};
+pub use postgres::{
+    CopyError, CopySummary, PgOptions, PgStore, SchemaStatus, copy_from_sqlite,
+    latest_schema_version, target_of,
+};
 pub use retention::{Retention, prune_periodically};
 pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};

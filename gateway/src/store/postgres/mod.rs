@@ -17,8 +17,10 @@ mod actions;
 mod admin;
 mod claims;
 mod control;
+mod copy;
 mod ingest;
 mod migrations;
+mod pool_watch;
 
 use super::work::{
     AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,
@@ -31,8 +33,9 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::metrics::events::{ClaimsLost, StoreBatchCommitted};
+pub use copy::{CopyError, CopySummary, copy_from_sqlite};
 use ingest::IngestRequest;
-pub use migrations::SchemaStatus;
+pub use migrations::{SchemaStatus, latest as latest_schema_version};
 use sha2::{Digest as _, Sha256};
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -55,8 +58,10 @@ pub struct PgOptions {
     pub writers: usize,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
-    /// How long a replica's claim on work lasts without renewal: after a replica died, its
-    /// work waits this long before another one takes it over.
+    /// The server cancels any one statement running longer (`-c statement_timeout` on every
+    /// connection), so a stuck query cannot hold a pooled connection for good.
+    pub statement_timeout: Duration,
+    /// How long a replica's claim on work lasts without renewal.
     pub lease: Duration,
 }
 
@@ -66,7 +71,20 @@ impl Default for PgOptions {
             pool_size: 16,
             writers: 4,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl From<&crate::config::PostgresSettings> for PgOptions {
+    fn from(settings: &crate::config::PostgresSettings) -> Self {
+        Self {
+            pool_size: settings.pool_size,
+            connect_timeout: settings.connect_timeout,
+            statement_timeout: settings.statement_timeout,
+            lease: settings.lease,
+            ..Self::default()
         }
     }
 }
@@ -113,24 +131,36 @@ fn where_to(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Where a connection string points (hosts and database), without its password: what the
+/// one-shot commands print. `None` when it does not parse.
+pub fn target_of(conninfo: &str) -> Option<String> {
+    tokio_postgres::Config::from_str(conninfo)
+        .ok()
+        .map(|c| where_to(&c))
+}
+
 /// Parses a connection string (URL or key/value, several hosts allowed) and adds what every
 /// gateway connection must have.
 fn connection_config(
     conninfo: &str,
-    timeout: Duration,
+    options: &PgOptions,
 ) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(conninfo).map_err(|e| StoreError::Open {
         path: "postgres (connection string)".into(),
         source: Box::new(e),
     })?;
     // An ack must wait for the WAL flush even where the server's default says otherwise.
-    let options = match config.get_options() {
-        Some(existing) => format!("{existing} -c synchronous_commit=on"),
-        None => "-c synchronous_commit=on".to_owned(),
+    let ours = format!(
+        "-c synchronous_commit=on -c statement_timeout={}",
+        options.statement_timeout.as_millis().max(1)
+    );
+    let options_line = match config.get_options() {
+        Some(existing) => format!("{existing} {ours}"),
+        None => ours,
     };
-    config.options(&options);
+    config.options(&options_line);
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(timeout);
+        config.connect_timeout(options.connect_timeout);
     }
     if config.get_application_name().is_none() {
         config.application_name("webhook-gateway");
@@ -146,7 +176,7 @@ impl PgStore {
         options: &PgOptions,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
-        let config = connection_config(conninfo, options.connect_timeout)?;
+        let config = connection_config(conninfo, options)?;
         let place = where_to(&config);
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),
@@ -177,6 +207,7 @@ impl PgStore {
             tracing::info!(versions = ?applied, "store schema migrated");
         }
         drop(client);
+        pool_watch::spawn(&pool, metrics.clone(), place);
         let ingest = ingest::spawn_writers(pool.clone(), metrics.clone(), options.writers);
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
         let claims = Arc::new(claims::Claims::new(lease_ms.max(1)));
@@ -226,7 +257,11 @@ async fn connect_once(
     conninfo: &str,
     timeout: Duration,
 ) -> Result<(tokio_postgres::Client, String), StoreError> {
-    let config = connection_config(conninfo, timeout)?;
+    let options = PgOptions {
+        connect_timeout: timeout,
+        ..PgOptions::default()
+    };
+    let config = connection_config(conninfo, &options)?;
     let place = where_to(&config);
     let (client, connection) =
         config
