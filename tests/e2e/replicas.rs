@@ -189,8 +189,9 @@ fn a_database_restart_under_load_gives_503s_never_a_false_ack_and_heals_by_itsel
 fn a_failover_to_a_promoted_synchronous_standby_keeps_every_acked_event() {
     let primary = Cluster::start_with(&Options::default().set("synchronous_standby_names", "'*'"))
         .expect("primary");
-    primary.create_database("gateway").expect("createdb");
+    // The standby first: with it required, every commit (CREATE DATABASE too) waits for it.
     let standby = Cluster::standby_of(&primary, &Options::default()).expect("standby");
+    primary.create_database("gateway").expect("createdb");
     let sink = sink();
     let text = replica_config(&sink.url());
     let both = format!(

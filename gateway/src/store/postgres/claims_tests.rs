@@ -9,28 +9,15 @@ use crate::store::{
     AttemptDone, AttemptRecord, DeliveryState, EventStatus, NewDelivery, Processed, RouteRunState,
     RouteRunUpdate,
 };
-use std::sync::{Arc, OnceLock};
-use throwaway_pg::Cluster;
+use std::sync::Arc;
 
 const LEASE: i64 = 1_000;
 
-fn shared_cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start().expect("a throwaway PostgreSQL cluster"))
-}
-
-/// A fresh database with the schema, a store on it and two replicas' claims.
-async fn setup(name: &str) -> (PgStore, Claims, Claims) {
-    let pg = shared_cluster();
-    pg.create_database(name).expect("createdb");
-    let store = PgStore::connect(
-        &pg.conninfo(name),
-        &PgOptions::default(),
-        Metrics::new().expect("metrics"),
-    )
-    .await
-    .expect("connects");
-    (store, Claims::new(LEASE), Claims::new(LEASE))
+/// A fresh database with the schema (on the cluster the PostgreSQL tests share), a store on
+/// it and two replicas' claims.
+async fn setup(name: &str) -> (super::test_db::Db, Claims, Claims) {
+    let db = super::test_db::Db::new(name).await;
+    (db, Claims::new(LEASE), Claims::new(LEASE))
 }
 
 async fn store_events(store: &PgStore, keys: &[&str]) -> Vec<i64> {
@@ -83,7 +70,8 @@ fn seqs(claimed: &[crate::store::ClaimedEvent]) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_claiming_at_once_never_get_the_same_event() {
-    let (store, a, b) = setup("claims_disjoint").await;
+    let (db, a, b) = setup("claims_disjoint").await;
+    let store = &db.store;
     let keys: Vec<String> = (0..200).map(|i| format!("evt_{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let all = store_events(&store, &keys).await;
@@ -117,7 +105,8 @@ async fn two_replicas_claiming_at_once_never_get_the_same_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result_is_dropped() {
-    let (store, dead, live) = setup("claims_takeover").await;
+    let (db, dead, live) = setup("claims_takeover").await;
+    let store = &db.store;
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
@@ -187,7 +176,8 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewing_keeps_a_claim_and_releasing_hands_it_over_at_once() {
-    let (store, a, b) = setup("claims_renew").await;
+    let (db, a, b) = setup("claims_renew").await;
+    let store = &db.store;
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
@@ -215,7 +205,8 @@ async fn renewing_keeps_a_claim_and_releasing_hands_it_over_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_nothing() {
-    let (store, a, b) = setup("claims_deliveries").await;
+    let (db, a, b) = setup("claims_deliveries").await;
+    let store = &db.store;
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
@@ -289,7 +280,8 @@ async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
-    let (store, a, b) = setup("claims_route_runs").await;
+    let (db, a, b) = setup("claims_route_runs").await;
+    let store = &db.store;
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
