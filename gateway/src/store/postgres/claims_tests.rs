@@ -74,7 +74,7 @@ async fn two_replicas_claiming_at_once_never_get_the_same_event() {
     let store = &db.store;
     let keys: Vec<String> = (0..200).map(|i| format!("evt_{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let all = store_events(&store, &keys).await;
+    let all = store_events(store, &keys).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
     let mut tasks = Vec::new();
     for claims in [&a, &b] {
@@ -107,7 +107,7 @@ async fn two_replicas_claiming_at_once_never_get_the_same_event() {
 async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result_is_dropped() {
     let (db, dead, live) = setup("claims_takeover").await;
     let store = &db.store;
-    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+    let [seq] = store_events(store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
     assert_eq!(
@@ -146,7 +146,7 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
         .await
         .expect("completes");
     assert_eq!(lost, 1);
-    assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 0);
+    assert_eq!(count(store, "SELECT count(*) FROM deliveries").await, 0);
     let lost = live
         .complete(
             &store.pool,
@@ -156,9 +156,9 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
         .await
         .expect("completes");
     assert_eq!(lost, 0);
-    assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 1);
+    assert_eq!(count(store, "SELECT count(*) FROM deliveries").await, 1);
     assert_eq!(
-        count(&store, "SELECT count(*) FROM event_work").await,
+        count(store, "SELECT count(*) FROM event_work").await,
         0,
         "finished work leaves the hot table"
     );
@@ -178,7 +178,7 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
 async fn renewing_keeps_a_claim_and_releasing_hands_it_over_at_once() {
     let (db, a, b) = setup("claims_renew").await;
     let store = &db.store;
-    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+    let [seq] = store_events(store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
     a.claim_events(&store.pool, 10_000, 10)
@@ -207,7 +207,7 @@ async fn renewing_keeps_a_claim_and_releasing_hands_it_over_at_once() {
 async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_nothing() {
     let (db, a, b) = setup("claims_deliveries").await;
     let store = &db.store;
-    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+    let [seq] = store_events(store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
     a.claim_events(&store.pool, 10_000, 10)
@@ -282,7 +282,7 @@ async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_not
 async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
     let (db, a, b) = setup("claims_route_runs").await;
     let store = &db.store;
-    let [seq] = store_events(&store, &["evt_1"]).await[..] else {
+    let [seq] = store_events(store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
     a.claim_events(&store.pool, 10_000, 10)

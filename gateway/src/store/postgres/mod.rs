@@ -21,6 +21,7 @@ mod copy;
 mod ingest;
 mod migrations;
 mod pool_watch;
+mod results;
 
 use super::work::{
     AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,

@@ -1,0 +1,274 @@
+//! Writing routing results on PostgreSQL: what `complete` writes for the results whose claims
+//! are still held (claims.rs decides which), as a few multi-row statements (arrays through
+//! `unnest`) in the caller's transaction: new and retried route runs, deliveries with their
+//! first attempts, and the events' routings (set, or appended to for replays and plugin
+//! retries). Column meanings are the SQLite schema's (store/schema.rs).
+//!
+//! This module never decides whose result counts and never commits.
+
+use super::super::work::{AttemptRecord, DeliveryState, PluginStep, Processed, RouteRunState};
+use super::claims::retried_runs;
+use tokio_postgres::Transaction;
+
+const INSERT_DELIVERIES: &str = "\
+INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, attempts, \
+                        next_attempt_at, last_error, history, created_at, updated_at) \
+SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
+       history, $11, $11 \
+  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+              $7::int4[], $8::int8[], $9::text[], $10::text[]) \
+    AS i(seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
+         history)";
+
+const INSERT_ROUTE_RUNS: &str = "\
+INSERT INTO route_runs (event_seq, route, status, attempts, next_attempt_at, reason, \
+                        created_at, updated_at) \
+SELECT seq, route, status, attempts, next_at, reason, $7, $7 \
+  FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::text[]) \
+    AS i(seq, route, status, attempts, next_at, reason)";
+
+const UPDATE_ROUTE_RUNS: &str = "\
+UPDATE route_runs r SET status = i.status, attempts = i.attempts, next_attempt_at = i.next_at, \
+       reason = i.reason, updated_at = $6, lease_owner = NULL \
+  FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::text[]) \
+    AS i(id, status, attempts, next_at, reason) \
+ WHERE r.id = i.id";
+
+/// A first routing (or one whose plugin steps replace the earlier ones).
+const SET_ROUTINGS: &str = "\
+INSERT INTO routings (seq, status, plugin_results, processed_at) \
+SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[]) \
+ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
+    plugin_results = coalesce(excluded.plugin_results, routings.plugin_results), \
+    processed_at = excluded.processed_at";
+
+/// A replay or a plugin retry: its steps are added to the event's history. After a plugin
+/// retry (`derive`) the status sums up all the event's runs, as SQLite's `derived_status`.
+const APPEND_ROUTINGS: &str = "\
+INSERT INTO routings AS r (seq, status, plugin_results, processed_at) \
+SELECT i.seq, \
+       CASE WHEN NOT i.derive THEN i.status \
+            WHEN EXISTS (SELECT 1 FROM route_runs x WHERE x.event_seq = i.seq AND x.status = 'dead') \
+                 THEN 'failed' \
+            WHEN EXISTS (SELECT 1 FROM route_runs x WHERE x.event_seq = i.seq AND x.status = 'retry') \
+                 THEN 'retrying' \
+            WHEN EXISTS (SELECT 1 FROM deliveries x WHERE x.event_seq = i.seq) THEN 'routed' \
+            ELSE i.status END, \
+       i.steps, $5 \
+  FROM unnest($1::int8[], $2::text[], $3::text[], $4::bool[]) AS i(seq, status, steps, derive) \
+ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
+    plugin_results = (coalesce(r.plugin_results, '[]')::jsonb \
+                      || coalesce(excluded.plugin_results, '[]')::jsonb)::text, \
+    processed_at = excluded.processed_at";
+
+/// An attempt's error as `last_error` keeps it: the error, else the HTTP status.
+pub(super) fn attempt_error(a: &AttemptRecord) -> Option<String> {
+    a.error
+        .clone()
+        .or_else(|| a.status.map(|s| format!("HTTP {s}")))
+}
+
+/// Writes the results of `kept` (route runs first: a plugin retry's event status is derived
+/// from all of its runs).
+pub(super) async fn write_results(
+    tx: &Transaction<'_>,
+    kept: &[&Processed],
+    now_ms: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if kept.is_empty() {
+        return Ok(());
+    }
+    write_route_runs(tx, kept, now_ms).await?;
+    write_deliveries(tx, kept, now_ms).await?;
+    let to_json =
+        |steps: &[PluginStep]| serde_json::to_string(steps).unwrap_or_else(|_| "[]".to_owned());
+    let (mut set, mut append) = (RoutingColumns::default(), RoutingColumns::default());
+    for p in kept {
+        let columns = if p.append { &mut append } else { &mut set };
+        columns.seq.push(p.seq);
+        columns.status.push(p.status.as_str());
+        columns
+            .steps
+            .push((p.append || !p.steps.is_empty()).then(|| to_json(&p.steps)));
+        columns.derive.push(retried_runs(p).is_some());
+    }
+    if !set.seq.is_empty() {
+        tx.execute(
+            SET_ROUTINGS,
+            &[
+                &set.seq,
+                &set.status,
+                &set.steps,
+                &vec![now_ms; set.seq.len()],
+            ],
+        )
+        .await?;
+    }
+    if !append.seq.is_empty() {
+        tx.execute(
+            APPEND_ROUTINGS,
+            &[
+                &append.seq,
+                &append.status,
+                &append.steps,
+                &append.derive,
+                &now_ms,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct RoutingColumns {
+    seq: Vec<i64>,
+    status: Vec<&'static str>,
+    steps: Vec<Option<String>>,
+    derive: Vec<bool>,
+}
+
+async fn write_deliveries(
+    tx: &Transaction<'_>,
+    kept: &[&Processed],
+    now_ms: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let mut c = DeliveryColumns::default();
+    for p in kept {
+        for d in &p.deliveries {
+            // A delivered envelope is not needed again (a replay routes the event anew).
+            let envelope = match d.state {
+                DeliveryState::Delivered => None,
+                _ => d.envelope.clone(),
+            };
+            let (status, next, error) = match &d.state {
+                DeliveryState::Delivered => ("delivered", None, None),
+                DeliveryState::Pending { next_attempt_ms } => (
+                    "pending",
+                    Some(*next_attempt_ms),
+                    d.attempts.last().and_then(attempt_error),
+                ),
+                DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
+            };
+            c.seq.push(p.seq);
+            c.route.push(d.route.as_str());
+            c.destination.push(d.destination.as_str());
+            c.webhook_id.push(d.webhook_id.as_str());
+            c.envelope.push(envelope);
+            c.status.push(status);
+            c.attempts
+                .push(i32::try_from(d.attempts.len()).unwrap_or(i32::MAX));
+            c.next.push(next);
+            c.error.push(error);
+            c.history
+                .push(serde_json::to_string(&d.attempts).unwrap_or_else(|_| "[]".to_owned()));
+        }
+    }
+    if c.seq.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        INSERT_DELIVERIES,
+        &[
+            &c.seq,
+            &c.route,
+            &c.destination,
+            &c.webhook_id,
+            &c.envelope,
+            &c.status,
+            &c.attempts,
+            &c.next,
+            &c.error,
+            &c.history,
+            &now_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct DeliveryColumns<'a> {
+    seq: Vec<i64>,
+    route: Vec<&'a str>,
+    destination: Vec<&'a str>,
+    webhook_id: Vec<&'a str>,
+    envelope: Vec<Option<String>>,
+    status: Vec<&'static str>,
+    attempts: Vec<i32>,
+    next: Vec<Option<i64>>,
+    error: Vec<Option<String>>,
+    history: Vec<String>,
+}
+
+async fn write_route_runs(
+    tx: &Transaction<'_>,
+    kept: &[&Processed],
+    now_ms: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let (mut new, mut updated) = (RunColumns::default(), RunColumns::default());
+    for p in kept {
+        for run in &p.route_runs {
+            let (status, next) = match run.state {
+                RouteRunState::Retry { next_attempt_ms } => ("retry", Some(next_attempt_ms)),
+                RouteRunState::Dead => ("dead", None),
+                RouteRunState::Done => ("done", None),
+            };
+            let columns = if run.id.is_some() {
+                &mut updated
+            } else {
+                &mut new
+            };
+            columns.key.push(run.id.unwrap_or(p.seq));
+            columns.route.push(run.route.as_str());
+            columns.status.push(status);
+            columns
+                .attempts
+                .push(i32::try_from(run.attempts).unwrap_or(i32::MAX));
+            columns.next.push(next);
+            columns.reason.push(run.reason.as_str());
+        }
+    }
+    if !new.key.is_empty() {
+        tx.execute(
+            INSERT_ROUTE_RUNS,
+            &[
+                &new.key,
+                &new.route,
+                &new.status,
+                &new.attempts,
+                &new.next,
+                &new.reason,
+                &now_ms,
+            ],
+        )
+        .await?;
+    }
+    if !updated.key.is_empty() {
+        tx.execute(
+            UPDATE_ROUTE_RUNS,
+            &[
+                &updated.key,
+                &updated.status,
+                &updated.attempts,
+                &updated.next,
+                &updated.reason,
+                &now_ms,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Route runs as one array per column; `key` is the run's id for updates, the event's seq for
+/// new runs.
+#[derive(Default)]
+struct RunColumns<'a> {
+    key: Vec<i64>,
+    route: Vec<&'a str>,
+    status: Vec<&'static str>,
+    attempts: Vec<i32>,
+    next: Vec<Option<i64>>,
+    reason: Vec<&'a str>,
+}
