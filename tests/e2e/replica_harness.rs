@@ -65,6 +65,35 @@ pub(crate) fn restart_replica(dir: tempfile::TempDir, conninfo: &str) -> Gateway
     })
 }
 
+/// A database, a sink answering `mode`, and `n` replicas routing every event to the sink.
+pub(crate) struct Deployment {
+    pub(crate) pg: Cluster,
+    pub(crate) sink: Sink,
+    pub(crate) conninfo: String,
+    pub(crate) replicas: Vec<Gateway>,
+}
+
+impl Deployment {
+    pub(crate) fn start(n: usize, mode: Mode) -> Self {
+        let pg = database();
+        let sink = Sink::start(mode);
+        let config = replica_config(&sink.url());
+        let conninfo = pg.conninfo("gateway");
+        let replicas = (0..n).map(|_| start_replica(&config, &conninfo)).collect();
+        Self {
+            pg,
+            sink,
+            conninfo,
+            replicas,
+        }
+    }
+
+    /// The replicas' addresses, shared with senders (a restarted replica's is swapped in).
+    pub(crate) fn addrs(&self) -> Arc<Mutex<Vec<SocketAddr>>> {
+        Arc::new(Mutex::new(self.replicas.iter().map(|g| g.addr).collect()))
+    }
+}
+
 /// A throwaway cluster with an empty `gateway` database.
 pub(crate) fn database() -> Cluster {
     let pg = Cluster::start().expect("a throwaway PostgreSQL cluster");
@@ -226,11 +255,6 @@ fn send_until_stopped(
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-/// A sink that accepts everything.
-pub(crate) fn sink() -> Sink {
-    Sink::start(Mode::Ok)
 }
 
 /// Waits until the sink received every one of `ids` at least once (by event id).

@@ -35,14 +35,9 @@ fn every_acked_is_stored(pg: &Cluster, acked: &[String]) {
 
 #[test]
 fn one_delivery_sent_50_times_to_two_replicas_is_stored_once_and_a_payout_change_twice() {
-    let pg = database();
-    let sink = sink();
-    let text = replica_config(&sink.url());
-    let conninfo = pg.conninfo("gateway");
-    let replicas = [
-        start_replica(&text, &conninfo),
-        start_replica(&text, &conninfo),
-    ];
+    let Deployment {
+        pg, sink, replicas, ..
+    } = Deployment::start(2, Mode::Ok);
     let addrs: Vec<SocketAddr> = replicas.iter().map(|g| g.addr).collect();
     let body = crate::ack_stream::ledger_event("evt_twice_everywhere");
     let headers = ledger_headers(LEDGER_SECRET, now(), &body);
@@ -99,17 +94,15 @@ fn one_delivery_sent_50_times_to_two_replicas_is_stored_once_and_a_payout_change
 
 #[test]
 fn kill_9_of_one_of_two_replicas_under_load_20_times_loses_nothing_and_routes_nothing_twice() {
-    let pg = database();
-    let sink = sink();
-    let text = replica_config(&sink.url());
-    let conninfo = pg.conninfo("gateway");
-    let mut replicas = vec![
-        start_replica(&text, &conninfo),
-        start_replica(&text, &conninfo),
-    ];
-    let addrs = Arc::new(Mutex::new(
-        replicas.iter().map(|g| g.addr).collect::<Vec<_>>(),
-    ));
+    let deployment = Deployment::start(2, Mode::Ok);
+    let addrs = deployment.addrs();
+    let Deployment {
+        pg,
+        sink,
+        conninfo,
+        mut replicas,
+        ..
+    } = deployment;
     let senders = Senders::start(&addrs, 8, "evt_kill");
     for round in 0..20 {
         senders.wait_for_acks(40);
@@ -150,17 +143,11 @@ fn kill_9_of_one_of_two_replicas_under_load_20_times_loses_nothing_and_routes_no
 
 #[test]
 fn a_database_restart_under_load_gives_503s_never_a_false_ack_and_heals_by_itself() {
-    let pg = database();
-    let sink = sink();
-    let text = replica_config(&sink.url());
-    let conninfo = pg.conninfo("gateway");
-    let replicas = [
-        start_replica(&text, &conninfo),
-        start_replica(&text, &conninfo),
-    ];
-    let addrs = Arc::new(Mutex::new(
-        replicas.iter().map(|g| g.addr).collect::<Vec<_>>(),
-    ));
+    let deployment = Deployment::start(2, Mode::Ok);
+    let addrs = deployment.addrs();
+    let Deployment {
+        pg, sink, replicas, ..
+    } = deployment;
     let senders = Senders::start(&addrs, 6, "evt_pgrestart");
     senders.wait_for_acks(200);
     pg.stop(StopMode::Immediate).expect("stops");
@@ -192,7 +179,7 @@ fn a_failover_to_a_promoted_synchronous_standby_keeps_every_acked_event() {
     // The standby first: with it required, every commit (CREATE DATABASE too) waits for it.
     let standby = Cluster::standby_of(&primary, &Options::default()).expect("standby");
     primary.create_database("gateway").expect("createdb");
-    let sink = sink();
+    let sink = Sink::start(Mode::Ok);
     let text = replica_config(&sink.url());
     let both = format!(
         "host={},{} port={},{} user=postgres dbname=gateway target_session_attrs=read-write",
@@ -218,14 +205,15 @@ fn a_failover_to_a_promoted_synchronous_standby_keeps_every_acked_event() {
 
 #[test]
 fn a_rolling_restart_of_three_replicas_loses_no_acked_event() {
-    let pg = database();
-    let sink = sink();
-    let text = replica_config(&sink.url());
-    let conninfo = pg.conninfo("gateway");
-    let mut replicas: Vec<Gateway> = (0..3).map(|_| start_replica(&text, &conninfo)).collect();
-    let addrs = Arc::new(Mutex::new(
-        replicas.iter().map(|g| g.addr).collect::<Vec<_>>(),
-    ));
+    let deployment = Deployment::start(3, Mode::Ok);
+    let addrs = deployment.addrs();
+    let Deployment {
+        pg,
+        sink,
+        conninfo,
+        mut replicas,
+        ..
+    } = deployment;
     let senders = Senders::start(&addrs, 6, "evt_rolling");
     for i in 0..3 {
         senders.wait_for_acks(100);
@@ -250,14 +238,9 @@ fn a_rolling_restart_of_three_replicas_loses_no_acked_event() {
 
 #[test]
 fn replay_and_redrive_asked_on_one_replica_are_carried_out_once_and_each_replica_reloads_alone() {
-    let pg = database();
-    let sink = Sink::start(Mode::Always(410));
-    let text = replica_config(&sink.url());
-    let conninfo = pg.conninfo("gateway");
-    let replicas = [
-        start_replica(&text, &conninfo),
-        start_replica(&text, &conninfo),
-    ];
+    let Deployment {
+        pg, sink, replicas, ..
+    } = Deployment::start(2, Mode::Always(410));
     let ids: Vec<String> = (0..20).map(|i| format!("evt_dead_{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         replicas[i % 2]

@@ -123,40 +123,57 @@ impl Claims {
         self.held(|h| pick(h).iter().copied().collect())
     }
 
+    /// Claims rows with `sql` (parameters: now, limit, owner, lease end, rows held here, so
+    /// this replica never claims again what it is working on), turns each into `T` and keeps
+    /// their ids (in `kind`'s set) for renewal.
+    async fn claim<T>(
+        &self,
+        pool: &PgPool,
+        sql: &'static str,
+        (now_ms, limit): (i64, u32),
+        kind: fn(&mut Held) -> &mut HashSet<i64>,
+        row: fn(&tokio_postgres::Row) -> (i64, T),
+    ) -> Result<Vec<T>, StoreError> {
+        let held: Vec<i64> = self.held(|h| kind(h).iter().copied().collect());
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, until, held) = (&self.owner, &until, &held);
+        let limit = i64::from(limit);
+        let rows = with_retries(pool, |c| {
+            Box::pin(async move {
+                let r = c.query(sql, &[&now_ms, &limit, owner, until, held]).await;
+                (c, r)
+            })
+        })
+        .await?;
+        let (ids, claimed): (Vec<i64>, Vec<T>) = rows.iter().map(row).unzip();
+        self.held(|h| kind(h).extend(ids));
+        Ok(claimed)
+    }
+
     pub(super) async fn claim_events(
         &self,
         pool: &PgPool,
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let held = self.held_ids(|h| &h.events);
-        let until = now_ms.saturating_add(self.lease_ms);
-        let (owner, lease, held) = (&self.owner, &until, &held);
-        let limit = i64::from(limit);
-        let rows = with_retries(pool, |c| {
-            Box::pin(async move {
-                let r = c
-                    .query(CLAIM_EVENTS, &[&now_ms, &limit, owner, lease, held])
-                    .await;
-                (c, r)
-            })
-        })
-        .await?;
-        let claimed: Vec<ClaimedEvent> = rows
-            .iter()
-            .map(|r| ClaimedEvent {
-                replay: r.get(1),
-                event: StoredEvent {
-                    seq: r.get(0),
-                    id: r.get(2),
-                    source: r.get(3),
-                    event_type: r.get(4),
-                    envelope: r.get(5),
+        let row = |r: &tokio_postgres::Row| {
+            let event = StoredEvent {
+                seq: r.get(0),
+                id: r.get(2),
+                source: r.get(3),
+                event_type: r.get(4),
+                envelope: r.get(5),
+            };
+            (
+                event.seq,
+                ClaimedEvent {
+                    event,
+                    replay: r.get(1),
                 },
-            })
-            .collect();
-        self.held(|h| h.events.extend(claimed.iter().map(|c| c.event.seq)));
-        Ok(claimed)
+            )
+        };
+        self.claim(pool, CLAIM_EVENTS, (now_ms, limit), |h| &mut h.events, row)
+            .await
     }
 
     pub(super) async fn claim_due_deliveries(
@@ -165,22 +182,8 @@ impl Claims {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let held = self.held_ids(|h| &h.deliveries);
-        let until = now_ms.saturating_add(self.lease_ms);
-        let (owner, lease, held) = (&self.owner, &until, &held);
-        let limit = i64::from(limit);
-        let rows = with_retries(pool, |c| {
-            Box::pin(async move {
-                let r = c
-                    .query(CLAIM_DELIVERIES, &[&now_ms, &limit, owner, lease, held])
-                    .await;
-                (c, r)
-            })
-        })
-        .await?;
-        let due: Vec<DueDelivery> = rows
-            .iter()
-            .map(|r| DueDelivery {
+        let row = |r: &tokio_postgres::Row| {
+            let due = DueDelivery {
                 id: r.get(0),
                 event_seq: r.get(1),
                 route: r.get(2),
@@ -188,10 +191,17 @@ impl Claims {
                 webhook_id: r.get(4),
                 envelope: r.get(5),
                 attempts: u32::try_from(r.get::<_, i32>(6)).unwrap_or(0),
-            })
-            .collect();
-        self.held(|h| h.deliveries.extend(due.iter().map(|d| d.id)));
-        Ok(due)
+            };
+            (due.id, due)
+        };
+        self.claim(
+            pool,
+            CLAIM_DELIVERIES,
+            (now_ms, limit),
+            |h| &mut h.deliveries,
+            row,
+        )
+        .await
     }
 
     pub(super) async fn claim_due_route_runs(
@@ -200,22 +210,8 @@ impl Claims {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueRouteRun>, StoreError> {
-        let held = self.held_ids(|h| &h.route_runs);
-        let until = now_ms.saturating_add(self.lease_ms);
-        let (owner, lease, held) = (&self.owner, &until, &held);
-        let limit = i64::from(limit);
-        let rows = with_retries(pool, |c| {
-            Box::pin(async move {
-                let r = c
-                    .query(CLAIM_ROUTE_RUNS, &[&now_ms, &limit, owner, lease, held])
-                    .await;
-                (c, r)
-            })
-        })
-        .await?;
-        let due: Vec<DueRouteRun> = rows
-            .iter()
-            .map(|r| DueRouteRun {
+        let row = |r: &tokio_postgres::Row| {
+            let due = DueRouteRun {
                 id: r.get(0),
                 route: r.get(1),
                 attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
@@ -226,10 +222,17 @@ impl Claims {
                     event_type: r.get(6),
                     envelope: r.get(7),
                 },
-            })
-            .collect();
-        self.held(|h| h.route_runs.extend(due.iter().map(|r| r.id)));
-        Ok(due)
+            };
+            (due.id, due)
+        };
+        self.claim(
+            pool,
+            CLAIM_ROUTE_RUNS,
+            (now_ms, limit),
+            |h| &mut h.route_runs,
+            row,
+        )
+        .await
     }
 
     /// Records routing results for the claims still held, in one transaction; returns how
