@@ -117,12 +117,25 @@ impl InFlightWork {
 
 async fn measure_backlog(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(GAUGE_EVERY);
+    let mut reporting = false;
     loop {
         tick.tick().await;
-        // Read from the store, which every replica shares: one of them reports it.
+        // Read from the store, which every replica shares: one of them reports it. A replica
+        // that stops reporting (another one took the cluster's jobs over) says 0, so a value
+        // it measured earlier does not stay up for ever (alerts aggregate with `max`).
         if !ctx.store.runs_cluster_jobs() {
+            if std::mem::take(&mut reporting) {
+                BacklogMeasured {
+                    metrics: &ctx.metrics,
+                    queue_depth: 0,
+                    dead_letters: 0,
+                    oldest_due_age: Duration::ZERO,
+                }
+                .emit();
+            }
             continue;
         }
+        reporting = true;
         if let Ok(b) = ctx.store.backlog().await {
             BacklogMeasured {
                 metrics: &ctx.metrics,
