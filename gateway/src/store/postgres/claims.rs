@@ -140,7 +140,13 @@ impl Claims {
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {
-                let r = c.query(sql, &[&now_ms, &limit, owner, until, held]).await;
+                let r = match c.prepare_cached(sql).await {
+                    Ok(statement) => {
+                        c.query(&statement, &[&now_ms, &limit, owner, until, held])
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 (c, r)
             })
         })
@@ -289,12 +295,16 @@ impl Claims {
         let (owner, id, error, attempt) = (&self.owner, &done.delivery_id, &error, &attempt);
         let written = with_retries(pool, |c| {
             Box::pin(async move {
-                let r = c
-                    .execute(
-                        RECORD_ATTEMPT,
-                        &[id, owner, &status, &next, error, attempt, &now_ms],
-                    )
-                    .await;
+                let r = match c.prepare_cached(RECORD_ATTEMPT).await {
+                    Ok(statement) => {
+                        c.execute(
+                            &statement,
+                            &[id, owner, &status, &next, error, attempt, &now_ms],
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
                 (c, r)
             })
         })
@@ -418,13 +428,15 @@ async fn complete_tx(
         .collect();
     let mut still_held: HashSet<i64> = HashSet::new();
     if !event_seqs.is_empty() {
-        for row in tx.query(FINISH_EVENTS, &[&event_seqs, owner]).await? {
+        let finish = tx.prepare_cached(FINISH_EVENTS).await?;
+        for row in tx.query(&finish, &[&event_seqs, owner]).await? {
             still_held.insert(row.get(0));
         }
     }
     let mut runs_held: HashSet<i64> = HashSet::new();
     if !run_ids.is_empty() {
-        for row in tx.query(HOLDS_ROUTE_RUNS, &[&run_ids, owner]).await? {
+        let holds = tx.prepare_cached(HOLDS_ROUTE_RUNS).await?;
+        for row in tx.query(&holds, &[&run_ids, owner]).await? {
             runs_held.insert(row.get(0));
         }
     }

@@ -17,7 +17,8 @@ use super::PgPool;
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 /// Most events one transaction carries: past this a batch is long enough that its requests
 /// wait for its size more than for the flush.
@@ -68,9 +69,43 @@ WITH input AS ( \
 ) \
 SELECT seq, source, dedup_key FROM stored";
 
-/// Wakes the replicas' intake (each LISTENs; see `claims.rs`). Sent at commit, once per
-/// transaction however many events it stored.
+/// Wakes the replicas' intake (each LISTENs; see `control.rs`). Delivered at commit.
 const ANNOUNCE_WORK: &str = "SELECT pg_notify('gateway_work', '')";
+
+/// At most one announcement per this many milliseconds per replica: a notifying commit takes
+/// a lock every other notifying commit of the cluster waits for, and the replica that stored
+/// the events wakes its own intake without the database anyway; the others only need to hear
+/// that there is work now and then (and they poll too).
+const ANNOUNCE_EVERY_MS: i64 = 50;
+
+/// How a replica tells intake that it stored events.
+#[derive(Debug)]
+pub(super) struct Announcer {
+    /// This replica's intake, woken after every commit that stored an event.
+    pub(super) local: Arc<Notify>,
+    /// When the other replicas were last told (unix ms).
+    last_ms: AtomicI64,
+}
+
+impl Announcer {
+    pub(super) fn new(local: Arc<Notify>) -> Self {
+        Self {
+            local,
+            last_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether this commit should announce to the other replicas (and, if so, counts it done).
+    fn due(&self) -> bool {
+        let now = super::super::unix_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now - last >= ANNOUNCE_EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
 
 /// Starts `writers` batch tasks on the current runtime; each takes what is queued (up to
 /// [`MAX_BATCH`]) whenever it is free, so batches grow with load and a lone request waits for
@@ -79,6 +114,7 @@ pub(super) fn spawn_writers(
     pool: PgPool,
     metrics: Metrics,
     writers: usize,
+    announcer: Arc<Announcer>,
 ) -> mpsc::Sender<IngestRequest> {
     let (tx, rx) = mpsc::channel::<IngestRequest>(16 * 1024);
     let rx = Arc::new(Mutex::new(rx));
@@ -86,6 +122,7 @@ pub(super) fn spawn_writers(
         let rx = Arc::clone(&rx);
         let pool = pool.clone();
         let metrics = metrics.clone();
+        let announcer = Arc::clone(&announcer);
         tokio::spawn(async move {
             let mut carried: Vec<IngestRequest> = Vec::new();
             loop {
@@ -96,7 +133,7 @@ pub(super) fn spawn_writers(
                 let size = batch.len();
                 let (now, later) = split_batch(batch);
                 carried = later;
-                let error = write_batch(&pool, now).await;
+                let error = write_batch(&pool, now, &announcer).await;
                 super::batch_done(&metrics, size, started.elapsed(), error.as_deref());
             }
         });
@@ -150,7 +187,11 @@ fn split_batch(batch: Vec<IngestRequest>) -> (Vec<IngestRequest>, Vec<IngestRequ
 
 /// Writes one batch and answers every request in it; the error the batch failed with, if it
 /// did.
-async fn write_batch(pool: &PgPool, batch: Vec<IngestRequest>) -> Option<String> {
+async fn write_batch(
+    pool: &PgPool,
+    batch: Vec<IngestRequest>,
+    announcer: &Announcer,
+) -> Option<String> {
     if batch.is_empty() {
         return None;
     }
@@ -170,13 +211,16 @@ async fn write_batch(pool: &PgPool, batch: Vec<IngestRequest>) -> Option<String>
     let firsts = &firsts;
     let result = super::with_retries(pool, |mut client| {
         Box::pin(async move {
-            let r = store(&mut client, firsts).await;
+            let r = store(&mut client, firsts, announcer).await;
             (client, r)
         })
     })
     .await;
     match result {
         Ok(stored) => {
+            if !stored.is_empty() {
+                announcer.local.notify_one();
+            }
             // Each stored row goes to the request that carried its key; every other request
             // (a copy in this batch, or a key the database already had) is a duplicate.
             let mut seqs: Vec<Option<i64>> = vec![None; batch.len()];
@@ -211,6 +255,7 @@ type StoredSeqs = Vec<(String, String, i64)>;
 async fn store(
     client: &mut deadpool_postgres::Client,
     events: &[&NewEvent],
+    announcer: &Announcer,
 ) -> Result<StoredSeqs, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let mut claimed: Vec<&NewEvent> = events
@@ -282,8 +327,9 @@ async fn store(
         for row in rows {
             stored.push((row.get(1), row.get(2), row.get(0)));
         }
-        if !stored.is_empty() {
-            tx.execute(ANNOUNCE_WORK, &[]).await?;
+        if !stored.is_empty() && announcer.due() {
+            tx.execute(&tx.prepare_cached(ANNOUNCE_WORK).await?, &[])
+                .await?;
         }
     }
     tx.commit().await?;

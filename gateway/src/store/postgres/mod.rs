@@ -209,10 +209,12 @@ impl PgStore {
         }
         drop(client);
         pool_watch::spawn(&pool, metrics.clone(), place);
-        let ingest = ingest::spawn_writers(pool.clone(), metrics.clone(), options.writers);
+        let work = Arc::new(Notify::new());
+        let announcer = Arc::new(ingest::Announcer::new(Arc::clone(&work)));
+        let ingest =
+            ingest::spawn_writers(pool.clone(), metrics.clone(), options.writers, announcer);
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
         let claims = Arc::new(claims::Claims::new(lease_ms.max(1)));
-        let work = Arc::new(Notify::new());
         let leader = Arc::new(AtomicBool::new(false));
         let alive = Arc::new(());
         control::spawn_control(

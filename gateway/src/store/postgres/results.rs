@@ -8,7 +8,7 @@
 
 use super::super::work::{AttemptRecord, DeliveryState, PluginStep, Processed, RouteRunState};
 use super::claims::retried_runs;
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, attempts, \
@@ -94,7 +94,7 @@ pub(super) async fn write_results(
     }
     if !set.seq.is_empty() {
         tx.execute(
-            SET_ROUTINGS,
+            &tx.prepare_cached(SET_ROUTINGS).await?,
             &[
                 &set.seq,
                 &set.status,
@@ -106,7 +106,7 @@ pub(super) async fn write_results(
     }
     if !append.seq.is_empty() {
         tx.execute(
-            APPEND_ROUTINGS,
+            &tx.prepare_cached(APPEND_ROUTINGS).await?,
             &[
                 &append.seq,
                 &append.status,
@@ -168,7 +168,7 @@ async fn write_deliveries(
         return Ok(());
     }
     tx.execute(
-        INSERT_DELIVERIES,
+        &tx.prepare_cached(INSERT_DELIVERIES).await?,
         &[
             &c.seq,
             &c.route,
@@ -231,7 +231,7 @@ async fn write_route_runs(
     }
     if !new.key.is_empty() {
         tx.execute(
-            INSERT_ROUTE_RUNS,
+            &tx.prepare_cached(INSERT_ROUTE_RUNS).await?,
             &[
                 &new.key,
                 &new.route,
@@ -246,7 +246,7 @@ async fn write_route_runs(
     }
     if !updated.key.is_empty() {
         tx.execute(
-            UPDATE_ROUTE_RUNS,
+            &tx.prepare_cached(UPDATE_ROUTE_RUNS).await?,
             &[
                 &updated.key,
                 &updated.status,

@@ -14,6 +14,15 @@ CREATE TABLE event_work (
     available_at bigint  NOT NULL DEFAULT 0,     -- unix ms; claimable from then on
     lease_owner  text                            -- the replica that claimed it last
 );
+-- Every row is inserted, updated (claimed) and deleted within seconds, so the table is mostly
+-- dead tuples unless vacuumed often, and a claim walks them before the first free row: vacuum
+-- it after every few thousand changes whatever its size, and leave room on each page so a
+-- claim's update stays on its page (no index change: HOT).
+ALTER TABLE event_work SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0,
+                            autovacuum_vacuum_threshold = 5000,
+                            autovacuum_vacuum_insert_scale_factor = 0,
+                            autovacuum_vacuum_insert_threshold = 5000,
+                            autovacuum_vacuum_cost_delay = 0);
 
 -- What routing made of an event (as in SQLite): no row = not routed yet.
 CREATE TABLE routings (
