@@ -1,7 +1,9 @@
 //! Closed loop, for the maximum rate: N keep-alive connections, each sending its next request as
 //! soon as the previous one is answered, until the deadline. Latency is response time minus
 //! actual send time (there is no schedule to fall behind). Also serves as the warm-up. With
-//! `track`, the id and send time of every accepted event are kept (`loadgen e2e`).
+//! `track`, the id and send time of every accepted event are kept (`loadgen e2e`). Given several
+//! addresses (replicas), connection i goes to address i mod n, as a load balancer would spread
+//! them.
 
 use crate::client::Connection;
 use crate::signing::EventSource;
@@ -14,15 +16,16 @@ use tokio::time::Instant;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 
 pub(crate) async fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     sources: Vec<EventSource>,
     duration: Duration,
     track: bool,
 ) -> anyhow::Result<Stats> {
+    anyhow::ensure!(!addrs.is_empty(), "no server address to send to");
     let started = Instant::now();
     let until = started + duration;
     let mut tasks = Vec::with_capacity(sources.len());
-    for source in sources {
+    for (source, &addr) in sources.into_iter().zip(addrs.iter().cycle()) {
         tasks.push(tokio::spawn(connection(addr, source, until, track)));
     }
     let mut total = Stats::tracking(track)?;
@@ -117,7 +120,7 @@ mod tests {
         let addr = fake_gateway().await?;
         let mut streams = EventStreams::new(0.25, 0)?;
         let sources = (0..8).map(|_| streams.take()).collect();
-        let stats = run(addr, sources, Duration::from_millis(300), true).await?;
+        let stats = run(&[addr], sources, Duration::from_millis(300), true).await?;
         assert!(stats.accepted > 100, "{}", stats.accepted);
         assert!(stats.duplicate > 10, "{}", stats.duplicate);
         assert_eq!(stats.duplicate, stats.repeats_sent);
@@ -135,7 +138,7 @@ mod tests {
         let addr = listener.local_addr()?;
         drop(listener);
         let sources = vec![EventStreams::new(0.0, 0)?.take()];
-        let stats = run(addr, sources, Duration::from_millis(100), false).await?;
+        let stats = run(&[addr], sources, Duration::from_millis(100), false).await?;
         assert!(stats.errors > 0 && stats.accepted == 0);
         assert!(stats.sample_error.is_some_and(|e| e.starts_with("connect")));
         Ok(())

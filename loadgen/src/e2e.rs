@@ -16,7 +16,8 @@
 use crate::child::Server;
 use crate::cli::E2eArgs;
 use crate::cpu::{Meter, Usage};
-use crate::ingest::{base_config, gateway_command, take, toml_path};
+use crate::database::{self, Database};
+use crate::ingest::{DATABASE_URL_ENV, StoreKind, base_config, gateway_command, take, toml_path};
 use crate::open_loop::Dispatch;
 use crate::report::{cores, print_machine, si, verdict};
 use crate::signing::EventStreams;
@@ -31,10 +32,24 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Issue targets: sustained end-to-end rate with nothing lost, and p99 POST-to-sink latency at
-/// half of that rate.
-const RATE_TARGET: f64 = 20_000.0;
-const P99_TARGET_MS: f64 = 50.0;
+/// The targets a store is held to: sustained end-to-end rate with nothing lost, and p99
+/// POST-to-sink latency at half of that rate.
+#[derive(Debug, Clone, Copy)]
+struct Targets {
+    rate: f64,
+    p99_ms: f64,
+}
+
+/// The SQLite gateway's (issue 14).
+const SQLITE_TARGETS: Targets = Targets {
+    rate: 20_000.0,
+    p99_ms: 50.0,
+};
+/// One gateway on PostgreSQL (issue 21 sets the rate; the latency target stays SQLite's).
+const PG_TARGETS: Targets = Targets {
+    rate: 10_000.0,
+    p99_ms: 50.0,
+};
 
 /// The sink destination's signing secret (`whsec_` + base64), passed in this variable.
 const SINK_SECRET_ENV: &str = "LOADGEN_SINK_SECRET";
@@ -68,6 +83,8 @@ struct Phase {
     e2e: Histogram<u64>,
     /// CPU over window plus drain (over the send window alone: `stats.usage`).
     usage_with_drain: Usage,
+    /// PostgreSQL's own account of the phase (gateways on PostgreSQL only).
+    notes: Vec<String>,
 }
 
 impl Phase {
@@ -121,87 +138,63 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
         .prefix("loadgen-e2e-")
         .tempdir()
         .context("cannot create a temp dir")?;
-    let (sink, sink_addr) = Sink::start().await?;
-    let config = write_config(dir.path(), sink_addr, &plugin, &args)?;
+    let database = if args.postgres() {
+        eprintln!("postgres: starting a throwaway cluster");
+        Some(Database::start()?)
+    } else {
+        None
+    };
     let mut streams = EventStreams::new(0.0, args.body_size)?;
     let body_len = streams.take().next_delivery().body.len();
     print_header(&args, &plugin, body_len);
-
-    let log = dir.path().join("gateway.log");
-    let mut command = gateway_command(&gateway, &config);
-    command.env(SINK_SECRET_ENV, SINK_SECRET);
-    let server = Server::start("gateway", command, &log)?;
-    let addr = server.addr;
-    eprintln!(
-        "gateway: listening on {addr}, sink on {sink_addr}; warming up for {:?}",
-        args.warmup
-    );
-
-    let sources = take(&mut streams, args.connections);
-    sink.reserve(room_for(RATE_CEILING, args.warmup));
-    let warmup = closed_loop::run(addr, sources, args.warmup, true).await?;
-    if warmup.accepted == 0 {
-        eprintln!(
-            "gateway: warning: no 200 answers in the warm-up (non-200: {}, errors: {}){}",
-            warmup.sample_non_200.as_deref().unwrap_or("none"),
-            warmup.sample_error.as_deref().unwrap_or("none"),
-            server.log_tail()
-        );
-    }
-    let ids = ids(&warmup);
-    let (waited, missing) = sink.wait_for(&ids, args.drain_timeout).await;
-    eprintln!(
-        "gateway: warm-up: {} acked, {} at the sink after a {waited:.2?} drain",
-        ids.len(),
-        ids.len() - missing
-    );
-
-    eprintln!("gateway: maximum rate, {} connections", args.connections);
-    let duration = args.duration;
-    let sources = take(&mut streams, args.connections);
-    sink.reserve(room_for(RATE_CEILING, duration));
-    let max = measure(&args, &server, &sink, "max", |track| async move {
-        let stats = closed_loop::run(addr, sources, duration, track).await?;
-        Ok((stats, None))
-    })
-    .await?;
-
-    let rate = max.end_to_end_per_sec() * args.open_fraction;
-    let open = if rate >= 1.0 {
-        eprintln!(
-            "gateway: open loop at {rate:.0}/s ({:.0}% of the end-to-end max) over {} connections",
-            args.open_fraction * 100.0,
-            args.open_connections
-        );
-        let sources = take(&mut streams, args.open_connections);
-        sink.reserve(room_for(rate * 1.1, duration));
-        let name = format!("open@{}", si(rate));
-        Some(
-            measure(&args, &server, &sink, &name, |track| async move {
-                let (stats, dispatch) =
-                    open_loop::run(addr, sources, rate, duration, track).await?;
-                Ok((stats, Some(dispatch)))
-            })
-            .await?,
-        )
-    } else {
-        eprintln!("gateway: no open-loop phase: the end-to-end maximum was {rate:.1}/s");
-        None
+    let gateway_run = GatewayRun {
+        args: &args,
+        gateway: &gateway,
+        plugin: &plugin,
     };
-
-    // The backlog gauges refresh about once a second: wait for a fresh value, which should say
-    // that nothing is left.
-    tokio::time::sleep(BACKLOG_REFRESH).await;
-    let at_rest = scrape(addr).await.map(|s| s.backlog());
-
-    // Everything acked in any phase, to tell events the gateway delivered without a 200.
-    let acked_ids = ids.len() as u64 - missing as u64
-        + max.delivered
-        + open.as_ref().map_or(0, |o| o.delivered);
-    let stopped = server.stop().map_err(|e| format!("{e:#}"));
-    let phases: Vec<&Phase> = std::iter::once(&max).chain(open.as_ref()).collect();
-    print_results(&args, &phases, rate);
-    print_checks(&args, &phases, &sink, acked_ids, at_rest, &stopped, &log);
+    match &database {
+        None => {
+            gateway_run.measure(&mut streams, dir.path(), None).await?;
+        }
+        Some(db) => {
+            println!(
+                "postgres:   throwaway-pg cluster, unix socket, as read back: {}",
+                db.describe_settings()
+            );
+            println!(
+                "            (set on top of throwaway-pg's defaults: {}); one gateway, [store] \
+                 url, default pool and lease, on a fresh database; PostgreSQL, the gateway, \
+                 the generator and the sink share the machine's cores",
+                crate::database::SETTINGS
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            println!();
+            println!("=== the gateway on SQLite ===");
+            let sqlite = gateway_run.measure(&mut streams, dir.path(), None).await?;
+            println!();
+            println!("=== one gateway on PostgreSQL ===");
+            let pg_dir = dir.path().join("pg");
+            std::fs::create_dir_all(&pg_dir)
+                .with_context(|| format!("cannot create {}", pg_dir.display()))?;
+            let pg = gateway_run.measure(&mut streams, &pg_dir, Some(db)).await?;
+            println!();
+            println!(
+                "end to end, PostgreSQL/SQLite: {:.0}/s vs {:.0}/s sustained ({:.2}); CPU per \
+                 delivered event {} us (gateway + PostgreSQL) vs {} us (gateway)",
+                pg.end_to_end,
+                sqlite.end_to_end,
+                pg.end_to_end / sqlite.end_to_end.max(1e-9),
+                pg.us_per_event
+                    .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}")),
+                sqlite
+                    .us_per_event
+                    .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}")),
+            );
+        }
+    }
     if args.keep {
         println!(
             "kept: {} (config, store, gateway.log)",
@@ -211,11 +204,133 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the PostgreSQL section is compared by.
+#[derive(Debug)]
+struct Summary {
+    /// The maximum phase's sustained end-to-end rate.
+    end_to_end: f64,
+    /// Gateway (+ database) CPU over sending and drain, per event delivered.
+    us_per_event: Option<f64>,
+}
+
+/// One gateway measured end to end: the same phases whatever its store.
+struct GatewayRun<'a> {
+    args: &'a E2eArgs,
+    gateway: &'a Path,
+    plugin: &'a Path,
+}
+
+impl GatewayRun<'_> {
+    /// Starts a gateway with its config in `dir` (on `db` if given, else on SQLite under
+    /// `dir`), runs every phase against a sink of its own, stops it and prints the report.
+    async fn measure(
+        &self,
+        streams: &mut EventStreams,
+        dir: &Path,
+        db: Option<&Database>,
+    ) -> anyhow::Result<Summary> {
+        let args = self.args;
+        let (sink, sink_addr) = Sink::start().await?;
+        let store = if db.is_some() {
+            StoreKind::Postgres
+        } else {
+            StoreKind::Sqlite
+        };
+        let config = write_config(dir, sink_addr, self.plugin, args, store)?;
+        let log = dir.join("gateway.log");
+        let mut command = gateway_command(self.gateway, &config);
+        command.env(SINK_SECRET_ENV, SINK_SECRET);
+        if let Some(db) = db {
+            command.env(DATABASE_URL_ENV, db.fresh("e2e")?);
+        }
+        let server = Server::start("gateway", command, &log)?;
+        let addr = server.addr;
+        eprintln!(
+            "gateway: listening on {addr}, sink on {sink_addr}; warming up for {:?}",
+            args.warmup
+        );
+
+        let sources = take(streams, args.connections);
+        sink.reserve(room_for(RATE_CEILING, args.warmup));
+        let warmup = closed_loop::run(&[addr], sources, args.warmup, true).await?;
+        if warmup.accepted == 0 {
+            eprintln!(
+                "gateway: warning: no 200 answers in the warm-up (non-200: {}, errors: {}){}",
+                warmup.sample_non_200.as_deref().unwrap_or("none"),
+                warmup.sample_error.as_deref().unwrap_or("none"),
+                server.log_tail()
+            );
+        }
+        let ids = ids(&warmup);
+        let (waited, missing) = sink.wait_for(&ids, args.drain_timeout).await;
+        eprintln!(
+            "gateway: warm-up: {} acked, {} at the sink after a {waited:.2?} drain",
+            ids.len(),
+            ids.len() - missing
+        );
+
+        eprintln!("gateway: maximum rate, {} connections", args.connections);
+        let duration = args.duration;
+        let sources = take(streams, args.connections);
+        sink.reserve(room_for(RATE_CEILING, duration));
+        let max = measure(args, &server, db, &sink, "max", |track| async move {
+            let stats = closed_loop::run(&[addr], sources, duration, track).await?;
+            Ok((stats, None))
+        })
+        .await?;
+
+        let rate = max.end_to_end_per_sec() * args.open_fraction;
+        let open = if rate >= 1.0 {
+            eprintln!(
+                "gateway: open loop at {rate:.0}/s ({:.0}% of the end-to-end max) over {} connections",
+                args.open_fraction * 100.0,
+                args.open_connections
+            );
+            let sources = take(streams, args.open_connections);
+            sink.reserve(room_for(rate * 1.1, duration));
+            let name = format!("open@{}", si(rate));
+            Some(
+                measure(args, &server, db, &sink, &name, |track| async move {
+                    let (stats, dispatch) =
+                        open_loop::run(&[addr], sources, rate, duration, track).await?;
+                    Ok((stats, Some(dispatch)))
+                })
+                .await?,
+            )
+        } else {
+            eprintln!("gateway: no open-loop phase: the end-to-end maximum was {rate:.1}/s");
+            None
+        };
+
+        // The backlog gauges refresh about once a second: wait for a fresh value, which should
+        // say that nothing is left.
+        tokio::time::sleep(BACKLOG_REFRESH).await;
+        let at_rest = scrape(addr).await.map(|s| s.backlog());
+
+        // Everything acked in any phase, to tell events the gateway delivered without a 200.
+        let acked_ids = ids.len() as u64 - missing as u64
+            + max.delivered
+            + open.as_ref().map_or(0, |o| o.delivered);
+        let stopped = server.stop().map_err(|e| format!("{e:#}"));
+        let phases: Vec<&Phase> = std::iter::once(&max).chain(open.as_ref()).collect();
+        let targets = if db.is_some() { PG_TARGETS } else { SQLITE_TARGETS };
+        print_results(args, &phases, rate, &targets);
+        print_checks(args, &phases, &sink, acked_ids, at_rest, &stopped, &log);
+        let with_drain = max.stats.elapsed + max.drain;
+        let delivered_per_sec = max.delivered as f64 / with_drain.as_secs_f64().max(1e-9);
+        Ok(Summary {
+            end_to_end: max.end_to_end_per_sec(),
+            us_per_event: max.usage_with_drain.us_per_event(delivered_per_sec),
+        })
+    }
+}
+
 /// Runs one phase (`send` with id tracking on), then drains and follows every acked id to
 /// the sink.
 async fn measure<F, Fut>(
     args: &E2eArgs,
     server: &Server,
+    db: Option<&Database>,
     sink: &Arc<Sink>,
     name: &str,
     send: F,
@@ -226,12 +341,22 @@ where
 {
     let addr = server.addr;
     let before = scrape(addr).await;
-    let meter = Meter::start(server.pid());
+    let db_before = db.and_then(Database::counters);
+    let meter = Meter::of(&[server.pid()], db.and_then(Database::postmaster));
     let sink_before = sink.requests();
     let started = Instant::now();
     let (mut stats, dispatch) = send(true).await?;
     let sink_requests = sink.requests() - sink_before;
     stats.usage = meter.usage();
+    let mut notes = Vec::new();
+    if let (Some(db), Some(b)) = (db, &db_before)
+        && let Some(a) = db.counters()
+    {
+        notes.push(format!(
+            "{name}, as PostgreSQL saw the send window: {}",
+            database::describe(b, &a, stats.elapsed.as_secs_f64(), stats.accepted)
+        ));
+    }
     let sent = scrape(addr).await;
     if let (Some(b), Some(a)) = (&before, &sent) {
         eprintln!(
@@ -248,6 +373,18 @@ where
     let ids: Vec<_> = acked.iter().map(|(id, _)| id.clone()).collect();
     let (drain, _) = sink.wait_for(&ids, args.drain_timeout).await;
     let usage_with_drain = meter.usage();
+    if let (Some(db), Some(b)) = (db, &db_before)
+        && let Some(a) = db.counters()
+    {
+        let seconds = (stats.elapsed + drain).as_secs_f64();
+        notes.push(format!(
+            "{name}, as PostgreSQL saw sending and the drain: {}",
+            database::describe(b, &a, seconds, stats.accepted)
+        ));
+    }
+    for note in &notes {
+        eprintln!("gateway: {note}");
+    }
     let drained = scrape(addr).await;
     if let (Some(b), Some(a)) = (&before, &drained) {
         eprintln!(
@@ -285,6 +422,7 @@ where
         duplicates,
         e2e,
         usage_with_drain,
+        notes,
     })
 }
 
@@ -320,8 +458,9 @@ fn write_config(
     sink: SocketAddr,
     plugin: &Path,
     args: &E2eArgs,
+    store: StoreKind,
 ) -> anyhow::Result<PathBuf> {
-    let mut text = base_config(dir)?;
+    let mut text = base_config(dir, store)?;
     let wasm = toml_path(&plugin.canonicalize().unwrap_or_else(|_| plugin.to_owned()))?;
     let cache = toml_path(&dir.join("wasm-cache"))?;
     text.push_str(&format!(
@@ -389,7 +528,7 @@ fn print_header(args: &E2eArgs, plugin: &Path, body_len: usize) {
     );
 }
 
-fn print_results(args: &E2eArgs, phases: &[&Phase], open_rate: f64) {
+fn print_results(args: &E2eArgs, phases: &[&Phase], open_rate: f64, targets: &Targets) {
     println!();
     println!(
         "{:<11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>7} {:>6} {:>7} {:>7} {:>7}",
@@ -432,6 +571,9 @@ fn print_results(args: &E2eArgs, phases: &[&Phase], open_rate: f64) {
          extra arrivals; cpu: cores used while sending (gen: loadgen incl. the sink), gw+drn: \
          the gateway over sending plus drain)"
     );
+    if phases.iter().any(|p| p.stats.usage.database.is_some()) {
+        print_database_share(phases);
+    }
     println!();
     println!(
         "{:<11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -468,10 +610,11 @@ fn print_results(args: &E2eArgs, phases: &[&Phase], open_rate: f64) {
     if let Some(max) = phases.first() {
         let rate = max.end_to_end_per_sec();
         println!(
-            "end-to-end maximum, sustained: {rate:.0} events/s with {} lost (target >= {RATE_TARGET:.0}/s \
+            "end-to-end maximum, sustained: {rate:.0} events/s with {} lost (target >= {:.0}/s \
              with 0 lost): {}",
             max.lost,
-            verdict(rate >= RATE_TARGET && max.lost == 0)
+            targets.rate,
+            verdict(rate >= targets.rate && max.lost == 0)
         );
     }
     match phases.get(1) {
@@ -479,13 +622,49 @@ fn print_results(args: &E2eArgs, phases: &[&Phase], open_rate: f64) {
             let p99 = open.e2e_ms(0.99);
             println!(
                 "p99 POST-to-sink at {:.0}% of that ({open_rate:.0}/s): {p99:.2} ms with {} lost \
-                 (target < {P99_TARGET_MS} ms at half the rate): {}",
+                 (target < {} ms at half the rate): {}",
                 args.open_fraction * 100.0,
                 open.lost,
-                verdict(p99 < P99_TARGET_MS && open.lost == 0 && !open.e2e.is_empty())
+                targets.p99_ms,
+                verdict(p99 < targets.p99_ms && open.lost == 0 && !open.e2e.is_empty())
             );
         }
         None => println!("p99 POST-to-sink at half the rate: not measured"),
+    }
+}
+
+/// The PostgreSQL server's CPU next to the gateway's, the CPU per delivered event, and the
+/// server's own account of each phase.
+fn print_database_share(phases: &[&Phase]) {
+    println!();
+    println!(
+        "{:<11} {:>7} {:>7} {:>7} {:>7} {:>8}",
+        "phase", "gw cpu", "db cpu", "gw+drn", "db+drn", "us/ev"
+    );
+    for p in phases {
+        let with_drain = (p.stats.elapsed + p.drain).as_secs_f64().max(1e-9);
+        let us = p
+            .usage_with_drain
+            .us_per_event(p.delivered as f64 / with_drain)
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
+        println!(
+            "{:<11} {:>7} {:>7} {:>7} {:>7} {:>8}",
+            p.name,
+            cores(p.stats.usage.server),
+            cores(p.stats.usage.database),
+            cores(p.usage_with_drain.server),
+            cores(p.usage_with_drain.database),
+            us
+        );
+    }
+    println!(
+        "(db: the PostgreSQL server, postmaster and children; us/ev: gateway + PostgreSQL CPU \
+         microseconds over sending plus drain, per acked event delivered)"
+    );
+    for p in phases {
+        for note in &p.notes {
+            println!("{note}");
+        }
     }
 }
 
