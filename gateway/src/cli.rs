@@ -1,14 +1,15 @@
-//! The command line: `gateway run`, `check`, `backup`, `send` and the plugin tools. Parses
+//! The command line: `gateway run`, `check`, `migrate`, `backup`, `store`, `send` and the
+//! plugin tools. Parses
 //! arguments, sets up logging, binds the listener and hands over to the library; no gateway
 //! logic lives here.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use gateway::config::{self, ConfigIssue, GatewayConfig};
+use gateway::config::{self, ConfigIssue, GatewayConfig, StoreBackend, StoreLocation};
 use gateway::metrics::Metrics;
 use gateway::plugins::PluginEngine;
 use gateway::reload::build_pipeline;
-use gateway::store::{SqliteStore, Store};
+use gateway::store::{PgOptions, PgStore, SqliteStore, Store, WriterThread};
 use gateway::worker::Pipeline;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -35,10 +36,17 @@ enum Command {
     /// Serve webhooks with the given config.
     Run(ConfigArg),
     /// Validate a config (secrets resolve, keys known, sources protected, plugins load) and exit.
+    /// With a PostgreSQL store, also connect and say whether its schema is current.
     Check(ConfigArg),
+    /// Bring the store's schema to this gateway's version and exit (PostgreSQL: exit 1 if the
+    /// database's schema is newer, 2 if it cannot be reached).
+    Migrate(ConfigArg),
     /// Copy the store to a new file while a gateway may be serving from it (a consistent
     /// snapshot; never overwrites), fsync it and print what it holds.
     Backup(BackupArgs),
+    /// Store tools.
+    #[command(subcommand)]
+    Store(crate::store_cli::StoreCommand),
     /// Send a sample event of any provider and type (or a body from a file) to a running
     /// gateway, signed as the provider would, and print the answer. Exit 1 when the gateway
     /// refuses, 2 when nothing could be sent.
@@ -66,7 +74,8 @@ struct ConfigArg {
 
 #[derive(Debug, Args)]
 struct BackupArgs {
-    /// The TOML config file: only `[store] path` is read (secrets need not resolve).
+    /// The TOML config file: only `[store] path` is read (secrets need not resolve). A
+    /// PostgreSQL store is refused: use pg_dump or pg_basebackup.
     #[arg(long, short, default_value = "config/gateway.toml")]
     config: PathBuf,
     /// The file to create. It must not exist.
@@ -83,7 +92,9 @@ impl Cli {
         match self.command {
             Command::Check(args) => Ok(check(&args.config)),
             Command::Run(args) => run(&args.config),
+            Command::Migrate(args) => migrate(&args.config),
             Command::Backup(args) => backup(&args),
+            Command::Store(command) => crate::store_cli::store(&command),
             Command::Send(args) => Ok(crate::send::run(&args).unwrap_or_else(|e| {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -169,6 +180,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     match load(path, &metrics) {
         Some((config, _, _)) => {
+            if let StoreBackend::Postgres(pg) = &config.store.backend
+                && !crate::store_cli::check_postgres(pg)
+            {
+                return ExitCode::FAILURE;
+            }
             let written = print_line(format_args!(
                 "{}: OK ({} source(s), {} plugin(s), {} destination(s), {} route(s))",
                 path.display(),
@@ -208,12 +224,23 @@ async fn serve(
     metrics: Metrics,
 ) -> anyhow::Result<()> {
     let shutdown = gateway::shutdown::on_signals().context("cannot install signal handlers")?;
-    let (store, writer) = SqliteStore::open(
-        &config.store.path,
-        config.store.dedup_window,
-        metrics.clone(),
-    )
-    .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+    let (store, writer, place): (Arc<dyn Store>, Option<WriterThread>, String) =
+        match &config.store.backend {
+            StoreBackend::Sqlite { path } => {
+                let (store, writer) =
+                    SqliteStore::open(path, config.store.dedup_window, metrics.clone())
+                        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+                (Arc::new(store), Some(writer), path.display().to_string())
+            }
+            StoreBackend::Postgres(pg) => {
+                let place = gateway::store::target_of(pg.conninfo())
+                    .unwrap_or_else(|| "postgres".to_owned());
+                let store = PgStore::connect(pg.conninfo(), &PgOptions::from(pg), metrics.clone())
+                    .await
+                    .with_context(|| format!("cannot open the store at {place}"))?;
+                (Arc::new(store), None, place)
+            }
+        };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -227,29 +254,54 @@ async fn serve(
     writeln!(out, "listening on http://{addr}").context("cannot write to stdout")?;
     out.flush().context("cannot write to stdout")?;
     drop(out);
-    tracing::info!(%addr, sources = config.sources.len(), store = %config.store.path.display(), "gateway started");
+    tracing::info!(%addr, sources = config.sources.len(), store = %place, "gateway started");
 
-    let store: Arc<dyn Store> = Arc::new(store);
     gateway::run(
         listener, triggers, config, engine, pipeline, store, metrics, shutdown,
     )
     .await;
 
-    // Every store handle is gone once the server has drained; wait for the last commit.
-    let joined = tokio::task::spawn_blocking(move || writer.join());
-    if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined)
-        .await
-        .is_err()
-    {
-        tracing::warn!("store writer did not finish in time");
+    // Every store handle is gone once the server has drained; wait for the last commit
+    // (SQLite: its writer thread; PostgreSQL answered each ingest after its commit already).
+    if let Some(writer) = writer {
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("store writer did not finish in time");
+        }
     }
     tracing::info!("gateway stopped");
     Ok(())
 }
 
+/// `gateway migrate`: the config must be valid (the store's secret resolves), its plugins
+/// are not loaded.
+fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match config::load(path) {
+        Ok((config, _)) => crate::store_cli::migrate(&config.store.backend),
+        Err(e) => {
+            for issue in &e.issues {
+                eprintln!("{issue}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
-    let store = match config::store_path(&args.config) {
-        Ok(path) => path,
+    let store = match config::store_location(&args.config) {
+        Ok(StoreLocation::Sqlite(path)) => path,
+        Ok(StoreLocation::Postgres(_)) => {
+            eprintln!(
+                "error: {}: the store is a PostgreSQL database (store.url); `gateway backup` \
+                 copies a SQLite file. Back PostgreSQL up with its own tools: pg_dump for a \
+                 logical copy, pg_basebackup (with WAL archiving) for point-in-time recovery",
+                args.config.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         Err(e) => {
             for issue in &e.issues {
                 eprintln!("{issue}");

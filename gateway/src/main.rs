@@ -3,6 +3,7 @@
 mod cli;
 mod plugin_cli;
 mod send;
+mod store_cli;
 
 // The request path allocates many small strings; mimalloc keeps that off the profile.
 #[global_allocator]

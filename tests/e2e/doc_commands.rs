@@ -34,6 +34,24 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "needs an event file, a secret file and a host of the reader's own",
     ),
     (
+        "docs/cli.md",
+        "gateway migrate --config /etc/gateway/gateway.toml",
+        "needs a PostgreSQL server of the reader's own; tests/e2e/store_cli.rs runs `gateway \
+         migrate` against a throwaway cluster",
+    ),
+    (
+        "docs/cli.md",
+        "gateway store copy --from /var/lib/gateway/gateway.db",
+        "needs a PostgreSQL server of the reader's own; tests/e2e/store_cli.rs runs `gateway \
+         store copy` against a throwaway cluster",
+    ),
+    (
+        "docs/store.md",
+        "gateway migrate --config /etc/gateway/gateway.toml",
+        "needs a PostgreSQL server of the reader's own; tests/e2e/store_cli.rs runs these \
+         commands against a throwaway cluster",
+    ),
+    (
         "docs/operations.md",
         "install -m 0755 target/release/gateway",
         "installs as root under systemd as PID 1; the unit itself is checked by \

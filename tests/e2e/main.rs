@@ -54,6 +54,7 @@ mod retention;
 mod send;
 mod sink;
 mod slow_clients;
+mod store_cli;
 mod store_failure;
 mod storm;
 mod systemd_unit;

@@ -211,8 +211,8 @@ impl SourceText<'_> {
 }
 
 /// Whether the value at a key path (as [`SourceText::key_path_at`] writes it) is, or is part
-/// of, a secret: signing secrets, tokens, credentials, and a destination's URL (its query may
-/// carry a token).
+/// of, a secret: signing secrets, tokens, credentials, a destination's URL (its query may
+/// carry a token) and the store's database URL (it may carry a password).
 pub(crate) fn holds_secret(path: &str) -> bool {
     let segments: Vec<&str> = path
         .split('.')
@@ -222,6 +222,7 @@ pub(crate) fn holds_secret(path: &str) -> bool {
         segments.as_slice(),
         ["sources", _, "secrets" | "token" | "basic_auth", ..]
             | ["admin", "token", ..]
+            | ["store", "url", ..]
             | ["destinations", _, "secret" | "http", ..]
     )
 }
@@ -518,6 +519,8 @@ mod tests {
         assert!(holds_secret("sources.l.secrets[2][0]"));
         assert!(holds_secret("sources.l.basic_auth.username"));
         assert!(holds_secret("destinations.d.http"));
+        assert!(holds_secret("store.url"));
+        assert!(!holds_secret("store.pool_size"));
         assert!(!holds_secret("sources.l.token_header"));
         assert!(!holds_secret("routes[0].to[0]"));
     }

@@ -290,7 +290,8 @@ impl ForwardedHeader {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub path: PathBuf,
+    /// Where events live: the SQLite file (`store.path`) or a PostgreSQL database (`store.url`).
+    pub backend: StoreBackend,
     /// Dedup keys older than this are pruned; a retry after it counts as a new event.
     pub dedup_window: Duration,
     /// Finished events (every delivery made, nothing dead or waiting) older than this are
@@ -298,6 +299,85 @@ pub struct StoreSettings {
     pub retention: Option<Duration>,
     /// Quarantined bodies not seen for this long are deleted.
     pub quarantine_retention: Duration,
+}
+
+/// `[store]`'s backend: exactly one of `path` and `url`.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// `path`: one SQLite file, one gateway process (the default).
+    Sqlite { path: PathBuf },
+    /// `url`: a PostgreSQL database several gateway replicas share.
+    Postgres(PostgresSettings),
+}
+
+/// `store.url` and the keys only PostgreSQL has.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// The connection string (URL or `key=value` form; several hosts allowed), resolved from
+    /// its secret reference: it may hold a password, so it never prints. The compile pass
+    /// checked that it is UTF-8 and parses.
+    pub url: Secret,
+    /// Connections at most, all uses together.
+    pub pool_size: usize,
+    /// Connecting, and waiting for a free pooled connection, give up after this.
+    pub connect_timeout: Duration,
+    /// The server cancels any one statement running longer (set on every connection).
+    pub statement_timeout: Duration,
+    /// How long a replica's claim on work lasts without renewal: the work of a replica that
+    /// died is taken over this long after its last renewal.
+    pub lease: Duration,
+}
+
+impl PostgresSettings {
+    /// The connection string. Never log or print it (it may hold a password).
+    pub fn conninfo(&self) -> &str {
+        std::str::from_utf8(self.url.expose()).unwrap_or_default()
+    }
+}
+
+impl StoreBackend {
+    /// The keys whose values differ between `self` and `other`, as written in the config
+    /// (for the reload's "needs a restart" list). Compares the URL without showing it.
+    pub fn changed_keys(&self, other: &Self) -> Vec<&'static str> {
+        match (self, other) {
+            (Self::Sqlite { path: a }, Self::Sqlite { path: b }) => {
+                if a == b {
+                    Vec::new()
+                } else {
+                    vec!["store.path"]
+                }
+            }
+            (Self::Postgres(a), Self::Postgres(b)) => {
+                let mut keys = Vec::new();
+                if !a.url.same_as(&b.url) {
+                    keys.push("store.url");
+                }
+                if a.pool_size != b.pool_size {
+                    keys.push("store.pool_size");
+                }
+                if a.connect_timeout != b.connect_timeout {
+                    keys.push("store.connect_timeout");
+                }
+                if a.statement_timeout != b.statement_timeout {
+                    keys.push("store.statement_timeout");
+                }
+                if a.lease != b.lease {
+                    keys.push("store.lease");
+                }
+                keys
+            }
+            // Another backend altogether.
+            _ => vec!["store.path", "store.url"],
+        }
+    }
+}
+
+/// Where a config's store is, read without resolving any secret (see [`store_location`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    /// `store.url`: the reference as written (`env:NAME` / `file:PATH`), not resolved.
+    Postgres(SecretRef),
 }
 
 /// Something valid but worth telling the operator (printed by `gateway check` and at start).
@@ -308,12 +388,13 @@ pub fn load(path: &Path) -> Result<(GatewayConfig, Vec<ConfigWarning>), ConfigEr
     compile::compile(path, &read(path)?)
 }
 
-/// The store path a config file names (`[store] path`, or its default), for commands that
-/// work on the store without serving (`gateway backup`). The file must parse, but nothing else
-/// is checked and no secret is resolved: the service's secrets (its environment, its
-/// credentials) are usually not there where an operator runs such a command.
-pub fn store_path(path: &Path) -> Result<PathBuf, ConfigError> {
-    compile::store_path(path, &read(path)?)
+/// Where a config file's store is (`[store] path`, or its default; or `url`), for commands
+/// that work on the store without serving (`gateway backup`, `gateway store copy`). The file
+/// must parse, but nothing else is checked and no secret is resolved: the service's secrets
+/// (its environment, its credentials) are usually not there where an operator runs such a
+/// command.
+pub fn store_location(path: &Path) -> Result<StoreLocation, ConfigError> {
+    compile::store_location(path, &read(path)?)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -233,6 +233,12 @@ pub(super) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub(super) path: Option<Spanned<String>>,
+    // PostgreSQL: `url` (a secret reference to the connection string) and its own keys.
+    pub(super) url: Option<Spanned<SecretValue<String>>>,
+    pub(super) pool_size: Option<Spanned<u64>>,
+    pub(super) connect_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) statement_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) lease: Option<Spanned<HumanDuration>>,
     pub(super) dedup_window: Option<Spanned<HumanDuration>>,
     pub(super) retention: Option<Spanned<HumanDuration>>,
     pub(super) quarantine_retention: Option<Spanned<HumanDuration>>,

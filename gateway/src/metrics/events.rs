@@ -343,6 +343,65 @@ impl ClaimsLost<'_> {
     }
 }
 
+/// The PostgreSQL store's connection pool as it stands (refreshed about once a second).
+#[derive(Debug)]
+pub struct StorePoolState<'a> {
+    pub metrics: &'a Metrics,
+    pub idle: usize,
+    pub busy: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+impl StorePoolState<'_> {
+    pub fn emit(self) {
+        let m = &self.metrics.0;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let [idle, busy] = &m.store_pool;
+        idle.set(gauge(self.idle));
+        busy.set(gauge(self.busy));
+        m.store_pool_waiting.set(gauge(self.waiting));
+    }
+}
+
+/// The store's database stopped answering (first time, then a reminder now and then while it
+/// stays so). `place` names hosts and database, never a password.
+#[derive(Debug)]
+pub struct StoreUnreachable<'a> {
+    pub place: &'a str,
+    pub error: &'a str,
+    /// How long it has been unreachable (zero on the first line).
+    pub down_for: Duration,
+}
+
+impl StoreUnreachable<'_> {
+    pub fn emit(self) {
+        tracing::error!(
+            store = %self.place,
+            error = %bounded(self.error, log_text::REASON),
+            down_for_s = self.down_for.as_secs(),
+            "store database unreachable: webhooks are answered 503 until it is back"
+        );
+    }
+}
+
+/// The store's database answers again.
+#[derive(Debug)]
+pub struct StoreReachable<'a> {
+    pub place: &'a str,
+    pub down_for: Duration,
+}
+
+impl StoreReachable<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            store = %self.place,
+            down_for_s = self.down_for.as_secs(),
+            "store database reachable again"
+        );
+    }
+}
+
 /// Dedup keys older than the window were forgotten.
 #[derive(Debug)]
 pub struct DedupPruned {

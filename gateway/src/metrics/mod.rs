@@ -33,6 +33,8 @@ pub const QUARANTINED_TOTAL: &str = "gateway_quarantined_total";
 pub const STORE_BATCH_SIZE: &str = "gateway_store_batch_size";
 pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
 pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
+pub const STORE_POOL_CONNECTIONS: &str = "gateway_store_pool_connections";
+pub const STORE_POOL_WAITING: &str = "gateway_store_pool_waiting";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
 pub const CLAIMS_LOST_TOTAL: &str = "gateway_claims_lost_total";
 pub const EVENTS_EXPIRED_TOTAL: &str = "gateway_events_expired_total";
@@ -120,6 +122,9 @@ struct Inner {
     store_batch_size: Histogram,
     store_commit_duration: Histogram,
     store_failures: IntCounter,
+    /// PostgreSQL only: pooled connections by `state` (idle, busy), and requests waiting.
+    store_pool: [IntGauge; 2],
+    store_pool_waiting: IntGauge,
     dedup_pruned: IntCounter,
     claims_lost: IntCounterVec,
     events_expired: IntCounter,
@@ -237,6 +242,19 @@ impl Metrics {
                 .buckets(ACK_BUCKETS.to_vec()),
         )?;
         let store_failures = IntCounter::new(STORE_FAILURES_TOTAL, "Store batches that failed.")?;
+        let store_pool = IntGaugeVec::new(
+            Opts::new(
+                STORE_POOL_CONNECTIONS,
+                "PostgreSQL store: pooled connections, idle or busy (store.pool_size caps them).",
+            ),
+            &["state"],
+        )?;
+        let store_pool_waiting = IntGauge::new(
+            STORE_POOL_WAITING,
+            "PostgreSQL store: requests waiting for a pooled connection.",
+        )?;
+        registry.register(Box::new(store_pool.clone()))?;
+        registry.register(Box::new(store_pool_waiting.clone()))?;
         let dedup_pruned =
             IntCounter::new(DEDUP_PRUNED_TOTAL, "Dedup keys pruned after the window.")?;
         let claims_lost = IntCounterVec::new(
@@ -322,6 +340,8 @@ impl Metrics {
             store_batch_size,
             store_commit_duration,
             store_failures,
+            store_pool: ["idle", "busy"].map(|state| store_pool.with_label_values(&[state])),
+            store_pool_waiting,
             dedup_pruned,
             claims_lost,
             events_expired,

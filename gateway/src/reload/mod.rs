@@ -201,8 +201,10 @@ fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String>
     if old.server.write_timeout != new.server.write_timeout {
         keys.push("server.write_timeout".to_owned());
     }
-    if old.store.path != new.store.path {
-        keys.push("store.path".to_owned());
+    // The backend (SQLite file or PostgreSQL database, and the pool's settings) is opened
+    // once at start: the running store stays until a restart.
+    for key in old.store.backend.changed_keys(&new.store.backend) {
+        keys.push(key.to_owned());
     }
     if old.store.dedup_window != new.store.dedup_window {
         keys.push("store.dedup_window".to_owned());

@@ -12,17 +12,22 @@
 
 mod dedup_index;
 mod envelope_cut;
+mod event_filter;
 mod object_states;
 mod postgres;
 mod retention;
 mod schema;
 mod sqlite;
+mod views;
 mod work;
 
 #[cfg(test)]
 mod conformance;
 
-pub use postgres::{PgOptions, PgStore, SchemaStatus};
+pub use postgres::{
+    CopyError, CopySummary, PgOptions, PgStore, SchemaStatus, copy_from_sqlite,
+    latest_schema_version, target_of,
+};
 pub use retention::{Retention, prune_periodically};
 pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};

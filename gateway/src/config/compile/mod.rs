@@ -1,9 +1,10 @@
 //! The compile pass: raw TOML tables in, a [`GatewayConfig`] out, with every problem collected
 //! (not just the first) and each one pointing at its file, line and key.
 //!
-//! This module owns the pass itself ([`Pass`]), the top-level walk and the small `[server]` and
-//! `[store]` tables; each larger table family has its own file: `sources` (providers, paths and
-//! their protection), `plugins` (limits and instance modes), `service` (`[admin]`, `[workers]`),
+//! This module owns the pass itself ([`Pass`]), the top-level walk and the small `[server]`
+//! table; each larger table family has its own file: `store` (the backend and what is kept),
+//! `sources` (providers, paths and their protection), `plugins` (limits and instance modes),
+//! `service` (`[admin]`, `[workers]`),
 //! `destinations` and `routes` (which also checks every name a route refers to). Defaults are
 //! named constants next to the code that applies them.
 
@@ -12,15 +13,18 @@ mod plugins;
 mod routes;
 mod service;
 mod sources;
+mod store;
 #[cfg(test)]
 mod tests;
+
+pub(super) use store::store_location;
 
 use super::error::SourceText;
 use super::raw::{HumanDuration, RawConfig, RawServer, SecretValue};
 use super::secret::{Secret, SecretRef};
 use super::{
     Backoff, ConfigError, ConfigIssue, ConfigWarning, ForwardedHeader, GatewayConfig,
-    ServerSettings, StoreSettings, TrustedProxies,
+    ServerSettings, TrustedProxies,
 };
 use std::net::SocketAddr;
 use std::ops::{Range, RangeInclusive};
@@ -40,11 +44,6 @@ const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
 /// 64 bodies of the default `max_body` at once, or ~160,000 typical 400-byte ones.
 const DEFAULT_MAX_BODY_BUFFER: u64 = 64 * 1024 * 1024;
-const DEFAULT_STORE_PATH: &str = "data/gateway.db";
-const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
-/// As long as the default dedup window: a provider still retrying a body keeps it, and an
-/// operator has a month to look at one.
-const DEFAULT_QUARANTINE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
 
 /// Collects issues while the pass walks the tables.
@@ -120,21 +119,6 @@ impl Pass<'_> {
     }
 }
 
-/// `[store] path` of a config that parses (see `config::store_path`).
-pub(super) fn store_path(file: &Path, text: &str) -> Result<std::path::PathBuf, ConfigError> {
-    let src = SourceText { file, text };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-        issues: vec![src.toml_issue(&e)],
-    })?;
-    match &raw.store.path {
-        None => Ok(DEFAULT_STORE_PATH.into()),
-        Some(p) if p.get_ref().is_empty() => Err(ConfigError {
-            issues: vec![src.issue(p.span(), "store.path", "must not be empty")],
-        }),
-        Some(p) => Ok(p.get_ref().into()),
-    }
-}
-
 pub(super) fn compile(
     file: &Path,
     text: &str,
@@ -192,39 +176,7 @@ pub(super) fn compile(
         DEFAULT_MAX_CONNECTIONS,
     );
     let max_body_buffer = max_body_buffer(&mut pass, &raw.server, max_body);
-    let store_path = raw
-        .store
-        .path
-        .as_ref()
-        .map_or(DEFAULT_STORE_PATH, |p| p.get_ref().as_str());
-    if store_path.is_empty() {
-        let span = raw.store.path.as_ref().map_or(0..0, Spanned::span);
-        pass.error(span, "store.path", "must not be empty");
-    }
-    let dedup_window = positive(&mut pass, &raw.store.dedup_window, "store.dedup_window")
-        .unwrap_or(DEFAULT_DEDUP_WINDOW);
-    let retention = positive(&mut pass, &raw.store.retention, "store.retention");
-    let quarantine_retention = positive(
-        &mut pass,
-        &raw.store.quarantine_retention,
-        "store.quarantine_retention",
-    )
-    .unwrap_or(DEFAULT_QUARANTINE_RETENTION);
-    if let (Some(kept), Some(span)) = (retention, raw.store.retention.as_ref().map(Spanned::span)) {
-        // The dedup index is rebuilt from stored events at start: an event removed inside the
-        // window would let its provider's retry in as a new event after a restart.
-        if kept < dedup_window {
-            pass.error(
-                span,
-                "store.retention",
-                format!(
-                    "must be at least store.dedup_window ({}): duplicates are recognized from \
-                     stored events",
-                    humantime::format_duration(dedup_window)
-                ),
-            );
-        }
-    }
+    let store = store::compile_store(&mut pass, &raw.store);
 
     let mut sources = Vec::new();
     for (name, source) in &raw.sources {
@@ -268,7 +220,7 @@ pub(super) fn compile(
             issues: pass.errors,
         });
     }
-    let Some(listen) = listen else {
+    let (Some(listen), Some(store)) = (listen, store) else {
         return Err(ConfigError {
             issues: pass.errors,
         });
@@ -285,12 +237,7 @@ pub(super) fn compile(
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_body_buffer,
         },
-        store: StoreSettings {
-            path: store_path.into(),
-            dedup_window,
-            retention,
-            quarantine_retention,
-        },
+        store,
         sources,
         wasm_cache_dir,
         plugins,

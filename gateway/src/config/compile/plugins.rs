@@ -248,6 +248,9 @@ fn secret_env_readers(raw: &RawConfig) -> Vec<(String, String)> {
             add(format!("destinations.{name}.secret"), secret.get_ref());
         }
     }
+    if let Some(url) = &raw.store.url {
+        add("store.url".to_owned(), url.get_ref());
+    }
     written
         .into_iter()
         .filter_map(|(key, text)| match SecretRef::parse(&text) {

@@ -19,7 +19,7 @@ use super::super::work::{
 };
 use super::{PgPool, PooledClient, StoreError, with_retries};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio_postgres::Transaction;
 
 /// The channel replicas announce new work on.
@@ -50,7 +50,7 @@ WITH picked AS ( \
      WHERE available_at <= $1 AND NOT (seq = ANY($5)) \
      ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
-    UPDATE event_work w SET lease_owner = $3, available_at = $1 + $4 \
+    UPDATE event_work w SET lease_owner = $3, available_at = $4 \
       FROM picked WHERE w.seq = picked.seq \
     RETURNING w.seq, w.replay \
 ) \
@@ -63,7 +63,7 @@ WITH picked AS ( \
      WHERE status = 'pending' AND next_attempt_at <= $1 AND NOT (id = ANY($5)) \
      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
-    UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $1 + $4 \
+    UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $4 \
       FROM picked WHERE d.id = picked.id \
     RETURNING d.id, d.event_seq, d.route, d.destination, d.webhook_id, d.envelope, d.attempts \
 ) \
@@ -77,7 +77,7 @@ WITH picked AS ( \
      WHERE status = 'retry' AND next_attempt_at <= $1 AND NOT (id = ANY($5)) \
      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
-    UPDATE route_runs r SET lease_owner = $3, next_attempt_at = $1 + $4 \
+    UPDATE route_runs r SET lease_owner = $3, next_attempt_at = $4 \
       FROM picked WHERE r.id = picked.id \
     RETURNING r.id, r.route, r.attempts, r.event_seq \
 ) \
@@ -145,7 +145,7 @@ ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
 const RECORD_ATTEMPT: &str = "\
 UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, \
        last_error = coalesce($5, last_error), \
-       history = (history::jsonb || $6::jsonb)::text, \
+       history = (history::jsonb || $6::text::jsonb)::text, \
        envelope = CASE WHEN $3 = 'delivered' THEN NULL ELSE envelope END, \
        updated_at = $7, lease_owner = NULL \
  WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
@@ -182,7 +182,8 @@ impl Claims {
         limit: u32,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let held = self.held_ids(|h| &h.events);
-        let (owner, lease, held) = (&self.owner, &self.lease_ms, &held);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, lease, held) = (&self.owner, &until, &held);
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {
@@ -217,7 +218,8 @@ impl Claims {
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let held = self.held_ids(|h| &h.deliveries);
-        let (owner, lease, held) = (&self.owner, &self.lease_ms, &held);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, lease, held) = (&self.owner, &until, &held);
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {
@@ -251,7 +253,8 @@ impl Claims {
         limit: u32,
     ) -> Result<Vec<DueRouteRun>, StoreError> {
         let held = self.held_ids(|h| &h.route_runs);
-        let (owner, lease, held) = (&self.owner, &self.lease_ms, &held);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, lease, held) = (&self.owner, &until, &held);
         let limit = i64::from(limit);
         let rows = with_retries(pool, |c| {
             Box::pin(async move {
@@ -300,8 +303,14 @@ impl Claims {
         self.held(|h| {
             for p in processed {
                 match retried_runs(p) {
-                    Some(ids) => ids.iter().for_each(|id| drop(h.route_runs.remove(id))),
-                    None => drop(h.events.remove(&p.seq)),
+                    Some(ids) => {
+                        for id in ids {
+                            h.route_runs.remove(&id);
+                        }
+                    }
+                    None => {
+                        h.events.remove(&p.seq);
+                    }
                 }
             }
         });
@@ -689,6 +698,3 @@ struct RunColumns<'a> {
     next: Vec<Option<i64>>,
     reason: Vec<&'a str>,
 }
-
-/// Shared handle type.
-pub(super) type SharedClaims = Arc<Claims>;

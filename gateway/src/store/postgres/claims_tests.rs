@@ -6,8 +6,8 @@
 use super::claims::Claims;
 use super::*;
 use crate::store::{
-    AttemptDone, AttemptRecord, DeliveryState, EventStatus, NewDelivery, Processed,
-    RouteRunState, RouteRunUpdate,
+    AttemptDone, AttemptRecord, DeliveryState, EventStatus, NewDelivery, Processed, RouteRunState,
+    RouteRunUpdate,
 };
 use std::sync::{Arc, OnceLock};
 use throwaway_pg::Cluster;
@@ -109,7 +109,10 @@ async fn two_replicas_claiming_at_once_never_get_the_same_event() {
         handed_out.extend(t.await.expect("joins"));
     }
     handed_out.sort_unstable();
-    assert_eq!(handed_out, all, "every event exactly once, across both replicas");
+    assert_eq!(
+        handed_out, all,
+        "every event exactly once, across both replicas"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +121,15 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
-    assert_eq!(seqs(&dead.claim_events(&store.pool, 10_000, 10).await.expect("claims")), [seq]);
+    assert_eq!(
+        seqs(
+            &dead
+                .claim_events(&store.pool, 10_000, 10)
+                .await
+                .expect("claims")
+        ),
+        [seq]
+    );
     assert!(
         live.claim_events(&store.pool, 10_000 + LEASE - 1, 10)
             .await
@@ -127,26 +138,49 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
         "held until the lease runs out"
     );
     assert_eq!(
-        seqs(&live.claim_events(&store.pool, 10_000 + LEASE, 10).await.expect("claims")),
+        seqs(
+            &live
+                .claim_events(&store.pool, 10_000 + LEASE, 10)
+                .await
+                .expect("claims")
+        ),
         [seq],
         "taken over"
     );
     // The first replica was only slow: its result comes too late and is not written.
     let lost = dead
-        .complete(&store.pool, &[routed(seq, vec![delivery(DeliveryState::Delivered)])], 12_000)
+        .complete(
+            &store.pool,
+            &[routed(seq, vec![delivery(DeliveryState::Delivered)])],
+            12_000,
+        )
         .await
         .expect("completes");
     assert_eq!(lost, 1);
     assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 0);
     let lost = live
-        .complete(&store.pool, &[routed(seq, vec![delivery(DeliveryState::Delivered)])], 12_000)
+        .complete(
+            &store.pool,
+            &[routed(seq, vec![delivery(DeliveryState::Delivered)])],
+            12_000,
+        )
         .await
         .expect("completes");
     assert_eq!(lost, 0);
     assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 1);
-    assert_eq!(count(&store, "SELECT count(*) FROM event_work").await, 0, "finished work leaves the hot table");
     assert_eq!(
-        store.event(seq).await.expect("reads").expect("exists").summary.status,
+        count(&store, "SELECT count(*) FROM event_work").await,
+        0,
+        "finished work leaves the hot table"
+    );
+    assert_eq!(
+        store
+            .event(seq)
+            .await
+            .expect("reads")
+            .expect("exists")
+            .summary
+            .status,
         "routed"
     );
 }
@@ -157,14 +191,26 @@ async fn renewing_keeps_a_claim_and_releasing_hands_it_over_at_once() {
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
-    a.claim_events(&store.pool, 10_000, 10).await.expect("claims");
+    a.claim_events(&store.pool, 10_000, 10)
+        .await
+        .expect("claims");
     a.renew(&store.pool, 10_900).await.expect("renews");
     assert!(
-        b.claim_events(&store.pool, 11_500, 10).await.expect("claims").is_empty(),
+        b.claim_events(&store.pool, 11_500, 10)
+            .await
+            .expect("claims")
+            .is_empty(),
         "renewed at 10.9 s: held until 11.9 s"
     );
     a.release(&store.pool, 11_600).await.expect("releases");
-    assert_eq!(seqs(&b.claim_events(&store.pool, 11_600, 10).await.expect("claims")), [seq]);
+    assert_eq!(
+        seqs(
+            &b.claim_events(&store.pool, 11_600, 10)
+                .await
+                .expect("claims")
+        ),
+        [seq]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,29 +219,72 @@ async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_not
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
-    a.claim_events(&store.pool, 10_000, 10).await.expect("claims");
-    let waiting = DeliveryState::Pending { next_attempt_ms: 10_500 };
+    a.claim_events(&store.pool, 10_000, 10)
+        .await
+        .expect("claims");
+    let waiting = DeliveryState::Pending {
+        next_attempt_ms: 10_500,
+    };
     a.complete(&store.pool, &[routed(seq, vec![delivery(waiting)])], 10_100)
         .await
         .expect("completes");
-    assert!(a.claim_due_deliveries(&store.pool, 10_400, 10).await.expect("claims").is_empty(), "not due yet");
-    let due = a.claim_due_deliveries(&store.pool, 10_500, 10).await.expect("claims");
+    assert!(
+        a.claim_due_deliveries(&store.pool, 10_400, 10)
+            .await
+            .expect("claims")
+            .is_empty(),
+        "not due yet"
+    );
+    let due = a
+        .claim_due_deliveries(&store.pool, 10_500, 10)
+        .await
+        .expect("claims");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 1);
-    assert!(b.claim_due_deliveries(&store.pool, 11_000, 10).await.expect("claims").is_empty(), "a's");
-    let taken = b.claim_due_deliveries(&store.pool, 11_500, 10).await.expect("claims");
+    assert!(
+        b.claim_due_deliveries(&store.pool, 11_000, 10)
+            .await
+            .expect("claims")
+            .is_empty(),
+        "a's"
+    );
+    let taken = b
+        .claim_due_deliveries(&store.pool, 11_500, 10)
+        .await
+        .expect("claims");
     assert_eq!(taken.len(), 1, "a's lease ran out");
     let attempt = |delivery_id, status| AttemptDone {
         delivery_id,
-        attempt: AttemptRecord { at: 11_600, status: Some(status), error: None, duration_ms: 3 },
+        attempt: AttemptRecord {
+            at: 11_600,
+            status: Some(status),
+            error: None,
+            duration_ms: 3,
+        },
         state: DeliveryState::Delivered,
     };
-    assert!(!a.record_attempt(&store.pool, &attempt(due[0].id, 204), 11_700).await.expect("runs"), "a lost it");
-    assert!(b.record_attempt(&store.pool, &attempt(taken[0].id, 200), 11_700).await.expect("runs"));
+    assert!(
+        !a.record_attempt(&store.pool, &attempt(due[0].id, 204), 11_700)
+            .await
+            .expect("runs"),
+        "a lost it"
+    );
+    assert!(
+        b.record_attempt(&store.pool, &attempt(taken[0].id, 200), 11_700)
+            .await
+            .expect("runs")
+    );
     let detail = store.event(seq).await.expect("reads").expect("exists");
     let d = &detail.deliveries[0];
     assert_eq!((d.status.as_str(), d.attempts), ("delivered", 2));
-    assert_eq!(d.history.iter().filter_map(|h| h.status).collect::<Vec<_>>(), [503, 200], "b's attempt only");
+    assert_eq!(
+        d.history
+            .iter()
+            .filter_map(|h| h.status)
+            .collect::<Vec<_>>(),
+        [503, 200],
+        "b's attempt only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,20 +293,34 @@ async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
     let [seq] = store_events(&store, &["evt_1"]).await[..] else {
         panic!("one event")
     };
-    a.claim_events(&store.pool, 10_000, 10).await.expect("claims");
+    a.claim_events(&store.pool, 10_000, 10)
+        .await
+        .expect("claims");
     let mut first = routed(seq, Vec::new());
     first.status = EventStatus::Retrying;
     first.route_runs = vec![RouteRunUpdate {
         id: None,
         route: "r".into(),
-        state: RouteRunState::Retry { next_attempt_ms: 10_200 },
+        state: RouteRunState::Retry {
+            next_attempt_ms: 10_200,
+        },
         reason: "plugin asked".into(),
         attempts: 1,
     }];
-    a.complete(&store.pool, &[first], 10_100).await.expect("completes");
-    let due = b.claim_due_route_runs(&store.pool, 10_200, 10).await.expect("claims");
+    a.complete(&store.pool, &[first], 10_100)
+        .await
+        .expect("completes");
+    let due = b
+        .claim_due_route_runs(&store.pool, 10_200, 10)
+        .await
+        .expect("claims");
     assert_eq!(due.len(), 1);
-    assert!(a.claim_due_route_runs(&store.pool, 10_300, 10).await.expect("claims").is_empty());
+    assert!(
+        a.claim_due_route_runs(&store.pool, 10_300, 10)
+            .await
+            .expect("claims")
+            .is_empty()
+    );
     let retried = Processed {
         seq,
         status: EventStatus::Routed,
@@ -232,7 +335,12 @@ async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
         }],
         append: true,
     };
-    assert_eq!(b.complete(&store.pool, &[retried], 10_400).await.expect("completes"), 0);
+    assert_eq!(
+        b.complete(&store.pool, &[retried], 10_400)
+            .await
+            .expect("completes"),
+        0
+    );
     let detail = store.event(seq).await.expect("reads").expect("exists");
     assert_eq!(detail.summary.status, "routed");
     assert_eq!(detail.route_runs[0].status, "done");

@@ -38,7 +38,7 @@ const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b31;
 const LOCK_WAIT: &str = "120s";
 
 /// The newest schema version this binary knows.
-pub(crate) fn latest() -> i32 {
+pub fn latest() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
@@ -114,8 +114,12 @@ async fn current_version(client: &Client) -> Result<i32, tokio_postgres::Error> 
 /// Brings the schema to the newest version, one migration per transaction, under the
 /// migration lock. Returns the versions it applied (empty when the schema was current).
 pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+    // A migration may rewrite a large table, and waiting for another replica's is waiting on
+    // the lock: neither is the stuck query `store.statement_timeout` is there to stop.
     client
-        .batch_execute(&format!("SET lock_timeout = '{LOCK_WAIT}'"))
+        .batch_execute(&format!(
+            "SET lock_timeout = '{LOCK_WAIT}'; SET statement_timeout = 0"
+        ))
         .await?;
     client
         .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -125,7 +129,9 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationEr
     let unlocked = client
         .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
-    let reset = client.batch_execute("RESET lock_timeout").await;
+    let reset = client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .await;
     let applied = result?;
     unlocked?;
     reset?;

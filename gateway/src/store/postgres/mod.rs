@@ -1,5 +1,7 @@
 //! The PostgreSQL store, for several gateway replicas on one database: a connection pool,
-//! versioned migrations (`migrations`), and the ack path with group commit (`ingest`).
+//! versioned migrations (`migrations`), the ack path with group commit (`ingest`), the admin
+//! API's reads and the backlog gauges (`admin`), and the admin actions and event retention
+//! (`actions`).
 //!
 //! Every promise of the SQLite store holds per cluster here: an ingest is answered after its
 //! transaction committed with `synchronous_commit = on` (forced on every connection, whatever
@@ -11,18 +13,29 @@
 //! This module never sees HTTP or provider formats, and never logs a connection string (it
 //! may hold a password).
 
+mod actions;
+mod admin;
 mod claims;
 mod control;
+mod copy;
 mod ingest;
 mod migrations;
+mod pool_watch;
 
+use super::work::{
+    AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,
+    EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView,
+    StoredSpan,
+};
 use super::{
-    DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, StoreError,
+    DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
+    StoreError,
 };
 use crate::metrics::Metrics;
-use crate::metrics::events::StoreBatchCommitted;
+use crate::metrics::events::{ClaimsLost, StoreBatchCommitted};
+pub use copy::{CopyError, CopySummary, copy_from_sqlite};
 use ingest::IngestRequest;
-pub use migrations::SchemaStatus;
+pub use migrations::{SchemaStatus, latest as latest_schema_version};
 use sha2::{Digest as _, Sha256};
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -45,8 +58,10 @@ pub struct PgOptions {
     pub writers: usize,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
-    /// How long a replica's claim on work lasts without renewal: after a replica died, its
-    /// work waits this long before another one takes it over.
+    /// The server cancels any one statement running longer (`-c statement_timeout` on every
+    /// connection), so a stuck query cannot hold a pooled connection for good.
+    pub statement_timeout: Duration,
+    /// How long a replica's claim on work lasts without renewal.
     pub lease: Duration,
 }
 
@@ -56,7 +71,20 @@ impl Default for PgOptions {
             pool_size: 16,
             writers: 4,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl From<&crate::config::PostgresSettings> for PgOptions {
+    fn from(settings: &crate::config::PostgresSettings) -> Self {
+        Self {
+            pool_size: settings.pool_size,
+            connect_timeout: settings.connect_timeout,
+            statement_timeout: settings.statement_timeout,
+            lease: settings.lease,
+            ..Self::default()
         }
     }
 }
@@ -103,24 +131,36 @@ fn where_to(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Where a connection string points (hosts and database), without its password: what the
+/// one-shot commands print. `None` when it does not parse.
+pub fn target_of(conninfo: &str) -> Option<String> {
+    tokio_postgres::Config::from_str(conninfo)
+        .ok()
+        .map(|c| where_to(&c))
+}
+
 /// Parses a connection string (URL or key/value, several hosts allowed) and adds what every
 /// gateway connection must have.
 fn connection_config(
     conninfo: &str,
-    timeout: Duration,
+    options: &PgOptions,
 ) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(conninfo).map_err(|e| StoreError::Open {
         path: "postgres (connection string)".into(),
         source: Box::new(e),
     })?;
     // An ack must wait for the WAL flush even where the server's default says otherwise.
-    let options = match config.get_options() {
-        Some(existing) => format!("{existing} -c synchronous_commit=on"),
-        None => "-c synchronous_commit=on".to_owned(),
+    let ours = format!(
+        "-c synchronous_commit=on -c statement_timeout={}",
+        options.statement_timeout.as_millis().max(1)
+    );
+    let options_line = match config.get_options() {
+        Some(existing) => format!("{existing} {ours}"),
+        None => ours,
     };
-    config.options(&options);
+    config.options(&options_line);
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(timeout);
+        config.connect_timeout(options.connect_timeout);
     }
     if config.get_application_name().is_none() {
         config.application_name("webhook-gateway");
@@ -136,7 +176,7 @@ impl PgStore {
         options: &PgOptions,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
-        let config = connection_config(conninfo, options.connect_timeout)?;
+        let config = connection_config(conninfo, options)?;
         let place = where_to(&config);
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),
@@ -167,6 +207,7 @@ impl PgStore {
             tracing::info!(versions = ?applied, "store schema migrated");
         }
         drop(client);
+        pool_watch::spawn(&pool, metrics.clone(), place);
         let ingest = ingest::spawn_writers(pool.clone(), metrics.clone(), options.writers);
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
         let claims = Arc::new(claims::Claims::new(lease_ms.max(1)));
@@ -216,7 +257,11 @@ async fn connect_once(
     conninfo: &str,
     timeout: Duration,
 ) -> Result<(tokio_postgres::Client, String), StoreError> {
-    let config = connection_config(conninfo, timeout)?;
+    let options = PgOptions {
+        connect_timeout: timeout,
+        ..PgOptions::default()
+    };
+    let config = connection_config(conninfo, &options)?;
     let place = where_to(&config);
     let (client, connection) =
         config
@@ -312,6 +357,16 @@ impl PgStore {
         work: impl FnMut(PooledClient) -> Attempt<'a, T>,
     ) -> Result<T, StoreError> {
         Ok(with_retries(&self.pool, work).await?)
+    }
+
+    /// [`Self::write`] for work that only reads: its failure is a read error.
+    async fn read<'a, T>(
+        &self,
+        work: impl FnMut(PooledClient) -> Attempt<'a, T>,
+    ) -> Result<T, StoreError> {
+        with_retries(&self.pool, work)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))
     }
 }
 
@@ -422,6 +477,132 @@ impl Intake for PgStore {
     }
 }
 
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn expire_events(
+        &self,
+        cutoff_ms: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<ExpiredEvents, StoreError> {
+        PgStore::expire_events(self, cutoff_ms, after_seq, limit).await
+    }
+
+    fn work_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.work)
+    }
+
+    async fn claim_events(&self, limit: u32) -> Result<Vec<ClaimedEvent>, StoreError> {
+        self.claims
+            .claim_events(&self.pool, super::unix_ms(), limit)
+            .await
+    }
+
+    async fn complete(&self, processed: Arc<Vec<Processed>>) -> Result<(), StoreError> {
+        let lost = self
+            .claims
+            .complete(&self.pool, &processed, super::unix_ms())
+            .await?;
+        if lost > 0 {
+            ClaimsLost {
+                metrics: &self.metrics,
+                kind: "event",
+                count: lost,
+            }
+            .emit();
+        }
+        Ok(())
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.claims
+            .claim_due_deliveries(&self.pool, now_ms, limit)
+            .await
+    }
+
+    async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError> {
+        let written = self
+            .claims
+            .record_attempt(&self.pool, &done, super::unix_ms())
+            .await?;
+        if !written {
+            ClaimsLost {
+                metrics: &self.metrics,
+                kind: "delivery",
+                count: 1,
+            }
+            .emit();
+        }
+        Ok(())
+    }
+
+    async fn claim_due_route_runs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueRouteRun>, StoreError> {
+        self.claims
+            .claim_due_route_runs(&self.pool, now_ms, limit)
+            .await
+    }
+
+    async fn release_claims(&self) -> Result<(), StoreError> {
+        self.claims.release(&self.pool, super::unix_ms()).await
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        PgStore::backlog(self).await
+    }
+
+    fn runs_cluster_jobs(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        PgStore::list_events(self, filter, limit).await
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<EventDetail>, StoreError> {
+        PgStore::event(self, seq).await
+    }
+
+    async fn stored_span(&self) -> Result<Option<StoredSpan>, StoreError> {
+        PgStore::stored_span(self).await
+    }
+
+    async fn list_quarantine(
+        &self,
+        source: Option<String>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        PgStore::list_quarantine(self, source, before, limit).await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError> {
+        PgStore::dead_letters(self, limit).await
+    }
+
+    async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
+        PgStore::request_replay(self, filter, limit).await
+    }
+
+    async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {
+        PgStore::redrive(self, selection).await
+    }
+}
+
 /// One step of a quarantine retention pass, in one transaction (see the trait).
 async fn expire_quarantine_step(
     c: &mut PooledClient,
@@ -491,5 +672,13 @@ impl PgStore {
     }
 }
 
+#[cfg(test)]
+mod actions_tests;
+#[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
+mod claims_tests;
+#[cfg(test)]
+mod test_db;
 #[cfg(test)]
 mod tests;

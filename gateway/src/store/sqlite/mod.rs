@@ -11,7 +11,6 @@ pub(super) mod backup;
 mod checkpoint;
 mod claims;
 mod envelope_row;
-mod filter;
 #[cfg(test)]
 mod quarantine_tests;
 mod reader;

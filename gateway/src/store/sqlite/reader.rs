@@ -3,13 +3,17 @@
 //! thread.
 
 use super::super::StoreError;
-use super::super::work::{
-    AttemptRecord, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
-    EventSummary, PluginStep, QuarantineEntry, RouteRunView, StoredEvent, StoredSpan,
+use super::super::event_filter::{Dialect, FilterArg, where_clause};
+use super::super::views::{
+    self, DELIVERY_COLUMNS, DETAIL_COLUMNS, QUARANTINE_COLUMNS, ROUTE_RUN_COLUMNS, SUMMARY_COLUMNS,
+    ViewRow,
 };
-use super::filter::where_clause;
-use base64::Engine as _;
-use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
+use super::super::work::{
+    Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter, EventSummary,
+    QuarantineEntry, RouteRunView, StoredEvent, StoredSpan,
+};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension as _, Row, ToSql, params, params_from_iter};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
@@ -19,6 +23,34 @@ pub(super) struct Reader {
 
 fn read_err(e: rusqlite::Error) -> StoreError {
     StoreError::Read(e.to_string())
+}
+
+impl ViewRow for Row<'_> {
+    type Error = rusqlite::Error;
+    fn int(&self, idx: usize) -> rusqlite::Result<i64> {
+        self.get(idx)
+    }
+    fn opt_int(&self, idx: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(idx)
+    }
+    fn text(&self, idx: usize) -> rusqlite::Result<String> {
+        self.get(idx)
+    }
+    fn opt_text(&self, idx: usize) -> rusqlite::Result<Option<String>> {
+        self.get(idx)
+    }
+    fn bytes(&self, idx: usize) -> rusqlite::Result<Vec<u8>> {
+        self.get(idx)
+    }
+}
+
+impl ToSql for FilterArg {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            FilterArg::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
+            FilterArg::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        })
+    }
 }
 
 impl Reader {
@@ -194,19 +226,6 @@ pub(super) fn backlog(conn: &Connection, watermark: i64) -> rusqlite::Result<Bac
     })
 }
 
-fn summary(r: &Row<'_>) -> rusqlite::Result<EventSummary> {
-    Ok(EventSummary {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        source: r.get(2)?,
-        event_type: r.get(3)?,
-        status: r.get(4)?,
-        received_at: r.get(5)?,
-    })
-}
-
-const SUMMARY_COLUMNS: &str = "seq, dedup_key, source, event_type, status, received_at";
-
 pub(super) fn list_events(
     conn: &Connection,
     filter: &EventFilter,
@@ -214,17 +233,14 @@ pub(super) fn list_events(
 ) -> rusqlite::Result<Vec<EventSummary>> {
     let (sql, args) = list_events_query(filter, limit);
     conn.prepare(&sql)?
-        .query_map(params_from_iter(args), summary)?
+        .query_map(params_from_iter(args), |r| views::summary(r))?
         .collect()
 }
 
 /// The listing's SQL and parameters (tests read its query plan).
-pub(super) fn list_events_query(
-    filter: &EventFilter,
-    limit: u32,
-) -> (String, Vec<rusqlite::types::Value>) {
-    let (clause, mut args) = where_clause(filter);
-    args.push(rusqlite::types::Value::Integer(i64::from(limit)));
+pub(super) fn list_events_query(filter: &EventFilter, limit: u32) -> (String, Vec<FilterArg>) {
+    let (clause, mut args) = where_clause(filter, Dialect::Sqlite);
+    args.push(FilterArg::Int(i64::from(limit)));
     let sql =
         format!("SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ?");
     (sql, args)
@@ -255,117 +271,36 @@ pub(super) fn list_quarantine(
     before: Option<i64>,
     limit: u32,
 ) -> rusqlite::Result<Vec<QuarantineEntry>> {
-    conn.prepare_cached(
-        "SELECT id, source, reason, received_at, headers, raw_body, repeats, \
-                coalesce(last_seen_at, received_at) FROM quarantine \
+    conn.prepare_cached(&format!(
+        "SELECT {QUARANTINE_COLUMNS} FROM quarantine \
          WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR id < ?2) \
-         ORDER BY id DESC LIMIT ?3",
-    )?
+         ORDER BY id DESC LIMIT ?3"
+    ))?
     .query_map(params![source, before, limit], |r| {
-        let body: Vec<u8> = r.get(5)?;
-        let headers: String = r.get(4)?;
-        Ok(QuarantineEntry {
-            id: r.get(0)?,
-            source: r.get(1)?,
-            reason: r.get(2)?,
-            received_at: r.get(3)?,
-            repeats: r.get(6)?,
-            last_seen_at: r.get(7)?,
-            size: body.len(),
-            headers: json_or_text(&headers),
-            body_base64: base64::engine::general_purpose::STANDARD.encode(&body),
-            body_text: String::from_utf8(body).ok(),
-        })
+        views::quarantine_entry(r)
     })?
     .collect()
 }
 
-fn json_or_text(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
-}
-
-fn delivery_view(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
-    let history: String = r.get(9)?;
-    Ok(DeliveryView {
-        id: r.get(0)?,
-        event_seq: r.get(1)?,
-        route: r.get(2)?,
-        destination: r.get(3)?,
-        webhook_id: r.get(4)?,
-        status: r.get(5)?,
-        attempts: r.get(6)?,
-        next_attempt_at: r.get(7)?,
-        last_error: r.get(8)?,
-        history: serde_json::from_str::<Vec<AttemptRecord>>(&history).unwrap_or_default(),
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-    })
-}
-
-const DELIVERY_COLUMNS: &str = "id, event_seq, route, destination, webhook_id, status, attempts, \
-     next_attempt_at, last_error, history, created_at, updated_at";
-
-fn route_run_view(r: &Row<'_>) -> rusqlite::Result<RouteRunView> {
-    Ok(RouteRunView {
-        id: r.get(0)?,
-        event_seq: r.get(1)?,
-        route: r.get(2)?,
-        status: r.get(3)?,
-        attempts: r.get(4)?,
-        next_attempt_at: r.get(5)?,
-        reason: r.get(6)?,
-        created_at: r.get(7)?,
-        updated_at: r.get(8)?,
-    })
-}
-
-const ROUTE_RUN_COLUMNS: &str =
-    "id, event_seq, route, status, attempts, next_attempt_at, reason, created_at, updated_at";
-
 pub(super) fn event(conn: &Connection, seq: i64) -> rusqlite::Result<Option<EventDetail>> {
-    let row = conn
-        .query_row(
-            &format!(
-                "SELECT {SUMMARY_COLUMNS}, envelope, headers, plugin_results \
-                 FROM event_states WHERE seq = ?1"
-            ),
-            [seq],
-            |r| {
-                let steps: Option<String> = r.get(8)?;
-                Ok((
-                    summary(r)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    steps,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((summary, envelope, headers, steps)) = row else {
-        return Ok(None);
-    };
     let deliveries = conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_seq = ?1 ORDER BY id"
         ))?
-        .query_map([seq], delivery_view)?
+        .query_map([seq], |r| views::delivery_view(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let route_runs = conn
         .prepare_cached(&format!(
             "SELECT {ROUTE_RUN_COLUMNS} FROM route_runs WHERE event_seq = ?1 ORDER BY id"
         ))?
-        .query_map([seq], route_run_view)?
+        .query_map([seq], |r| views::route_run_view(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Some(EventDetail {
-        summary,
-        envelope: json_or_text(&envelope),
-        headers: json_or_text(&headers),
-        plugin_results: steps
-            .and_then(|s| serde_json::from_str::<Vec<PluginStep>>(&s).ok())
-            .unwrap_or_default(),
-        deliveries,
-        route_runs,
-    }))
+    conn.query_row(
+        &format!("SELECT {DETAIL_COLUMNS} FROM event_states WHERE seq = ?1"),
+        [seq],
+        |r| views::event_detail(r, deliveries, route_runs),
+    )
+    .optional()
 }
 
 pub(super) fn dead_letters(
@@ -377,14 +312,14 @@ pub(super) fn dead_letters(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'dead' \
              ORDER BY id DESC LIMIT ?1"
         ))?
-        .query_map([limit], delivery_view)?
+        .query_map([limit], |r| views::delivery_view(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let runs = conn
         .prepare_cached(&format!(
             "SELECT {ROUTE_RUN_COLUMNS} FROM route_runs WHERE status = 'dead' \
              ORDER BY id DESC LIMIT ?1"
         ))?
-        .query_map([limit], route_run_view)?
+        .query_map([limit], |r| views::route_run_view(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((deliveries, runs))
 }

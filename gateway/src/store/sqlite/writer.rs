@@ -10,6 +10,7 @@
 //! of them fails it alone gets the error and the ingests batched with it still commit.
 
 use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
+use super::super::event_filter::{Dialect, FilterArg, replay_clause};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
 use super::super::work::{
@@ -21,7 +22,6 @@ use super::super::{
     StoredEvent, unix_ms,
 };
 use super::envelope_row::stored_envelope;
-use super::filter::where_clause;
 use super::recent::RecentEvents;
 use super::redrive::{Bulk, BulkStep, Listed, redrive, redrive_step};
 use crate::metrics::Metrics;
@@ -496,14 +496,8 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
 /// Marks routed events for replay. Events still `pending` (no routing yet) or already marked
 /// are on their way through the routes and are left alone.
 fn replay(tx: &Transaction<'_>, filter: &EventFilter, limit: u32) -> rusqlite::Result<u64> {
-    let (clause, mut args) = where_clause(filter);
-    let not_in_flight = "status NOT IN ('pending', 'replay')";
-    let clause = if clause.is_empty() {
-        format!("WHERE {not_in_flight}")
-    } else {
-        format!("{clause} AND {not_in_flight}")
-    };
-    args.push(rusqlite::types::Value::Integer(i64::from(limit)));
+    let (clause, mut args) = replay_clause(filter, Dialect::Sqlite);
+    args.push(FilterArg::Int(i64::from(limit)));
     let sql = format!(
         "UPDATE routings SET status = 'replay' WHERE seq IN \
          (SELECT seq FROM event_states {clause} ORDER BY seq DESC LIMIT ?)"

@@ -5,6 +5,7 @@
 mod destinations;
 mod routes;
 mod secrets;
+mod store;
 
 use super::compile;
 use super::plugins::DEFAULT_PLUGIN_TIMEOUT;
@@ -322,33 +323,4 @@ fn connection_and_body_buffer_caps_have_defaults_ranges_and_a_floor() {
         &issues("[server]\nmax_body = \"1MiB\"\nmax_body_buffer = \"512KiB\"\n"),
         "g.toml:3:19: server.max_body_buffer: must be at least server.max_body (1048576 bytes)",
     );
-}
-
-#[test]
-fn the_store_path_is_read_without_resolving_secrets() {
-    let store_path = |text: &str| super::store_path(Path::new("g.toml"), text);
-    // A secret that resolves nowhere: `gateway backup` runs where the service's secrets are not.
-    let text = "[sources.l]\nprovider = \"ledger\"\nsecrets = [\"env:GATEWAY_TEST_NEVER_SET\"]\n\
-                [store]\npath = \"/var/lib/gateway/g.db\"\n";
-    assert!(
-        !issues(text).is_empty(),
-        "the full pass resolves the secret"
-    );
-    assert_eq!(
-        store_path(text).ok(),
-        Some(std::path::PathBuf::from("/var/lib/gateway/g.db"))
-    );
-    assert_eq!(
-        store_path("").ok(),
-        Some(std::path::PathBuf::from(super::DEFAULT_STORE_PATH))
-    );
-    let rendered = |text: &str| match store_path(text) {
-        Ok(p) => panic!("expected an error, got {}", p.display()),
-        Err(e) => e.issues.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    };
-    assert_has(
-        &rendered("[store]\npath = \"\"\n"),
-        "g.toml:2:8: store.path: must not be empty",
-    );
-    assert_eq!(rendered("[store]\npaht = \"x\"\n").len(), 1);
 }

@@ -97,6 +97,18 @@ fn cases() -> Vec<(String, &'static str)> {
             format!("[destinations.d]\nhttp = https://example.com/?token={s}\n"),
             "destinations.d.http",
         ),
+        (
+            format!("[store]\nurl = \"postgres://gw:{s}@db/gateway\"\n"),
+            "store.url",
+        ),
+        (
+            format!("[store]\nurl = {{ password = \"{s}\" }}\n"),
+            "store.url",
+        ),
+        (
+            format!("[store]\nurl = postgres://gw:{s}@db/gateway\n"),
+            "store.url",
+        ),
     ]
 }
 
