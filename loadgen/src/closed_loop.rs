@@ -81,18 +81,28 @@ mod tests {
     use hyper_util::rt::TokioIo;
     use std::collections::HashSet;
     use std::convert::Infallible;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
     /// Answers like the gateway: the first delivery of an event id is accepted, a repeat is
     /// a duplicate.
     async fn fake_gateway() -> anyhow::Result<SocketAddr> {
+        Ok(counted_gateway().await?.0)
+    }
+
+    /// A fake gateway and the number of requests it has answered.
+    async fn counted_gateway() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(HashSet::new()));
+        let answered = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&answered);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let seen = Arc::clone(&seen);
+                let counter = Arc::clone(&counter);
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let id = req.headers().get("x-ledger-event-id").cloned();
                     let new = id.is_some_and(|id| seen.lock().is_ok_and(|mut s| s.insert(id)));
                     let body: &'static [u8] = if new {
@@ -112,7 +122,7 @@ mod tests {
                 );
             }
         });
-        Ok(addr)
+        Ok((addr, answered))
     }
 
     #[tokio::test]
@@ -129,6 +139,23 @@ mod tests {
         assert_eq!(acked.len() as u64, stats.accepted);
         let ids: HashSet<_> = acked.iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(ids.len(), acked.len());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn connections_are_spread_over_every_replica() -> anyhow::Result<()> {
+        let (one, one_answered) = counted_gateway().await?;
+        let (two, two_answered) = counted_gateway().await?;
+        let mut streams = EventStreams::new(0.0, 0)?;
+        let sources = (0..4).map(|_| streams.take()).collect();
+        let stats = run(&[one, two], sources, Duration::from_millis(300), false).await?;
+        let (a, b) = (
+            one_answered.load(Ordering::Relaxed),
+            two_answered.load(Ordering::Relaxed),
+        );
+        assert_eq!(a + b, stats.accepted);
+        // Two connections each: neither replica can get much less than half.
+        assert!(a > stats.accepted / 4 && b > stats.accepted / 4, "{a} {b}");
         Ok(())
     }
 

@@ -129,7 +129,10 @@ mod tests {
     #[test]
     fn a_parent_counts_its_children() -> anyhow::Result<()> {
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5"])
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5",
+            ])
             .spawn()?;
         let me = std::process::id();
         let deadline = Instant::now() + Duration::from_secs(20);

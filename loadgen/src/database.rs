@@ -113,7 +113,17 @@ impl Database {
             .split('|')
             .map(|v| v.parse().unwrap_or(f64::NAN))
             .collect();
-        let [commits, records, bytes, full, writes, syncs, sync_ms, checkpoints] = n[..] else {
+        let [
+            commits,
+            records,
+            bytes,
+            full,
+            writes,
+            syncs,
+            sync_ms,
+            checkpoints,
+        ] = n[..]
+        else {
             eprintln!("postgres: unexpected pg_stat_wal answer {text:?}");
             return None;
         };

@@ -65,7 +65,11 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             let pg_dir = dir.path().join("pg");
             std::fs::create_dir_all(&pg_dir)
                 .with_context(|| format!("cannot create {}", pg_dir.display()))?;
-            Some(write_config(&pg_dir, args.route_plugin, StoreKind::Postgres)?)
+            Some(write_config(
+                &pg_dir,
+                args.route_plugin,
+                StoreKind::Postgres,
+            )?)
         }
         None => None,
     };
@@ -97,7 +101,11 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             }
             (Target::Gateway, ..) if !args.bare_as_gateway => {
                 let log = dir.path().join(format!("{name}.log"));
-                vec![Server::start(name, gateway_command(&gateway, &config), &log)?]
+                vec![Server::start(
+                    name,
+                    gateway_command(&gateway, &config),
+                    &log,
+                )?]
             }
             _ => {
                 let log = dir.path().join(format!("{name}.log"));
@@ -226,8 +234,7 @@ impl<'a> Probe<'a> {
         let several = self.replicas.len() > 1;
         let mut lines = Vec::new();
         for (i, (addr, before)) in self.replicas.into_iter().enumerate() {
-            let (Some(before), Some(after)) = (before, server_side(self.target, addr).await)
-            else {
+            let (Some(before), Some(after)) = (before, server_side(self.target, addr).await) else {
                 continue;
             };
             let who = if several {
@@ -352,7 +359,10 @@ pub(crate) fn toml_path(path: &Path) -> anyhow::Result<String> {
 /// a store there would wake that watcher on every commit.
 pub(crate) fn base_config(dir: &Path, store: StoreKind) -> anyhow::Result<String> {
     let store = match store {
-        StoreKind::Sqlite => format!("path = {}", toml_path(&dir.join("data").join("gateway.db"))?),
+        StoreKind::Sqlite => format!(
+            "path = {}",
+            toml_path(&dir.join("data").join("gateway.db"))?
+        ),
         StoreKind::Postgres => format!("url = \"env:{DATABASE_URL_ENV}\""),
     };
     Ok(format!(

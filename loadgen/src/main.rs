@@ -33,6 +33,7 @@ mod closed_loop;
 mod cpu;
 mod database;
 mod e2e;
+mod e2e_report;
 mod ingest;
 mod open_loop;
 mod report;

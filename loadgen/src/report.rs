@@ -264,7 +264,11 @@ impl Run {
                 pg_row(o.target, &format!("open@{}", si(o.open_rate)), open);
             }
             if let Some((fixed, _)) = &o.fixed {
-                pg_row(o.target, &format!("fixed@{}", si(self.args.fixed_rate)), fixed);
+                pg_row(
+                    o.target,
+                    &format!("fixed@{}", si(self.args.fixed_rate)),
+                    fixed,
+                );
             }
         }
         println!(
@@ -346,13 +350,13 @@ impl Run {
                 .and_then(|(s, _)| s.usage.us_per_event(s.acked_per_sec()))
                 .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
             println!(
-                "{} CPU per event: {us} us at its max rate, {fixed} us at {}/s (server{} )",
+                "{} CPU per event: {us} us at its max rate, {fixed} us at {}/s ({})",
                 o.target.name(),
                 si(self.args.fixed_rate),
                 if o.target.on_postgres() {
-                    "s + PostgreSQL"
+                    "gateways + PostgreSQL"
                 } else {
-                    ""
+                    "the server"
                 }
             );
         }
@@ -361,9 +365,7 @@ impl Run {
 
 /// The `postgres:` header lines: what the server runs with, and what each target is.
 fn print_postgres_header(settings: &str, fixed_rate: f64) {
-    println!(
-        "postgres:   throwaway-pg cluster, unix socket, as read back: {settings}"
-    );
+    println!("postgres:   throwaway-pg cluster, unix socket, as read back: {settings}");
     println!(
         "            (set on top of throwaway-pg's defaults: {})",
         crate::database::SETTINGS
