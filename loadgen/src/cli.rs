@@ -136,6 +136,11 @@ pub(crate) struct IngestArgs {
     /// for every target; the p99 target is set at 10,000/s.
     #[arg(long, default_value_t = 10_000.0)]
     pub(crate) fixed_rate: f64,
+    /// Connections the fixed-rate phase dispatches over: as many as the largest closed-loop
+    /// count, since a gateway on PostgreSQL needs that many requests in flight to fill its
+    /// batches; with fewer, the phase measures the connection count, not the server.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) fixed_connections: u16,
     /// Testing the benchmark itself: run a second bare server in the gateway's place.
     #[arg(long, hide = true)]
     pub(crate) bare_as_gateway: bool,

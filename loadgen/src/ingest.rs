@@ -172,9 +172,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             let rate = args.fixed_rate;
             eprintln!(
                 "{name}: open loop at the fixed {rate:.0}/s over {} connections",
-                args.open_connections
+                args.fixed_connections
             );
-            let sources = take(&mut streams, args.open_connections);
+            let sources = take(&mut streams, args.fixed_connections);
             let meter = Meter::of(&pids, postmaster);
             let before = Probe::read(target, &addrs, db).await;
             let (mut stats, dispatch) =
