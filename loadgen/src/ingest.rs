@@ -3,7 +3,8 @@
 //! `--store postgres` then one gateway and then two on a throwaway PostgreSQL cluster), a
 //! closed-loop warm-up, a closed-loop maximum-rate phase, and an open-loop phase at a fraction
 //! of the maximum rate measured for that same target (with `--store postgres` also one at a
-//! fixed rate, the same for all); then prints the report.
+//! fixed rate, the same for all; and after each phase on PostgreSQL a wait until the routing
+//! backlog the phase left has drained); then prints the report.
 
 use crate::child::Server;
 use crate::cli::{IngestArgs, RoutePlugin, Target};
@@ -147,6 +148,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             stats.usage = meter.usage();
             let phase = format!("maximum rate, {connections} connections");
             notes.extend(before.report(&phase, args.duration, &stats).await);
+            notes.extend(drain_routing(target, &addrs).await);
             max.push(MaxPhase { connections, stats });
         }
         let best = best_of(&max).map_or(0.0, |m| m.stats.acked_per_sec());
@@ -163,6 +165,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 open_loop::run(&addrs, sources, rate, args.duration, false).await?;
             stats.usage = meter.usage();
             notes.extend(before.report("open loop", args.duration, &stats).await);
+            notes.extend(drain_routing(target, &addrs).await);
             Some((stats, dispatch))
         } else {
             eprintln!("{name}: no open-loop phase: the maximum rate was {rate:.1}/s");
@@ -182,6 +185,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             stats.usage = meter.usage();
             let phase = format!("open loop at {rate:.0}/s");
             notes.extend(before.report(&phase, args.duration, &stats).await);
+            notes.extend(drain_routing(target, &addrs).await);
             Some((stats, dispatch))
         } else {
             None
@@ -242,10 +246,19 @@ impl<'a> Probe<'a> {
             } else {
                 name.to_owned()
             };
-            lines.push(format!(
+            let mut line = format!(
                 "{who}: {phase}, as the gateway saw it: {}",
                 server_view::describe(&before, &after, duration)
-            ));
+            );
+            // On PostgreSQL the ack does not wait for routing, which claims from the same
+            // database: a growing queue means the phase's rate borrowed from later phases.
+            if self.database.is_some() {
+                line.push_str(&format!(
+                    "; queue depth {:.0} at the end",
+                    after.backlog().0
+                ));
+            }
+            lines.push(line);
         }
         if let Some((db, Some(before))) = self.database
             && let Some(after) = db.counters()
@@ -265,6 +278,42 @@ impl<'a> Probe<'a> {
         }
         lines
     }
+}
+
+/// Longest wait for a PostgreSQL target's routing backlog to drain between phases.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+/// How often the queue-depth gauge is read while draining (it refreshes about once a second).
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// On PostgreSQL the ack does not wait for routing, and routing claims from the same database:
+/// a phase that acked faster than the gateway routes leaves a queue, and the next phase would
+/// pay for it. Waits until `gateway_queue_depth` reads 0 (or [`DRAIN_LIMIT`]) and says how
+/// long that took. Nothing for the bare server and SQLite, whose runs stay as they were.
+async fn drain_routing(target: Target, addrs: &[SocketAddr]) -> Option<String> {
+    let addr = *addrs.first().filter(|_| target.on_postgres())?;
+    let started = std::time::Instant::now();
+    let first = server_side(target, addr).await?.backlog().0;
+    let mut depth = first;
+    while depth > 0.0 && started.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(DRAIN_POLL).await;
+        depth = server_side(target, addr)
+            .await
+            .map_or(depth, |s| s.backlog().0);
+    }
+    let line = if depth > 0.0 {
+        format!(
+            "{}: routing backlog {first:.0} not drained in {DRAIN_LIMIT:?} ({depth:.0} left)",
+            target.name()
+        )
+    } else {
+        format!(
+            "{}: routing backlog {first:.0} drained in {:.1?} before the next phase",
+            target.name(),
+            started.elapsed()
+        )
+    };
+    eprintln!("{line}");
+    Some(line)
 }
 
 /// The gateway's metrics before a phase (none for the bare server, which has no `/metrics`).
