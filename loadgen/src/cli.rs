@@ -1,7 +1,8 @@
 //! The command line: `loadgen ingest` (the ingest benchmark), `loadgen e2e` (the end-to-end one:
 //! POST -> store -> plugin -> HTTP delivery), `loadgen stall` (the unauthenticated memory
 //! attack, peak RSS) and `loadgen bare-server` (the ingest baseline).
-//! Every knob of a run lives here, with defaults that make a whole run take about a minute.
+//! Every knob of a run lives here, with defaults that make a whole run take about a minute
+//! (`--store postgres`: about four).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -36,7 +37,14 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Target {
     Bare,
+    /// The gateway on its default store, SQLite.
     Gateway,
+    /// One gateway on PostgreSQL (`--store postgres`).
+    #[value(name = "pg-1")]
+    PgOne,
+    /// Two gateways on the same PostgreSQL database, the connections spread over both.
+    #[value(name = "pg-2")]
+    PgTwo,
 }
 
 impl Target {
@@ -44,8 +52,33 @@ impl Target {
         match self {
             Self::Bare => "bare",
             Self::Gateway => "gateway",
+            Self::PgOne => "pg-1",
+            Self::PgTwo => "pg-2",
         }
     }
+
+    /// Gateway processes started for this target (0: the bare server).
+    pub(crate) fn replicas(self) -> usize {
+        match self {
+            Self::Bare => 0,
+            Self::Gateway | Self::PgOne => 1,
+            Self::PgTwo => 2,
+        }
+    }
+
+    pub(crate) fn on_postgres(self) -> bool {
+        matches!(self, Self::PgOne | Self::PgTwo)
+    }
+}
+
+/// The gateway's store in a benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Store {
+    /// The default: one SQLite file (`[store] path`).
+    Sqlite,
+    /// Also a throwaway PostgreSQL cluster (fsync on) for `[store] url`, measured in the same
+    /// run as SQLite (and, for `ingest`, the bare server).
+    Postgres,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -91,9 +124,23 @@ pub(crate) struct IngestArgs {
     /// The gateway binary (default: `gateway` next to this executable).
     #[arg(long)]
     pub(crate) gateway: Option<PathBuf>,
-    /// Measure only these targets (default: both; the ratio needs both).
+    /// Measure only these targets (default: bare and gateway; with `--store postgres` also
+    /// pg-1 and pg-2; each ratio needs both of its targets).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) only: Vec<Target>,
+    /// `postgres`: also one gateway, then two, on a throwaway PostgreSQL cluster, and an
+    /// open-loop phase at `--fixed-rate` for every target.
+    #[arg(long, value_enum)]
+    pub(crate) store: Option<Store>,
+    /// With `--store postgres`: the rate (requests/s) of the extra open-loop phase, the same
+    /// for every target; the p99 target is set at 10,000/s.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub(crate) fixed_rate: f64,
+    /// Connections the fixed-rate phase dispatches over: as many as the largest closed-loop
+    /// count, since a gateway on PostgreSQL needs that many requests in flight to fill its
+    /// batches; with fewer, the phase measures the connection count, not the server.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) fixed_connections: u16,
     /// Testing the benchmark itself: run a second bare server in the gateway's place.
     #[arg(long, hide = true)]
     pub(crate) bare_as_gateway: bool,
@@ -114,9 +161,18 @@ pub(crate) enum RoutePlugin {
 }
 
 impl IngestArgs {
+    pub(crate) fn postgres(&self) -> bool {
+        self.store == Some(Store::Postgres)
+    }
+
     pub(crate) fn targets(&self) -> Vec<Target> {
-        [Target::Bare, Target::Gateway]
-            .into_iter()
+        let all: &[Target] = if self.postgres() {
+            &[Target::Bare, Target::Gateway, Target::PgOne, Target::PgTwo]
+        } else {
+            &[Target::Bare, Target::Gateway]
+        };
+        all.iter()
+            .copied()
             .filter(|t| self.only.is_empty() || self.only.contains(t))
             .collect()
     }
@@ -169,6 +225,16 @@ pub(crate) struct E2eArgs {
     /// Keep the temp dir (config, store, the gateway's log) after the run and print its path.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// `postgres`: after the SQLite gateway, the same phases on one gateway on a throwaway
+    /// PostgreSQL cluster (fsync on).
+    #[arg(long, value_enum)]
+    pub(crate) store: Option<Store>,
+}
+
+impl E2eArgs {
+    pub(crate) fn postgres(&self) -> bool {
+        self.store == Some(Store::Postgres)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

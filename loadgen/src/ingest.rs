@@ -1,26 +1,49 @@
 //! `loadgen ingest`: runs the whole benchmark. For each target in turn (the bare server, then
-//! the gateway, each its own child process started here and stopped before the next), a
+//! the gateway, each its own child process started here and stopped before the next; with
+//! `--store postgres` then one gateway and then two on a throwaway PostgreSQL cluster), a
 //! closed-loop warm-up, a closed-loop maximum-rate phase, and an open-loop phase at a fraction
-//! of the maximum rate measured for that same target; then prints the report.
+//! of the maximum rate measured for that same target (with `--store postgres` also one at a
+//! fixed rate, the same for all; and after each phase on PostgreSQL a wait until the routing
+//! backlog the phase left has drained); then prints the report.
 
 use crate::child::Server;
 use crate::cli::{IngestArgs, RoutePlugin, Target};
 use crate::cpu::Meter;
+use crate::database::{self, Counters, Database};
 use crate::report::{MaxPhase, Outcome, Run, best_of};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
+use crate::stats::Stats;
 use crate::{closed_loop, open_loop, server_view};
 use anyhow::Context as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+/// The variable the PostgreSQL configs name in `[store] url` (a secret reference).
+pub(crate) const DATABASE_URL_ENV: &str = "GATEWAY_DATABASE_URL";
+
+/// Which `[store]` a gateway config gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// `path`: a SQLite file under the config's temp dir.
+    Sqlite,
+    /// `url = "env:GATEWAY_DATABASE_URL"`, the connection string set per gateway process.
+    Postgres,
+}
 
 pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find my own executable")?;
+    anyhow::ensure!(
+        args.postgres() || !args.only.iter().any(|t| t.on_postgres()),
+        "pg-1 and pg-2 are measured with --store postgres"
+    );
     let targets = args.targets();
     let gateway = args
         .gateway
         .clone()
         .unwrap_or_else(|| exe.with_file_name("gateway"));
-    if targets.contains(&Target::Gateway) && !args.bare_as_gateway {
+    if targets.iter().any(|t| t.replicas() > 0) && !args.bare_as_gateway {
         anyhow::ensure!(
             gateway.is_file(),
             "no gateway binary at {} (run `cargo build --release --workspace` first, or pass --gateway PATH)",
@@ -31,45 +54,101 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .prefix("loadgen-")
         .tempdir()
         .context("cannot create a temp dir")?;
-    let config = write_config(dir.path(), args.route_plugin)?;
+    let config = write_config(dir.path(), args.route_plugin, StoreKind::Sqlite)?;
+    let database = if args.postgres() {
+        eprintln!("postgres: starting a throwaway cluster");
+        Some(Database::start()?)
+    } else {
+        None
+    };
+    let pg_config = match &database {
+        Some(_) => {
+            let pg_dir = dir.path().join("pg");
+            std::fs::create_dir_all(&pg_dir)
+                .with_context(|| format!("cannot create {}", pg_dir.display()))?;
+            Some(write_config(
+                &pg_dir,
+                args.route_plugin,
+                StoreKind::Postgres,
+            )?)
+        }
+        None => None,
+    };
     let mut streams = EventStreams::new(args.duplicates, args.body_size)?;
-    let mut run = Run::new(&args, streams.take().next_delivery().body.len());
+    let mut run = Run::new(
+        &args,
+        streams.take().next_delivery().body.len(),
+        database.as_ref().map(Database::describe_settings),
+    );
     run.print_header();
 
     for target in targets {
-        let command = match target {
-            Target::Gateway if !args.bare_as_gateway => gateway_command(&gateway, &config),
-            _ => bare_command(&exe),
-        };
-        let log = dir.path().join(format!("{}.log", target.name()));
-        let server = Server::start(target.name(), command, &log)?;
-        let addr = server.addr;
         let name = target.name();
+        let servers = match (target, &database, &pg_config) {
+            (Target::PgOne | Target::PgTwo, Some(db), Some(pg_config)) => {
+                // A fresh database per target: the second is not slowed by the first's rows.
+                let conninfo = db.fresh(&name.replace('-', "_"))?;
+                let mut servers = Vec::with_capacity(target.replicas());
+                for i in 0..target.replicas() {
+                    let mut command = gateway_command(&gateway, pg_config);
+                    command.env(DATABASE_URL_ENV, &conninfo);
+                    let log = dir.path().join(format!("{name}-{i}.log"));
+                    servers.push(Server::start(name, command, &log)?);
+                }
+                servers
+            }
+            (Target::PgOne | Target::PgTwo, ..) => {
+                anyhow::bail!("{name} needs --store postgres")
+            }
+            (Target::Gateway, ..) if !args.bare_as_gateway => {
+                let log = dir.path().join(format!("{name}.log"));
+                vec![Server::start(
+                    name,
+                    gateway_command(&gateway, &config),
+                    &log,
+                )?]
+            }
+            _ => {
+                let log = dir.path().join(format!("{name}.log"));
+                vec![Server::start(name, bare_command(&exe), &log)?]
+            }
+        };
+        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+        let db = database.as_ref().filter(|_| target.on_postgres());
+        let postmaster = db.and_then(Database::postmaster);
+        let shown = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
         eprintln!(
-            "{name}: listening on {addr}; warming up for {:?}",
+            "{name}: listening on {shown}; warming up for {:?}",
             args.warmup
         );
         let first = args.connections.first().copied().unwrap_or(64);
         let sources = take(&mut streams, first);
-        let warmup = closed_loop::run(addr, sources, args.warmup, false).await?;
+        let warmup = closed_loop::run(&addrs, sources, args.warmup, false).await?;
         if warmup.accepted + warmup.duplicate == 0 {
+            let tails: String = servers.iter().map(Server::log_tail).collect();
             eprintln!(
-                "{name}: warning: no 200 answers in the warm-up (non-200: {}, errors: {}){}",
+                "{name}: warning: no 200 answers in the warm-up (non-200: {}, errors: {}){tails}",
                 warmup.sample_non_200.as_deref().unwrap_or("none"),
                 warmup.sample_error.as_deref().unwrap_or("none"),
-                server.log_tail()
             );
         }
+        let mut notes = Vec::new();
         let mut max = Vec::with_capacity(args.connections.len());
         for &connections in &args.connections {
             eprintln!("{name}: maximum rate, {connections} connections");
             let sources = take(&mut streams, connections);
-            let meter = Meter::start(server.pid());
-            let before = server_side(target, addr).await;
-            let mut stats = closed_loop::run(addr, sources, args.duration, false).await?;
+            let meter = Meter::of(&pids, postmaster);
+            let before = Probe::read(target, &addrs, db).await;
+            let mut stats = closed_loop::run(&addrs, sources, args.duration, false).await?;
             stats.usage = meter.usage();
             let phase = format!("maximum rate, {connections} connections");
-            report_server_side(target, addr, before, &phase, args.duration).await;
+            notes.extend(before.report(&phase, args.duration, &stats).await);
+            notes.extend(drain_routing(target, &addrs).await);
             max.push(MaxPhase { connections, stats });
         }
         let best = best_of(&max).map_or(0.0, |m| m.stats.acked_per_sec());
@@ -80,57 +159,172 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 args.open_connections
             );
             let sources = take(&mut streams, args.open_connections);
-            let meter = Meter::start(server.pid());
-            let before = server_side(target, addr).await;
+            let meter = Meter::of(&pids, postmaster);
+            let before = Probe::read(target, &addrs, db).await;
             let (mut stats, dispatch) =
-                open_loop::run(addr, sources, rate, args.duration, false).await?;
+                open_loop::run(&addrs, sources, rate, args.duration, false).await?;
             stats.usage = meter.usage();
-            report_server_side(target, addr, before, "open loop", args.duration).await;
+            notes.extend(before.report("open loop", args.duration, &stats).await);
+            notes.extend(drain_routing(target, &addrs).await);
             Some((stats, dispatch))
         } else {
             eprintln!("{name}: no open-loop phase: the maximum rate was {rate:.1}/s");
             None
         };
-        let log_tail = server.log_tail();
-        let stopped = server.stop().map_err(|e| format!("{e:#}"));
+        let fixed = if args.postgres() {
+            let rate = args.fixed_rate;
+            eprintln!(
+                "{name}: open loop at the fixed {rate:.0}/s over {} connections",
+                args.fixed_connections
+            );
+            let sources = take(&mut streams, args.fixed_connections);
+            let meter = Meter::of(&pids, postmaster);
+            let before = Probe::read(target, &addrs, db).await;
+            let (mut stats, dispatch) =
+                open_loop::run(&addrs, sources, rate, args.duration, false).await?;
+            stats.usage = meter.usage();
+            let phase = format!("open loop at {rate:.0}/s");
+            notes.extend(before.report(&phase, args.duration, &stats).await);
+            notes.extend(drain_routing(target, &addrs).await);
+            Some((stats, dispatch))
+        } else {
+            None
+        };
+        let log_tail = servers.iter().map(Server::log_tail).collect();
+        let stopped = servers
+            .into_iter()
+            .map(|s| s.stop().map_err(|e| format!("{e:#}")))
+            .collect();
         run.outcomes.push(Outcome {
             target,
             max,
             open_rate: rate,
             open,
+            fixed,
             stopped,
             log_tail,
+            notes,
         });
     }
     run.print_results();
     Ok(())
 }
 
+/// The servers' own counters before a phase: each replica's `/metrics` (none for the bare
+/// server, which has none) and, for gateways on PostgreSQL, the database server's.
+struct Probe<'a> {
+    target: Target,
+    replicas: Vec<(SocketAddr, Option<server_view::Snapshot>)>,
+    database: Option<(&'a Database, Option<Counters>)>,
+}
+
+impl<'a> Probe<'a> {
+    async fn read(target: Target, addrs: &[SocketAddr], db: Option<&'a Database>) -> Self {
+        let mut replicas = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            replicas.push((addr, server_side(target, addr).await));
+        }
+        Self {
+            target,
+            replicas,
+            database: db.map(|db| (db, db.counters())),
+        }
+    }
+
+    /// Prints what the servers saw of the phase since [`Probe::read`] (on stderr, as the run
+    /// goes) and returns the same lines for the report.
+    async fn report(self, phase: &str, duration: Duration, stats: &Stats) -> Vec<String> {
+        let name = self.target.name();
+        let several = self.replicas.len() > 1;
+        let mut lines = Vec::new();
+        for (i, (addr, before)) in self.replicas.into_iter().enumerate() {
+            let (Some(before), Some(after)) = (before, server_side(self.target, addr).await) else {
+                continue;
+            };
+            let who = if several {
+                format!("{name} replica {}", i + 1)
+            } else {
+                name.to_owned()
+            };
+            let mut line = format!(
+                "{who}: {phase}, as the gateway saw it: {}",
+                server_view::describe(&before, &after, duration)
+            );
+            // On PostgreSQL the ack does not wait for routing, which claims from the same
+            // database: a growing queue means the phase's rate borrowed from later phases.
+            if self.database.is_some() {
+                line.push_str(&format!(
+                    "; queue depth {:.0} at the end",
+                    after.backlog().0
+                ));
+            }
+            lines.push(line);
+        }
+        if let Some((db, Some(before))) = self.database
+            && let Some(after) = db.counters()
+        {
+            lines.push(format!(
+                "{name}: {phase}, as PostgreSQL saw it: {}",
+                database::describe(
+                    &before,
+                    &after,
+                    stats.elapsed.as_secs_f64(),
+                    stats.accepted + stats.duplicate
+                )
+            ));
+        }
+        for line in &lines {
+            eprintln!("{line}");
+        }
+        lines
+    }
+}
+
+/// Longest wait for a PostgreSQL target's routing backlog to drain between phases.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+/// How often the queue-depth gauge is read while draining (it refreshes about once a second).
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// On PostgreSQL the ack does not wait for routing, and routing claims from the same database:
+/// a phase that acked faster than the gateway routes leaves a queue, and the next phase would
+/// pay for it. Waits until `gateway_queue_depth` reads 0 (or [`DRAIN_LIMIT`]) and says how
+/// long that took. Nothing for the bare server and SQLite, whose runs stay as they were.
+async fn drain_routing(target: Target, addrs: &[SocketAddr]) -> Option<String> {
+    let addr = *addrs.first().filter(|_| target.on_postgres())?;
+    let started = std::time::Instant::now();
+    let first = server_side(target, addr).await?.backlog().0;
+    let mut depth = first;
+    while depth > 0.0 && started.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(DRAIN_POLL).await;
+        depth = server_side(target, addr)
+            .await
+            .map_or(depth, |s| s.backlog().0);
+    }
+    let line = if depth > 0.0 {
+        format!(
+            "{}: routing backlog {first:.0} not drained in {DRAIN_LIMIT:?} ({depth:.0} left)",
+            target.name()
+        )
+    } else {
+        format!(
+            "{}: routing backlog {first:.0} drained in {:.1?} before the next phase",
+            target.name(),
+            started.elapsed()
+        )
+    };
+    eprintln!("{line}");
+    Some(line)
+}
+
 /// The gateway's metrics before a phase (none for the bare server, which has no `/metrics`).
-async fn server_side(target: Target, addr: std::net::SocketAddr) -> Option<server_view::Snapshot> {
-    if target != Target::Gateway {
+async fn server_side(target: Target, addr: SocketAddr) -> Option<server_view::Snapshot> {
+    if target == Target::Bare {
         return None;
     }
     server_view::scrape(addr)
         .await
-        .map_err(|e| eprintln!("gateway: cannot read /metrics: {e:#}"))
+        .map_err(|e| eprintln!("{}: cannot read /metrics: {e:#}", target.name()))
         .ok()
-}
-
-async fn report_server_side(
-    target: Target,
-    addr: std::net::SocketAddr,
-    before: Option<server_view::Snapshot>,
-    phase: &str,
-    duration: std::time::Duration,
-) {
-    if let (Some(before), Some(after)) = (before, server_side(target, addr).await) {
-        eprintln!(
-            "{}: {phase}, as the gateway saw it: {}",
-            target.name(),
-            server_view::describe(&before, &after, duration)
-        );
-    }
 }
 
 pub(crate) fn take(streams: &mut EventStreams, n: u16) -> Vec<EventSource> {
@@ -154,9 +348,14 @@ pub(crate) fn gateway_command(gateway: &Path, config: &Path) -> Command {
     command
 }
 
-/// The gateway's config: one Ledger source, the store in the temp dir (fresh every run).
-fn write_config(dir: &Path, plugin: Option<RoutePlugin>) -> anyhow::Result<PathBuf> {
-    let mut text = base_config(dir)?;
+/// The gateway's config: one Ledger source, the store in the temp dir (fresh every run) or on
+/// PostgreSQL.
+fn write_config(
+    dir: &Path,
+    plugin: Option<RoutePlugin>,
+    store: StoreKind,
+) -> anyhow::Result<PathBuf> {
+    let mut text = base_config(dir, store)?;
     if let Some(plugin) = plugin {
         let wasm = match plugin {
             RoutePlugin::Echo => plugin_artifacts::ECHO,
@@ -203,18 +402,25 @@ pub(crate) fn toml_path(path: &Path) -> anyhow::Result<String> {
     Ok(format!("'{text}'"))
 }
 
-/// The ingest config's text: one Ledger source, the store in `dir/data`. `loadgen e2e` adds
-/// to it. The store is not next to the config, as in a real deployment: the gateway watches the
-/// config's directory for changes, and a store there would wake that watcher on every commit.
-pub(crate) fn base_config(dir: &Path) -> anyhow::Result<String> {
-    let db = toml_path(&dir.join("data").join("gateway.db"))?;
+/// The ingest config's text: one Ledger source, the store in `dir/data` (or on PostgreSQL, with
+/// the gateway's default pool and lease). `loadgen e2e` adds to it. The store is not next to the
+/// config, as in a real deployment: the gateway watches the config's directory for changes, and
+/// a store there would wake that watcher on every commit.
+pub(crate) fn base_config(dir: &Path, store: StoreKind) -> anyhow::Result<String> {
+    let store = match store {
+        StoreKind::Sqlite => format!(
+            "path = {}",
+            toml_path(&dir.join("data").join("gateway.db"))?
+        ),
+        StoreKind::Postgres => format!("url = \"env:{DATABASE_URL_ENV}\""),
+    };
     Ok(format!(
         r#"[server]
 listen = "127.0.0.1:0"
 max_body = "1MiB"
 
 [store]
-path = {db}
+{store}
 
 [sources.ledger]
 provider = "ledger"

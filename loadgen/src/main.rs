@@ -7,6 +7,10 @@
 //! from the intended send time, so queueing is never hidden). It prints events/s and p50/p99/
 //! p99.9 ack latency for both, and their ratio. `loadgen bare-server` is the baseline server.
 //!
+//! With `--store postgres`, `loadgen ingest` also measures one gateway and then two replicas on
+//! a throwaway PostgreSQL cluster (fsync on) in the same run, and `loadgen e2e` one gateway on
+//! it after the SQLite one; see `database.rs`.
+//!
 //! `loadgen e2e` measures the whole path instead: signed POST -> store -> one plugin -> HTTP
 //! delivery to a sink run inside loadgen; see `e2e.rs`. `loadgen stall` replays the
 //! unauthenticated memory attack (connections stalling mid-body) and prints the gateway's peak
@@ -27,7 +31,9 @@ mod cli;
 mod client;
 mod closed_loop;
 mod cpu;
+mod database;
 mod e2e;
+mod e2e_report;
 mod ingest;
 mod open_loop;
 mod report;

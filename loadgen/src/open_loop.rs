@@ -4,7 +4,8 @@
 //! free it waits for one. Latency is response time minus the INTENDED send time, so timer
 //! lateness, waiting for a connection and queueing in the server all count (no coordinated
 //! omission). The connections themselves run on the generator's tokio runtime. With `track`,
-//! the id and intended send time of every accepted event are kept (`loadgen e2e`).
+//! the id and intended send time of every accepted event are kept (`loadgen e2e`). Given several
+//! addresses (replicas), connection i goes to address i mod n.
 
 use crate::client::Connection;
 use crate::signing::EventSource;
@@ -27,12 +28,13 @@ pub(crate) struct Dispatch {
 }
 
 pub(crate) async fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     sources: Vec<EventSource>,
     rate: f64,
     duration: Duration,
     track: bool,
 ) -> anyhow::Result<(Stats, Dispatch)> {
+    anyhow::ensure!(!addrs.is_empty(), "no server address to send to");
     anyhow::ensure!(
         rate >= 1.0,
         "open-loop rate {rate:.1}/s is too low to schedule"
@@ -41,7 +43,7 @@ pub(crate) async fn run(
     let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
     let mut work = Vec::with_capacity(sources.len());
     let mut tasks = Vec::with_capacity(sources.len());
-    for (i, source) in sources.into_iter().enumerate() {
+    for (i, (source, &addr)) in sources.into_iter().zip(addrs.iter().cycle()).enumerate() {
         let conn = Connection::open(addr).await?;
         let (tx, rx) = mpsc::channel(1);
         work.push(tx);
@@ -168,7 +170,7 @@ mod tests {
         let mut streams = EventStreams::new(0.2, 0)?;
         let sources = (0..4).map(|_| streams.take()).collect();
         let (stats, dispatch) =
-            run(addr, sources, 2000.0, Duration::from_millis(500), true).await?;
+            run(&[addr], sources, 2000.0, Duration::from_millis(500), true).await?;
         assert_eq!(dispatch.scheduled, 1000);
         assert_eq!((stats.accepted, stats.non_200, stats.errors), (1000, 0, 0));
         assert!(stats.repeats_sent > 100, "{}", stats.repeats_sent);

@@ -1,7 +1,9 @@
 //! The report on stdout: the machine and parameters, one table row per target and phase, and the
 //! verdicts against the targets (gateway >= 50% of the bare server's rate; gateway p99 < 5 ms at
 //! half its maximum rate), plus the checks that make the numbers trustworthy (duplicates
-//! recognised, no failures, clean shutdown).
+//! recognised, no failures, clean shutdown). With `--store postgres` the table has the
+//! database's CPU and the CPU per event too, and the verdicts are the PostgreSQL targets of
+//! issue 21 (one replica >= 20,000/s, two at least as many, p99 <= 20 ms at 10,000/s).
 
 use crate::cli::{IngestArgs, Target};
 use crate::open_loop::Dispatch;
@@ -11,6 +13,10 @@ use std::time::Duration;
 
 const RATIO_TARGET: f64 = 0.5;
 const P99_TARGET_MS: f64 = 5.0;
+/// Issue 21: one gateway on PostgreSQL, acked events/s at its maximum rate.
+const PG_RATE_TARGET: f64 = 20_000.0;
+/// Issue 21: p99 ack latency at the fixed open-loop rate (10,000/s by default).
+const PG_P99_TARGET_MS: f64 = 20.0;
 
 /// Everything measured against one target.
 #[derive(Debug)]
@@ -20,8 +26,13 @@ pub(crate) struct Outcome {
     pub(crate) max: Vec<MaxPhase>,
     pub(crate) open_rate: f64,
     pub(crate) open: Option<(Stats, Dispatch)>,
-    pub(crate) stopped: Result<(ExitStatus, Duration), String>,
+    /// The open loop at `--fixed-rate` (`--store postgres` only).
+    pub(crate) fixed: Option<(Stats, Dispatch)>,
+    /// How each server process (each replica) stopped.
+    pub(crate) stopped: Vec<Result<(ExitStatus, Duration), String>>,
     pub(crate) log_tail: String,
+    /// What the servers themselves saw of each phase (metrics, PostgreSQL's statistics).
+    pub(crate) notes: Vec<String>,
 }
 
 /// One closed-loop phase at a connection count.
@@ -42,14 +53,17 @@ pub(crate) fn best_of(phases: &[MaxPhase]) -> Option<&MaxPhase> {
 pub(crate) struct Run {
     args: IngestArgs,
     body_len: usize,
+    /// The PostgreSQL server's settings (`--store postgres`).
+    database: Option<String>,
     pub(crate) outcomes: Vec<Outcome>,
 }
 
 impl Run {
-    pub(crate) fn new(args: &IngestArgs, body_len: usize) -> Self {
+    pub(crate) fn new(args: &IngestArgs, body_len: usize, database: Option<String>) -> Self {
         Self {
             args: args.clone(),
             body_len,
+            database,
             outcomes: Vec::new(),
         }
     }
@@ -74,9 +88,16 @@ impl Run {
             a.duplicates * 100.0,
             self.body_len
         );
+        if let Some(settings) = &self.database {
+            print_postgres_header(settings, a.fixed_rate, a.fixed_connections);
+        }
     }
 
     pub(crate) fn print_results(&self) {
+        if self.database.is_some() {
+            self.print_postgres_results();
+            return;
+        }
         println!();
         println!(
             "{:<8} {:<12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>7} {:>7}",
@@ -157,9 +178,10 @@ impl Run {
                 .max
                 .iter()
                 .map(|m| (format!("max@{}", m.connections), &m.stats))
-                .chain(o.open.as_ref().map(|(s, _)| ("open".to_owned(), s)));
+                .chain(o.open.as_ref().map(|(s, _)| ("open".to_owned(), s)))
+                .chain(o.fixed.as_ref().map(|(s, _)| ("fixed".to_owned(), s)));
             for (phase, s) in phases {
-                if o.target == Target::Gateway && s.duplicate != s.repeats_sent {
+                if o.target != Target::Bare && s.duplicate != s.repeats_sent {
                     println!(
                         "check: {name} {phase}: {} exact repeats sent, {} answered \"duplicate\":true",
                         s.repeats_sent, s.duplicate
@@ -172,39 +194,222 @@ impl Run {
                     println!("check: {name} {phase}: first error: {sample}");
                 }
             }
-            if o.target == Target::Gateway {
+            if o.target != Target::Bare {
                 let (sent, dup) = phases_sum(o);
                 println!(
                     "{name} duplicates: {sent} sent as exact repeats, {dup} answered \"duplicate\":true"
                 );
             }
             if let Some((_, d)) = &o.open {
-                println!(
-                    "{name} open-loop schedule: {} of {} requests sent; hand-over lag p50 {:.3} ms, \
-                     p99 {:.3} ms (counted in latency); {} found every connection busy",
-                    d.scheduled,
-                    (o.open_rate * self.args.duration.as_secs_f64()).round(),
-                    d.lag.value_at_quantile(0.5) as f64 / 1000.0,
-                    d.lag.value_at_quantile(0.99) as f64 / 1000.0,
-                    d.waited
+                self.print_schedule(name, "open-loop", o.open_rate, d);
+            }
+            if let Some((_, d)) = &o.fixed {
+                self.print_schedule(name, "fixed-rate", self.args.fixed_rate, d);
+            }
+            for stopped in &o.stopped {
+                match stopped {
+                    Ok((status, took)) => {
+                        println!("{name} stopped by SIGTERM in {took:.2?} ({status})");
+                        if !status.success() && !o.log_tail.is_empty() {
+                            println!("{}", o.log_tail);
+                        }
+                    }
+                    Err(e) => println!("{name} did not stop cleanly: {e}"),
+                }
+            }
+        }
+    }
+
+    fn print_schedule(&self, name: &str, which: &str, rate: f64, d: &Dispatch) {
+        println!(
+            "{name} {which} schedule: {} of {} requests sent; hand-over lag p50 {:.3} ms, \
+             p99 {:.3} ms (counted in latency); {} found every connection busy",
+            d.scheduled,
+            (rate * self.args.duration.as_secs_f64()).round(),
+            d.lag.value_at_quantile(0.5) as f64 / 1000.0,
+            d.lag.value_at_quantile(0.99) as f64 / 1000.0,
+            d.waited
+        );
+    }
+
+    /// `--store postgres`: one table for all four targets with the database's CPU and the CPU
+    /// per event, the servers' own view of each phase, then the verdicts and ratios.
+    fn print_postgres_results(&self) {
+        println!();
+        println!(
+            "{:<8} {:<12} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}",
+            "target",
+            "phase",
+            "200s/s",
+            "accepted",
+            "dup",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "non-200",
+            "errors",
+            "gen cpu",
+            "srv cpu",
+            "db cpu",
+            "us/ev"
+        );
+        for o in &self.outcomes {
+            let best = best_of(&o.max).map(|m| m.connections);
+            for m in &o.max {
+                let mark = if Some(m.connections) == best { "*" } else { "" };
+                pg_row(o.target, &format!("max@{}{mark}", m.connections), &m.stats);
+            }
+            if let Some((open, _)) = &o.open {
+                pg_row(o.target, &format!("open@{}", si(o.open_rate)), open);
+            }
+            if let Some((fixed, _)) = &o.fixed {
+                pg_row(
+                    o.target,
+                    &format!("fixed@{}", si(self.args.fixed_rate)),
+                    fixed,
                 );
             }
-            match &o.stopped {
-                Ok((status, took)) => {
-                    println!("{name} stopped by SIGTERM in {took:.2?} ({status})");
-                    if !status.success() && !o.log_tail.is_empty() {
-                        println!("{}", o.log_tail);
-                    }
-                }
-                Err(e) => println!("{name} did not stop cleanly: {e}"),
+        }
+        println!(
+            "(gateway: on SQLite; pg-1: one gateway on PostgreSQL; pg-2: two gateways on one \
+             database, connection i to replica i mod 2. max@N: closed loop over N connections, \
+             * the best = the target's max rate; open: open loop at {:.0}% of that; fixed: open \
+             loop at the same rate for every target; latency from the actual send (max) or the \
+             intended send time (open, fixed); cpu: cores used, srv summed over replicas, db: \
+             the PostgreSQL server (postmaster and children); us/ev: (srv + db) CPU microseconds \
+             per 200 answer)",
+            self.args.open_fraction * 100.0
+        );
+        println!();
+        println!("as the servers saw each phase:");
+        for o in &self.outcomes {
+            for note in &o.notes {
+                println!("  {note}");
             }
+        }
+        println!();
+        self.print_verdicts();
+        self.print_postgres_verdicts();
+        self.print_checks();
+    }
+
+    fn print_postgres_verdicts(&self) {
+        let best = |t: Target| {
+            self.find(t)
+                .and_then(|o| best_of(&o.max))
+                .map(|m| (m.stats.acked_per_sec(), m.connections))
+        };
+        let (bare, sqlite) = (best(Target::Bare), best(Target::Gateway));
+        let (one, two) = (best(Target::PgOne), best(Target::PgTwo));
+        if let Some((rate, at)) = one {
+            println!(
+                "pg-1 max rate: {rate:.0} 200s/s over {at} connections (target >= \
+                 {PG_RATE_TARGET:.0}): {}",
+                verdict(rate >= PG_RATE_TARGET)
+            );
+        }
+        if let (Some((two, at)), Some((one, _))) = (two, one) {
+            println!(
+                "pg-2 max rate: {two:.0} 200s/s over {at} connections, {:.2} x pg-1 (target: at \
+                 least as many as one replica): {}",
+                two / one.max(1e-9),
+                verdict(two >= one)
+            );
+        }
+        let ratio = |name: &str, a: Option<(f64, u16)>, b: Option<(f64, u16)>| {
+            if let (Some((a, _)), Some((b, _))) = (a, b) {
+                println!("ratio {name} at max rate: {:.2}", a / b.max(1e-9));
+            }
+        };
+        ratio("pg-1/gateway (PostgreSQL/SQLite)", one, sqlite);
+        ratio("pg-2/pg-1", two, one);
+        ratio("pg-1/bare", one, bare);
+        ratio("pg-2/bare", two, bare);
+        for target in [Target::PgOne, Target::PgTwo] {
+            if let Some((fixed, _)) = self.find(target).and_then(|o| o.fixed.as_ref()) {
+                let p99 = fixed.ms(0.99);
+                let answered = fixed.accepted + fixed.duplicate;
+                println!(
+                    "{} p99 ack latency at {:.0}/s: {p99:.2} ms, {answered} answered 200, {} not \
+                     (target <= {PG_P99_TARGET_MS} ms): {}",
+                    target.name(),
+                    self.args.fixed_rate,
+                    fixed.non_200 + fixed.errors,
+                    verdict(p99 <= PG_P99_TARGET_MS && fixed.non_200 + fixed.errors == 0)
+                );
+            }
+        }
+        for o in &self.outcomes {
+            let us = best_of(&o.max)
+                .and_then(|m| m.stats.usage.us_per_event(m.stats.acked_per_sec()))
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
+            let fixed = o
+                .fixed
+                .as_ref()
+                .and_then(|(s, _)| s.usage.us_per_event(s.acked_per_sec()))
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
+            println!(
+                "{} CPU per event: {us} us at its max rate, {fixed} us at {}/s ({})",
+                o.target.name(),
+                si(self.args.fixed_rate),
+                if o.target.on_postgres() {
+                    "gateways + PostgreSQL"
+                } else {
+                    "the server"
+                }
+            );
         }
     }
 }
 
+/// The `postgres:` header lines: what the server runs with, and what each target is.
+fn print_postgres_header(settings: &str, fixed_rate: f64, fixed_connections: u16) {
+    println!("postgres:   throwaway-pg cluster, unix socket, as read back: {settings}");
+    println!(
+        "            (set on top of throwaway-pg's defaults: {})",
+        crate::database::SETTINGS
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "targets:    bare; gateway (SQLite); pg-1 (one gateway, [store] url, default pool and \
+         lease, a fresh database); pg-2 (two gateways on one fresh database, connections \
+         alternating between them); all share the machine's cores with PostgreSQL and the \
+         generator; each also an open loop at a fixed {fixed_rate:.0}/s over \
+         {fixed_connections} connections"
+    );
+}
+
+fn pg_row(target: Target, phase: &str, s: &Stats) {
+    println!(
+        "{:<8} {:<12} {:>9.0} {:>9} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}",
+        target.name(),
+        phase,
+        s.acked_per_sec(),
+        s.accepted,
+        s.duplicate,
+        s.ms(0.5),
+        s.ms(0.99),
+        s.ms(0.999),
+        s.max_ms(),
+        s.non_200,
+        s.errors,
+        cores(s.usage.generator),
+        cores(s.usage.server),
+        cores(s.usage.database),
+        s.usage
+            .us_per_event(s.acked_per_sec())
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"))
+    );
+}
+
 fn phases_sum(o: &Outcome) -> (u64, u64) {
     let open = o.open.as_ref().map(|(s, _)| s);
-    let phases = || o.max.iter().map(|m| &m.stats).chain(open);
+    let fixed = o.fixed.as_ref().map(|(s, _)| s);
+    let phases = || o.max.iter().map(|m| &m.stats).chain(open).chain(fixed);
     let sent = phases().map(|s| s.repeats_sent).sum();
     let dup = phases().map(|s| s.duplicate).sum();
     (sent, dup)

@@ -12,7 +12,7 @@
 
 use crate::child::Server;
 use crate::cli::StallArgs;
-use crate::ingest::{base_config, gateway_command};
+use crate::ingest::{StoreKind, base_config, gateway_command};
 use crate::signing::EventStreams;
 use anyhow::{Context as _, bail};
 use std::collections::BTreeMap;
@@ -298,7 +298,8 @@ fn write_config(dir: &Path, args: &StallArgs) -> anyhow::Result<std::path::PathB
     if let Some(size) = &args.max_body_buffer {
         server.push_str(&format!("max_body_buffer = \"{size}\"\n"));
     }
-    let text = base_config(dir)?.replacen("[store]", &format!("{server}\n[store]"), 1);
+    let text =
+        base_config(dir, StoreKind::Sqlite)?.replacen("[store]", &format!("{server}\n[store]"), 1);
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)

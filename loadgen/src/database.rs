@@ -1,0 +1,167 @@
+//! The PostgreSQL server of `--store postgres`: a throwaway cluster (the `throwaway-pg` crate:
+//! unix socket in a temp dir, fsync, synchronous_commit and full_page_writes on) plus the
+//! settings a deployment with a write-heavy load would set ([`SETTINGS`]), a fresh database per
+//! measured target, the postmaster's pid for CPU accounting, and the server's own account of a
+//! phase from its statistics views: commits, WAL written, WAL flushes. It never turns off a
+//! setting that makes a commit durable: the benchmark measures acks that survive a crash.
+
+use anyhow::Context as _;
+use throwaway_pg::{Cluster, Options};
+
+/// What is set on top of throwaway-pg's defaults: memory for the WAL and the hot pages, and
+/// checkpoints far enough apart that a few minutes of load does not force one (a checkpoint's
+/// full-page images would double the WAL for a while). `track_wal_io_timing` only adds the
+/// flush times to `pg_stat_wal`, for the report.
+pub(crate) const SETTINGS: [(&str, &str); 6] = [
+    ("shared_buffers", "1GB"),
+    ("wal_buffers", "64MB"),
+    ("max_wal_size", "8GB"),
+    ("min_wal_size", "1GB"),
+    ("checkpoint_timeout", "15min"),
+    ("track_wal_io_timing", "on"),
+];
+
+/// The settings read back from the server, printed in the header so a run can be reproduced.
+const SHOWN: [&str; 13] = [
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_sync_method",
+    "shared_buffers",
+    "wal_buffers",
+    "max_wal_size",
+    "min_wal_size",
+    "checkpoint_timeout",
+    "commit_delay",
+    "max_connections",
+    "track_wal_io_timing",
+];
+
+#[derive(Debug)]
+pub(crate) struct Database {
+    cluster: Cluster,
+}
+
+/// The server's counters at one moment (`pg_stat_wal`, `pg_stat_database`, checkpoints).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counters {
+    commits: f64,
+    wal_records: f64,
+    wal_bytes: f64,
+    wal_buffers_full: f64,
+    wal_writes: f64,
+    wal_syncs: f64,
+    wal_sync_ms: f64,
+    checkpoints: f64,
+}
+
+impl Database {
+    pub(crate) fn start() -> anyhow::Result<Self> {
+        let options = SETTINGS
+            .iter()
+            .fold(Options::default(), |o, (name, value)| o.set(name, value));
+        let cluster = Cluster::start_with(&options).context(
+            "cannot start a throwaway PostgreSQL cluster (`--store postgres` needs Debian's \
+             `postgresql` package, or PG_BIN naming a dir with initdb)",
+        )?;
+        Ok(Self { cluster })
+    }
+
+    /// A new empty database; its libpq connection string.
+    pub(crate) fn fresh(&self, name: &str) -> anyhow::Result<String> {
+        self.cluster
+            .create_database(name)
+            .with_context(|| format!("cannot create the database {name}"))?;
+        Ok(self.cluster.conninfo(name))
+    }
+
+    /// The settings that decide the figures, as `name=value` pairs.
+    pub(crate) fn describe_settings(&self) -> String {
+        let list = SHOWN.map(|s| format!("'{s}'")).join(",");
+        let sql = format!(
+            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) \
+             FROM pg_settings WHERE name IN ({list})"
+        );
+        match self.cluster.psql("postgres", &sql) {
+            Ok(text) => text.trim().to_owned(),
+            Err(e) => format!("(cannot read the settings: {e})"),
+        }
+    }
+
+    /// The postmaster's pid (first line of `postmaster.pid`).
+    pub(crate) fn postmaster(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.cluster.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// The server's counters now; `None` (with a note on stderr) if they cannot be read.
+    pub(crate) fn counters(&self) -> Option<Counters> {
+        // pg_stat_wal: PostgreSQL 14+; wal_write/wal_sync moved to pg_stat_io in 18, where this
+        // query fails and the report simply leaves the line out.
+        let sql = "SELECT (SELECT sum(xact_commit) FROM pg_stat_database), wal_records, \
+                   wal_bytes, wal_buffers_full, wal_write, wal_sync, wal_sync_time, \
+                   (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) \
+                   FROM pg_stat_wal";
+        let text = self
+            .cluster
+            .psql("postgres", sql)
+            .map_err(|e| eprintln!("postgres: cannot read pg_stat_wal: {e}"))
+            .ok()?;
+        let n: Vec<f64> = text
+            .trim()
+            .split('|')
+            .map(|v| v.parse().unwrap_or(f64::NAN))
+            .collect();
+        let [
+            commits,
+            records,
+            bytes,
+            full,
+            writes,
+            syncs,
+            sync_ms,
+            checkpoints,
+        ] = n[..]
+        else {
+            eprintln!("postgres: unexpected pg_stat_wal answer {text:?}");
+            return None;
+        };
+        Some(Counters {
+            commits,
+            wal_records: records,
+            wal_bytes: bytes,
+            wal_buffers_full: full,
+            wal_writes: writes,
+            wal_syncs: syncs,
+            wal_sync_ms: sync_ms,
+            checkpoints,
+        })
+    }
+}
+
+/// What the server did between two readings, as one line; `acked`: the 200 answers in between,
+/// to say how many of them one WAL flush made durable.
+pub(crate) fn describe(before: &Counters, after: &Counters, seconds: f64, acked: u64) -> String {
+    let d = |f: fn(&Counters) -> f64| f(after) - f(before);
+    let per_sec = |v: f64| v / seconds.max(1e-9);
+    let syncs = d(|c| c.wal_syncs);
+    let sync_mean = if syncs >= 1.0 {
+        format!("{:.2} ms", d(|c| c.wal_sync_ms) / syncs)
+    } else {
+        "-".to_owned()
+    };
+    format!(
+        "{:.0} commits/s; WAL {:.1} MB/s, {:.0} records/s, {:.0} writes/s, {:.0} flushes/s \
+         (fsync mean {sync_mean}), {:.1} acked events per flush; wal_buffers_full {:.0}; \
+         checkpoints {:.0}",
+        per_sec(d(|c| c.commits)),
+        per_sec(d(|c| c.wal_bytes)) / 1e6,
+        per_sec(d(|c| c.wal_records)),
+        per_sec(d(|c| c.wal_writes)),
+        per_sec(syncs),
+        acked as f64 / syncs.max(1.0),
+        d(|c| c.wal_buffers_full),
+        d(|c| c.checkpoints),
+    )
+}
