@@ -22,6 +22,12 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 /// The limiter of every refusal line in the process.
 pub static REFUSALS: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(BURST, INTERVAL));
 
+/// The limiter of the workers' store failures: while the database is down the workers retry
+/// every few hundred milliseconds, and each retry would otherwise be a line. The first line of
+/// each kind per minute is written, then a count.
+pub static WORK_FAILURES: LazyLock<LogLimiter> =
+    LazyLock::new(|| LogLimiter::new(1, Duration::from_secs(60)));
+
 /// One kind of line: what it says, where (source name, `admin`, `listener`) and why (a fixed
 /// text such as an authentication error's message). Never request data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

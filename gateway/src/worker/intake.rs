@@ -43,7 +43,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, concurrency: usize, tracker: InFlightWork
         {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot claim events to route; will retry");
+                super::store_trouble("cannot claim events to route", &e);
                 pause(&ctx, FAILURE_PAUSE).await;
                 continue;
             }

@@ -148,6 +148,22 @@ async fn measure_backlog(ctx: Arc<Ctx>) {
     }
 }
 
+/// Logs a store failure of the workers' polling (`what`: a fixed text), at most once a minute
+/// per kind with a count of the others: they retry every few hundred milliseconds while the
+/// database is down, and the store's own log already says when it becomes unreachable.
+fn store_trouble(what: &'static str, error: &crate::store::StoreError) {
+    use crate::metrics::log_limit::{LineKind, WORK_FAILURES};
+    let kind = LineKind {
+        what,
+        scope: "worker".to_owned(),
+        reason: "store".to_owned(),
+        level: tracing::Level::WARN,
+    };
+    if WORK_FAILURES.admit(kind) {
+        tracing::warn!(error = %error, "{what}; will retry");
+    }
+}
+
 /// How long work due at `first_due_at_ms` has waited at `now_ms`: zero when nothing waits or
 /// the earliest retry lies ahead (work waiting for its time is not behind).
 fn due_age(first_due_at_ms: Option<i64>, now_ms: i64) -> Duration {

@@ -46,7 +46,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
                     tracker.spawn(async move { retry_delivery(&ctx, d).await });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot claim due deliveries; will retry"),
+            Err(e) => super::store_trouble("cannot claim due deliveries", &e),
         }
         match ctx.store.claim_due_route_runs(now, READ_BATCH).await {
             Ok(due) => {
@@ -57,7 +57,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot claim due plugin retries; will retry"),
+            Err(e) => super::store_trouble("cannot claim due plugin retries", &e),
         }
         tokio::select! {
             () = ctx.shutdown.cancelled() => {}
