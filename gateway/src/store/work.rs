@@ -114,6 +114,41 @@ pub enum DeliveryState {
     },
 }
 
+/// The `deliveries` columns a state is stored as, on both backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeliveryStateColumns {
+    /// pending, delivered or dead.
+    pub(crate) status: &'static str,
+    pub(crate) next_attempt_at: Option<i64>,
+    /// What `last_error` becomes: the dead letter's reason, or what the last attempt of a
+    /// pending delivery got (its error, else its HTTP status); `None` keeps what is there.
+    pub(crate) last_error: Option<String>,
+}
+
+impl DeliveryState {
+    /// How this state is stored, `last` being the latest attempt made.
+    pub(crate) fn columns(&self, last: Option<&AttemptRecord>) -> DeliveryStateColumns {
+        let (status, next_attempt_at, last_error) = match self {
+            Self::Delivered => ("delivered", None, None),
+            Self::Pending { next_attempt_ms } => (
+                "pending",
+                Some(*next_attempt_ms),
+                last.and_then(|a| {
+                    a.error
+                        .clone()
+                        .or_else(|| a.status.map(|s| format!("HTTP {s}")))
+                }),
+            ),
+            Self::Dead { reason } => ("dead", None, Some(reason.clone())),
+        };
+        DeliveryStateColumns {
+            status,
+            next_attempt_at,
+            last_error,
+        }
+    }
+}
+
 /// A delivery created by routing one event.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {

@@ -14,9 +14,9 @@
 //! This module never decides what routing does; it only hands out work and records results.
 
 use super::super::work::{
-    AttemptDone, ClaimedEvent, DeliveryState, DueDelivery, DueRouteRun, Processed, StoredEvent,
+    AttemptDone, ClaimedEvent, DueDelivery, DueRouteRun, Processed, StoredEvent,
 };
-use super::results::{attempt_error, write_results};
+use super::results::write_results;
 use super::{PgPool, PooledClient, StoreError, with_retries};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -281,15 +281,8 @@ impl Claims {
         done: &AttemptDone,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (status, next, error) = match &done.state {
-            DeliveryState::Delivered => ("delivered", None, None),
-            DeliveryState::Pending { next_attempt_ms } => (
-                "pending",
-                Some(*next_attempt_ms),
-                attempt_error(&done.attempt),
-            ),
-            DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
-        };
+        let state = done.state.columns(Some(&done.attempt));
+        let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
         let attempt = serde_json::to_string(&[&done.attempt])
             .map_err(|e| StoreError::Write(format!("cannot encode an attempt: {e}")))?;
         let (owner, id, error, attempt) = (&self.owner, &done.delivery_id, &error, &attempt);

@@ -6,7 +6,7 @@
 //!
 //! This module never decides whose result counts and never commits.
 
-use super::super::work::{AttemptRecord, DeliveryState, PluginStep, Processed, RouteRunState};
+use super::super::work::{DeliveryState, PluginStep, Processed, RouteRunState};
 use super::claims::retried_runs;
 use deadpool_postgres::Transaction;
 
@@ -60,13 +60,6 @@ ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
     plugin_results = (coalesce(r.plugin_results, '[]')::jsonb \
                       || coalesce(excluded.plugin_results, '[]')::jsonb)::text, \
     processed_at = excluded.processed_at";
-
-/// An attempt's error as `last_error` keeps it: the error, else the HTTP status.
-pub(super) fn attempt_error(a: &AttemptRecord) -> Option<String> {
-    a.error
-        .clone()
-        .or_else(|| a.status.map(|s| format!("HTTP {s}")))
-}
 
 /// Writes the results of `kept` (route runs first: a plugin retry's event status is derived
 /// from all of its runs).
@@ -141,15 +134,8 @@ async fn write_deliveries(
                 DeliveryState::Delivered => None,
                 _ => d.envelope.clone(),
             };
-            let (status, next, error) = match &d.state {
-                DeliveryState::Delivered => ("delivered", None, None),
-                DeliveryState::Pending { next_attempt_ms } => (
-                    "pending",
-                    Some(*next_attempt_ms),
-                    d.attempts.last().and_then(attempt_error),
-                ),
-                DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
-            };
+            let state = d.state.columns(d.attempts.last());
+            let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
             c.seq.push(p.seq);
             c.route.push(d.route.as_str());
             c.destination.push(d.destination.as_str());

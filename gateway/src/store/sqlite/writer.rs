@@ -330,14 +330,6 @@ fn history_of(attempts: &[AttemptRecord]) -> rusqlite::Result<String> {
     to_json(&attempts)
 }
 
-fn last_error(attempts: &[AttemptRecord]) -> Option<String> {
-    attempts.last().and_then(|a| {
-        a.error
-            .clone()
-            .or_else(|| a.status.map(|s| format!("HTTP {s}")))
-    })
-}
-
 /// The routing result of one event: the event's status and plugin steps, its deliveries and
 /// its unfinished route runs.
 fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<()> {
@@ -368,13 +360,8 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
             DeliveryState::Delivered => None,
             _ => d.envelope.as_deref(),
         };
-        let (status, next, error) = match &d.state {
-            DeliveryState::Delivered => ("delivered", None, None),
-            DeliveryState::Pending { next_attempt_ms } => {
-                ("pending", Some(*next_attempt_ms), last_error(&d.attempts))
-            }
-            DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
-        };
+        let state = d.state.columns(d.attempts.last());
+        let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
         insert.execute(params![
             p.seq,
             d.route,
@@ -469,15 +456,8 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
     };
     let mut attempts: Vec<AttemptRecord> = serde_json::from_str(&history).unwrap_or_default();
     attempts.push(done.attempt.clone());
-    let (status, next, error) = match &done.state {
-        DeliveryState::Delivered => ("delivered", None, None),
-        DeliveryState::Pending { next_attempt_ms } => (
-            "pending",
-            Some(*next_attempt_ms),
-            last_error(std::slice::from_ref(&done.attempt)),
-        ),
-        DeliveryState::Dead { reason } => ("dead", None, Some(reason.clone())),
-    };
+    let state = done.state.columns(Some(&done.attempt));
+    let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
     tx.prepare_cached(
         "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
          last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6 WHERE id = ?1",
