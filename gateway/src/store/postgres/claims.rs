@@ -453,6 +453,12 @@ async fn complete_tx(
     owner: &String,
     now_ms: i64,
 ) -> Result<usize, tokio_postgres::Error> {
+    if processed
+        .iter()
+        .all(|p| !p.append && p.route_runs.is_empty())
+    {
+        return super::results::complete_first_routings(&*c, processed, owner, now_ms).await;
+    }
     let tx = c.transaction().await?;
     let event_seqs: Vec<i64> = processed
         .iter()

@@ -433,7 +433,15 @@ async fn the_replica_that_stored_an_event_holds_it_and_hands_it_to_its_own_intak
     );
     // SIGTERM: everything held, routed or still queued, is anybody's at once.
     db.store.release_claims().await.expect("releases");
-    let taken = b.claim_events(10).await.expect("claims");
+    // Once the release's announcement reaches `b` (its previous scan was just now).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let taken = loop {
+        let taken = b.claim_events(10).await.expect("claims");
+        if !taken.is_empty() || std::time::Instant::now() > deadline {
+            break taken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(seqs_of(&taken), stored, "both, with no lease to wait for");
     assert!(db.store.claim_events(10).await.expect("claims").is_empty());
 }

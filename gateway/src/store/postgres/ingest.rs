@@ -299,12 +299,22 @@ fn claimed_events(events: &[&NewEvent], stored: &StoredSeqs) -> Vec<ClaimedEvent
 /// One transaction: the object states, then the events whose state was new and whose key was
 /// absent, their work rows claimed by `lease` (owner, end) when it is given. Returns the stored
 /// events' keys and sequence numbers.
+///
+/// A batch with no object state to claim and nothing to announce is one statement, and one
+/// statement is its own transaction: it is sent alone, without BEGIN and COMMIT, which were
+/// two of its three round trips (each a wake-up of this process and of the server's).
 async fn store(
     client: &mut deadpool_postgres::Client,
     events: &[&NewEvent],
     announcer: &Announcer,
     lease: Option<(&str, i64)>,
 ) -> Result<StoredSeqs, tokio_postgres::Error> {
+    // Rows this replica claimed are nobody else's business; unclaimed ones are announced.
+    let announce = lease.is_none() && announcer.due();
+    if !announce && events.iter().all(|e| e.object_state.is_none()) {
+        let mut writing = events.to_vec();
+        return insert_events(&*client, &mut writing, lease).await;
+    }
     let tx = client.transaction().await?;
     let mut claimed: Vec<&NewEvent> = events
         .iter()
@@ -349,41 +359,51 @@ async fn store(
             Some(claim) => new_objects.contains(&(e.source.clone(), claim.object.to_vec())),
         })
         .collect();
-    let mut stored = StoredSeqs::new();
-    if !writing.is_empty() {
-        writing.sort_by(|a, b| (&a.source, &a.dedup_key).cmp(&(&b.source, &b.dedup_key)));
-        let columns = Columns::of(&writing);
-        let envelopes: Vec<&str> = columns.envelope.iter().map(AsRef::as_ref).collect();
-        let statement = tx.prepare_cached(STORE_EVENTS).await?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &columns.source,
-                    &columns.dedup_key,
-                    &columns.event_type,
-                    &envelopes,
-                    &columns.raw_body,
-                    &columns.headers,
-                    &columns.received_at,
-                    &columns.data_at,
-                    &columns.data_from,
-                    &columns.data_len,
-                    &lease.map(|(owner, _)| owner),
-                    &lease.map_or(0, |(_, until)| until),
-                ],
-            )
+    let stored = insert_events(&tx, &mut writing, lease).await?;
+    if announce && !stored.is_empty() {
+        tx.execute(&tx.prepare_cached(ANNOUNCE_WORK).await?, &[])
             .await?;
-        for row in rows {
-            stored.push((row.get(1), row.get(2), row.get(0)));
-        }
-        // Rows this replica claimed are nobody else's business; unclaimed ones are announced.
-        if lease.is_none() && !stored.is_empty() && announcer.due() {
-            tx.execute(&tx.prepare_cached(ANNOUNCE_WORK).await?, &[])
-                .await?;
-        }
     }
     tx.commit().await?;
+    Ok(stored)
+}
+
+/// The dedup insert and the events' rows ([`STORE_EVENTS`]), in key order.
+async fn insert_events(
+    client: &impl deadpool_postgres::GenericClient,
+    writing: &mut [&NewEvent],
+    lease: Option<(&str, i64)>,
+) -> Result<StoredSeqs, tokio_postgres::Error> {
+    let mut stored = StoredSeqs::new();
+    if writing.is_empty() {
+        return Ok(stored);
+    }
+    writing.sort_by(|a, b| (&a.source, &a.dedup_key).cmp(&(&b.source, &b.dedup_key)));
+    let columns = Columns::of(writing);
+    let envelopes: Vec<&str> = columns.envelope.iter().map(AsRef::as_ref).collect();
+    let statement = client.prepare_cached(STORE_EVENTS).await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &columns.source,
+                &columns.dedup_key,
+                &columns.event_type,
+                &envelopes,
+                &columns.raw_body,
+                &columns.headers,
+                &columns.received_at,
+                &columns.data_at,
+                &columns.data_from,
+                &columns.data_len,
+                &lease.map(|(owner, _)| owner),
+                &lease.map_or(0, |(_, until)| until),
+            ],
+        )
+        .await?;
+    for row in rows {
+        stored.push((row.get(1), row.get(2), row.get(0)));
+    }
     Ok(stored)
 }
 

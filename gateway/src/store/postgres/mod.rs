@@ -610,7 +610,11 @@ impl Store for PgStore {
     }
 
     async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
-        PgStore::request_replay(self, filter, limit).await
+        let marked = PgStore::request_replay(self, filter, limit).await?;
+        // The marked rows are claimable now; this replica's intake need not wait to hear its
+        // own announcement come back.
+        self.claims.handoff.want_scan();
+        Ok(marked)
     }
 
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {
