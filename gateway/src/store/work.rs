@@ -359,3 +359,20 @@ pub struct Backlog {
     /// they were asked for. `None`: nothing waits.
     pub first_due_at_ms: Option<i64>,
 }
+
+/// One replay or redrive an operator asked for (`GET /admin/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    /// Assigned by the store (0 when recording).
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The admin token's name.
+    pub actor: String,
+    /// `replay` or `redrive`.
+    pub action: String,
+    /// What was selected: the filter, or the event, delivery or route run.
+    pub selection: String,
+    /// How many events or dead letters it marked.
+    pub count: u64,
+}
