@@ -183,7 +183,7 @@ export async function deadLetters() {
       op ? actionButton(`redrive-${x.id}`, 'Redrive', async () => {
         const r = await api(`/deliveries/${x.id}/redrive`, { method: 'POST' });
         return `Redriven: ${r.redriven}.`;
-      }) : '']));
+      }) : ''])));
   m.append(h('h2', {}, 'Plugin stages'), table(['id', 'event', 'route', 'attempts', 'reason', ''],
     d.route_runs.map((x) => [x.id, link(`/console/events/${x.event_seq}`, `#${x.event_seq}`), x.route, x.attempts, x.reason,
       op ? actionButton(`redrive-run-${x.id}`, 'Redrive', async () => {
@@ -212,7 +212,7 @@ export async function replay() {
 export async function quarantine() {
   const d = await api('/quarantine?limit=100');
   main().append(h('h1', {}, 'Quarantine'), table(['id', 'source', 'reason', 'size', 'repeats', 'received'],
-    d.entries.map((x) => [link(`/console/quarantine/${x.id}`, `#${x.id}`), x.source, x.reason, `${x.size} B`, x.repeats, when(x.received_at)])));
+    d.quarantine.map((x) => [link(`/console/quarantine/${x.id}`, `#${x.id}`), x.source, x.reason, `${x.size} B`, x.repeats, when(x.received_at)])));
 }
 
 export async function quarantined(id) {
