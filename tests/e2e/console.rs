@@ -98,7 +98,14 @@ fn the_admin_listener_is_the_only_admin_surface_and_roles_sessions_and_csrf_hold
     // Roles, server side: the viewer reads, and every change it asks for is 403 JSON.
     let viewer = bearer(VIEWER_TOKEN);
     assert_eq!(
-        request(admin, "GET", "/admin/events", &[viewer.clone()], b"").status,
+        request(
+            admin,
+            "GET",
+            "/admin/events",
+            std::slice::from_ref(&viewer),
+            b""
+        )
+        .status,
         200
     );
     for path in [
@@ -106,7 +113,7 @@ fn the_admin_listener_is_the_only_admin_surface_and_roles_sessions_and_csrf_hold
         "/admin/replay?all=true",
         "/admin/events/1/replay",
     ] {
-        let r = request(admin, "POST", path, &[viewer.clone()], b"");
+        let r = request(admin, "POST", path, std::slice::from_ref(&viewer), b"");
         r.assert_error(403);
         assert!(
             r.json()["error"]
@@ -171,10 +178,16 @@ fn the_admin_listener_is_the_only_admin_surface_and_roles_sessions_and_csrf_hold
         "Cookie",
         set.split(';').next().unwrap_or_default().to_owned(),
     );
-    let me = request(admin, "GET", "/admin/session", &[cookie.clone()], b"");
+    let me = request(
+        admin,
+        "GET",
+        "/admin/session",
+        std::slice::from_ref(&cookie),
+        b"",
+    );
     assert_eq!(me.json()["csrf"], csrf.as_str());
     let redrive = "/admin/dead-letters/redrive?dry_run=true";
-    let r = request(admin, "POST", redrive, &[cookie.clone()], b"");
+    let r = request(admin, "POST", redrive, std::slice::from_ref(&cookie), b"");
     r.assert_error(403);
     let wrong_csrf = ("X-CSRF-Token", "0".repeat(64));
     request(admin, "POST", redrive, &[cookie.clone(), wrong_csrf], b"").assert_error(403);
