@@ -168,7 +168,7 @@ impl Admin {
             return error(StatusCode::NOT_FOUND, "no such admin endpoint");
         };
         if *req.method() != route.method {
-            return method_not_allowed(req.method(), &route.method);
+            return method_not_allowed(req.method(), route.allow());
         }
         if let (Some(p), true) = (&principal, route.method == Method::POST)
             && let Some(refusal) = self.refuse_change(p, &req, route.endpoint)
@@ -755,12 +755,12 @@ fn openapi_yaml() -> Response<Body> {
 }
 
 /// 405 with `Allow` (RFC 9110, 15.5.6): every admin path answers exactly one method.
-fn method_not_allowed(used: &Method, allowed: &Method) -> Response<Body> {
+fn method_not_allowed(used: &Method, allowed: &str) -> Response<Body> {
     let mut res = error(
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("{used} is not allowed here; use {allowed}"),
     );
-    if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
+    if let Ok(allow) = HeaderValue::from_str(allowed) {
         res.headers_mut().insert(header::ALLOW, allow);
     }
     res

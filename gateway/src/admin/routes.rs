@@ -61,6 +61,18 @@ const QUARANTINE: &[&str] = &["source", "before", "limit"];
 const LIMIT: &[&str] = &["limit"];
 const NONE: &[&str] = &[];
 
+impl Route<'_> {
+    /// The `Allow` header of a 405 on this path: every method the path answers.
+    pub(super) fn allow(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::Session | Endpoint::SignIn => "GET, POST",
+            // Every route answers GET or POST.
+            _ if self.method == Method::POST => "POST",
+            _ => "GET",
+        }
+    }
+}
+
 /// The route of `segments` (the path after `/admin/`, split at `/`), if it is one.
 pub(super) fn resolve<'p>(method: &Method, segments: &[&'p str]) -> Option<Route<'p>> {
     let (endpoint, method, pattern, params) = match *segments {
@@ -234,6 +246,7 @@ mod tests {
         let session = route_for(&Method::POST, "/admin/session").expect("a route");
         assert_eq!(session.endpoint, Endpoint::SignIn);
         assert!(session.endpoint.is_public());
+        assert_eq!(session.allow(), "GET, POST");
         let replay = route("/admin/events/7/replay").expect("a route");
         assert_eq!(replay.method, Method::POST);
         assert_eq!(replay.params, NONE);
