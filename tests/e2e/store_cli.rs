@@ -67,7 +67,9 @@ fn check_and_migrate_say_where_the_schema_stands() {
     let (code, stdout, stderr) = migrate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stdout.contains(&format!("store: {place}: applied schema version(s) 1, 2, 3")),
+        stdout.contains(&format!(
+            "store: {place}: applied schema version(s) 1, 2, 3"
+        )),
         "{stdout}"
     );
     let (code, stdout, _) = migrate();
@@ -147,7 +149,7 @@ fn store_copy_moves_a_stopped_gateways_store_once() {
         // No route matches: each event was routed (`unrouted`) before the gateway stopped.
         stdout.contains(
             "events 3, dedup_keys 3, object_states 0, routings 3, deliveries 0, \
-                         route_runs 0, quarantine 0, event_work 0"
+                         route_runs 0, quarantine 0, event_work 0, admin_audit 0"
         ),
         "{stdout}"
     );
