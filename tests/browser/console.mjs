@@ -5,7 +5,7 @@
 //
 // Environment: CONSOLE (the admin listener's base URL), OPERATOR_TOKEN, VIEWER_TOKEN,
 // FIND_SEQ and FIND_ID (an event to find), HOSTILE_SEQ, DEAD_DELIVERY (a dead delivery id),
-// REPLAY_SOURCE and REPLAY_COUNT, SCREENSHOTS.
+// REPLAY_SOURCE and REPLAY_COUNT, DRY_RUN_SEQ (a Ledig deposit), SCREENSHOTS.
 
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
@@ -137,9 +137,22 @@ const noCsrf = await page.evaluate(async () => {
 assert.equal(noCsrf.status, 403, JSON.stringify(noCsrf));
 assert.match(noCsrf.body.error, /CSRF/);
 
+// A plugin's dry run on a stored event: its verdict and changes, nothing delivered.
+step('plugin dry run');
+await page.goto(`${base}/console/plugins`);
+await page.waitForSelector('#dry-run');
+await page.selectOption('#dry-run-plugin', 'unify');
+await page.fill('#dry-run-seq', env.DRY_RUN_SEQ);
+await page.click('#dry-run button');
+await page.waitForSelector('#dry-run-verdict');
+assert.match(await page.textContent('#dry-run-verdict'), /^unify on #\d+: emit/);
+assert.match(await page.textContent('#dry-run-result pre'), /payment\.received/);
+assert.match(await page.textContent('#dry-run-result table'), /events\[0\]\.type/);
+await shot('plugins-dry-run');
+
 // The remaining pages, for the record and for errors.
 for (const [name, url, marker] of [['quarantine', '/console/quarantine', 'h1'], ['rejected', '/console/rejected', 'table'],
-  ['routes', '/console/routes', 'table'], ['plugins', '/console/plugins', 'h1'], ['audit', '/console/audit', 'text=redrive']]) {
+  ['routes', '/console/routes', 'table'], ['audit', '/console/audit', 'text=redrive']]) {
   step(name);
   await page.goto(`${base}${url}`);
   await page.waitForSelector(marker);
@@ -152,7 +165,7 @@ step('viewer');
 await page.click('#sign-out');
 await page.waitForSelector('#sign-in');
 await signIn(env.VIEWER_TOKEN);
-for (const url of [`/console/events/${env.FIND_SEQ}`, '/console/dead-letters', `/console/replay?source=${env.REPLAY_SOURCE}`]) {
+for (const url of [`/console/events/${env.FIND_SEQ}`, '/console/dead-letters', `/console/replay?source=${env.REPLAY_SOURCE}`, '/console/plugins']) {
   await page.goto(`${base}${url}`);
   await page.waitForSelector('h1');
   await page.waitForLoadState('networkidle');

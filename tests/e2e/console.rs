@@ -9,8 +9,10 @@
 
 use crate::admin_api::ledger_with_data;
 use crate::harness::*;
+use crate::plugin_harness::CACHE_DIR;
 use crate::reload::http_destination;
 use crate::sink::{Mode, Sink};
+use plugin_artifacts::UNIFY_PAYMENTS;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,8 @@ const VIEWER_TOKEN: &str = "viewer-e2e-token-77c1";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The standard config with a console on its own port, an operator (`ops`, the standard admin
-/// token) and a viewer, and every event routed to `sink`.
+/// token) and a viewer, every event routed to `sink`, and the example plugin loaded (for dry
+/// runs only: no route uses it).
 fn start(sink: &Sink) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("gateway.db");
@@ -29,6 +32,7 @@ fn start(sink: &Sink) -> Gateway {
         "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"env:E2E_ADMIN_TOKEN\"\n\
          [[admin.tokens]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken = \"env:E2E_VIEWER_TOKEN\"\n\n\
+         [wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n[plugins.unify]\nwasm = \"{UNIFY_PAYMENTS}\"\n\n\
          {}[[routes]]\nname = \"all\"\nto = [\"sink\"]\n",
         config(&db, &Settings::default()),
         http_destination("sink", sink)
@@ -287,10 +291,12 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
         );
         assert_eq!(gw.post_ledig(body.as_bytes()).status, 200);
     }
-    poll("the ledig events routed", || {
+    let ledig_seq = poll("the ledig events routed", || {
         let events = get_json(admin, "/admin/events?source=ledig");
         let list = events["events"].as_array()?.clone();
-        (list.len() == 3 && list.iter().all(|e| e["status"] != "pending")).then_some(())
+        (list.len() == 3 && list.iter().all(|e| e["status"] != "pending"))
+            .then(|| list[0]["seq"].as_i64())
+            .flatten()
     });
 
     // A delivery that dead-letters: the sink refuses every attempt.
@@ -325,6 +331,7 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
         .env("DEAD_DELIVERY", dead_delivery.to_string())
         .env("REPLAY_SOURCE", "ledig")
         .env("REPLAY_COUNT", "3")
+        .env("DRY_RUN_SEQ", ledig_seq.to_string())
         .env("SCREENSHOTS", &shots)
         .output()
         .expect("run node");
@@ -347,6 +354,13 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
             .any(|r| r.event_id() == Some(dead_id))
             .then_some(())
     });
+    // The plugin's dry run delivered nothing: no payment.received ever reached the sink.
+    assert!(
+        sink.delivered()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("payment.received")),
+        "a dry run delivered its result"
+    );
     // The audit trail names who did it, with the counts the page showed.
     let audit = get_json(admin, "/admin/audit");
     let records: Vec<(String, String, u64)> = audit["records"]

@@ -172,7 +172,7 @@ fn schemathesis_finds_the_admin_api_as_documented() {
     );
     eprintln!("schemathesis took {:?}\n{report}", started.elapsed());
     // It tested every operation, and sent real traffic, not just the schema download.
-    assert!(report.contains("Tested: 19"), "{report}");
+    assert!(report.contains("Tested: 20"), "{report}");
     let m = gw.metrics();
     let reads = metric(
         &m,

@@ -45,7 +45,7 @@ pub use state::{AdminState, REJECTED_KEPT, Rejection, ReloadRecord};
 use crate::config::{AdminRole, AdminSettings, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::metrics::flow_events::{AdminActionTaken, AdminRequestHandled, SignInAttempted};
-use crate::plugins::PluginBoard;
+use crate::plugins::{LoadedPlugin, PluginBoard, PluginEvent, PluginOutcome};
 use crate::store::{AuditRecord, EventFilter, RedriveSelection, Store, StoreError};
 use auth::{Principal, TokenBook, Via};
 use bytes::Bytes;
@@ -57,6 +57,7 @@ use query::{Query, QueryError};
 use routes::Endpoint;
 use serde_json::json;
 use session::SessionKeys;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub struct Admin {
     state: Arc<AdminState>,
     /// The running config's sources, routes and destinations (`GET /admin/routes`).
     routes: serde_json::Value,
+    /// This generation's plugins, for dry runs.
+    loaded: HashMap<String, Arc<LoadedPlugin>>,
 }
 
 /// Where a request came from: the client (behind trusted proxies, the one they name) and
@@ -116,7 +119,14 @@ impl Admin {
             sessions,
             state,
             routes: overview::routes_view(config),
+            loaded: HashMap::new(),
         }
+    }
+
+    /// The generation's loaded plugins, which `POST /admin/plugins/{name}/dry-run` runs.
+    pub fn with_plugins(mut self, loaded: HashMap<String, Arc<LoadedPlugin>>) -> Self {
+        self.loaded = loaded;
+        self
     }
 
     /// Answers one admin request. Never fails: every error is a JSON answer.
@@ -197,6 +207,7 @@ impl Admin {
                 "kept": REJECTED_KEPT,
                 "rejected": self.state.rejections(),
             }))),
+            Endpoint::PluginDryRun(name) => self.plugin_dry_run(name, &query).await,
             Endpoint::ListEvents => self.list_events(&query).await,
             Endpoint::Event(seq) => self.event(seq).await,
             Endpoint::ReplayOne(seq) => self.replay_one(seq, client, actor).await,
@@ -361,6 +372,74 @@ impl Admin {
         let mut res = ok_json(&value);
         no_store(&mut res);
         Ok(res)
+    }
+
+    /// Runs one plugin on a stored event and answers what it decided and changed; nothing is
+    /// stored, routed or delivered.
+    async fn plugin_dry_run(
+        &self,
+        name: &str,
+        query: &Query,
+    ) -> Result<Response<Body>, StoreError> {
+        let Some(plugin) = self.loaded.get(name).map(Arc::clone) else {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "no such plugin in the running config",
+            ));
+        };
+        let Some(seq) = query.get("seq").and_then(|s| s.parse::<i64>().ok()) else {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "`seq` (a stored event's seq) is required",
+            ));
+        };
+        let Some(detail) = self.store.event(seq).await? else {
+            return Ok(error(StatusCode::NOT_FOUND, &format!("no event {seq}")));
+        };
+        let before = detail.envelope;
+        let event = match PluginEvent::from_envelope_json(&before.to_string()) {
+            Ok(e) => e,
+            Err(e) => {
+                let message = format!("event {seq}'s envelope cannot be given to a plugin: {e}");
+                return Ok(error(StatusCode::CONFLICT, &message));
+            }
+        };
+        let threads = Arc::clone(plugin.threads());
+        let running = Arc::clone(&plugin);
+        let call = threads
+            .spawn(async move { running.dry_run(&event).await })
+            .await;
+        let Ok(call) = call else {
+            return Ok(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the plugin call did not finish",
+            ));
+        };
+        let verdict = serde_json::to_value(&call.outcome).unwrap_or_default();
+        let mut changes = Vec::new();
+        match &call.outcome {
+            PluginOutcome::Pass(after) => {
+                let after = serde_json::to_value(after).unwrap_or_default();
+                overview::changes("", &before, &after, &mut changes);
+            }
+            PluginOutcome::Emit(events) => {
+                for (i, after) in events.iter().enumerate() {
+                    let after = serde_json::to_value(after).unwrap_or_default();
+                    overview::changes(&format!("events[{i}]."), &before, &after, &mut changes);
+                }
+            }
+            _ => {}
+        }
+        Ok(ok_json(&json!({
+            "ok": true,
+            "plugin": name,
+            "seq": seq,
+            "result": verdict,
+            "changes": changes,
+            "logs": call.logs,
+            "elapsed_us": u64::try_from(call.elapsed.as_micros()).unwrap_or(u64::MAX),
+            "fuel_used": call.fuel_used,
+        })))
     }
 
     async fn audit(&self, query: &Query) -> Result<Response<Body>, StoreError> {

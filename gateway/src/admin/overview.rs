@@ -24,6 +24,7 @@ pub(super) fn overview(
     let mut sources: BTreeMap<String, Value> = BTreeMap::new();
     let mut destinations: BTreeMap<String, Value> = BTreeMap::new();
     let mut routed = serde_json::Map::new();
+    let mut plugin_stats: BTreeMap<String, Value> = BTreeMap::new();
     let mut generation = 0.0;
     let mut reloads = serde_json::Map::new();
     for f in &families {
@@ -46,6 +47,20 @@ pub(super) fn overview(
             crate::metrics::DELIVERY_DURATION => {
                 for (dest, p99) in histogram_p99s(f) {
                     entry(&mut destinations, &dest, "destination")["p99_seconds"] = json!(p99);
+                }
+            }
+            crate::metrics::PLUGIN_CALLS_TOTAL => {
+                for (labels, v) in counter_series(f) {
+                    let e = entry(&mut plugin_stats, &labels[0], "plugin");
+                    if !e["calls"].is_object() {
+                        e["calls"] = json!({});
+                    }
+                    e["calls"][&labels[1]] = json!(v);
+                }
+            }
+            crate::metrics::PLUGIN_DURATION => {
+                for (plugin, p99) in histogram_p99s(f) {
+                    entry(&mut plugin_stats, &plugin, "plugin")["p99_seconds"] = json!(p99);
                 }
             }
             crate::metrics::ROUTED_EVENTS_TOTAL => {
@@ -102,6 +117,7 @@ pub(super) fn overview(
         "routed": routed,
         "queue": queue,
         "plugins": plugins,
+        "plugin_calls": plugin_stats.into_values().collect::<Vec<_>>(),
         "config": {
             "generation": generation,
             "reloads": reloads,
@@ -208,4 +224,38 @@ pub(super) fn routes_view(config: &GatewayConfig) -> Value {
         })
         .collect();
     json!({ "sources": sources, "routes": routes, "destinations": destinations })
+}
+
+/// What a plugin changed in an event it passed on: every field of the envelope, and every
+/// field of its `data`, whose value differs (`before`/`after` null when absent).
+/// `prefix` names the event in the field names (`events[1].` for an emitted one).
+pub(super) fn changes(prefix: &str, before: &Value, after: &Value, out: &mut Vec<Value>) {
+    diff_objects(prefix, before, after, out);
+    if let (Some(b), Some(a)) = (before.get("data"), after.get("data"))
+        && (b.is_object() || a.is_object())
+    {
+        diff_objects(&format!("{prefix}data."), b, a, out);
+    }
+}
+
+fn diff_objects(prefix: &str, before: &Value, after: &Value, out: &mut Vec<Value>) {
+    let empty = serde_json::Map::new();
+    let b = before.as_object().unwrap_or(&empty);
+    let a = after.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (old, new) = (b.get(key), a.get(key));
+        // `data` as a whole is compared field by field below.
+        if prefix.is_empty()
+            && key == "data"
+            && (old.is_some_and(Value::is_object) || new.is_some_and(Value::is_object))
+        {
+            continue;
+        }
+        if old != new {
+            out.push(json!({ "field": format!("{prefix}{key}"), "before": old, "after": new }));
+        }
+    }
 }

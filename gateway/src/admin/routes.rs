@@ -28,6 +28,7 @@ pub(super) enum Endpoint<'p> {
     Routes,
     Audit,
     Rejected,
+    PluginDryRun(&'p str),
 }
 
 impl Endpoint<'_> {
@@ -57,6 +58,7 @@ const REPLAY: &[&str] = &[
 ];
 const DRY_RUN: &[&str] = &["dry_run"];
 const PAGE: &[&str] = &["before", "limit"];
+const SEQ: &[&str] = &["seq"];
 const QUARANTINE: &[&str] = &["source", "before", "limit"];
 const LIMIT: &[&str] = &["limit"];
 const NONE: &[&str] = &[];
@@ -130,6 +132,12 @@ pub(super) fn resolve<'p>(method: &Method, segments: &[&'p str]) -> Option<Route
             NONE,
         ),
         ["plugins"] => (Endpoint::Plugins, Method::GET, "/admin/plugins", NONE),
+        ["plugins", name, "dry-run"] => (
+            Endpoint::PluginDryRun(name),
+            Method::POST,
+            "/admin/plugins/{name}/dry-run",
+            SEQ,
+        ),
         ["quarantine"] => (
             Endpoint::Quarantine,
             Method::GET,
@@ -166,7 +174,7 @@ mod tests {
     }
 
     /// One path of each route (`/admin/session` twice: GET and POST).
-    const EVERY_ROUTE: [(&str, Method); 19] = [
+    const EVERY_ROUTE: [(&str, Method); 20] = [
         ("/admin/openapi.yaml", Method::GET),
         ("/admin/events", Method::GET),
         ("/admin/events/1", Method::GET),
@@ -186,6 +194,7 @@ mod tests {
         ("/admin/routes", Method::GET),
         ("/admin/audit", Method::GET),
         ("/admin/rejected", Method::GET),
+        ("/admin/plugins/p/dry-run", Method::POST),
     ];
 
     /// The table and `docs/openapi.yaml` name the same paths, methods and number of

@@ -62,6 +62,7 @@ impl Endpoints {
         metrics: &Metrics,
         store: &Arc<dyn Store>,
         plugins: &Arc<PluginBoard>,
+        loaded: &HashMap<String, Arc<LoadedPlugin>>,
         admin_state: &Arc<AdminState>,
     ) -> Self {
         let by_path = config
@@ -85,6 +86,7 @@ impl Endpoints {
                 let (store, plugins) = (Arc::clone(store), Arc::clone(plugins));
                 let state = Arc::clone(admin_state);
                 Admin::new(store, plugins, metrics.clone(), config, a, state)
+                    .with_plugins(loaded.clone())
             }),
         }
     }
@@ -141,7 +143,7 @@ impl Gateway {
         let board = Arc::new(PluginBoard::default());
         board.publish(plugins.values());
         let admin_state = Arc::new(AdminState::default());
-        let endpoints = Endpoints::new(config, &metrics, &store, &board, &admin_state);
+        let endpoints = Endpoints::new(config, &metrics, &store, &board, plugins, &admin_state);
         let server = &config.server;
         Self {
             admin_state,
@@ -171,6 +173,7 @@ impl Gateway {
             &self.metrics,
             &self.store,
             &self.plugins,
+            plugins,
             &self.admin_state,
         );
         self.endpoints.store(Arc::new(endpoints));

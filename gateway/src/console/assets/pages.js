@@ -243,8 +243,33 @@ export async function routes() {
 }
 
 export async function plugins() {
-  const d = await api('/plugins');
-  main().append(h('h1', {}, 'Plugins'), pluginTable(d.plugins));
+  const [d, o] = await Promise.all([api('/plugins'), api('/overview')]);
+  const m = main();
+  m.append(h('h1', {}, 'Plugins'), pluginTable(d.plugins));
+  m.append(h('h2', {}, 'Calls since the start'), table(['plugin', 'calls by verdict', 'p99'],
+    o.plugin_calls.map((p) => [p.plugin,
+      Object.entries(p.calls || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') || 'none',
+      seconds(p.p99_seconds)])));
+  if (!isOperator() || !d.plugins.length) return;
+  const select = h('select', { name: 'plugin', id: 'dry-run-plugin' }, d.plugins.map((p) => h('option', { value: p.name }, p.name)));
+  const seq = h('input', { name: 'seq', id: 'dry-run-seq', placeholder: 'event number', value: params().get('seq') || '' });
+  const out = h('div', { id: 'dry-run-result' });
+  const form = h('form', { className: 'filters', id: 'dry-run' }, h('label', {}, 'plugin', select), h('label', {}, 'on event #', seq),
+    h('button', { type: 'submit', 'data-action': '1' }, 'Dry run'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    out.replaceChildren(h('p', { className: 'muted' }, 'running…'));
+    try {
+      const r = await api(`/plugins/${encodeURIComponent(select.value)}/dry-run?seq=${encodeURIComponent(seq.value.trim())}`, { method: 'POST' });
+      out.replaceChildren(
+        h('p', { id: 'dry-run-verdict' }, `${r.plugin} on #${r.seq}: ${r.result.verdict}${r.result.reason ? ` — ${r.result.reason}` : ''} (${r.elapsed_us} µs; nothing was delivered)`),
+        r.changes.length ? table(['changed field', 'before', 'after'], r.changes.map((c) => [c.field, pretty(c.before ?? '–'), pretty(c.after ?? '–')])) : '',
+        h('pre', {}, pretty(r.result)));
+    } catch (err) {
+      out.replaceChildren(h('p', { className: 'notice error' }, `refused: ${err.message}`));
+    }
+  });
+  m.append(h('h2', {}, 'Dry run'), h('p', { className: 'muted' }, 'Runs the plugin on a stored event and shows its verdict and changes; nothing is stored or delivered.'), form, out);
 }
 
 export async function audit() {
