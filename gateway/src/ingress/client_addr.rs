@@ -212,6 +212,26 @@ mod tests {
 
     const PROXY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5));
 
+    /// The session cookie is `Secure` only when a trusted proxy says the client used HTTPS;
+    /// anyone else's `X-Forwarded-Proto` is the client's word.
+    #[test]
+    fn https_is_believed_from_trusted_proxies_only() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http, https"));
+        let xff = trusted(ForwardedHeader::XForwardedFor);
+        assert!(forwarded_https(PROXY, &h, &xff));
+        let stranger: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert!(!forwarded_https(stranger, &h, &xff));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert!(!forwarded_https(PROXY, &h, &xff));
+        let fwd = trusted(ForwardedHeader::Forwarded);
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("for=192.0.2.1;proto=https"),
+        );
+        assert!(forwarded_https(PROXY, &h, &fwd));
+    }
+
     fn trusted(header: ForwardedHeader) -> TrustedProxies {
         TrustedProxies {
             networks: vec![
