@@ -36,21 +36,22 @@
 mod auth;
 mod overview;
 mod query;
+mod reads;
 mod routes;
 mod session;
+mod sign_in;
 mod state;
 
 pub use state::{AdminState, REJECTED_KEPT, Rejection, ReloadRecord};
 
-use crate::config::{AdminRole, AdminSettings, GatewayConfig};
+use crate::config::{AdminSettings, GatewayConfig};
 use crate::metrics::Metrics;
-use crate::metrics::flow_events::{AdminActionTaken, AdminRequestHandled, SignInAttempted};
-use crate::plugins::{LoadedPlugin, PluginBoard, PluginEvent, PluginOutcome};
-use crate::store::{AuditRecord, EventFilter, RedriveSelection, Store, StoreError};
-use auth::{Principal, TokenBook, Via};
+use crate::metrics::flow_events::{AdminActionTaken, AdminRequestHandled};
+use crate::plugins::{LoadedPlugin, PluginBoard};
+use crate::store::{EventFilter, RedriveSelection, Store, StoreError};
+use auth::{TokenBook, Via};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use query::{Query, QueryError};
@@ -60,19 +61,12 @@ use session::SessionKeys;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use subtle::ConstantTimeEq as _;
 
 /// Page size when `limit` is not given, and the largest allowed.
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 /// Most events one filtered replay may mark.
 const MAX_REPLAY: u32 = 10_000;
-/// Largest sign-in body (`{"token": "..."}`), and how long it may take to arrive.
-const MAX_SIGN_IN_BODY: usize = 4096;
-const SIGN_IN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The header a state change authenticated by the session cookie must carry.
-const CSRF_HEADER: &str = "x-csrf-token";
 
 type Body = Full<Bytes>;
 
@@ -240,237 +234,6 @@ impl Admin {
             tracing::error!(error = %e, "admin request failed in the store");
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         })
-    }
-
-    /// Why `principal` may not make this state change, if it may not: a session without its
-    /// CSRF proof (anyone may sign out, but not through another site), or a viewer.
-    fn refuse_change(
-        &self,
-        principal: &Principal,
-        req: &Request<Incoming>,
-        endpoint: Endpoint<'_>,
-    ) -> Option<Response<Body>> {
-        if let Via::Session(claims) = &principal.via {
-            let expected = self.sessions.csrf(&claims.id);
-            let sent = req
-                .headers()
-                .get(CSRF_HEADER)
-                .map_or(&[][..], HeaderValue::as_bytes);
-            if !bool::from(sent.ct_eq(expected.as_bytes())) {
-                return Some(error(
-                    StatusCode::FORBIDDEN,
-                    "a state change with the session cookie needs the session's CSRF value in \
-                     X-CSRF-Token",
-                ));
-            }
-        }
-        let changes_work = !matches!(endpoint, Endpoint::SignIn | Endpoint::SignOut);
-        (changes_work && principal.role < AdminRole::Operator).then(|| {
-            error(
-                StatusCode::FORBIDDEN,
-                &format!(
-                    "`{}` is a viewer: replays and redrives need an operator token",
-                    principal.name
-                ),
-            )
-        })
-    }
-
-    async fn sign_in(&self, req: Request<Incoming>, caller: Caller, now: i64) -> Response<Body> {
-        let body = match read_small_body(req.into_body()).await {
-            Ok(b) => b,
-            Err(message) => return error(StatusCode::BAD_REQUEST, message),
-        };
-        let token = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("token").and_then(|t| t.as_str()).map(str::to_owned));
-        let Some(token) = token else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "the body must be JSON: {\"token\": \"...\"}",
-            );
-        };
-        let found = self.tokens.find(token.as_bytes());
-        SignInAttempted {
-            metrics: &self.metrics,
-            name: found.map(|(name, _)| name),
-            client: caller.client,
-        }
-        .emit();
-        let Some((name, role)) = found else {
-            self.state
-                .record_rejection("admin", caller.client, "console sign-in: no such token");
-            return error(StatusCode::UNAUTHORIZED, "no such admin token");
-        };
-        let (claims, cookie) = self.sessions.start(name, role, now);
-        let principal = Principal {
-            name: name.to_owned(),
-            role,
-            via: Via::Session(claims),
-        };
-        let mut res = self.session_answer(&principal);
-        let max_age = self.sessions.ttl().as_secs();
-        let secure = if caller.tls { "; Secure" } else { "" };
-        let set = format!(
-            "{}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}",
-            auth::SESSION_COOKIE
-        );
-        if let Ok(v) = HeaderValue::from_str(&set) {
-            res.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        res
-    }
-
-    /// `{"name","role","csrf","expires_at"}` (`csrf` and `expires_at` are null for a bearer
-    /// token, which needs no CSRF proof and does not expire).
-    fn session_answer(&self, p: &Principal) -> Response<Body> {
-        let (csrf, expires_at) = match &p.via {
-            Via::Session(c) => (Some(self.sessions.csrf(&c.id)), Some(c.expires_ms)),
-            Via::Bearer => (None, None),
-        };
-        let mut res = ok_json(&json!({
-            "name": p.name,
-            "role": p.role.as_str(),
-            "csrf": csrf,
-            "expires_at": expires_at,
-        }));
-        no_store(&mut res);
-        res
-    }
-
-    fn sign_out(&self, who: Option<&Principal>, caller: Caller, now: i64) -> Response<Body> {
-        if let Some(Principal {
-            via: Via::Session(claims),
-            ..
-        }) = who
-        {
-            self.state.revoked.revoke(claims, now);
-        }
-        let mut res = ok_json(&json!({ "ok": true }));
-        let secure = if caller.tls { "; Secure" } else { "" };
-        let clear = format!(
-            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}",
-            auth::SESSION_COOKIE
-        );
-        if let Ok(v) = HeaderValue::from_str(&clear) {
-            res.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        res
-    }
-
-    async fn overview(&self, now: i64) -> Result<Response<Body>, StoreError> {
-        // A store that cannot answer leaves the rest of the overview useful.
-        let backlog = match self.store.backlog().await {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::warn!(error = %e, "overview: cannot read the backlog");
-                None
-            }
-        };
-        let plugins = self.plugin_list();
-        let value = overview::overview(&self.metrics, &self.state, backlog.as_ref(), plugins, now);
-        let mut res = ok_json(&value);
-        no_store(&mut res);
-        Ok(res)
-    }
-
-    /// Runs one plugin on a stored event and answers what it decided and changed; nothing is
-    /// stored, routed or delivered.
-    async fn plugin_dry_run(
-        &self,
-        name: &str,
-        query: &Query,
-    ) -> Result<Response<Body>, StoreError> {
-        let Some(plugin) = self.loaded.get(name).map(Arc::clone) else {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "no such plugin in the running config",
-            ));
-        };
-        let Some(seq) = query.get("seq").and_then(|s| s.parse::<i64>().ok()) else {
-            return Ok(error(
-                StatusCode::BAD_REQUEST,
-                "`seq` (a stored event's seq) is required",
-            ));
-        };
-        let Some(detail) = self.store.event(seq).await? else {
-            return Ok(error(StatusCode::NOT_FOUND, &format!("no event {seq}")));
-        };
-        let before = detail.envelope;
-        let event = match PluginEvent::from_envelope_json(&before.to_string()) {
-            Ok(e) => e,
-            Err(e) => {
-                let message = format!("event {seq}'s envelope cannot be given to a plugin: {e}");
-                return Ok(error(StatusCode::CONFLICT, &message));
-            }
-        };
-        let threads = Arc::clone(plugin.threads());
-        let running = Arc::clone(&plugin);
-        let call = threads
-            .spawn(async move { running.dry_run(&event).await })
-            .await;
-        let Ok(call) = call else {
-            return Ok(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the plugin call did not finish",
-            ));
-        };
-        let verdict = serde_json::to_value(&call.outcome).unwrap_or_default();
-        let mut changes = Vec::new();
-        match &call.outcome {
-            PluginOutcome::Pass(after) => {
-                let after = serde_json::to_value(after).unwrap_or_default();
-                overview::changes("", &before, &after, &mut changes);
-            }
-            PluginOutcome::Emit(events) => {
-                for (i, after) in events.iter().enumerate() {
-                    let after = serde_json::to_value(after).unwrap_or_default();
-                    overview::changes(&format!("events[{i}]."), &before, &after, &mut changes);
-                }
-            }
-            _ => {}
-        }
-        Ok(ok_json(&json!({
-            "ok": true,
-            "plugin": name,
-            "seq": seq,
-            "result": verdict,
-            "changes": changes,
-            "logs": call.logs,
-            "elapsed_us": u64::try_from(call.elapsed.as_micros()).unwrap_or(u64::MAX),
-            "fuel_used": call.fuel_used,
-        })))
-    }
-
-    async fn audit(&self, query: &Query) -> Result<Response<Body>, StoreError> {
-        let parsed = query
-            .before("an audit record id")
-            .and_then(|before| Ok((before, query.limit(DEFAULT_LIMIT, MAX_LIMIT)?)));
-        let (before, limit) = match parsed {
-            Ok(v) => v,
-            Err(e) => return Ok(bad_request(&e)),
-        };
-        let records = self.store.list_audit(before, limit).await?;
-        let next = (records.len() == limit as usize)
-            .then(|| records.last().map(|r| r.id))
-            .flatten();
-        Ok(ok_json(&json!({ "records": records, "next_before": next })))
-    }
-
-    /// Stores who did what (a failure to store it is logged; the action stands, and its log
-    /// line has the same facts).
-    async fn record_audit(&self, actor: &str, action: &str, selection: &str, count: u64) {
-        let record = AuditRecord {
-            id: 0,
-            at: crate::store::unix_ms(),
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            selection: selection.to_owned(),
-            count,
-        };
-        if let Err(e) = self.store.record_audit(record).await {
-            tracing::error!(error = %e, actor, action, "cannot store the audit record");
-        }
     }
 
     async fn list_events(&self, query: &Query) -> Result<Response<Body>, StoreError> {
@@ -777,26 +540,6 @@ fn describe_filter(filter: &EventFilter, limit: u32) -> String {
     }
     parts.push(format!("limit={limit}"));
     parts.join(" ")
-}
-
-/// The sign-in body, at most [`MAX_SIGN_IN_BODY`] bytes within [`SIGN_IN_BODY_TIMEOUT`].
-async fn read_small_body(mut body: Incoming) -> Result<Vec<u8>, &'static str> {
-    let read = async {
-        let mut out = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| "the body could not be read")?;
-            if let Ok(data) = frame.into_data() {
-                if out.len() + data.len() > MAX_SIGN_IN_BODY {
-                    return Err("the body is too large for a sign-in");
-                }
-                out.extend_from_slice(&data);
-            }
-        }
-        Ok(out)
-    };
-    tokio::time::timeout(SIGN_IN_BODY_TIMEOUT, read)
-        .await
-        .unwrap_or(Err("the body took too long"))
 }
 
 /// 401 for `GET /admin/session` without a valid session (cannot happen: it needs one).
