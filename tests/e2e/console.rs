@@ -354,6 +354,35 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
             .any(|r| r.event_id() == Some(dead_id))
             .then_some(())
     });
+    // A redrive of one destination's dead deliveries: counted first, then exactly those.
+    sink.set_mode(Mode::Always(500));
+    let again = "evt_console_dead_again";
+    let body = ledger_with_data(again, r#"{"id":"txn_d2","amount":"5.00"}"#);
+    assert_eq!(gw.post_ledger(&body).status, 200);
+    poll("a second dead letter", || {
+        let d = get_json(admin, "/admin/dead-letters");
+        (d["deliveries"].as_array()?.len() == 1).then_some(())
+    });
+    sink.set_mode(Mode::Ok);
+    let redrive = |query: &str| {
+        let path = format!("/admin/dead-letters/redrive?{query}");
+        let r = request(admin, "POST", &path, &[bearer(ADMIN_TOKEN)], b"");
+        assert!(r.status == 200 || r.status == 202, "{path}: {}", r.body);
+        r.json()
+    };
+    assert_eq!(
+        redrive("destination=elsewhere&dry_run=true")["would_redrive"],
+        0
+    );
+    assert_eq!(redrive("destination=sink&dry_run=true")["would_redrive"], 1);
+    assert_eq!(redrive("destination=sink")["redriven"], 1);
+    poll("the destination's redriven delivery", || {
+        sink.delivered()
+            .iter()
+            .any(|r| r.event_id() == Some(again))
+            .then_some(())
+    });
+
     // The plugin's dry run delivered nothing: no payment.received ever reached the sink.
     assert!(
         sink.delivered()

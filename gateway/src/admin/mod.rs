@@ -210,10 +210,14 @@ impl Admin {
             Endpoint::Plugins => Ok(self.plugins()),
             Endpoint::Quarantine => self.quarantine(&query).await,
             Endpoint::Quarantined(id) => self.quarantined(id).await,
-            Endpoint::RedriveAll => match query.flag("dry_run") {
-                Ok(true) => self.redrive_dry_run().await,
-                Ok(false) => self.redrive(RedriveSelection::All, client, actor).await,
-                Err(e) => Ok(bad_request(&e)),
+            Endpoint::RedriveAll => match (query.flag("dry_run"), query.get("destination")) {
+                (Err(e), _) => Ok(bad_request(&e)),
+                (Ok(dry_run), Some(destination)) => {
+                    self.redrive_destination(destination, dry_run, client, actor)
+                        .await
+                }
+                (Ok(true), None) => self.redrive_dry_run().await,
+                (Ok(false), None) => self.redrive(RedriveSelection::All, client, actor).await,
             },
             Endpoint::RedriveDelivery(id) => match parse_id(id) {
                 Ok(id) => {
@@ -486,6 +490,47 @@ impl Admin {
         }
         .emit();
         self.record_audit(actor, "redrive", &described, n).await;
+        Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
+    }
+
+    /// The dead deliveries to `destination` among the newest [`MAX_LIMIT`] dead letters (a
+    /// larger backlog takes several requests): counted, or sent back to work.
+    async fn redrive_destination(
+        &self,
+        destination: &str,
+        dry_run: bool,
+        client: IpAddr,
+        actor: &str,
+    ) -> Result<Response<Body>, StoreError> {
+        let (dead, _) = self.store.dead_letters(MAX_LIMIT).await?;
+        let ids: Vec<i64> = dead
+            .iter()
+            .filter(|d| d.destination == destination)
+            .map(|d| d.id)
+            .collect();
+        if dry_run {
+            return Ok(ok_json(
+                &json!({ "ok": true, "dry_run": true, "would_redrive": ids.len() }),
+            ));
+        }
+        let described = format!("dead deliveries to {destination}: {ids:?}");
+        let n = if ids.is_empty() {
+            0
+        } else {
+            self.store
+                .redrive(RedriveSelection::Deliveries(ids))
+                .await?
+        };
+        AdminActionTaken {
+            action: "redrive",
+            selection: &described,
+            count: n,
+            client,
+            actor,
+        }
+        .emit();
+        let audited = format!("dead deliveries to {destination}");
+        self.record_audit(actor, "redrive", &audited, n).await;
         Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
     }
 

@@ -56,7 +56,7 @@ const FILTER: &[&str] = &[
 const REPLAY: &[&str] = &[
     "source", "type", "status", "since", "until", "before", "limit", "all", "dry_run",
 ];
-const DRY_RUN: &[&str] = &["dry_run"];
+const REDRIVE: &[&str] = &["destination", "dry_run"];
 const PAGE: &[&str] = &["before", "limit"];
 const SEQ: &[&str] = &["seq"];
 const QUARANTINE: &[&str] = &["source", "before", "limit"];
@@ -117,7 +117,7 @@ pub(super) fn resolve<'p>(method: &Method, segments: &[&'p str]) -> Option<Route
             Endpoint::RedriveAll,
             Method::POST,
             "/admin/dead-letters/redrive",
-            DRY_RUN,
+            REDRIVE,
         ),
         ["deliveries", id, "redrive"] => (
             Endpoint::RedriveDelivery(id),

@@ -168,11 +168,15 @@ export async function deadLetters() {
   m.append(h('h2', {}, 'By destination and reason'), table(['destination', 'reason', 'count'],
     [...groups.entries()].map(([k, n]) => { const [dest, reason] = k.split('\u0000'); return [dest, reason || '–', n]; })));
   if (isOperator()) {
-    m.append(confirmFlow('redrive-all', 'Redrive all…', async () => {
-      const r = await api('/dead-letters/redrive?dry_run=true', { method: 'POST' });
+    const destinations = [...new Set(d.deliveries.map((x) => x.destination))].sort();
+    const which = h('select', { id: 'redrive-which' }, h('option', { value: '' }, 'every dead letter'),
+      destinations.map((x) => h('option', { value: x }, `dead deliveries to ${x}`)));
+    const query = () => (which.value ? `destination=${encodeURIComponent(which.value)}&` : '');
+    m.append(h('h2', {}, 'Redrive many'), h('label', {}, 'redrive ', which), confirmFlow('redrive-all', 'Count…', async () => {
+      const r = await api(`/dead-letters/redrive?${query()}dry_run=true`, { method: 'POST' });
       return { count: r.would_redrive, text: `${r.would_redrive} dead letter(s) would get a fresh set of attempts.` };
     }, (n) => `Redrive ${n}`, async () => {
-      const r = await api('/dead-letters/redrive', { method: 'POST' });
+      const r = await api(`/dead-letters/redrive?${query()}`.replace(/[?&]$/, ''), { method: 'POST' });
       return `Redriven: ${r.redriven}.`;
     }));
   }
