@@ -80,6 +80,8 @@ step('find an event');
 await page.click('header a[href="/console/events"]');
 await page.waitForSelector('#find-event');
 await page.waitForSelector(`text=${env.FIND_ID}`);
+// The amount and currency of the payload, where it has them.
+await page.waitForSelector('text=12.50 USDT');
 await shot('events');
 await page.fill('#find-seq', env.FIND_SEQ);
 await page.click('#find-event button');

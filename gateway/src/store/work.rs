@@ -285,6 +285,11 @@ pub struct EventSummary {
     pub event_type: String,
     pub status: String,
     pub received_at: i64,
+    /// The payload's amount and currency, when it has an amount (for people, not decisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// One event with everything that happened to it.

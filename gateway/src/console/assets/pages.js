@@ -110,9 +110,10 @@ export async function events() {
   if (before) q.set('before', before);
   q.set('limit', '50');
   const page = await api(`/events?${q}`);
-  m.append(table(['#', 'id', 'source', 'type', 'status', 'received'],
+  m.append(table(['#', 'id', 'source', 'type', 'status', 'amount', 'received'],
     page.events.map((e) => [link(`/console/events/${e.seq}`, `#${e.seq}`), e.id, e.source, e.type,
-      h('span', { className: e.status === 'routed' ? 'ok' : (e.status === 'failed' ? 'bad' : '') }, e.status), when(e.received_at)])));
+      h('span', { className: e.status === 'routed' ? 'ok' : (e.status === 'failed' ? 'bad' : '') }, e.status),
+      e.amount !== undefined ? `${e.amount} ${e.currency ?? ''}` : '–', when(e.received_at)])));
   const pager = h('div', { className: 'pager' });
   if (before) { const first = filterQuery(); pager.append(link(`/console/events?${first}`, 'Newest')); }
   if (page.next_before) { const next = filterQuery(); next.set('before', page.next_before); pager.append(link(`/console/events?${next}`, 'Older')); }
@@ -122,11 +123,9 @@ export async function events() {
 export async function event(seq) {
   const e = await api(`/events/${seq}`);
   const m = main();
-  const env = (e.envelope && typeof e.envelope === 'object') ? e.envelope : {};
-  const data = (env.data && typeof env.data === 'object') ? env.data : {};
   m.append(h('h1', {}, `Event #${e.seq}`),
     table(['id', 'source', 'type', 'status', 'received', 'amount'], [[e.id, e.source, e.type, e.status, when(e.received_at),
-      data.amount !== undefined ? `${data.amount} ${data.currency ?? ''}` : '–']]));
+      e.amount !== undefined ? `${e.amount} ${e.currency ?? ''}` : '–']]));
   if (isOperator()) {
     m.append(actionButton('replay-event', 'Replay this event', async () => {
       const r = await api(`/events/${e.seq}/replay`, { method: 'POST' });
