@@ -10,7 +10,7 @@
 use crate::admin_api::ledger_with_data;
 use crate::harness::*;
 use crate::plugin_harness::CACHE_DIR;
-use crate::reload::http_destination;
+use crate::reload::{GENERATION, RELOADS_ERROR, http_destination, wait_metric};
 use crate::sink::{Mode, Sink};
 use plugin_artifacts::UNIFY_PAYMENTS;
 use serde_json::Value;
@@ -230,6 +230,50 @@ fn the_admin_listener_is_the_only_admin_surface_and_roles_sessions_and_csrf_hold
     let text = rejected.to_string();
     assert!(text.contains("console sign-in: no such token"), "{text}");
     assert!(!text.contains("guess-5f1e"), "{text}");
+
+    // Tokens reload with the config, and a changed token set ends every session.
+    let r = request(admin, "POST", "/admin/session", &[], body.as_bytes());
+    let set = r.header("set-cookie").expect("a session cookie").to_owned();
+    let cookie = (
+        "Cookie",
+        set.split(';').next().unwrap_or_default().to_owned(),
+    );
+    assert_eq!(
+        request(
+            admin,
+            "GET",
+            "/admin/session",
+            std::slice::from_ref(&cookie),
+            b""
+        )
+        .status,
+        200
+    );
+    let path = gw.dir().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let third =
+        "[[admin.tokens]]\nname = \"robot\"\nrole = \"viewer\"\ntoken = \"env:E2E_LEDIG_TOKEN\"\n";
+    std::fs::write(&path, text.replace("\n[wasm]", &format!("{third}\n[wasm]"))).expect("write");
+    wait_metric(&gw, GENERATION, 2.0);
+    request(admin, "GET", "/admin/session", &[cookie], b"").assert_error(401);
+    let robot = request(admin, "GET", "/admin/session", &[bearer(LEDIG_TOKEN)], b"").json();
+    assert_eq!(robot["role"], "viewer", "{robot}");
+    // A refused reload is on the overview, with the file, line and key of each problem.
+    let broken = std::fs::read_to_string(&path).expect("config").replace(
+        "role = \"viewer\"\ntoken = \"env:E2E_LEDIG",
+        "role = \"root\"\ntoken = \"env:E2E_LEDIG",
+    );
+    std::fs::write(&path, broken).expect("write");
+    wait_metric(&gw, RELOADS_ERROR, 1.0);
+    let overview = get_json(admin, "/admin/overview");
+    let last = &overview["config"]["last_reload"];
+    assert_eq!(last["ok"], false, "{overview}");
+    let problems = last["problems"].to_string();
+    assert!(
+        problems.contains("gateway.toml:") && problems.contains("admin.tokens[2].role"),
+        "{problems}"
+    );
+    assert_eq!(overview["config"]["generation"], 2.0, "{overview}");
 }
 
 /// `npm ci` in tests/browser when its node_modules is missing.
