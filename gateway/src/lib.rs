@@ -85,6 +85,11 @@ pub async fn run(
         metrics.clone(),
     ));
     let pipeline = Arc::new(ArcSwap::from_pointee(pipeline));
+    let charts = tokio::spawn(admin::chart_history(
+        Arc::clone(gateway.admin_state()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let pruner = tokio::spawn(store::prune_periodically(
         Arc::clone(&store),
         store::Retention {
@@ -141,4 +146,5 @@ pub async fn run(
     drop(watcher.await);
     pruner.abort();
     drop(pruner.await);
+    drop(charts.await);
 }

@@ -72,6 +72,10 @@ await page.click('#sign-in button[type=submit]');
 await page.waitForSelector('#sign-in .notice.error');
 await signIn(env.OPERATOR_TOKEN);
 await page.waitForSelector('text=Queue depth');
+await page.waitForSelector('#charts svg.chart polyline', { state: 'attached' });
+// Requests per source and outcome: the source first, then what became of its requests.
+const rows = await page.$$eval('main table tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '3'), JSON.stringify(rows));
 assert.match(await page.textContent('header .who'), /ops \(operator\)/);
 await shot('overview');
 

@@ -42,7 +42,24 @@ mod session;
 mod sign_in;
 mod state;
 
-pub use state::{AdminState, REJECTED_KEPT, Rejection, ReloadRecord};
+pub use state::{AdminState, HISTORY_EVERY, HistoryPoint, REJECTED_KEPT, Rejection, ReloadRecord};
+
+/// Adds a point to the overview's charts every [`HISTORY_EVERY`] until `shutdown`.
+pub async fn chart_history(
+    state: Arc<AdminState>,
+    metrics: Metrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HISTORY_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                state.record_history(overview::history_point(&metrics, crate::store::unix_ms()));
+            }
+        }
+    }
+}
 
 use crate::config::{AdminSettings, GatewayConfig};
 use crate::metrics::Metrics;

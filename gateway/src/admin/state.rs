@@ -18,6 +18,9 @@ const REASON_CHARS: usize = 200;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Samples are at least this far apart, however often the overview is asked for.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How often the overview's charts get a point, and how many they keep (the last hour).
+pub const HISTORY_EVERY: Duration = Duration::from_secs(10);
+const HISTORY_KEPT: usize = 360;
 
 /// Shared by every generation's admin API (one per process).
 #[derive(Debug, Default)]
@@ -26,6 +29,21 @@ pub struct AdminState {
     rejected: Mutex<VecDeque<Rejection>>,
     samples: Mutex<VecDeque<(Instant, HashMap<String, f64>)>>,
     last_reload: Mutex<Option<ReloadRecord>>,
+    history: Mutex<VecDeque<HistoryPoint>>,
+}
+
+/// One point of the overview's charts: counters since the start and gauges, at `at`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistoryPoint {
+    pub at: i64,
+    /// Webhook requests accepted (stored or duplicate), and refused (any other outcome).
+    pub accepted: f64,
+    pub refused: f64,
+    /// Delivery attempts that succeeded, and deliveries that became dead letters.
+    pub delivered: f64,
+    pub dead: f64,
+    pub queue_depth: f64,
+    pub dead_letters: f64,
 }
 
 /// One refused request, as the console shows it.
@@ -73,6 +91,19 @@ impl AdminState {
     /// The refusals kept, newest first.
     pub fn rejections(&self) -> Vec<Rejection> {
         lock(&self.rejected).iter().rev().cloned().collect()
+    }
+
+    /// Adds a point to the charts (the oldest is forgotten past an hour's worth).
+    pub fn record_history(&self, point: HistoryPoint) {
+        let mut history = lock(&self.history);
+        if history.len() >= HISTORY_KEPT {
+            history.pop_front();
+        }
+        history.push_back(point);
+    }
+
+    pub fn history(&self) -> Vec<HistoryPoint> {
+        lock(&self.history).iter().cloned().collect()
     }
 
     pub fn record_reload(&self, record: ReloadRecord) {

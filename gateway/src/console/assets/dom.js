@@ -80,3 +80,31 @@ export function hexdump(b64) {
 export function printable(text) {
   return typeof text === 'string' && !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(text);
 }
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/**
+ * A small line chart of the last hour: `series` is [[label, className, values]], values one
+ * per point (numbers only; nothing from event data reaches a chart).
+ */
+export function chart(title, series) {
+  const width = 320;
+  const height = 70;
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('class', 'chart');
+  svg.setAttribute('role', 'img');
+  // One value is drawn as a flat line across the chart.
+  series = series.map(([label, cls, v]) => [label, cls, v.length === 1 ? [v[0], v[0]] : v]);
+  const n = Math.max(...series.map(([, , v]) => v.length), 2);
+  const max = Math.max(1, ...series.flatMap(([, , v]) => v.filter(Number.isFinite)));
+  for (const [, cls, values] of series) {
+    const line = document.createElementNS(SVG, 'polyline');
+    const points = values.map((v, i) => `${((i / (n - 1)) * width).toFixed(1)},${(height - 2 - ((Number.isFinite(v) ? v : 0) / max) * (height - 4)).toFixed(1)}`);
+    line.setAttribute('points', points.join(' '));
+    line.setAttribute('class', cls);
+    svg.append(line);
+  }
+  const legend = series.map(([label, cls, values]) => h('span', { className: `legend ${cls}` }, `${label} ${values.length ? values[values.length - 1] : '–'}`));
+  return h('div', { className: 'card' }, h('div', { className: 'muted' }, title, ` (max ${max})`), svg, h('div', {}, legend));
+}

@@ -1,7 +1,7 @@
 // One function per console page: each reads the admin API and builds its elements with
 // dom.js (text only). Action buttons exist only for operators (the API refuses viewers anyway).
 
-import { h, link, table, when, seconds, pretty, hexdump, printable } from './dom.js';
+import { h, link, table, when, seconds, pretty, hexdump, printable, chart } from './dom.js';
 import { api, session, isOperator, navigate, refreshEvery } from './app.js';
 import { confirmFlow, actionButton } from './actions.js';
 
@@ -46,14 +46,15 @@ export async function overview() {
       card('Config generation', o.config.generation),
       card('Last reload', o.config.last_reload ? (o.config.last_reload.ok ? 'ok' : 'failed') : 'none since start',
         failedReload ? 'bad' : '')));
+  m.append(charts(o.history || []));
   if (failedReload) {
     m.append(h('pre', { className: 'notice error', id: 'reload-problems' }, o.config.last_reload.problems.join('\n')));
   }
   const rate = (x) => (x && x.per_second !== null && x.per_second !== undefined ? `${x.per_second.toFixed(2)}/s` : '–');
-  m.append(h('h2', {}, 'Requests per source'), table(['source', 'outcome', 'per second', 'total', 'ack p99'],
+  m.append(h('h2', {}, 'Requests per source'), table(['source', 'outcome', 'per second', 'total', 'ack p99 (since start)'],
     o.sources.flatMap((s) => Object.entries(s.outcomes || {}).filter(([, v]) => v.total > 0)
       .map(([outcome, v]) => [s.source, outcome, rate(v), v.total, seconds(s.ack_p99_seconds)]))));
-  m.append(h('h2', {}, 'Deliveries per destination'), table(['destination', 'ok', 'retry', 'dead', 'per second (ok)', 'p99'],
+  m.append(h('h2', {}, 'Deliveries per destination'), table(['destination', 'ok', 'retry', 'dead', 'per second (ok)', 'p99 (since start)'],
     o.destinations.map((d) => {
       const r = d.results || {};
       return [link(`/console/dead-letters`, d.destination), r.ok?.total ?? 0, r.retry?.total ?? 0,
@@ -62,6 +63,23 @@ export async function overview() {
   m.append(h('h2', {}, 'Routing'), table(['result', 'events'], Object.entries(o.routed).map(([k, v]) => [k, v])));
   m.append(h('h2', {}, 'Plugins'), pluginTable(o.plugins));
   refreshEvery(5000, async () => { if (location.pathname.replace(/\/$/, '') === '/console') navigate(location.pathname, true); });
+}
+
+/** The last hour: per-interval counts (differences of counters) and levels of gauges. */
+function charts(history) {
+  const delta = (key) => history.slice(1).map((p, i) => Math.max(0, p[key] - history[i][key]));
+  const level = (key) => history.map((p) => p[key]);
+  const box = h('div', { className: 'charts', id: 'charts' });
+  if (history.length < 2) {
+    box.append(h('p', { className: 'muted' }, 'Charts of the last hour appear once the gateway has run for a moment (a point every 10 s).'));
+    return box;
+  }
+  box.append(
+    chart('Requests per 10 s', [['accepted', 'good', delta('accepted')], ['refused', 'badline', delta('refused')]]),
+    chart('Deliveries per 10 s', [['ok', 'good', delta('delivered')], ['dead', 'badline', delta('dead')]]),
+    chart('Queue depth', [['waiting', 'level', level('queue_depth')]]),
+    chart('Dead letters', [['dead letters', 'badline', level('dead_letters')]]));
+  return box;
 }
 
 function pluginTable(plugins) {
