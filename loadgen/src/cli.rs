@@ -141,6 +141,12 @@ pub(crate) struct IngestArgs {
     /// batches; with fewer, the phase measures the connection count, not the server.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) fixed_connections: u16,
+    /// With `--store postgres`: load `pg_stat_statements` and print, after every phase on
+    /// PostgreSQL, the statements that took the server's time, per acked event (execution time,
+    /// calls, rows, WAL records). Costs the server a few percent: for finding where the time
+    /// goes, not for the figures.
+    #[arg(long)]
+    pub(crate) pg_statements: bool,
     /// Testing the benchmark itself: run a second bare server in the gateway's place.
     #[arg(long, hide = true)]
     pub(crate) bare_as_gateway: bool,
@@ -229,6 +235,10 @@ pub(crate) struct E2eArgs {
     /// PostgreSQL cluster (fsync on).
     #[arg(long, value_enum)]
     pub(crate) store: Option<Store>,
+    /// With `--store postgres`: print the statements that took PostgreSQL's time in each
+    /// phase, sending and drain together (as `ingest --pg-statements`).
+    #[arg(long)]
+    pub(crate) pg_statements: bool,
 }
 
 impl E2eArgs {

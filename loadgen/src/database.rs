@@ -41,7 +41,12 @@ const SHOWN: [&str; 13] = [
 #[derive(Debug)]
 pub(crate) struct Database {
     cluster: Cluster,
+    /// `pg_stat_statements` is loaded (`--pg-statements`).
+    statements: bool,
 }
+
+/// Statements shown per phase by `--pg-statements`, the most expensive first.
+const TOP_STATEMENTS: usize = 12;
 
 /// The server's counters at one moment (`pg_stat_wal`, `pg_stat_database`, checkpoints).
 #[derive(Debug, Clone, Copy)]
@@ -57,15 +62,75 @@ pub(crate) struct Counters {
 }
 
 impl Database {
-    pub(crate) fn start() -> anyhow::Result<Self> {
-        let options = SETTINGS
+    pub(crate) fn start(statements: bool) -> anyhow::Result<Self> {
+        let mut options = SETTINGS
             .iter()
             .fold(Options::default(), |o, (name, value)| o.set(name, value));
+        if statements {
+            options = options
+                .set("shared_preload_libraries", "pg_stat_statements")
+                .set("pg_stat_statements.max", "1000");
+        }
         let cluster = Cluster::start_with(&options).context(
             "cannot start a throwaway PostgreSQL cluster (`--store postgres` needs Debian's \
              `postgresql` package, or PG_BIN naming a dir with initdb)",
         )?;
-        Ok(Self { cluster })
+        if statements {
+            cluster
+                .psql("postgres", "CREATE EXTENSION pg_stat_statements")
+                .context("cannot create pg_stat_statements (Debian's postgresql has it)")?;
+        }
+        Ok(Self {
+            cluster,
+            statements,
+        })
+    }
+
+    /// Forgets what `pg_stat_statements` counted so far (nothing without `--pg-statements`).
+    pub(crate) fn reset_statements(&self) {
+        if self.statements
+            && let Err(e) = self
+                .cluster
+                .psql("postgres", "SELECT pg_stat_statements_reset()")
+        {
+            eprintln!("postgres: cannot reset pg_stat_statements: {e}");
+        }
+    }
+
+    /// The statements that took the server's time since [`Database::reset_statements`], one
+    /// line each, per acked event: execution time, calls, rows and WAL records.
+    pub(crate) fn statements(&self, acked: u64) -> Vec<String> {
+        if !self.statements {
+            return Vec::new();
+        }
+        let per = acked.max(1) as f64;
+        let sql = format!(
+            "SELECT round(total_exec_time::numeric, 3), calls, rows, wal_records, \
+                    regexp_replace(left(query, 110), '\\s+', ' ', 'g') \
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {TOP_STATEMENTS}"
+        );
+        let text = match self.cluster.psql("postgres", &sql) {
+            Ok(text) => text,
+            Err(e) => return vec![format!("postgres: cannot read pg_stat_statements: {e}")],
+        };
+        let mut lines = vec![format!(
+            "  statements per acked event ({acked} acked): exec us, calls, rows, WAL records"
+        )];
+        for row in text.lines() {
+            let cols: Vec<&str> = row.splitn(5, '|').collect();
+            let [ms, calls, rows, wal, query] = cols[..] else {
+                continue;
+            };
+            let n = |v: &str| v.parse::<f64>().unwrap_or(f64::NAN);
+            lines.push(format!(
+                "  {:>7.2} us {:>6.3} calls {:>6.2} rows {:>6.2} wal  {query}",
+                n(ms) * 1000.0 / per,
+                n(calls) / per,
+                n(rows) / per,
+                n(wal) / per,
+            ));
+        }
+        lines
     }
 
     /// A new empty database; its libpq connection string.

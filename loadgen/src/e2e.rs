@@ -71,7 +71,7 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
         .context("cannot create a temp dir")?;
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
-        Some(Database::start()?)
+        Some(Database::start(args.pg_statements)?)
     } else {
         None
     };
@@ -276,6 +276,9 @@ where
 {
     let addr = server.addr;
     let before = scrape(addr).await;
+    if let Some(db) = db {
+        db.reset_statements();
+    }
     let db_before = db.and_then(Database::counters);
     let meter = Meter::of(&[server.pid()], db.and_then(Database::postmaster));
     let sink_before = sink.requests();
@@ -316,6 +319,7 @@ where
             "{name}, as PostgreSQL saw sending and the drain: {}",
             database::describe(b, &a, seconds, stats.accepted)
         ));
+        notes.extend(db.statements(stats.accepted));
     }
     for note in &notes {
         eprintln!("gateway: {note}");

@@ -57,7 +57,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let config = write_config(dir.path(), args.route_plugin, StoreKind::Sqlite)?;
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
-        Some(Database::start()?)
+        Some(Database::start(args.pg_statements)?)
     } else {
         None
     };
@@ -224,6 +224,9 @@ impl<'a> Probe<'a> {
         for &addr in addrs {
             replicas.push((addr, server_side(target, addr).await));
         }
+        if let Some(db) = db {
+            db.reset_statements();
+        }
         Self {
             target,
             replicas,
@@ -272,6 +275,7 @@ impl<'a> Probe<'a> {
                     stats.accepted + stats.duplicate
                 )
             ));
+            lines.extend(db.statements(stats.accepted + stats.duplicate));
         }
         for line in &lines {
             eprintln!("{line}");

@@ -16,8 +16,13 @@ const LEASE: i64 = 1_000;
 /// A fresh database with the schema (on the cluster the PostgreSQL tests share), a store on
 /// it and two replicas' claims.
 async fn setup(name: &str) -> (super::test_db::Db, Claims, Claims) {
-    let db = super::test_db::Db::new(name).await;
-    (db, Claims::new(LEASE), Claims::new(LEASE))
+    // Without the handoff: every event waits in the table, where these two replicas claim.
+    let options = PgOptions {
+        handoff: 0,
+        ..PgOptions::default()
+    };
+    let db = super::test_db::Db::with_options(name, &options).await;
+    (db, Claims::new(LEASE, 0), Claims::new(LEASE, 0))
 }
 
 async fn store_events(store: &PgStore, keys: &[&str]) -> Vec<i64> {
@@ -336,4 +341,151 @@ async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
     let detail = store.event(seq).await.expect("reads").expect("exists");
     assert_eq!(detail.summary.status, "routed");
     assert_eq!(detail.route_runs[0].status, "done");
+}
+
+/// Autovacuum visits a database once a minute at best; a work table that only it vacuums is
+/// hundreds of thousands of dead rows deep under load, and every claim walks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_jobs_holder_vacuums_the_work_table_once_it_fills_with_dead_rows() {
+    let db = super::test_db::Db::new("claims_vacuum").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'event_work'";
+    assert_eq!(db.ints(vacuums).await, [0]);
+    let dead = super::control::VACUUM_AFTER_DEAD + 1_000;
+    db.exec(
+        "INSERT INTO event_work (seq) SELECT g FROM generate_series(1000001, 1000000 + $1::int8) g",
+        &[&dead],
+    )
+    .await;
+    db.exec("DELETE FROM event_work WHERE seq > 1000000", &[])
+        .await;
+    while db.ints(vacuums).await != [1] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event_work was never vacuumed (leader: {})",
+            db.store.runs_cluster_jobs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'event_work'";
+    assert!(
+        db.ints(left).await[0] < 1_000,
+        "the vacuum removed the dead rows"
+    );
+}
+
+/// A replica on `db`'s database with its own claims (and handoff of `handoff` events).
+async fn other_replica(db: &super::test_db::Db, name: &str, options: &PgOptions) -> PgStore {
+    PgStore::connect(
+        &db.cluster.conninfo(name),
+        options,
+        Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("connects")
+}
+
+fn seqs_of(claimed: &[crate::store::ClaimedEvent]) -> Vec<i64> {
+    claimed.iter().map(|c| c.event.seq).collect()
+}
+
+async fn lease_owners(db: &super::test_db::Db) -> Vec<i64> {
+    db.ints("SELECT count(DISTINCT lease_owner) FROM event_work WHERE lease_owner IS NOT NULL")
+        .await
+}
+
+/// The replica that stored an event routes it without claiming it through the table; the
+/// row is claimed by it in the same statement, so no other replica takes it meanwhile, and a
+/// release (SIGTERM) hands it over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_that_stored_an_event_holds_it_and_hands_it_to_its_own_intake() {
+    use crate::store::Store as _;
+    let db = super::test_db::Db::new("claims_handoff").await;
+    let b = other_replica(&db, "claims_handoff", &PgOptions::default()).await;
+    let stored = store_events(&db.store, &["h1", "h2"]).await;
+    assert_eq!(
+        lease_owners(&db).await,
+        [1],
+        "claimed by the storing replica"
+    );
+    assert!(b.claim_events(10).await.expect("claims").is_empty());
+    let own = db.store.claim_events(1).await.expect("claims");
+    assert_eq!(seqs_of(&own), stored[..1]);
+    let c = db.store.pool.get().await.expect("a connection");
+    let row = c
+        .query_one(
+            "SELECT dedup_key, source, event_type, envelope FROM stored_events WHERE seq = $1",
+            &[&stored[0]],
+        )
+        .await
+        .expect("the stored event");
+    let event = &own[0].event;
+    let read: (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        read,
+        (
+            event.id.clone(),
+            event.source.clone(),
+            event.event_type.clone(),
+            event.envelope.clone()
+        ),
+        "the handed-off event is the stored one"
+    );
+    // SIGTERM: everything held, routed or still queued, is anybody's at once.
+    db.store.release_claims().await.expect("releases");
+    // Once the release's announcement reaches `b` (its previous scan was just now).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let taken = loop {
+        let taken = b.claim_events(10).await.expect("claims");
+        if !taken.is_empty() || std::time::Instant::now() > deadline {
+            break taken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(seqs_of(&taken), stored, "both, with no lease to wait for");
+    assert!(db.store.claim_events(10).await.expect("claims").is_empty());
+}
+
+/// When intake is behind and the handoff is full, ingest writes the rows unclaimed, and any
+/// replica takes them at once; a replica that dies with events handed off loses them to the
+/// others when its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_handoff_leaves_events_to_any_replica_and_a_dead_ones_return_after_its_lease() {
+    use crate::store::Store as _;
+    let db = super::test_db::Db::new("claims_handoff_full").await;
+    let small = PgOptions {
+        handoff: 1,
+        lease: std::time::Duration::from_millis(300),
+        ..PgOptions::default()
+    };
+    let a = other_replica(&db, "claims_handoff_full", &small).await;
+    let b = other_replica(&db, "claims_handoff_full", &PgOptions::default()).await;
+    let stored = store_events(&a, &["f1", "f2", "f3"]).await;
+    let unclaimed = db
+        .ints("SELECT seq FROM event_work WHERE lease_owner IS NULL ORDER BY seq")
+        .await;
+    assert_eq!(
+        unclaimed,
+        stored[1..],
+        "the first filled the handoff of one"
+    );
+    assert_eq!(
+        seqs_of(&b.claim_events(10).await.expect("claims")),
+        stored[1..]
+    );
+    // `a` dies with f1 handed off and never routed.
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let taken = b.claim_events(10).await.expect("claims");
+        if !taken.is_empty() {
+            assert_eq!(seqs_of(&taken), stored[..1]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "f1 was never taken over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

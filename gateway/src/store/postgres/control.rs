@@ -1,5 +1,5 @@
-//! The replica's background duties toward the cluster: the control connection and the lease
-//! renewals.
+//! The replica's background duties toward the cluster: the control connection, the lease
+//! renewals and keeping `event_work` small.
 //!
 //! The control connection is one connection per replica outside the pool. It LISTENs on the
 //! work channel, so a replica's intake wakes when any replica stored an event or released
@@ -9,6 +9,13 @@
 //! gauges); when it dies or loses its connection the server drops the lock and another replica
 //! takes it at its next try. The connection reconnects by itself (after a failover, to the new
 //! primary).
+//!
+//! `event_work` takes an insert, a claim and a delete per event, so it is mostly dead rows
+//! unless vacuumed often, and every claim's index scan walks the dead entries before the first
+//! free row (under load: 1,150 buffers and 8 ms for a claim of 128, with 300,000 dead rows).
+//! Autovacuum looks at each database only once per `autovacuum_naptime` (a minute by default)
+//! whatever the table's thresholds say, so the cluster-jobs holder vacuums it itself whenever
+//! the server counts [`VACUUM_AFTER_DEAD`] dead rows in it.
 //!
 //! This module never touches event data.
 
@@ -29,6 +36,15 @@ const CLUSTER_JOBS_LOCK: i64 = 0x7765_6268_6f6f_6b32;
 const CONTROL_TICK: Duration = Duration::from_secs(2);
 /// How long to wait before reconnecting a lost control connection.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// How often the cluster-jobs holder reads `event_work`'s dead-row count.
+const VACUUM_TICK: Duration = Duration::from_millis(500);
+/// Dead rows in `event_work` from which the holder vacuums it: at 20,000 events/s (two dead
+/// rows each) a vacuum every quarter second, each over a table of a few thousand live rows.
+pub(super) const VACUUM_AFTER_DEAD: i64 = 10_000;
+/// The server's count of dead rows in `event_work` (its statistics, refreshed about once a
+/// second; 0 before the first report).
+const DEAD_WORK_ROWS: &str = "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables \
+     WHERE relid = 'event_work'::regclass), 0)";
 
 /// Starts the control connection's task on the current runtime. It ends (closing its
 /// connection, so the lock is free for another replica) once `alive` has no strong reference
@@ -36,6 +52,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 pub(super) fn spawn_control(
     config: tokio_postgres::Config,
     signal: Arc<Notify>,
+    claims: Arc<Claims>,
     leader: Arc<AtomicBool>,
     alive: Weak<()>,
 ) {
@@ -48,7 +65,7 @@ pub(super) fn spawn_control(
                         tracing::info!("control connection to the store is back");
                         reported_down = false;
                     }
-                    serve(&client, connection, &signal, &leader, &alive).await;
+                    serve(&client, connection, &signal, &claims, &leader, &alive).await;
                     if leader.swap(false, Ordering::SeqCst) {
                         tracing::warn!(
                             "lost the control connection: this replica no longer runs the cluster's jobs"
@@ -75,15 +92,20 @@ async fn serve(
         tokio_postgres::tls::NoTlsStream,
     >,
     signal: &Arc<Notify>,
+    claims: &Arc<Claims>,
     leader: &AtomicBool,
     alive: &Weak<()>,
 ) {
     let wake = Arc::clone(signal);
+    let told = Arc::clone(claims);
     let mut messages = tokio::spawn(async move {
         let mut stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = stream.next().await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                Ok(AsyncMessage::Notification(_)) => {
+                    told.handoff.want_scan();
+                    wake.notify_one();
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %describe(&e), "control connection to the store ended");
@@ -101,6 +123,7 @@ async fn serve(
         return;
     }
     // Work announced while this replica was not listening is found now.
+    claims.handoff.want_scan();
     signal.notify_one();
     while alive.strong_count() > 0 {
         let healthy = if leader.load(Ordering::SeqCst) {
@@ -147,4 +170,53 @@ pub(super) fn spawn_renewals(pool: PgPool, claims: Arc<Claims>, alive: Weak<()>)
             }
         }
     });
+}
+
+/// Starts the task that vacuums `event_work` while this replica holds the cluster-jobs lock
+/// (`leader`), until the store is dropped (`alive`).
+pub(super) fn spawn_vacuums(pool: PgPool, leader: Arc<AtomicBool>, alive: Weak<()>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(VACUUM_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        while alive.strong_count() > 0 {
+            tick.tick().await;
+            if !leader.load(Ordering::SeqCst) {
+                continue;
+            }
+            match vacuum_if_due(&pool).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("vacuuming the work table works again");
+                }
+                Ok(()) => {}
+                // Once per outage: the pool and the workers already say the store is down.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot vacuum the work table; claims slow down as it fills with dead rows");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+/// Vacuums `event_work` if the server counts enough dead rows in it. Without truncating: the
+/// free pages at the table's end are where the next inserts go, and truncating takes a lock
+/// that stops every claim and ingest on the table while the vacuum waits for it (a vacuum then
+/// took 1.8 s of which 0.03 s was work).
+async fn vacuum_if_due(pool: &PgPool) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let dead: i64 = client
+        .query_one(DEAD_WORK_ROWS, &[])
+        .await
+        .map_err(|e| describe(&e))?
+        .get(0);
+    if dead >= VACUUM_AFTER_DEAD {
+        client
+            .batch_execute("VACUUM (TRUNCATE false) event_work")
+            .await
+            .map_err(|e| describe(&e))?;
+    }
+    Ok(())
 }

@@ -12,8 +12,10 @@
 //! This module never decides what a key is (the provider stage did) and never reads events.
 
 use super::super::envelope_cut::stored_envelope;
+use super::super::work::{ClaimedEvent, StoredEvent};
 use super::super::{IngestOutcome, NewEvent, StoreError};
 use super::PgPool;
+use super::claims::Claims;
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +46,8 @@ RETURNING source, object";
 
 /// Dedup and store in one statement: the keys that were absent come back from the first
 /// insert, only their events are written, and each stored event gets its work row (what the
-/// replicas claim it through) in the same statement.
+/// replicas claim it through) in the same statement: claimed by this replica ($11 its id, $12
+/// the lease's end) when it hands the events to its own intake, unclaimed (NULL, 0) otherwise.
 const STORE_EVENTS: &str = "\
 WITH input AS ( \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
@@ -65,7 +68,7 @@ WITH input AS ( \
      ORDER BY i.received_at, i.ord \
     RETURNING seq, source, dedup_key \
 ), work AS ( \
-    INSERT INTO event_work (seq) SELECT seq FROM stored \
+    INSERT INTO event_work (seq, lease_owner, available_at) SELECT seq, $11, $12 FROM stored \
 ) \
 SELECT seq, source, dedup_key FROM stored";
 
@@ -75,7 +78,8 @@ const ANNOUNCE_WORK: &str = "SELECT pg_notify('gateway_work', '')";
 /// At most one announcement per this many milliseconds per replica: a notifying commit takes
 /// a lock every other notifying commit of the cluster waits for, and the replica that stored
 /// the events wakes its own intake without the database anyway; the others only need to hear
-/// that there is work now and then (and they poll too).
+/// that there is work now and then (and they poll too). Only batches written unclaimed (the
+/// handoff was full) announce: the others cannot take claimed rows.
 const ANNOUNCE_EVERY_MS: i64 = 50;
 
 /// How a replica tells intake that it stored events.
@@ -115,6 +119,7 @@ pub(super) fn spawn_writers(
     metrics: Metrics,
     writers: usize,
     announcer: Arc<Announcer>,
+    claims: Arc<Claims>,
 ) -> mpsc::Sender<IngestRequest> {
     let (tx, rx) = mpsc::channel::<IngestRequest>(16 * 1024);
     let rx = Arc::new(Mutex::new(rx));
@@ -123,6 +128,7 @@ pub(super) fn spawn_writers(
         let pool = pool.clone();
         let metrics = metrics.clone();
         let announcer = Arc::clone(&announcer);
+        let claims = Arc::clone(&claims);
         tokio::spawn(async move {
             let mut carried: Vec<IngestRequest> = Vec::new();
             loop {
@@ -133,7 +139,7 @@ pub(super) fn spawn_writers(
                 let size = batch.len();
                 let (now, later) = split_batch(batch);
                 carried = later;
-                let error = write_batch(&pool, now, &announcer).await;
+                let error = write_batch(&pool, now, &announcer, &claims).await;
                 super::batch_done(&metrics, size, started.elapsed(), error.as_deref());
             }
         });
@@ -191,6 +197,7 @@ async fn write_batch(
     pool: &PgPool,
     batch: Vec<IngestRequest>,
     announcer: &Announcer,
+    claims: &Claims,
 ) -> Option<String> {
     if batch.is_empty() {
         return None;
@@ -209,15 +216,25 @@ async fn write_batch(
         }
     }
     let firsts = &firsts;
+    let handed_off = claims.handoff.reserve(firsts.len());
+    let lease = handed_off.then(|| {
+        let until = super::super::unix_ms().saturating_add(claims.lease_ms);
+        (claims.owner.as_str(), until)
+    });
     let result = super::with_retries(pool, |mut client| {
         Box::pin(async move {
-            let r = store(&mut client, firsts, announcer).await;
+            let r = store(&mut client, firsts, announcer, lease).await;
             (client, r)
         })
     })
     .await;
     match result {
         Ok(stored) => {
+            if handed_off {
+                claims.hand_off(firsts.len(), claimed_events(firsts, &stored));
+            } else if !stored.is_empty() {
+                claims.handoff.want_scan();
+            }
             if !stored.is_empty() {
                 announcer.local.notify_one();
             }
@@ -238,6 +255,9 @@ async fn write_batch(
             None
         }
         Err(e) => {
+            if handed_off {
+                claims.handoff.cancel(firsts.len());
+            }
             let message = e.to_string();
             for request in batch {
                 let _ = request.reply.send(Err(StoreError::Write(message.clone())));
@@ -250,13 +270,51 @@ async fn write_batch(
 /// The stored events' (source, dedup key, seq).
 type StoredSeqs = Vec<(String, String, i64)>;
 
+/// The stored events as intake gets them, in seq order (the order a claim hands them out).
+fn claimed_events(events: &[&NewEvent], stored: &StoredSeqs) -> Vec<ClaimedEvent> {
+    let by_key: HashMap<(&str, &str), &NewEvent> = events
+        .iter()
+        .map(|e| ((e.source.as_str(), e.dedup_key.as_str()), *e))
+        .collect();
+    let mut claimed: Vec<ClaimedEvent> = stored
+        .iter()
+        .filter_map(|(source, key, seq)| {
+            let e = by_key.get(&(source.as_str(), key.as_str()))?;
+            Some(ClaimedEvent {
+                event: StoredEvent {
+                    seq: *seq,
+                    id: e.dedup_key.clone(),
+                    source: e.source.clone(),
+                    event_type: e.event_type.clone(),
+                    envelope: e.envelope.clone(),
+                },
+                replay: false,
+            })
+        })
+        .collect();
+    claimed.sort_by_key(|c| c.event.seq);
+    claimed
+}
+
 /// One transaction: the object states, then the events whose state was new and whose key was
-/// absent. Returns the stored events' keys and sequence numbers.
+/// absent, their work rows claimed by `lease` (owner, end) when it is given. Returns the stored
+/// events' keys and sequence numbers.
+///
+/// A batch with no object state to claim and nothing to announce is one statement, and one
+/// statement is its own transaction: it is sent alone, without BEGIN and COMMIT, which were
+/// two of its three round trips (each a wake-up of this process and of the server's).
 async fn store(
     client: &mut deadpool_postgres::Client,
     events: &[&NewEvent],
     announcer: &Announcer,
+    lease: Option<(&str, i64)>,
 ) -> Result<StoredSeqs, tokio_postgres::Error> {
+    // Rows this replica claimed are nobody else's business; unclaimed ones are announced.
+    let announce = lease.is_none() && announcer.due();
+    if !announce && events.iter().all(|e| e.object_state.is_none()) {
+        let mut writing = events.to_vec();
+        return insert_events(&*client, &mut writing, lease).await;
+    }
     let tx = client.transaction().await?;
     let mut claimed: Vec<&NewEvent> = events
         .iter()
@@ -301,38 +359,51 @@ async fn store(
             Some(claim) => new_objects.contains(&(e.source.clone(), claim.object.to_vec())),
         })
         .collect();
-    let mut stored = StoredSeqs::new();
-    if !writing.is_empty() {
-        writing.sort_by(|a, b| (&a.source, &a.dedup_key).cmp(&(&b.source, &b.dedup_key)));
-        let columns = Columns::of(&writing);
-        let envelopes: Vec<&str> = columns.envelope.iter().map(AsRef::as_ref).collect();
-        let statement = tx.prepare_cached(STORE_EVENTS).await?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &columns.source,
-                    &columns.dedup_key,
-                    &columns.event_type,
-                    &envelopes,
-                    &columns.raw_body,
-                    &columns.headers,
-                    &columns.received_at,
-                    &columns.data_at,
-                    &columns.data_from,
-                    &columns.data_len,
-                ],
-            )
+    let stored = insert_events(&tx, &mut writing, lease).await?;
+    if announce && !stored.is_empty() {
+        tx.execute(&tx.prepare_cached(ANNOUNCE_WORK).await?, &[])
             .await?;
-        for row in rows {
-            stored.push((row.get(1), row.get(2), row.get(0)));
-        }
-        if !stored.is_empty() && announcer.due() {
-            tx.execute(&tx.prepare_cached(ANNOUNCE_WORK).await?, &[])
-                .await?;
-        }
     }
     tx.commit().await?;
+    Ok(stored)
+}
+
+/// The dedup insert and the events' rows ([`STORE_EVENTS`]), in key order.
+async fn insert_events(
+    client: &impl deadpool_postgres::GenericClient,
+    writing: &mut [&NewEvent],
+    lease: Option<(&str, i64)>,
+) -> Result<StoredSeqs, tokio_postgres::Error> {
+    let mut stored = StoredSeqs::new();
+    if writing.is_empty() {
+        return Ok(stored);
+    }
+    writing.sort_by(|a, b| (&a.source, &a.dedup_key).cmp(&(&b.source, &b.dedup_key)));
+    let columns = Columns::of(writing);
+    let envelopes: Vec<&str> = columns.envelope.iter().map(AsRef::as_ref).collect();
+    let statement = client.prepare_cached(STORE_EVENTS).await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &columns.source,
+                &columns.dedup_key,
+                &columns.event_type,
+                &envelopes,
+                &columns.raw_body,
+                &columns.headers,
+                &columns.received_at,
+                &columns.data_at,
+                &columns.data_from,
+                &columns.data_len,
+                &lease.map(|(owner, _)| owner),
+                &lease.map_or(0, |(_, until)| until),
+            ],
+        )
+        .await?;
+    for row in rows {
+        stored.push((row.get(1), row.get(2), row.get(0)));
+    }
     Ok(stored)
 }
 

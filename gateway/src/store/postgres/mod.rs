@@ -18,6 +18,7 @@ mod admin;
 mod claims;
 mod control;
 mod copy;
+mod handoff;
 mod ingest;
 mod migrations;
 mod pool_watch;
@@ -64,6 +65,9 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// How long a replica's claim on work lasts without renewal.
     pub lease: Duration,
+    /// Stored events ingest hands to this replica's intake directly, at most (see
+    /// `handoff.rs`; 0: every event is claimed through the table).
+    pub handoff: usize,
 }
 
 impl Default for PgOptions {
@@ -74,6 +78,7 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
+            handoff: handoff::DEFAULT_CAPACITY,
         }
     }
 }
@@ -211,19 +216,26 @@ impl PgStore {
         pool_watch::spawn(&pool, metrics.clone(), place);
         let work = Arc::new(Notify::new());
         let announcer = Arc::new(ingest::Announcer::new(Arc::clone(&work)));
-        let ingest =
-            ingest::spawn_writers(pool.clone(), metrics.clone(), options.writers, announcer);
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
-        let claims = Arc::new(claims::Claims::new(lease_ms.max(1)));
+        let claims = Arc::new(claims::Claims::new(lease_ms.max(1), options.handoff));
+        let ingest = ingest::spawn_writers(
+            pool.clone(),
+            metrics.clone(),
+            options.writers,
+            announcer,
+            Arc::clone(&claims),
+        );
         let leader = Arc::new(AtomicBool::new(false));
         let alive = Arc::new(());
         control::spawn_control(
             config,
             Arc::clone(&work),
+            Arc::clone(&claims),
             Arc::clone(&leader),
             Arc::downgrade(&alive),
         );
         control::spawn_renewals(pool.clone(), Arc::clone(&claims), Arc::downgrade(&alive));
+        control::spawn_vacuums(pool.clone(), Arc::clone(&leader), Arc::downgrade(&alive));
         Ok(Self {
             pool,
             ingest,
@@ -598,7 +610,11 @@ impl Store for PgStore {
     }
 
     async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
-        PgStore::request_replay(self, filter, limit).await
+        let marked = PgStore::request_replay(self, filter, limit).await?;
+        // The marked rows are claimable now; this replica's intake need not wait to hear its
+        // own announcement come back.
+        self.claims.handoff.want_scan();
+        Ok(marked)
     }
 
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {

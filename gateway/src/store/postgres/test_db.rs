@@ -30,11 +30,15 @@ pub(super) struct Db {
 
 impl Db {
     pub(super) async fn new(name: &str) -> Self {
+        Self::with_options(name, &PgOptions::default()).await
+    }
+
+    pub(super) async fn with_options(name: &str, options: &PgOptions) -> Self {
         let cluster = shared_cluster();
         cluster.create_database(name).expect("createdb");
         let store = PgStore::connect(
             &cluster.conninfo(name),
-            &PgOptions::default(),
+            options,
             Metrics::new().expect("metrics"),
         )
         .await
