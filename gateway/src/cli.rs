@@ -247,17 +247,44 @@ async fn serve(
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let admin_listen = config.admin.as_ref().and_then(|a| a.listen);
+    let admin_listener = match admin_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (admin.listen)"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()
+        .context("cannot read the admin listener's address")?;
     // Before the announcement: a SIGHUP or a config change right after it must reload.
     let triggers = gateway::reload::Triggers::install(&config);
     // The first stdout line is a contract: scripts and tests read the port from it.
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on http://{addr}").context("cannot write to stdout")?;
+    // The second line, only with `[admin] listen`: where the admin API and console are.
+    if let Some(admin_addr) = admin_addr {
+        writeln!(out, "admin listening on http://{admin_addr}")
+            .context("cannot write to stdout")?;
+    }
     out.flush().context("cannot write to stdout")?;
     drop(out);
     tracing::info!(%addr, sources = config.sources.len(), store = %place, "gateway started");
 
     gateway::run(
-        listener, triggers, config, engine, pipeline, store, metrics, shutdown,
+        listener,
+        admin_listener,
+        triggers,
+        config,
+        engine,
+        pipeline,
+        store,
+        metrics,
+        shutdown,
     )
     .await;
 

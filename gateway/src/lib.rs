@@ -13,6 +13,7 @@
 //!   -> plugins    WebAssembly components under hard limits           (plugins/)
 //!   -> delivery   one attempt to an http or file destination         (delivery/)
 //! admin      the `/admin/` API: events, dead letters, replay         (admin/)
+//! console    the operator console's pages, served under `/console/`  (console/)
 //! reload     config generations, hot reload on file change / SIGHUP  (reload/)
 //! config     TOML -> validated runtime value, positioned errors      (config/)
 //! metrics    Prometheus registry and typed telemetry events          (metrics/)
@@ -25,6 +26,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod ingress;
 pub mod metrics;
@@ -51,13 +53,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves webhooks on `listener` and routes stored events with `pipeline` (generation 1 of
+/// Serves webhooks on `listener` (and the admin API and console on `admin_listener`, when
+/// `[admin] listen` gave them one) and routes stored events with `pipeline` (generation 1 of
 /// `config`, built by [`reload::build_pipeline`]) until `shutdown` is cancelled; then drains
 /// in-flight requests and events. Config changes are picked up by the reloader meanwhile,
 /// from `triggers` (installed by the caller before it announced the listener).
 #[allow(clippy::too_many_arguments)] // the parts the binary sets up, each needed once
 pub async fn run(
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     triggers: reload::Triggers,
     config: GatewayConfig,
     engine: PluginEngine,
@@ -81,6 +85,11 @@ pub async fn run(
         metrics.clone(),
     ));
     let pipeline = Arc::new(ArcSwap::from_pointee(pipeline));
+    let charts = tokio::spawn(admin::chart_history(
+        Arc::clone(gateway.admin_state()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let pruner = tokio::spawn(store::prune_periodically(
         Arc::clone(&store),
         store::Retention {
@@ -110,11 +119,32 @@ pub async fn run(
         pipeline,
     ));
     let watcher = tokio::spawn(reload::watch(reloader, triggers, shutdown.clone()));
-    ingress::serve(listener, gateway, timeouts, shutdown).await;
+    let admin = admin_listener.map(|l| {
+        let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
+        tokio::spawn(ingress::serve(
+            l,
+            gateway,
+            timeouts,
+            ingress::Surface::Admin,
+            shutdown,
+        ))
+    });
+    ingress::serve(
+        listener,
+        gateway,
+        timeouts,
+        ingress::Surface::Webhooks,
+        shutdown,
+    )
+    .await;
+    if let Some(admin) = admin {
+        drop(admin.await);
+    }
     // Every task holding a store handle ends before this returns, so the caller can wait for
     // the store writer's last commit.
     drop(workers.await);
     drop(watcher.await);
     pruner.abort();
     drop(pruner.await);
+    drop(charts.await);
 }

@@ -220,7 +220,7 @@ fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
     let s = &summary;
     print_line(format_args!(
         "copied {} to {place}: events {}, dedup_keys {}, object_states {}, routings {}, \
-         deliveries {}, route_runs {}, quarantine {}, event_work {}",
+         deliveries {}, route_runs {}, quarantine {}, event_work {}, admin_audit {}",
         args.from.display(),
         s.events,
         s.dedup_keys,
@@ -229,7 +229,8 @@ fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         s.deliveries,
         s.route_runs,
         s.quarantine,
-        s.event_work
+        s.event_work,
+        s.admin_audit
     ))?;
     if s.object_states_lost > 0 {
         print_line(format_args!(

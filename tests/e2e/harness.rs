@@ -140,6 +140,8 @@ pub(crate) fn gateway_bin() -> &'static str {
 pub(crate) struct Gateway {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// The stdout lines after the first (the admin listener's address, with `[admin] listen`).
+    stdout: std::sync::Mutex<mpsc::Receiver<Option<std::io::Result<String>>>>,
     dir: Option<tempfile::TempDir>,
     pub(crate) db: PathBuf,
 }
@@ -214,7 +216,9 @@ impl Gateway {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let _ = tx.send(lines.next());
-            for _ in lines {}
+            for line in lines {
+                let _ = tx.send(Some(line));
+            }
         });
         let first = rx.recv_timeout(PATIENCE);
         let line = match first {
@@ -238,9 +242,25 @@ impl Gateway {
         Self {
             child,
             addr,
+            stdout: std::sync::Mutex::new(rx),
             dir: Some(dir),
             db,
         }
+    }
+
+    /// The admin listener's address, from the second stdout line (`[admin] listen` only).
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
+        let rx = self.stdout.lock().expect("stdout lines");
+        let line = match rx.recv_timeout(PATIENCE) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "no second stdout line ({other:?}); stderr:\n{}",
+                self.stderr()
+            ),
+        };
+        line.strip_prefix("admin listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("second stdout line is {line:?}"))
     }
 
     pub(crate) fn pid(&self) -> u32 {

@@ -24,6 +24,7 @@ mod backup;
 mod bombs;
 mod capacity;
 mod check;
+mod console;
 mod crash;
 mod dedup;
 mod delivery;

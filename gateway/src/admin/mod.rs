@@ -1,12 +1,17 @@
 //! The admin API under `/admin/`: look at events, their plugin results and delivery attempts,
 //! list dead letters and quarantined bodies, replay events through the current routes and
-//! redrive dead letters.
+//! redrive dead letters; and the console's sessions and overview (`console/` serves the pages,
+//! which use only this API).
 //!
 //! Every request but `GET /admin/openapi.yaml` (this API's description, which names no secret)
-//! needs `Authorization: Bearer <token>` (the `[admin]` token, the scheme name in any case;
-//! compared in constant time); without it the answer is 401 and nothing else is revealed.
-//! Answers are JSON. Every request is counted by action and result; refusals and every replay or
-//! redrive are logged with the client's address (an audit trail of what operators made happen).
+//! and the sign-in needs an admin token: `Authorization: Bearer <token>` or the session cookie
+//! a sign-in set (`auth`, `session`); without one the answer is 401 and nothing else is
+//! revealed. Each token has a name and a role: a `viewer` reads, an `operator` also replays and
+//! redrives; every state change is a POST, refused 403 for a viewer, and, when authenticated by
+//! the cookie, refused 403 without the session's CSRF value in `X-CSRF-Token`. Answers are
+//! JSON. Every request is counted by action and result; refusals and every replay or redrive
+//! are logged with the client's address and the token's name, and replays and redrives are
+//! stored in the audit trail (`GET /admin/audit`).
 //!
 //! The admin API reads and marks work in the store; the workers do the work, so a replay or a
 //! redrive answers at once and never runs plugins or deliveries on the request.
@@ -16,23 +21,52 @@
 //! - `GET  /admin/events?source=&type=&status=&since=&until=&before=&limit=`
 //! - `GET  /admin/events/{seq}`
 //! - `POST /admin/events/{seq}/replay`
-//! - `POST /admin/replay?source=&type=&status=&since=&until=&before=&limit=&all=` (a filter
-//!   that selects every stored event needs `all=true`)
+//! - `POST /admin/replay?source=&type=&status=&since=&until=&before=&limit=&all=&dry_run=` (a
+//!   filter that selects every stored event needs `all=true`)
 //! - `GET  /admin/dead-letters?limit=`
-//! - `POST /admin/dead-letters/redrive`
+//! - `POST /admin/dead-letters/redrive?dry_run=`
 //! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
 //! - `GET  /admin/plugins` (each plugin's health)
 //! - `GET  /admin/quarantine?source=&before=&limit=`, `GET /admin/quarantine/{id}`
+//! - `POST /admin/session` (sign in), `GET /admin/session`, `POST /admin/session/end`
+//! - `GET  /admin/overview`, `GET /admin/routes`, `GET /admin/audit?before=&limit=`,
+//!   `GET /admin/rejected`
 //! - `GET  /admin/openapi.yaml` (no token needed)
 
+mod auth;
+mod overview;
 mod query;
+mod reads;
 mod routes;
+mod session;
+mod sign_in;
+mod state;
 
-use crate::config::Secret;
+pub use state::{AdminState, HISTORY_EVERY, HistoryPoint, REJECTED_KEPT, Rejection, ReloadRecord};
+
+/// Adds a point to the overview's charts every [`HISTORY_EVERY`] until `shutdown`.
+pub async fn chart_history(
+    state: Arc<AdminState>,
+    metrics: Metrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HISTORY_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                state.record_history(overview::history_point(&metrics, crate::store::unix_ms()));
+            }
+        }
+    }
+}
+
+use crate::config::{AdminSettings, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::metrics::flow_events::{AdminActionTaken, AdminRequestHandled};
-use crate::plugins::PluginBoard;
+use crate::plugins::{LoadedPlugin, PluginBoard};
 use crate::store::{EventFilter, RedriveSelection, Store, StoreError};
+use auth::{TokenBook, Via};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -40,10 +74,10 @@ use hyper::body::Incoming;
 use query::{Query, QueryError};
 use routes::Endpoint;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
+use session::SessionKeys;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use subtle::ConstantTimeEq as _;
 
 /// Page size when `limit` is not given, and the largest allowed.
 const DEFAULT_LIMIT: u32 = 100;
@@ -59,8 +93,22 @@ pub struct Admin {
     store: Arc<dyn Store>,
     plugins: Arc<PluginBoard>,
     metrics: Metrics,
-    /// SHA-256 of the token: compared in constant time, and the token itself is not kept.
-    token_digest: [u8; 32],
+    tokens: TokenBook,
+    sessions: SessionKeys,
+    /// Kept across generations: sign-outs, refusals, rate samples, the last reload.
+    state: Arc<AdminState>,
+    /// The running config's sources, routes and destinations (`GET /admin/routes`).
+    routes: serde_json::Value,
+    /// This generation's plugins, for dry runs.
+    loaded: HashMap<String, Arc<LoadedPlugin>>,
+}
+
+/// Where a request came from: the client (behind trusted proxies, the one they name) and
+/// whether it reached a trusted proxy over TLS (the session cookie is then `Secure`).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub client: IpAddr,
+    pub tls: bool,
 }
 
 impl Admin {
@@ -68,36 +116,40 @@ impl Admin {
         store: Arc<dyn Store>,
         plugins: Arc<PluginBoard>,
         metrics: Metrics,
-        token: &Secret,
+        config: &GatewayConfig,
+        settings: &AdminSettings,
+        state: Arc<AdminState>,
     ) -> Self {
+        let tokens = TokenBook::new(settings);
+        let sessions = SessionKeys::new(&tokens.key_material(), settings.session_ttl);
         Self {
             store,
             plugins,
             metrics,
-            token_digest: Sha256::digest(token.expose()).into(),
+            tokens,
+            sessions,
+            state,
+            routes: overview::routes_view(config),
+            loaded: HashMap::new(),
         }
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme name is case-insensitive (RFC 9110, 11.1): `bearer` is `Bearer`.
-            .and_then(|v| v.split_once(' '))
-            .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("Bearer").then_some(token))
-            .map(str::trim);
-        presented.is_some_and(|t| {
-            let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-            bool::from(digest.ct_eq(&self.token_digest))
-        })
+    /// The generation's loaded plugins, which `POST /admin/plugins/{name}/dry-run` runs.
+    pub fn with_plugins(mut self, loaded: HashMap<String, Arc<LoadedPlugin>>) -> Self {
+        self.loaded = loaded;
+        self
     }
 
-    /// Answers one admin request from `client`. Never fails: every error is a JSON answer.
-    pub async fn handle(&self, req: Request<Incoming>, client: IpAddr) -> Response<Body> {
+    /// Answers one admin request. Never fails: every error is a JSON answer.
+    pub async fn handle(&self, req: Request<Incoming>, caller: Caller) -> Response<Body> {
         let path = req.uri().path().trim_end_matches('/').to_owned();
         let action = action_of(req.method(), &path);
-        let res = self.answer(req, &path, client).await;
+        let client = caller.client;
+        let res = self.answer(req, &path, caller).await;
+        if res.status() == StatusCode::UNAUTHORIZED {
+            self.state
+                .record_rejection("admin", client, "missing or wrong admin token or session");
+        }
         AdminRequestHandled {
             metrics: &self.metrics,
             action,
@@ -109,27 +161,40 @@ impl Admin {
         res
     }
 
-    async fn answer(&self, req: Request<Incoming>, path: &str, client: IpAddr) -> Response<Body> {
+    async fn answer(&self, req: Request<Incoming>, path: &str, caller: Caller) -> Response<Body> {
         let segments: Vec<&str> = path.split('/').skip(2).collect();
-        let route = routes::resolve(&segments);
-        // The description of the API is public (it names no secret); everything else, even
+        let route = routes::resolve(req.method(), &segments);
+        let now = crate::store::unix_ms();
+        // The description of the API and the sign-in are public; everything else, even
         // whether a path exists, is for token holders only.
-        let public = route
-            .as_ref()
-            .is_some_and(|r| r.endpoint == Endpoint::OpenApi);
-        if !public && !self.authorized(&req) {
-            let mut res = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"gateway-admin\""),
-            );
-            return res;
-        }
+        let public = route.as_ref().is_some_and(|r| r.endpoint.is_public());
+        let principal = auth::authenticate(req.headers(), &self.tokens, &self.sessions, now)
+            .filter(|p| match &p.via {
+                Via::Session(claims) => !self.state.revoked.is_revoked(claims),
+                Via::Bearer => true,
+            });
+        let principal = match (principal, public) {
+            (Some(p), _) => Some(p),
+            (None, true) => None,
+            (None, false) => {
+                let mut res = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"gateway-admin\""),
+                );
+                return res;
+            }
+        };
         let Some(route) = route else {
             return error(StatusCode::NOT_FOUND, "no such admin endpoint");
         };
         if *req.method() != route.method {
-            return method_not_allowed(req.method(), &route.method);
+            return method_not_allowed(req.method(), route.allow());
+        }
+        if let (Some(p), true) = (&principal, route.method == Method::POST)
+            && let Some(refusal) = self.refuse_change(p, &req, route.endpoint)
+        {
+            return refusal;
         }
         let query = match Query::parse(req.uri().query())
             .and_then(|q| q.only(route.params, route.pattern).map(|()| q))
@@ -137,28 +202,51 @@ impl Admin {
             Ok(q) => q,
             Err(e) => return bad_request(&e),
         };
+        // Only the public endpoints run without a principal.
+        let who = principal.as_ref();
+        let actor = who.map_or("", |p| p.name.as_str());
+        let client = caller.client;
         let result = match route.endpoint {
             Endpoint::OpenApi => Ok(openapi_yaml()),
+            Endpoint::SignIn => Ok(self.sign_in(req, caller, now).await),
+            Endpoint::Session => Ok(who.map_or_else(no_session, |p| self.session_answer(p))),
+            Endpoint::SignOut => Ok(self.sign_out(who, caller, now)),
+            Endpoint::Overview => self.overview(now).await,
+            Endpoint::Routes => Ok(ok_json(&self.routes)),
+            Endpoint::Audit => self.audit(&query).await,
+            Endpoint::Rejected => Ok(ok_json(&json!({
+                "kept": REJECTED_KEPT,
+                "rejected": self.state.rejections(),
+            }))),
+            Endpoint::PluginDryRun(name) => self.plugin_dry_run(name, &query).await,
             Endpoint::ListEvents => self.list_events(&query).await,
             Endpoint::Event(seq) => self.event(seq).await,
-            Endpoint::ReplayOne(seq) => self.replay_one(seq, client).await,
-            Endpoint::ReplayFiltered => self.replay_filtered(&query, client).await,
+            Endpoint::ReplayOne(seq) => self.replay_one(seq, client, actor).await,
+            Endpoint::ReplayFiltered => self.replay_filtered(&query, client, actor).await,
             Endpoint::DeadLetters => self.dead_letters(&query).await,
             Endpoint::Plugins => Ok(self.plugins()),
             Endpoint::Quarantine => self.quarantine(&query).await,
             Endpoint::Quarantined(id) => self.quarantined(id).await,
-            Endpoint::RedriveAll => self.redrive(RedriveSelection::All, client).await,
+            Endpoint::RedriveAll => match (query.flag("dry_run"), query.get("destination")) {
+                (Err(e), _) => Ok(bad_request(&e)),
+                (Ok(dry_run), Some(destination)) => {
+                    self.redrive_destination(destination, dry_run, client, actor)
+                        .await
+                }
+                (Ok(true), None) => self.redrive_dry_run().await,
+                (Ok(false), None) => self.redrive(RedriveSelection::All, client, actor).await,
+            },
             Endpoint::RedriveDelivery(id) => match parse_id(id) {
                 Ok(id) => {
                     let selection = RedriveSelection::Deliveries(vec![id]);
-                    self.redrive(selection, client).await
+                    self.redrive(selection, client, actor).await
                 }
                 Err(res) => Ok(*res),
             },
             Endpoint::RedriveRouteRun(id) => match parse_id(id) {
                 Ok(id) => {
                     let selection = RedriveSelection::RouteRuns(vec![id]);
-                    self.redrive(selection, client).await
+                    self.redrive(selection, client, actor).await
                 }
                 Err(res) => Ok(*res),
             },
@@ -193,7 +281,12 @@ impl Admin {
         })
     }
 
-    async fn replay_one(&self, seq: &str, client: IpAddr) -> Result<Response<Body>, StoreError> {
+    async fn replay_one(
+        &self,
+        seq: &str,
+        client: IpAddr,
+        actor: &str,
+    ) -> Result<Response<Body>, StoreError> {
         let seq = match parse_id(seq) {
             Ok(s) => s,
             Err(res) => return Ok(*res),
@@ -215,13 +308,16 @@ impl Admin {
                 ),
             ));
         }
+        let selection = format!("event {seq}");
         AdminActionTaken {
             action: "replay",
-            selection: &format!("event {seq}"),
+            selection: &selection,
             count: marked,
             client,
+            actor,
         }
         .emit();
+        self.record_audit(actor, "replay", &selection, marked).await;
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
     }
 
@@ -229,25 +325,35 @@ impl Admin {
         &self,
         query: &Query,
         client: IpAddr,
+        actor: &str,
     ) -> Result<Response<Body>, StoreError> {
-        let parsed = filter_and_limit(query, MAX_REPLAY, MAX_REPLAY)
-            .and_then(|(filter, limit)| Ok((filter, limit, query.flag("all")?)));
-        let (filter, limit, all) = match parsed {
+        let parsed = filter_and_limit(query, MAX_REPLAY, MAX_REPLAY).and_then(|(filter, limit)| {
+            Ok((filter, limit, query.flag("all")?, query.flag("dry_run")?))
+        });
+        let (filter, limit, all, dry_run) = match parsed {
             Ok(v) => v,
             Err(e) => return Ok(bad_request(&e)),
         };
         if !all && let Some(refusal) = self.selects_everything(&filter).await? {
             return Ok(bad_request(&refusal));
         }
-        let selection = format!("{filter:?}, limit {limit}");
+        if dry_run {
+            let count = self.store.count_replay(filter, limit).await?;
+            return Ok(ok_json(
+                &json!({ "ok": true, "dry_run": true, "would_replay": count }),
+            ));
+        }
+        let selection = describe_filter(&filter, limit);
         let marked = self.store.request_replay(filter, limit).await?;
         AdminActionTaken {
             action: "replay",
             selection: &selection,
             count: marked,
             client,
+            actor,
         }
         .emit();
+        self.record_audit(actor, "replay", &selection, marked).await;
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
     }
 
@@ -353,6 +459,10 @@ impl Admin {
     }
 
     fn plugins(&self) -> Response<Body> {
+        ok_json(&json!({ "plugins": self.plugin_list() }))
+    }
+
+    fn plugin_list(&self) -> serde_json::Value {
         let plugins: Vec<serde_json::Value> = self
             .plugins
             .reports()
@@ -368,16 +478,22 @@ impl Admin {
                 })
             })
             .collect();
-        ok_json(&json!({ "plugins": plugins }))
+        serde_json::Value::from(plugins)
     }
 
     async fn redrive(
         &self,
         selection: RedriveSelection,
         client: IpAddr,
+        actor: &str,
     ) -> Result<Response<Body>, StoreError> {
         let single = !matches!(selection, RedriveSelection::All);
-        let described = format!("{selection:?}");
+        let described = match &selection {
+            RedriveSelection::All => "every dead letter".to_owned(),
+            RedriveSelection::Deliveries(ids) => format!("delivery {ids:?}"),
+            RedriveSelection::RouteRuns(ids) => format!("route run {ids:?}"),
+            RedriveSelection::WaitingRouteRuns => "waiting route runs".to_owned(),
+        };
         let n = self.store.redrive(selection).await?;
         if single && n == 0 {
             return Ok(error(StatusCode::NOT_FOUND, "no such dead letter"));
@@ -387,9 +503,60 @@ impl Admin {
             selection: &described,
             count: n,
             client,
+            actor,
         }
         .emit();
+        self.record_audit(actor, "redrive", &described, n).await;
         Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
+    }
+
+    /// The dead deliveries to `destination` among the newest [`MAX_LIMIT`] dead letters (a
+    /// larger backlog takes several requests): counted, or sent back to work.
+    async fn redrive_destination(
+        &self,
+        destination: &str,
+        dry_run: bool,
+        client: IpAddr,
+        actor: &str,
+    ) -> Result<Response<Body>, StoreError> {
+        let (dead, _) = self.store.dead_letters(MAX_LIMIT).await?;
+        let ids: Vec<i64> = dead
+            .iter()
+            .filter(|d| d.destination == destination)
+            .map(|d| d.id)
+            .collect();
+        if dry_run {
+            return Ok(ok_json(
+                &json!({ "ok": true, "dry_run": true, "would_redrive": ids.len() }),
+            ));
+        }
+        let described = format!("dead deliveries to {destination}: {ids:?}");
+        let n = if ids.is_empty() {
+            0
+        } else {
+            self.store
+                .redrive(RedriveSelection::Deliveries(ids))
+                .await?
+        };
+        AdminActionTaken {
+            action: "redrive",
+            selection: &described,
+            count: n,
+            client,
+            actor,
+        }
+        .emit();
+        let audited = format!("dead deliveries to {destination}");
+        self.record_audit(actor, "redrive", &audited, n).await;
+        Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
+    }
+
+    /// How many dead letters a redrive of all would send back to work now.
+    async fn redrive_dry_run(&self) -> Result<Response<Body>, StoreError> {
+        let n = self.store.backlog().await?.dead_letters;
+        Ok(ok_json(
+            &json!({ "ok": true, "dry_run": true, "would_redrive": n }),
+        ))
     }
 }
 
@@ -410,6 +577,42 @@ fn filter_and_limit(
     max_limit: u32,
 ) -> Result<(EventFilter, u32), QueryError> {
     Ok((query.filter()?, query.limit(default_limit, max_limit)?))
+}
+
+/// A replay's filter as the audit trail shows it: only the parts given.
+fn describe_filter(filter: &EventFilter, limit: u32) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &filter.source {
+        parts.push(format!("source={s}"));
+    }
+    if let Some(t) = &filter.event_type {
+        parts.push(format!("type={t}"));
+    }
+    if let Some(s) = filter.status {
+        parts.push(format!("status={}", s.as_str()));
+    }
+    if let Some(t) = filter.since_ms {
+        parts.push(format!("since={t}"));
+    }
+    if let Some(t) = filter.until_ms {
+        parts.push(format!("until={t}"));
+    }
+    if let Some(b) = filter.before_seq {
+        parts.push(format!("before={b}"));
+    }
+    parts.push(format!("limit={limit}"));
+    parts.join(" ")
+}
+
+/// 401 for `GET /admin/session` without a valid session (cannot happen: it needs one).
+fn no_session() -> Response<Body> {
+    error(StatusCode::UNAUTHORIZED, "not signed in")
+}
+
+/// Answers about sessions and live numbers are never cached.
+fn no_store(res: &mut Response<Body>) {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 /// A positive integer id, or the 404 to answer.
@@ -436,12 +639,12 @@ fn openapi_yaml() -> Response<Body> {
 }
 
 /// 405 with `Allow` (RFC 9110, 15.5.6): every admin path answers exactly one method.
-fn method_not_allowed(used: &Method, allowed: &Method) -> Response<Body> {
+fn method_not_allowed(used: &Method, allowed: &str) -> Response<Body> {
     let mut res = error(
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("{used} is not allowed here; use {allowed}"),
     );
-    if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
+    if let Ok(allow) = HeaderValue::from_str(allowed) {
         res.headers_mut().insert(header::ALLOW, allow);
     }
     res
@@ -454,6 +657,8 @@ fn respond(status: StatusCode, body: String) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // Data about events is never kept by a browser or a proxy.
+    no_store(&mut res);
     res
 }
 

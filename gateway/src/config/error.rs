@@ -222,6 +222,7 @@ pub(crate) fn holds_secret(path: &str) -> bool {
         segments.as_slice(),
         ["sources", _, "secrets" | "token" | "basic_auth", ..]
             | ["admin", "token", ..]
+            | ["admin", "tokens", "token", ..]
             | ["store", "url", ..]
             | ["destinations", _, "secret" | "http", ..]
     )

@@ -41,11 +41,51 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteSettings>,
 }
 
-/// `[admin]`: the admin API under `/admin/`.
+/// `[admin]`: the admin API under `/admin/` and the console under `/console/`.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
-    /// Requests must send `Authorization: Bearer <token>`.
+    /// `listen`: the admin API and the console get a listener of their own, and the webhook
+    /// listener serves neither. `None`: both are served on the webhook listener.
+    pub listen: Option<SocketAddr>,
+    /// Every token that may sign in or send `Authorization: Bearer <token>`, with its name
+    /// and role; the legacy single `token` is an operator named `admin`. Never empty.
+    pub tokens: Vec<AdminToken>,
+    /// How long a console session lasts after its sign-in.
+    pub session_ttl: Duration,
+}
+
+/// One admin token: who holds it (the name audit records show) and what it may do.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub role: AdminRole,
     pub token: Secret,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminRole {
+    /// Reads only.
+    Viewer,
+    /// Reads, and replays and redrives.
+    Operator,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Self::Viewer),
+            "operator" => Some(Self::Operator),
+            _ => None,
+        }
+    }
 }
 
 /// `[workers]`: the stage after the ack.

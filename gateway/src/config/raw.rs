@@ -278,6 +278,19 @@ pub(super) struct RawBasicAuth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) token: Option<Spanned<SecretValue<String>>>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) session_ttl: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub(super) tokens: Vec<Spanned<RawAdminToken>>,
+}
+
+/// One `[[admin.tokens]]` entry: a named token with a role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdminToken {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) role: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<SecretValue<String>>>,
 }
 
 /// `[workers]`: how routing and delivery run after the ack.

@@ -73,6 +73,33 @@ pub(super) fn client_addr(
     Ok(client)
 }
 
+/// Whether a request from `peer` reached a trusted proxy over TLS: the proxy says so with
+/// `X-Forwarded-Proto: https` (or `proto=https` in its last `Forwarded` element). From any
+/// other peer the header is the client's word, and the answer is no.
+pub(super) fn forwarded_https(peer: IpAddr, headers: &HeaderMap, proxies: &TrustedProxies) -> bool {
+    let peer = peer.to_canonical();
+    if !proxies.networks.iter().any(|n| n.contains(&peer)) {
+        return false;
+    }
+    let last = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    match proxies.header {
+        ForwardedHeader::XForwardedFor => last("x-forwarded-proto").is_some_and(|p| p == "https"),
+        ForwardedHeader::Forwarded => last("forwarded").is_some_and(|element| {
+            element
+                .split(';')
+                .any(|pair| pair.trim() == "proto=https" || pair.trim() == "proto=\"https\"")
+        }),
+    }
+}
+
 /// The `for=` value of each element of one `Forwarded` field value (RFC 7239), unquoted, in
 /// order. An element without one (or with an empty one) gives `<no for=>`, which is no
 /// address. A field value that does not follow the grammar (`pair *(";" pair)` per element,
@@ -184,6 +211,26 @@ mod tests {
     use http::HeaderValue;
 
     const PROXY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5));
+
+    /// The session cookie is `Secure` only when a trusted proxy says the client used HTTPS;
+    /// anyone else's `X-Forwarded-Proto` is the client's word.
+    #[test]
+    fn https_is_believed_from_trusted_proxies_only() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http, https"));
+        let xff = trusted(ForwardedHeader::XForwardedFor);
+        assert!(forwarded_https(PROXY, &h, &xff));
+        let stranger: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert!(!forwarded_https(stranger, &h, &xff));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert!(!forwarded_https(PROXY, &h, &xff));
+        let fwd = trusted(ForwardedHeader::Forwarded);
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("for=192.0.2.1;proto=https"),
+        );
+        assert!(forwarded_https(PROXY, &h, &fwd));
+    }
 
     fn trusted(header: ForwardedHeader) -> TrustedProxies {
         TrustedProxies {

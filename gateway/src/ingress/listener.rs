@@ -9,7 +9,7 @@
 //! shutdown the listener closes at once, in-flight requests finish (their acks still wait for
 //! the store), idle keep-alive connections close.
 
-use super::Gateway;
+use super::{Gateway, Surface};
 use crate::metrics::events::AcceptFailed;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -47,6 +47,7 @@ pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     timeouts: ConnectionTimeouts,
+    surface: Surface,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
@@ -82,7 +83,7 @@ pub async fn serve(
         let gw = Arc::clone(&gateway);
         let service = service_fn(move |req| {
             let gw = Arc::clone(&gw);
-            async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+            async move { Ok::<_, Infallible>(gw.handle(req, peer, surface).await) }
         });
         // hyper has no write timeout: a client pipelining requests without reading the answers
         // would hold its connection (and the answers queued for it) for ever. The clock runs

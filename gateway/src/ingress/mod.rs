@@ -1,8 +1,10 @@
-//! Ingress: the HTTP side of the gateway. Owns the listener, per-connection limits, the caps on
+//! Ingress: the HTTP side of the gateway. Owns the listeners, per-connection limits, the caps on
 //! open connections and on request bodies in memory, who the client is (behind trusted
 //! proxies), routing a request to its source's endpoint or to the service endpoints
-//! (`/healthz`, `/readyz`, `/metrics`), and turning every outcome into the documented status and
-//! JSON body.
+//! (`/healthz`, `/readyz`, `/metrics`), the admin API and the console (on the webhook
+//! listener, or only on the admin listener when `[admin] listen` is set), and turning every
+//! outcome into the documented status and JSON body. Refusals are also kept, without secrets,
+//! in the admin API's bounded list of rejected requests.
 //!
 //! It never parses provider formats itself (that is `providers`) and never writes SQL (that is
 //! `store`); it never answers 200 before the store has committed.
@@ -16,7 +18,7 @@ mod webhook;
 
 pub use listener::{ConnectionTimeouts, serve};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminState, Caller};
 use crate::config::GatewayConfig;
 use crate::metrics::events::UnmatchedRequest;
 use crate::metrics::{Metrics, SourceMetrics};
@@ -60,6 +62,8 @@ impl Endpoints {
         metrics: &Metrics,
         store: &Arc<dyn Store>,
         plugins: &Arc<PluginBoard>,
+        loaded: &HashMap<String, Arc<LoadedPlugin>>,
+        admin_state: &Arc<AdminState>,
     ) -> Self {
         let by_path = config
             .sources
@@ -80,7 +84,9 @@ impl Endpoints {
             trusted_proxies: config.server.trusted_proxies.clone(),
             admin: config.admin.as_ref().map(|a| {
                 let (store, plugins) = (Arc::clone(store), Arc::clone(plugins));
-                Admin::new(store, plugins, metrics.clone(), &a.token)
+                let state = Arc::clone(admin_state);
+                Admin::new(store, plugins, metrics.clone(), config, a, state)
+                    .with_plugins(loaded.clone())
             }),
         }
     }
@@ -110,6 +116,21 @@ pub struct Gateway {
     connections: Arc<capacity::ConnectionCap>,
     /// `server.max_body_buffer`, shared by every request's body.
     bodies: capacity::BodyBudget,
+    /// What the admin API keeps across generations (sessions signed out, refusals...).
+    admin_state: Arc<AdminState>,
+    /// Whether the admin API and the console have a listener of their own (decided at
+    /// start: `[admin] listen`); the webhook listener then serves neither.
+    admin_apart: bool,
+}
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `server.listen`: webhooks and the service endpoints (and the admin API and console
+    /// when they have no listener of their own).
+    Webhooks,
+    /// `admin.listen`: the admin API and the console only.
+    Admin,
 }
 
 impl Gateway {
@@ -121,9 +142,12 @@ impl Gateway {
     ) -> Self {
         let board = Arc::new(PluginBoard::default());
         board.publish(plugins.values());
-        let endpoints = Endpoints::new(config, &metrics, &store, &board);
+        let admin_state = Arc::new(AdminState::default());
+        let endpoints = Endpoints::new(config, &metrics, &store, &board, plugins, &admin_state);
         let server = &config.server;
         Self {
+            admin_state,
+            admin_apart: config.admin.as_ref().is_some_and(|a| a.listen.is_some()),
             endpoints: ArcSwap::from_pointee(endpoints),
             store,
             store_timeout: STORE_TIMEOUT,
@@ -144,32 +168,77 @@ impl Gateway {
         self.connections.set_limit(config.server.max_connections);
         self.bodies.set_limit(config.server.max_body_buffer);
         self.plugins.publish(plugins.values());
-        let endpoints = Endpoints::new(config, &self.metrics, &self.store, &self.plugins);
+        let endpoints = Endpoints::new(
+            config,
+            &self.metrics,
+            &self.store,
+            &self.plugins,
+            plugins,
+            &self.admin_state,
+        );
         self.endpoints.store(Arc::new(endpoints));
     }
 
+    /// What the admin API keeps across generations; the reloader records its results here.
+    pub fn admin_state(&self) -> &Arc<AdminState> {
+        &self.admin_state
+    }
+
+    /// The admin API or the console, if `path` is theirs and `surface` serves them.
+    async fn admin_surface(
+        &self,
+        endpoints: &Endpoints,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        path: &str,
+    ) -> Response<Body> {
+        let Some(admin) = &endpoints.admin else {
+            self.unmatched("not_found");
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                "the admin API is not enabled ([admin] in the config)",
+            );
+        };
+        if path == "/admin" || path.starts_with("/admin/") {
+            // Behind a trusted proxy the audit names the client it forwarded; a forwarding
+            // header that cannot be read leaves the TCP peer.
+            let trusted = &endpoints.trusted_proxies;
+            let client =
+                client_addr::client_addr(peer.ip(), req.headers(), trusted).unwrap_or(peer.ip());
+            let tls = client_addr::forwarded_https(peer.ip(), req.headers(), trusted);
+            return admin.handle(req, Caller { client, tls }).await;
+        }
+        crate::console::serve(req.method(), path)
+    }
+
     /// Answers one request. Never fails: every error becomes a documented response.
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        surface: Surface,
+    ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let endpoints = self.endpoints.load_full();
-        if path == "/admin" || path.starts_with("/admin/") {
-            return match &endpoints.admin {
-                Some(admin) => {
-                    // Behind a trusted proxy the audit names the client it forwarded; a
-                    // forwarding header that cannot be read leaves the TCP peer.
-                    let trusted = &endpoints.trusted_proxies;
-                    let client = client_addr::client_addr(peer.ip(), req.headers(), trusted)
-                        .unwrap_or(peer.ip());
-                    admin.handle(req, client).await
-                }
-                None => {
-                    self.unmatched("not_found");
-                    reply::error(
-                        StatusCode::NOT_FOUND,
-                        "the admin API is not enabled ([admin] in the config)",
-                    )
-                }
-            };
+        let admin_path = ["/admin", "/console"]
+            .iter()
+            .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')));
+        match (surface, admin_path) {
+            (Surface::Admin, true) => {
+                return self.admin_surface(&endpoints, req, peer, &path).await;
+            }
+            (Surface::Webhooks, true) if !self.admin_apart => {
+                return self.admin_surface(&endpoints, req, peer, &path).await;
+            }
+            // The admin listener serves nothing else, and with one the webhook listener
+            // shows no admin surface at all: the same 404 as any unknown path.
+            (Surface::Admin, false) | (Surface::Webhooks, true) => {
+                self.unmatched("not_found");
+                self.admin_state
+                    .record_rejection("-", peer.ip(), "no such path");
+                return reply::error(StatusCode::NOT_FOUND, "no such path");
+            }
+            (Surface::Webhooks, false) => {}
         }
         match path.as_str() {
             "/healthz" | "/readyz" | "/metrics"
@@ -196,6 +265,8 @@ impl Gateway {
                 }
                 None => {
                     self.unmatched("not_found");
+                    self.admin_state
+                        .record_rejection("-", peer.ip(), "no such path");
                     reply::error(StatusCode::NOT_FOUND, "no such path")
                 }
             },

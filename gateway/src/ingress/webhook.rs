@@ -47,7 +47,18 @@ pub(super) async fn receive(
     path_suffix: Option<&str>,
 ) -> Response<Body> {
     let started = Instant::now();
+    // Who to name if it is refused (behind trusted proxies, the client they forwarded).
+    let client = client_addr(peer, req.headers(), limits.trusted_proxies).unwrap_or(peer);
     let (outcome, response) = handle(gw, endpoint, limits, req, peer, path_suffix, started).await;
+    // Refusals are kept for the console; an unauthorized one with its reason, by
+    // `unauthorized` (the reason is what the client was told, never a secret).
+    if !matches!(
+        outcome,
+        Outcome::Accepted | Outcome::Duplicate | Outcome::Unauthorized
+    ) {
+        gw.admin_state
+            .record_rejection(endpoint.source.name(), client, outcome.as_str());
+    }
     RequestHandled {
         metrics: &endpoint.metrics,
         outcome,
@@ -107,7 +118,7 @@ async fn handle(
         path_suffix,
     };
     if let Err(reason) = endpoint.source.check_headers(head, unix_now()) {
-        return unauthorized(endpoint, &reason, peer, true);
+        return unauthorized(gw, endpoint, &reason, peer, true);
     }
     // A declared body that does not fit the bodies' budget now is refused unread, rather
     // than read in part and then refused.
@@ -142,7 +153,7 @@ async fn handle(
     };
     let verified = match endpoint.source.authenticate(delivery, unix_now()) {
         Ok(v) => v,
-        Err(reason) => return unauthorized(endpoint, &reason, peer, false),
+        Err(reason) => return unauthorized(gw, endpoint, &reason, peer, false),
     };
 
     let received_at_ms = unix_now_ms();
@@ -222,6 +233,7 @@ async fn handle(
 /// 401 with the reason. `unread`: the body was not read, so the connection cannot carry
 /// another request and is closed after the answer.
 fn unauthorized(
+    gw: &Gateway,
     endpoint: &Endpoint,
     reason: &AuthError,
     peer: IpAddr,
@@ -234,6 +246,8 @@ fn unauthorized(
     }
     .emit();
     let message = reason.to_string();
+    gw.admin_state
+        .record_rejection(endpoint.source.name(), peer, &message);
     let res = if unread {
         reply::error_and_close(StatusCode::UNAUTHORIZED, &message)
     } else {

@@ -17,6 +17,7 @@ pub const DEAD_LETTERS: &str = "gateway_dead_letters";
 pub const CONFIG_RELOADS_TOTAL: &str = "gateway_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "gateway_config_generation";
 pub const ADMIN_REQUESTS_TOTAL: &str = "gateway_admin_requests_total";
+pub const ADMIN_SIGN_INS_TOTAL: &str = "gateway_admin_sign_ins_total";
 
 /// `result` of `gateway_deliveries_total`: one per attempt.
 pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
@@ -29,6 +30,8 @@ pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
 pub const ADMIN_ACTIONS: [&str; 4] = ["read", "replay", "redrive", "other"];
 /// `result` of `gateway_admin_requests_total`.
 pub const ADMIN_RESULTS: [&str; 4] = ["ok", "unauthorized", "rejected", "error"];
+/// `result` of `gateway_admin_sign_ins_total`.
+pub const SIGN_IN_RESULTS: [&str; 2] = ["ok", "failed"];
 
 const DELIVERY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -45,6 +48,7 @@ pub(super) struct Flow {
     pub(super) reloads: [IntCounter; 2],
     pub(super) generation: IntGauge,
     pub(super) admin_requests: IntCounterVec,
+    pub(super) sign_ins: [IntCounter; 2],
 }
 
 impl Flow {
@@ -106,6 +110,14 @@ impl Flow {
                 admin_requests.with_label_values(&[action, result]);
             }
         }
+        let sign_ins_vec = IntCounterVec::new(
+            Opts::new(
+                ADMIN_SIGN_INS_TOTAL,
+                "Console sign-ins (POST /admin/session), by result (ok, failed: no such token).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(sign_ins_vec.clone()))?;
         registry.register(Box::new(admin_requests.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(delivery_duration.clone()))?;
@@ -125,6 +137,7 @@ impl Flow {
             reloads: RELOAD_RESULTS.map(|r| reloads_vec.with_label_values(&[r])),
             generation,
             admin_requests,
+            sign_ins: SIGN_IN_RESULTS.map(|r| sign_ins_vec.with_label_values(&[r])),
         })
     }
 }

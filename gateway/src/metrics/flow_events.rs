@@ -233,6 +233,43 @@ impl AdminRequestHandled<'_> {
     }
 }
 
+/// A console sign-in (`POST /admin/session`): counted, and a failure logged with the client's
+/// address (rate-limited: anyone can send a wrong token). The token tried is never logged.
+#[derive(Debug)]
+pub struct SignInAttempted<'a> {
+    pub metrics: &'a Metrics,
+    /// The name of the token that signed in; `None`: no configured token matched.
+    pub name: Option<&'a str>,
+    pub client: std::net::IpAddr,
+}
+
+impl SignInAttempted<'_> {
+    pub fn emit(self) {
+        let sign_ins = &self.metrics.0.flow.sign_ins;
+        match self.name {
+            Some(name) => {
+                sign_ins[0].inc();
+                tracing::info!(name, client = %self.client, "console sign-in");
+            }
+            None => {
+                sign_ins[1].inc();
+                let line = LineKind {
+                    what: "console sign-in refused: no such token",
+                    scope: "admin".to_owned(),
+                    reason: "sign-in".to_owned(),
+                    level: tracing::Level::WARN,
+                };
+                if REFUSALS.admit(line) {
+                    tracing::warn!(
+                        client = %self.client,
+                        "console sign-in refused: no such token"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// An operator changed what the workers will do: events marked for replay (new deliveries
 /// follow) or dead letters redriven. One audit line each.
 #[derive(Debug)]
@@ -244,12 +281,15 @@ pub struct AdminActionTaken<'a> {
     /// How many events or dead letters it marked.
     pub count: u64,
     pub client: std::net::IpAddr,
+    /// The name of the admin token that asked.
+    pub actor: &'a str,
 }
 
 impl AdminActionTaken<'_> {
     pub fn emit(self) {
         tracing::info!(
             action = self.action,
+            actor = self.actor,
             selection = ?bounded(self.selection, log_text::PATH),
             count = self.count,
             client = %self.client,

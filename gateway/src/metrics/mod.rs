@@ -13,9 +13,10 @@ pub mod log_limit;
 pub mod log_text;
 
 pub use flow::{
-    ADMIN_ACTIONS, ADMIN_REQUESTS_TOTAL, ADMIN_RESULTS, CONFIG_GENERATION, CONFIG_RELOADS_TOTAL,
-    DEAD_LETTERS, DELIVERIES_TOTAL, DELIVERY_DURATION, DELIVERY_RESULTS, DestinationMetrics,
-    QUEUE_DEPTH, QUEUE_OLDEST_AGE, RELOAD_RESULTS, ROUTED_EVENTS_TOTAL, ROUTING_RESULTS,
+    ADMIN_ACTIONS, ADMIN_REQUESTS_TOTAL, ADMIN_RESULTS, ADMIN_SIGN_INS_TOTAL, CONFIG_GENERATION,
+    CONFIG_RELOADS_TOTAL, DEAD_LETTERS, DELIVERIES_TOTAL, DELIVERY_DURATION, DELIVERY_RESULTS,
+    DestinationMetrics, QUEUE_DEPTH, QUEUE_OLDEST_AGE, RELOAD_RESULTS, ROUTED_EVENTS_TOTAL,
+    ROUTING_RESULTS, SIGN_IN_RESULTS,
 };
 
 use prometheus::{
@@ -386,6 +387,11 @@ impl Metrics {
     /// Handles for one destination, every result series created up front.
     pub fn for_destination(&self, destination: &str) -> DestinationMetrics {
         self.0.flow.for_destination(destination)
+    }
+
+    /// Every metric's current value, for the console's overview.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.registry.gather()
     }
 
     /// The Prometheus text exposition of every metric.

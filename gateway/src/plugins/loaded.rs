@@ -224,6 +224,14 @@ impl LoadedPlugin {
         call
     }
 
+    /// The admin API's dry run: one call like any other (limits, metrics), but it neither
+    /// waits for nor changes the plugin's health, so trying a plugin on a stored event never
+    /// marks it unhealthy. (A `warm` plugin runs on a warm instance, as a real call would.)
+    /// Await it on the plugin threads, as [`Self::call_async`].
+    pub async fn dry_run(&self, event: &PluginEvent) -> PluginCall {
+        self.run(event).await
+    }
+
     /// The engine's plugin threads, where [`Self::call_async`] must run.
     pub fn threads(&self) -> &Arc<PluginThreads> {
         &self.threads

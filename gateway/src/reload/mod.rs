@@ -14,6 +14,7 @@ mod watch;
 
 pub use watch::{Triggers, watch};
 
+use crate::admin::ReloadRecord;
 use crate::config::{self, ConfigIssue, GatewayConfig};
 use crate::ingress::Gateway;
 use crate::metrics::Metrics;
@@ -145,6 +146,13 @@ impl Reloader {
             }
             .emit();
         }
+        // For the console's overview: the last result, with each problem's file:line.
+        self.gateway.admin_state().record_reload(ReloadRecord {
+            at: crate::store::unix_ms(),
+            ok: outcome.is_ok(),
+            generation: Some(self.pipeline.load().generation),
+            problems: outcome.as_ref().err().cloned().unwrap_or_default(),
+        });
         outcome
     }
 
@@ -194,6 +202,11 @@ fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String>
     let mut keys = Vec::new();
     if old.server.listen != new.server.listen {
         keys.push("server.listen".to_owned());
+    }
+    // The admin listener is bound once at start (or not at all).
+    let admin_listen = |c: &GatewayConfig| c.admin.as_ref().and_then(|a| a.listen);
+    if admin_listen(old) != admin_listen(new) {
+        keys.push("admin.listen".to_owned());
     }
     if old.server.header_timeout != new.server.header_timeout {
         keys.push("server.header_timeout".to_owned());

@@ -532,6 +532,97 @@ async fn a_replay_is_claimed_once_and_adds_its_steps(h: &mut Harness) {
     h.close(store).await;
 }
 
+/// The console's dry run counts exactly what the replay then marks (routed events of the
+/// filter, newest first, up to the limit; not the pending ones), and audit records come back
+/// newest first, paged, after a restart.
+async fn a_replay_dry_run_counts_what_the_replay_marks_and_audit_records_persist(h: &mut Harness) {
+    let store = h.open().await;
+    let now = super::unix_ms();
+    let mut seqs = Vec::new();
+    for (source, key) in [("a", "d1"), ("a", "d2"), ("a", "d3"), ("b", "d4")] {
+        seqs.push(stored_seq(
+            store
+                .ingest(event(source, key, now))
+                .await
+                .expect("ingests"),
+        ));
+    }
+    store.claim_events(10).await.expect("claims");
+    let done: Vec<Processed> = seqs[..3]
+        .iter()
+        .map(|&s| routing(s, EventStatus::Routed, Vec::new()))
+        .collect();
+    store.complete(Arc::new(done)).await.expect("completes");
+    // seqs[3] (source b) is still pending: neither counted nor marked.
+    for (filter, limit, expected) in [
+        (EventFilter::default(), 10, 3),
+        (
+            EventFilter {
+                source: Some("a".into()),
+                ..EventFilter::default()
+            },
+            2,
+            2,
+        ),
+        (
+            EventFilter {
+                source: Some("b".into()),
+                ..EventFilter::default()
+            },
+            10,
+            0,
+        ),
+    ] {
+        let counted = store
+            .count_replay(filter.clone(), limit)
+            .await
+            .expect("counts");
+        assert_eq!(counted, expected, "{filter:?}");
+    }
+    let filter = EventFilter {
+        source: Some("a".into()),
+        ..EventFilter::default()
+    };
+    let counted = store
+        .count_replay(filter.clone(), 10)
+        .await
+        .expect("counts");
+    assert_eq!(
+        store
+            .request_replay(filter.clone(), 10)
+            .await
+            .expect("marks"),
+        counted
+    );
+    assert_eq!(
+        store.count_replay(filter, 10).await.expect("counts"),
+        0,
+        "marked already"
+    );
+
+    for (i, action) in ["replay", "redrive", "replay"].into_iter().enumerate() {
+        let record = super::AuditRecord {
+            id: 0,
+            at: now + i64::try_from(i).expect("small"),
+            actor: format!("alice-{i}"),
+            action: action.into(),
+            selection: "source=a limit=10".into(),
+            count: 3,
+        };
+        store.record_audit(record).await.expect("records");
+    }
+    h.close(store).await;
+    let store = h.open().await;
+    let page = store.list_audit(None, 2).await.expect("lists");
+    let actors: Vec<&str> = page.iter().map(|r| r.actor.as_str()).collect();
+    assert_eq!(actors, ["alice-2", "alice-1"]);
+    assert_eq!((page[0].action.as_str(), page[0].count), ("replay", 3));
+    let rest = store.list_audit(Some(page[1].id), 10).await.expect("lists");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].actor, "alice-0");
+    h.close(store).await;
+}
+
 async fn unfinished_work_is_handed_out_again_after_a_stop(h: &mut Harness) {
     let store = h.open().await;
     let now = super::unix_ms();
@@ -613,5 +704,6 @@ conformance!(
     a_repeated_quarantined_body_is_counted_on_its_row,
     claimed_work_is_handed_out_once_and_finished_by_its_result,
     a_replay_is_claimed_once_and_adds_its_steps,
+    a_replay_dry_run_counts_what_the_replay_marks_and_audit_records_persist,
     unfinished_work_is_handed_out_again_after_a_stop,
 );

@@ -32,10 +32,10 @@ pub use retention::{Retention, prune_periodically};
 pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
-    AttemptDone, AttemptRecord, Backlog, ClaimedEvent, DeliveryState, DeliveryView, DueDelivery,
-    DueRouteRun, EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery, PluginStep,
-    Processed, QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView,
-    StoredEvent, StoredSpan,
+    AttemptDone, AttemptRecord, AuditRecord, Backlog, ClaimedEvent, DeliveryState, DeliveryView,
+    DueDelivery, DueRouteRun, EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery,
+    PluginStep, Processed, QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate,
+    RouteRunView, StoredEvent, StoredSpan,
 };
 
 use bytes::Bytes;
@@ -256,6 +256,17 @@ pub trait Store: Intake {
     /// Marks the selected routed events for replay through the current routes (events not
     /// yet routed are left alone: they are on their way). Returns how many were marked.
     async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError>;
+    /// How many events `request_replay` with the same filter and limit would mark now (the
+    /// console's dry run).
+    async fn count_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError>;
+    /// Stores who replayed or redrove what (`record.id` is assigned).
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+    /// Audit records, newest first, with an id below `before` if given, at most `limit`.
+    async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Sends dead letters back to work: deliveries get a fresh set of attempts now, route runs
     /// a fresh plugin retry. Returns how many.
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError>;

@@ -84,6 +84,16 @@ CREATE INDEX IF NOT EXISTS routings_status ON routings(status, seq) WHERE status
 -- Authenticated bodies that could not be normalized (not JSON): kept until
 -- store.quarantine_retention after they were last seen. A body a source sends again is
 -- counted on its row (repeats, last_seen_at), not stored again.
+-- Who replayed or redrove what, through the admin API (GET /admin/audit). Appended only.
+CREATE TABLE IF NOT EXISTS admin_audit (
+    id         INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,                -- unix milliseconds
+    actor      TEXT    NOT NULL,                -- the admin token's name
+    action     TEXT    NOT NULL,                -- replay | redrive
+    selection  TEXT    NOT NULL,                -- the filter, or the object's id
+    count      INTEGER NOT NULL                 -- how many it marked
+);
+
 CREATE TABLE IF NOT EXISTS quarantine (
     id           INTEGER PRIMARY KEY,
     source       TEXT    NOT NULL,

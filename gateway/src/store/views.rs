@@ -20,11 +20,13 @@ pub(super) trait ViewRow {
     fn bytes(&self, idx: usize) -> Result<Vec<u8>, Self::Error>;
 }
 
-/// An event listing's columns, from `event_states`, in [`summary`]'s order.
-pub(super) const SUMMARY_COLUMNS: &str = "seq, dedup_key, source, event_type, status, received_at";
+/// An event listing's columns, from `event_states`, in [`summary`]'s order (the envelope only
+/// for the amount and currency the summary shows).
+pub(super) const SUMMARY_COLUMNS: &str =
+    "seq, dedup_key, source, event_type, status, received_at, envelope";
 
-/// An event's detail, from `event_states`: the summary's columns, then its envelope, headers
-/// and plugin steps ([`event_detail`]'s order).
+/// An event's detail, from `event_states`: the summary's columns (the envelope last), then
+/// its headers and plugin steps ([`event_detail`]'s order).
 pub(super) const DETAIL_COLUMNS: &str =
     "seq, dedup_key, source, event_type, status, received_at, envelope, headers, plugin_results";
 
@@ -44,6 +46,8 @@ fn count<E>(r: &impl ViewRow<Error = E>, idx: usize) -> Result<u32, E> {
 }
 
 pub(super) fn summary<E>(r: &impl ViewRow<Error = E>) -> Result<EventSummary, E> {
+    let envelope = serde_json::from_str::<serde_json::Value>(&r.text(6)?).unwrap_or_default();
+    let (amount, currency) = money(&envelope);
     Ok(EventSummary {
         seq: r.int(0)?,
         id: r.text(1)?,
@@ -51,7 +55,57 @@ pub(super) fn summary<E>(r: &impl ViewRow<Error = E>) -> Result<EventSummary, E>
         event_type: r.text(3)?,
         status: r.text(4)?,
         received_at: r.int(5)?,
+        amount,
+        currency,
     })
+}
+
+/// Keys that hold an event's amount, then its currency, in the providers' payloads (Ledger
+/// `amount`/`finalAmount` with `sourceCurrency`/`destinationCurrency`, Ledig `Amount` with
+/// `coin`, the example plugin's `amount`/`currency`), compared ignoring case, `_` and `-`.
+const AMOUNT_KEYS: [&str; 2] = ["amount", "finalamount"];
+const CURRENCY_KEYS: [&str; 5] = [
+    "currency",
+    "sourcecurrency",
+    "coin",
+    "asset",
+    "destinationcurrency",
+];
+
+/// The amount (exact decimal text) and currency (upper case) of an envelope's `data`, when its
+/// payload has an amount; shown by the console, never used to decide anything.
+fn money(envelope: &serde_json::Value) -> (Option<String>, Option<String>) {
+    let Some(data) = envelope.get("data").and_then(serde_json::Value::as_object) else {
+        return (None, None);
+    };
+    let find = |keys: &[&str]| {
+        keys.iter().find_map(|want| {
+            data.iter().find_map(|(k, v)| {
+                let norm: String = k
+                    .chars()
+                    .filter(|c| *c != '_' && *c != '-')
+                    .flat_map(char::to_lowercase)
+                    .collect();
+                if norm != *want {
+                    return None;
+                }
+                match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }
+            })
+        })
+    };
+    let Some(amount) = find(&AMOUNT_KEYS) else {
+        return (None, None);
+    };
+    // Shown in a table cell: cut so a hostile payload cannot fill the page.
+    let cut = |s: String| s.chars().take(64).collect::<String>();
+    (
+        Some(cut(amount)),
+        find(&CURRENCY_KEYS).map(|c| cut(c.to_uppercase())),
+    )
 }
 
 /// The event of a [`DETAIL_COLUMNS`] row, with its deliveries and route runs.
@@ -123,4 +177,21 @@ pub(super) fn quarantine_entry<E>(r: &impl ViewRow<Error = E>) -> Result<Quarant
 
 fn json_or_text(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::money;
+    use serde_json::json;
+
+    #[test]
+    fn amounts_come_from_the_providers_keys_and_only_with_an_amount() {
+        let ledger = json!({"data": {"amount": "250.00", "sourceCurrency": "usdt"}});
+        assert_eq!(money(&ledger), (Some("250.00".into()), Some("USDT".into())));
+        let ledig = json!({"data": {"Amount": 25.5, "coin": "btc"}});
+        assert_eq!(money(&ledig), (Some("25.5".into()), Some("BTC".into())));
+        let wallet = json!({"data": {"balance": "9.00", "currency": "usd"}});
+        assert_eq!(money(&wallet), (None, None));
+        assert_eq!(money(&json!({"data": "text"})), (None, None));
+    }
 }

@@ -285,6 +285,11 @@ pub struct EventSummary {
     pub event_type: String,
     pub status: String,
     pub received_at: i64,
+    /// The payload's amount and currency, when it has an amount (for people, not decisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// One event with everything that happened to it.
@@ -358,4 +363,21 @@ pub struct Backlog {
     /// for a retry (possibly in the future). Replays are not included: nothing records when
     /// they were asked for. `None`: nothing waits.
     pub first_due_at_ms: Option<i64>,
+}
+
+/// One replay or redrive an operator asked for (`GET /admin/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    /// Assigned by the store (0 when recording).
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The admin token's name.
+    pub actor: String,
+    /// `replay` or `redrive`.
+    pub action: String,
+    /// What was selected: the filter, or the event, delivery or route run.
+    pub selection: String,
+    /// How many events or dead letters it marked.
+    pub count: u64,
 }

@@ -240,8 +240,15 @@ fn secret_env_readers(raw: &RawConfig) -> Vec<(String, String)> {
             );
         }
     }
-    if let Some(token) = raw.admin.as_ref().and_then(|a| a.get_ref().token.as_ref()) {
-        add("admin.token".to_owned(), token.get_ref());
+    if let Some(admin) = raw.admin.as_ref().map(Spanned::get_ref) {
+        if let Some(token) = &admin.token {
+            add("admin.token".to_owned(), token.get_ref());
+        }
+        for (i, entry) in admin.tokens.iter().enumerate() {
+            if let Some(token) = &entry.get_ref().token {
+                add(format!("admin.tokens[{i}].token"), token.get_ref());
+            }
+        }
     }
     for (name, destination) in &raw.destinations {
         if let Some(secret) = &destination.get_ref().secret {

@@ -6,14 +6,14 @@
 //!
 //! This module never writes.
 
-use super::super::event_filter::{Dialect, FilterArg, where_clause};
+use super::super::event_filter::{Dialect, FilterArg, replay_clause, where_clause};
 use super::super::views::{
     self, DELIVERY_COLUMNS, DETAIL_COLUMNS, QUARANTINE_COLUMNS, ROUTE_RUN_COLUMNS, SUMMARY_COLUMNS,
     ViewRow,
 };
 use super::super::work::{
-    Backlog, DeliveryView, EventDetail, EventFilter, EventSummary, QuarantineEntry, RouteRunView,
-    StoredSpan,
+    AuditRecord, Backlog, DeliveryView, EventDetail, EventFilter, EventSummary, QuarantineEntry,
+    RouteRunView, StoredSpan,
 };
 use super::{PgStore, PooledClient, StoreError};
 use tokio_postgres::IsolationLevel;
@@ -126,6 +126,95 @@ impl PgStore {
                 let r = async {
                     let rows = c.query(sql.as_str(), &bound(args)).await?;
                     rows.iter().map(views::summary).collect()
+                }
+                .await;
+                (c, r)
+            })
+        })
+        .await
+    }
+
+    /// How many events a replay with `filter` and `limit` would mark: the replay's own
+    /// selection (`actions::request_replay`), counted.
+    pub(super) async fn count_replay(
+        &self,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let (clause, mut args) = replay_clause(&filter, Dialect::Postgres);
+        args.push(FilterArg::Int(i64::from(limit)));
+        let sql = &format!(
+            "SELECT count(*) FROM (SELECT seq FROM event_states {clause} \
+             ORDER BY seq DESC LIMIT ${}) AS selected",
+            args.len()
+        );
+        let args = &args;
+        self.read(|c| {
+            Box::pin(async move {
+                let r = async {
+                    let n: i64 = c.query_one(sql.as_str(), &bound(args)).await?.get(0);
+                    Ok(u64::try_from(n).unwrap_or(0))
+                }
+                .await;
+                (c, r)
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        let record = &record;
+        let count = i64::try_from(record.count).unwrap_or(i64::MAX);
+        self.write(|c| {
+            Box::pin(async move {
+                let r = c
+                    .execute(
+                        "INSERT INTO admin_audit (at, actor, action, selection, count) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                        &[
+                            &record.at,
+                            &record.actor,
+                            &record.action,
+                            &record.selection,
+                            &count,
+                        ],
+                    )
+                    .await
+                    .map(drop);
+                (c, r)
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = i64::from(limit);
+        self.read(|c| {
+            Box::pin(async move {
+                let r = async {
+                    let rows = c
+                        .query(
+                            "SELECT id, at, actor, action, selection, count FROM admin_audit \
+                             WHERE ($1::int8 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+                            &[&before, &limit],
+                        )
+                        .await?;
+                    rows.iter()
+                        .map(|row| {
+                            Ok(AuditRecord {
+                                id: row.try_get(0)?,
+                                at: row.try_get(1)?,
+                                actor: row.try_get(2)?,
+                                action: row.try_get(3)?,
+                                selection: row.try_get(4)?,
+                                count: u64::try_from(row.try_get::<_, i64>(5)?).unwrap_or(0),
+                            })
+                        })
+                        .collect()
                 }
                 .await;
                 (c, r)

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "work tables",
         sql: include_str!("migrations/0002_work.sql"),
     },
+    Migration {
+        version: 3,
+        name: "admin audit",
+        sql: include_str!("migrations/0003_admin_audit.sql"),
+    },
 ];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to

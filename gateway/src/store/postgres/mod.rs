@@ -25,9 +25,9 @@ mod pool_watch;
 mod results;
 
 use super::work::{
-    AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,
-    EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView,
-    StoredSpan,
+    AttemptDone, AuditRecord, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun,
+    EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection,
+    RouteRunView, StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
@@ -619,6 +619,22 @@ impl Store for PgStore {
 
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {
         PgStore::redrive(self, selection).await
+    }
+
+    async fn count_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
+        PgStore::count_replay(self, filter, limit).await
+    }
+
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        PgStore::record_audit(self, record).await
+    }
+
+    async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        PgStore::list_audit(self, before, limit).await
     }
 }
 

@@ -22,9 +22,9 @@ use super::dedup_index::DedupIndex;
 use super::object_states::ObjectStates;
 use super::schema;
 use super::work::{
-    AttemptDone, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun, EventDetail,
-    EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection, RouteRunView,
-    StoredEvent, StoredSpan,
+    AttemptDone, AuditRecord, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun,
+    EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection,
+    RouteRunView, StoredEvent, StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
@@ -446,6 +446,26 @@ impl Store for SqliteStore {
 
     async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
         self.call(|r| Command::Replay(filter, limit, r)).await
+    }
+
+    async fn count_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {
+        self.observer
+            .with(move |c| reader::count_replay(c, &filter, limit))
+            .await
+    }
+
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.call(|r| Command::Audit(record, r)).await
+    }
+
+    async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.observer
+            .with(move |c| reader::list_audit(c, before, limit))
+            .await
     }
 
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError> {

@@ -3,14 +3,14 @@
 //! thread.
 
 use super::super::StoreError;
-use super::super::event_filter::{Dialect, FilterArg, where_clause};
+use super::super::event_filter::{Dialect, FilterArg, replay_clause, where_clause};
 use super::super::views::{
     self, DELIVERY_COLUMNS, DETAIL_COLUMNS, QUARANTINE_COLUMNS, ROUTE_RUN_COLUMNS, SUMMARY_COLUMNS,
     ViewRow,
 };
 use super::super::work::{
-    Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter, EventSummary,
-    QuarantineEntry, RouteRunView, StoredEvent, StoredSpan,
+    AuditRecord, Backlog, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter,
+    EventSummary, QuarantineEntry, RouteRunView, StoredEvent, StoredSpan,
 };
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension as _, Row, ToSql, params, params_from_iter};
@@ -244,6 +244,46 @@ pub(super) fn list_events_query(filter: &EventFilter, limit: u32) -> (String, Ve
     let sql =
         format!("SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ?");
     (sql, args)
+}
+
+/// How many events a replay with `filter` and `limit` would mark: the same selection as the
+/// writer's replay, counted.
+pub(super) fn count_replay(
+    conn: &Connection,
+    filter: &EventFilter,
+    limit: u32,
+) -> rusqlite::Result<u64> {
+    let (clause, mut args) = replay_clause(filter, Dialect::Sqlite);
+    args.push(FilterArg::Int(i64::from(limit)));
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT seq FROM event_states {clause} ORDER BY seq DESC LIMIT ?)"
+    );
+    let n: i64 = conn
+        .prepare(&sql)?
+        .query_row(params_from_iter(args), |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) fn list_audit(
+    conn: &Connection,
+    before: Option<i64>,
+    limit: u32,
+) -> rusqlite::Result<Vec<AuditRecord>> {
+    conn.prepare_cached(
+        "SELECT id, at, actor, action, selection, count FROM admin_audit \
+         WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+    )?
+    .query_map(params![before, limit], |r| {
+        Ok(AuditRecord {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            selection: r.get(4)?,
+            count: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+        })
+    })?
+    .collect()
 }
 
 /// The first and the last event by seq: two rowid lookups, however many events are stored.

@@ -14,8 +14,8 @@ use super::super::event_filter::{Dialect, FilterArg, replay_clause};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
 use super::super::work::{
-    AttemptDone, AttemptRecord, DeliveryState, EventFilter, EventStatus, PluginStep, Processed,
-    RouteRunState,
+    AttemptDone, AttemptRecord, AuditRecord, DeliveryState, EventFilter, EventStatus, PluginStep,
+    Processed, RouteRunState,
 };
 use super::super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, NewEvent, QuarantinedBody, StoreError,
@@ -54,6 +54,8 @@ pub(super) enum Command {
     Redrive(Listed, Reply<u64>),
     /// One step of a bulk redrive: (which rows, the last id already looked at).
     RedriveStep(Bulk, i64, Reply<BulkStep>),
+    /// One admin audit record (who replayed or redrove what).
+    Audit(AuditRecord, Reply<()>),
 }
 
 /// What one command did inside a batch, before the commit decides whether it counts.
@@ -291,6 +293,20 @@ fn apply(
                 Command::RedriveStep(bulk, after, _) => isolated(&tx, || {
                     redrive_step(&tx, *bulk, *after, now).map(Applied::Stepped)
                 })?,
+                Command::Audit(record, _) => isolated(&tx, || {
+                    tx.prepare_cached(
+                        "INSERT INTO admin_audit (at, actor, action, selection, count) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        record.at,
+                        record.actor,
+                        record.action,
+                        record.selection,
+                        i64::try_from(record.count).unwrap_or(i64::MAX)
+                    ])?;
+                    Ok(Applied::Unit)
+                })?,
             });
         }
     }
@@ -499,7 +515,8 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                         | Command::Probe(r)
                         | Command::Complete(_, r)
                         | Command::Attempt(_, r)
-                        | Command::Watermark(_, r),
+                        | Command::Watermark(_, r)
+                        | Command::Audit(_, r),
                         Applied::Unit,
                     ) => drop(r.send(Ok(()))),
                     (Command::Replay(_, _, r) | Command::Redrive(_, r), Applied::Count(n)) => {
@@ -537,7 +554,8 @@ fn fail(cmd: Command, msg: &str) {
         | Command::Probe(r)
         | Command::Complete(_, r)
         | Command::Attempt(_, r)
-        | Command::Watermark(_, r) => drop(r.send(Err(err()))),
+        | Command::Watermark(_, r)
+        | Command::Audit(_, r) => drop(r.send(Err(err()))),
         Command::Replay(_, _, r) | Command::Redrive(_, r) => drop(r.send(Err(err()))),
         Command::Prune(_, r) | Command::PruneStates(_, r) => drop(r.send(Err(err()))),
         Command::RedriveStep(_, _, r) => drop(r.send(Err(err()))),

@@ -3,7 +3,7 @@
 use super::{SecretFiles, assert_has, issues, warnings};
 use crate::config::compile::compile;
 use crate::config::compile::service::default_plugin_threads;
-use crate::config::{DestinationKind, WorkerSettings};
+use crate::config::{AdminRole, DestinationKind, WorkerSettings};
 use base64::Engine as _;
 use std::path::Path;
 
@@ -262,15 +262,20 @@ fn admin_token_is_a_resolved_secret_reference() {
     let text = format!("[admin]\ntoken = '{token}'\n");
     let (config, _) = compile(Path::new("g.toml"), &text).expect("valid");
     let admin = config.admin.expect("admin enabled");
-    assert_eq!(admin.token.expose(), b"admin-token");
+    assert_eq!(admin.tokens.len(), 1);
+    // The single token of older configs is an operator named "admin".
+    assert_eq!(admin.tokens[0].name, "admin");
+    assert_eq!(admin.tokens[0].role, AdminRole::Operator);
+    assert_eq!(admin.tokens[0].token.expose(), b"admin-token");
+    assert_eq!(admin.listen, None);
 
     let (config, _) = compile(Path::new("g.toml"), "").expect("valid");
     assert!(config.admin.is_none());
     assert_eq!(
         issues("[admin]\n"),
         vec![
-            "g.toml:1:1: admin.token: the admin API needs `token = \"env:NAME\"` (or remove \
-             [admin] to disable it)"
+            "g.toml:1:1: admin.token: the admin API needs `token = \"env:NAME\"` or \
+             `[[admin.tokens]]` entries (or remove [admin] to disable it)"
         ]
     );
     assert_eq!(
@@ -279,6 +284,76 @@ fn admin_token_is_a_resolved_secret_reference() {
             "g.toml:2:9: admin.token: is not a secret reference (`env:NAME` or `file:PATH`); \
              the value is not shown"
         ]
+    );
+}
+
+#[test]
+fn admin_tokens_have_names_roles_and_a_listener() {
+    let files = SecretFiles::new();
+    let alice = files.reference("alice", "alice-token");
+    let bob = files.reference("bob", "bob-token");
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:9090\"\nsession_ttl = \"1h\"\n\
+         [[admin.tokens]]\nname = \"alice\"\nrole = \"viewer\"\ntoken = '{alice}'\n\
+         [[admin.tokens]]\nname = \"bob\"\nrole = \"operator\"\ntoken = '{bob}'\n"
+    );
+    let (config, _) = compile(Path::new("g.toml"), &text).expect("valid");
+    let admin = config.admin.expect("admin enabled");
+    assert_eq!(admin.listen, Some("127.0.0.1:9090".parse().expect("addr")));
+    assert_eq!(admin.session_ttl, std::time::Duration::from_secs(3600));
+    let who: Vec<(&str, AdminRole, &[u8])> = admin
+        .tokens
+        .iter()
+        .map(|t| (t.name.as_str(), t.role, t.token.expose()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("alice", AdminRole::Viewer, &b"alice-token"[..]),
+            ("bob", AdminRole::Operator, &b"bob-token"[..])
+        ]
+    );
+
+    let bad = format!(
+        "[admin]\nlisten = \"nowhere\"\ntoken = '{alice}'\n\
+         [[admin.tokens]]\nname = \"admin\"\nrole = \"root\"\ntoken = '{bob}'\n\
+         [[admin.tokens]]\nname = \"a b\"\nrole = \"viewer\"\ntoken = '{bob}'\n\
+         [[admin.tokens]]\nname = \"carol\"\nrole = \"viewer\"\ntoken = '{alice}'\n\
+         [[admin.tokens]]\nname = \"dave\"\n"
+    );
+    let found = issues(&bad);
+    assert_has(
+        &found,
+        "g.toml:2:10: admin.listen: `nowhere` is not an address like 127.0.0.1:9090",
+    );
+    assert_has(
+        &found,
+        "g.toml:6:8: admin.tokens[0].role: `root` is not a role: \"viewer\" (reads only) or \
+         \"operator\" (also replays and redrives)",
+    );
+    assert_has(
+        &found,
+        "g.toml:9:8: admin.tokens[1].name: must be 1 to 64 letters, digits, `_` or `-` (it is \
+         shown in the console and stored in audit records)",
+    );
+    assert_has(
+        &found,
+        "g.toml:12:1: admin.tokens[2].token: the same token as an earlier entry (each person \
+         or system needs a token of its own)",
+    );
+    assert_has(
+        &found,
+        "g.toml:16:1: admin.tokens[3].role: every admin token needs a `role`: \"viewer\" or \
+         \"operator\"",
+    );
+    assert_has(
+        &found,
+        "g.toml:16:1: admin.tokens[3].token: every admin token needs a `token = \"env:NAME\"`",
+    );
+    // A listing of secret-free keys never shows a token's value.
+    assert!(
+        found.iter().all(|i| !i.contains("alice-token")),
+        "{found:#?}"
     );
 }
 

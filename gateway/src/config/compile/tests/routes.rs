@@ -52,7 +52,7 @@ to = ["audit"]
     let (config, warnings) = compile(Path::new("g.toml"), &text).expect("valid");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
-        config.admin.as_ref().map(|a| a.token.expose()),
+        config.admin.as_ref().map(|a| a.tokens[0].token.expose()),
         Some(&b"admin-token"[..])
     );
     assert_eq!(config.workers.concurrency, 256);

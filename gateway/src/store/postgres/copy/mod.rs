@@ -5,7 +5,7 @@
 //! The target is migrated first, then everything is written in ONE transaction with binary
 //! COPY (a failure halfway leaves the database as empty as it was): events with their
 //! sequence numbers, the dedup keys still inside the window, the Ledig objects' latest states
-//! (re-derived, see `object_states`), routings, deliveries, route runs, quarantine, and a work
+//! (re-derived, see `object_states`), routings, deliveries, route runs, quarantine, the admin audit trail, and a work
 //! row for every event still to route (never routed, or an operator's replay). Identity
 //! sequences are moved past the copied ids so new rows never reuse one. The copy refuses a
 //! target that holds any row of these tables, and locks them while it runs, so a replica started
@@ -89,10 +89,12 @@ pub struct CopySummary {
     pub quarantine_merged: u64,
     /// Events left to route on PostgreSQL (never routed, or asked to replay).
     pub event_work: u64,
+    /// Audit records of replays and redrives.
+    pub admin_audit: u64,
 }
 
 /// The tables the copy writes: any row in one of them means the target is in use.
-const TARGET_TABLES: [&str; 8] = [
+const TARGET_TABLES: [&str; 9] = [
     "events",
     "dedup_keys",
     "object_states",
@@ -101,6 +103,7 @@ const TARGET_TABLES: [&str; 8] = [
     "route_runs",
     "quarantine",
     "event_work",
+    "admin_audit",
 ];
 
 /// Copies the SQLite store at `from` into the database `conninfo` names. Dedup keys of events
@@ -177,6 +180,9 @@ async fn copy_tables(
     summary.deliveries = copy(source, tx, Table::Deliveries, ()).await?;
     summary.route_runs = copy(source, tx, Table::RouteRuns, ()).await?;
     summary.event_work = copy(source, tx, Table::EventWork, ()).await?;
+    if source.has_table("admin_audit")? {
+        summary.admin_audit = copy(source, tx, Table::AdminAudit, ()).await?;
+    }
     let (written, merged) = copy_quarantine(source, tx).await?;
     summary.quarantine = written;
     summary.quarantine_merged = merged;
@@ -304,6 +310,7 @@ async fn move_sequences_past_copied_ids(tx: &Transaction<'_>) -> Result<(), Copy
         ("deliveries", "id"),
         ("route_runs", "id"),
         ("quarantine", "id"),
+        ("admin_audit", "id"),
     ] {
         tx.execute(
             &format!(

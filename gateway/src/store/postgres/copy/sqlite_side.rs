@@ -67,6 +67,18 @@ impl Source {
         }
     }
 
+    /// Whether the store has `table` (tables added by later versions are created when a
+    /// gateway opens the store; a copy may read one that no such gateway opened).
+    pub(super) fn has_table(&self, table: &str) -> Result<bool, CopyError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.read_error(e))
+    }
+
     pub(super) fn prepare(&self, sql: &str) -> Result<rusqlite::Statement<'_>, CopyError> {
         self.conn.prepare(sql).map_err(|e| self.read_error(e))
     }
@@ -154,6 +166,8 @@ pub(super) enum Table {
     RouteRuns,
     /// Derived: the events PostgreSQL's workers still have to route.
     EventWork,
+    /// Who replayed or redrove what (a store no gateway of this version opened has none).
+    AdminAudit,
 }
 
 impl Table {
@@ -239,6 +253,18 @@ impl Table {
                 "event_work (seq, replay)",
                 &[Type::INT8, Type::BOOL],
             ),
+            Self::AdminAudit => (
+                "SELECT id, at, actor, action, selection, count FROM admin_audit ORDER BY id",
+                "admin_audit (id, at, actor, action, selection, count)",
+                &[
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
+            ),
         }
     }
 
@@ -308,6 +334,7 @@ impl Table {
                 int8(7)?,
                 int8(8)?,
             ],
+            Self::AdminAudit => vec![int8(0)?, int8(1)?, text(2)?, text(3)?, text(4)?, int8(5)?],
             Self::EventWork => vec![int8(0)?, Box::new(row.get::<_, bool>(1)?)],
         })
     }

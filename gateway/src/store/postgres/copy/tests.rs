@@ -201,6 +201,15 @@ async fn fill(path: &Path, now: i64) -> Vec<i64> {
         ..EventFilter::default()
     };
     assert_eq!(store.request_replay(replay, 10).await.expect("marks"), 1);
+    let audit = crate::store::AuditRecord {
+        id: 0,
+        at: now,
+        actor: "alice".into(),
+        action: "replay".into(),
+        selection: format!("event {}", seqs[1]),
+        count: 1,
+    };
+    store.record_audit(audit).await.expect("records");
     drop(store);
     tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -288,6 +297,7 @@ async fn a_filled_sqlite_store_is_copied_whole_and_works_on_postgres() {
             quarantine_merged: 0,
             // Never routed: evt_e and the three Ledig events; asked to replay: evt_a.
             event_work: 5,
+            admin_audit: 1,
         }
     );
     let client = pg_client(&pg, "gateway").await;
