@@ -9,6 +9,7 @@
 
 mod attempt;
 mod intake;
+mod order_key;
 mod pipeline;
 mod retry;
 mod route_event;
@@ -41,6 +42,9 @@ pub(crate) struct Ctx {
     pipeline: Arc<ArcSwap<Pipeline>>,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// Woken when ordered deliveries may have become claimable (recorded, or the delivery
+    /// before them in their subject settled), so they need not wait for the next poll.
+    deliveries_due: tokio::sync::Notify,
 }
 
 /// Runs the workers until `shutdown` is cancelled, then waits (bounded) for events in flight.
@@ -56,6 +60,7 @@ pub async fn run(
         pipeline,
         metrics,
         shutdown: shutdown.clone(),
+        deliveries_due: tokio::sync::Notify::new(),
     });
     let in_flight = InFlightWork {
         tracker: TaskTracker::new(),

@@ -8,6 +8,7 @@
 use super::attempt::attempt;
 use super::route_event::retry_route_run;
 use super::{Ctx, InFlightWork};
+use crate::config::{OnDead, StaleEvents};
 use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +40,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
             }
         }
         let now = crate::store::unix_ms();
+        let mut more = false;
         match ctx.store.claim_due_deliveries(now, READ_BATCH).await {
             Ok(due) => {
+                // A full batch: more may be due (an ordered destination's backlog goes
+                // through here, not through the first attempts), so look again at once.
+                more = due.len() >= usize::try_from(READ_BATCH).unwrap_or(usize::MAX);
                 for d in due {
                     let ctx = Arc::clone(&ctx);
                     tracker.spawn(async move { retry_delivery(&ctx, d).await });
@@ -59,8 +64,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
             }
             Err(e) => super::store_trouble("cannot claim due plugin retries", &e),
         }
+        if more {
+            continue;
+        }
         tokio::select! {
             () = ctx.shutdown.cancelled() => {}
+            () = ctx.deliveries_due.notified() => {}
             () = tokio::time::sleep(POLL) => {}
         }
     }
@@ -68,7 +77,23 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
 
 async fn retry_delivery(ctx: &Ctx, due: DueDelivery) {
     let pipeline = ctx.pipeline.load_full();
-    let (record, state) = match pipeline.targets.get(&due.destination) {
+    let target = pipeline.targets.get(&due.destination);
+    let ordering = target.and_then(|t| t.settings.ordering);
+    let (record, state) = match target {
+        Some(_) if due.stale && ordering.is_some_and(|o| o.stale == StaleEvents::Drop) => {
+            let reason = "stale: a later event of its subject was delivered before this one \
+                          arrived (stale = \"drop\")";
+            let record = AttemptRecord {
+                at: crate::store::unix_ms(),
+                status: None,
+                error: Some(format!("not sent; {reason}")),
+                duration_ms: 0,
+            };
+            let state = DeliveryState::Dropped {
+                reason: reason.to_owned(),
+            };
+            (record, state)
+        }
         Some(target) => attempt(target, &due.webhook_id, &due.envelope, due.attempts).await,
         None => (
             AttemptRecord {
@@ -85,10 +110,12 @@ async fn retry_delivery(ctx: &Ctx, due: DueDelivery) {
             },
         ),
     };
+    let settled = !matches!(state, DeliveryState::Pending { .. });
     let done = AttemptDone {
         delivery_id: due.id,
         attempt: record,
         state,
+        holds_subject: ordering.is_some_and(|o| o.on_dead == OnDead::Hold),
     };
     let mut wait = Duration::from_millis(50);
     while let Err(e) = ctx.store.record_attempt(done.clone()).await {
@@ -99,5 +126,9 @@ async fn retry_delivery(ctx: &Ctx, due: DueDelivery) {
         tracing::warn!(delivery = due.id, error = %e, "cannot record a delivery attempt; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    if settled && ordering.is_some() {
+        // The next delivery of its subject may go now.
+        ctx.deliveries_due.notify_one();
     }
 }

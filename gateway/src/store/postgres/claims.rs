@@ -16,6 +16,7 @@
 use super::super::work::{
     AttemptDone, ClaimedEvent, DueDelivery, DueRouteRun, Processed, StoredEvent,
 };
+use super::ordering::claim_heads;
 use super::results::write_results;
 use super::{PgPool, PooledClient, StoreError, with_retries};
 use std::collections::HashSet;
@@ -59,7 +60,8 @@ SELECT c.seq, c.replay, e.dedup_key, e.source, e.event_type, e.envelope \
 const CLAIM_DELIVERIES: &str = "\
 WITH picked AS ( \
     SELECT id FROM deliveries \
-     WHERE status = 'pending' AND next_attempt_at <= $1 AND NOT (id = ANY($5)) \
+     WHERE status = 'pending' AND subject IS NULL AND next_attempt_at <= $1 \
+       AND NOT (id = ANY($5)) \
      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
     UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $4 \
@@ -95,7 +97,8 @@ UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4
        last_error = coalesce($5, last_error), \
        history = (history::jsonb || $6::text::jsonb)::text, \
        envelope = CASE WHEN $3 = 'delivered' THEN NULL ELSE envelope END, \
-       updated_at = $7, lease_owner = NULL \
+       updated_at = $7, lease_owner = NULL, \
+       holds_subject = ($3 = 'dead' AND $8 AND subject IS NOT NULL) \
  WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
 
 impl Claims {
@@ -197,17 +200,43 @@ impl Claims {
                 webhook_id: r.get(4),
                 envelope: r.get(5),
                 attempts: u32::try_from(r.get::<_, i32>(6)).unwrap_or(0),
+                stale: false,
             };
             (due.id, due)
         };
-        self.claim(
-            pool,
-            CLAIM_DELIVERIES,
-            (now_ms, limit),
-            |h| &mut h.deliveries,
-            row,
-        )
-        .await
+        let mut due = self
+            .claim(
+                pool,
+                CLAIM_DELIVERIES,
+                (now_ms, limit),
+                |h| &mut h.deliveries,
+                row,
+            )
+            .await?;
+        due.extend(self.claim_ordered(pool, now_ms, limit).await?);
+        Ok(due)
+    }
+
+    /// The next delivery of each subject of ordered destinations that is due (ordering.rs).
+    async fn claim_ordered(
+        &self,
+        pool: &PgPool,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let held = self.held_ids(|h| &h.deliveries);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, held) = (&self.owner, &held);
+        let limit = i64::from(limit);
+        let due = with_retries(pool, |mut c| {
+            Box::pin(async move {
+                let r = claim_heads(&mut c, (now_ms, limit), (owner, until), held).await;
+                (c, r)
+            })
+        })
+        .await?;
+        self.held(|h| h.deliveries.extend(due.iter().map(|d| d.id)));
+        Ok(due)
     }
 
     pub(super) async fn claim_due_route_runs(
@@ -292,7 +321,16 @@ impl Claims {
                     Ok(statement) => {
                         c.execute(
                             &statement,
-                            &[id, owner, &status, &next, error, attempt, &now_ms],
+                            &[
+                                id,
+                                owner,
+                                &status,
+                                &next,
+                                error,
+                                attempt,
+                                &now_ms,
+                                &done.holds_subject,
+                            ],
                         )
                         .await
                     }

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "work tables",
         sql: include_str!("migrations/0002_work.sql"),
     },
+    Migration {
+        version: 3,
+        name: "ordered delivery",
+        sql: include_str!("migrations/0003_ordering.sql"),
+    },
 ];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to

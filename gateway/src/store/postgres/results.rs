@@ -12,13 +12,15 @@ use deadpool_postgres::Transaction;
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, attempts, \
-                        next_attempt_at, last_error, history, created_at, updated_at) \
+                        next_attempt_at, last_error, history, created_at, updated_at, \
+                        subject, order_at, order_next) \
 SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-       history, $11, $11 \
+       history, $11, $11, subject, order_at, order_next \
   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-              $7::int4[], $8::int8[], $9::text[], $10::text[]) \
+              $7::int4[], $8::int8[], $9::text[], $10::text[], $12::text[], $13::int8[], \
+              $14::int8[]) \
     AS i(seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-         history)";
+         history, subject, order_at, order_next)";
 
 const INSERT_ROUTE_RUNS: &str = "\
 INSERT INTO route_runs (event_seq, route, status, attempts, next_attempt_at, reason, \
@@ -148,6 +150,10 @@ async fn write_deliveries(
             c.error.push(error);
             c.history
                 .push(serde_json::to_string(&d.attempts).unwrap_or_else(|_| "[]".to_owned()));
+            let order = d.order.as_ref();
+            c.subject.push(order.map(|o| o.subject.as_str()));
+            c.order_at.push(order.map_or(0, |o| o.provider_ms));
+            c.order_next.push(order.map_or(0, |o| o.provider_next_ms));
         }
     }
     if c.seq.is_empty() {
@@ -167,6 +173,9 @@ async fn write_deliveries(
             &c.error,
             &c.history,
             &now_ms,
+            &c.subject,
+            &c.order_at,
+            &c.order_next,
         ],
     )
     .await?;
@@ -185,6 +194,9 @@ struct DeliveryColumns<'a> {
     next: Vec<Option<i64>>,
     error: Vec<Option<String>>,
     history: Vec<String>,
+    subject: Vec<Option<&'a str>>,
+    order_at: Vec<i64>,
+    order_next: Vec<i64>,
 }
 
 async fn write_route_runs(

@@ -350,8 +350,9 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
     }
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
-         attempts, next_attempt_at, last_error, history, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+         attempts, next_attempt_at, last_error, history, created_at, updated_at, \
+         subject, order_at, order_next) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
     )?;
     for d in &p.deliveries {
         // A delivered envelope is not needed again (a replay routes the event anew), so only
@@ -373,7 +374,10 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
             next,
             error,
             history_of(&d.attempts)?,
-            now
+            now,
+            d.order.as_ref().map(|o| o.subject.as_str()),
+            d.order.as_ref().map_or(0, |o| o.provider_ms),
+            d.order.as_ref().map_or(0, |o| o.provider_next_ms),
         ])?;
     }
     for run in &p.route_runs {
@@ -460,7 +464,9 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
     let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
     tx.prepare_cached(
         "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
-         last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6 WHERE id = ?1",
+         last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6, \
+         holds_subject = (?2 = 'dead' AND ?7 AND subject IS NOT NULL) \
+         WHERE id = ?1 AND status = 'pending'",
     )?
     .execute(params![
         done.delivery_id,
@@ -468,7 +474,8 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
         next,
         error,
         history_of(&attempts)?,
-        now
+        now,
+        done.holds_subject,
     ])?;
     Ok(())
 }
