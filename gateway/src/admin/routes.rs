@@ -17,6 +17,8 @@ pub(super) enum Endpoint<'p> {
     RedriveAll,
     RedriveDelivery(&'p str),
     RedriveRouteRun(&'p str),
+    BlockedSubjects,
+    SkipDelivery(&'p str),
     Plugins,
     Quarantine,
     Quarantined(&'p str),
@@ -90,6 +92,18 @@ pub(super) fn resolve<'p>(segments: &[&'p str]) -> Option<Route<'p>> {
             "/admin/route-runs/{id}/redrive",
             NONE,
         ),
+        ["blocked-subjects"] => (
+            Endpoint::BlockedSubjects,
+            Method::GET,
+            "/admin/blocked-subjects",
+            LIMIT,
+        ),
+        ["deliveries", id, "skip"] => (
+            Endpoint::SkipDelivery(id),
+            Method::POST,
+            "/admin/deliveries/{id}/skip",
+            NONE,
+        ),
         ["plugins"] => (Endpoint::Plugins, Method::GET, "/admin/plugins", NONE),
         ["quarantine"] => (
             Endpoint::Quarantine,
@@ -123,7 +137,7 @@ mod tests {
     }
 
     /// One path of each route.
-    const EVERY_ROUTE: [&str; 12] = [
+    const EVERY_ROUTE: [&str; 14] = [
         "/admin/openapi.yaml",
         "/admin/events",
         "/admin/events/1",
@@ -133,6 +147,8 @@ mod tests {
         "/admin/dead-letters/redrive",
         "/admin/deliveries/1/redrive",
         "/admin/route-runs/1/redrive",
+        "/admin/blocked-subjects",
+        "/admin/deliveries/1/skip",
         "/admin/plugins",
         "/admin/quarantine",
         "/admin/quarantine/1",

@@ -34,8 +34,8 @@ pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
     AttemptDone, AttemptRecord, Backlog, BlockedSubject, ClaimedEvent, DeliveryOrder,
     DeliveryState, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter, EventStatus,
-    EventSummary, NewDelivery, OrderingBacklog, PluginStep, Processed, QuarantineEntry,
-    RedriveSelection, RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent, StoredSpan,
+    EventSummary, NewDelivery, PluginStep, Processed, QuarantineEntry, RedriveSelection,
+    RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent, StoredSpan,
 };
 
 use bytes::Bytes;

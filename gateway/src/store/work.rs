@@ -278,16 +278,6 @@ pub struct BlockedSubject {
     pub oldest_waiting_since: Option<i64>,
 }
 
-/// Ordered delivery per destination, for the gauges.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OrderingBacklog {
-    pub destination: String,
-    /// Subjects whose next delivery waits behind a failed one.
-    pub blocked_subjects: u64,
-    /// When the oldest delivery held behind another of its subject was created (unix ms).
-    pub oldest_held_since: Option<i64>,
-}
-
 /// Which events an admin listing or replay selects. No field set selects all; a time or seq
 /// bound selects all too when it lies outside what is stored (see [`StoredSpan`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
