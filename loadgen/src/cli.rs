@@ -229,6 +229,11 @@ pub(crate) struct E2eArgs {
     /// PostgreSQL cluster (fsync on).
     #[arg(long, value_enum)]
     pub(crate) store: Option<Store>,
+    /// Ordered delivery: the events of each phase are about this many distinct subjects, and
+    /// the same phases run twice in one run, to a sink destination with `ordering = "none"`,
+    /// then with `ordering = "subject"`; the sink counts order violations per subject.
+    #[arg(long, value_name = "SUBJECTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) ordered: Option<u64>,
 }
 
 impl E2eArgs {
