@@ -192,6 +192,16 @@ pub(super) async fn a_subject_is_delivered_one_at_a_time_in_provider_order(h: &m
         1
     );
     assert!(store.blocked_subjects(10).await.expect("lists").is_empty());
+    // A dropped delivery is finished: retention deletes its event (the newest never).
+    route(&store, "newest", vec![ordered("z", 1, i64::MAX)]).await;
+    store
+        .expire_events(i64::MAX, 0, 1_000)
+        .await
+        .expect("expires");
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE dedup_key = 'late0'"),
+        0
+    );
     h.close(store).await;
 }
 

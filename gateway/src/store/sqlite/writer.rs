@@ -553,8 +553,8 @@ fn fail(cmd: Command, msg: &str) {
 }
 
 /// Deletes the finished events of one scan step, with their routing records. Finished: routed,
-/// unrouted or dropped, every delivery delivered and every plugin stage done; an event with a
-/// dead letter or work still waiting is kept whatever its age. The newest event is never
+/// unrouted or dropped, every delivery delivered (or dropped: stale, skipped) and every plugin
+/// stage done; an event with a dead letter or work still waiting is kept whatever its age. The newest event is never
 /// deleted, so `seq` (rowid) never goes back to a number intake has already passed.
 fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEvents> {
     let rows: Vec<(i64, i64)> = tx
@@ -569,7 +569,7 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
     let mut finished = tx.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM routings WHERE seq = ?1 AND status IN (?2, ?3, ?4)) \
            AND NOT EXISTS (SELECT 1 FROM deliveries \
-                           WHERE event_seq = ?1 AND status <> 'delivered') \
+                           WHERE event_seq = ?1 AND status NOT IN ('delivered', 'dropped')) \
            AND NOT EXISTS (SELECT 1 FROM route_runs WHERE event_seq = ?1 AND status <> 'done')",
     )?;
     let mut deleted = 0;
