@@ -11,15 +11,21 @@ use super::{Ctx, InFlightWork};
 use crate::config::{OnDead, StaleEvents};
 use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often due work is looked for.
 const POLL: Duration = Duration::from_millis(100);
 /// Most due rows taken per poll (of each kind).
 const READ_BATCH: u32 = 256;
+/// Claimed deliveries running (or waiting for their destination's permit) above which a full
+/// batch does not make the loop claim again at once: a large backlog (a destination back after
+/// an outage) is then taken one batch per poll, as before, instead of all at once.
+const RUNNING_FOR_MORE: usize = 4 * READ_BATCH as usize;
 
 pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
     let mut generation = ctx.pipeline.load().generation;
+    let running = Arc::new(AtomicUsize::new(0));
     while !ctx.shutdown.is_cancelled() {
         // A new config generation (a replaced plugin, a changed route) may be what waiting
         // plugin stages wait for: they are tried again now, not at their scheduled time.
@@ -45,10 +51,15 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
             Ok(due) => {
                 // A full batch: more may be due (an ordered destination's backlog goes
                 // through here, not through the first attempts), so look again at once.
-                more = due.len() >= usize::try_from(READ_BATCH).unwrap_or(usize::MAX);
+                more = due.len() >= READ_BATCH as usize
+                    && running.load(Ordering::Relaxed) < RUNNING_FOR_MORE;
                 for d in due {
-                    let ctx = Arc::clone(&ctx);
-                    tracker.spawn(async move { retry_delivery(&ctx, d).await });
+                    let (ctx, running) = (Arc::clone(&ctx), Arc::clone(&running));
+                    running.fetch_add(1, Ordering::Relaxed);
+                    tracker.spawn(async move {
+                        retry_delivery(&ctx, d).await;
+                        running.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
             }
             Err(e) => super::store_trouble("cannot claim due deliveries", &e),
