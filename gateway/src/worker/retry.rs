@@ -1,4 +1,7 @@
-//! Retries: finds deliveries and plugin stages whose next attempt is due and runs them.
+//! Retries: finds deliveries and plugin stages whose next attempt is due and runs them; for
+//! destinations with `ordering = "subject"` also their first attempts (the store's claim hands
+//! out only each subject's next delivery; a stale one with `stale = "drop"` is recorded as
+//! dropped without being sent).
 //!
 //! Polls the store (the due rows are indexed, so a poll with nothing due is cheap) and claims
 //! what is due, so each due row is worked on by one task in the cluster at a time; the destination's own concurrency cap

@@ -1,5 +1,7 @@
 //! Routing stored events: match routes, run each route's plugin chain, make the first attempt
-//! of every resulting delivery, and record all of it in ONE store write ([`Processed`] per
+//! of every resulting delivery (except to a destination with `ordering = "subject"`: those are
+//! recorded waiting, with their ordering key, and the retry worker's claim sends them in
+//! order), and record all of it in ONE store write ([`Processed`] per
 //! event, a batch per write). Until that write commits an event stays `pending`, so a crash
 //! at any point means it is routed again after the restart (deliveries made before the crash
 //! are sent again with the same `webhook-id`, so receivers can drop the copy).
