@@ -195,14 +195,20 @@ const ADDED_DELIVERY_COLUMNS: [(&str, &str); 4] = [
     ("holds_subject", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
-/// The ordered deliveries of each (destination, subject) in order, for the claim's "nothing
-/// earlier is waiting" test; and the due ones of each kind apart, so a subject held behind a
+/// The ordered deliveries of each (destination, subject) in order: all of them (the stale
+/// test looks for a later delivered one) and those that hold what comes after them (the
+/// claim's "nothing earlier is waiting" test, which must not walk a subject's delivered
+/// history: that made each claim cost O(history) per candidate); and the due ones of each kind apart, so a subject held behind a
 /// dead letter (its later deliveries stay due) is never scanned by the unordered claim.
 /// Created after the columns exist.
 const DELIVERY_ORDER_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS deliveries_ordered
     ON deliveries(destination, subject, order_at, order_next, event_seq, id)
     WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_holding
+    ON deliveries(destination, subject, order_at, order_next, event_seq, id)
+    WHERE subject IS NOT NULL
+      AND (status = 'pending' OR (status = 'dead' AND holds_subject = 1));
 CREATE INDEX IF NOT EXISTS deliveries_due_ordered ON deliveries(next_attempt_at)
     WHERE status = 'pending' AND subject IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_due_unordered ON deliveries(next_attempt_at)

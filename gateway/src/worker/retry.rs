@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// How often due work is looked for.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a wake-up by an ordered delivery waits for others before claiming.
+const WAKE_GATHER: Duration = Duration::from_millis(5);
 /// Most due rows taken per poll (of each kind).
 const READ_BATCH: u32 = 256;
 /// Claimed deliveries running (or waiting for their destination's permit) above which a full
@@ -83,7 +85,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, tracker: InFlightWork) {
         }
         tokio::select! {
             () = ctx.shutdown.cancelled() => {}
-            () = ctx.deliveries_due.notified() => {}
+            () = ctx.deliveries_due.notified() => {
+                // Ordered deliveries settle in bursts: one claim per burst, not one each
+                // (every claim reads the due ordered deliveries).
+                tokio::time::sleep(WAKE_GATHER).await;
+            }
             () = tokio::time::sleep(POLL) => {}
         }
     }

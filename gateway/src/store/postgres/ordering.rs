@@ -22,6 +22,8 @@ use super::super::work::{BlockedSubject, DueDelivery};
 use super::PooledClient;
 
 /// `b` is an ordered delivery of `d`'s subject to `d`'s destination that comes before `d`.
+/// (Written with [`HOLDS`] in the shape of the partial index `deliveries_holding`, so the test
+/// reads only the subject's held deliveries, not its delivered history.)
 const EARLIER: &str = "b.destination = d.destination AND b.subject = d.subject \
      AND b.subject IS NOT NULL \
      AND (b.order_at, b.order_next, b.event_seq, b.id) < (d.order_at, d.order_next, d.event_seq, d.id)";

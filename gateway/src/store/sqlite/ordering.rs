@@ -10,6 +10,8 @@ use crate::store::{BlockedSubject, DueDelivery};
 use rusqlite::{Connection, params};
 
 /// `b` is an ordered delivery of `d`'s subject to `d`'s destination that comes before `d`.
+/// (Written with [`HOLDS`] in the shape of the partial index `deliveries_holding`, so the test
+/// reads only the subject's held deliveries, not its delivered history.)
 const EARLIER: &str = "b.destination = d.destination AND b.subject = d.subject \
      AND b.subject IS NOT NULL \
      AND (b.order_at, b.order_next, b.event_seq, b.id) < (d.order_at, d.order_next, d.event_seq, d.id)";
@@ -24,7 +26,27 @@ pub(super) fn due_heads(
     now_ms: i64,
     limit: u32,
 ) -> rusqlite::Result<Vec<(DueDelivery, String)>> {
-    conn.prepare_cached(&format!(
+    conn.prepare_cached(&due_heads_sql(limit))?
+        .query_map(params![now_ms], |r| {
+            Ok((
+                DueDelivery {
+                    id: r.get(0)?,
+                    event_seq: r.get(1)?,
+                    route: r.get(2)?,
+                    destination: r.get(3)?,
+                    webhook_id: r.get(4)?,
+                    envelope: r.get(5)?,
+                    attempts: r.get(6)?,
+                    stale: r.get(8)?,
+                },
+                r.get(7)?,
+            ))
+        })?
+        .collect()
+}
+
+fn due_heads_sql(limit: u32) -> String {
+    format!(
         "SELECT d.id, d.event_seq, d.route, d.destination, d.webhook_id, \
                 coalesce(d.envelope, e.envelope), d.attempts, d.subject, \
                 EXISTS (SELECT 1 FROM deliveries b WHERE b.destination = d.destination \
@@ -35,23 +57,7 @@ pub(super) fn due_heads(
          WHERE d.status = 'pending' AND d.subject IS NOT NULL AND d.next_attempt_at <= ?1 \
            AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS}) \
          ORDER BY d.next_attempt_at LIMIT {limit}"
-    ))?
-    .query_map(params![now_ms], |r| {
-        Ok((
-            DueDelivery {
-                id: r.get(0)?,
-                event_seq: r.get(1)?,
-                route: r.get(2)?,
-                destination: r.get(3)?,
-                webhook_id: r.get(4)?,
-                envelope: r.get(5)?,
-                attempts: r.get(6)?,
-                stale: r.get(8)?,
-            },
-            r.get(7)?,
-        ))
-    })?
-    .collect()
+    )
 }
 
 /// The subjects whose next delivery failed (dead and holding, or waiting for its next
@@ -95,4 +101,32 @@ pub(super) fn blocked_subjects(
             })
         })?
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due_heads_sql;
+
+    /// The claim reads due ordered deliveries by due time and, for each, only the held
+    /// deliveries of its subject: never the unordered ones, never a subject's delivered history.
+    #[test]
+    fn the_claim_reads_the_due_ordered_and_the_held_deliveries_through_their_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.db");
+        let (store, writer) = super::super::tests::open(&path);
+        let conn = rusqlite::Connection::open(&path).expect("opens");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", due_heads_sql(256)))
+            .expect("explains")
+            .query_map([0], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .map(|r| r.expect("a plan row"))
+            .collect();
+        let uses = |index: &str| plan.iter().any(|p| p.contains(&format!("INDEX {index} ")));
+        assert!(uses("deliveries_due_ordered"), "{plan:#?}");
+        assert!(uses("deliveries_holding"), "{plan:#?}");
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:#?}");
+        drop(store);
+        writer.join();
+    }
 }

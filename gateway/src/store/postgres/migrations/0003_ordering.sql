@@ -21,3 +21,8 @@ CREATE INDEX deliveries_due_ordered ON deliveries (next_attempt_at)
     WHERE status = 'pending' AND subject IS NOT NULL;
 CREATE INDEX deliveries_due_unordered ON deliveries (next_attempt_at)
     WHERE status = 'pending' AND subject IS NULL;
+-- The deliveries that hold what comes after them in their subject: the claim's "nothing earlier
+-- is waiting" test reads these, never a subject's delivered history.
+CREATE INDEX deliveries_holding
+    ON deliveries (destination, subject, order_at, order_next, event_seq, id)
+    WHERE subject IS NOT NULL AND (status = 'pending' OR (status = 'dead' AND holds_subject));
