@@ -85,11 +85,14 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
         ordered: false,
     };
     if let Some(subjects) = args.ordered {
-        anyhow::ensure!(
-            database.is_none(),
-            "--ordered compares the orderings on SQLite; leave out --store postgres"
-        );
-        return measure_orderings(&gateway_run, &mut streams, dir.path(), subjects).await;
+        measure_orderings(&gateway_run, &mut streams, dir.path(), None, subjects).await?;
+        if let Some(db) = &database {
+            let pg_dir = dir.path().join("pg");
+            std::fs::create_dir_all(&pg_dir)
+                .with_context(|| format!("cannot create {}", pg_dir.display()))?;
+            measure_orderings(&gateway_run, &mut streams, &pg_dir, Some(db), subjects).await?;
+        }
+        return Ok(());
     }
     match &database {
         None => {
@@ -149,26 +152,28 @@ async fn measure_orderings(
     run: &GatewayRun<'_>,
     streams: &mut EventStreams,
     dir: &Path,
+    db: Option<&Database>,
     subjects: u64,
 ) -> anyhow::Result<()> {
+    let store = if db.is_some() { "PostgreSQL" } else { "SQLite" };
     let mut results = Vec::new();
     for (name, ordered) in [("none", false), ("subject", true)] {
         println!();
-        println!("=== ordering = \"{name}\", {subjects} subjects per phase ===");
+        println!("=== {store}, ordering = \"{name}\", {subjects} subjects per phase ===");
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub)
             .with_context(|| format!("cannot create {}", sub.display()))?;
         let ordered_run = GatewayRun { ordered, ..*run };
         let summary = ordered_run
-            .measure_with(streams, &sub, None, Some(subjects))
+            .measure_with(streams, &sub, db, Some(subjects))
             .await?;
         results.push(summary);
     }
     let (none, subject) = (&results[0], &results[1]);
     println!();
     println!(
-        "end to end, ordering subject/none: {:.0}/s vs {:.0}/s sustained ({:.2}); order \
-         violations at the sink: {} vs {} ({} vs {} subjects seen)",
+        "{store}, end to end, ordering subject/none: {:.0}/s vs {:.0}/s sustained ({:.2}); \
+         order violations at the sink: {} vs {} ({} vs {} subjects seen)",
         subject.end_to_end,
         none.end_to_end,
         subject.end_to_end / none.end_to_end.max(1e-9),
@@ -236,7 +241,8 @@ impl GatewayRun<'_> {
         let mut command = gateway_command(self.gateway, &config);
         command.env(SINK_SECRET_ENV, SINK_SECRET);
         if let Some(db) = db {
-            command.env(DATABASE_URL_ENV, db.fresh("e2e")?);
+            let name = if self.ordered { "e2e_ordered" } else { "e2e" };
+            command.env(DATABASE_URL_ENV, db.fresh(name)?);
         }
         let server = Server::start("gateway", command, &log)?;
         let addr = server.addr;
