@@ -16,6 +16,7 @@
 use super::super::work::{
     AttemptDone, ClaimedEvent, DueDelivery, DueRouteRun, Processed, StoredEvent,
 };
+use super::attempts::AttemptBatches;
 use super::ordering::claim_heads;
 use super::results::write_results;
 use super::{PgPool, PooledClient, StoreError, with_retries};
@@ -42,6 +43,7 @@ pub(super) struct Claims {
     /// How long a claim lasts without renewal (ms).
     pub(super) lease_ms: i64,
     held: Mutex<Held>,
+    attempts: AttemptBatches,
 }
 
 const CLAIM_EVENTS: &str = "\
@@ -91,16 +93,6 @@ const FINISH_EVENTS: &str =
 const HOLDS_ROUTE_RUNS: &str = "SELECT id FROM route_runs \
      WHERE id = ANY($1) AND lease_owner = $2 AND status = 'retry' FOR UPDATE";
 
-/// One retried attempt, written only while the claim is this replica's.
-const RECORD_ATTEMPT: &str = "\
-UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, \
-       last_error = coalesce($5, last_error), \
-       history = (history::jsonb || $6::text::jsonb)::text, \
-       envelope = CASE WHEN $3 = 'delivered' THEN NULL ELSE envelope END, \
-       updated_at = $7, lease_owner = NULL, \
-       holds_subject = ($3 = 'dead' AND $8 AND subject IS NOT NULL) \
- WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
-
 impl Claims {
     pub(super) fn new(lease_ms: i64) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -111,6 +103,7 @@ impl Claims {
             owner: format!("{host}:{}:{random:08x}", std::process::id()),
             lease_ms,
             held: Mutex::default(),
+            attempts: AttemptBatches::default(),
         }
     }
 
@@ -303,45 +296,21 @@ impl Claims {
         Ok(lost)
     }
 
-    /// Records one retried attempt; false when the claim was lost (nothing written).
+    /// Records one retried attempt (in a batch with others: attempts.rs); false when the claim
+    /// was lost (nothing written).
     pub(super) async fn record_attempt(
         &self,
         pool: &PgPool,
         done: &AttemptDone,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let state = done.state.columns(Some(&done.attempt));
-        let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
-        let attempt = serde_json::to_string(&[&done.attempt])
-            .map_err(|e| StoreError::Write(format!("cannot encode an attempt: {e}")))?;
-        let (owner, id, error, attempt) = (&self.owner, &done.delivery_id, &error, &attempt);
-        let written = with_retries(pool, |c| {
-            Box::pin(async move {
-                let r = match c.prepare_cached(RECORD_ATTEMPT).await {
-                    Ok(statement) => {
-                        c.execute(
-                            &statement,
-                            &[
-                                id,
-                                owner,
-                                &status,
-                                &next,
-                                error,
-                                attempt,
-                                &now_ms,
-                                &done.holds_subject,
-                            ],
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                (c, r)
-            })
-        })
-        .await?;
-        self.held(|h| h.deliveries.remove(&done.delivery_id));
-        Ok(written == 1)
+        let id = done.delivery_id;
+        let written = self
+            .attempts
+            .record(pool, &self.owner, done.clone(), now_ms)
+            .await?;
+        self.held(|h| h.deliveries.remove(&id));
+        Ok(written)
     }
 
     /// Moves the leases of everything held one lease ahead.

@@ -15,6 +15,7 @@
 
 mod actions;
 mod admin;
+mod attempts;
 mod claims;
 mod control;
 mod copy;
