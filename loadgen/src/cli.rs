@@ -239,6 +239,12 @@ pub(crate) struct E2eArgs {
     /// phase, sending and drain together (as `ingest --pg-statements`).
     #[arg(long)]
     pub(crate) pg_statements: bool,
+    /// Ordered delivery: the events of each phase are about this many distinct subjects, and
+    /// the same phases run twice in one run, to a sink destination with `ordering = "none"`,
+    /// then with `ordering = "subject"` (with `--store postgres`, then both again on one
+    /// gateway on PostgreSQL); the sink counts order violations per subject.
+    #[arg(long, value_name = "SUBJECTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) ordered: Option<u64>,
 }
 
 impl E2eArgs {

@@ -82,7 +82,18 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
         args: &args,
         gateway: &gateway,
         plugin: &plugin,
+        ordered: false,
     };
+    if let Some(subjects) = args.ordered {
+        measure_orderings(&gateway_run, &mut streams, dir.path(), None, subjects).await?;
+        if let Some(db) = &database {
+            let pg_dir = dir.path().join("pg");
+            std::fs::create_dir_all(&pg_dir)
+                .with_context(|| format!("cannot create {}", pg_dir.display()))?;
+            measure_orderings(&gateway_run, &mut streams, &pg_dir, Some(db), subjects).await?;
+        }
+        return Ok(());
+    }
     match &database {
         None => {
             gateway_run.measure(&mut streams, dir.path(), None).await?;
@@ -135,6 +146,45 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--ordered`: the same phases with `ordering = "none"`, then `"subject"`, each on a fresh
+/// store, and the two compared.
+async fn measure_orderings(
+    run: &GatewayRun<'_>,
+    streams: &mut EventStreams,
+    dir: &Path,
+    db: Option<&Database>,
+    subjects: u64,
+) -> anyhow::Result<()> {
+    let store = if db.is_some() { "PostgreSQL" } else { "SQLite" };
+    let mut results = Vec::new();
+    for (name, ordered) in [("none", false), ("subject", true)] {
+        println!();
+        println!("=== {store}, ordering = \"{name}\", {subjects} subjects per phase ===");
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub)
+            .with_context(|| format!("cannot create {}", sub.display()))?;
+        let ordered_run = GatewayRun { ordered, ..*run };
+        let summary = ordered_run
+            .measure_with(streams, &sub, db, Some(subjects))
+            .await?;
+        results.push(summary);
+    }
+    let (none, subject) = (&results[0], &results[1]);
+    println!();
+    println!(
+        "{store}, end to end, ordering subject/none: {:.0}/s vs {:.0}/s sustained ({:.2}); \
+         order violations at the sink: {} vs {} ({} vs {} subjects seen)",
+        subject.end_to_end,
+        none.end_to_end,
+        subject.end_to_end / none.end_to_end.max(1e-9),
+        subject.order_violations,
+        none.order_violations,
+        subject.subjects_seen,
+        none.subjects_seen,
+    );
+    Ok(())
+}
+
 /// What the PostgreSQL section is compared by.
 #[derive(Debug)]
 struct Summary {
@@ -142,13 +192,19 @@ struct Summary {
     end_to_end: f64,
     /// Gateway (+ database) CPU over sending and drain, per event delivered.
     us_per_event: Option<f64>,
+    /// Deliveries the sink saw out of order within their subject (`--ordered` only).
+    order_violations: u64,
+    subjects_seen: usize,
 }
 
 /// One gateway measured end to end: the same phases whatever its store.
+#[derive(Clone, Copy)]
 struct GatewayRun<'a> {
     args: &'a E2eArgs,
     gateway: &'a Path,
     plugin: &'a Path,
+    /// The sink destination has `ordering = "subject"`.
+    ordered: bool,
 }
 
 impl GatewayRun<'_> {
@@ -160,19 +216,33 @@ impl GatewayRun<'_> {
         dir: &Path,
         db: Option<&Database>,
     ) -> anyhow::Result<Summary> {
+        self.measure_with(streams, dir, db, None).await
+    }
+
+    /// [`Self::measure`]; with `subjects`, each phase's events are about that many subjects
+    /// (spread over its connections) and the sink counts order violations.
+    async fn measure_with(
+        &self,
+        streams: &mut EventStreams,
+        dir: &Path,
+        db: Option<&Database>,
+        subjects: Option<u64>,
+    ) -> anyhow::Result<Summary> {
         let args = self.args;
-        let (sink, sink_addr) = Sink::start().await?;
+        let (sink, sink_addr) = Sink::start(subjects.is_some()).await?;
+        let per_source = |connections: u16| subjects.map(|n| n.div_ceil(u64::from(connections)));
         let store = if db.is_some() {
             StoreKind::Postgres
         } else {
             StoreKind::Sqlite
         };
-        let config = write_config(dir, sink_addr, self.plugin, args, store)?;
+        let config = write_config(dir, sink_addr, self.plugin, args, store, self.ordered)?;
         let log = dir.join("gateway.log");
         let mut command = gateway_command(self.gateway, &config);
         command.env(SINK_SECRET_ENV, SINK_SECRET);
         if let Some(db) = db {
-            command.env(DATABASE_URL_ENV, db.fresh("e2e")?);
+            let name = if self.ordered { "e2e_ordered" } else { "e2e" };
+            command.env(DATABASE_URL_ENV, db.fresh(name)?);
         }
         let server = Server::start("gateway", command, &log)?;
         let addr = server.addr;
@@ -181,6 +251,7 @@ impl GatewayRun<'_> {
             args.warmup
         );
 
+        streams.set_subjects_per_source(per_source(args.connections));
         let sources = take(streams, args.connections);
         sink.reserve(room_for(RATE_CEILING, args.warmup));
         let warmup = closed_loop::run(&[addr], sources, args.warmup, true).await?;
@@ -202,6 +273,7 @@ impl GatewayRun<'_> {
 
         eprintln!("gateway: maximum rate, {} connections", args.connections);
         let duration = args.duration;
+        streams.set_subjects_per_source(per_source(args.connections));
         let sources = take(streams, args.connections);
         sink.reserve(room_for(RATE_CEILING, duration));
         let max = measure(args, &server, db, &sink, "max", |track| async move {
@@ -217,6 +289,7 @@ impl GatewayRun<'_> {
                 args.open_fraction * 100.0,
                 args.open_connections
             );
+            streams.set_subjects_per_source(per_source(args.open_connections));
             let sources = take(streams, args.open_connections);
             sink.reserve(room_for(rate * 1.1, duration));
             let name = format!("open@{}", si(rate));
@@ -253,9 +326,20 @@ impl GatewayRun<'_> {
         print_checks(args, &phases, &sink, acked_ids, at_rest, &stopped, &log);
         let with_drain = max.stats.elapsed + max.drain;
         let delivered_per_sec = max.delivered as f64 / with_drain.as_secs_f64().max(1e-9);
+        if subjects.is_some() {
+            println!(
+                "order:      {} violations at the sink over {} subjects (a delivery older than \
+                 one already delivered of its subject)",
+                sink.order_violations(),
+                sink.subjects()
+            );
+        }
+        streams.set_subjects_per_source(None);
         Ok(Summary {
             end_to_end: max.end_to_end_per_sec(),
             us_per_event: max.usage_with_drain.us_per_event(delivered_per_sec),
+            order_violations: sink.order_violations(),
+            subjects_seen: sink.subjects(),
         })
     }
 }
@@ -398,6 +482,7 @@ fn write_config(
     plugin: &Path,
     args: &E2eArgs,
     store: StoreKind,
+    ordered: bool,
 ) -> anyhow::Result<PathBuf> {
     let mut text = base_config(dir, store)?;
     let wasm = toml_path(&plugin.canonicalize().unwrap_or_else(|_| plugin.to_owned()))?;
@@ -421,6 +506,7 @@ secret = "env:{SINK_SECRET_ENV}"
 timeout = "5s"
 max_attempts = 8
 concurrency = {}
+ordering = "{}"
 
 [[routes]]
 name = "bench"
@@ -432,7 +518,10 @@ to = ["sink"]
 concurrency = {}
 plugin_threads = {}
 "#,
-        args.destination_concurrency, args.worker_concurrency, args.plugin_threads
+        args.destination_concurrency,
+        if ordered { "subject" } else { "none" },
+        args.worker_concurrency,
+        args.plugin_threads
     ));
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

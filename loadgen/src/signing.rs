@@ -41,6 +41,9 @@ pub(crate) struct EventStreams {
     duplicates: f64,
     body_size: usize,
     signer: LedgerSigner,
+    /// Subjects each source cycles through (`loadgen e2e --ordered`); `None`: every event is
+    /// about an object of its own.
+    subjects_per_source: Option<u64>,
 }
 
 impl EventStreams {
@@ -55,7 +58,14 @@ impl EventStreams {
             body_size,
             // Keyed once; every event clones the keyed state instead of re-hashing the key.
             signer: LedgerSigner::new(SECRET.as_bytes()),
+            subjects_per_source: None,
         })
+    }
+
+    /// Sources taken from now on spread their events over `n` subjects each (one source sends
+    /// in order, one request at a time, so a subject's events arrive in the order made).
+    pub(crate) fn set_subjects_per_source(&mut self, n: Option<u64>) {
+        self.subjects_per_source = n.map(|n| n.max(1));
     }
 
     pub(crate) fn take(&mut self) -> EventSource {
@@ -68,6 +78,7 @@ impl EventStreams {
             body_size: self.body_size,
             rng: (self.nonce ^ self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
             recent: VecDeque::with_capacity(RECENT),
+            subjects: self.subjects_per_source,
         }
     }
 }
@@ -82,6 +93,7 @@ pub(crate) struct EventSource {
     body_size: usize,
     rng: u64,
     recent: VecDeque<Delivery>,
+    subjects: Option<u64>,
 }
 
 impl EventSource {
@@ -121,11 +133,16 @@ impl EventSource {
         let ms = now.as_millis();
         let (prefix, seq) = (&self.prefix, self.seq);
         let id = format!("evt_{prefix}_{seq}");
+        // The object the event is about: its own, or one of the source's subjects in turn.
+        let object = match self.subjects {
+            Some(n) => format!("s{}", seq % n),
+            None => seq.to_string(),
+        };
         let mut body = String::with_capacity(self.body_size.max(512));
         // Writing to a String cannot fail.
         let _ = write!(
             body,
-            r#"{{"id":"{id}","type":"{EVENT_TYPE}","createdAt":{ms},"data":{{"id":"txn_{prefix}_{seq}","customerId":"cus_8f2a41","type":"transfer","status":"payment_processed","amount":"5.0","sourceCurrency":"usdc","destinationCurrency":"gbp","payoutAccountId":"pa_51c0e9","finalAmount":"3.38","exchangeFee":"0.0","createdAt":{ms},"updatedAt":{ms}"#,
+            r#"{{"id":"{id}","type":"{EVENT_TYPE}","createdAt":{ms},"data":{{"id":"txn_{prefix}_{object}","customerId":"cus_8f2a41","type":"transfer","status":"payment_processed","amount":"5.0","sourceCurrency":"usdc","destinationCurrency":"gbp","payoutAccountId":"pa_51c0e9","finalAmount":"3.38","exchangeFee":"0.0","createdAt":{ms},"updatedAt":{ms}"#,
         );
         // Closing `}}` follows; pad inside `data` to the requested size exactly.
         let room = self.body_size.saturating_sub(body.len() + 2);

@@ -42,16 +42,26 @@ pub(crate) struct Sink {
     missing_id: AtomicU64,
     /// Bodies carrying the plugin's `largedeposit` extension.
     flagged: AtomicU64,
+    /// Count order violations (`loadgen e2e --ordered`): per envelope subject, the highest
+    /// event number (the last `_` part of its id: a source's running count) seen so far.
+    check_order: bool,
+    last_of_subject: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Deliveries whose event number was below one already delivered of the same subject.
+    order_violations: AtomicU64,
 }
 
 impl Sink {
-    /// Binds 127.0.0.1:0 and serves on the current runtime until the process ends.
-    pub(crate) async fn start() -> anyhow::Result<(Arc<Self>, SocketAddr)> {
+    /// Binds 127.0.0.1:0 and serves on the current runtime until the process ends; counts
+    /// order violations per subject when `check_order`.
+    pub(crate) async fn start(check_order: bool) -> anyhow::Result<(Arc<Self>, SocketAddr)> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("the sink cannot listen")?;
         let addr = listener.local_addr()?;
-        let sink = Arc::new(Self::default());
+        let sink = Arc::new(Self {
+            check_order,
+            ..Self::default()
+        });
         tokio::spawn(accept_loop(listener, Arc::clone(&sink)));
         Ok((sink, addr))
     }
@@ -67,6 +77,40 @@ impl Sink {
 
     pub(crate) fn flagged(&self) -> u64 {
         self.flagged.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn order_violations(&self) -> u64 {
+        self.order_violations.load(Ordering::Relaxed)
+    }
+
+    /// Subjects whose deliveries were seen (with `check_order`).
+    pub(crate) fn subjects(&self) -> usize {
+        self.last_of_subject
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn check_order(&self, id: &HeaderValue, body: &[u8]) {
+        let number = id
+            .as_bytes()
+            .rsplit(|b| *b == b'_')
+            .next()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<u64>().ok());
+        let (Some(number), Some(subject)) = (number, subject_of(body)) else {
+            return;
+        };
+        let mut last = self
+            .last_of_subject
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = last.entry(subject.to_vec()).or_insert(0);
+        if number < *seen {
+            self.order_violations.fetch_add(1, Ordering::Relaxed);
+        } else {
+            *seen = number;
+        }
     }
 
     /// Makes room for `events` more receipts now, between phases: growing the map during a
@@ -171,6 +215,11 @@ async fn accept_loop(listener: TcpListener, sink: Arc<Sink>) {
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
                     let flagged = contains(&body, br#""largedeposit""#);
+                    if sink.check_order
+                        && let Some(id) = &id
+                    {
+                        sink.check_order(id, &body);
+                    }
                     sink.receive(id.as_ref(), flagged);
                     Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
                 }
@@ -194,6 +243,15 @@ fn event_id(webhook_id: &HeaderValue) -> HeaderValue {
     }
 }
 
+/// The envelope's `"subject":"..."` value, found by a byte scan (the sink parses no JSON: it
+/// shares the cores with the gateway). Subjects here are plain ASCII ids, never escaped.
+fn subject_of(body: &[u8]) -> Option<&[u8]> {
+    let key = br#""subject":""#;
+    let at = body.windows(key.len()).position(|w| w == key)? + key.len();
+    let len = body[at..].iter().position(|b| *b == b'"')?;
+    Some(&body[at..at + len])
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -206,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_first_receipt_and_duplicates() -> anyhow::Result<()> {
-        let (sink, addr) = Sink::start().await?;
+        let (sink, addr) = Sink::start(false).await?;
         let stream = tokio::net::TcpStream::connect(addr).await?;
         let (mut sender, conn) = client::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
@@ -239,5 +297,24 @@ mod tests {
         let (_, left) = sink.wait_for(&missing, Duration::from_millis(50)).await;
         assert_eq!(left, 1);
         Ok(())
+    }
+
+    #[test]
+    fn an_older_event_of_a_subject_after_a_newer_one_is_a_violation() {
+        let sink = Sink {
+            check_order: true,
+            ..Sink::default()
+        };
+        let body = |subject: &str| format!(r#"{{"id":"x","subject":"{subject}","data":{{}}}}"#);
+        for (id, subject) in [
+            ("evt_a_1_1", "s0"),
+            ("evt_a_1_3", "s0"),
+            ("evt_a_1_2", "s1"),
+            ("evt_a_1_3", "s0"),
+            ("evt_a_1_2", "s0"),
+        ] {
+            sink.check_order(&HeaderValue::from_static(id), body(subject).as_bytes());
+        }
+        assert_eq!((sink.order_violations(), sink.subjects()), (1, 2));
     }
 }

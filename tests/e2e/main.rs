@@ -41,6 +41,7 @@ mod limits;
 mod log_bounds;
 mod metrics;
 mod openapi;
+mod ordering;
 mod plugin_check;
 mod plugin_examples;
 mod plugin_harness;

@@ -172,7 +172,7 @@ fn schemathesis_finds_the_admin_api_as_documented() {
     );
     eprintln!("schemathesis took {:?}\n{report}", started.elapsed());
     // It tested every operation, and sent real traffic, not just the schema download.
-    assert!(report.contains("Tested: 20"), "{report}");
+    assert!(report.contains("Tested: 22"), "{report}");
     let m = gw.metrics();
     let reads = metric(
         &m,
@@ -198,10 +198,13 @@ fn gateway_with_dead_letters_and_quarantine() -> (Gateway, Sink) {
     let sink = Sink::start(Mode::Always(500));
     let gw = Gateway::start_with_extra(&format!(
         "{ADMIN}[wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n[plugins.stateful]\nwasm = \"{STATEFUL}\"\n\
-         mode = \"fresh\"\ntimeout = \"1s\"\n\n{}[[routes]]\nname = \"txns\"\n\
-         match = {{ type = [\"ledger.transaction.*\"] }}\nplugins = [\"stateful\"]\n\
-         to = [\"failing\"]\n",
-        http_destination("failing", &sink)
+         mode = \"fresh\"\ntimeout = \"1s\"\n\n{}{}\nordering = \"subject\"\n\n[[routes]]\n\
+         name = \"txns\"\nmatch = {{ type = [\"ledger.transaction.*\"] }}\n\
+         plugins = [\"stateful\"]\nto = [\"failing\"]\n\n[[routes]]\nname = \"in-order\"\n\
+         match = {{ type = [\"ledger.transaction.*\"] }}\nplugins = []\nto = [\"ordered\"]\n",
+        http_destination("failing", &sink),
+        // Its dead letters hold their subjects: the blocked-subjects list has entries.
+        http_destination("ordered", &sink).trim_end(),
     ));
     for i in 1..=3 {
         let data = format!(r#"{{"id":"txn_oa_{i}","amount":"{i}.00"}}"#);
@@ -218,12 +221,16 @@ fn gateway_with_dead_letters_and_quarantine() -> (Gateway, Sink) {
     loop {
         let dead = gw.admin("GET", "/admin/dead-letters").json();
         let len = |key: &str| dead[key].as_array().map_or(0, Vec::len);
-        if len("deliveries") == 3 && len("route_runs") == 1 {
+        let blocked = gw.admin("GET", "/admin/blocked-subjects").json();
+        let held = blocked["blocked_subjects"].as_array().map_or(0, Vec::len);
+        // 3 to `failing`, 4 to `ordered` (the poisoned event has no subject: not held).
+        if len("deliveries") == 7 && len("route_runs") == 1 && held == 3 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no 3 dead deliveries and 1 dead route run within {PATIENCE:?}: {dead}\n{}",
+            "no 7 dead deliveries, 1 dead route run and 3 blocked subjects within {PATIENCE:?}: \
+             {dead}\n{}",
             gw.stderr()
         );
         std::thread::sleep(Duration::from_millis(50));

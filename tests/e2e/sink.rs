@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +47,16 @@ impl Received {
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("delivered body is JSON")
     }
+
+    /// The delivered envelope's `subject`, if it has one.
+    pub(crate) fn subject(&self) -> Option<String> {
+        subject_of(&self.body)
+    }
+}
+
+fn subject_of(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("subject")?.as_str().map(str::to_owned)
 }
 
 /// How the sink answers.
@@ -69,6 +80,12 @@ struct State {
     delay: Duration,
     in_flight: usize,
     max_in_flight: usize,
+    /// Requests being handled per envelope subject, and every subject that ever had two at
+    /// once (what ordered delivery must never do).
+    subject_in_flight: HashMap<String, usize>,
+    subject_overlaps: Vec<String>,
+    /// Per subject: answer `.1` to its next `.0` requests, whatever the mode.
+    fail_subject: HashMap<String, (usize, u16)>,
 }
 
 /// A running sink; stops when dropped.
@@ -87,6 +104,9 @@ impl Sink {
             delay: Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
+            subject_in_flight: HashMap::new(),
+            subject_overlaps: Vec::new(),
+            fail_subject: HashMap::new(),
         }));
         let (up, up_rx) = watch::channel(true);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -116,6 +136,21 @@ impl Sink {
     /// Every answer from now on waits `delay` first.
     pub(crate) fn set_delay(&self, delay: Duration) {
         self.state.lock().expect("sink state").delay = delay;
+    }
+
+    /// Answers `status` to the next `n` requests whose envelope is about `subject`.
+    pub(crate) fn fail_subject(&self, subject: &str, n: usize, status: u16) {
+        let mut s = self.state.lock().expect("sink state");
+        s.fail_subject.insert(subject.to_owned(), (n, status));
+    }
+
+    /// Subjects that had two requests in the sink at the same time (empty: never).
+    pub(crate) fn subject_overlaps(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("sink state")
+            .subject_overlaps
+            .clone()
     }
 
     /// The most requests the sink was handling at the same time.
@@ -255,15 +290,37 @@ async fn handle(
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
         s.delay
     };
-    let body = req.into_body().collect().await;
+    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+    let subject = body.as_ref().ok().and_then(|b| subject_of(b));
+    // Counted until this request is answered or dropped (a sender killed mid-request).
+    let _subject_guard = subject.clone().map(|subject| {
+        let mut s = state.lock().expect("sink state");
+        let n = s.subject_in_flight.entry(subject.clone()).or_default();
+        *n += 1;
+        if *n > 1 {
+            s.subject_overlaps.push(subject.clone());
+        }
+        SubjectInFlight {
+            state: Arc::clone(&state),
+            subject,
+        }
+    });
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let status = {
         let mut s = state.lock().expect("sink state");
         s.in_flight -= 1;
-        let body = body?.to_bytes().to_vec();
+        let body = body?.to_vec();
+        let failing = match subject.as_ref().and_then(|x| s.fail_subject.get_mut(x)) {
+            Some((n, status)) if *n > 0 => {
+                *n -= 1;
+                Some(*status)
+            }
+            _ => None,
+        };
         let status = match s.mode {
+            _ if failing.is_some() => failing.unwrap_or(503),
             Mode::Ok => 200,
             Mode::Always(status) => status,
             Mode::FailNext { n, status } => {
@@ -289,6 +346,22 @@ async fn handle(
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
     Ok(res)
+}
+
+/// One request about a subject in the sink; counted out when dropped.
+struct SubjectInFlight {
+    state: Arc<Mutex<State>>,
+    subject: String,
+}
+
+impl Drop for SubjectInFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(n) = s.subject_in_flight.get_mut(&self.subject)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// Whether `r` carries a valid Standard Webhooks signature for `secret` (`whsec_...`),

@@ -26,6 +26,8 @@
 //! - `GET  /admin/dead-letters?limit=`
 //! - `POST /admin/dead-letters/redrive?dry_run=`
 //! - `POST /admin/deliveries/{id}/redrive`, `POST /admin/route-runs/{id}/redrive`
+//! - `GET  /admin/blocked-subjects?limit=`, `POST /admin/deliveries/{id}/skip` (ordered
+//!   destinations: the subjects waiting behind a failed delivery, and letting one go on)
 //! - `GET  /admin/plugins` (each plugin's health)
 //! - `GET  /admin/quarantine?source=&before=&limit=`, `GET /admin/quarantine/{id}`
 //! - `POST /admin/session` (sign in), `GET /admin/session`, `POST /admin/session/end`
@@ -224,6 +226,11 @@ impl Admin {
             Endpoint::ReplayOne(seq) => self.replay_one(seq, client, actor).await,
             Endpoint::ReplayFiltered => self.replay_filtered(&query, client, actor).await,
             Endpoint::DeadLetters => self.dead_letters(&query).await,
+            Endpoint::BlockedSubjects => self.blocked_subjects(&query).await,
+            Endpoint::SkipDelivery(id) => match parse_id(id) {
+                Ok(id) => self.skip(id, client, actor).await,
+                Err(res) => Ok(*res),
+            },
             Endpoint::Plugins => Ok(self.plugins()),
             Endpoint::Quarantine => self.quarantine(&query).await,
             Endpoint::Quarantined(id) => self.quarantined(id).await,
@@ -423,6 +430,41 @@ impl Admin {
         ))
     }
 
+    async fn blocked_subjects(&self, query: &Query) -> Result<Response<Body>, StoreError> {
+        let limit = match query.limit(DEFAULT_LIMIT, MAX_LIMIT) {
+            Ok(l) => l,
+            Err(e) => return Ok(bad_request(&e)),
+        };
+        let blocked = self.store.blocked_subjects(limit).await?;
+        Ok(ok_json(&json!({ "blocked_subjects": blocked })))
+    }
+
+    async fn skip(
+        &self,
+        id: i64,
+        client: IpAddr,
+        actor: &str,
+    ) -> Result<Response<Body>, StoreError> {
+        let n = self.store.skip_blocking(id).await?;
+        if n == 0 {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "no delivery with this id holds an ordered subject",
+            ));
+        }
+        let selection = format!("delivery {id}");
+        AdminActionTaken {
+            action: "skip",
+            selection: &selection,
+            count: n,
+            client,
+            actor,
+        }
+        .emit();
+        self.record_audit(actor, "skip", &selection, n).await;
+        Ok(accepted_json(&json!({ "ok": true, "skipped": n })))
+    }
+
     async fn quarantine(&self, query: &Query) -> Result<Response<Body>, StoreError> {
         let parsed = query
             .before("a quarantine id")
@@ -566,6 +608,7 @@ fn action_of(method: &Method, path: &str) -> &'static str {
     match (method, segments.as_slice()) {
         (&Method::POST, ["events", _, "replay"] | ["replay"]) => "replay",
         (&Method::POST, [.., "redrive"]) => "redrive",
+        (&Method::POST, ["deliveries", _, "skip"]) => "skip",
         (&Method::GET | &Method::HEAD, _) => "read",
         _ => "other",
     }

@@ -18,6 +18,8 @@ pub(super) enum Endpoint<'p> {
     RedriveAll,
     RedriveDelivery(&'p str),
     RedriveRouteRun(&'p str),
+    BlockedSubjects,
+    SkipDelivery(&'p str),
     Plugins,
     Quarantine,
     Quarantined(&'p str),
@@ -131,6 +133,18 @@ pub(super) fn resolve<'p>(method: &Method, segments: &[&'p str]) -> Option<Route
             "/admin/route-runs/{id}/redrive",
             NONE,
         ),
+        ["blocked-subjects"] => (
+            Endpoint::BlockedSubjects,
+            Method::GET,
+            "/admin/blocked-subjects",
+            LIMIT,
+        ),
+        ["deliveries", id, "skip"] => (
+            Endpoint::SkipDelivery(id),
+            Method::POST,
+            "/admin/deliveries/{id}/skip",
+            NONE,
+        ),
         ["plugins"] => (Endpoint::Plugins, Method::GET, "/admin/plugins", NONE),
         ["plugins", name, "dry-run"] => (
             Endpoint::PluginDryRun(name),
@@ -174,7 +188,7 @@ mod tests {
     }
 
     /// One path of each route (`/admin/session` twice: GET and POST).
-    const EVERY_ROUTE: [(&str, Method); 20] = [
+    const EVERY_ROUTE: [(&str, Method); 22] = [
         ("/admin/openapi.yaml", Method::GET),
         ("/admin/events", Method::GET),
         ("/admin/events/1", Method::GET),
@@ -184,6 +198,8 @@ mod tests {
         ("/admin/dead-letters/redrive", Method::POST),
         ("/admin/deliveries/1/redrive", Method::POST),
         ("/admin/route-runs/1/redrive", Method::POST),
+        ("/admin/blocked-subjects", Method::GET),
+        ("/admin/deliveries/1/skip", Method::POST),
         ("/admin/plugins", Method::GET),
         ("/admin/quarantine", Method::GET),
         ("/admin/quarantine/1", Method::GET),

@@ -108,6 +108,39 @@ pub struct DestinationSettings {
     pub backoff: Backoff,
     /// Attempts in flight to this destination at the same time.
     pub concurrency: usize,
+    /// `ordering = "subject"`: events about one subject are delivered one at a time, in the
+    /// provider's order. `None`: `ordering = "none"` (the default), every delivery on its own.
+    pub ordering: Option<SubjectOrdering>,
+}
+
+/// How a destination with `ordering = "subject"` orders the deliveries of one subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectOrdering {
+    /// `reorder_window`: how long a new delivery waits before its first attempt, so an older
+    /// event of its subject that arrives meanwhile goes first.
+    pub reorder_window: Duration,
+    /// `stale`: what happens to an event older than one of its subject already delivered.
+    pub stale: StaleEvents,
+    /// `on_dead`: whether a dead letter keeps its subject blocked.
+    pub on_dead: OnDead,
+}
+
+/// `stale = "deliver" | "drop"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleEvents {
+    /// Delivered anyway (late), after the newer ones.
+    Deliver,
+    /// Not delivered; recorded as dropped with the reason.
+    Drop,
+}
+
+/// `on_dead = "hold" | "skip"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDead {
+    /// The subject stays blocked until an operator redrives or skips the dead letter.
+    Hold,
+    /// The next event of the subject goes on.
+    Skip,
 }
 
 #[derive(Debug, Clone)]

@@ -317,6 +317,11 @@ pub(super) struct RawDestination {
     pub(super) backoff_initial: Option<Spanned<HumanDuration>>,
     pub(super) backoff_max: Option<Spanned<HumanDuration>>,
     pub(super) concurrency: Option<Spanned<u64>>,
+    // ordered delivery per subject (config/compile/ordering.rs)
+    pub(super) ordering: Option<Spanned<String>>,
+    pub(super) reorder_window: Option<Spanned<HumanDuration>>,
+    pub(super) stale: Option<Spanned<String>>,
+    pub(super) on_dead: Option<Spanned<String>>,
 }
 
 /// One `[[routes]]` entry.

@@ -183,6 +183,7 @@ mod tests {
                 max: Duration::from_secs(10),
             },
             concurrency,
+            ordering: None,
         };
         Destination::new(&settings).expect("file destination")
     }

@@ -51,6 +51,7 @@ fn destination_with(
             max: Duration::from_secs(60),
         },
         concurrency,
+        ordering: None,
     };
     Destination::new(&settings).expect("http destination")
 }
@@ -457,6 +458,7 @@ fn bad_urls_are_rejected_at_construction() {
             max: Duration::from_secs(1),
         },
         concurrency: 1,
+        ordering: None,
     };
     assert!(matches!(
         Destination::new(&settings("ftp://example.com/x")),

@@ -4,8 +4,8 @@
 //! result sets only.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 pub const DELIVERIES_TOTAL: &str = "gateway_deliveries_total";
@@ -18,6 +18,8 @@ pub const CONFIG_RELOADS_TOTAL: &str = "gateway_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "gateway_config_generation";
 pub const ADMIN_REQUESTS_TOTAL: &str = "gateway_admin_requests_total";
 pub const ADMIN_SIGN_INS_TOTAL: &str = "gateway_admin_sign_ins_total";
+pub const ORDERING_BLOCKED_SUBJECTS: &str = "gateway_ordering_blocked_subjects";
+pub const ORDERING_OLDEST_HELD_AGE: &str = "gateway_ordering_oldest_held_age_seconds";
 
 /// `result` of `gateway_deliveries_total`: one per attempt.
 pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
@@ -25,9 +27,10 @@ pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
 pub const ROUTING_RESULTS: [&str; 5] = ["routed", "unrouted", "dropped", "retrying", "failed"];
 /// `result` of `gateway_config_reloads_total`.
 pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
-/// `action` of `gateway_admin_requests_total`: reads, the two that change what the workers
-/// do, and anything else (unknown endpoints, wrong methods).
-pub const ADMIN_ACTIONS: [&str; 4] = ["read", "replay", "redrive", "other"];
+/// `action` of `gateway_admin_requests_total`: reads, the three that change what the workers
+/// do (`skip`: an ordered subject's blocking delivery), and anything else (unknown endpoints,
+/// wrong methods).
+pub const ADMIN_ACTIONS: [&str; 5] = ["read", "replay", "redrive", "skip", "other"];
 /// `result` of `gateway_admin_requests_total`.
 pub const ADMIN_RESULTS: [&str; 4] = ["ok", "unauthorized", "rejected", "error"];
 /// `result` of `gateway_admin_sign_ins_total`.
@@ -49,6 +52,8 @@ pub(super) struct Flow {
     pub(super) generation: IntGauge,
     pub(super) admin_requests: IntCounterVec,
     pub(super) sign_ins: [IntCounter; 2],
+    pub(super) blocked_subjects: IntGaugeVec,
+    pub(super) oldest_held_age: GaugeVec,
 }
 
 impl Flow {
@@ -104,6 +109,24 @@ impl Flow {
             ),
             &["action", "result"],
         )?;
+        let blocked_subjects = IntGaugeVec::new(
+            Opts::new(
+                ORDERING_BLOCKED_SUBJECTS,
+                "Subjects of an ordered destination whose next delivery failed (dead and holding \
+                 the subject, or waiting for its next attempt), by destination.",
+            ),
+            &["destination"],
+        )?;
+        let oldest_held_age = GaugeVec::new(
+            Opts::new(
+                ORDERING_OLDEST_HELD_AGE,
+                "Seconds the oldest delivery waiting behind a failed one of its subject has \
+                 waited, by ordered destination; 0 when none waits.",
+            ),
+            &["destination"],
+        )?;
+        registry.register(Box::new(blocked_subjects.clone()))?;
+        registry.register(Box::new(oldest_held_age.clone()))?;
         // Every series exists from the start, so a dashboard sees refusals as a rise from 0.
         for action in ADMIN_ACTIONS {
             for result in ADMIN_RESULTS {
@@ -138,6 +161,8 @@ impl Flow {
             generation,
             admin_requests,
             sign_ins: SIGN_IN_RESULTS.map(|r| sign_ins_vec.with_label_values(&[r])),
+            blocked_subjects,
+            oldest_held_age,
         })
     }
 }

@@ -133,6 +133,30 @@ impl BacklogMeasured<'_> {
     }
 }
 
+/// The blocked subjects of one ordered destination, measured (by the replica that runs the
+/// cluster's jobs).
+#[derive(Debug)]
+pub struct OrderingMeasured<'a> {
+    pub metrics: &'a Metrics,
+    /// A configured destination's name.
+    pub destination: &'a str,
+    pub blocked_subjects: u64,
+    /// How long the oldest delivery held behind a failed one has waited (zero: none).
+    pub oldest_held_age: Duration,
+}
+
+impl OrderingMeasured<'_> {
+    pub fn emit(self) {
+        let flow = &self.metrics.0.flow;
+        flow.blocked_subjects
+            .with_label_values(&[self.destination])
+            .set(i64::try_from(self.blocked_subjects).unwrap_or(i64::MAX));
+        flow.oldest_held_age
+            .with_label_values(&[self.destination])
+            .set(self.oldest_held_age.as_secs_f64());
+    }
+}
+
 /// A config generation went live (at start or by a reload).
 #[derive(Debug)]
 pub struct ConfigApplied<'a> {

@@ -18,6 +18,12 @@ use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod ordering;
+use ordering::{
+    a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
+    a_subject_is_delivered_one_at_a_time_in_provider_order,
+};
+
 const WINDOW: Duration = Duration::from_secs(3600);
 
 /// A backend with its data, opened and closed by the cases.
@@ -396,6 +402,7 @@ fn waiting_delivery(due_at: i64) -> NewDelivery {
             error: None,
             duration_ms: 1,
         }],
+        order: None,
     }
 }
 
@@ -457,6 +464,7 @@ async fn claimed_work_is_handed_out_once_and_finished_by_its_result(h: &mut Harn
                 duration_ms: 2,
             },
             state: DeliveryState::Delivered,
+            holds_subject: false,
         })
         .await
         .expect("records");
@@ -706,4 +714,6 @@ conformance!(
     a_replay_is_claimed_once_and_adds_its_steps,
     a_replay_dry_run_counts_what_the_replay_marks_and_audit_records_persist,
     unfinished_work_is_handed_out_again_after_a_stop,
+    a_subject_is_delivered_one_at_a_time_in_provider_order,
+    a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
 );

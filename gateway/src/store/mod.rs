@@ -32,10 +32,10 @@ pub use retention::{Retention, prune_periodically};
 pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};
 pub use work::{
-    AttemptDone, AttemptRecord, AuditRecord, Backlog, ClaimedEvent, DeliveryState, DeliveryView,
-    DueDelivery, DueRouteRun, EventDetail, EventFilter, EventStatus, EventSummary, NewDelivery,
-    PluginStep, Processed, QuarantineEntry, RedriveSelection, RouteRunState, RouteRunUpdate,
-    RouteRunView, StoredEvent, StoredSpan,
+    AttemptDone, AttemptRecord, AuditRecord, Backlog, BlockedSubject, ClaimedEvent, DeliveryOrder,
+    DeliveryState, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter, EventStatus,
+    EventSummary, NewDelivery, PluginStep, Processed, QuarantineEntry, RedriveSelection,
+    RouteRunState, RouteRunUpdate, RouteRunView, StoredEvent, StoredSpan,
 };
 
 use bytes::Bytes;
@@ -268,8 +268,17 @@ pub trait Store: Intake {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Sends dead letters back to work: deliveries get a fresh set of attempts now, route runs
-    /// a fresh plugin retry. Returns how many.
+    /// a fresh plugin retry. Returns how many. A redriven delivery to an ordered destination
+    /// keeps its place: its subject's later deliveries still wait behind it.
     async fn redrive(&self, selection: RedriveSelection) -> Result<u64, StoreError>;
+    /// The subjects of ordered destinations whose next delivery failed (dead and holding the
+    /// subject, or waiting for its next attempt), with the delivery they wait behind; at most
+    /// `limit`, by that delivery's id.
+    async fn blocked_subjects(&self, limit: u32) -> Result<Vec<BlockedSubject>, StoreError>;
+    /// Lets the subject a delivery holds go on without it: a dead one stops holding, a
+    /// waiting one is dropped (recorded as skipped). Returns 1 when it did, 0 when the
+    /// delivery holds nothing (delivered, unordered, not there).
+    async fn skip_blocking(&self, delivery_id: i64) -> Result<u64, StoreError>;
 }
 
 /// Now as unix milliseconds.

@@ -122,7 +122,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error      TEXT,
     history         TEXT    NOT NULL,           -- JSON array of attempts
     created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL
+    updated_at      INTEGER NOT NULL,
+    -- Ordered delivery (a destination with ordering = subject, docs/ordering.md); NULL
+    -- subject: delivered on its own. The ordering key is (order_at, order_next, event_seq, id).
+    subject         TEXT,                       -- the envelope's subject
+    order_at        INTEGER NOT NULL DEFAULT 0, -- the provider's time (unix ms), 0: none
+    order_next      INTEGER NOT NULL DEFAULT 0, -- its tie-breaker (data.updatedAt), 0: none
+    holds_subject   INTEGER NOT NULL DEFAULT 0  -- 1: dead and keeping its subject blocked
 );
 -- Partial indexes: only the rare rows (waiting, dead) are indexed, so a delivery that
 -- succeeds at once costs no index write beyond `deliveries_by_event`.
@@ -190,6 +196,35 @@ const ADDED_QUARANTINE_COLUMNS: [(&str, &str); 3] = [
     ("last_seen_at", "INTEGER"),
 ];
 
+/// Columns added to `deliveries` after its first release (name, definition), added to older
+/// stores at open: their deliveries are all unordered.
+const ADDED_DELIVERY_COLUMNS: [(&str, &str); 4] = [
+    ("subject", "TEXT"),
+    ("order_at", "INTEGER NOT NULL DEFAULT 0"),
+    ("order_next", "INTEGER NOT NULL DEFAULT 0"),
+    ("holds_subject", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// The ordered deliveries of each (destination, subject) in order: all of them (the stale
+/// test looks for a later delivered one) and those that hold what comes after them (the
+/// claim's "nothing earlier is waiting" test, which must not walk a subject's delivered
+/// history: that made each claim cost O(history) per candidate); and the due ones of each kind apart, so a subject held behind a
+/// dead letter (its later deliveries stay due) is never scanned by the unordered claim.
+/// Created after the columns exist.
+const DELIVERY_ORDER_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS deliveries_ordered
+    ON deliveries(destination, subject, order_at, order_next, event_seq, id)
+    WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_holding
+    ON deliveries(destination, subject, order_at, order_next, event_seq, id)
+    WHERE subject IS NOT NULL
+      AND (status = 'pending' OR (status = 'dead' AND holds_subject = 1));
+CREATE INDEX IF NOT EXISTS deliveries_due_ordered ON deliveries(next_attempt_at)
+    WHERE status = 'pending' AND subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_due_unordered ON deliveries(next_attempt_at)
+    WHERE status = 'pending' AND subject IS NULL;
+";
+
 /// Finds a quarantined body's row by content; created after the columns exist.
 const QUARANTINE_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS quarantine_body ON quarantine(source, body_hash);";
@@ -220,7 +255,20 @@ pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
             ))?;
         }
     }
+    for (column, definition) in ADDED_DELIVERY_COLUMNS {
+        let present: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('deliveries') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE deliveries ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
     tx.execute_batch(QUARANTINE_INDEX)?;
+    tx.execute_batch(DELIVERY_ORDER_INDEXES)?;
     tx.execute_batch(VIEWS)?;
     tx.commit()
 }

@@ -112,12 +112,17 @@ pub enum DeliveryState {
     Dead {
         reason: String,
     },
+    /// Not delivered on purpose, with why (an ordered destination's stale event with
+    /// `stale = "drop"`); not a dead letter.
+    Dropped {
+        reason: String,
+    },
 }
 
 /// The `deliveries` columns a state is stored as, on both backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DeliveryStateColumns {
-    /// pending, delivered or dead.
+    /// pending, delivered, dead or dropped.
     pub(crate) status: &'static str,
     pub(crate) next_attempt_at: Option<i64>,
     /// What `last_error` becomes: the dead letter's reason, or what the last attempt of a
@@ -140,6 +145,7 @@ impl DeliveryState {
                 }),
             ),
             Self::Dead { reason } => ("dead", None, Some(reason.clone())),
+            Self::Dropped { reason } => ("dropped", None, Some(reason.clone())),
         };
         DeliveryStateColumns {
             status,
@@ -159,8 +165,27 @@ pub struct NewDelivery {
     /// What is delivered; `None` when it is the stored event's envelope unchanged.
     pub envelope: Option<String>,
     pub state: DeliveryState,
-    /// Attempts already made (the first one runs before the delivery is recorded).
+    /// Attempts already made (the first one runs before the delivery is recorded, except to
+    /// an ordered destination, where the claim decides when it may run).
     pub attempts: Vec<AttemptRecord>,
+    /// Where it stands among its subject's deliveries to an ordered destination; `None`:
+    /// delivered on its own.
+    pub order: Option<DeliveryOrder>,
+}
+
+/// The ordering key of a delivery to a destination with `ordering = "subject"`: of two
+/// deliveries of one subject to one destination, the one with the smaller
+/// (`provider_ms`, `provider_next_ms`, event seq, delivery id) goes first, and none is claimed
+/// while an earlier one is waiting, in flight, or dead and holding the subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOrder {
+    /// The envelope's `subject` (the object the event is about).
+    pub subject: String,
+    /// The provider's time (the envelope's `time`), unix ms; 0 when it gave none, so the
+    /// subject's events go in arrival order.
+    pub provider_ms: i64,
+    /// A second provider time that breaks ties of the first (`data.updatedAt`); 0 when absent.
+    pub provider_next_ms: i64,
 }
 
 /// The plugin stage of one route on one event that did not finish: waiting for a retry, dead,
@@ -208,6 +233,9 @@ pub struct DueDelivery {
     /// The envelope to send (the event's own when the delivery stored none).
     pub envelope: String,
     pub attempts: u32,
+    /// An ordered delivery older than one of its subject already delivered to its
+    /// destination (it arrived too late for the reorder window).
+    pub stale: bool,
 }
 
 /// A route run whose plugin stage is due for another try, with its event.
@@ -225,6 +253,29 @@ pub struct AttemptDone {
     pub delivery_id: i64,
     pub attempt: AttemptRecord,
     pub state: DeliveryState,
+    /// When `state` is dead and the delivery is ordered: its subject stays blocked until an
+    /// operator redrives or skips it (`on_dead = "hold"`).
+    pub holds_subject: bool,
+}
+
+/// A subject of an ordered destination whose deliveries wait behind one that failed: a dead
+/// letter holding it (`on_dead = "hold"`) or a delivery waiting for its next attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockedSubject {
+    pub destination: String,
+    pub subject: String,
+    /// The delivery everything else of the subject waits behind.
+    pub delivery_id: i64,
+    pub event_seq: i64,
+    /// `dead` (held until a redrive or a skip) or `pending` (failing, retrying).
+    pub status: String,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Deliveries of the subject waiting behind it.
+    pub waiting: u64,
+    /// When the oldest of them was created (unix ms).
+    pub oldest_waiting_since: Option<i64>,
 }
 
 /// Which events an admin listing or replay selects. No field set selects all; a time or seq

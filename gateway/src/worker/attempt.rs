@@ -52,6 +52,7 @@ pub(super) async fn attempt(
             DeliveryState::Delivered => "ok",
             DeliveryState::Pending { .. } => "retry",
             DeliveryState::Dead { .. } => "dead",
+            DeliveryState::Dropped { .. } => "dropped",
         },
         attempt: made,
         status: report.status,

@@ -9,6 +9,7 @@
 
 mod attempt;
 mod intake;
+mod order_key;
 mod pipeline;
 mod retry;
 mod route_event;
@@ -17,7 +18,7 @@ pub use pipeline::{Pipeline, Target};
 
 use crate::config::WorkerSettings;
 use crate::metrics::Metrics;
-use crate::metrics::flow_events::BacklogMeasured;
+use crate::metrics::flow_events::{BacklogMeasured, OrderingMeasured};
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub(crate) struct Ctx {
     pipeline: Arc<ArcSwap<Pipeline>>,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// Woken when ordered deliveries may have become claimable (recorded, or the delivery
+    /// before them in their subject settled), so they need not wait for the next poll.
+    deliveries_due: tokio::sync::Notify,
 }
 
 /// Runs the workers until `shutdown` is cancelled, then waits (bounded) for events in flight.
@@ -56,6 +60,7 @@ pub async fn run(
         pipeline,
         metrics,
         shutdown: shutdown.clone(),
+        deliveries_due: tokio::sync::Notify::new(),
     });
     let in_flight = InFlightWork {
         tracker: TaskTracker::new(),
@@ -136,6 +141,7 @@ async fn measure_backlog(ctx: Arc<Ctx>) {
             continue;
         }
         reporting = true;
+        measure_ordering(&ctx).await;
         if let Ok(b) = ctx.store.backlog().await {
             BacklogMeasured {
                 metrics: &ctx.metrics,
@@ -145,6 +151,40 @@ async fn measure_backlog(ctx: Arc<Ctx>) {
             }
             .emit();
         }
+    }
+}
+
+/// Most blocked subjects read per gauge refresh: past it the gauge says at least this many.
+const BLOCKED_READ: u32 = 10_000;
+
+/// The ordering gauges of every ordered destination in the config (labels are config names
+/// only: a held subject of a destination no longer configured is in the admin API, not here).
+async fn measure_ordering(ctx: &Ctx) {
+    let pipeline = ctx.pipeline.load();
+    let ordered: Vec<&str> = pipeline
+        .targets
+        .values()
+        .filter(|t| t.settings.ordering.is_some())
+        .map(|t| t.settings.name.as_str())
+        .collect();
+    if ordered.is_empty() {
+        return;
+    }
+    let Ok(blocked) = ctx.store.blocked_subjects(BLOCKED_READ).await else {
+        return;
+    };
+    let now = crate::store::unix_ms();
+    for destination in ordered {
+        let mine = blocked.iter().filter(|b| b.destination == destination);
+        let count = mine.clone().count();
+        let oldest = mine.filter_map(|b| b.oldest_waiting_since).min();
+        OrderingMeasured {
+            metrics: &ctx.metrics,
+            destination,
+            blocked_subjects: u64::try_from(count).unwrap_or(u64::MAX),
+            oldest_held_age: due_age(oldest, now),
+        }
+        .emit();
     }
 }
 

@@ -1,5 +1,7 @@
 //! Routing stored events: match routes, run each route's plugin chain, make the first attempt
-//! of every resulting delivery, and record all of it in ONE store write ([`Processed`] per
+//! of every resulting delivery (except to a destination with `ordering = "subject"`: those are
+//! recorded waiting, with their ordering key, and the retry worker's claim sends them in
+//! order), and record all of it in ONE store write ([`Processed`] per
 //! event, a batch per write). Until that write commits an event stays `pending`, so a crash
 //! at any point means it is routed again after the restart (deliveries made before the crash
 //! are sent again with the same `webhook-id`, so receivers can drop the copy).
@@ -398,7 +400,27 @@ async fn first_attempt(
     let changed = (!event.same_as(original)).then(|| event.to_envelope_json());
     let body = changed.as_deref().unwrap_or(&stored.envelope);
     let webhook_id = crate::delivery::delivery_id(&stored.source, &event.id);
-    let (attempts, state) = match pipeline.targets.get(destination) {
+    let target = pipeline.targets.get(destination);
+    // To an ordered destination the first attempt waits for the store's claim, which hands
+    // out a subject's deliveries one at a time, in order, after the reorder window.
+    let order = target
+        .and_then(|t| t.settings.ordering)
+        .and_then(|ordering| Some((ordering, super::order_key::delivery_order(event)?)));
+    if let Some((ordering, order)) = order {
+        let window = i64::try_from(ordering.reorder_window.as_millis()).unwrap_or(i64::MAX);
+        return NewDelivery {
+            route: route.to_owned(),
+            destination: destination.to_owned(),
+            webhook_id,
+            envelope: changed,
+            state: DeliveryState::Pending {
+                next_attempt_ms: crate::store::unix_ms().saturating_add(window),
+            },
+            attempts: Vec::new(),
+            order: Some(order),
+        };
+    }
+    let (attempts, state) = match target {
         Some(target) => {
             let (record, state) = attempt(target, &webhook_id, body, 0).await;
             (vec![record], state)
@@ -417,6 +439,7 @@ async fn first_attempt(
         envelope: changed,
         state,
         attempts,
+        order: None,
     }
 }
 
@@ -440,6 +463,12 @@ async fn record(ctx: &Ctx, settled: Vec<(StoredEvent, Processed)>) -> bool {
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    if processed
+        .iter()
+        .any(|p| p.deliveries.iter().any(|d| d.order.is_some()))
+    {
+        ctx.deliveries_due.notify_one();
     }
     for (event, p) in events.iter().zip(processed.iter()) {
         EventRouted {

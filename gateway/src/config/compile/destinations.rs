@@ -80,6 +80,7 @@ pub(super) fn compile_destination(
         1..=MAX_CONCURRENCY,
         DEFAULT_CONCURRENCY,
     );
+    let ordering = super::ordering::compile_ordering(pass, &table, raw);
     if pass.errors.len() > errors_before {
         return None;
     }
@@ -90,6 +91,7 @@ pub(super) fn compile_destination(
         max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
         backoff,
         concurrency: to_usize(concurrency),
+        ordering,
     })
 }
 

@@ -9,6 +9,7 @@
 //! named constants next to the code that applies them.
 
 mod destinations;
+mod ordering;
 mod plugins;
 mod routes;
 mod service;

@@ -187,9 +187,9 @@ impl PgStore {
 
     /// One step of a retention pass: deletes the finished events received before `cutoff_ms`
     /// among the next `limit` events after `after_seq` (in seq order), with their routing
-    /// records. Finished: routed, unrouted or dropped, every delivery delivered, every plugin
-    /// stage done, no work row (not being routed or replayed). The newest event is never
-    /// deleted (as on SQLite, where seqs would otherwise be reused).
+    /// records. Finished: routed, unrouted or dropped, every delivery delivered (or dropped as
+    /// stale or skipped), every plugin stage done, no work row (not being routed or replayed).
+    /// The newest event is never deleted (as on SQLite, where seqs would otherwise be reused).
     pub(super) async fn expire_events(
         &self,
         cutoff_ms: i64,
@@ -226,7 +226,7 @@ WITH doomed AS ( \
     SELECT r.seq FROM routings r \
      WHERE r.seq = ANY($1) AND r.status IN ('routed', 'unrouted', 'dropped') \
        AND NOT EXISTS (SELECT 1 FROM deliveries d \
-                        WHERE d.event_seq = r.seq AND d.status <> 'delivered') \
+                        WHERE d.event_seq = r.seq AND d.status NOT IN ('delivered', 'dropped')) \
        AND NOT EXISTS (SELECT 1 FROM route_runs u WHERE u.event_seq = r.seq AND u.status <> 'done') \
        AND NOT EXISTS (SELECT 1 FROM event_work w WHERE w.seq = r.seq) \
      ORDER BY r.seq FOR UPDATE OF r), \

@@ -16,7 +16,9 @@
 use super::super::work::{
     AttemptDone, ClaimedEvent, DueDelivery, DueRouteRun, Processed, StoredEvent,
 };
+use super::attempts::AttemptBatches;
 use super::handoff::Handoff;
+use super::ordering::claim_heads;
 use super::results::write_results;
 use super::{PgPool, PooledClient, StoreError, with_retries};
 use std::collections::HashSet;
@@ -44,6 +46,7 @@ pub(super) struct Claims {
     held: Mutex<Held>,
     /// Events this replica's ingest stored already claimed, for its own intake.
     pub(super) handoff: Handoff,
+    attempts: AttemptBatches,
 }
 
 const CLAIM_EVENTS: &str = "\
@@ -62,7 +65,7 @@ SELECT c.seq, c.replay, e.dedup_key, e.source, e.event_type, e.envelope \
 const CLAIM_DELIVERIES: &str = "\
 WITH picked AS ( \
     SELECT id FROM deliveries \
-     WHERE status = 'pending' AND next_attempt_at <= $1 \
+     WHERE status = 'pending' AND subject IS NULL AND next_attempt_at <= $1 \
      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED \
 ), claimed AS ( \
     UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $4 \
@@ -92,15 +95,6 @@ const FINISH_EVENTS: &str =
 const HOLDS_ROUTE_RUNS: &str = "SELECT id FROM route_runs \
      WHERE id = ANY($1) AND lease_owner = $2 AND status = 'retry' FOR UPDATE";
 
-/// One retried attempt, written only while the claim is this replica's.
-const RECORD_ATTEMPT: &str = "\
-UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, \
-       last_error = coalesce($5, last_error), \
-       history = (history::jsonb || $6::text::jsonb)::text, \
-       envelope = CASE WHEN $3 = 'delivered' THEN NULL ELSE envelope END, \
-       updated_at = $7, lease_owner = NULL \
- WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
-
 impl Claims {
     /// `handoff`: how many stored events ingest may hand to intake directly (0: none; every
     /// event is then claimed through the table).
@@ -114,6 +108,7 @@ impl Claims {
             lease_ms,
             held: Mutex::default(),
             handoff: Handoff::new(handoff),
+            attempts: AttemptBatches::default(),
         }
     }
 
@@ -241,17 +236,43 @@ impl Claims {
                 webhook_id: r.get(4),
                 envelope: r.get(5),
                 attempts: u32::try_from(r.get::<_, i32>(6)).unwrap_or(0),
+                stale: false,
             };
             (due.id, due)
         };
-        self.claim(
-            pool,
-            CLAIM_DELIVERIES,
-            (now_ms, limit),
-            |h| &mut h.deliveries,
-            row,
-        )
-        .await
+        let mut due = self
+            .claim(
+                pool,
+                CLAIM_DELIVERIES,
+                (now_ms, limit),
+                |h| &mut h.deliveries,
+                row,
+            )
+            .await?;
+        due.extend(self.claim_ordered(pool, now_ms, limit).await?);
+        Ok(due)
+    }
+
+    /// The next delivery of each subject of ordered destinations that is due (ordering.rs).
+    async fn claim_ordered(
+        &self,
+        pool: &PgPool,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let held = self.held_ids(|h| &h.deliveries);
+        let until = now_ms.saturating_add(self.lease_ms);
+        let (owner, held) = (&self.owner, &held);
+        let limit = i64::from(limit);
+        let due = with_retries(pool, |mut c| {
+            Box::pin(async move {
+                let r = claim_heads(&mut c, (now_ms, limit), (owner, until), held).await;
+                (c, r)
+            })
+        })
+        .await?;
+        self.held(|h| h.deliveries.extend(due.iter().map(|d| d.id)));
+        Ok(due)
     }
 
     pub(super) async fn claim_due_route_runs(
@@ -318,36 +339,21 @@ impl Claims {
         Ok(lost)
     }
 
-    /// Records one retried attempt; false when the claim was lost (nothing written).
+    /// Records one retried attempt (in a batch with others: attempts.rs); false when the claim
+    /// was lost (nothing written).
     pub(super) async fn record_attempt(
         &self,
         pool: &PgPool,
         done: &AttemptDone,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let state = done.state.columns(Some(&done.attempt));
-        let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
-        let attempt = serde_json::to_string(&[&done.attempt])
-            .map_err(|e| StoreError::Write(format!("cannot encode an attempt: {e}")))?;
-        let (owner, id, error, attempt) = (&self.owner, &done.delivery_id, &error, &attempt);
-        let written = with_retries(pool, |c| {
-            Box::pin(async move {
-                let r = match c.prepare_cached(RECORD_ATTEMPT).await {
-                    Ok(statement) => {
-                        c.execute(
-                            &statement,
-                            &[id, owner, &status, &next, error, attempt, &now_ms],
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                (c, r)
-            })
-        })
-        .await?;
-        self.held(|h| h.deliveries.remove(&done.delivery_id));
-        Ok(written == 1)
+        let id = done.delivery_id;
+        let written = self
+            .attempts
+            .record(pool, &self.owner, done.clone(), now_ms)
+            .await?;
+        self.held(|h| h.deliveries.remove(&id));
+        Ok(written)
     }
 
     /// Moves the leases of everything held one lease ahead.

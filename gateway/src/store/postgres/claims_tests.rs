@@ -61,6 +61,7 @@ fn delivery(state: DeliveryState) -> NewDelivery {
             error: None,
             duration_ms: 1,
         }],
+        order: None,
     }
 }
 
@@ -258,6 +259,7 @@ async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_not
             duration_ms: 3,
         },
         state: DeliveryState::Delivered,
+        holds_subject: false,
     };
     assert!(
         !a.record_attempt(&store.pool, &attempt(due[0].id, 204), 11_700)

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "admin audit",
         sql: include_str!("migrations/0003_admin_audit.sql"),
     },
+    Migration {
+        version: 4,
+        name: "ordered delivery",
+        sql: include_str!("migrations/0004_ordering.sql"),
+    },
 ];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to

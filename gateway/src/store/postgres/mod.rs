@@ -15,19 +15,21 @@
 
 mod actions;
 mod admin;
+mod attempts;
 mod claims;
 mod control;
 mod copy;
 mod handoff;
 mod ingest;
 mod migrations;
+mod ordering;
 mod pool_watch;
 mod results;
 
 use super::work::{
-    AttemptDone, AuditRecord, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun,
-    EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection,
-    RouteRunView, StoredSpan,
+    AttemptDone, AuditRecord, Backlog, BlockedSubject, ClaimedEvent, DeliveryView, DueDelivery,
+    DueRouteRun, EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry,
+    RedriveSelection, RouteRunView, StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
@@ -636,6 +638,27 @@ impl Store for PgStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         PgStore::list_audit(self, before, limit).await
     }
+
+    async fn blocked_subjects(&self, limit: u32) -> Result<Vec<BlockedSubject>, StoreError> {
+        self.read(|c| {
+            Box::pin(async move {
+                let r = ordering::blocked_subjects(&c, limit).await;
+                (c, r)
+            })
+        })
+        .await
+    }
+
+    async fn skip_blocking(&self, delivery_id: i64) -> Result<u64, StoreError> {
+        let now = super::unix_ms();
+        self.write(|c| {
+            Box::pin(async move {
+                let r = ordering::skip_blocking(&c, delivery_id, now).await;
+                (c, r)
+            })
+        })
+        .await
+    }
 }
 
 /// One step of a quarantine retention pass, in one transaction (see the trait).
@@ -713,6 +736,8 @@ mod actions_tests;
 mod admin_tests;
 #[cfg(test)]
 mod claims_tests;
+#[cfg(test)]
+mod ordering_tests;
 #[cfg(test)]
 mod test_db;
 #[cfg(test)]

@@ -12,13 +12,15 @@ use deadpool_postgres::Transaction;
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, attempts, \
-                        next_attempt_at, last_error, history, created_at, updated_at) \
+                        next_attempt_at, last_error, history, created_at, updated_at, \
+                        subject, order_at, order_next) \
 SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-       history, $11, $11 \
+       history, $11, $11, subject, order_at, order_next \
   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-              $7::int4[], $8::int8[], $9::text[], $10::text[]) \
+              $7::int4[], $8::int8[], $9::text[], $10::text[], $12::text[], $13::int8[], \
+              $14::int8[]) \
     AS i(seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-         history)";
+         history, subject, order_at, order_next)";
 
 const INSERT_ROUTE_RUNS: &str = "\
 INSERT INTO route_runs (event_seq, route, status, attempts, next_attempt_at, reason, \
@@ -143,6 +145,9 @@ async fn write_deliveries(
             &c.error,
             &c.history,
             &now_ms,
+            &c.subject,
+            &c.order_at,
+            &c.order_next,
         ],
     )
     .await?;
@@ -186,6 +191,9 @@ pub(super) async fn complete_first_routings(
                 &c.next,
                 &c.error,
                 &c.history,
+                &c.subject,
+                &c.order_at,
+                &c.order_next,
             ],
         )
         .await?;
@@ -208,13 +216,14 @@ WITH done AS ( \
 ), delivered AS ( \
     INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
                             attempts, next_attempt_at, last_error, history, created_at, \
-                            updated_at) \
+                            updated_at, subject, order_at, order_next) \
     SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, \
-           last_error, history, $5, $5 \
+           last_error, history, $5, $5, subject, order_at, order_next \
       FROM unnest($6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                  $12::int4[], $13::int8[], $14::text[], $15::text[]) \
+                  $12::int4[], $13::int8[], $14::text[], $15::text[], $16::text[], \
+                  $17::int8[], $18::int8[]) \
         AS d(seq, route, destination, webhook_id, envelope, status, attempts, next_at, \
-             last_error, history) \
+             last_error, history, subject, order_at, order_next) \
      WHERE d.seq IN (SELECT seq FROM done) \
 ) \
 SELECT seq FROM done";
@@ -235,6 +244,9 @@ struct DeliveryColumns<'a> {
     next: Vec<Option<i64>>,
     error: Vec<Option<String>>,
     history: Vec<String>,
+    subject: Vec<Option<&'a str>>,
+    order_at: Vec<i64>,
+    order_next: Vec<i64>,
 }
 
 impl<'a> DeliveryColumns<'a> {
@@ -262,6 +274,10 @@ impl<'a> DeliveryColumns<'a> {
                 c.error.push(error);
                 c.history
                     .push(serde_json::to_string(&d.attempts).unwrap_or_else(|_| "[]".to_owned()));
+                let order = d.order.as_ref();
+                c.subject.push(order.map(|o| o.subject.as_str()));
+                c.order_at.push(order.map_or(0, |o| o.provider_ms));
+                c.order_next.push(order.map_or(0, |o| o.provider_next_ms));
             }
         }
         c

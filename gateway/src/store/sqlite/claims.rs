@@ -11,7 +11,7 @@
 //! before the row's result committed still shows it waiting and must not hand it out again.
 //! This module never reads or writes the database itself.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,13 @@ struct Book {
 }
 
 impl Book {
-    fn begin_claim(&mut self) {
-        for id in self.finished.drain(..) {
-            self.working.remove(&id);
+    /// Releases the rows finished since the last claim; returns them.
+    fn begin_claim(&mut self) -> Vec<i64> {
+        let released: Vec<i64> = self.finished.drain(..).collect();
+        for id in &released {
+            self.working.remove(id);
         }
+        released
     }
 
     fn take(&mut self, id: i64) -> bool {
@@ -53,6 +56,10 @@ struct State {
     replays: Book,
     deliveries: Book,
     route_runs: Book,
+    /// Ordered deliveries in flight: (destination, subject) -> delivery id, released with
+    /// the delivery's claim. At most one per subject, whatever the database shows.
+    subjects: HashMap<(String, String), i64>,
+    subject_of: HashMap<i64, (String, String)>,
     saved_watermark: i64,
     saved_at: Instant,
 }
@@ -81,6 +88,8 @@ impl Claims {
                 replays: Book::default(),
                 deliveries: Book::default(),
                 route_runs: Book::default(),
+                subjects: HashMap::new(),
+                subject_of: HashMap::new(),
                 saved_watermark: watermark,
                 saved_at: Instant::now(),
             }),
@@ -101,8 +110,26 @@ impl Claims {
     /// returns the cursor new events are read after.
     pub(super) fn begin(&self, kind: Kind) -> i64 {
         self.with(|s| {
-            s.book(kind).begin_claim();
+            for id in s.book(kind).begin_claim() {
+                if let Some(subject) = s.subject_of.remove(&id) {
+                    s.subjects.remove(&subject);
+                }
+            }
             s.cursor
+        })
+    }
+
+    /// Claims an ordered delivery that a read found to be its subject's next; false when this
+    /// process holds it, or another delivery of its subject, already.
+    pub(super) fn take_ordered(&self, id: i64, destination: &str, subject: String) -> bool {
+        self.with(|s| {
+            let key = (destination.to_owned(), subject);
+            if s.subjects.contains_key(&key) || !s.deliveries.take(id) {
+                return false;
+            }
+            s.subjects.insert(key.clone(), id);
+            s.subject_of.insert(id, key);
+            true
         })
     }
 
@@ -203,6 +230,26 @@ mod tests {
         );
         claims.begin(Kind::Delivery);
         assert!(claims.take(Kind::Delivery, 7), "free again");
+    }
+
+    #[test]
+    fn one_delivery_per_subject_is_held_until_its_result_and_the_next_claim() {
+        let claims = Claims::new(0);
+        claims.begin(Kind::Delivery);
+        assert!(claims.take_ordered(1, "d", "s".into()));
+        assert!(
+            !claims.take_ordered(2, "d", "s".into()),
+            "an older event of the subject that arrived late must wait"
+        );
+        assert!(claims.take_ordered(3, "d", "t".into()), "another subject");
+        assert!(
+            claims.take_ordered(4, "e", "s".into()),
+            "another destination"
+        );
+        claims.finish(Kind::Delivery, 1);
+        assert!(!claims.take_ordered(2, "d", "s".into()));
+        claims.begin(Kind::Delivery);
+        assert!(claims.take_ordered(2, "d", "s".into()));
     }
 
     #[test]

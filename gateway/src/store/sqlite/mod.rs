@@ -11,6 +11,7 @@ pub(super) mod backup;
 mod checkpoint;
 mod claims;
 mod envelope_row;
+mod ordering;
 #[cfg(test)]
 mod quarantine_tests;
 mod reader;
@@ -22,9 +23,9 @@ use super::dedup_index::DedupIndex;
 use super::object_states::ObjectStates;
 use super::schema;
 use super::work::{
-    AttemptDone, AuditRecord, Backlog, ClaimedEvent, DeliveryView, DueDelivery, DueRouteRun,
-    EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry, RedriveSelection,
-    RouteRunView, StoredEvent, StoredSpan,
+    AttemptDone, AuditRecord, Backlog, BlockedSubject, ClaimedEvent, DeliveryView, DueDelivery,
+    DueRouteRun, EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry,
+    RedriveSelection, RouteRunView, StoredEvent, StoredSpan,
 };
 use super::{
     DedupPruneStep, ExpiredEvents, IngestOutcome, Intake, NewEvent, QuarantinedBody, Store,
@@ -357,14 +358,24 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         self.claims.begin(Kind::Delivery);
-        let due = self
+        let (due, heads) = self
             .reader
-            .with(move |c| reader::due_deliveries(c, now_ms, limit))
+            .with(move |c| {
+                let due = reader::due_deliveries(c, now_ms, limit)?;
+                let heads = ordering::due_heads(c, now_ms, limit)?;
+                Ok((due, heads))
+            })
             .await?;
-        Ok(due
+        let mut claimed: Vec<DueDelivery> = due
             .into_iter()
             .filter(|d| self.claims.take(Kind::Delivery, d.id))
-            .collect())
+            .collect();
+        claimed.extend(heads.into_iter().filter_map(|(d, subject)| {
+            self.claims
+                .take_ordered(d.id, &d.destination, subject)
+                .then_some(d)
+        }));
+        Ok(claimed)
     }
 
     async fn record_attempt(&self, done: AttemptDone) -> Result<(), StoreError> {
@@ -465,6 +476,17 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.observer
             .with(move |c| reader::list_audit(c, before, limit))
+            .await
+    }
+
+    async fn blocked_subjects(&self, limit: u32) -> Result<Vec<BlockedSubject>, StoreError> {
+        self.observer
+            .with(move |c| ordering::blocked_subjects(c, limit))
+            .await
+    }
+
+    async fn skip_blocking(&self, delivery_id: i64) -> Result<u64, StoreError> {
+        self.call(|r| Command::Redrive(Listed::SkipBlocking(delivery_id), r))
             .await
     }
 
@@ -629,6 +651,7 @@ mod tests {
                 error: None,
                 duration_ms: 3,
             }],
+            order: None,
         }
     }
 
@@ -746,6 +769,7 @@ mod tests {
                 state: DeliveryState::Dead {
                     reason: "gave up".into(),
                 },
+                holds_subject: false,
             })
             .await
             .expect("records");

@@ -144,7 +144,7 @@ pub(super) fn due_deliveries(
         "SELECT d.id, d.event_seq, d.route, d.destination, d.webhook_id, \
                 coalesce(d.envelope, e.envelope), d.attempts \
          FROM deliveries d JOIN stored_events e ON e.seq = d.event_seq \
-         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
+         WHERE d.status = 'pending' AND d.subject IS NULL AND d.next_attempt_at <= ?1 \
          ORDER BY d.next_attempt_at LIMIT {limit}"
     ))?
     .query_map(params![now_ms], |r| {
@@ -156,6 +156,7 @@ pub(super) fn due_deliveries(
             webhook_id: r.get(4)?,
             envelope: r.get(5)?,
             attempts: r.get(6)?,
+            stale: false,
         })
     })?
     .collect()

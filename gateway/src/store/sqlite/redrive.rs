@@ -19,6 +19,10 @@ pub(super) struct BulkStep {
 pub(super) enum Listed {
     Deliveries(Vec<i64>),
     RouteRuns(Vec<i64>),
+    /// The delivery an ordered subject waits behind, skipped by an operator (the other way
+    /// out of a hold than a redrive): a dead one stops holding its subject, a waiting one is
+    /// dropped. Its subject's next delivery goes on.
+    SkipBlocking(i64),
 }
 
 /// The rows a redrive of every matching row walks, [`BULK_STEP`] ids per writer command: one
@@ -42,10 +46,23 @@ const REDRIVE_DELIVERY: &str = "UPDATE deliveries SET status = 'pending', attemp
 const REDRIVE_RUN: &str = "UPDATE route_runs SET status = 'retry', attempts = 0, \
      next_attempt_at = ?1, updated_at = ?1 WHERE status = 'dead'";
 
+/// Skips delivery ?2: a dead one holding its subject lets go, a waiting ordered one is dropped.
+const SKIP_HELD: &str = "UPDATE deliveries SET holds_subject = 0, updated_at = ?1, \
+     last_error = 'skipped by an operator; ' || coalesce(last_error, '') \
+     WHERE id = ?2 AND status = 'dead' AND holds_subject = 1";
+const SKIP_WAITING: &str = "UPDATE deliveries SET status = 'dropped', next_attempt_at = NULL, \
+     updated_at = ?1, last_error = 'skipped by an operator; ' || coalesce(last_error, '') \
+     WHERE id = ?2 AND status = 'pending' AND subject IS NOT NULL";
+
 pub(super) fn redrive(tx: &Transaction<'_>, listed: &Listed, now: i64) -> rusqlite::Result<u64> {
     let (sql, ids) = match listed {
         Listed::Deliveries(ids) => (REDRIVE_DELIVERY, ids),
         Listed::RouteRuns(ids) => (REDRIVE_RUN, ids),
+        Listed::SkipBlocking(id) => {
+            let held = tx.prepare_cached(SKIP_HELD)?.execute(params![now, id])?;
+            let waiting = tx.prepare_cached(SKIP_WAITING)?.execute(params![now, id])?;
+            return Ok(u64::try_from(held + waiting).unwrap_or(u64::MAX));
+        }
     };
     let mut stmt = tx.prepare_cached(&format!("{sql} AND id = ?2"))?;
     let mut n = 0;

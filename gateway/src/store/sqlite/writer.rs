@@ -366,8 +366,9 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
     }
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
-         attempts, next_attempt_at, last_error, history, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+         attempts, next_attempt_at, last_error, history, created_at, updated_at, \
+         subject, order_at, order_next) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
     )?;
     for d in &p.deliveries {
         // A delivered envelope is not needed again (a replay routes the event anew), so only
@@ -389,7 +390,10 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
             next,
             error,
             history_of(&d.attempts)?,
-            now
+            now,
+            d.order.as_ref().map(|o| o.subject.as_str()),
+            d.order.as_ref().map_or(0, |o| o.provider_ms),
+            d.order.as_ref().map_or(0, |o| o.provider_next_ms),
         ])?;
     }
     for run in &p.route_runs {
@@ -476,7 +480,9 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
     let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
     tx.prepare_cached(
         "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
-         last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6 WHERE id = ?1",
+         last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6, \
+         holds_subject = (?2 = 'dead' AND ?7 AND subject IS NOT NULL) \
+         WHERE id = ?1 AND status = 'pending'",
     )?
     .execute(params![
         done.delivery_id,
@@ -484,7 +490,8 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
         next,
         error,
         history_of(&attempts)?,
-        now
+        now,
+        done.holds_subject,
     ])?;
     Ok(())
 }
@@ -564,8 +571,8 @@ fn fail(cmd: Command, msg: &str) {
 }
 
 /// Deletes the finished events of one scan step, with their routing records. Finished: routed,
-/// unrouted or dropped, every delivery delivered and every plugin stage done; an event with a
-/// dead letter or work still waiting is kept whatever its age. The newest event is never
+/// unrouted or dropped, every delivery delivered (or dropped: stale, skipped) and every plugin
+/// stage done; an event with a dead letter or work still waiting is kept whatever its age. The newest event is never
 /// deleted, so `seq` (rowid) never goes back to a number intake has already passed.
 fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEvents> {
     let rows: Vec<(i64, i64)> = tx
@@ -580,7 +587,7 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
     let mut finished = tx.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM routings WHERE seq = ?1 AND status IN (?2, ?3, ?4)) \
            AND NOT EXISTS (SELECT 1 FROM deliveries \
-                           WHERE event_seq = ?1 AND status <> 'delivered') \
+                           WHERE event_seq = ?1 AND status NOT IN ('delivered', 'dropped')) \
            AND NOT EXISTS (SELECT 1 FROM route_runs WHERE event_seq = ?1 AND status <> 'done')",
     )?;
     let mut deleted = 0;

@@ -3,9 +3,12 @@
 use super::{SecretFiles, assert_has, issues, warnings};
 use crate::config::compile::compile;
 use crate::config::compile::service::default_plugin_threads;
-use crate::config::{AdminRole, DestinationKind, WorkerSettings};
+use crate::config::{
+    AdminRole, DestinationKind, OnDead, StaleEvents, SubjectOrdering, WorkerSettings,
+};
 use base64::Engine as _;
 use std::path::Path;
+use std::time::Duration;
 
 /// A `whsec_` secret for the key `signing-key`, and the key itself.
 fn whsec(files: &SecretFiles) -> (String, &'static [u8]) {
@@ -391,5 +394,72 @@ fn workers_have_defaults_and_ranges() {
     assert_has(
         &issues("[workers]\nconcurrency = 65537\n"),
         "g.toml:2:15: workers.concurrency: must be between 1 and 65536",
+    );
+}
+
+#[test]
+fn ordering_defaults_to_none_and_subject_takes_its_settings() {
+    let base = "[destinations.f]\nfile = \"out.jsonl\"\n[[routes]]\nto = [\"f\"]\n";
+    let (config, _) = compile(Path::new("g.toml"), base).expect("valid");
+    assert_eq!(config.destinations[0].ordering, None);
+
+    let text = "[destinations.f]\nfile = \"out.jsonl\"\nordering = \"subject\"\n\
+                [[routes]]\nto = [\"f\"]\n";
+    let (config, _) = compile(Path::new("g.toml"), text).expect("valid");
+    assert_eq!(
+        config.destinations[0].ordering,
+        Some(SubjectOrdering {
+            reorder_window: Duration::ZERO,
+            stale: StaleEvents::Deliver,
+            on_dead: OnDead::Hold,
+        })
+    );
+
+    let text = "[destinations.f]\nfile = \"out.jsonl\"\nordering = \"subject\"\n\
+                reorder_window = \"2s\"\nstale = \"drop\"\non_dead = \"skip\"\n\
+                [[routes]]\nto = [\"f\"]\n";
+    let (config, _) = compile(Path::new("g.toml"), text).expect("valid");
+    assert_eq!(
+        config.destinations[0].ordering,
+        Some(SubjectOrdering {
+            reorder_window: Duration::from_secs(2),
+            stale: StaleEvents::Drop,
+            on_dead: OnDead::Skip,
+        })
+    );
+}
+
+#[test]
+fn ordering_settings_are_checked_with_their_position() {
+    let found =
+        issues("[destinations.f]\nfile = \"x\"\nordering = \"fifo\"\nreorder_window = \"1s\"\n");
+    assert_has(
+        &found,
+        "g.toml:3:12: destinations.f.ordering: must be \"none\" or \"subject\", not \"fifo\"",
+    );
+    assert_has(
+        &found,
+        "g.toml:4:18: destinations.f.reorder_window: applies only with `ordering = \"subject\"`",
+    );
+    let found = issues(
+        "[destinations.f]\nfile = \"x\"\nordering = \"subject\"\nstale = \"keep\"\n\
+         on_dead = \"drop\"\nreorder_window = \"11m\"\n",
+    );
+    assert_has(
+        &found,
+        "g.toml:4:9: destinations.f.stale: must be \"deliver\" or \"drop\", not \"keep\"",
+    );
+    assert_has(
+        &found,
+        "g.toml:5:11: destinations.f.on_dead: must be \"hold\" or \"skip\", not \"drop\"",
+    );
+    assert_has(
+        &found,
+        "g.toml:6:18: destinations.f.reorder_window: must be at most 10m",
+    );
+    let found = issues("[destinations.f]\nfile = \"x\"\nordering = \"none\"\non_dead = \"skip\"\n");
+    assert_has(
+        &found,
+        "g.toml:4:11: destinations.f.on_dead: applies only with `ordering = \"subject\"`",
     );
 }

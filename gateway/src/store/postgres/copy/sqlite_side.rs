@@ -209,10 +209,12 @@ impl Table {
             ),
             Self::Deliveries => (
                 "SELECT id, event_seq, route, destination, webhook_id, envelope, status, \
-                 attempts, next_attempt_at, last_error, history, created_at, updated_at \
+                 attempts, next_attempt_at, last_error, history, created_at, updated_at, \
+                 subject, order_at, order_next, holds_subject <> 0 \
                  FROM deliveries ORDER BY id",
                 "deliveries (id, event_seq, route, destination, webhook_id, envelope, status, \
-                 attempts, next_attempt_at, last_error, history, created_at, updated_at)",
+                 attempts, next_attempt_at, last_error, history, created_at, updated_at, \
+                 subject, order_at, order_next, holds_subject)",
                 &[
                     Type::INT8,
                     Type::INT8,
@@ -227,6 +229,10 @@ impl Table {
                     Type::TEXT,
                     Type::INT8,
                     Type::INT8,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::BOOL,
                 ],
             ),
             Self::RouteRuns => (
@@ -322,6 +328,10 @@ impl Table {
                 text(10)?,
                 int8(11)?,
                 int8(12)?,
+                opt_text(13)?,
+                int8(14)?,
+                int8(15)?,
+                Box::new(row.get::<_, bool>(16)?),
             ],
             Self::RouteRuns => vec![
                 int8(0)?,

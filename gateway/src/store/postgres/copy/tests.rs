@@ -78,6 +78,7 @@ fn delivery(state: DeliveryState, status: u16, at: i64) -> NewDelivery {
         envelope: None,
         state,
         attempts: vec![attempt(at, status)],
+        order: None,
     }
 }
 
