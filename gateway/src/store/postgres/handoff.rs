@@ -4,7 +4,7 @@
 //! its ingest writes the event's work row already claimed by this replica (its id in
 //! `lease_owner`, due one lease later) and puts the event here, in memory, instead of reading
 //! it back with a claim: the claim statement, its row lock and update, and the envelope read
-//! cost the database as much as storing the event did (../../../../docs/performance.md). The
+//! cost the database as much as storing the event did (docs/performance.md, PostgreSQL). The
 //! lease still guards the row: if this replica dies, its handed-off events become due when the
 //! lease runs out and another replica claims them, as any claim of a dead replica.
 //!
