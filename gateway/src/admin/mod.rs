@@ -316,15 +316,17 @@ impl Admin {
             ));
         }
         let selection = format!("event {seq}");
-        AdminActionTaken {
-            action: "replay",
-            selection: &selection,
-            count: marked,
-            client,
-            actor,
-        }
-        .emit();
-        self.record_audit(actor, "replay", &selection, marked).await;
+        self.acted(
+            AdminActionTaken {
+                action: "replay",
+                selection: &selection,
+                count: marked,
+                client,
+                actor,
+            },
+            None,
+        )
+        .await;
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
     }
 
@@ -352,15 +354,17 @@ impl Admin {
         }
         let selection = describe_filter(&filter, limit);
         let marked = self.store.request_replay(filter, limit).await?;
-        AdminActionTaken {
-            action: "replay",
-            selection: &selection,
-            count: marked,
-            client,
-            actor,
-        }
-        .emit();
-        self.record_audit(actor, "replay", &selection, marked).await;
+        self.acted(
+            AdminActionTaken {
+                action: "replay",
+                selection: &selection,
+                count: marked,
+                client,
+                actor,
+            },
+            None,
+        )
+        .await;
         Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
     }
 
@@ -453,15 +457,17 @@ impl Admin {
             ));
         }
         let selection = format!("delivery {id}");
-        AdminActionTaken {
-            action: "skip",
-            selection: &selection,
-            count: n,
-            client,
-            actor,
-        }
-        .emit();
-        self.record_audit(actor, "skip", &selection, n).await;
+        self.acted(
+            AdminActionTaken {
+                action: "skip",
+                selection: &selection,
+                count: n,
+                client,
+                actor,
+            },
+            None,
+        )
+        .await;
         Ok(accepted_json(&json!({ "ok": true, "skipped": n })))
     }
 
@@ -540,15 +546,17 @@ impl Admin {
         if single && n == 0 {
             return Ok(error(StatusCode::NOT_FOUND, "no such dead letter"));
         }
-        AdminActionTaken {
-            action: "redrive",
-            selection: &described,
-            count: n,
-            client,
-            actor,
-        }
-        .emit();
-        self.record_audit(actor, "redrive", &described, n).await;
+        self.acted(
+            AdminActionTaken {
+                action: "redrive",
+                selection: &described,
+                count: n,
+                client,
+                actor,
+            },
+            None,
+        )
+        .await;
         Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
     }
 
@@ -580,16 +588,18 @@ impl Admin {
                 .redrive(RedriveSelection::Deliveries(ids))
                 .await?
         };
-        AdminActionTaken {
-            action: "redrive",
-            selection: &described,
-            count: n,
-            client,
-            actor,
-        }
-        .emit();
         let audited = format!("dead deliveries to {destination}");
-        self.record_audit(actor, "redrive", &audited, n).await;
+        self.acted(
+            AdminActionTaken {
+                action: "redrive",
+                selection: &described,
+                count: n,
+                client,
+                actor,
+            },
+            Some(&audited),
+        )
+        .await;
         Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
     }
 

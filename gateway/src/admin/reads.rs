@@ -5,6 +5,7 @@ use super::query::Query;
 use super::{
     Admin, Body, DEFAULT_LIMIT, MAX_LIMIT, bad_request, error, no_store, ok_json, overview,
 };
+use crate::metrics::flow_events::AdminActionTaken;
 use crate::plugins::{PluginEvent, PluginOutcome};
 use crate::store::{AuditRecord, StoreError};
 use http::{Response, StatusCode};
@@ -111,15 +112,18 @@ impl Admin {
         Ok(ok_json(&json!({ "records": records, "next_before": next })))
     }
 
+    /// Logs what an operator made happen and stores it in the audit trail; `audited`: the
+    /// selection as stored, where it is shorter than the one logged.
+    pub(super) async fn acted(&self, taken: AdminActionTaken<'_>, audited: Option<&str>) {
+        let (actor, action, count) = (taken.actor, taken.action, taken.count);
+        let selection = audited.unwrap_or(taken.selection);
+        taken.emit();
+        self.record_audit(actor, action, selection, count).await;
+    }
+
     /// Stores who did what (a failure to store it is logged; the action stands, and its log
     /// line has the same facts).
-    pub(super) async fn record_audit(
-        &self,
-        actor: &str,
-        action: &str,
-        selection: &str,
-        count: u64,
-    ) {
+    async fn record_audit(&self, actor: &str, action: &str, selection: &str, count: u64) {
         let record = AuditRecord {
             id: 0,
             at: crate::store::unix_ms(),

@@ -9,16 +9,17 @@
 use super::super::work::{DeliveryState, PluginStep, Processed, RouteRunState};
 use super::claims::retried_runs;
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, attempts, \
                         next_attempt_at, last_error, history, created_at, updated_at, \
                         subject, order_at, order_next) \
 SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-       history, $11, $11, subject, order_at, order_next \
+       history, $14, $14, subject, order_at, order_next \
   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-              $7::int4[], $8::int8[], $9::text[], $10::text[], $12::text[], $13::int8[], \
-              $14::int8[]) \
+              $7::int4[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], \
+              $13::int8[]) \
     AS i(seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
          history, subject, order_at, order_next)";
 
@@ -131,26 +132,10 @@ async fn write_deliveries(
     if c.seq.is_empty() {
         return Ok(());
     }
-    tx.execute(
-        &tx.prepare_cached(INSERT_DELIVERIES).await?,
-        &[
-            &c.seq,
-            &c.route,
-            &c.destination,
-            &c.webhook_id,
-            &c.envelope,
-            &c.status,
-            &c.attempts,
-            &c.next,
-            &c.error,
-            &c.history,
-            &now_ms,
-            &c.subject,
-            &c.order_at,
-            &c.order_next,
-        ],
-    )
-    .await?;
+    let mut params = c.params();
+    params.push(&now_ms);
+    tx.execute(&tx.prepare_cached(INSERT_DELIVERIES).await?, &params)
+        .await?;
     Ok(())
 }
 
@@ -171,32 +156,10 @@ pub(super) async fn complete_first_routings(
         .map(|p| (!p.steps.is_empty()).then(|| steps_json(&p.steps)))
         .collect();
     let c = DeliveryColumns::of(processed.iter());
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&seqs, &owner, &status, &steps, &now_ms];
+    params.extend(c.params());
     let statement = client.prepare_cached(COMPLETE_FIRST_ROUTINGS).await?;
-    let written = client
-        .query(
-            &statement,
-            &[
-                &seqs,
-                &owner,
-                &status,
-                &steps,
-                &now_ms,
-                &c.seq,
-                &c.route,
-                &c.destination,
-                &c.webhook_id,
-                &c.envelope,
-                &c.status,
-                &c.attempts,
-                &c.next,
-                &c.error,
-                &c.history,
-                &c.subject,
-                &c.order_at,
-                &c.order_next,
-            ],
-        )
-        .await?;
+    let written = client.query(&statement, &params).await?;
     Ok(processed.len().saturating_sub(written.len()))
 }
 
@@ -250,6 +213,26 @@ struct DeliveryColumns<'a> {
 }
 
 impl<'a> DeliveryColumns<'a> {
+    /// The columns as statement parameters, in the order of the `unnest` of both delivery
+    /// inserts.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.seq,
+            &self.route,
+            &self.destination,
+            &self.webhook_id,
+            &self.envelope,
+            &self.status,
+            &self.attempts,
+            &self.next,
+            &self.error,
+            &self.history,
+            &self.subject,
+            &self.order_at,
+            &self.order_next,
+        ]
+    }
+
     /// The deliveries of `results`, one array per column.
     fn of(results: impl Iterator<Item = &'a Processed>) -> Self {
         let mut c = DeliveryColumns::default();
