@@ -36,7 +36,8 @@ const CLUSTER_JOBS_LOCK: i64 = 0x7765_6268_6f6f_6b32;
 const CONTROL_TICK: Duration = Duration::from_secs(2);
 /// How long to wait before reconnecting a lost control connection.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
-/// How often the cluster-jobs holder reads `event_work`'s dead-row count.
+/// How often the cluster-jobs holder reads `event_work`'s dead-row count (the control loop's
+/// tick; the lock is tried, or checked, every [`CONTROL_TICK`]).
 const VACUUM_TICK: Duration = Duration::from_millis(500);
 /// Dead rows in `event_work` from which the holder vacuums it: at 20,000 events/s (two dead
 /// rows each) a vacuum every quarter second, each over a table of a few thousand live rows.
@@ -125,7 +126,22 @@ async fn serve(
     // Work announced while this replica was not listening is found now.
     claims.handoff.want_scan();
     signal.notify_one();
+    let mut tick = tokio::time::interval(VACUUM_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checked_at: Option<std::time::Instant> = None;
+    let mut vacuum_failing = false;
     while alive.strong_count() > 0 {
+        tokio::select! {
+            _ = &mut messages => return,
+            _ = tick.tick() => {}
+        }
+        if leader.load(Ordering::SeqCst) {
+            vacuum_failing = vacuum_if_due(client, vacuum_failing).await;
+        }
+        if checked_at.is_some_and(|at| at.elapsed() < CONTROL_TICK) {
+            continue;
+        }
+        checked_at = Some(std::time::Instant::now());
         let healthy = if leader.load(Ordering::SeqCst) {
             client.simple_query("SELECT 1").await.is_ok()
         } else {
@@ -148,10 +164,6 @@ async fn serve(
         if !healthy {
             break;
         }
-        tokio::select! {
-            _ = &mut messages => return,
-            () = tokio::time::sleep(CONTROL_TICK) => {}
-        }
     }
     messages.abort();
 }
@@ -172,51 +184,35 @@ pub(super) fn spawn_renewals(pool: PgPool, claims: Arc<Claims>, alive: Weak<()>)
     });
 }
 
-/// Starts the task that vacuums `event_work` while this replica holds the cluster-jobs lock
-/// (`leader`), until the store is dropped (`alive`).
-pub(super) fn spawn_vacuums(pool: PgPool, leader: Arc<AtomicBool>, alive: Weak<()>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(VACUUM_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        while alive.strong_count() > 0 {
-            tick.tick().await;
-            if !leader.load(Ordering::SeqCst) {
-                continue;
-            }
-            match vacuum_if_due(&pool).await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("vacuuming the work table works again");
-                }
-                Ok(()) => {}
-                // Once per outage: the pool and the workers already say the store is down.
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "cannot vacuum the work table; claims slow down as it fills with dead rows");
-                }
-                Err(_) => {}
-            }
+/// Vacuums `event_work` if the server counts enough dead rows in it, on the control
+/// connection (the pool's connections are the ack path's). Without truncating: the free pages
+/// at the table's end are where the next inserts go, and truncating takes a lock that stops
+/// every claim and ingest on the table while the vacuum waits for it (a vacuum then took 1.8 s
+/// of which 0.03 s was work). Returns whether it failed, logging only the first failure of a
+/// streak (the control connection's own loss is logged by its task).
+async fn vacuum_if_due(client: &tokio_postgres::Client, failing: bool) -> bool {
+    let result = async {
+        let dead: i64 = client.query_one(DEAD_WORK_ROWS, &[]).await?.get(0);
+        if dead >= VACUUM_AFTER_DEAD {
+            client
+                .batch_execute("VACUUM (TRUNCATE false) event_work")
+                .await?;
         }
-    });
-}
-
-/// Vacuums `event_work` if the server counts enough dead rows in it. Without truncating: the
-/// free pages at the table's end are where the next inserts go, and truncating takes a lock
-/// that stops every claim and ingest on the table while the vacuum waits for it (a vacuum then
-/// took 1.8 s of which 0.03 s was work).
-async fn vacuum_if_due(pool: &PgPool) -> Result<(), String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    let dead: i64 = client
-        .query_one(DEAD_WORK_ROWS, &[])
-        .await
-        .map_err(|e| describe(&e))?
-        .get(0);
-    if dead >= VACUUM_AFTER_DEAD {
-        client
-            .batch_execute("VACUUM (TRUNCATE false) event_work")
-            .await
-            .map_err(|e| describe(&e))?;
+        Ok::<(), tokio_postgres::Error>(())
     }
-    Ok(())
+    .await;
+    match result {
+        Ok(()) => {
+            if failing {
+                tracing::info!("vacuuming the work table works again");
+            }
+            false
+        }
+        Err(e) => {
+            if !failing {
+                tracing::warn!(error = %describe(&e), "cannot vacuum the work table; claims slow down as it fills with dead rows");
+            }
+            true
+        }
+    }
 }

@@ -237,7 +237,6 @@ impl PgStore {
             Arc::downgrade(&alive),
         );
         control::spawn_renewals(pool.clone(), Arc::clone(&claims), Arc::downgrade(&alive));
-        control::spawn_vacuums(pool.clone(), Arc::clone(&leader), Arc::downgrade(&alive));
         Ok(Self {
             pool,
             ingest,
