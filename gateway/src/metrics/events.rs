@@ -364,6 +364,34 @@ impl StorePoolState<'_> {
     }
 }
 
+/// The replicas sharing the PostgreSQL database were counted (every couple of seconds, by the
+/// control connection); logged when the count changed.
+#[derive(Debug)]
+pub struct StoreReplicasCounted<'a> {
+    pub metrics: &'a Metrics,
+    pub replicas: usize,
+    /// This replica's writers allowed to commit at once now.
+    pub writers: usize,
+}
+
+impl StoreReplicasCounted<'_> {
+    pub fn emit(self) {
+        let m = &self.metrics.0;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (replicas, writers) = (gauge(self.replicas), gauge(self.writers));
+        let changed = m.store_replicas.get() != replicas || m.store_ack_writers.get() != writers;
+        m.store_replicas.set(replicas);
+        m.store_ack_writers.set(writers);
+        if changed {
+            tracing::info!(
+                replicas = self.replicas,
+                ack_writers = self.writers,
+                "replicas sharing the store changed; this replica's share of the ack commits follows"
+            );
+        }
+    }
+}
+
 /// The store's database stopped answering (first time, then a reminder now and then while it
 /// stays so). `place` names hosts and database, never a password.
 #[derive(Debug)]

@@ -36,6 +36,8 @@ pub const STORE_COMMIT_DURATION: &str = "gateway_store_commit_duration_seconds";
 pub const STORE_FAILURES_TOTAL: &str = "gateway_store_failures_total";
 pub const STORE_POOL_CONNECTIONS: &str = "gateway_store_pool_connections";
 pub const STORE_POOL_WAITING: &str = "gateway_store_pool_waiting";
+pub const STORE_REPLICAS: &str = "gateway_store_replicas";
+pub const STORE_ACK_WRITERS: &str = "gateway_store_ack_writers";
 pub const DEDUP_PRUNED_TOTAL: &str = "gateway_dedup_pruned_total";
 pub const CLAIMS_LOST_TOTAL: &str = "gateway_claims_lost_total";
 pub const EVENTS_EXPIRED_TOTAL: &str = "gateway_events_expired_total";
@@ -126,6 +128,10 @@ struct Inner {
     /// PostgreSQL only: pooled connections by `state` (idle, busy), and requests waiting.
     store_pool: [IntGauge; 2],
     store_pool_waiting: IntGauge,
+    /// PostgreSQL only: replicas sharing the database as this one counted them, and this
+    /// replica's batch writers allowed to commit because of it.
+    store_replicas: IntGauge,
+    store_ack_writers: IntGauge,
     dedup_pruned: IntCounter,
     claims_lost: IntCounterVec,
     events_expired: IntCounter,
@@ -256,6 +262,18 @@ impl Metrics {
         )?;
         registry.register(Box::new(store_pool.clone()))?;
         registry.register(Box::new(store_pool_waiting.clone()))?;
+        let store_replicas = IntGauge::new(
+            STORE_REPLICAS,
+            "PostgreSQL store: replicas connected to the database, as this replica last counted \
+             them (0 until its control connection has counted).",
+        )?;
+        let store_ack_writers = IntGauge::new(
+            STORE_ACK_WRITERS,
+            "PostgreSQL store: this replica's batch writers allowed to commit at once (the \
+             cluster's budget divided among its replicas).",
+        )?;
+        registry.register(Box::new(store_replicas.clone()))?;
+        registry.register(Box::new(store_ack_writers.clone()))?;
         let dedup_pruned =
             IntCounter::new(DEDUP_PRUNED_TOTAL, "Dedup keys pruned after the window.")?;
         let claims_lost = IntCounterVec::new(
@@ -343,6 +361,8 @@ impl Metrics {
             store_failures,
             store_pool: ["idle", "busy"].map(|state| store_pool.with_label_values(&[state])),
             store_pool_waiting,
+            store_replicas,
+            store_ack_writers,
             dedup_pruned,
             claims_lost,
             events_expired,

@@ -491,3 +491,57 @@ async fn a_full_handoff_leaves_events_to_any_replica_and_a_dead_ones_return_afte
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A gauge's value as `metrics` renders it.
+fn gauge(metrics: &Metrics, name: &str) -> Option<i64> {
+    metrics.render().lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
+
+/// Waits until replica `metrics` counted `replicas` and commits through `writers`.
+async fn wait_for_share(metrics: &Metrics, replicas: i64, writers: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let seen = (
+            gauge(metrics, crate::metrics::STORE_REPLICAS),
+            gauge(metrics, crate::metrics::STORE_ACK_WRITERS),
+        );
+        if seen == (Some(replicas), Some(writers)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {replicas} replicas and {writers} writers, saw {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Replicas divide the cluster's ack writers among themselves, so the database sees about as
+/// many ack commits in flight with several replicas as with one; a replica that goes away
+/// gives its share back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_clusters_ack_writers_and_a_leaving_one_gives_its_share_back() {
+    let db = super::test_db::Db::new("claims_membership").await;
+    let options = PgOptions {
+        writers: 6,
+        ..PgOptions::default()
+    };
+    let metrics = Metrics::new().expect("metrics");
+    let a = PgStore::connect(
+        &db.cluster.conninfo("claims_membership"),
+        &options,
+        metrics.clone(),
+    )
+    .await
+    .expect("connects");
+    wait_for_share(&metrics, 2, 3).await;
+    let b = other_replica(&db, "claims_membership", &options).await;
+    wait_for_share(&metrics, 3, 2).await;
+    // Still acks with its share: writes go through.
+    store_events(&a, &["m1", "m2", "m3"]).await;
+    drop(b);
+    wait_for_share(&metrics, 2, 3).await;
+}

@@ -7,7 +7,9 @@
 //! cluster-jobs lock: a session advisory lock that at most one replica holds at a time. The
 //! holder runs the jobs that must run once per cluster (retention, pruning, the backlog
 //! gauges); when it dies or loses its connection the server drops the lock and another replica
-//! takes it at its next try. The connection reconnects by itself (after a failover, to the new
+//! takes it at its next try. It also holds this replica's share of the membership lock and
+//! counts the replicas holding it, which sets how many of this replica's batch writers commit
+//! at once (`membership.rs`). The connection reconnects by itself (after a failover, to the new
 //! primary).
 //!
 //! `event_work` takes an insert, a claim and a delete per event, so it is mostly dead rows
@@ -20,7 +22,10 @@
 //! This module never touches event data.
 
 use super::claims::{Claims, WORK_CHANNEL};
+use super::membership::{self, AckWriters};
 use super::{PgPool, describe};
+use crate::metrics::Metrics;
+use crate::metrics::events::StoreReplicasCounted;
 use futures::StreamExt as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -47,6 +52,44 @@ pub(super) const VACUUM_AFTER_DEAD: i64 = 10_000;
 const DEAD_WORK_ROWS: &str = "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables \
      WHERE relid = 'event_work'::regclass), 0)";
 
+/// What the control connection needs to count the replicas and share the ack commits.
+#[derive(Debug)]
+pub(super) struct Membership {
+    pub(super) writers: Arc<AckWriters>,
+    pub(super) metrics: Metrics,
+}
+
+impl Membership {
+    /// Counts the replicas holding the membership lock and sets this replica's share.
+    async fn count(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let (high, low) = membership::key_halves();
+        let counted: i64 = client
+            .query_one(membership::COUNT, &[&high, &low])
+            .await?
+            .get(0);
+        let replicas = usize::try_from(counted).unwrap_or(1);
+        self.set(replicas, replicas);
+        Ok(())
+    }
+
+    /// Without a control connection nobody is counted (the gauge says 0) and this replica
+    /// commits through all its writers again: alone, that is what it needs; with others, at
+    /// worst what it did before counting.
+    fn uncounted(&self) {
+        self.set(1, 0);
+    }
+
+    fn set(&self, replicas: usize, shown: usize) {
+        self.writers.set_replicas(replicas);
+        StoreReplicasCounted {
+            metrics: &self.metrics,
+            replicas: shown,
+            writers: self.writers.active(),
+        }
+        .emit();
+    }
+}
+
 /// Starts the control connection's task on the current runtime. It ends (closing its
 /// connection, so the lock is free for another replica) once `alive` has no strong reference
 /// left: the store was dropped.
@@ -55,6 +98,7 @@ pub(super) fn spawn_control(
     signal: Arc<Notify>,
     claims: Arc<Claims>,
     leader: Arc<AtomicBool>,
+    membership: Membership,
     alive: Weak<()>,
 ) {
     tokio::spawn(async move {
@@ -66,7 +110,14 @@ pub(super) fn spawn_control(
                         tracing::info!("control connection to the store is back");
                         reported_down = false;
                     }
-                    serve(&client, connection, &signal, &claims, &leader, &alive).await;
+                    let duties = Duties {
+                        signal: &signal,
+                        claims: &claims,
+                        leader: &leader,
+                        membership: &membership,
+                    };
+                    serve(&client, connection, &duties, &alive).await;
+                    membership.uncounted();
                     if leader.swap(false, Ordering::SeqCst) {
                         tracing::warn!(
                             "lost the control connection: this replica no longer runs the cluster's jobs"
@@ -85,18 +136,31 @@ pub(super) fn spawn_control(
     });
 }
 
-/// Listens and holds (or tries for) the lock until the connection fails or the store is gone.
+/// What the control connection serves.
+struct Duties<'a> {
+    signal: &'a Arc<Notify>,
+    claims: &'a Arc<Claims>,
+    leader: &'a AtomicBool,
+    membership: &'a Membership,
+}
+
+/// Listens, counts the replicas and holds (or tries for) the lock until the connection fails
+/// or the store is gone.
 async fn serve(
     client: &tokio_postgres::Client,
     mut connection: tokio_postgres::Connection<
         tokio_postgres::Socket,
         tokio_postgres::tls::NoTlsStream,
     >,
-    signal: &Arc<Notify>,
-    claims: &Arc<Claims>,
-    leader: &AtomicBool,
+    duties: &Duties<'_>,
     alive: &Weak<()>,
 ) {
+    let Duties {
+        signal,
+        claims,
+        leader,
+        membership,
+    } = *duties;
     let wake = Arc::clone(signal);
     let told = Arc::clone(claims);
     let mut messages = tokio::spawn(async move {
@@ -123,6 +187,14 @@ async fn serve(
         messages.abort();
         return;
     }
+    if let Err(e) = client
+        .execute(membership::JOIN, &[&membership::key()])
+        .await
+    {
+        tracing::warn!(error = %describe(&e), "cannot join the store's replica count; reconnecting");
+        messages.abort();
+        return;
+    }
     // Work announced while this replica was not listening is found now.
     claims.handoff.want_scan();
     signal.notify_one();
@@ -142,6 +214,9 @@ async fn serve(
             continue;
         }
         checked_at = Some(std::time::Instant::now());
+        if membership.count(client).await.is_err() {
+            break;
+        }
         let healthy = if leader.load(Ordering::SeqCst) {
             client.simple_query("SELECT 1").await.is_ok()
         } else {

@@ -16,6 +16,7 @@ use super::super::work::{ClaimedEvent, StoredEvent};
 use super::super::{IngestOutcome, NewEvent, StoreError};
 use super::PgPool;
 use super::claims::Claims;
+use super::membership::AckWriters;
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,27 +112,33 @@ impl Announcer {
     }
 }
 
-/// Starts `writers` batch tasks on the current runtime; each takes what is queued (up to
-/// [`MAX_BATCH`]) whenever it is free, so batches grow with load and a lone request waits for
-/// nobody.
+/// Starts the batch tasks (the budget of `writers`) on the current runtime; each takes what
+/// is queued (up to [`MAX_BATCH`]) whenever it is free, so batches grow with load and a lone
+/// request waits for nobody. Only the writers `writers` lets commit take batches: the others
+/// wait while more replicas share the database (see `membership.rs`).
 pub(super) fn spawn_writers(
     pool: PgPool,
     metrics: Metrics,
-    writers: usize,
+    writers: Arc<AckWriters>,
     announcer: Arc<Announcer>,
     claims: Arc<Claims>,
 ) -> mpsc::Sender<IngestRequest> {
     let (tx, rx) = mpsc::channel::<IngestRequest>(16 * 1024);
     let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..writers.max(1) {
+    for index in 0..writers.budget() {
         let rx = Arc::clone(&rx);
         let pool = pool.clone();
         let metrics = metrics.clone();
         let announcer = Arc::clone(&announcer);
         let claims = Arc::clone(&claims);
+        let writers = Arc::clone(&writers);
+        let open = tx.downgrade();
         tokio::spawn(async move {
             let mut carried: Vec<IngestRequest> = Vec::new();
             loop {
+                if carried.is_empty() && !wait_turn(&writers, index, &open).await {
+                    return;
+                }
                 let Some(batch) = next_batch(&rx, std::mem::take(&mut carried)).await else {
                     return;
                 };
@@ -146,6 +153,29 @@ pub(super) fn spawn_writers(
     }
     tx
 }
+
+/// Waits until writer `index` may take batches; false once the store is gone (every sender
+/// dropped), so a writer parked for good still ends and lets the pool go.
+async fn wait_turn(
+    writers: &AckWriters,
+    index: usize,
+    open: &mpsc::WeakSender<IngestRequest>,
+) -> bool {
+    loop {
+        if tokio::time::timeout(PARKED_CHECK, writers.turn(index))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        if open.upgrade().is_none() {
+            return false;
+        }
+    }
+}
+
+/// How often a writer waiting for its turn checks that the store still exists.
+const PARKED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a writer does next: what it carried over first, then whatever is queued. `None` once
 /// every sender is gone and nothing is left. A writer that carries requests never waits for

@@ -21,6 +21,7 @@ mod control;
 mod copy;
 mod handoff;
 mod ingest;
+mod membership;
 mod migrations;
 mod ordering;
 mod pool_watch;
@@ -58,7 +59,8 @@ const PRUNE_ROWS: i64 = 2_000;
 pub struct PgOptions {
     /// Connections at most, all uses together.
     pub pool_size: usize,
-    /// Batches being written at once (each holds a connection while it commits).
+    /// Batches being written at once by the whole cluster (each holds a connection while it
+    /// commits): every replica commits through its share of them (see `membership.rs`).
     pub writers: usize,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
@@ -220,10 +222,11 @@ impl PgStore {
         let announcer = Arc::new(ingest::Announcer::new(Arc::clone(&work)));
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
         let claims = Arc::new(claims::Claims::new(lease_ms.max(1), options.handoff));
+        let writers = membership::AckWriters::new(options.writers);
         let ingest = ingest::spawn_writers(
             pool.clone(),
             metrics.clone(),
-            options.writers,
+            Arc::clone(&writers),
             announcer,
             Arc::clone(&claims),
         );
@@ -234,6 +237,10 @@ impl PgStore {
             Arc::clone(&work),
             Arc::clone(&claims),
             Arc::clone(&leader),
+            control::Membership {
+                writers,
+                metrics: metrics.clone(),
+            },
             Arc::downgrade(&alive),
         );
         control::spawn_renewals(pool.clone(), Arc::clone(&claims), Arc::downgrade(&alive));
