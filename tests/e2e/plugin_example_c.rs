@@ -33,7 +33,10 @@ fn c_large_deposits_tags_large_deposits_passes_small_ones_and_needs_its_threshol
 
         let unconfigured = load(LARGE_DEPOSITS_C, mode, &[]);
         let outcome = unconfigured.call(&input).outcome;
-        assert_eq!(reason(&outcome), ("fatal", "setting `threshold` is required"));
+        assert_eq!(
+            reason(&outcome),
+            ("fatal", "setting `threshold` is required")
+        );
 
         let not_a_number = load(LARGE_DEPOSITS_C, mode, &[("threshold", "1e3")]);
         let outcome = not_a_number.call(&input).outcome;
@@ -173,7 +176,13 @@ fn compile_native(
     run_checked(
         Command::new(clang)
             .current_dir(dir)
-            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"])
+            .args([
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-Wno-unused-parameter",
+            ])
             .args(sources)
             .args(extra)
             .arg("-o")

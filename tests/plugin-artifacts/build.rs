@@ -279,7 +279,10 @@ fn build_c(layout: &Layout) -> Result<CArtifacts> {
         let started = Instant::now();
         c_plugin::build(&dir, &layout.repo.join("wit"), &work, &out)?;
         write_stamp(&stamp, &inputs)?;
-        log_time("wit-bindgen-c + clang + wit-component (large-deposits)", started);
+        log_time(
+            "wit-bindgen-c + clang + wit-component (large-deposits)",
+            started,
+        );
     }
     Ok(CArtifacts {
         component: out,
