@@ -43,6 +43,7 @@ mod metrics;
 mod openapi;
 mod ordering;
 mod plugin_check;
+mod plugin_example_c;
 mod plugin_examples;
 mod plugin_harness;
 mod plugin_health;

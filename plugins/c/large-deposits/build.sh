@@ -3,7 +3,8 @@
 # (default: large_deposits.wasm here). Needs clang, lld, wasi-libc and
 # libclang-rt-14-dev-wasm32 (Debian 12), and wit-bindgen-cli 0.46.0 and wasm-tools 1.239.0
 # from crates.io in target/plugin-tools/bin (or set WIT_BINDGEN / WASM_TOOLS); see
-# plugins/README.md, "C".
+# plugins/README.md, "C". The test suite does not run this script: it builds the same way with
+# the tools' libraries (tests/plugin-artifacts/c_plugin.rs); keep the clang flags in step.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)

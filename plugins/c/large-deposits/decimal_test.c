@@ -1,4 +1,5 @@
-// decimal_test.c: native checks of decimal.c, run by hand (not part of the test suite):
+// decimal_test.c: native checks of decimal.c, run by the test suite
+// (tests/e2e/plugin_example_c.rs) or by hand:
 //   clang -Wall -Wextra -o /tmp/decimal_test decimal_test.c decimal.c && /tmp/decimal_test
 #include <stdio.h>
 #include <string.h>

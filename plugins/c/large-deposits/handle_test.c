@@ -1,8 +1,10 @@
 // handle_test.c: runs exports_plugin_handle natively, with the two host imports stubbed at the
 // generated bindings' lowest level, for the paths `gateway plugin run` cannot reach (an event
 // that already has the extension; an empty extension list whose pointer is not from malloc).
-// By hand, not part of the test suite (B = a folder with `wit-bindgen c` output):
-//   clang -gdwarf-4 -I$B -o /tmp/handle_test handle_test.c large_deposits.c decimal.c $B/plugin.c
+// Run by the test suite (tests/e2e/plugin_example_c.rs, with B = the bindings the suite
+// generates, target/plugin-tools/c-large-deposits/bindings), or by hand:
+//   clang -gdwarf-4 -Wno-unknown-attributes -I$B -o /tmp/handle_test handle_test.c \
+//       large_deposits.c decimal.c $B/plugin.c
 //   valgrind -q --leak-check=full --error-exitcode=3 /tmp/handle_test   (apt-get install valgrind)
 #include <stdio.h>
 #include <stdlib.h>

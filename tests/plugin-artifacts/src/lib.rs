@@ -2,8 +2,8 @@
 //!
 //! `build.rs` builds every plugin when this crate is built (Rust plugins and fixtures with
 //! `cargo build --release --target wasm32-wasip2` in `plugins/`, the JavaScript plugin with
-//! componentize-js, the Python plugin with componentize-py) and generates one constant per
-//! plugin plus [`ALL`]. Depend on this crate (e.g. as a dev-dependency) and use the constants:
+//! componentize-js, the Python plugin with componentize-py, the C plugin with clang and the
+//! wit-bindgen-c / wit-component libraries) and generates one constant per plugin plus [`ALL`]. Depend on this crate (e.g. as a dev-dependency) and use the constants:
 //!
 //! ```
 //! let wasm = std::fs::read(plugin_artifacts::UNIFY_PAYMENTS).expect("built by build.rs");
@@ -23,7 +23,7 @@ mod tests {
     /// Every artifact exists and is a component (layer 1), not a core module.
     #[test]
     fn every_artifact_is_a_component() {
-        assert_eq!(ALL.len(), 12);
+        assert_eq!(ALL.len(), 13);
         for (name, path) in ALL {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {path}: {e}"));
             assert_eq!(&bytes[..4], b"\0asm", "{name}: not wasm");
