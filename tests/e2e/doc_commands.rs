@@ -1,5 +1,6 @@
 //! The commands the docs show are run as written. Every fenced shell block (`sh`, `bash`,
-//! `shell`) in README.md and docs/*.md is either marked to run, in its info string, or named
+//! `shell`) in README.md, the plugin guide (plugins/README.md) and docs/*.md is either marked
+//! to run, in its info string, or named
 //! below with the reason it cannot run here; a new block that is neither fails the first test,
 //! so a doc command cannot go stale unnoticed.
 //!
@@ -64,6 +65,47 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
          tests/e2e/backup.rs",
     ),
     (
+        "plugins/README.md",
+        "cargo run --release -p gateway -- plugin run PLUGIN.wasm",
+        "placeholders for the reader's plugin and event; tests/e2e/plugin_examples.rs runs \
+         `gateway plugin run` on the examples",
+    ),
+    (
+        "plugins/README.md",
+        "plugins/build.sh",
+        "runs cargo inside the test; the suite builds the same artifacts through \
+         tests/plugin-artifacts before any test runs",
+    ),
+    (
+        "plugins/README.md",
+        "cd plugins",
+        "`my-plugin` is the reader's; the suite builds the Rust plugins with the same cargo \
+         build for wasm32-wasip2 (plugins/build-support/rust_plugins.rs)",
+    ),
+    (
+        "plugins/README.md",
+        "cd plugins/js/redact-accounts",
+        "tests/plugin-artifacts runs the same `npm ci` and `node build.mjs`, and \
+         tests/e2e/plugin_examples.rs the same `node --test`",
+    ),
+    (
+        "plugins/README.md",
+        "cd plugins/python/route-by-currency",
+        "tests/plugin-artifacts builds it in its own venv with the same pinned componentize-py, \
+         and tests/e2e/plugin_examples.rs runs the same unittest",
+    ),
+    (
+        "plugins/README.md",
+        "apt-get install -y --no-install-recommends clang",
+        "installs as root; .ci/run installs these packages when they are missing",
+    ),
+    (
+        "plugins/README.md",
+        "cargo install --locked wit-bindgen-cli",
+        "about 15 minutes of `cargo install`; the suite builds the same plugin with the \
+         wit-bindgen-c and wit-component libraries (tests/plugin-artifacts/c_plugin.rs)",
+    ),
+    (
         "docs/performance.md",
         "cargo build --release",
         "a release build and minutes of load: the benchmarks are run by hand",
@@ -111,7 +153,7 @@ fn repo_root() -> PathBuf {
         .expect("repository root")
 }
 
-/// README.md and docs/*.md, in that order (docs by name).
+/// README.md, the plugin guide and docs/*.md, in that order (docs by name).
 fn doc_files() -> Vec<String> {
     let root = repo_root();
     let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
@@ -122,7 +164,7 @@ fn doc_files() -> Vec<String> {
         .map(|name| format!("docs/{name}"))
         .collect();
     docs.sort();
-    let mut files = vec!["README.md".to_owned()];
+    let mut files = vec!["README.md".to_owned(), "plugins/README.md".to_owned()];
     files.extend(docs);
     files
 }
