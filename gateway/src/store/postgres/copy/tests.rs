@@ -39,6 +39,7 @@ fn normalized(provider: &str, source: &str, body: &str, at: i64) -> NewEvent {
         raw_body: bytes::Bytes::from(body.to_owned()),
         headers: r#"{"x-ledger-signature":"t=1,v1=ab"}"#.into(),
         received_at_ms: at,
+        order: None,
         object_state: match n.retry_identity {
             RetryIdentity::Key => None,
             RetryIdentity::ObjectState(s) => Some(ObjectStateClaim {
