@@ -272,12 +272,12 @@ fn two_replicas_one_killed_mid_run_never_overlap_a_subject_and_deliver_in_order(
     let sink = Sink::start(Mode::Ok);
     // Each answer takes a moment, so two deliveries of one subject would overlap visibly.
     sink.set_delay(Duration::from_millis(15));
-    // An event a killed replica acked but had not routed yet holds nothing until it is routed,
-    // after the lease (2s) and an intake poll (1s): the reorder window covers that, so later
-    // events of its subject, routed meanwhile by the other replica, still wait for it.
+    // No reorder window: an event the killed replica acked but had not routed yet holds the
+    // later events of its subject (routed meanwhile by the other replica) until it is routed,
+    // after the lease.
     let config = replica_config(&sink.url()).replace(
         "concurrency = 16\n",
-        "concurrency = 16\nordering = \"subject\"\nreorder_window = \"5s\"\n",
+        "concurrency = 16\nordering = \"subject\"\n",
     );
     let conninfo = pg.conninfo("gateway");
     let mut replicas = vec![

@@ -20,7 +20,9 @@ const HOLD_LEASE: &str = "3s";
 /// `[plugins.sleeper]`: the `sleep` fixture waiting `ms` inside `handle` (`None`: an hour),
 /// cut off after `timeout`.
 fn sleeper(ms: Option<u32>, timeout: &str) -> String {
-    let setting = ms.map_or(String::new(), |ms| format!("settings = {{ ms = \"{ms}\" }}\n"));
+    let setting = ms.map_or(String::new(), |ms| {
+        format!("settings = {{ ms = \"{ms}\" }}\n")
+    });
     format!(
         "[wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n[plugins.sleeper]\nwasm = \"{SLEEP}\"\n\
          timeout = \"{timeout}\"\n{setting}\n"
@@ -41,11 +43,14 @@ fn blocked(gw: &Gateway, subject: &str) -> Vec<Value> {
 
 /// Waits until the admin API lists `subject` as held by an event not routed yet.
 fn wait_held_by_unrouted(gw: &Gateway, subject: &str) {
-    wait_until(&format!("{subject} listed as held by an unrouted event"), || {
-        blocked(gw, subject)
-            .iter()
-            .any(|b| b["status"] == "unrouted" && b["delivery_id"].is_null() && b["waiting"] == 1)
-    });
+    wait_until(
+        &format!("{subject} listed as held by an unrouted event"),
+        || {
+            blocked(gw, subject).iter().any(|b| {
+                b["status"] == "unrouted" && b["delivery_id"].is_null() && b["waiting"] == 1
+            })
+        },
+    );
 }
 
 #[test]
@@ -123,8 +128,13 @@ fn on_sqlite_an_event_whose_routing_is_slow_holds_the_later_ones_of_its_subject(
     let t = now_ms();
     gw.post_ledger(&ledger_event("evt_s_1", "transaction.created", "txn_s", t))
         .assert_accepted();
-    gw.post_ledger(&ledger_event("evt_s_2", "transaction.updated", "txn_s", t + 1))
-        .assert_accepted();
+    gw.post_ledger(&ledger_event(
+        "evt_s_2",
+        "transaction.updated",
+        "txn_s",
+        t + 1,
+    ))
+    .assert_accepted();
     gw.post_ledger(&ledger_event("evt_t_1", "transaction.updated", "txn_t", t))
         .assert_accepted();
 

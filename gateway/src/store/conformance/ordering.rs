@@ -296,7 +296,12 @@ pub(super) async fn an_unrouted_event_holds_its_subject_until_its_routing_finish
     let store = h.open().await;
     let now = super::super::unix_ms();
     let mut seqs = Vec::new();
-    for (key, subject, at) in [("a", "s", 100), ("b", "s", 200), ("c", "t", 50), ("z", "", 0)] {
+    for (key, subject, at) in [
+        ("a", "s", 100),
+        ("b", "s", 200),
+        ("c", "t", 50),
+        ("z", "", 0),
+    ] {
         let mut e = event_about(key, subject, at);
         if subject.is_empty() {
             e.order = None;
@@ -314,13 +319,22 @@ pub(super) async fn an_unrouted_event_holds_its_subject_until_its_routing_finish
         .await
         .expect("completes");
     let due = claim(&store, now).await;
-    assert_eq!(ids(&due), ["ledger:t:50"], "s:200 waits for the unrouted s:100");
+    assert_eq!(
+        ids(&due),
+        ["ledger:t:50"],
+        "s:200 waits for the unrouted s:100"
+    );
     settle(&store, &due[0], DeliveryState::Delivered, true).await;
     let blocked = store.blocked_subjects(10).await.expect("lists");
     assert_eq!(blocked.len(), 1, "{blocked:?}");
     let b = &blocked[0];
     assert_eq!(
-        (b.subject.as_str(), b.delivery_id, b.event_seq, b.status.as_str()),
+        (
+            b.subject.as_str(),
+            b.delivery_id,
+            b.event_seq,
+            b.status.as_str()
+        ),
         ("s", None, seqs[0], "unrouted")
     );
     assert_eq!(b.waiting, 1);
@@ -336,7 +350,11 @@ pub(super) async fn an_unrouted_event_holds_its_subject_until_its_routing_finish
         attempts: 1,
     };
     store
-        .complete(Arc::new(vec![first_routing(seqs[0], Vec::new(), vec![retry])]))
+        .complete(Arc::new(vec![first_routing(
+            seqs[0],
+            Vec::new(),
+            vec![retry],
+        )]))
         .await
         .expect("completes");
     assert!(claim(&store, now).await.is_empty(), "held by the retry");

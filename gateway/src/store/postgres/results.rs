@@ -306,7 +306,9 @@ async fn write_route_runs(
                 let hold = holds.get(&p.seq);
                 columns.subject.push(hold.map(|(s, _, _)| s.as_str()));
                 columns.order_at.push(hold.map_or(0, |(_, at, _)| *at));
-                columns.order_next.push(hold.map_or(0, |(_, _, next)| *next));
+                columns
+                    .order_next
+                    .push(hold.map_or(0, |(_, _, next)| *next));
             }
         }
     }

@@ -224,14 +224,13 @@ fn apply(
                             span.map(|s| s.len),
                         ])?;
                         if let Some(order) = &e.order {
-                            tx.prepare_cached(schema::INSERT_UNROUTED_SUBJECT)?.execute(
-                                params![
+                            tx.prepare_cached(schema::INSERT_UNROUTED_SUBJECT)?
+                                .execute(params![
                                     seq,
                                     order.subject,
                                     order.provider_ms,
                                     order.provider_next_ms
-                                ],
-                            )?;
+                                ])?;
                         }
                         fresh.add(seq, key, e.received_at_ms);
                         if let Some((object, claim)) = &object {
