@@ -52,6 +52,12 @@ const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b31;
 /// How long a replica waits for another one's migration before giving up.
 const LOCK_WAIT: &str = "120s";
 
+/// Every schema version this binary knows, oldest first (numbers may skip one that another
+/// branch took; see the tests).
+pub(crate) fn versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
 /// The newest schema version this binary knows.
 pub fn latest() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
