@@ -54,6 +54,7 @@ const LOCK_WAIT: &str = "120s";
 
 /// Every schema version this binary knows, oldest first (numbers may skip one that another
 /// branch took; see the tests).
+#[cfg(test)]
 pub(crate) fn versions() -> Vec<i32> {
     MIGRATIONS.iter().map(|m| m.version).collect()
 }
