@@ -3,7 +3,7 @@
 //! on PostgreSQL when the replica that stored it is killed (`kill -9`) before routing it, so
 //! another replica routes it only after the lease; on SQLite while its routing is slow (a
 //! plugin that waits). Meanwhile other subjects are delivered, and the admin API lists the
-//! held subject as `unrouted`.
+//! held subject as `unrouted` (and, on SQLite, `gateway_ordering_unrouted_holds` counts it).
 
 use crate::harness::*;
 use crate::ordering::{ADMIN, delivered_ids, event_about, ordered_destination, wait_until};
@@ -113,15 +113,15 @@ fn ledger_event(id: &str, kind: &str, subject: &str, created_ms: i64) -> Vec<u8>
 #[test]
 fn on_sqlite_an_event_whose_routing_is_slow_holds_the_later_ones_of_its_subject() {
     let sink = Sink::start(Mode::Ok);
-    // `transaction.created` goes through a plugin that waits 1.5 s; `transaction.updated`
-    // goes straight to the same ordered destination.
+    // `transaction.created` goes through a plugin that waits 3 s (the gauges are read every
+    // second); `transaction.updated` goes straight to the same ordered destination.
     let extra = format!(
         "{ADMIN}{}{}\
          [[routes]]\nname = \"slow\"\nmatch = {{ type = [\"ledger.transaction.created\"] }}\n\
          plugins = [\"sleeper\"]\nto = [\"books\"]\n\n\
          [[routes]]\nname = \"fast\"\nmatch = {{ type = [\"ledger.transaction.updated\"] }}\n\
          plugins = []\nto = [\"books\"]\n",
-        sleeper(Some(1500), "10s"),
+        sleeper(Some(3000), "10s"),
         ordered_destination("books", &sink.url(), ""),
     );
     let gw = Gateway::start_with_extra(&extra);
@@ -139,6 +139,17 @@ fn on_sqlite_an_event_whose_routing_is_slow_holds_the_later_ones_of_its_subject(
         .assert_accepted();
 
     wait_held_by_unrouted(&gw, "txn_s");
+    wait_until("the unrouted-holds gauge", || {
+        let text = gw.metrics();
+        let books = |name: &str| {
+            let series = format!("{name}{{destination=\"books\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .map(str::to_owned)
+        };
+        books("gateway_ordering_unrouted_holds").as_deref() == Some("1")
+            && books("gateway_ordering_blocked_subjects").as_deref() == Some("0")
+    });
     sink.wait_for(PATIENCE, "txn_t delivered", |got| {
         delivered_ids(got, "txn_t") == ["evt_t_1"]
     });
