@@ -37,9 +37,13 @@ SELECT seq, route, status, attempts, next_at, reason, $7, $7, subject, order_at,
 /// completion deleted, by seq.
 pub(super) type SubjectHolds = std::collections::HashMap<i64, (String, i64, i64)>;
 
+/// A retried run's new state. One that stops waiting (done, dead) drops its ordering key: its
+/// hold on its subject ended, and a redrive of it later holds nothing (as on SQLite, where the
+/// key is gone with the event's `unrouted_subjects` row; docs/ordering.md).
 const UPDATE_ROUTE_RUNS: &str = "\
 UPDATE route_runs r SET status = i.status, attempts = i.attempts, next_attempt_at = i.next_at, \
-       reason = i.reason, updated_at = $6, lease_owner = NULL \
+       reason = i.reason, updated_at = $6, lease_owner = NULL, \
+       subject = CASE WHEN i.status = 'retry' THEN r.subject END \
   FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::text[]) \
     AS i(id, status, attempts, next_at, reason) \
  WHERE r.id = i.id";
