@@ -4,10 +4,12 @@
 //! another replica routes it only after the lease; on SQLite while its routing is slow (a
 //! plugin that waits). Meanwhile other subjects are delivered, and the admin API lists the
 //! held subject as `unrouted` (and, on SQLite, `gateway_ordering_unrouted_holds` counts it).
+//! An event no route takes to an ordered destination holds nothing.
 
 use crate::harness::*;
 use crate::ordering::{ADMIN, delivered_ids, event_about, ordered_destination, wait_until};
 use crate::plugin_harness::CACHE_DIR;
+use crate::reload::http_destination;
 use crate::replica_harness::{LEASE, database, replica_config, start_replica};
 use crate::sink::{Mode, Sink};
 use plugin_artifacts::SLEEP;
@@ -113,19 +115,34 @@ fn ledger_event(id: &str, kind: &str, subject: &str, created_ms: i64) -> Vec<u8>
 #[test]
 fn on_sqlite_an_event_whose_routing_is_slow_holds_the_later_ones_of_its_subject() {
     let sink = Sink::start(Mode::Ok);
+    let plain = Sink::start(Mode::Ok);
     // `transaction.created` goes through a plugin that waits 3 s (the gauges are read every
     // second); `transaction.updated` goes straight to the same ordered destination.
+    // `wallet.created` goes through the plugin to an unordered destination only: such an
+    // event holds nothing.
     let extra = format!(
-        "{ADMIN}{}{}\
+        "{ADMIN}[workers]\nplugin_threads = 2\n\n{}{}{}\
          [[routes]]\nname = \"slow\"\nmatch = {{ type = [\"ledger.transaction.created\"] }}\n\
          plugins = [\"sleeper\"]\nto = [\"books\"]\n\n\
          [[routes]]\nname = \"fast\"\nmatch = {{ type = [\"ledger.transaction.updated\"] }}\n\
-         plugins = []\nto = [\"books\"]\n",
+         plugins = []\nto = [\"books\"]\n\n\
+         [[routes]]\nname = \"unordered\"\nmatch = {{ type = [\"ledger.wallet.created\"] }}\n\
+         plugins = [\"sleeper\"]\nto = [\"plain\"]\n",
         sleeper(Some(3000), "10s"),
         ordered_destination("books", &sink.url(), ""),
+        http_destination("plain", &plain),
     );
     let gw = Gateway::start_with_extra(&extra);
     let t = now_ms();
+    gw.post_ledger(&ledger_event("evt_u_1", "wallet.created", "txn_u", t))
+        .assert_accepted();
+    gw.post_ledger(&ledger_event(
+        "evt_u_2",
+        "transaction.updated",
+        "txn_u",
+        t + 1,
+    ))
+    .assert_accepted();
     gw.post_ledger(&ledger_event("evt_s_1", "transaction.created", "txn_s", t))
         .assert_accepted();
     gw.post_ledger(&ledger_event(
@@ -138,6 +155,15 @@ fn on_sqlite_an_event_whose_routing_is_slow_holds_the_later_ones_of_its_subject(
     gw.post_ledger(&ledger_event("evt_t_1", "transaction.updated", "txn_t", t))
         .assert_accepted();
 
+    // The wallet event, no route of which leads to an ordered destination, holds nothing:
+    // the later event of its subject is delivered while its own routing still waits.
+    sink.wait_for(PATIENCE, "evt_u_2 delivered", |got| {
+        delivered_ids(got, "txn_u") == ["evt_u_2"]
+    });
+    assert!(
+        plain.received().is_empty(),
+        "evt_u_1 is still in its plugin"
+    );
     wait_held_by_unrouted(&gw, "txn_s");
     wait_until("the unrouted-holds gauge", || {
         let text = gw.metrics();

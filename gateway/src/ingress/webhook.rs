@@ -187,11 +187,15 @@ async fn handle(
             in_body,
             len: data.len(),
         });
-    let order = crate::worker::order_key::order_of(
-        normalized.envelope.subject.as_deref(),
-        normalized.envelope.time.as_deref(),
-        &normalized.envelope.data,
-    );
+    let order = if endpoint.may_be_ordered(&normalized.envelope.event_type) {
+        crate::worker::order_key::order_of(
+            normalized.envelope.subject.as_deref(),
+            normalized.envelope.time.as_deref(),
+            &normalized.envelope.data,
+        )
+    } else {
+        None
+    };
     let event = NewEvent {
         order,
         source: endpoint.source.name().to_owned(),
