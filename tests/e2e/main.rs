@@ -42,6 +42,7 @@ mod log_bounds;
 mod metrics;
 mod openapi;
 mod ordering;
+mod ordering_holds;
 mod plugin_check;
 mod plugin_example_c;
 mod plugin_examples;

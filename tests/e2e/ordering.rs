@@ -14,9 +14,9 @@ use crate::sink::{Mode, Received, Sink};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const ADMIN: &str = "[admin]\ntoken = \"env:E2E_ADMIN_TOKEN\"\n";
+pub(crate) const ADMIN: &str = "[admin]\ntoken = \"env:E2E_ADMIN_TOKEN\"\n";
 
-fn ordered_destination(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn ordered_destination(name: &str, url: &str, extra: &str) -> String {
     format!(
         r#"
 [destinations.{name}]
@@ -43,7 +43,7 @@ fn route_to(to: &[&str]) -> String {
 }
 
 /// A Ledger event about `subject` created at `created_ms` (the provider's time).
-fn event_about(id: &str, subject: &str, created_ms: i64) -> Vec<u8> {
+pub(crate) fn event_about(id: &str, subject: &str, created_ms: i64) -> Vec<u8> {
     format!(
         r#"{{"id":"{id}","type":"transaction.updated","createdAt":{created_ms},"data":{{"id":"{subject}","amount":"1.00"}}}}"#
     )
@@ -52,7 +52,7 @@ fn event_about(id: &str, subject: &str, created_ms: i64) -> Vec<u8> {
 
 /// The event ids delivered (2xx) about `subject`, in the order they arrived, each once (an
 /// attempt repeated after a crash, with the same `webhook-id`, is one delivery).
-fn delivered_ids(got: &[Received], subject: &str) -> Vec<String> {
+pub(crate) fn delivered_ids(got: &[Received], subject: &str) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     for r in got {
         if (200..300).contains(&r.answered) && r.subject().as_deref() == Some(subject) {
@@ -65,7 +65,7 @@ fn delivered_ids(got: &[Received], subject: &str) -> Vec<String> {
     ids
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
         assert!(Instant::now() < deadline, "{what} within {PATIENCE:?}");
@@ -272,12 +272,12 @@ fn two_replicas_one_killed_mid_run_never_overlap_a_subject_and_deliver_in_order(
     let sink = Sink::start(Mode::Ok);
     // Each answer takes a moment, so two deliveries of one subject would overlap visibly.
     sink.set_delay(Duration::from_millis(15));
-    // An event a killed replica acked but had not routed yet holds nothing until it is routed,
-    // after the lease (2s) and an intake poll (1s): the reorder window covers that, so later
-    // events of its subject, routed meanwhile by the other replica, still wait for it.
+    // No reorder window: an event the killed replica acked but had not routed yet holds the
+    // later events of its subject (routed meanwhile by the other replica) until it is routed,
+    // after the lease.
     let config = replica_config(&sink.url()).replace(
         "concurrency = 16\n",
-        "concurrency = 16\nordering = \"subject\"\nreorder_window = \"5s\"\n",
+        "concurrency = 16\nordering = \"subject\"\n",
     );
     let conninfo = pg.conninfo("gateway");
     let mut replicas = vec![

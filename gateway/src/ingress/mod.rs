@@ -44,6 +44,36 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 struct Endpoint {
     source: Source,
     metrics: SourceMetrics,
+    /// The routes that take this source's events to a destination with ordering: an event
+    /// one of them matches is stored with its ordering key, so that it holds its subject until
+    /// it is routed (docs/ordering.md). Empty (the usual case): no event pays for that.
+    ordered_routes: Vec<crate::config::RouteSettings>,
+}
+
+impl Endpoint {
+    /// Whether an event of `event_type` from this source may go to an ordered destination.
+    fn may_be_ordered(&self, event_type: &str) -> bool {
+        self.ordered_routes
+            .iter()
+            .any(|r| r.matches(self.source.name(), event_type))
+    }
+}
+
+/// The routes that may take events of `source` to a destination with ordering.
+fn ordered_routes(config: &GatewayConfig, source: &str) -> Vec<crate::config::RouteSettings> {
+    let ordered = |name: &String| {
+        config
+            .destinations
+            .iter()
+            .any(|d| &d.name == name && d.ordering.is_some())
+    };
+    config
+        .routes
+        .iter()
+        .filter(|r| r.sources.is_empty() || r.sources.iter().any(|g| g.is_match(source)))
+        .filter(|r| r.to.iter().any(ordered))
+        .cloned()
+        .collect()
 }
 
 /// The part of the request path a config reload replaces: sources and limits.
@@ -72,6 +102,7 @@ impl Endpoints {
                 let source = Source::new(s);
                 let endpoint = Endpoint {
                     metrics: metrics.for_source(source.name(), source.catalogue()),
+                    ordered_routes: ordered_routes(config, source.name()),
                     source,
                 };
                 (s.path.clone(), endpoint)

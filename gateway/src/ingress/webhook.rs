@@ -187,7 +187,17 @@ async fn handle(
             in_body,
             len: data.len(),
         });
+    let order = if endpoint.may_be_ordered(&normalized.envelope.event_type) {
+        crate::worker::order_key::order_of(
+            normalized.envelope.subject.as_deref(),
+            normalized.envelope.time.as_deref(),
+            &normalized.envelope.data,
+        )
+    } else {
+        None
+    };
     let event = NewEvent {
+        order,
         source: endpoint.source.name().to_owned(),
         dedup_key: normalized.dedup_key.as_str().to_owned(),
         event_type: normalized.envelope.event_type.clone(),

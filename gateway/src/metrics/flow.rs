@@ -20,6 +20,7 @@ pub const ADMIN_REQUESTS_TOTAL: &str = "gateway_admin_requests_total";
 pub const ADMIN_SIGN_INS_TOTAL: &str = "gateway_admin_sign_ins_total";
 pub const ORDERING_BLOCKED_SUBJECTS: &str = "gateway_ordering_blocked_subjects";
 pub const ORDERING_OLDEST_HELD_AGE: &str = "gateway_ordering_oldest_held_age_seconds";
+pub const ORDERING_UNROUTED_HOLDS: &str = "gateway_ordering_unrouted_holds";
 
 /// `result` of `gateway_deliveries_total`: one per attempt.
 pub const DELIVERY_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
@@ -54,6 +55,7 @@ pub(super) struct Flow {
     pub(super) sign_ins: [IntCounter; 2],
     pub(super) blocked_subjects: IntGaugeVec,
     pub(super) oldest_held_age: GaugeVec,
+    pub(super) unrouted_holds: IntGaugeVec,
 }
 
 impl Flow {
@@ -125,8 +127,18 @@ impl Flow {
             ),
             &["destination"],
         )?;
+        let unrouted_holds = IntGaugeVec::new(
+            Opts::new(
+                ORDERING_UNROUTED_HOLDS,
+                "Subjects of an ordered destination whose next delivery waits behind an earlier \
+                 event of the subject that is not routed yet (stored by a replica that died, \
+                 until its lease runs out, or waiting for a plugin retry), by destination.",
+            ),
+            &["destination"],
+        )?;
         registry.register(Box::new(blocked_subjects.clone()))?;
         registry.register(Box::new(oldest_held_age.clone()))?;
+        registry.register(Box::new(unrouted_holds.clone()))?;
         // Every series exists from the start, so a dashboard sees refusals as a rise from 0.
         for action in ADMIN_ACTIONS {
             for result in ADMIN_RESULTS {
@@ -163,6 +175,7 @@ impl Flow {
             sign_ins: SIGN_IN_RESULTS.map(|r| sign_ins_vec.with_label_values(&[r])),
             blocked_subjects,
             oldest_held_age,
+            unrouted_holds,
         })
     }
 }

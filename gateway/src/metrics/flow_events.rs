@@ -140,8 +140,12 @@ pub struct OrderingMeasured<'a> {
     pub metrics: &'a Metrics,
     /// A configured destination's name.
     pub destination: &'a str,
+    /// Subjects whose next delivery failed.
     pub blocked_subjects: u64,
-    /// How long the oldest delivery held behind a failed one has waited (zero: none).
+    /// Subjects whose next delivery waits behind an earlier event not routed yet.
+    pub unrouted_holds: u64,
+    /// How long the oldest delivery held behind a failed one, or an unrouted event, has waited
+    /// (zero: none).
     pub oldest_held_age: Duration,
 }
 
@@ -151,6 +155,9 @@ impl OrderingMeasured<'_> {
         flow.blocked_subjects
             .with_label_values(&[self.destination])
             .set(i64::try_from(self.blocked_subjects).unwrap_or(i64::MAX));
+        flow.unrouted_holds
+            .with_label_values(&[self.destination])
+            .set(i64::try_from(self.unrouted_holds).unwrap_or(i64::MAX));
         flow.oldest_held_age
             .with_label_values(&[self.destination])
             .set(self.oldest_held_age.as_secs_f64());

@@ -22,6 +22,7 @@ mod ordering;
 use ordering::{
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     a_subject_is_delivered_one_at_a_time_in_provider_order,
+    an_unrouted_event_holds_its_subject_until_its_routing_finishes,
 };
 
 const WINDOW: Duration = Duration::from_secs(3600);
@@ -116,6 +117,7 @@ pub(super) fn event(source: &str, key: &str, at: i64) -> NewEvent {
         raw_body: bytes::Bytes::from_static(b"{}"),
         headers: "{}".into(),
         received_at_ms: at,
+        order: None,
         object_state: None,
     }
 }
@@ -123,6 +125,7 @@ pub(super) fn event(source: &str, key: &str, at: i64) -> NewEvent {
 /// A delivery of an object's state (a Ledig event), arrived at `at`.
 fn state_event(key: &str, object: u8, state: u8, at: i64) -> NewEvent {
     NewEvent {
+        order: None,
         object_state: Some(ObjectStateClaim {
             object: [object; 32],
             state: [state; 32],
@@ -716,4 +719,5 @@ conformance!(
     unfinished_work_is_handed_out_again_after_a_stop,
     a_subject_is_delivered_one_at_a_time_in_provider_order,
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
+    an_unrouted_event_holds_its_subject_until_its_routing_finishes,
 );

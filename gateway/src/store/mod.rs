@@ -61,6 +61,9 @@ pub struct NewEvent {
     /// For a provider that signs no event id: what tells a retry of this event from a new one.
     /// `None`: the dedup key does (equal keys within the dedup window are one event).
     pub object_state: Option<ObjectStateClaim>,
+    /// The event's ordering key as it arrived (before any plugin): while it is not routed yet
+    /// it holds later deliveries of its subject to ordered destinations. `None`: no subject.
+    pub order: Option<DeliveryOrder>,
 }
 
 /// The object a delivery is about and the state it reports (hashes made by the provider

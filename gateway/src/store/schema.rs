@@ -153,6 +153,21 @@ CREATE INDEX IF NOT EXISTS route_runs_due ON route_runs(next_attempt_at) WHERE s
 CREATE INDEX IF NOT EXISTS route_runs_dead ON route_runs(id) WHERE status = 'dead';
 CREATE INDEX IF NOT EXISTS route_runs_by_event ON route_runs(event_seq);
 
+-- Events of a subject whose routing is not finished: stored and not routed yet, or waiting
+-- for a plugin retry. Each holds the later deliveries of its subject to ordered destinations
+-- (docs/ordering.md): until it is routed nobody knows whether it goes to them. Written with
+-- the event (only events with a subject), deleted in the transaction that records its
+-- routing, unless a route run of it is left waiting for a retry (then by that run's end).
+-- The key is the deliveries' ordering key as ingest read it (before plugins).
+CREATE TABLE IF NOT EXISTS unrouted_subjects (
+    seq        INTEGER PRIMARY KEY,             -- events.seq
+    subject    TEXT    NOT NULL,
+    order_at   INTEGER NOT NULL,                -- as deliveries.order_at
+    order_next INTEGER NOT NULL                 -- as deliveries.order_next
+);
+CREATE INDEX IF NOT EXISTS unrouted_subjects_key
+    ON unrouted_subjects(subject, order_at, order_next, seq);
+
 -- Small key/value facts; `probe` is rewritten by readiness checks, `intake_watermark` says
 -- every event at or below it has been routed.
 CREATE TABLE IF NOT EXISTS meta (
@@ -277,6 +292,12 @@ pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
      (source, dedup_key, event_type, envelope, raw_body, headers, received_at, \
       data_at, data_from, data_len) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// An event's ordering key, while its routing is not finished (see `unrouted_subjects`).
+pub(super) const INSERT_UNROUTED_SUBJECT: &str = "INSERT INTO unrouted_subjects \
+     (seq, subject, order_at, order_next) VALUES (?1, ?2, ?3, ?4)";
+/// Its routing committed (?1 the seq): the hold ends unless a route run waits for a retry.
+pub(super) const FINISH_UNROUTED_SUBJECT: &str = "DELETE FROM unrouted_subjects WHERE seq = ?1 \
+     AND NOT EXISTS (SELECT 1 FROM route_runs WHERE event_seq = ?1 AND status = 'retry')";
 pub(super) const INSERT_QUARANTINE: &str = "INSERT INTO quarantine \
      (source, reason, raw_body, headers, received_at, body_hash, last_seen_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)";

@@ -258,16 +258,20 @@ pub struct AttemptDone {
     pub holds_subject: bool,
 }
 
-/// A subject of an ordered destination whose deliveries wait behind one that failed: a dead
-/// letter holding it (`on_dead = "hold"`) or a delivery waiting for its next attempt.
+/// A subject of an ordered destination whose deliveries wait behind one that failed (a dead
+/// letter holding it, `on_dead = "hold"`, or a delivery waiting for its next attempt), or
+/// behind an earlier event of the subject that is not routed yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockedSubject {
     pub destination: String,
     pub subject: String,
-    /// The delivery everything else of the subject waits behind.
-    pub delivery_id: i64,
+    /// The delivery everything else of the subject waits behind; `None` when it waits behind
+    /// an event not routed yet (`event_seq`).
+    pub delivery_id: Option<i64>,
     pub event_seq: i64,
-    /// `dead` (held until a redrive or a skip) or `pending` (failing, retrying).
+    /// `dead` (held until a redrive or a skip), `pending` (failing, retrying), `unrouted`
+    /// (stored, not routed yet: on PostgreSQL, possibly by a replica that died, until its
+    /// lease runs out) or `plugin_retry` (its routing waits for a plugin retry).
     pub status: String,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]

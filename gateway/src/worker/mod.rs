@@ -9,7 +9,7 @@
 
 mod attempt;
 mod intake;
-mod order_key;
+pub(crate) mod order_key;
 mod pipeline;
 mod retry;
 mod route_event;
@@ -176,12 +176,14 @@ async fn measure_ordering(ctx: &Ctx) {
     let now = crate::store::unix_ms();
     for destination in ordered {
         let mine = blocked.iter().filter(|b| b.destination == destination);
-        let count = mine.clone().count();
+        let unrouted = mine.clone().filter(|b| b.delivery_id.is_none()).count();
+        let failed = mine.clone().count() - unrouted;
         let oldest = mine.filter_map(|b| b.oldest_waiting_since).min();
         OrderingMeasured {
             metrics: &ctx.metrics,
             destination,
-            blocked_subjects: u64::try_from(count).unwrap_or(u64::MAX),
+            blocked_subjects: u64::try_from(failed).unwrap_or(u64::MAX),
+            unrouted_holds: u64::try_from(unrouted).unwrap_or(u64::MAX),
             oldest_held_age: due_age(oldest, now),
         }
         .emit();

@@ -3,6 +3,9 @@
 //! `createdAt`) and, to break ties of that, `data.updatedAt` where the payload has one. The
 //! store orders a subject's deliveries by these, then by arrival (docs/ordering.md).
 //!
+//! Ingest reads the same key from the event as it arrives ([`order_of`]), so that an event
+//! stored but not routed yet can hold its subject's later deliveries (docs/ordering.md).
+//!
 //! It never fails: a time it cannot read counts as absent (arrival order decides), and an
 //! event without a subject is delivered on its own.
 
@@ -21,9 +24,19 @@ struct Updated<'a> {
 
 /// `None` when the event has no subject.
 pub(super) fn delivery_order(event: &PluginEvent) -> Option<DeliveryOrder> {
-    let subject = event.subject.clone().filter(|s| !s.is_empty())?;
-    let provider_ms = event.time.as_deref().and_then(rfc3339_ms).unwrap_or(0);
-    let provider_next_ms = serde_json::from_str::<Updated<'_>>(event.data.get())
+    order_of(event.subject.as_deref(), event.time.as_deref(), &event.data)
+}
+
+/// The key of an event with this `subject`, `time` and `data`; `None` (and no parsing at all)
+/// when the subject is absent or empty.
+pub(crate) fn order_of(
+    subject: Option<&str>,
+    time: Option<&str>,
+    data: &RawValue,
+) -> Option<DeliveryOrder> {
+    let subject = subject.filter(|s| !s.is_empty())?.to_owned();
+    let provider_ms = time.and_then(rfc3339_ms).unwrap_or(0);
+    let provider_next_ms = serde_json::from_str::<Updated<'_>>(data.get())
         .ok()
         .and_then(|u| u.updated_at)
         .and_then(time_ms)

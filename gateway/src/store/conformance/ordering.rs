@@ -1,13 +1,15 @@
 //! Ordered delivery, the same on both backends: the claim hands out a subject's deliveries to
 //! a destination one at a time in ordering-key order (not arrival order), other subjects go on
 //! meanwhile, a failing delivery holds only its own subject, a dead one holds it until a
-//! redrive or a skip unless it was recorded as not holding (`on_dead = "skip"`), and an event
-//! older than one already delivered is claimed marked stale.
+//! redrive or a skip unless it was recorded as not holding (`on_dead = "skip"`), an event
+//! older than one already delivered is claimed marked stale, and an earlier event of a subject
+//! that is stored but not routed yet, or waits for a plugin retry, holds the subject until
+//! its routing finishes, whether or not it brings a delivery.
 
 use super::{Harness, event, stored_seq};
 use crate::store::{
     AttemptDone, AttemptRecord, DeliveryOrder, DeliveryState, DueDelivery, EventStatus,
-    NewDelivery, Processed, RedriveSelection, Store,
+    NewDelivery, NewEvent, Processed, RedriveSelection, RouteRunState, RouteRunUpdate, Store,
 };
 use std::sync::Arc;
 
@@ -138,7 +140,7 @@ pub(super) async fn a_subject_is_delivered_one_at_a_time_in_provider_order(h: &m
             blocked[0].delivery_id,
             blocked[0].waiting
         ),
-        ("s", next[0].id, 1)
+        ("s", Some(next[0].id), 1)
     );
     assert_eq!(blocked[0].status, "pending");
 
@@ -258,5 +260,137 @@ pub(super) async fn a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subj
     let c1_id = h.count("SELECT id FROM deliveries WHERE webhook_id = 'ledger:c:1'");
     assert_eq!(store.skip_blocking(c1_id).await.expect("skips"), 1);
     assert_eq!(ids(&claim(&store, now).await), ["ledger:c:2"]);
+    h.close(store).await;
+}
+
+/// An event about `subject` at the provider's time `provider_ms`, as ingest builds it.
+fn event_about(key: &str, subject: &str, provider_ms: i64) -> NewEvent {
+    NewEvent {
+        order: Some(DeliveryOrder {
+            subject: subject.into(),
+            provider_ms,
+            provider_next_ms: 0,
+        }),
+        ..event("ledger", key, super::super::unix_ms())
+    }
+}
+
+fn first_routing(seq: i64, deliveries: Vec<NewDelivery>, runs: Vec<RouteRunUpdate>) -> Processed {
+    Processed {
+        seq,
+        status: if runs.is_empty() {
+            EventStatus::Routed
+        } else {
+            EventStatus::Retrying
+        },
+        steps: Vec::new(),
+        deliveries,
+        route_runs: runs,
+        append: false,
+    }
+}
+
+pub(super) async fn an_unrouted_event_holds_its_subject_until_its_routing_finishes(
+    h: &mut Harness,
+) {
+    let store = h.open().await;
+    let now = super::super::unix_ms();
+    let mut seqs = Vec::new();
+    for (key, subject, at) in [
+        ("a", "s", 100),
+        ("b", "s", 200),
+        ("c", "t", 50),
+        ("z", "", 0),
+    ] {
+        let mut e = event_about(key, subject, at);
+        if subject.is_empty() {
+            e.order = None;
+        }
+        seqs.push(stored_seq(store.ingest(e).await.expect("ingests")));
+    }
+    assert_eq!(store.claim_events(10).await.expect("claims").len(), 4);
+    // `b` (s:200) and `c` are routed; `a` (s:100), stored before them, is not yet.
+    store
+        .complete(Arc::new(vec![
+            first_routing(seqs[1], vec![ordered("s", 200, now)], Vec::new()),
+            first_routing(seqs[2], vec![ordered("t", 50, now)], Vec::new()),
+            first_routing(seqs[3], Vec::new(), Vec::new()),
+        ]))
+        .await
+        .expect("completes");
+    let due = claim(&store, now).await;
+    assert_eq!(
+        ids(&due),
+        ["ledger:t:50"],
+        "s:200 waits for the unrouted s:100"
+    );
+    settle(&store, &due[0], DeliveryState::Delivered, true).await;
+    let blocked = store.blocked_subjects(10).await.expect("lists");
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    let b = &blocked[0];
+    assert_eq!(
+        (
+            b.subject.as_str(),
+            b.delivery_id,
+            b.event_seq,
+            b.status.as_str()
+        ),
+        ("s", None, seqs[0], "unrouted")
+    );
+    assert_eq!(b.waiting, 1);
+
+    // Its routing waits for a plugin retry: still holding.
+    let retry = RouteRunUpdate {
+        id: None,
+        route: "r".into(),
+        state: RouteRunState::Retry {
+            next_attempt_ms: now,
+        },
+        reason: "plugin asked for a retry".into(),
+        attempts: 1,
+    };
+    store
+        .complete(Arc::new(vec![first_routing(
+            seqs[0],
+            Vec::new(),
+            vec![retry],
+        )]))
+        .await
+        .expect("completes");
+    assert!(claim(&store, now).await.is_empty(), "held by the retry");
+    let blocked = store.blocked_subjects(10).await.expect("lists");
+    assert_eq!(
+        blocked
+            .iter()
+            .map(|b| (b.event_seq, b.status.as_str()))
+            .collect::<Vec<_>>(),
+        [(seqs[0], "plugin_retry")]
+    );
+
+    // The retry drops the event (no delivery for this destination): the hold ends.
+    let runs = store
+        .claim_due_route_runs(now, 10)
+        .await
+        .expect("claims runs");
+    assert_eq!(runs.len(), 1);
+    store
+        .complete(Arc::new(vec![Processed {
+            seq: seqs[0],
+            status: EventStatus::Dropped,
+            steps: Vec::new(),
+            deliveries: Vec::new(),
+            route_runs: vec![RouteRunUpdate {
+                id: Some(runs[0].id),
+                route: "r".into(),
+                state: RouteRunState::Done,
+                reason: String::new(),
+                attempts: 2,
+            }],
+            append: true,
+        }]))
+        .await
+        .expect("completes");
+    assert_eq!(ids(&claim(&store, now).await), ["ledger:s:200"]);
+    assert!(store.blocked_subjects(10).await.expect("lists").is_empty());
     h.close(store).await;
 }

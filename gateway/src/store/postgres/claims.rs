@@ -89,9 +89,11 @@ WITH picked AS ( \
 SELECT c.id, c.route, c.attempts, e.seq, e.dedup_key, e.source, e.event_type, e.envelope \
   FROM claimed c JOIN stored_events e ON e.seq = c.event_seq ORDER BY c.id";
 
-/// Ends the claims on routed events: only the rows still this replica's come back.
-const FINISH_EVENTS: &str =
-    "DELETE FROM event_work WHERE seq = ANY($1) AND lease_owner = $2 RETURNING seq";
+/// Ends the claims on routed events: only the rows still this replica's come back, with the
+/// ordering key their event holds its subject by (a route run left waiting for a plugin retry
+/// takes it over).
+const FINISH_EVENTS: &str = "DELETE FROM event_work WHERE seq = ANY($1) AND lease_owner = $2 \
+     RETURNING seq, subject, order_at, order_next";
 const HOLDS_ROUTE_RUNS: &str = "SELECT id FROM route_runs \
      WHERE id = ANY($1) AND lease_owner = $2 AND status = 'retry' FOR UPDATE";
 
@@ -477,10 +479,15 @@ async fn complete_tx(
         .flatten()
         .collect();
     let mut still_held: HashSet<i64> = HashSet::new();
+    let mut holds = super::results::SubjectHolds::new();
     if !event_seqs.is_empty() {
         let finish = tx.prepare_cached(FINISH_EVENTS).await?;
         for row in tx.query(&finish, &[&event_seqs, owner]).await? {
-            still_held.insert(row.get(0));
+            let seq: i64 = row.get(0);
+            still_held.insert(seq);
+            if let Some(subject) = row.get::<_, Option<String>>(1) {
+                holds.insert(seq, (subject, row.get(2), row.get(3)));
+            }
         }
     }
     let mut runs_held: HashSet<i64> = HashSet::new();
@@ -497,7 +504,7 @@ async fn complete_tx(
             None => still_held.contains(&p.seq),
         })
         .collect();
-    write_results(&tx, &kept, now_ms).await?;
+    write_results(&tx, &kept, now_ms, &holds).await?;
     tx.commit().await?;
     Ok(processed.len() - kept.len())
 }

@@ -49,6 +49,11 @@ RETURNING source, object";
 /// insert, only their events are written, and each stored event gets its work row (what the
 /// replicas claim it through) in the same statement: claimed by this replica ($11 its id, $12
 /// the lease's end) when it hands the events to its own intake, unclaimed (NULL, 0) otherwise.
+///
+/// A batch where some event has a subject runs [`STORE_EVENTS_WITH_SUBJECTS`] instead: the same
+/// statement, whose work rows carry each event's ordering key too (it holds its subject's later
+/// deliveries until it is routed: docs/ordering.md). Batches without one run this text, with
+/// no join back to the input.
 const STORE_EVENTS: &str = "\
 WITH input AS ( \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
@@ -70,6 +75,36 @@ WITH input AS ( \
     RETURNING seq, source, dedup_key \
 ), work AS ( \
     INSERT INTO event_work (seq, lease_owner, available_at) SELECT seq, $11, $12 FROM stored \
+) \
+SELECT seq, source, dedup_key FROM stored";
+
+/// [`STORE_EVENTS`] with the ordering keys: $13 subjects (NULL: none), $14 provider times,
+/// $15 their tie-breakers, in the input's order.
+const STORE_EVENTS_WITH_SUBJECTS: &str = "\
+WITH input AS ( \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+                         $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
+                         $13::text[], $14::int8[], $15::int8[]) \
+        WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
+                             received_at, data_at, data_from, data_len, subject, order_at, \
+                             order_next, ord) \
+), fresh AS ( \
+    INSERT INTO dedup_keys (source, dedup_key, seen) \
+    SELECT source, dedup_key, received_at FROM input ORDER BY ord \
+    ON CONFLICT DO NOTHING \
+    RETURNING source, dedup_key \
+), stored AS ( \
+    INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
+                        received_at, data_at, data_from, data_len) \
+    SELECT i.source, i.dedup_key, i.event_type, i.envelope, i.raw_body, i.headers, \
+           i.received_at, i.data_at, i.data_from, i.data_len \
+      FROM input i JOIN fresh f USING (source, dedup_key) \
+     ORDER BY i.received_at, i.ord \
+    RETURNING seq, source, dedup_key \
+), work AS ( \
+    INSERT INTO event_work (seq, lease_owner, available_at, subject, order_at, order_next) \
+    SELECT s.seq, $11, $12, i.subject, i.order_at, i.order_next \
+      FROM stored s JOIN input i USING (source, dedup_key) \
 ) \
 SELECT seq, source, dedup_key FROM stored";
 
@@ -411,30 +446,71 @@ async fn insert_events(
     writing.sort_by(|a, b| (&a.source, &a.dedup_key).cmp(&(&b.source, &b.dedup_key)));
     let columns = Columns::of(writing);
     let envelopes: Vec<&str> = columns.envelope.iter().map(AsRef::as_ref).collect();
-    let statement = client.prepare_cached(STORE_EVENTS).await?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &columns.source,
-                &columns.dedup_key,
-                &columns.event_type,
-                &envelopes,
-                &columns.raw_body,
-                &columns.headers,
-                &columns.received_at,
-                &columns.data_at,
-                &columns.data_from,
-                &columns.data_len,
-                &lease.map(|(owner, _)| owner),
-                &lease.map_or(0, |(_, until)| until),
-            ],
-        )
-        .await?;
+    let owner = lease.map(|(owner, _)| owner);
+    let until = lease.map_or(0, |(_, until)| until);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &columns.source,
+        &columns.dedup_key,
+        &columns.event_type,
+        &envelopes,
+        &columns.raw_body,
+        &columns.headers,
+        &columns.received_at,
+        &columns.data_at,
+        &columns.data_from,
+        &columns.data_len,
+        &owner,
+        &until,
+    ];
+    let keys = OrderColumns::of(writing);
+    let sql = match &keys {
+        Some(keys) => {
+            params.extend([
+                &keys.subject as &(dyn tokio_postgres::types::ToSql + Sync),
+                &keys.order_at,
+                &keys.order_next,
+            ]);
+            STORE_EVENTS_WITH_SUBJECTS
+        }
+        None => STORE_EVENTS,
+    };
+    let statement = client.prepare_cached(sql).await?;
+    let rows = client.query(&statement, &params).await?;
     for row in rows {
         stored.push((row.get(1), row.get(2), row.get(0)));
     }
     Ok(stored)
+}
+
+/// The batch's ordering keys as arrays (see [`STORE_EVENTS_WITH_SUBJECTS`]).
+struct OrderColumns<'a> {
+    subject: Vec<Option<&'a str>>,
+    order_at: Vec<i64>,
+    order_next: Vec<i64>,
+}
+
+impl<'a> OrderColumns<'a> {
+    /// `None` when no event of the batch has a subject.
+    fn of(events: &[&'a NewEvent]) -> Option<Self> {
+        if events.iter().all(|e| e.order.is_none()) {
+            return None;
+        }
+        let order = |e: &&'a NewEvent| e.order.as_ref();
+        Some(Self {
+            subject: events
+                .iter()
+                .map(|e| order(e).map(|o| o.subject.as_str()))
+                .collect(),
+            order_at: events
+                .iter()
+                .map(|e| order(e).map_or(0, |o| o.provider_ms))
+                .collect(),
+            order_next: events
+                .iter()
+                .map(|e| order(e).map_or(0, |o| o.provider_next_ms))
+                .collect(),
+        })
+    }
 }
 
 /// A batch of events as one array per column, for `unnest`.

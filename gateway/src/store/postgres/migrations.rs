@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "ordered delivery",
         sql: include_str!("migrations/0004_ordering.sql"),
     },
+    Migration {
+        version: 6,
+        name: "unrouted events hold their subject",
+        sql: include_str!("migrations/0006_unrouted_holds.sql"),
+    },
 ];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to
@@ -46,6 +51,13 @@ const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b31;
 
 /// How long a replica waits for another one's migration before giving up.
 const LOCK_WAIT: &str = "120s";
+
+/// Every schema version this binary knows, oldest first (numbers may skip one that another
+/// branch took; see the tests).
+#[cfg(test)]
+pub(crate) fn versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i32 {
@@ -182,10 +194,18 @@ async fn migrate_locked(client: &mut Client) -> Result<Vec<i32>, MigrationError>
 mod tests {
     use super::*;
 
+    /// Versions taken by another branch not merged yet (the merge renumbers and empties this).
+    const RESERVED: &[i32] = &[5];
+
     #[test]
     fn versions_are_numbered_from_one_without_gaps() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(usize::try_from(m.version).ok(), Some(i + 1), "{}", m.name);
+        let mut expected = 1;
+        for m in MIGRATIONS {
+            while RESERVED.contains(&expected) {
+                expected += 1;
+            }
+            assert_eq!(m.version, expected, "{}", m.name);
+            expected += 1;
         }
     }
 }

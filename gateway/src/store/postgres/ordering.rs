@@ -16,6 +16,13 @@
 //! (`lease_owner`, `next_attempt_at` in the future), so a replica's death releases it when
 //! the lease runs out, and a hold (a dead letter) is a column: neither lives in a process.
 //!
+//! An event of the subject that is stored but not routed yet holds too ([`UNROUTED`]): its
+//! work row carries its ordering key from ingest until routing deletes it, in the transaction
+//! that records its deliveries; a routing waiting for a plugin retry holds through its route
+//! run. Nobody knows before routing whether the event goes to this destination, so it holds
+//! every ordered destination's deliveries of its subject; a filtered or dropped event releases
+//! them when its routing commits, a dead route run when it dies.
+//!
 //! This module never decides what routing does, and never writes a result.
 
 use super::super::work::{BlockedSubject, DueDelivery};
@@ -37,6 +44,22 @@ const IN_FLIGHT: &str = "EXISTS (SELECT 1 FROM deliveries f \
        AND f.status = 'pending' AND f.lease_owner IS NOT NULL AND f.next_attempt_at > $1 \
        AND f.id <> d.id)";
 
+/// An event of `d`'s subject that comes before `d` is not routed yet: stored and not routed
+/// (its work row), or waiting for a plugin retry (its route run). Keys compare as the
+/// deliveries' do, without the delivery id (an event's own deliveries have the same key).
+const UNROUTED: &str = "(EXISTS (SELECT 1 FROM event_work u \
+       WHERE u.subject = d.subject AND u.subject IS NOT NULL \
+         AND (u.order_at, u.order_next, u.seq) < (d.order_at, d.order_next, d.event_seq)) \
+     OR EXISTS (SELECT 1 FROM route_runs r \
+       WHERE r.status = 'retry' AND r.subject = d.subject AND r.subject IS NOT NULL \
+         AND (r.order_at, r.order_next, r.event_seq) < (d.order_at, d.order_next, d.event_seq)))";
+
+/// Whether any ordered delivery is due: one indexed read (`deliveries_due_ordered`, empty
+/// when no destination is ordered) that spares the claim's transaction, three round trips,
+/// on every poll of a gateway with nothing ordered to send.
+const ANY_ORDERED_DUE: &str = "SELECT EXISTS (SELECT 1 FROM deliveries \
+     WHERE status = 'pending' AND subject IS NOT NULL AND next_attempt_at <= $1)";
+
 /// The lock key of (destination, subject): a hash (a collision only makes two subjects wait
 /// for each other's claim decision, never lets two in).
 const SUBJECT_LOCK: &str = "hashtextextended(d.destination || chr(10) || d.subject, 24)";
@@ -51,6 +74,7 @@ fn candidates_sql() -> String {
                 AND NOT (d.id = ANY($3)) \
                 AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS}) \
                 AND NOT {IN_FLIGHT} \
+                AND NOT {UNROUTED} \
               ORDER BY d.next_attempt_at LIMIT $2 \
          ) \
          SELECT d.id FROM heads d WHERE pg_try_advisory_xact_lock({SUBJECT_LOCK})"
@@ -66,6 +90,7 @@ fn claim_sql() -> String {
               WHERE d.id = ANY($2) AND d.status = 'pending' AND d.next_attempt_at <= $1 \
                 AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS}) \
                 AND NOT {IN_FLIGHT} \
+                AND NOT {UNROUTED} \
               FOR UPDATE OF d SKIP LOCKED \
          ), claimed AS ( \
              UPDATE deliveries d SET lease_owner = $3, next_attempt_at = $4 \
@@ -91,6 +116,13 @@ pub(super) async fn claim_heads(
     (owner, until): (&String, i64),
     held: &Vec<i64>,
 ) -> Result<Vec<DueDelivery>, tokio_postgres::Error> {
+    let any_due: bool = c
+        .query_one(&c.prepare_cached(ANY_ORDERED_DUE).await?, &[&now_ms])
+        .await?
+        .get(0);
+    if !any_due {
+        return Ok(Vec::new());
+    }
     let tx = c.transaction().await?;
     let due = claim_in(&tx, (now_ms, limit), (owner, until), held).await?;
     tx.commit().await?;
@@ -132,7 +164,36 @@ pub(super) async fn claim_in(
         .collect())
 }
 
-/// The subjects whose next delivery failed (see `Store::blocked_subjects`).
+/// The subjects whose next delivery waits behind an event not routed yet: the earliest such
+/// event (stored, or waiting for a plugin retry) of the first pending delivery of each
+/// subject that was never attempted (one that was is listed as failing).
+fn held_by_unrouted_sql() -> String {
+    format!(
+        "SELECT d.destination, d.subject, NULL::int8, h.seq, h.status, 0, h.reason, \
+                (SELECT count(*) FROM deliveries w WHERE w.destination = d.destination \
+                   AND w.subject = d.subject AND w.status = 'pending'), \
+                (SELECT min(w.created_at) FROM deliveries w \
+                  WHERE w.destination = d.destination AND w.subject = d.subject \
+                    AND w.status = 'pending') \
+         FROM deliveries d CROSS JOIN LATERAL ( \
+             SELECT u.seq, 'unrouted'::text AS status, NULL::text AS reason, \
+                    u.order_at, u.order_next FROM event_work u \
+              WHERE u.subject = d.subject AND u.subject IS NOT NULL \
+                AND (u.order_at, u.order_next, u.seq) < (d.order_at, d.order_next, d.event_seq) \
+             UNION ALL \
+             SELECT r.event_seq, 'plugin_retry', r.reason, r.order_at, r.order_next \
+               FROM route_runs r \
+              WHERE r.status = 'retry' AND r.subject = d.subject AND r.subject IS NOT NULL \
+                AND (r.order_at, r.order_next, r.event_seq) \
+                    < (d.order_at, d.order_next, d.event_seq) \
+             ORDER BY 4, 5, 1 LIMIT 1) h \
+         WHERE d.status = 'pending' AND d.subject IS NOT NULL AND d.attempts = 0 \
+           AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS})"
+    )
+}
+
+/// The subjects whose next delivery failed or waits behind an unrouted event (see
+/// `Store::blocked_subjects`).
 pub(super) async fn blocked_subjects(
     c: &PooledClient,
     limit: u32,
@@ -151,9 +212,10 @@ pub(super) async fn blocked_subjects(
         )
     };
     let sql = format!(
-        "SELECT * FROM ({} UNION ALL {}) h ORDER BY 3 LIMIT $1",
+        "SELECT * FROM ({} UNION ALL {} UNION ALL {}) h ORDER BY 4, 3 LIMIT $1",
         head("d.status = 'dead' AND d.holds_subject AND d.subject IS NOT NULL"),
         head("d.status = 'pending' AND d.subject IS NOT NULL AND d.attempts > 0"),
+        held_by_unrouted_sql(),
     );
     let limit = i64::from(limit);
     Ok(c.query(&sql, &[&limit])

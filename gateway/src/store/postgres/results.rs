@@ -23,16 +23,27 @@ SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at,
     AS i(seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
          history, subject, order_at, order_next)";
 
+/// New route runs, with the ordering key of their event's work row ($8 subject, $9, $10): one
+/// left waiting for a plugin retry holds its subject as the unrouted event did (ordering.rs).
 const INSERT_ROUTE_RUNS: &str = "\
 INSERT INTO route_runs (event_seq, route, status, attempts, next_attempt_at, reason, \
-                        created_at, updated_at) \
-SELECT seq, route, status, attempts, next_at, reason, $7, $7 \
-  FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::text[]) \
-    AS i(seq, route, status, attempts, next_at, reason)";
+                        created_at, updated_at, subject, order_at, order_next) \
+SELECT seq, route, status, attempts, next_at, reason, $7, $7, subject, order_at, order_next \
+  FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::text[], \
+              $8::text[], $9::int8[], $10::int8[]) \
+    AS i(seq, route, status, attempts, next_at, reason, subject, order_at, order_next)";
 
+/// The ordering keys (subject, provider time, tie-breaker) of the events whose work rows a
+/// completion deleted, by seq.
+pub(super) type SubjectHolds = std::collections::HashMap<i64, (String, i64, i64)>;
+
+/// A retried run's new state. One that stops waiting (done, dead) drops its ordering key: its
+/// hold on its subject ended, and a redrive of it later holds nothing (as on SQLite, where the
+/// key is gone with the event's `unrouted_subjects` row; docs/ordering.md).
 const UPDATE_ROUTE_RUNS: &str = "\
 UPDATE route_runs r SET status = i.status, attempts = i.attempts, next_attempt_at = i.next_at, \
-       reason = i.reason, updated_at = $6, lease_owner = NULL \
+       reason = i.reason, updated_at = $6, lease_owner = NULL, \
+       subject = CASE WHEN i.status = 'retry' THEN r.subject END \
   FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::text[]) \
     AS i(id, status, attempts, next_at, reason) \
  WHERE r.id = i.id";
@@ -70,11 +81,12 @@ pub(super) async fn write_results(
     tx: &Transaction<'_>,
     kept: &[&Processed],
     now_ms: i64,
+    holds: &SubjectHolds,
 ) -> Result<(), tokio_postgres::Error> {
     if kept.is_empty() {
         return Ok(());
     }
-    write_route_runs(tx, kept, now_ms).await?;
+    write_route_runs(tx, kept, now_ms, holds).await?;
     write_deliveries(tx, kept, now_ms).await?;
     let to_json = steps_json;
     let (mut set, mut append) = (RoutingColumns::default(), RoutingColumns::default());
@@ -271,6 +283,7 @@ async fn write_route_runs(
     tx: &Transaction<'_>,
     kept: &[&Processed],
     now_ms: i64,
+    holds: &SubjectHolds,
 ) -> Result<(), tokio_postgres::Error> {
     let (mut new, mut updated) = (RunColumns::default(), RunColumns::default());
     for p in kept {
@@ -293,6 +306,14 @@ async fn write_route_runs(
                 .push(i32::try_from(run.attempts).unwrap_or(i32::MAX));
             columns.next.push(next);
             columns.reason.push(run.reason.as_str());
+            if run.id.is_none() {
+                let hold = holds.get(&p.seq);
+                columns.subject.push(hold.map(|(s, _, _)| s.as_str()));
+                columns.order_at.push(hold.map_or(0, |(_, at, _)| *at));
+                columns
+                    .order_next
+                    .push(hold.map_or(0, |(_, _, next)| *next));
+            }
         }
     }
     if !new.key.is_empty() {
@@ -306,6 +327,9 @@ async fn write_route_runs(
                 &new.next,
                 &new.reason,
                 &now_ms,
+                &new.subject,
+                &new.order_at,
+                &new.order_next,
             ],
         )
         .await?;
@@ -337,4 +361,8 @@ struct RunColumns<'a> {
     attempts: Vec<i32>,
     next: Vec<Option<i64>>,
     reason: Vec<&'a str>,
+    /// New runs only: their event's ordering key (see [`INSERT_ROUTE_RUNS`]).
+    subject: Vec<Option<&'a str>>,
+    order_at: Vec<i64>,
+    order_next: Vec<i64>,
 }

@@ -79,7 +79,7 @@ async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused() 
     }
     assert_eq!(
         count(&pg, "SELECT count(*) FROM gateway_schema_migrations"),
-        i64::from(migrations::latest())
+        i64::try_from(migrations::versions().len()).expect("a few")
     );
     let status = PgStore::schema_status(&conninfo, Duration::from_secs(5))
         .await

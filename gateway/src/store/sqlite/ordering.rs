@@ -4,6 +4,9 @@
 //! decides is which delivery of each subject is next: the first in ordering key order among
 //! those still waiting or dead and holding the subject, and only when it is due.
 //!
+//! An event of the subject whose routing is not finished holds too ([`UNROUTED`]): it may
+//! yet go to this destination.
+//!
 //! This module only reads; the writer records attempts and skips.
 
 use crate::store::{BlockedSubject, DueDelivery};
@@ -45,6 +48,11 @@ pub(super) fn due_heads(
         .collect()
 }
 
+/// An event of `d`'s subject that comes before `d` is not routed yet, or waits for a plugin
+/// retry (`unrouted_subjects`). Keys compare as the deliveries' do, without the delivery id.
+const UNROUTED: &str = "EXISTS (SELECT 1 FROM unrouted_subjects u WHERE u.subject = d.subject \
+     AND (u.order_at, u.order_next, u.seq) < (d.order_at, d.order_next, d.event_seq))";
+
 fn due_heads_sql(limit: u32) -> String {
     format!(
         "SELECT d.id, d.event_seq, d.route, d.destination, d.webhook_id, \
@@ -56,12 +64,38 @@ fn due_heads_sql(limit: u32) -> String {
          FROM deliveries d JOIN stored_events e ON e.seq = d.event_seq \
          WHERE d.status = 'pending' AND d.subject IS NOT NULL AND d.next_attempt_at <= ?1 \
            AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS}) \
+           AND NOT {UNROUTED} \
          ORDER BY d.next_attempt_at LIMIT {limit}"
     )
 }
 
+/// The subjects whose next delivery waits behind an earlier event not routed yet: for the
+/// first pending delivery of each subject never attempted (one that was is listed as failing),
+/// the earliest such event, `plugin_retry` when a route run of it waits for a retry.
+fn held_by_unrouted_sql() -> String {
+    format!(
+        "SELECT d.destination, d.subject, NULL, u.seq, \
+                CASE WHEN r.reason IS NULL THEN 'unrouted' ELSE 'plugin_retry' END, 0, r.reason, \
+                (SELECT count(*) FROM deliveries w WHERE w.destination = d.destination \
+                   AND w.subject = d.subject AND w.status = 'pending'), \
+                (SELECT min(w.created_at) FROM deliveries w \
+                  WHERE w.destination = d.destination AND w.subject = d.subject \
+                    AND w.status = 'pending') \
+         FROM deliveries d \
+         JOIN unrouted_subjects u ON u.seq = (SELECT x.seq FROM unrouted_subjects x \
+                WHERE x.subject = d.subject \
+                  AND (x.order_at, x.order_next, x.seq) < (d.order_at, d.order_next, d.event_seq) \
+                ORDER BY x.order_at, x.order_next, x.seq LIMIT 1) \
+         LEFT JOIN route_runs r ON r.id = (SELECT y.id FROM route_runs y \
+                WHERE y.event_seq = u.seq AND y.status = 'retry' LIMIT 1) \
+         WHERE d.status = 'pending' AND d.subject IS NOT NULL AND d.attempts = 0 \
+           AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS})"
+    )
+}
+
 /// The subjects whose next delivery failed (dead and holding, or waiting for its next
-/// attempt), with how many wait behind it; ordered by that delivery's id, at most `limit`.
+/// attempt) or waits behind an unrouted event, with how many wait behind it; ordered by the
+/// blocking event's seq, at most `limit`.
 pub(super) fn blocked_subjects(
     conn: &Connection,
     limit: u32,
@@ -82,9 +116,10 @@ pub(super) fn blocked_subjects(
         )
     };
     let sql = format!(
-        "SELECT * FROM ({} UNION ALL {}) ORDER BY 3 LIMIT {limit}",
+        "SELECT * FROM ({} UNION ALL {} UNION ALL {}) ORDER BY 4, 3 LIMIT {limit}",
         head("d.status = 'dead' AND d.holds_subject = 1 AND d.subject IS NOT NULL"),
         head("d.status = 'pending' AND d.subject IS NOT NULL AND d.attempts > 0"),
+        held_by_unrouted_sql(),
     );
     conn.prepare_cached(&sql)?
         .query_map([], |r| {
@@ -125,6 +160,7 @@ mod tests {
         let uses = |index: &str| plan.iter().any(|p| p.contains(&format!("INDEX {index} ")));
         assert!(uses("deliveries_due_ordered"), "{plan:#?}");
         assert!(uses("deliveries_holding"), "{plan:#?}");
+        assert!(uses("unrouted_subjects_key"), "{plan:#?}");
         assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:#?}");
         drop(store);
         writer.join();

@@ -223,6 +223,15 @@ fn apply(
                             span.map(|s| s.from),
                             span.map(|s| s.len),
                         ])?;
+                        if let Some(order) = &e.order {
+                            tx.prepare_cached(schema::INSERT_UNROUTED_SUBJECT)?
+                                .execute(params![
+                                    seq,
+                                    order.subject,
+                                    order.provider_ms,
+                                    order.provider_next_ms
+                                ])?;
+                        }
                         fresh.add(seq, key, e.received_at_ms);
                         if let Some((object, claim)) = &object {
                             fresh_states.record(&tx, *object, claim, e.received_at_ms)?;
@@ -426,6 +435,8 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
                 ])?,
         };
     }
+    tx.prepare_cached(schema::FINISH_UNROUTED_SUBJECT)?
+        .execute([p.seq])?;
     let status = if p.append && p.route_runs.iter().any(|r| r.id.is_some()) {
         derived_status(tx, p.seq, p.status)?
     } else {

@@ -236,10 +236,15 @@ impl Table {
                 ],
             ),
             Self::RouteRuns => (
-                "SELECT id, event_seq, route, status, attempts, next_attempt_at, reason, \
-                 created_at, updated_at FROM route_runs ORDER BY id",
+                // A run waiting for a plugin retry keeps its event's hold on its subject
+                // (`unrouted_subjects` on SQLite, the run's own columns on PostgreSQL).
+                "SELECT r.id, r.event_seq, r.route, r.status, r.attempts, r.next_attempt_at, \
+                        r.reason, r.created_at, r.updated_at, u.subject, \
+                        coalesce(u.order_at, 0), coalesce(u.order_next, 0) \
+                   FROM route_runs r LEFT JOIN unrouted_subjects u \
+                     ON u.seq = r.event_seq AND r.status = 'retry' ORDER BY r.id",
                 "route_runs (id, event_seq, route, status, attempts, next_attempt_at, reason, \
-                 created_at, updated_at)",
+                 created_at, updated_at, subject, order_at, order_next)",
                 &[
                     Type::INT8,
                     Type::INT8,
@@ -250,14 +255,20 @@ impl Table {
                     Type::TEXT,
                     Type::INT8,
                     Type::INT8,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
                 ],
             ),
             Self::EventWork => (
-                "SELECT e.seq, r.seq IS NOT NULL FROM events e \
+                // An event not routed yet keeps its hold on its subject (docs/ordering.md).
+                "SELECT e.seq, r.seq IS NOT NULL, u.subject, coalesce(u.order_at, 0), \
+                        coalesce(u.order_next, 0) FROM events e \
                  LEFT JOIN routings r ON r.seq = e.seq \
+                 LEFT JOIN unrouted_subjects u ON u.seq = e.seq AND r.seq IS NULL \
                  WHERE r.seq IS NULL OR r.status = 'replay' ORDER BY e.seq",
-                "event_work (seq, replay)",
-                &[Type::INT8, Type::BOOL],
+                "event_work (seq, replay, subject, order_at, order_next)",
+                &[Type::INT8, Type::BOOL, Type::TEXT, Type::INT8, Type::INT8],
             ),
             Self::AdminAudit => (
                 "SELECT id, at, actor, action, selection, count FROM admin_audit ORDER BY id",
@@ -343,9 +354,18 @@ impl Table {
                 text(6)?,
                 int8(7)?,
                 int8(8)?,
+                opt_text(9)?,
+                int8(10)?,
+                int8(11)?,
             ],
             Self::AdminAudit => vec![int8(0)?, int8(1)?, text(2)?, text(3)?, text(4)?, int8(5)?],
-            Self::EventWork => vec![int8(0)?, Box::new(row.get::<_, bool>(1)?)],
+            Self::EventWork => vec![
+                int8(0)?,
+                Box::new(row.get::<_, bool>(1)?),
+                opt_text(2)?,
+                int8(3)?,
+                int8(4)?,
+            ],
         })
     }
 }
