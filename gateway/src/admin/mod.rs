@@ -382,12 +382,17 @@ impl Admin {
             seq,
             source,
             event_type,
+            id,
             status,
             since_ms,
             until_ms,
             before_seq,
         } = filter;
-        if seq.is_some() || source.is_some() || event_type.is_some() || status.is_some() {
+        // A type glob of only `*` matches every stored type: no filter.
+        let by_type = event_type
+            .as_deref()
+            .is_some_and(|t| t.chars().any(|c| c != '*'));
+        if seq.is_some() || source.is_some() || by_type || id.is_some() || status.is_some() {
             return Ok(None);
         }
         let bounds: Vec<String> = [

@@ -58,6 +58,7 @@ impl Query {
             seq: None,
             source: self.get("source").map(str::to_owned),
             event_type: self.get("type").map(str::to_owned),
+            id: self.get("id").map(str::to_owned),
             status,
             since_ms: self.time("since")?,
             until_ms: self.time("until")?,

@@ -53,10 +53,10 @@ pub(super) struct Route<'p> {
 }
 
 const FILTER: &[&str] = &[
-    "source", "type", "status", "since", "until", "before", "limit",
+    "source", "type", "id", "status", "since", "until", "before", "limit",
 ];
 const REPLAY: &[&str] = &[
-    "source", "type", "status", "since", "until", "before", "limit", "all", "dry_run",
+    "source", "type", "id", "status", "since", "until", "before", "limit", "all", "dry_run",
 ];
 const REDRIVE: &[&str] = &["destination", "dry_run"];
 const PAGE: &[&str] = &["before", "limit"];

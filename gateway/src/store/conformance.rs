@@ -19,10 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod ordering;
+mod search;
 use ordering::{
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     a_subject_is_delivered_one_at_a_time_in_provider_order,
 };
+use search::ids_type_globs_and_time_ranges_find_exactly_their_events;
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
@@ -716,4 +718,5 @@ conformance!(
     unfinished_work_is_handed_out_again_after_a_stop,
     a_subject_is_delivered_one_at_a_time_in_provider_order,
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
+    ids_type_globs_and_time_ranges_find_exactly_their_events,
 );

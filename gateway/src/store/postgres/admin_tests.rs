@@ -166,7 +166,7 @@ async fn status_filters_find_old_matches_through_an_index_not_a_walk_of_every_ev
         if status == EventStatus::Routed {
             continue;
         }
-        let (sql, args) = admin::list_events_query(&find(status), 50);
+        let (sql, args) = admin::list_events_query(&find(status), &Default::default(), 50);
         let c = db.store.pool.get().await.expect("a connection");
         let plan = c
             .query(&format!("EXPLAIN {sql}"), &admin::bound(&args))

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "ordered delivery",
         sql: include_str!("migrations/0004_ordering.sql"),
     },
+    Migration {
+        version: 5,
+        name: "event search indexes",
+        sql: include_str!("migrations/0005_event_search.sql"),
+    },
 ];
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to

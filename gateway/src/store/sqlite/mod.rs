@@ -912,7 +912,7 @@ mod tests {
                 status: Some(status),
                 ..EventFilter::default()
             };
-            let (sql, args) = reader::list_events_query(&filter, 50);
+            let (sql, args) = reader::list_events_query(&conn, &filter, 50).expect("lookups");
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .expect("explains");
