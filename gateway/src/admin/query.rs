@@ -110,7 +110,7 @@ impl Query {
     }
 
     /// RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.
-    fn time(&self, key: &str) -> Result<Option<i64>, QueryError> {
+    pub(super) fn time(&self, key: &str) -> Result<Option<i64>, QueryError> {
         let Some(text) = self.get(key) else {
             return Ok(None);
         };

@@ -15,6 +15,7 @@ pub(super) enum Endpoint<'p> {
     ReplayOne(&'p str),
     ReplayFiltered,
     DeadLetters,
+    DeadLetterGroups,
     RedriveAll,
     RedriveDelivery(&'p str),
     RedriveRouteRun(&'p str),
@@ -58,7 +59,17 @@ const FILTER: &[&str] = &[
 const REPLAY: &[&str] = &[
     "source", "type", "id", "status", "since", "until", "before", "limit", "all", "dry_run",
 ];
-const REDRIVE: &[&str] = &["destination", "dry_run"];
+const REDRIVE: &[&str] = &[
+    "destination",
+    "reason",
+    "source",
+    "type",
+    "since",
+    "until",
+    "dry_run",
+    "through",
+    "after",
+];
 const PAGE: &[&str] = &["before", "limit"];
 const SEQ: &[&str] = &["seq"];
 const QUARANTINE: &[&str] = &["source", "before", "limit"];
@@ -114,6 +125,12 @@ pub(super) fn resolve<'p>(method: &Method, segments: &[&'p str]) -> Option<Route
             Method::GET,
             "/admin/dead-letters",
             LIMIT,
+        ),
+        ["dead-letters", "groups"] => (
+            Endpoint::DeadLetterGroups,
+            Method::GET,
+            "/admin/dead-letters/groups",
+            NONE,
         ),
         ["dead-letters", "redrive"] => (
             Endpoint::RedriveAll,

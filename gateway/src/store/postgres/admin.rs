@@ -6,6 +6,7 @@
 //!
 //! This module never writes.
 
+use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, DeadRow};
 use super::super::event_filter::{
     DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, is_glob, list_query, newest_seqs,
 };
@@ -91,6 +92,71 @@ const STORED_SPAN: &str = "SELECT o.seq, o.received_at, n.seq, n.received_at FRO
     (SELECT seq, received_at FROM events ORDER BY seq DESC LIMIT 1) n";
 
 impl PgStore {
+    pub(super) async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        let rows = self
+            .read(|c| {
+                Box::pin(async move {
+                    let r = c.query(dead_letters::GROUP_ROWS_SQL, &[]).await;
+                    (c, r)
+                })
+            })
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(DeadRow {
+                    destination: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    died_at: r.try_get(2)?,
+                    envelope: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(read_err)?;
+        Ok(dead_letters::group(rows))
+    }
+
+    pub(super) async fn count_dead(
+        &self,
+        filter: DeadFilter,
+    ) -> Result<(u64, Option<i64>), StoreError> {
+        let (sql, args) = &dead_letters::count_sql(&filter, Dialect::Postgres);
+        let row = self
+            .read(|c| {
+                Box::pin(async move {
+                    let r = c.query_one(sql.as_str(), &bound(args)).await;
+                    (c, r)
+                })
+            })
+            .await?;
+        let n: i64 = row.try_get(0).map_err(read_err)?;
+        let max: Option<i64> = row.try_get(1).map_err(read_err)?;
+        Ok((u64::try_from(n).unwrap_or(0), max))
+    }
+
+    pub(super) async fn dead_page(
+        &self,
+        filter: DeadFilter,
+        after: i64,
+        through: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (sql, args) =
+            &dead_letters::page_sql(&filter, after, through, limit, Dialect::Postgres);
+        let rows = self
+            .read(|c| {
+                Box::pin(async move {
+                    let r = c.query(sql.as_str(), &bound(args)).await;
+                    (c, r)
+                })
+            })
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(read_err)
+    }
+
     /// What the filter's SQL needs looked up first: the stored types a type glob matches
     /// (a loose scan of `events_type`). PostgreSQL plans the rest from its statistics.
     pub(super) async fn lookups(&self, filter: &EventFilter) -> Result<Lookups, StoreError> {

@@ -555,3 +555,42 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
         assert_eq!(found.len(), expected, "{f:?}");
     }
 }
+
+/// Dead deliveries grouped with exact sums, counted and paged by a filter up to a bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
+    use super::super::DeadFilter;
+    let db = Db::new("dead_groups").await;
+    let mut ids = Vec::new();
+    for (n, amount) in [(1, "0.10"), (2, "0.20"), (3, "7")] {
+        let mut e = conformance::event("shop", &format!("d{n}"), n);
+        e.envelope = format!(r#"{{"data":{{"amount":"{amount}","currency":"eur"}}}}"#);
+        let seq = db.ingest(e).await;
+        ids.push(db.delivery(seq, "dead", None, None).await);
+    }
+    let groups = db.store.dead_letter_groups().await.expect("groups");
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(
+        (groups[0].count, groups[0].amounts[0].sum.as_str()),
+        (3, "7.30")
+    );
+    let filter = DeadFilter {
+        source: Some("shop".into()),
+        reason: Some("HTTP 503".into()),
+        ..DeadFilter::default()
+    };
+    let (count, through) = db.store.count_dead(filter.clone()).await.expect("counts");
+    assert_eq!((count, through), (3, ids.last().copied()));
+    let first = db
+        .store
+        .dead_page(filter.clone(), 0, ids[1], 1)
+        .await
+        .expect("pages");
+    assert_eq!(first, [ids[0]]);
+    let rest = db
+        .store
+        .dead_page(filter, ids[0], ids[1], 10)
+        .await
+        .expect("pages");
+    assert_eq!(rest, [ids[1]], "never past the bound");
+}

@@ -3,6 +3,7 @@
 //! thread.
 
 use super::super::StoreError;
+use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, DeadRow};
 use super::super::dedup_index::index_key;
 use super::super::event_filter::{
     self, DISTINCT_SOURCES_SQL, DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, PROBE_CAP,
@@ -331,6 +332,44 @@ fn count_replay_query(
     Ok((format!("SELECT count(*) FROM ({seqs}) AS selected"), args))
 }
 
+pub(super) fn dead_letter_groups(conn: &Connection) -> rusqlite::Result<Vec<DeadLetterGroup>> {
+    let rows = conn
+        .prepare_cached(dead_letters::GROUP_ROWS_SQL)?
+        .query_map([], |r| {
+            Ok(DeadRow {
+                destination: r.get(0)?,
+                reason: r.get(1)?,
+                died_at: r.get(2)?,
+                envelope: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(dead_letters::group(rows))
+}
+
+pub(super) fn count_dead(
+    conn: &Connection,
+    filter: &DeadFilter,
+) -> rusqlite::Result<(u64, Option<i64>)> {
+    let (sql, args) = dead_letters::count_sql(filter, Dialect::Sqlite);
+    conn.prepare(&sql)?.query_row(params_from_iter(args), |r| {
+        Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+    })
+}
+
+pub(super) fn dead_page(
+    conn: &Connection,
+    filter: &DeadFilter,
+    after: i64,
+    through: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<i64>> {
+    let (sql, args) = dead_letters::page_sql(filter, after, through, limit, Dialect::Sqlite);
+    conn.prepare(&sql)?
+        .query_map(params_from_iter(args), |r| r.get(0))?
+        .collect()
+}
+
 pub(super) fn list_audit(
     conn: &Connection,
     before: Option<i64>,
@@ -445,6 +484,53 @@ mod tests {
         }
         let stmt = conn.prepare_cached(&pending_sql(512))?;
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        Ok(())
+    }
+
+    /// A filtered redrive pages through every matching dead delivery up to the bound its dry
+    /// run counted, never past it (a dead letter that died since is not taken).
+    #[test]
+    fn dead_letters_page_by_filter_up_to_the_counted_bound() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        super::super::super::schema::apply(&conn)?;
+        conn.execute_batch(
+            "INSERT INTO events (seq, source, dedup_key, event_type, envelope, raw_body, headers, \
+               received_at) VALUES (1, 'shop', 'a', 'p', '{}', x'', '{}', 1), \
+               (2, 'bank', 'b', 'p', '{}', x'', '{}', 2);
+             WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 25) \
+             INSERT INTO deliveries (event_seq, route, destination, webhook_id, status, attempts, \
+               last_error, history, created_at, updated_at) \
+             SELECT 1 + x % 2, 'r', CASE WHEN x % 5 = 0 THEN 'other' ELSE 'sink' END, 'w' || x, \
+               CASE WHEN x % 7 = 0 THEN 'delivered' ELSE 'dead' END, 3, 'HTTP 503', '[]', x, x \
+             FROM n;",
+        )?;
+        let filter = DeadFilter {
+            destination: Some("sink".into()),
+            source: Some("shop".into()),
+            ..DeadFilter::default()
+        };
+        let (count, through) = count_dead(&conn, &filter)?;
+        let expected: Vec<i64> = (1..=25)
+            .filter(|x| x % 5 != 0 && x % 7 != 0 && (1 + x % 2) == 1)
+            .collect();
+        assert_eq!(count, expected.len() as u64);
+        let through = through.expect("a bound");
+        // One more matching dead letter dies after the count.
+        conn.execute_batch(
+            "INSERT INTO deliveries (event_seq, route, destination, webhook_id, status, attempts, \
+               last_error, history, created_at, updated_at) \
+             VALUES (1, 'r', 'sink', 'late', 'dead', 3, 'HTTP 503', '[]', 99, 99);",
+        )?;
+        let (mut after, mut seen) = (0, Vec::<i64>::new());
+        loop {
+            let page = dead_page(&conn, &filter, after, through, 3)?;
+            seen.extend(&page);
+            match page.last() {
+                Some(&last) if page.len() == 3 => after = last,
+                _ => break,
+            }
+        }
+        assert_eq!(seen, expected);
         Ok(())
     }
 
