@@ -75,7 +75,7 @@ await page.waitForSelector('text=Queue depth');
 await page.waitForSelector('#charts svg.chart polyline', { state: 'attached' });
 // Requests per source and outcome: the source first, then what became of its requests.
 const rows = await page.$$eval('main table tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
-assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '3'), JSON.stringify(rows));
+assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '4'), JSON.stringify(rows));
 assert.match(await page.textContent('header .who'), /ops \(operator\)/);
 await shot('overview');
 
