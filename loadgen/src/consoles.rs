@@ -28,15 +28,19 @@ pub(crate) struct Consoles {
 
 impl Consoles {
     pub(crate) fn open(addr: SocketAddr, n: u16) -> Self {
+        Self::open_every(addr, n, PERIOD)
+    }
+
+    fn open_every(addr: SocketAddr, n: u16, period: Duration) -> Self {
         let answered = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let tasks = (0..n)
             .map(|i| {
-                let offset = PERIOD.mul_f64(f64::from(i) / f64::from(n.max(1)));
+                let offset = period.mul_f64(f64::from(i) / f64::from(n.max(1)));
                 let (answered, failed) = (Arc::clone(&answered), Arc::clone(&failed));
                 tokio::spawn(async move {
                     tokio::time::sleep(offset).await;
-                    let mut ticks = tokio::time::interval(PERIOD);
+                    let mut ticks = tokio::time::interval(period);
                     let mut conn = None;
                     loop {
                         ticks.tick().await;
@@ -99,4 +103,72 @@ async fn poll(addr: SocketAddr, conn: &mut Option<TcpStream>) -> anyhow::Result<
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await?;
     Ok(head.starts_with("http/1.1 200"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Instant;
+    use tokio::net::TcpListener;
+
+    /// Each console keeps its own connection and asks for the overview with the token, over
+    /// and over; the answers are counted.
+    #[tokio::test]
+    async fn consoles_poll_the_overview_each_on_its_own_connection() -> anyhow::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<(SocketAddr, String)>::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut stream, peer)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                        buf.push(byte[0]);
+                        if buf.ends_with(b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf).into_owned();
+                            log.lock().map(|mut l| l.push((peer, head))).ok();
+                            buf.clear();
+                            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+                            if stream.write_all(answer.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let consoles = Consoles::open_every(addr, 3, Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = seen.lock().map(|l| l.len()).unwrap_or(0);
+            if n >= 9 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "only {n} polls");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (answered, failed) = consoles.close();
+        let seen = seen.lock().map(|l| l.clone()).unwrap_or_default();
+        assert!(
+            answered >= 9 && failed == 0,
+            "{answered} answered, {failed} failed"
+        );
+        let peers: HashSet<SocketAddr> = seen.iter().map(|(p, _)| *p).collect();
+        assert_eq!(peers.len(), 3, "one connection per console");
+        for (_, head) in &seen {
+            assert!(
+                head.starts_with("GET /admin/overview HTTP/1.1\r\n"),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("Authorization: Bearer {ADMIN_TOKEN}")),
+                "{head}"
+            );
+        }
+        Ok(())
+    }
 }

@@ -182,7 +182,7 @@ pub(super) fn group(rows: Vec<DeadRow>) -> Vec<DeadLetterGroup> {
             unsummed: acc.unsummed,
         })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count));
+    out.sort_by_key(|g| std::cmp::Reverse(g.count));
     out
 }
 
