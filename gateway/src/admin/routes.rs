@@ -205,13 +205,14 @@ mod tests {
     }
 
     /// One path of each route (`/admin/session` twice: GET and POST).
-    const EVERY_ROUTE: [(&str, Method); 22] = [
+    const EVERY_ROUTE: [(&str, Method); 23] = [
         ("/admin/openapi.yaml", Method::GET),
         ("/admin/events", Method::GET),
         ("/admin/events/1", Method::GET),
         ("/admin/events/1/replay", Method::POST),
         ("/admin/replay", Method::POST),
         ("/admin/dead-letters", Method::GET),
+        ("/admin/dead-letters/groups", Method::GET),
         ("/admin/dead-letters/redrive", Method::POST),
         ("/admin/deliveries/1/redrive", Method::POST),
         ("/admin/route-runs/1/redrive", Method::POST),
