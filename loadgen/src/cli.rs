@@ -156,6 +156,14 @@ pub(crate) struct IngestArgs {
     /// failing on every event costs the ack path. Default: no routes.
     #[arg(long, value_enum)]
     pub(crate) route_plugin: Option<RoutePlugin>,
+    /// Operator consoles open on the overview (each polls `/admin/overview` every 5 s, as the
+    /// page does): after the open-loop phase, that phase is run again `--ab-rounds` times
+    /// without and with them, alternating, and the ack latencies of each run are printed.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) consoles: u16,
+    /// Rounds of the consoles' A/B (each one run without and one with).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) ab_rounds: u16,
 }
 
 /// The plugin fixture of `--route-plugin`.

@@ -13,7 +13,7 @@ use crate::database::{self, Counters, Database};
 use crate::report::{MaxPhase, Outcome, Run, best_of};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
 use crate::stats::Stats;
-use crate::{closed_loop, open_loop, server_view};
+use crate::{closed_loop, consoles, open_loop, server_view};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,19 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .tempdir()
         .context("cannot create a temp dir")?;
     let config = write_config(dir.path(), args.route_plugin, StoreKind::Sqlite)?;
+    if args.consoles > 0 {
+        // The admin API on the webhook port, as without `[admin] listen`.
+        let mut text = std::fs::read_to_string(&config)?;
+        text = text.replacen(
+            "[store]",
+            &format!(
+                "[admin]\ntoken = \"env:{}\"\n\n[store]",
+                consoles::ADMIN_TOKEN_ENV
+            ),
+            1,
+        );
+        std::fs::write(&config, text)?;
+    }
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
         Some(Database::start(args.pg_statements)?)
@@ -102,11 +115,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             }
             (Target::Gateway, ..) if !args.bare_as_gateway => {
                 let log = dir.path().join(format!("{name}.log"));
-                vec![Server::start(
-                    name,
-                    gateway_command(&gateway, &config),
-                    &log,
-                )?]
+                let mut command = gateway_command(&gateway, &config);
+                command.env(consoles::ADMIN_TOKEN_ENV, consoles::ADMIN_TOKEN);
+                vec![Server::start(name, command, &log)?]
             }
             _ => {
                 let log = dir.path().join(format!("{name}.log"));
@@ -171,6 +182,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             eprintln!("{name}: no open-loop phase: the maximum rate was {rate:.1}/s");
             None
         };
+        if args.consoles > 0 && target == Target::Gateway && rate >= 1.0 {
+            notes.extend(consoles_ab(&args, &addrs, &mut streams, rate).await?);
+        }
         let fixed = if args.postgres() {
             let rate = args.fixed_rate;
             eprintln!(
@@ -208,6 +222,48 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     run.print_results();
     Ok(())
+}
+
+/// The open-loop phase again, alternately without and with `--consoles` consoles polling the
+/// overview: the ack latency of each run, and the polls answered.
+async fn consoles_ab(
+    args: &IngestArgs,
+    addrs: &[SocketAddr],
+    streams: &mut EventStreams,
+    rate: f64,
+) -> anyhow::Result<Vec<String>> {
+    let Some(&first) = addrs.first() else {
+        return Ok(Vec::new());
+    };
+    let mut lines = Vec::new();
+    for round in 1..=args.ab_rounds {
+        for with in [false, true] {
+            let open = with.then(|| consoles::Consoles::open(first, args.consoles));
+            let sources = take(streams, args.open_connections);
+            let (stats, _) = open_loop::run(addrs, sources, rate, args.duration, false).await?;
+            let polls = open.map(consoles::Consoles::close);
+            let line = format!(
+                "consoles A/B round {round}, {}: {:.0}/s acked, ack p50 {:.2} ms, p99 {:.2} ms, \
+                 p99.9 {:.2} ms, max {:.2} ms{}",
+                if with {
+                    format!("{} consoles", args.consoles)
+                } else {
+                    "no console".to_owned()
+                },
+                stats.acked_per_sec(),
+                stats.ms(0.5),
+                stats.ms(0.99),
+                stats.ms(0.999),
+                stats.max_ms(),
+                polls.map_or(String::new(), |(ok, failed)| format!(
+                    " ({ok} overviews answered, {failed} failed)"
+                )),
+            );
+            eprintln!("{line}");
+            lines.push(line);
+        }
+    }
+    Ok(lines)
 }
 
 /// The servers' own counters before a phase: each replica's `/metrics` (none for the bare

@@ -30,6 +30,7 @@ mod child;
 mod cli;
 mod client;
 mod closed_loop;
+mod consoles;
 mod cpu;
 mod database;
 mod e2e;

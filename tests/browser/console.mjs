@@ -75,7 +75,7 @@ await page.waitForSelector('text=Queue depth');
 await page.waitForSelector('#charts svg.chart polyline', { state: 'attached' });
 // Requests per source and outcome: the source first, then what became of its requests.
 const rows = await page.$$eval('main table tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
-assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '3'), JSON.stringify(rows));
+assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '4'), JSON.stringify(rows));
 assert.match(await page.textContent('header .who'), /ops \(operator\)/);
 await shot('overview');
 
@@ -87,6 +87,12 @@ await page.waitForSelector(`text=${env.FIND_ID}`);
 // The amount and currency of the payload, where it has them.
 await page.waitForSelector('text=12.50 USDT');
 await shot('events');
+// By the provider's event id, through the filter form: exactly that event.
+await page.fill('#event-filters input[name=id]', env.FIND_ID);
+await page.click('#event-filters button[type=submit]');
+await page.waitForURL(`${base}/console/events?id=${env.FIND_ID}`);
+await page.waitForSelector(`main table tr >> text=${env.FIND_ID}`);
+assert.equal(await page.locator('main table tr').count(), 2, 'the header and the one event with this id');
 await page.fill('#find-seq', env.FIND_SEQ);
 await page.click('#find-event button');
 await page.waitForURL(`${base}/console/events/${env.FIND_SEQ}`);
@@ -119,9 +125,20 @@ step('dead letters');
 await page.click('header a[href="/console/dead-letters"]');
 await page.waitForSelector(`#redrive-${env.DEAD_DELIVERY}`);
 await shot('dead-letters');
+// Grouped by destination and reason, with the exact sum stuck there.
+assert.match(await page.textContent('main table'), /sink[\s\S]*HTTP 500[\s\S]*2[\s\S]*99\.10 EUR/);
 await page.click(`#redrive-${env.DEAD_DELIVERY}`);
 await page.waitForSelector('text=Redriven: 1.');
 await shot('dead-letters-redriven');
+// The rest by filter: the group's destination and reason, counted, confirmed, with progress.
+await page.goto(`${base}/console/dead-letters`);
+await page.click('#redrive-group-0');
+assert.equal(await page.inputValue('#redrive-filter input[name=destination]'), 'sink');
+await page.click('#redrive-all-count');
+await page.waitForSelector('#redrive-all-confirm');
+assert.equal(await page.textContent('#redrive-all-status'), '1 dead letter(s) would get a fresh set of attempts.');
+await page.click('#redrive-all-confirm');
+await page.waitForSelector('text=Redriven: 1 of 1.');
 
 // 5. Replay by filter: the dry-run count, then exactly that many replayed.
 step('replay by filter');

@@ -354,7 +354,15 @@ fn events_are_listed_by_source_type_status_and_time_and_paged_newest_first() {
             vec![sent[0].seq],
         ),
         ("type=ledig.crypto_received".into(), vec![sent[2].seq]),
-        ("type=ledger.transaction.*".into(), vec![]),
+        // A type glob: `*` stands for any run of characters.
+        (
+            "type=ledger.transaction.*".into(),
+            newest_first(&|s| s.event_type.starts_with("ledger.transaction.")),
+        ),
+        ("type=*.nothing".into(), vec![]),
+        // The provider's event id.
+        (format!("id={}", sent[2].id), vec![sent[2].seq]),
+        ("id=evt_nobody".into(), vec![]),
         (
             "status=routed".into(),
             newest_first(&|s| s.status == "routed"),

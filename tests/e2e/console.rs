@@ -343,21 +343,29 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
             .flatten()
     });
 
-    // A delivery that dead-letters: the sink refuses every attempt.
+    // Two deliveries that dead-letter (the sink refuses every attempt), with amounts in one
+    // currency that floating point would not sum exactly (99.00 + 0.10 + ...).
     sink.set_mode(Mode::Always(500));
     let dead_id = "evt_console_dead";
-    assert_eq!(
-        gw.post_ledger(&ledger_with_data(
-            dead_id,
-            r#"{"id":"txn_d","amount":"99.00"}"#
-        ))
-        .status,
-        200
-    );
-    let dead_delivery = poll("the dead letter", || {
+    let dead_id2 = "evt_console_dead_2";
+    for (id, amount) in [(dead_id, "99.00"), (dead_id2, "0.10")] {
+        let data = format!(r#"{{"id":"txn_{id}","amount":"{amount}","currency":"eur"}}"#);
+        assert_eq!(gw.post_ledger(&ledger_with_data(id, &data)).status, 200);
+    }
+    let dead_delivery = poll("the dead letters", || {
         let d = get_json(admin, "/admin/dead-letters");
-        d["deliveries"].as_array()?.first()?["id"].as_i64()
+        let list = d["deliveries"].as_array()?;
+        (list.len() == 2)
+            .then(|| list.last()?["id"].as_i64())
+            .flatten()
     });
+    let groups = get_json(admin, "/admin/dead-letters/groups");
+    assert_eq!(groups["groups"][0]["count"], 2, "{groups}");
+    assert_eq!(
+        groups["groups"][0]["amounts"][0],
+        serde_json::json!({"currency": "EUR", "sum": "99.10"}),
+        "{groups}"
+    );
     // From now on the sink answers 200: a redrive from the page delivers it.
     sink.set_mode(Mode::Ok);
 
@@ -391,11 +399,12 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
         "the browser scenarios failed ({took:?})\n{report}"
     );
 
-    // The redrive from the page got the dead letter delivered.
-    poll("the redriven delivery", || {
-        sink.delivered()
+    // The redrives from the page (one, then the rest by filter) got both delivered.
+    poll("the redriven deliveries", || {
+        let delivered = sink.delivered();
+        [dead_id, dead_id2]
             .iter()
-            .any(|r| r.event_id() == Some(dead_id))
+            .all(|id| delivered.iter().any(|r| r.event_id() == Some(id)))
             .then_some(())
     });
     // A redrive of one destination's dead deliveries: counted first, then exactly those.

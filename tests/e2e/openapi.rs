@@ -104,7 +104,7 @@ fn admin_paths_answer_one_method_and_refuse_parameters_they_do_not_take() {
             "GET",
             "/admin/events?all=true",
             "`all` does not apply to /admin/events \
-             (it takes: source, type, status, since, until, before, limit)",
+             (it takes: source, type, id, status, since, until, before, limit)",
         ),
         (
             "GET",
@@ -115,7 +115,7 @@ fn admin_paths_answer_one_method_and_refuse_parameters_they_do_not_take() {
             "POST",
             "/admin/replay?tpye=x",
             "`tpye` does not apply to /admin/replay \
-             (it takes: source, type, status, since, until, before, limit, all, dry_run)",
+             (it takes: source, type, id, status, since, until, before, limit, all, dry_run)",
         ),
     ] {
         let r = gw.admin(method, path);
@@ -172,7 +172,7 @@ fn schemathesis_finds_the_admin_api_as_documented() {
     );
     eprintln!("schemathesis took {:?}\n{report}", started.elapsed());
     // It tested every operation, and sent real traffic, not just the schema download.
-    assert!(report.contains("Tested: 22"), "{report}");
+    assert!(report.contains("Tested: 23"), "{report}");
     let m = gw.metrics();
     let reads = metric(
         &m,

@@ -68,7 +68,7 @@ fn check_and_migrate_say_where_the_schema_stands() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains(&format!(
-            "store: {place}: applied schema version(s) 1, 2, 3, 4, 6"
+            "store: {place}: applied schema version(s) 1, 2, 3, 4, 5, 6"
         )),
         "{stdout}"
     );

@@ -39,6 +39,7 @@ mod auth;
 mod overview;
 mod query;
 mod reads;
+mod redrive;
 mod routes;
 mod session;
 mod sign_in;
@@ -234,15 +235,8 @@ impl Admin {
             Endpoint::Plugins => Ok(self.plugins()),
             Endpoint::Quarantine => self.quarantine(&query).await,
             Endpoint::Quarantined(id) => self.quarantined(id).await,
-            Endpoint::RedriveAll => match (query.flag("dry_run"), query.get("destination")) {
-                (Err(e), _) => Ok(bad_request(&e)),
-                (Ok(dry_run), Some(destination)) => {
-                    self.redrive_destination(destination, dry_run, client, actor)
-                        .await
-                }
-                (Ok(true), None) => self.redrive_dry_run().await,
-                (Ok(false), None) => self.redrive(RedriveSelection::All, client, actor).await,
-            },
+            Endpoint::RedriveAll => self.redrive_dead(&query, client, actor).await,
+            Endpoint::DeadLetterGroups => self.dead_letter_groups().await,
             Endpoint::RedriveDelivery(id) => match parse_id(id) {
                 Ok(id) => {
                     let selection = RedriveSelection::Deliveries(vec![id]);
@@ -382,12 +376,17 @@ impl Admin {
             seq,
             source,
             event_type,
+            id,
             status,
             since_ms,
             until_ms,
             before_seq,
         } = filter;
-        if seq.is_some() || source.is_some() || event_type.is_some() || status.is_some() {
+        // A type glob of only `*` matches every stored type: no filter.
+        let by_type = event_type
+            .as_deref()
+            .is_some_and(|t| t.chars().any(|c| c != '*'));
+        if seq.is_some() || source.is_some() || by_type || id.is_some() || status.is_some() {
             return Ok(None);
         }
         let bounds: Vec<String> = [
@@ -529,7 +528,7 @@ impl Admin {
         serde_json::Value::from(plugins)
     }
 
-    async fn redrive(
+    pub(super) async fn redrive(
         &self,
         selection: RedriveSelection,
         client: IpAddr,
@@ -560,51 +559,8 @@ impl Admin {
         Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
     }
 
-    /// The dead deliveries to `destination` among the newest [`MAX_LIMIT`] dead letters (a
-    /// larger backlog takes several requests): counted, or sent back to work.
-    async fn redrive_destination(
-        &self,
-        destination: &str,
-        dry_run: bool,
-        client: IpAddr,
-        actor: &str,
-    ) -> Result<Response<Body>, StoreError> {
-        let (dead, _) = self.store.dead_letters(MAX_LIMIT).await?;
-        let ids: Vec<i64> = dead
-            .iter()
-            .filter(|d| d.destination == destination)
-            .map(|d| d.id)
-            .collect();
-        if dry_run {
-            return Ok(ok_json(
-                &json!({ "ok": true, "dry_run": true, "would_redrive": ids.len() }),
-            ));
-        }
-        let described = format!("dead deliveries to {destination}: {ids:?}");
-        let n = if ids.is_empty() {
-            0
-        } else {
-            self.store
-                .redrive(RedriveSelection::Deliveries(ids))
-                .await?
-        };
-        let audited = format!("dead deliveries to {destination}");
-        self.acted(
-            AdminActionTaken {
-                action: "redrive",
-                selection: &described,
-                count: n,
-                client,
-                actor,
-            },
-            Some(&audited),
-        )
-        .await;
-        Ok(accepted_json(&json!({ "ok": true, "redriven": n })))
-    }
-
     /// How many dead letters a redrive of all would send back to work now.
-    async fn redrive_dry_run(&self) -> Result<Response<Body>, StoreError> {
+    pub(super) async fn redrive_dry_run(&self) -> Result<Response<Body>, StoreError> {
         let n = self.store.backlog().await?.dead_letters;
         Ok(ok_json(
             &json!({ "ok": true, "dry_run": true, "would_redrive": n }),

@@ -58,6 +58,7 @@ impl Query {
             seq: None,
             source: self.get("source").map(str::to_owned),
             event_type: self.get("type").map(str::to_owned),
+            id: self.get("id").map(str::to_owned),
             status,
             since_ms: self.time("since")?,
             until_ms: self.time("until")?,
@@ -109,7 +110,7 @@ impl Query {
     }
 
     /// RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.
-    fn time(&self, key: &str) -> Result<Option<i64>, QueryError> {
+    pub(super) fn time(&self, key: &str) -> Result<Option<i64>, QueryError> {
         let Some(text) = self.get(key) else {
             return Ok(None);
         };

@@ -15,6 +15,7 @@ pub(super) enum Endpoint<'p> {
     ReplayOne(&'p str),
     ReplayFiltered,
     DeadLetters,
+    DeadLetterGroups,
     RedriveAll,
     RedriveDelivery(&'p str),
     RedriveRouteRun(&'p str),
@@ -53,12 +54,22 @@ pub(super) struct Route<'p> {
 }
 
 const FILTER: &[&str] = &[
-    "source", "type", "status", "since", "until", "before", "limit",
+    "source", "type", "id", "status", "since", "until", "before", "limit",
 ];
 const REPLAY: &[&str] = &[
-    "source", "type", "status", "since", "until", "before", "limit", "all", "dry_run",
+    "source", "type", "id", "status", "since", "until", "before", "limit", "all", "dry_run",
 ];
-const REDRIVE: &[&str] = &["destination", "dry_run"];
+const REDRIVE: &[&str] = &[
+    "destination",
+    "reason",
+    "source",
+    "type",
+    "since",
+    "until",
+    "dry_run",
+    "through",
+    "after",
+];
 const PAGE: &[&str] = &["before", "limit"];
 const SEQ: &[&str] = &["seq"];
 const QUARANTINE: &[&str] = &["source", "before", "limit"];
@@ -114,6 +125,12 @@ pub(super) fn resolve<'p>(method: &Method, segments: &[&'p str]) -> Option<Route
             Method::GET,
             "/admin/dead-letters",
             LIMIT,
+        ),
+        ["dead-letters", "groups"] => (
+            Endpoint::DeadLetterGroups,
+            Method::GET,
+            "/admin/dead-letters/groups",
+            NONE,
         ),
         ["dead-letters", "redrive"] => (
             Endpoint::RedriveAll,
@@ -188,13 +205,14 @@ mod tests {
     }
 
     /// One path of each route (`/admin/session` twice: GET and POST).
-    const EVERY_ROUTE: [(&str, Method); 22] = [
+    const EVERY_ROUTE: [(&str, Method); 23] = [
         ("/admin/openapi.yaml", Method::GET),
         ("/admin/events", Method::GET),
         ("/admin/events/1", Method::GET),
         ("/admin/events/1/replay", Method::POST),
         ("/admin/replay", Method::POST),
         ("/admin/dead-letters", Method::GET),
+        ("/admin/dead-letters/groups", Method::GET),
         ("/admin/dead-letters/redrive", Method::POST),
         ("/admin/deliveries/1/redrive", Method::POST),
         ("/admin/route-runs/1/redrive", Method::POST),

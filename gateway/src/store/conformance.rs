@@ -19,11 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod ordering;
+mod search;
 use ordering::{
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     a_subject_is_delivered_one_at_a_time_in_provider_order,
     an_unrouted_event_holds_its_subject_until_its_routing_finishes,
 };
+use search::ids_type_globs_and_time_ranges_find_exactly_their_events;
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
@@ -720,4 +722,5 @@ conformance!(
     a_subject_is_delivered_one_at_a_time_in_provider_order,
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     an_unrouted_event_holds_its_subject_until_its_routing_finishes,
+    ids_type_globs_and_time_ranges_find_exactly_their_events,
 );

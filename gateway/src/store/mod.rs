@@ -10,6 +10,7 @@
 //! behind it; the embedded default is SQLite ([`SqliteStore`]). This module never sees HTTP or
 //! provider formats.
 
+mod dead_letters;
 mod dedup_index;
 mod envelope_cut;
 mod event_filter;
@@ -24,6 +25,7 @@ mod work;
 #[cfg(test)]
 mod conformance;
 
+pub use dead_letters::{CurrencySum, DeadFilter, DeadLetterGroup};
 pub use postgres::{
     CopyError, CopySummary, PgOptions, PgStore, SchemaStatus, copy_from_sqlite,
     latest_schema_version, target_of,
@@ -256,6 +258,19 @@ pub trait Store: Intake {
         &self,
         limit: u32,
     ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError>;
+    /// Every dead delivery grouped by destination and reason, with the amounts stuck there.
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
+    /// How many dead deliveries `filter` selects, and the highest id among them.
+    async fn count_dead(&self, filter: DeadFilter) -> Result<(u64, Option<i64>), StoreError>;
+    /// The ids of the next `limit` dead deliveries `filter` selects with an id above `after`
+    /// and at most `through`, in id order.
+    async fn dead_page(
+        &self,
+        filter: DeadFilter,
+        after: i64,
+        through: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError>;
     /// Marks the selected routed events for replay through the current routes (events not
     /// yet routed are left alone: they are on their way). Returns how many were marked.
     async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError>;

@@ -74,7 +74,7 @@ const CURRENCY_KEYS: [&str; 5] = [
 
 /// The amount (exact decimal text) and currency (upper case) of an envelope's `data`, when its
 /// payload has an amount; shown by the console, never used to decide anything.
-fn money(envelope: &serde_json::Value) -> (Option<String>, Option<String>) {
+pub(super) fn money(envelope: &serde_json::Value) -> (Option<String>, Option<String>) {
     let Some(data) = envelope.get("data").and_then(serde_json::Value::as_object) else {
         return (None, None);
     };

@@ -289,7 +289,10 @@ pub struct EventFilter {
     /// Exactly this event.
     pub seq: Option<i64>,
     pub source: Option<String>,
+    /// An exact type, or a glob (`payment.*`: `*` stands for any run of characters).
     pub event_type: Option<String>,
+    /// The provider's event id (the envelope's `id`, which is the dedup key).
+    pub id: Option<String>,
     pub status: Option<EventStatus>,
     /// Received at or after (unix ms).
     pub since_ms: Option<i64>,

@@ -22,7 +22,10 @@ export function actionButton(id, label, act) {
   return h('span', {}, button, out);
 }
 
-/** Count first (`count` returns {count, text}), then a confirm button that runs `act`. */
+/**
+ * Count first (`count` returns {count, text}), then a confirm button that runs `act`, which
+ * may report progress through the function it is given and returns the result text.
+ */
 export function confirmFlow(id, label, count, confirmLabel, act) {
   const box = h('div', { className: 'notice', id });
   const status = h('p', { id: `${id}-status` });
@@ -40,7 +43,7 @@ export function confirmFlow(id, label, count, confirmLabel, act) {
         confirm.addEventListener('click', async () => {
           confirm.disabled = true; cancel.remove();
           status.textContent = 'working…';
-          try { status.textContent = await act(); } catch (e) { status.textContent = `refused: ${e.message}`; }
+          try { status.textContent = await act((text) => { status.textContent = text; }); } catch (e) { status.textContent = `refused: ${e.message}`; }
         });
         box.append(confirm, cancel);
       } else {

@@ -88,7 +88,8 @@ function pluginTable(plugins) {
       `${p.consecutive_failures} / ${p.unhealthy_after}`, when(p.unhealthy_since), p.last_failure ?? '–']));
 }
 
-const FILTER_KEYS = ['source', 'type', 'status', 'since', 'until'];
+const FILTER_KEYS = ['source', 'type', 'id', 'status', 'since', 'until'];
+const PLACEHOLDERS = { type: 'payment.* or exact', id: 'provider event id', since: '2026-12-05T10:00:00Z', until: '2026-12-05T10:00:00Z' };
 const STATUSES = ['', 'pending', 'routed', 'unrouted', 'dropped', 'retrying', 'failed', 'replay'];
 
 function filterForm(id, onSubmit, extra) {
@@ -96,7 +97,7 @@ function filterForm(id, onSubmit, extra) {
   const fields = FILTER_KEYS.map((k) => {
     const input = k === 'status'
       ? h('select', { name: k }, STATUSES.map((s) => h('option', { value: s }, s || 'any')))
-      : h('input', { name: k, value: p.get(k) || '', placeholder: k === 'since' || k === 'until' ? '2026-12-05T10:00:00Z' : '' });
+      : h('input', { name: k, value: p.get(k) || '', placeholder: PLACEHOLDERS[k] || '' });
     if (k === 'status') input.value = p.get(k) || '';
     return h('label', {}, k, input);
   });
@@ -173,31 +174,60 @@ export async function event(seq) {
   m.append(h('h2', {}, 'Kept headers'), h('pre', {}, pretty(e.headers)));
 }
 
+const REDRIVE_KEYS = ['destination', 'reason', 'source', 'type', 'since', 'until'];
+
+/** The sums stuck in a group: `12.30 EUR, 5 USD` (exact decimal text from the server). */
+function stuck(g) {
+  const sums = g.amounts.map((a) => `${a.sum} ${a.currency || '(no currency)'}`);
+  if (g.unsummed) sums.push(`${g.unsummed} not summed`);
+  return sums.join(', ') || '–';
+}
+
 export async function deadLetters() {
-  const d = await api('/dead-letters?limit=200');
+  const [d, g] = await Promise.all([api('/dead-letters?limit=200'), api('/dead-letters/groups')]);
   const m = main();
-  m.append(h('h1', {}, 'Dead letters'));
-  const groups = new Map();
-  for (const x of d.deliveries) {
-    const key = `${x.destination}\u0000${x.last_error ?? ''}`;
-    groups.set(key, (groups.get(key) || 0) + 1);
-  }
-  m.append(h('h2', {}, 'By destination and reason'), table(['destination', 'reason', 'count'],
-    [...groups.entries()].map(([k, n]) => { const [dest, reason] = k.split('\u0000'); return [dest, reason || '–', n]; })));
-  if (isOperator()) {
-    const destinations = [...new Set(d.deliveries.map((x) => x.destination))].sort();
-    const which = h('select', { id: 'redrive-which' }, h('option', { value: '' }, 'every dead letter'),
-      destinations.map((x) => h('option', { value: x }, `dead deliveries to ${x}`)));
-    const query = () => (which.value ? `destination=${encodeURIComponent(which.value)}&` : '');
-    m.append(h('h2', {}, 'Redrive many'), h('label', {}, 'redrive ', which), confirmFlow('redrive-all', 'Count…', async () => {
-      const r = await api(`/dead-letters/redrive?${query()}dry_run=true`, { method: 'POST' });
-      return { count: r.would_redrive, text: `${r.would_redrive} dead letter(s) would get a fresh set of attempts.` };
-    }, (n) => `Redrive ${n}`, async () => {
-      const r = await api(`/dead-letters/redrive?${query()}`.replace(/[?&]$/, ''), { method: 'POST' });
-      return `Redriven: ${r.redriven}.`;
-    }));
-  }
   const op = isOperator();
+  m.append(h('h1', {}, 'Dead letters'));
+  const form = h('form', { className: 'filters', id: 'redrive-filter' },
+    REDRIVE_KEYS.map((k) => h('label', {}, k, h('input', { name: k, value: params().get(k) || '', placeholder: PLACEHOLDERS[k] || '' }))));
+  form.addEventListener('submit', (e) => e.preventDefault());
+  m.append(h('h2', {}, 'By destination and reason'), table(['destination', 'reason', 'count', 'oldest', 'stuck', ''],
+    g.groups.map((x, i) => [x.destination, x.reason ?? '–', x.count, when(x.oldest_at), h('span', { className: 'money' }, stuck(x)),
+      op ? h('button', { type: 'button', id: `redrive-group-${i}`, className: 'secondary', onclick: () => {
+        for (const k of REDRIVE_KEYS) form.elements[k].value = '';
+        form.elements.destination.value = x.destination;
+        form.elements.reason.value = x.reason ?? '';
+      } }, 'Select') : ''])));
+  if (op) {    const query = () => {
+      const q = new URLSearchParams();
+      for (const k of REDRIVE_KEYS) { const v = form.elements[k].value.trim(); if (v) q.set(k, v); }
+      return q;
+    };
+    let counted = null;
+    m.append(h('h2', {}, 'Redrive by filter'),
+      h('p', { className: 'muted' }, 'Dead deliveries matching every field set (since/until: when they died). Count first; the redrive then sends back exactly the ones counted.'),
+      form, confirmFlow('redrive-all', 'Count matching dead letters', async () => {
+        const q = query();
+        q.set('dry_run', 'true');
+        const r = await api(`/dead-letters/redrive?${q}`, { method: 'POST' });
+        counted = { query: query(), through: r.through, total: r.would_redrive };
+        return { count: r.would_redrive, text: `${r.would_redrive} dead letter(s) would get a fresh set of attempts.` };
+      }, (n) => `Redrive ${n}`, async (progress) => {
+        const { query: q, through, total } = counted;
+        let after = 0;
+        let done = 0;
+        for (;;) {
+          q.set('through', through);
+          q.set('after', after);
+          const r = await api(`/dead-letters/redrive?${q}`, { method: 'POST' });
+          done += r.redriven;
+          if (r.resume_after === null || r.resume_after === undefined) break;
+          after = r.resume_after;
+          progress(`Redriven ${done} of ${total}…`);
+        }
+        return `Redriven: ${done} of ${total}.`;
+      }));
+  }
   m.append(h('h2', {}, 'Deliveries'), table(['id', 'event', 'destination', 'route', 'attempts', 'last error', 'since', ''],
     d.deliveries.map((x) => [x.id, link(`/console/events/${x.event_seq}`, `#${x.event_seq}`), x.destination, x.route,
       x.attempts, x.last_error ?? '–', when(x.updated_at),

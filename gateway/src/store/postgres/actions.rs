@@ -8,7 +8,7 @@
 //! guarded by the row's state in the statement that makes it (re-checked under the row lock),
 //! never by what an earlier read saw. This module never claims work and never routes.
 
-use super::super::event_filter::{Dialect, FilterArg, replay_clause};
+use super::super::event_filter::{Dialect, newest_seqs};
 use super::super::work::{EventFilter, RedriveSelection};
 use super::super::{ExpiredEvents, unix_ms};
 use super::admin::bound;
@@ -75,22 +75,20 @@ impl PgStore {
         filter: EventFilter,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let (clause, mut args) = replay_clause(&filter, Dialect::Postgres);
-        args.push(FilterArg::Int(i64::from(limit)));
+        let lookups = self.lookups(&filter).await?;
+        let (seqs, args) = newest_seqs(&filter, &lookups, Dialect::Postgres, true, limit);
         // The outer `status <> 'replay'` is checked again under the row lock: of two requests
         // racing for one event, the second marks nothing.
         let sql = &format!(
             "WITH marked AS ( \
                  UPDATE routings SET status = 'replay' \
-                  WHERE seq IN (SELECT seq FROM event_states {clause} \
-                                ORDER BY seq DESC LIMIT ${}) \
+                  WHERE seq IN ({seqs}) \
                     AND status <> 'replay' \
                  RETURNING seq), \
              queued AS ( \
                  INSERT INTO event_work (seq, replay) SELECT seq, true FROM marked \
                  ON CONFLICT (seq) DO UPDATE SET replay = true) \
-             SELECT count(*) FROM marked",
-            args.len()
+             SELECT count(*) FROM marked"
         );
         let args = &args;
         self.write(|mut c| {

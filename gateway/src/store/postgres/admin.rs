@@ -6,7 +6,10 @@
 //!
 //! This module never writes.
 
-use super::super::event_filter::{Dialect, FilterArg, replay_clause, where_clause};
+use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, DeadRow};
+use super::super::event_filter::{
+    DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, is_glob, list_query, newest_seqs,
+};
 use super::super::views::{
     self, DELIVERY_COLUMNS, DETAIL_COLUMNS, QUARANTINE_COLUMNS, ROUTE_RUN_COLUMNS, SUMMARY_COLUMNS,
     ViewRow,
@@ -48,19 +51,18 @@ pub(super) fn bound(args: &[FilterArg]) -> Vec<&(dyn ToSql + Sync)> {
         .map(|a| match a {
             FilterArg::Int(v) => v as &(dyn ToSql + Sync),
             FilterArg::Text(t) => t as &(dyn ToSql + Sync),
+            FilterArg::Bytes(b) => b as &(dyn ToSql + Sync),
         })
         .collect()
 }
 
 /// The listing's SQL and parameters (tests read its query plan).
-pub(super) fn list_events_query(filter: &EventFilter, limit: u32) -> (String, Vec<FilterArg>) {
-    let (clause, mut args) = where_clause(filter, Dialect::Postgres);
-    args.push(FilterArg::Int(i64::from(limit)));
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ${}",
-        args.len()
-    );
-    (sql, args)
+pub(super) fn list_events_query(
+    filter: &EventFilter,
+    lookups: &Lookups,
+    limit: u32,
+) -> (String, Vec<FilterArg>) {
+    list_query(filter, lookups, Dialect::Postgres, SUMMARY_COLUMNS, limit)
 }
 
 /// The gauges in one statement (tests read its plan). Every part is a count of a small table
@@ -90,6 +92,99 @@ const STORED_SPAN: &str = "SELECT o.seq, o.received_at, n.seq, n.received_at FRO
     (SELECT seq, received_at FROM events ORDER BY seq DESC LIMIT 1) n";
 
 impl PgStore {
+    pub(super) async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        let rows = self
+            .read(|c| {
+                Box::pin(async move {
+                    let r = c.query(dead_letters::GROUP_ROWS_SQL, &[]).await;
+                    (c, r)
+                })
+            })
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(DeadRow {
+                    destination: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    died_at: r.try_get(2)?,
+                    envelope: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(read_err)?;
+        Ok(dead_letters::group(rows))
+    }
+
+    pub(super) async fn count_dead(
+        &self,
+        filter: DeadFilter,
+    ) -> Result<(u64, Option<i64>), StoreError> {
+        let (sql, args) = &dead_letters::count_sql(&filter, Dialect::Postgres);
+        let row = self
+            .read(|c| {
+                Box::pin(async move {
+                    let r = c.query_one(sql.as_str(), &bound(args)).await;
+                    (c, r)
+                })
+            })
+            .await?;
+        let n: i64 = row.try_get(0).map_err(read_err)?;
+        let max: Option<i64> = row.try_get(1).map_err(read_err)?;
+        Ok((u64::try_from(n).unwrap_or(0), max))
+    }
+
+    pub(super) async fn dead_page(
+        &self,
+        filter: DeadFilter,
+        after: i64,
+        through: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (sql, args) =
+            &dead_letters::page_sql(&filter, after, through, limit, Dialect::Postgres);
+        let rows = self
+            .read(|c| {
+                Box::pin(async move {
+                    let r = c.query(sql.as_str(), &bound(args)).await;
+                    (c, r)
+                })
+            })
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(read_err)
+    }
+
+    /// What the filter's SQL needs looked up first: the stored types a type glob matches
+    /// (a loose scan of `events_type`). PostgreSQL plans the rest from its statistics.
+    pub(super) async fn lookups(&self, filter: &EventFilter) -> Result<Lookups, StoreError> {
+        let glob_types = match filter.event_type.as_deref() {
+            Some(t) if is_glob(t) => {
+                let rows = self
+                    .read(|c| {
+                        Box::pin(async move {
+                            let r = c.query(DISTINCT_TYPES_SQL, &[]).await;
+                            (c, r)
+                        })
+                    })
+                    .await?;
+                let stored = rows
+                    .iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(read_err)?;
+                super::super::event_filter::expand_glob(filter, &stored)
+            }
+            _ => None,
+        };
+        Ok(Lookups {
+            glob_types,
+            ..Lookups::default()
+        })
+    }
+
     pub(super) async fn backlog(&self) -> Result<Backlog, StoreError> {
         let row = self
             .read(|c| {
@@ -120,7 +215,8 @@ impl PgStore {
         filter: EventFilter,
         limit: u32,
     ) -> Result<Vec<EventSummary>, StoreError> {
-        let (sql, args) = &list_events_query(&filter, limit);
+        let lookups = self.lookups(&filter).await?;
+        let (sql, args) = &list_events_query(&filter, &lookups, limit);
         self.read(|c| {
             Box::pin(async move {
                 let r = async {
@@ -141,13 +237,9 @@ impl PgStore {
         filter: EventFilter,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let (clause, mut args) = replay_clause(&filter, Dialect::Postgres);
-        args.push(FilterArg::Int(i64::from(limit)));
-        let sql = &format!(
-            "SELECT count(*) FROM (SELECT seq FROM event_states {clause} \
-             ORDER BY seq DESC LIMIT ${}) AS selected",
-            args.len()
-        );
+        let lookups = self.lookups(&filter).await?;
+        let (seqs, args) = newest_seqs(&filter, &lookups, Dialect::Postgres, true, limit);
+        let sql = &format!("SELECT count(*) FROM ({seqs}) AS selected");
         let args = &args;
         self.read(|c| {
             Box::pin(async move {

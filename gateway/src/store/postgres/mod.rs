@@ -27,6 +27,7 @@ mod ordering;
 mod pool_watch;
 mod results;
 
+use super::dead_letters::{DeadFilter, DeadLetterGroup};
 use super::work::{
     AttemptDone, AuditRecord, Backlog, BlockedSubject, ClaimedEvent, DeliveryView, DueDelivery,
     DueRouteRun, EventDetail, EventFilter, EventSummary, Processed, QuarantineEntry,
@@ -615,6 +616,24 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError> {
         PgStore::dead_letters(self, limit).await
+    }
+
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        PgStore::dead_letter_groups(self).await
+    }
+
+    async fn count_dead(&self, filter: DeadFilter) -> Result<(u64, Option<i64>), StoreError> {
+        PgStore::count_dead(self, filter).await
+    }
+
+    async fn dead_page(
+        &self,
+        filter: DeadFilter,
+        after: i64,
+        through: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        PgStore::dead_page(self, filter, after, through, limit).await
     }
 
     async fn request_replay(&self, filter: EventFilter, limit: u32) -> Result<u64, StoreError> {

@@ -19,6 +19,7 @@ mod recent;
 mod redrive;
 mod writer;
 
+use super::dead_letters::{DeadFilter, DeadLetterGroup};
 use super::dedup_index::DedupIndex;
 use super::object_states::ObjectStates;
 use super::schema;
@@ -452,6 +453,28 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<DeliveryView>, Vec<RouteRunView>), StoreError> {
         self.observer
             .with(move |c| reader::dead_letters(c, limit))
+            .await
+    }
+
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        self.observer.with(reader::dead_letter_groups).await
+    }
+
+    async fn count_dead(&self, filter: DeadFilter) -> Result<(u64, Option<i64>), StoreError> {
+        self.observer
+            .with(move |c| reader::count_dead(c, &filter))
+            .await
+    }
+
+    async fn dead_page(
+        &self,
+        filter: DeadFilter,
+        after: i64,
+        through: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.observer
+            .with(move |c| reader::dead_page(c, &filter, after, through, limit))
             .await
     }
 
@@ -912,7 +935,7 @@ mod tests {
                 status: Some(status),
                 ..EventFilter::default()
             };
-            let (sql, args) = reader::list_events_query(&filter, 50);
+            let (sql, args) = reader::list_events_query(&conn, &filter, 50).expect("lookups");
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .expect("explains");

@@ -3,7 +3,12 @@
 //! thread.
 
 use super::super::StoreError;
-use super::super::event_filter::{Dialect, FilterArg, replay_clause, where_clause};
+use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, DeadRow};
+use super::super::dedup_index::index_key;
+use super::super::event_filter::{
+    self, DISTINCT_SOURCES_SQL, DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, PROBE_CAP,
+    is_glob, list_query, newest_seqs,
+};
 use super::super::views::{
     self, DELIVERY_COLUMNS, DETAIL_COLUMNS, QUARANTINE_COLUMNS, ROUTE_RUN_COLUMNS, SUMMARY_COLUMNS,
     ViewRow,
@@ -49,6 +54,7 @@ impl ToSql for FilterArg {
         Ok(match self {
             FilterArg::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
             FilterArg::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            FilterArg::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
 }
@@ -232,19 +238,73 @@ pub(super) fn list_events(
     filter: &EventFilter,
     limit: u32,
 ) -> rusqlite::Result<Vec<EventSummary>> {
-    let (sql, args) = list_events_query(filter, limit);
+    let (sql, args) = list_events_query(conn, filter, limit)?;
     conn.prepare(&sql)?
         .query_map(params_from_iter(args), |r| views::summary(r))?
         .collect()
 }
 
 /// The listing's SQL and parameters (tests read its query plan).
-pub(super) fn list_events_query(filter: &EventFilter, limit: u32) -> (String, Vec<FilterArg>) {
-    let (clause, mut args) = where_clause(filter, Dialect::Sqlite);
-    args.push(FilterArg::Int(i64::from(limit)));
-    let sql =
-        format!("SELECT {SUMMARY_COLUMNS} FROM event_states {clause} ORDER BY seq DESC LIMIT ?");
-    (sql, args)
+pub(super) fn list_events_query(
+    conn: &Connection,
+    filter: &EventFilter,
+    limit: u32,
+) -> rusqlite::Result<(String, Vec<FilterArg>)> {
+    let lookups = lookups(conn, filter)?;
+    Ok(list_query(
+        filter,
+        &lookups,
+        Dialect::Sqlite,
+        SUMMARY_COLUMNS,
+        limit,
+    ))
+}
+
+/// What the filter's SQL needs from the store first (see event_filter.rs): the stored types
+/// a glob matches, the id's dedup keys under each stored source, and, given both a source
+/// and a type, which of them is rarer. Index steps only, a few ms at most.
+pub(super) fn lookups(conn: &Connection, filter: &EventFilter) -> rusqlite::Result<Lookups> {
+    let column = |sql: &str| -> rusqlite::Result<Vec<String>> {
+        conn.prepare_cached(sql)?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    };
+    let glob_types = match filter.event_type.as_deref() {
+        Some(t) if is_glob(t) => event_filter::expand_glob(filter, &column(DISTINCT_TYPES_SQL)?),
+        _ => None,
+    };
+    let id_keys = match &filter.id {
+        None => Vec::new(),
+        Some(id) => {
+            let sources = match &filter.source {
+                Some(s) => vec![s.clone()],
+                None => column(DISTINCT_SOURCES_SQL)?,
+            };
+            sources.iter().map(|s| index_key(s, id).to_vec()).collect()
+        }
+    };
+    let count = |col: &str, value: &str| -> rusqlite::Result<i64> {
+        conn.prepare_cached(&format!(
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE {col} = ?1 LIMIT {PROBE_CAP})"
+        ))?
+        .query_row([value], |r| r.get(0))
+    };
+    let (mut source_count, mut type_count) = (None, None);
+    if let (Some(source), Some(t)) = (&filter.source, &filter.event_type) {
+        source_count = Some(count("source", source)?);
+        type_count = Some(match &glob_types {
+            Some(types) => types
+                .iter()
+                .map(|t| count("event_type", t))
+                .sum::<rusqlite::Result<i64>>()?,
+            None => count("event_type", t)?,
+        });
+    }
+    Ok(Lookups {
+        driver: event_filter::driver(filter, source_count, type_count),
+        glob_types,
+        id_keys,
+    })
 }
 
 /// How many events a replay with `filter` and `limit` would mark: the same selection as the
@@ -254,15 +314,60 @@ pub(super) fn count_replay(
     filter: &EventFilter,
     limit: u32,
 ) -> rusqlite::Result<u64> {
-    let (clause, mut args) = replay_clause(filter, Dialect::Sqlite);
-    args.push(FilterArg::Int(i64::from(limit)));
-    let sql = format!(
-        "SELECT count(*) FROM (SELECT seq FROM event_states {clause} ORDER BY seq DESC LIMIT ?)"
-    );
+    let (sql, args) = count_replay_query(conn, filter, limit)?;
     let n: i64 = conn
         .prepare(&sql)?
         .query_row(params_from_iter(args), |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The dry-run count's SQL and parameters (tests read its query plan).
+fn count_replay_query(
+    conn: &Connection,
+    filter: &EventFilter,
+    limit: u32,
+) -> rusqlite::Result<(String, Vec<FilterArg>)> {
+    let lookups = lookups(conn, filter)?;
+    let (seqs, args) = newest_seqs(filter, &lookups, Dialect::Sqlite, true, limit);
+    Ok((format!("SELECT count(*) FROM ({seqs}) AS selected"), args))
+}
+
+pub(super) fn dead_letter_groups(conn: &Connection) -> rusqlite::Result<Vec<DeadLetterGroup>> {
+    let rows = conn
+        .prepare_cached(dead_letters::GROUP_ROWS_SQL)?
+        .query_map([], |r| {
+            Ok(DeadRow {
+                destination: r.get(0)?,
+                reason: r.get(1)?,
+                died_at: r.get(2)?,
+                envelope: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(dead_letters::group(rows))
+}
+
+pub(super) fn count_dead(
+    conn: &Connection,
+    filter: &DeadFilter,
+) -> rusqlite::Result<(u64, Option<i64>)> {
+    let (sql, args) = dead_letters::count_sql(filter, Dialect::Sqlite);
+    conn.prepare(&sql)?.query_row(params_from_iter(args), |r| {
+        Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+    })
+}
+
+pub(super) fn dead_page(
+    conn: &Connection,
+    filter: &DeadFilter,
+    after: i64,
+    through: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<i64>> {
+    let (sql, args) = dead_letters::page_sql(filter, after, through, limit, Dialect::Sqlite);
+    conn.prepare(&sql)?
+        .query_map(params_from_iter(args), |r| r.get(0))?
+        .collect()
 }
 
 pub(super) fn list_audit(
@@ -379,6 +484,110 @@ mod tests {
         }
         let stmt = conn.prepare_cached(&pending_sql(512))?;
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        Ok(())
+    }
+
+    /// A filtered redrive pages through every matching dead delivery up to the bound its dry
+    /// run counted, never past it (a dead letter that died since is not taken).
+    #[test]
+    fn dead_letters_page_by_filter_up_to_the_counted_bound() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        super::super::super::schema::apply(&conn)?;
+        conn.execute_batch(
+            "INSERT INTO events (seq, source, dedup_key, event_type, envelope, raw_body, headers, \
+               received_at) VALUES (1, 'shop', 'a', 'p', '{}', x'', '{}', 1), \
+               (2, 'bank', 'b', 'p', '{}', x'', '{}', 2);
+             WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 25) \
+             INSERT INTO deliveries (event_seq, route, destination, webhook_id, status, attempts, \
+               last_error, history, created_at, updated_at) \
+             SELECT 1 + x % 2, 'r', CASE WHEN x % 5 = 0 THEN 'other' ELSE 'sink' END, 'w' || x, \
+               CASE WHEN x % 7 = 0 THEN 'delivered' ELSE 'dead' END, 3, 'HTTP 503', '[]', x, x \
+             FROM n;",
+        )?;
+        let filter = DeadFilter {
+            destination: Some("sink".into()),
+            source: Some("shop".into()),
+            ..DeadFilter::default()
+        };
+        let (count, through) = count_dead(&conn, &filter)?;
+        let expected: Vec<i64> = (1..=25)
+            .filter(|x| x % 5 != 0 && x % 7 != 0 && (1 + x % 2) == 1)
+            .collect();
+        assert_eq!(count, expected.len() as u64);
+        let through = through.expect("a bound");
+        // One more matching dead letter dies after the count.
+        conn.execute_batch(
+            "INSERT INTO deliveries (event_seq, route, destination, webhook_id, status, attempts, \
+               last_error, history, created_at, updated_at) \
+             VALUES (1, 'r', 'sink', 'late', 'dead', 3, 'HTTP 503', '[]', 99, 99);",
+        )?;
+        let (mut after, mut seen) = (0, Vec::<i64>::new());
+        loop {
+            let page = dead_page(&conn, &filter, after, through, 3)?;
+            seen.extend(&page);
+            match page.last() {
+                Some(&last) if page.len() == 3 => after = last,
+                _ => break,
+            }
+        }
+        assert_eq!(seen, expected);
+        Ok(())
+    }
+
+    /// Each filter that can match few or only old events of a big store is planned through an
+    /// index or a rowid range, for the listing and for the replay's dry-run count: a full
+    /// scan of `events` read 1 M events in 0.3-0.6 s. (SQLite plans without statistics here
+    /// just as on a big store: none are gathered.)
+    #[test]
+    fn searches_never_read_every_event() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        super::super::super::schema::apply(&conn)?;
+        conn.execute_batch(
+            "INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
+               received_at) VALUES \
+             ('shop', 'a', 'payment.failed', '{}', x'', '{}', 1), \
+             ('bank', 'b', 'payment.succeeded', '{}', x'', '{}', 2), \
+             ('bank', 'c', 'ledger.x', '{}', x'', '{}', 3);",
+        )?;
+        let by = |f: fn(&mut EventFilter)| {
+            let mut filter = EventFilter::default();
+            f(&mut filter);
+            filter
+        };
+        let filters = [
+            by(|f| f.source = Some("nobody".into())),
+            by(|f| f.event_type = Some("nothing".into())),
+            by(|f| f.event_type = Some("payment.*".into())),
+            by(|f| f.event_type = Some("no.*".into())),
+            by(|f| f.id = Some("evt_1".into())),
+            by(|f| f.until_ms = Some(2)),
+            by(|f| f.since_ms = Some(9_000_000_000_000)),
+            by(|f| {
+                f.source = Some("shop".into());
+                f.event_type = Some("ledger.x".into());
+            }),
+            by(|f| {
+                f.source = Some("bank".into());
+                f.event_type = Some("payment.*".into());
+                f.until_ms = Some(2);
+            }),
+        ];
+        let scans_events = |sql: &str, args: Vec<FilterArg>| -> rusqlite::Result<Option<String>> {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let lines = stmt
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let full = lines
+                .iter()
+                .any(|l| l == "SCAN events" || l == "SCAN e" || l.starts_with("SCAN events "));
+            Ok(full.then(|| lines.join("; ")))
+        };
+        for filter in filters {
+            let (sql, args) = list_events_query(&conn, &filter, 50)?;
+            assert_eq!(scans_events(&sql, args)?, None, "listing {filter:?}");
+            let (sql, args) = count_replay_query(&conn, &filter, 1000)?;
+            assert_eq!(scans_events(&sql, args)?, None, "count {filter:?}");
+        }
         Ok(())
     }
 }

@@ -10,7 +10,7 @@
 //! of them fails it alone gets the error and the ingests batched with it still commit.
 
 use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
-use super::super::event_filter::{Dialect, FilterArg, replay_clause};
+use super::super::event_filter::{Dialect, newest_seqs};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
 use super::super::work::{
@@ -510,12 +510,9 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
 /// Marks routed events for replay. Events still `pending` (no routing yet) or already marked
 /// are on their way through the routes and are left alone.
 fn replay(tx: &Transaction<'_>, filter: &EventFilter, limit: u32) -> rusqlite::Result<u64> {
-    let (clause, mut args) = replay_clause(filter, Dialect::Sqlite);
-    args.push(FilterArg::Int(i64::from(limit)));
-    let sql = format!(
-        "UPDATE routings SET status = 'replay' WHERE seq IN \
-         (SELECT seq FROM event_states {clause} ORDER BY seq DESC LIMIT ?)"
-    );
+    let lookups = super::reader::lookups(tx, filter)?;
+    let (seqs, args) = newest_seqs(filter, &lookups, Dialect::Sqlite, true, limit);
+    let sql = format!("UPDATE routings SET status = 'replay' WHERE seq IN ({seqs})");
     let n = tx.execute(&sql, params_from_iter(args))?;
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
