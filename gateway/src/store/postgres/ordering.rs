@@ -65,16 +65,21 @@ const ANY_ORDERED_DUE: &str = "SELECT EXISTS (SELECT 1 FROM deliveries \
 const SUBJECT_LOCK: &str = "hashtextextended(d.destination || chr(10) || d.subject, 24)";
 
 /// Statement 1: the due heads of subjects ($1 now, $2 limit, $3 ids this replica holds),
-/// those whose subject lock this transaction got.
+/// those whose subject lock this transaction got. The walk passes every due delivery, most of
+/// them waiting behind an earlier one of their subject; the `CASE` makes that test (one probe
+/// of `deliveries_holding`) decide first, so only a subject's head pays for the in-flight and
+/// unrouted probes (the planner, left to order the three tests, ran the unrouted ones for
+/// every delivery walked: the end-to-end ordered rate fell by a third to a half).
 fn candidates_sql() -> String {
     format!(
         "WITH heads AS MATERIALIZED ( \
              SELECT d.id, d.destination, d.subject FROM deliveries d \
               WHERE d.status = 'pending' AND d.subject IS NOT NULL AND d.next_attempt_at <= $1 \
                 AND NOT (d.id = ANY($3)) \
-                AND NOT EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS}) \
-                AND NOT {IN_FLIGHT} \
-                AND NOT {UNROUTED} \
+                AND CASE WHEN EXISTS (SELECT 1 FROM deliveries b WHERE {EARLIER} AND {HOLDS}) \
+                         THEN false \
+                         WHEN {IN_FLIGHT} THEN false \
+                         ELSE NOT {UNROUTED} END \
               ORDER BY d.next_attempt_at LIMIT $2 \
          ) \
          SELECT d.id FROM heads d WHERE pg_try_advisory_xact_lock({SUBJECT_LOCK})"
