@@ -310,10 +310,21 @@ impl Admin {
             ));
         }
         let selection = format!("event {seq}");
+        Ok(self.replayed(&selection, marked, client, actor).await)
+    }
+
+    /// Logs and audits a replay of `marked` events, and answers it.
+    async fn replayed(
+        &self,
+        selection: &str,
+        marked: u64,
+        client: IpAddr,
+        actor: &str,
+    ) -> Response<Body> {
         self.acted(
             AdminActionTaken {
                 action: "replay",
-                selection: &selection,
+                selection,
                 count: marked,
                 client,
                 actor,
@@ -321,7 +332,7 @@ impl Admin {
             None,
         )
         .await;
-        Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
+        accepted_json(&json!({ "ok": true, "replayed": marked }))
     }
 
     async fn replay_filtered(
@@ -348,18 +359,7 @@ impl Admin {
         }
         let selection = describe_filter(&filter, limit);
         let marked = self.store.request_replay(filter, limit).await?;
-        self.acted(
-            AdminActionTaken {
-                action: "replay",
-                selection: &selection,
-                count: marked,
-                client,
-                actor,
-            },
-            None,
-        )
-        .await;
-        Ok(accepted_json(&json!({ "ok": true, "replayed": marked })))
+        Ok(self.replayed(&selection, marked, client, actor).await)
     }
 
     /// Why a replay with `filter` would select every stored event, if it would: a replay of
