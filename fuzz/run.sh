@@ -7,8 +7,9 @@
 #   fuzz/run.sh 600        # 10 min per target
 #   fuzz/run.sh 30 normalize_ledig
 #
-# The first run installs cargo-fuzz into target/fuzz-tools (a few minutes) and builds the
-# gateway with coverage instrumentation into fuzz/target (~10 min: wasmtime is part of it).
+# The first run installs cargo-fuzz into target/fuzz-tools (unoptimised: it only drives cargo,
+# and compiles in a fraction of the optimised build's time) and builds gateway-providers with
+# coverage instrumentation into fuzz/target (about a minute).
 # Corpora grow in fuzz/corpus/TARGET (seeded from tests/fixtures); a crash is saved in
 # fuzz/artifacts/TARGET and the script exits non-zero, printing the end of libFuzzer's log
 # (kept whole in fuzz/target/TARGET.log).
@@ -20,7 +21,7 @@ targets=${*:-signature_headers normalize_ledger normalize_ledig}
 
 tools="$repo/target/fuzz-tools"
 if [ ! -x "$tools/bin/cargo-fuzz" ]; then
-    cargo install cargo-fuzz --version '^0.13' --locked --root "$tools"
+    cargo install cargo-fuzz --version '^0.13' --locked --debug --root "$tools"
 fi
 export PATH="$tools/bin:$PATH"
 
