@@ -45,6 +45,27 @@ ON CONFLICT (source, object) DO UPDATE \
     OR excluded.seen - object_states.seen >= excluded.expires - excluded.seen \
 RETURNING source, object";
 
+/// The part both ingest statements share, between their `input` and their `work`: the dedup
+/// insert, then the events of the keys it found absent, in arrival order.
+macro_rules! dedup_then_store {
+    () => {
+        "), fresh AS ( \
+             INSERT INTO dedup_keys (source, dedup_key, seen) \
+             SELECT source, dedup_key, received_at FROM input ORDER BY ord \
+             ON CONFLICT DO NOTHING \
+             RETURNING source, dedup_key \
+         ), stored AS ( \
+             INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
+                                 received_at, data_at, data_from, data_len) \
+             SELECT i.source, i.dedup_key, i.event_type, i.envelope, i.raw_body, i.headers, \
+                    i.received_at, i.data_at, i.data_from, i.data_len \
+               FROM input i JOIN fresh f USING (source, dedup_key) \
+              ORDER BY i.received_at, i.ord \
+             RETURNING seq, source, dedup_key \
+         ), "
+    };
+}
+
 /// Dedup and store in one statement: the keys that were absent come back from the first
 /// insert, only their events are written, and each stored event gets its work row (what the
 /// replicas claim it through) in the same statement: claimed by this replica ($11 its id, $12
@@ -54,59 +75,37 @@ RETURNING source, object";
 /// statement, whose work rows carry each event's ordering key too (it holds its subject's later
 /// deliveries until it is routed: docs/ordering.md). Batches without one run this text, with
 /// no join back to the input.
-const STORE_EVENTS: &str = "\
-WITH input AS ( \
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
-                         $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) \
-        WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
-                             received_at, data_at, data_from, data_len, ord) \
-), fresh AS ( \
-    INSERT INTO dedup_keys (source, dedup_key, seen) \
-    SELECT source, dedup_key, received_at FROM input ORDER BY ord \
-    ON CONFLICT DO NOTHING \
-    RETURNING source, dedup_key \
-), stored AS ( \
-    INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
-                        received_at, data_at, data_from, data_len) \
-    SELECT i.source, i.dedup_key, i.event_type, i.envelope, i.raw_body, i.headers, \
-           i.received_at, i.data_at, i.data_from, i.data_len \
-      FROM input i JOIN fresh f USING (source, dedup_key) \
-     ORDER BY i.received_at, i.ord \
-    RETURNING seq, source, dedup_key \
-), work AS ( \
-    INSERT INTO event_work (seq, lease_owner, available_at) SELECT seq, $11, $12 FROM stored \
-) \
-SELECT seq, source, dedup_key FROM stored";
+const STORE_EVENTS: &str = concat!(
+    "WITH input AS ( \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+                              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) \
+             WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
+                                  received_at, data_at, data_from, data_len, ord) ",
+    dedup_then_store!(),
+    "work AS ( \
+         INSERT INTO event_work (seq, lease_owner, available_at) SELECT seq, $11, $12 FROM stored \
+     ) \
+     SELECT seq, source, dedup_key FROM stored"
+);
 
 /// [`STORE_EVENTS`] with the ordering keys: $13 subjects (NULL: none), $14 provider times,
 /// $15 their tie-breakers, in the input's order.
-const STORE_EVENTS_WITH_SUBJECTS: &str = "\
-WITH input AS ( \
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
-                         $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
-                         $13::text[], $14::int8[], $15::int8[]) \
-        WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
-                             received_at, data_at, data_from, data_len, subject, order_at, \
-                             order_next, ord) \
-), fresh AS ( \
-    INSERT INTO dedup_keys (source, dedup_key, seen) \
-    SELECT source, dedup_key, received_at FROM input ORDER BY ord \
-    ON CONFLICT DO NOTHING \
-    RETURNING source, dedup_key \
-), stored AS ( \
-    INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
-                        received_at, data_at, data_from, data_len) \
-    SELECT i.source, i.dedup_key, i.event_type, i.envelope, i.raw_body, i.headers, \
-           i.received_at, i.data_at, i.data_from, i.data_len \
-      FROM input i JOIN fresh f USING (source, dedup_key) \
-     ORDER BY i.received_at, i.ord \
-    RETURNING seq, source, dedup_key \
-), work AS ( \
-    INSERT INTO event_work (seq, lease_owner, available_at, subject, order_at, order_next) \
-    SELECT s.seq, $11, $12, i.subject, i.order_at, i.order_next \
-      FROM stored s JOIN input i USING (source, dedup_key) \
-) \
-SELECT seq, source, dedup_key FROM stored";
+const STORE_EVENTS_WITH_SUBJECTS: &str = concat!(
+    "WITH input AS ( \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+                              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
+                              $13::text[], $14::int8[], $15::int8[]) \
+             WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
+                                  received_at, data_at, data_from, data_len, subject, order_at, \
+                                  order_next, ord) ",
+    dedup_then_store!(),
+    "work AS ( \
+         INSERT INTO event_work (seq, lease_owner, available_at, subject, order_at, order_next) \
+         SELECT s.seq, $11, $12, i.subject, i.order_at, i.order_next \
+           FROM stored s JOIN input i USING (source, dedup_key) \
+     ) \
+     SELECT seq, source, dedup_key FROM stored"
+);
 
 /// Wakes the replicas' intake (each LISTENs; see `control.rs`). Delivered at commit.
 const ANNOUNCE_WORK: &str = "SELECT pg_notify('gateway_work', '')";
