@@ -75,13 +75,13 @@ fn check_and_migrate_say_where_the_schema_stands() {
     let (code, stdout, _) = migrate();
     assert_eq!(code, Some(0));
     assert!(
-        stdout.contains("schema version 6 is current, nothing to apply"),
+        stdout.contains("schema version 7 is current, nothing to apply"),
         "{stdout}"
     );
     let (code, stdout, _) = check();
     assert_eq!(code, Some(0));
     assert!(
-        stdout.contains(&format!("store: {place}: schema version 6 (current)")),
+        stdout.contains(&format!("store: {place}: schema version 7 (current)")),
         "{stdout}"
     );
 

@@ -51,19 +51,147 @@ pub struct CurrencySum {
     pub sum: String,
 }
 
-/// Every dead delivery with what grouping needs: destination, reason, when it died and the
-/// envelope it would send (the amount's source). One walk of `deliveries_dead`.
-pub(super) const GROUP_ROWS_SQL: &str = "SELECT d.destination, d.last_error, d.updated_at, \
-     coalesce(d.envelope, e.envelope) \
-     FROM deliveries d JOIN stored_events e ON e.seq = d.event_seq \
-     WHERE d.status = 'dead'";
+/// The amount a delivery carries when it dies, kept on its row (`amount`, `currency`,
+/// `amount_units`, `amount_scale`) so the groups are one aggregate over an index of the dead
+/// deliveries instead of a read of every dead envelope. Taken from the envelope it would send,
+/// by the extraction the events page shows ([`super::views::money`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StuckAmount {
+    /// Exactly as the payload has it (cut to 64 characters like the listing).
+    pub amount: String,
+    /// Upper case; `None` when the payload names no currency.
+    pub currency: Option<String>,
+    /// The amount as `units / 10^scale` when it is a plain decimal whose units fit an i64
+    /// (what the aggregate sums); `None` otherwise (summed apart, or not summed).
+    pub units: Option<i64>,
+    pub scale: Option<i64>,
+}
 
-/// One dead delivery as [`GROUP_ROWS_SQL`] reads it.
-pub(super) struct DeadRow {
+impl StuckAmount {
+    /// The amount of an envelope (JSON text), when its payload has one.
+    pub fn of_envelope(envelope: &str) -> Option<Self> {
+        let envelope = serde_json::from_str::<serde_json::Value>(envelope).ok()?;
+        let (amount, currency) = super::views::money(&envelope);
+        let amount = amount?;
+        let exact = Decimal::parse(&amount)
+            .and_then(|d| Some((i64::try_from(d.units).ok()?, i64::from(d.scale))));
+        Some(Self {
+            currency,
+            units: exact.map(|(units, _)| units),
+            scale: exact.map(|(_, scale)| scale),
+            amount,
+        })
+    }
+
+    /// What a delivery in `state` keeps: its amount when it is dead, else nothing (the
+    /// columns are only read for dead rows).
+    pub fn if_dead(state: &super::work::DeliveryState, envelope: &str) -> Option<Self> {
+        matches!(state, super::work::DeliveryState::Dead { .. })
+            .then(|| Self::of_envelope(envelope))
+            .flatten()
+    }
+}
+
+/// The stored amount's four columns as bound (`amount`, `currency`, `amount_units`,
+/// `amount_scale`); all `None` without an amount.
+pub(super) fn stuck_columns(
+    stuck: Option<&StuckAmount>,
+) -> (Option<&str>, Option<&str>, Option<i64>, Option<i64>) {
+    match stuck {
+        Some(s) => (
+            Some(s.amount.as_str()),
+            s.currency.as_deref(),
+            s.units,
+            s.scale,
+        ),
+        None => (None, None, None, None),
+    }
+}
+
+/// The dead deliveries aggregated by destination, reason, currency and scale: an index-only
+/// walk of `deliveries_dead_groups` on both backends. The units are summed in two parts
+/// (quotient and remainder of 10^9) so no sum overflows an i64 on SQLite, however many rows;
+/// the sums come back as text (PostgreSQL's are `numeric`).
+pub(super) const GROUP_ROWS_SQL: &str = "SELECT destination, last_error, currency, amount_scale, \
+     count(*), min(updated_at), CAST(sum(amount_units / 1000000000) AS TEXT), \
+     CAST(sum(amount_units % 1000000000) AS TEXT), count(amount) - count(amount_units) \
+     FROM deliveries WHERE status = 'dead' \
+     GROUP BY destination, last_error, currency, amount_scale";
+
+/// The few dead deliveries with an amount the aggregate does not sum (not a plain decimal,
+/// or beyond an i64 of units): read one by one and summed exactly here, or counted unsummed.
+pub(super) const LOOSE_AMOUNTS_SQL: &str = "SELECT destination, last_error, currency, amount \
+     FROM deliveries WHERE status = 'dead' AND amount IS NOT NULL AND amount_units IS NULL";
+
+/// One row of [`GROUP_ROWS_SQL`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct GroupRow {
     pub(super) destination: String,
     pub(super) reason: Option<String>,
-    pub(super) died_at: i64,
-    pub(super) envelope: String,
+    pub(super) currency: Option<String>,
+    pub(super) scale: Option<i64>,
+    pub(super) count: i64,
+    pub(super) oldest_at: i64,
+    pub(super) units_high: Option<String>,
+    pub(super) units_low: Option<String>,
+    /// Rows with an amount left out of the sums (read by [`LOOSE_AMOUNTS_SQL`]).
+    pub(super) loose: i64,
+}
+
+impl GroupRow {
+    pub(super) fn read<E>(r: &impl super::views::ViewRow<Error = E>) -> Result<Self, E> {
+        Ok(Self {
+            destination: r.text(0)?,
+            reason: r.opt_text(1)?,
+            currency: r.opt_text(2)?,
+            scale: r.opt_int(3)?,
+            count: r.int(4)?,
+            oldest_at: r.int(5)?,
+            units_high: r.opt_text(6)?,
+            units_low: r.opt_text(7)?,
+            loose: r.int(8)?,
+        })
+    }
+
+    /// The group's summed amount, exactly.
+    fn sum(&self) -> Option<Option<Decimal>> {
+        let (high, low, scale) = (
+            self.units_high.as_ref()?,
+            self.units_low.as_ref()?,
+            self.scale?,
+        );
+        let units = high
+            .parse::<i128>()
+            .ok()
+            .and_then(|h| h.checked_mul(1_000_000_000))
+            .zip(low.parse::<i128>().ok())
+            .and_then(|(h, l)| h.checked_add(l));
+        Some(
+            units
+                .zip(u32::try_from(scale).ok())
+                .map(|(units, scale)| Decimal { units, scale }),
+        )
+    }
+}
+
+/// One row of [`LOOSE_AMOUNTS_SQL`].
+#[derive(Debug, Clone)]
+pub(super) struct LooseAmount {
+    pub(super) destination: String,
+    pub(super) reason: Option<String>,
+    pub(super) currency: Option<String>,
+    pub(super) amount: String,
+}
+
+impl LooseAmount {
+    pub(super) fn read<E>(r: &impl super::views::ViewRow<Error = E>) -> Result<Self, E> {
+        Ok(Self {
+            destination: r.text(0)?,
+            reason: r.opt_text(1)?,
+            currency: r.opt_text(2)?,
+            amount: r.text(3)?,
+        })
+    }
 }
 
 /// A decimal as an integer and its count of fraction digits.
@@ -135,8 +263,9 @@ impl std::fmt::Display for Decimal {
     }
 }
 
-/// Groups dead deliveries by (destination, reason), biggest group first.
-pub(super) fn group(rows: Vec<DeadRow>) -> Vec<DeadLetterGroup> {
+/// Groups the aggregate's rows by (destination, reason), biggest group first, adding the
+/// loose amounts (`loose` is empty when no row counted any).
+pub(super) fn group(rows: Vec<GroupRow>, loose: Vec<LooseAmount>) -> Vec<DeadLetterGroup> {
     #[derive(Default)]
     struct Acc {
         count: u64,
@@ -144,23 +273,31 @@ pub(super) fn group(rows: Vec<DeadRow>) -> Vec<DeadLetterGroup> {
         sums: BTreeMap<String, Option<Decimal>>,
         unsummed: u64,
     }
+    fn add(acc: &mut Acc, currency: Option<String>, value: Option<Decimal>) {
+        let sum = acc
+            .sums
+            .entry(currency.unwrap_or_default())
+            .or_insert(Some(Decimal { units: 0, scale: 0 }));
+        // An overflow (beyond 38 digits) leaves that currency's sum unknown.
+        *sum = sum.zip(value).and_then(|(s, v)| s.checked_add(v));
+    }
     let mut groups: BTreeMap<(String, Option<String>), Acc> = BTreeMap::new();
     for row in rows {
+        let sum = row.sum();
         let acc = groups.entry((row.destination, row.reason)).or_default();
-        acc.count += 1;
-        acc.oldest_at = Some(acc.oldest_at.map_or(row.died_at, |t| t.min(row.died_at)));
-        let envelope = serde_json::from_str::<serde_json::Value>(&row.envelope).unwrap_or_default();
-        let (amount, currency) = super::views::money(&envelope);
-        let Some(amount) = amount else { continue };
-        match Decimal::parse(&amount) {
-            Some(value) => {
-                let sum = acc
-                    .sums
-                    .entry(currency.unwrap_or_default())
-                    .or_insert(Some(Decimal { units: 0, scale: 0 }));
-                // An overflow (beyond 38 digits) leaves that currency's sum unknown.
-                *sum = sum.and_then(|s| s.checked_add(value));
-            }
+        acc.count += u64::try_from(row.count).unwrap_or_default();
+        acc.oldest_at = Some(
+            acc.oldest_at
+                .map_or(row.oldest_at, |t| t.min(row.oldest_at)),
+        );
+        if let Some(value) = sum {
+            add(acc, row.currency, value);
+        }
+    }
+    for row in loose {
+        let acc = groups.entry((row.destination, row.reason)).or_default();
+        match Decimal::parse(&row.amount) {
+            Some(value) => add(acc, row.currency, Some(value)),
             None => acc.unsummed += 1,
         }
     }
@@ -275,44 +412,74 @@ pub(super) fn page_sql(
 mod tests {
     use super::*;
 
-    fn row(destination: &str, reason: &str, at: i64, data: &str) -> DeadRow {
-        DeadRow {
-            destination: destination.into(),
-            reason: Some(reason.into()),
-            died_at: at,
-            envelope: format!(r#"{{"data":{data}}}"#),
+    /// The dead deliveries' stored amounts aggregated as [`GROUP_ROWS_SQL`] and
+    /// [`LOOSE_AMOUNTS_SQL`] do (one row each here), then grouped.
+    fn group_of(dead: &[(&str, &str, i64, &str)]) -> Vec<DeadLetterGroup> {
+        let mut rows = Vec::new();
+        let mut loose = Vec::new();
+        for (destination, reason, at, data) in dead {
+            let stuck = StuckAmount::of_envelope(&format!(r#"{{"data":{data}}}"#));
+            let (amount, currency, units, scale) = stuck_columns(stuck.as_ref());
+            let split = |f: fn(i64) -> i64| units.map(|u| f(u).to_string());
+            rows.push(GroupRow {
+                destination: (*destination).into(),
+                reason: Some((*reason).into()),
+                currency: currency.map(str::to_owned),
+                scale,
+                count: 1,
+                oldest_at: *at,
+                units_high: split(|u| u / 1_000_000_000),
+                units_low: split(|u| u % 1_000_000_000),
+                loose: i64::from(amount.is_some() && units.is_none()),
+            });
+            if let (Some(amount), None) = (amount, units) {
+                loose.push(LooseAmount {
+                    destination: (*destination).into(),
+                    reason: Some((*reason).into()),
+                    currency: currency.map(str::to_owned),
+                    amount: amount.to_owned(),
+                });
+            }
         }
+        group(rows, loose)
     }
 
     #[test]
     fn amounts_are_summed_exactly_per_currency_in_each_group() {
-        let groups = group(vec![
-            row(
+        let groups = group_of(&[
+            (
                 "ledger",
                 "HTTP 503",
                 5,
                 r#"{"amount":"0.10","currency":"eur"}"#,
             ),
-            row(
+            (
                 "ledger",
                 "HTTP 503",
                 3,
                 r#"{"amount":"0.2","currency":"EUR"}"#,
             ),
-            row("ledger", "HTTP 503", 4, r#"{"amount":12,"currency":"USD"}"#),
-            row(
+            ("ledger", "HTTP 503", 4, r#"{"amount":12,"currency":"USD"}"#),
+            (
                 "ledger",
                 "HTTP 503",
                 6,
                 r#"{"amount":"1e3","currency":"USD"}"#,
             ),
-            row("ledger", "HTTP 503", 6, r#"{"note":"no amount"}"#),
-            row(
+            ("ledger", "HTTP 503", 6, r#"{"note":"no amount"}"#),
+            (
                 "ledger",
                 "timeout",
                 1,
                 r#"{"Amount":"-99999999999999999999.99","coin":"btc"}"#,
             ),
+            (
+                "ledger",
+                "timeout",
+                2,
+                r#"{"Amount":"-9223372036854775807.99","coin":"btc"}"#,
+            ),
+            ("ledger", "timeout", 2, r#"{"amount":"0.01","coin":"btc"}"#),
         ]);
         assert_eq!(groups.len(), 2);
         let first = &groups[0];
@@ -334,7 +501,14 @@ mod tests {
             ]
         );
         assert_eq!(first.unsummed, 1);
-        assert_eq!(groups[1].amounts[0].sum, "-99999999999999999999.99");
+        // Beyond an i64 of units: summed apart from the aggregate, still exactly.
+        assert_eq!(groups[1].amounts[0].sum, "-109223372036854775807.97");
+        // Units split around 10^9 add back exactly, negative ones too.
+        let stuck = StuckAmount::of_envelope(r#"{"data":{"amount":"-12345678901.5"}}"#);
+        assert_eq!(
+            stuck.map(|s| (s.units, s.scale, s.currency)),
+            Some((Some(-123_456_789_015), Some(1), None))
+        );
         // 0.1 + 0.2 in binary floating point is 0.30000000000000004.
         let a = Decimal::parse("0.1").and_then(|a| a.checked_add(Decimal::parse("0.2")?));
         assert_eq!(a.map(|d| d.to_string()).as_deref(), Some("0.3"));

@@ -25,7 +25,7 @@ mod work;
 #[cfg(test)]
 mod conformance;
 
-pub use dead_letters::{CurrencySum, DeadFilter, DeadLetterGroup};
+pub use dead_letters::{CurrencySum, DeadFilter, DeadLetterGroup, StuckAmount};
 pub use postgres::{
     CopyError, CopySummary, PgOptions, PgStore, SchemaStatus, copy_from_sqlite,
     latest_schema_version, target_of,

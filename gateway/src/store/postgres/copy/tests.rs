@@ -84,6 +84,7 @@ fn delivery(state: DeliveryState, status: u16, at: i64) -> NewDelivery {
         state,
         attempts: vec![attempt(at, status)],
         order: None,
+        stuck: None,
     }
 }
 
