@@ -16,7 +16,8 @@ pub struct DeadFilter {
     /// The dead letter's reason (`last_error`), exactly as listed.
     pub reason: Option<String>,
     pub source: Option<String>,
-    /// The event's type, exactly.
+    /// The event's type, or a glob of types (`payment.*`: `*` stands for any run of
+    /// characters, as in the events list).
     pub event_type: Option<String>,
     /// Died (last changed) at or after (unix ms).
     pub since_ms: Option<i64>,
@@ -352,7 +353,10 @@ fn matching(
         term("e.source = {}", text(v));
     }
     if let Some(v) = &filter.event_type {
-        term("e.event_type = {}", text(v));
+        match type_glob(v, dialect) {
+            Some((sql, pattern)) => term(sql, FilterArg::Text(pattern)),
+            None => term("e.event_type = {}", text(v)),
+        }
     }
     if let Some(v) = filter.since_ms {
         term("d.updated_at >= {}", FilterArg::Int(v));
@@ -376,6 +380,37 @@ fn matching(
         })
         .collect();
     (terms.join(" AND "), args)
+}
+
+/// A type glob (`*`: any run of characters, everything else itself, as
+/// [`super::event_filter::glob_matches`]) as a pattern term: SQLite's `GLOB` (case-sensitive;
+/// its own `?` and `[` escaped), PostgreSQL's `LIKE` (`%` and `_` escaped). `None`: no `*`.
+fn type_glob(glob: &str, dialect: Dialect) -> Option<(&'static str, String)> {
+    if !super::event_filter::is_glob(glob) {
+        return None;
+    }
+    let mut pattern = String::with_capacity(glob.len() + 8);
+    for c in glob.chars() {
+        match (dialect, c) {
+            (Dialect::Sqlite, '*') => pattern.push('*'),
+            (Dialect::Postgres, '*') => pattern.push('%'),
+            (Dialect::Sqlite, '?' | '[') => {
+                pattern.push('[');
+                pattern.push(c);
+                pattern.push(']');
+            }
+            (Dialect::Postgres, '%' | '_' | '\\') => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            _ => pattern.push(c),
+        }
+    }
+    let sql = match dialect {
+        Dialect::Sqlite => "e.event_type GLOB {}",
+        Dialect::Postgres => "e.event_type LIKE {} ESCAPE '\\'",
+    };
+    Some((sql, pattern))
 }
 
 /// The matching dead deliveries' count and highest id (the bound a redrive pages up to).
@@ -519,6 +554,22 @@ mod tests {
         for bad in ["", ".", "1,000", "1e3", "--1", "1.2.3", "NaN"] {
             assert_eq!(Decimal::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn type_globs_escape_what_each_backend_would_read_as_a_wildcard() {
+        assert_eq!(type_glob("payment.failed", Dialect::Sqlite), None);
+        assert_eq!(
+            type_glob("a_b%c\\*?[x]", Dialect::Postgres),
+            Some((
+                "e.event_type LIKE {} ESCAPE '\\'",
+                "a\\_b\\%c\\\\%?[x]".to_owned()
+            ))
+        );
+        assert_eq!(
+            type_glob("a_b%*?[x]", Dialect::Sqlite),
+            Some(("e.event_type GLOB {}", "a_b%*[?][[]x]".to_owned()))
+        );
     }
 
     #[test]

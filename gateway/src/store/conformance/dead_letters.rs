@@ -1,10 +1,10 @@
-//! Dead-letter groups on every backend: the amounts are the ones kept on each delivery when
+//! Dead letters on every backend: the groups' amounts are the ones kept on each delivery when
 //! it died (dead at its first attempt, during routing, or at a later attempt), summed exactly
-//! per currency, and only while it is dead.
+//! per currency, and only while it is dead; a redrive filter's type glob.
 
 use super::super::{
-    AttemptDone, AttemptRecord, DeliveryState, EventStatus, NewDelivery, RedriveSelection,
-    StuckAmount,
+    AttemptDone, AttemptRecord, DeadFilter, DeliveryState, EventStatus, NewDelivery,
+    RedriveSelection, StuckAmount,
 };
 use super::{Harness, event, routing, stored_seq, waiting_delivery};
 use std::sync::Arc;
@@ -105,5 +105,30 @@ pub(super) async fn dead_letter_groups_sum_the_amounts_kept_when_deliveries_die(
         (groups[0].count, groups[0].amounts[0].sum.as_str()),
         (4, "0.10")
     );
+
+    // A redrive filter's type glob means what it means in the events list: `*` any run of
+    // characters, case-sensitive, every other character itself.
+    for (glob, matching) in [
+        ("ledger.*", 4),
+        ("*.test", 4),
+        ("*", 4),
+        ("ledger.webhook.test", 4),
+        ("Ledger.*", 0),
+        ("ledger_webhook*", 0),
+        ("ledger.webhook.tes?", 0),
+        ("ledger.webhook.%", 0),
+        ("ledger.[w]*", 0),
+    ] {
+        let filter = DeadFilter {
+            event_type: Some(glob.into()),
+            ..DeadFilter::default()
+        };
+        let (count, _) = store.count_dead(filter.clone()).await.expect("counts");
+        let page = store
+            .dead_page(filter, 0, i64::MAX, 10)
+            .await
+            .expect("pages");
+        assert_eq!((count, page.len()), (matching, matching as usize), "{glob}");
+    }
     h.close(store).await;
 }
