@@ -1,6 +1,7 @@
 //! Dead deliveries as the person on call looks at them: grouped by destination and reason
 //! with the money stuck in each group (exact decimal sums per currency, from the amounts the
-//! event listing shows), and selected by a filter for a redrive that pages through all of them
+//! event listing shows), and selected by a filter (dead deliveries, or dead plugin stages)
+//! for a redrive that pages through all of them
 //! in id order up to a bound fixed by its dry run (so it redrives exactly what was counted,
 //! not what died since). The SQL is the same on both backends but for placeholders; this
 //! module never runs a query.
@@ -9,11 +10,17 @@ use super::event_filter::{Dialect, FilterArg};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Which dead deliveries a filtered redrive selects; no field set selects every one.
+/// Which dead letters a filtered redrive selects: dead deliveries, or with `plugin_stages`
+/// the dead plugin stages (route runs: dead letters that died in a plugin, before any
+/// destination); no other field set selects every one of that kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadFilter {
+    pub plugin_stages: bool,
+    /// Deliveries only (a plugin stage has no destination).
     pub destination: Option<String>,
-    /// The dead letter's reason (`last_error`), exactly as listed.
+    pub route: Option<String>,
+    /// The dead letter's reason (a delivery's `last_error`, a stage's `reason`), exactly as
+    /// listed.
     pub reason: Option<String>,
     pub source: Option<String>,
     /// The event's type, or a glob of types (`payment.*`: `*` stands for any run of
@@ -324,7 +331,17 @@ pub(super) fn group(rows: Vec<GroupRow>, loose: Vec<LooseAmount>) -> Vec<DeadLet
     out
 }
 
-/// The `WHERE` of dead deliveries `d` (joined to their event `e`) matching `filter`, with
+/// The table of the dead letters `filter` selects (always aliased `d`, joined to its event
+/// `e`), through its partial index of dead rows (`deliveries_dead`, `route_runs_dead`).
+fn table(filter: &DeadFilter) -> &'static str {
+    if filter.plugin_stages {
+        "route_runs"
+    } else {
+        "deliveries"
+    }
+}
+
+/// The `WHERE` of dead letters `d` (joined to their event `e`) matching `filter`, with
 /// `id` above `after` and at most `through`; its parameters in order.
 fn matching(
     filter: &DeadFilter,
@@ -346,8 +363,15 @@ fn matching(
     if let Some(v) = &filter.destination {
         term("d.destination = {}", text(v));
     }
+    if let Some(v) = &filter.route {
+        term("d.route = {}", text(v));
+    }
     if let Some(v) = &filter.reason {
-        term("d.last_error = {}", text(v));
+        if filter.plugin_stages {
+            term("d.reason = {}", text(v));
+        } else {
+            term("d.last_error = {}", text(v));
+        }
     }
     if let Some(v) = &filter.source {
         term("e.source = {}", text(v));
@@ -413,19 +437,20 @@ fn type_glob(glob: &str, dialect: Dialect) -> Option<(&'static str, String)> {
     Some((sql, pattern))
 }
 
-/// The matching dead deliveries' count and highest id (the bound a redrive pages up to).
+/// The matching dead letters' count and highest id (the bound a redrive pages up to).
 pub(super) fn count_sql(filter: &DeadFilter, dialect: Dialect) -> (String, Vec<FilterArg>) {
     let (clause, args) = matching(filter, 0, i64::MAX, dialect);
     (
         format!(
-            "SELECT count(*), max(d.id) FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE {clause}"
+            "SELECT count(*), max(d.id) FROM {} d JOIN events e ON e.seq = d.event_seq \
+             WHERE {clause}",
+            table(filter)
         ),
         args,
     )
 }
 
-/// The ids of the next `limit` matching dead deliveries after `after`, up to `through`.
+/// The ids of the next `limit` matching dead letters after `after`, up to `through`.
 pub(super) fn page_sql(
     filter: &DeadFilter,
     after: i64,
@@ -436,8 +461,9 @@ pub(super) fn page_sql(
     let (clause, args) = matching(filter, after, through, dialect);
     (
         format!(
-            "SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE {clause} ORDER BY d.id LIMIT {limit}"
+            "SELECT d.id FROM {} d JOIN events e ON e.seq = d.event_seq \
+             WHERE {clause} ORDER BY d.id LIMIT {limit}",
+            table(filter)
         ),
         args,
     )

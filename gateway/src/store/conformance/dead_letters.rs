@@ -1,10 +1,11 @@
 //! Dead letters on every backend: the groups' amounts are the ones kept on each delivery when
 //! it died (dead at its first attempt, during routing, or at a later attempt), summed exactly
-//! per currency, and only while it is dead; a redrive filter's type glob.
+//! per currency, and only while it is dead; a redrive filter's type glob; dead plugin stages
+//! selected by a filter.
 
 use super::super::{
     AttemptDone, AttemptRecord, DeadFilter, DeliveryState, EventStatus, NewDelivery,
-    RedriveSelection, StuckAmount,
+    RedriveSelection, RouteRunState, RouteRunUpdate, StuckAmount,
 };
 use super::{Harness, event, routing, stored_seq, waiting_delivery};
 use std::sync::Arc;
@@ -130,5 +131,65 @@ pub(super) async fn dead_letter_groups_sum_the_amounts_kept_when_deliveries_die(
             .expect("pages");
         assert_eq!((count, page.len()), (matching, matching as usize), "{glob}");
     }
+
+    // A plugin stage that died (a route run): selected by `plugin_stages`, never as a delivery.
+    let seq = stored_seq(
+        store
+            .ingest(event("shop", "stage", now))
+            .await
+            .expect("ingests"),
+    );
+    assert_eq!(store.claim_events(10).await.expect("claims").len(), 1);
+    let mut dead_stage = routing(seq, EventStatus::Failed, Vec::new());
+    dead_stage.route_runs = vec![RouteRunUpdate {
+        id: None,
+        route: "screened".into(),
+        state: RouteRunState::Dead,
+        reason: "trap".into(),
+        attempts: 1,
+    }];
+    store
+        .complete(Arc::new(vec![dead_stage]))
+        .await
+        .expect("completes");
+    let stages = |route: &str, reason: &str| DeadFilter {
+        plugin_stages: true,
+        route: Some(route.into()),
+        reason: Some(reason.into()),
+        event_type: Some("ledger.*".into()),
+        ..DeadFilter::default()
+    };
+    let (count, through) = store
+        .count_dead(stages("screened", "trap"))
+        .await
+        .expect("counts");
+    let through = through.expect("a bound");
+    assert_eq!(count, 1);
+    for other in [stages("other", "trap"), stages("screened", "HTTP 503")] {
+        assert_eq!(store.count_dead(other).await.expect("counts").0, 0);
+    }
+    let deliveries = DeadFilter {
+        route: Some("r".into()),
+        ..DeadFilter::default()
+    };
+    assert_eq!(store.count_dead(deliveries).await.expect("counts").0, 4);
+    let ids = store
+        .dead_page(stages("screened", "trap"), 0, through, 10)
+        .await
+        .expect("pages");
+    assert_eq!(ids, [through]);
+    let redriven = store
+        .redrive(RedriveSelection::RouteRuns(ids))
+        .await
+        .expect("redrives");
+    assert_eq!(redriven, 1);
+    assert_eq!(
+        store
+            .count_dead(stages("screened", "trap"))
+            .await
+            .expect("counts")
+            .0,
+        0
+    );
     h.close(store).await;
 }
