@@ -108,18 +108,13 @@ fn a_plugin_trapping_on_every_event_is_marked_unhealthy_and_its_events_wait_for_
     assert_eq!(plugin_health(&gw)["healthy"], true);
     let waiting_ids: HashSet<String> = waiting.iter().cloned().collect();
     wait_delivered(&sink, &waiting_ids, "events that waited for the fix", &gw);
-    // The dead plugin stages by a filter: counted first (a stage has no destination), then
-    // exactly the counted ones, audited as such.
-    let r = gw.admin(
-        "POST",
-        "/admin/dead-letters/redrive?stage=plugin&destination=sink&dry_run=true",
-    );
-    assert_eq!(r.status, 400, "{}", r.body);
-    let r = gw.admin(
-        "POST",
-        "/admin/dead-letters/redrive?stage=plugin&route=elsewhere&dry_run=true",
-    );
-    assert_eq!(r.json()["would_redrive"], 0, "{}", r.body);
+    // The dead plugin stages by a filter: counted first (a stage has no destination, so
+    // none is to `sink`), then exactly the counted ones, audited as such.
+    for other in ["destination=sink", "route=elsewhere"] {
+        let path = format!("/admin/dead-letters/redrive?stage=plugin&{other}&dry_run=true");
+        let r = gw.admin("POST", &path);
+        assert_eq!(r.json()["would_redrive"], 0, "{other}: {}", r.body);
+    }
     let r = gw.admin(
         "POST",
         "/admin/dead-letters/redrive?stage=plugin&route=deposits&type=ledger.*&dry_run=true",

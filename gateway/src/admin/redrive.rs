@@ -49,11 +49,6 @@ fn filtered(query: &Query) -> Result<Option<Filtered>, QueryError> {
             ));
         }
     };
-    if plugin_stages && query.get("destination").is_some() {
-        return Err(QueryError(
-            "a dead plugin stage has no destination: filter by `route` instead".to_owned(),
-        ));
-    }
     let filter = DeadFilter {
         plugin_stages,
         destination: text("destination"),

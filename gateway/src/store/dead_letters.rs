@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadFilter {
     pub plugin_stages: bool,
-    /// Deliveries only (a plugin stage has no destination).
+    /// A plugin stage has none: with `plugin_stages`, a destination selects nothing.
     pub destination: Option<String>,
     pub route: Option<String>,
     /// The dead letter's reason (a delivery's `last_error`, a stage's `reason`), exactly as
@@ -361,7 +361,12 @@ fn matching(
     };
     let text = |v: &String| FilterArg::Text(v.clone());
     if let Some(v) = &filter.destination {
-        term("d.destination = {}", text(v));
+        if filter.plugin_stages {
+            // A plugin stage has no destination, so none is to this one (ids start at 1).
+            term("d.id < {}", FilterArg::Int(0));
+        } else {
+            term("d.destination = {}", text(v));
+        }
     }
     if let Some(v) = &filter.route {
         term("d.route = {}", text(v));

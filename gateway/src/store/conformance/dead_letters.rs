@@ -165,7 +165,15 @@ pub(super) async fn dead_letter_groups_sum_the_amounts_kept_when_deliveries_die(
         .expect("counts");
     let through = through.expect("a bound");
     assert_eq!(count, 1);
-    for other in [stages("other", "trap"), stages("screened", "HTTP 503")] {
+    let to_a_destination = DeadFilter {
+        destination: Some("d".into()),
+        ..stages("screened", "trap")
+    };
+    for other in [
+        stages("other", "trap"),
+        stages("screened", "HTTP 503"),
+        to_a_destination,
+    ] {
         assert_eq!(store.count_dead(other).await.expect("counts").0, 0);
     }
     let deliveries = DeadFilter {
