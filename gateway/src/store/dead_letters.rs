@@ -116,8 +116,9 @@ pub(super) fn stuck_columns(
     }
 }
 
-/// The dead deliveries aggregated by destination, reason, currency and scale: an index-only
-/// walk of `deliveries_dead_groups` on both backends. The units are summed in two parts
+/// The dead deliveries aggregated by destination, reason, currency and scale, from their own
+/// columns (never their envelopes): an index-only walk of `deliveries_dead_groups` on SQLite,
+/// the dead rows through `deliveries_dead` on PostgreSQL. The units are summed in two parts
 /// (quotient and remainder of 10^9) so no sum overflows an i64 on SQLite, however many rows;
 /// the sums come back as text (PostgreSQL's are `numeric`).
 pub(super) const GROUP_ROWS_SQL: &str = "SELECT destination, last_error, currency, amount_scale, \
