@@ -343,8 +343,8 @@ fn backfill_stuck_amounts(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()
          amount_scale = ?5 WHERE id = ?1",
     )?;
     for (id, envelope) in dead {
-        let stuck = super::dead_letters::StuckAmount::of_envelope(&envelope);
-        let (amount, currency, units, scale) = super::dead_letters::stuck_columns(stuck.as_ref());
+        let stuck = super::stuck_amount::StuckAmount::of_envelope(&envelope);
+        let (amount, currency, units, scale) = super::stuck_amount::stuck_columns(stuck.as_ref());
         if amount.is_some() {
             write.execute(rusqlite::params![id, amount, currency, units, scale])?;
         }

@@ -4,7 +4,7 @@
 //!
 //! These are plain values; the store decides how they are laid out on disk.
 
-use super::dead_letters::StuckAmount;
+use super::stuck_amount::StuckAmount;
 use serde::{Deserialize, Serialize};
 
 /// An event as the workers take it from the store.

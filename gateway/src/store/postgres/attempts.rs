@@ -7,7 +7,7 @@
 //!
 //! This module never decides an attempt's outcome; it only records it.
 
-use super::super::dead_letters::stuck_columns;
+use super::super::stuck_amount::stuck_columns;
 use super::super::work::AttemptDone;
 use super::{PgPool, StoreError, with_retries};
 use std::sync::Mutex;

@@ -68,7 +68,7 @@ const BACKFILL_PAGE: i64 = 1000;
 async fn backfill_stuck_amounts(
     tx: &tokio_postgres::Transaction<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    use super::super::dead_letters::{StuckAmount, stuck_columns};
+    use super::super::stuck_amount::{StuckAmount, stuck_columns};
     let mut after = 0_i64;
     loop {
         let rows = tx

@@ -6,7 +6,7 @@
 //!
 //! This module never decides whose result counts and never commits.
 
-use super::super::dead_letters::stuck_columns;
+use super::super::stuck_amount::stuck_columns;
 use super::super::work::{DeliveryState, PluginStep, Processed, RouteRunState};
 use super::claims::retried_runs;
 use deadpool_postgres::Transaction;

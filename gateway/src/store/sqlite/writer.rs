@@ -9,11 +9,11 @@
 //! retention commands (replay, redrive, expire) run in a savepoint of their own, so when one
 //! of them fails it alone gets the error and the ingests batched with it still commit.
 
-use super::super::dead_letters::stuck_columns;
 use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
 use super::super::event_filter::{Dialect, newest_seqs};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
+use super::super::stuck_amount::stuck_columns;
 use super::super::work::{
     AttemptDone, AttemptRecord, AuditRecord, DeliveryState, EventFilter, EventStatus, PluginStep,
     Processed, RouteRunState,
