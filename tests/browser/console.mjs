@@ -75,7 +75,8 @@ await page.waitForSelector('text=Queue depth');
 await page.waitForSelector('#charts svg.chart polyline', { state: 'attached' });
 // Requests per source and outcome: the source first, then what became of its requests.
 const rows = await page.$$eval('main table tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
-assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '4'), JSON.stringify(rows));
+// (found, screened, hostile, and the two that dead-letter)
+assert.ok(rows.some((r) => r[0] === 'ledger' && r[1] === 'accepted' && r[3] === '5'), JSON.stringify(rows));
 assert.match(await page.textContent('header .who'), /ops \(operator\)/);
 await shot('overview');
 
@@ -137,6 +138,16 @@ assert.equal(await page.inputValue('#redrive-filter input[name=destination]'), '
 await page.click('#redrive-all-count');
 await page.waitForSelector('#redrive-all-confirm');
 assert.equal(await page.textContent('#redrive-all-status'), '1 dead letter(s) would get a fresh set of attempts.');
+await page.click('#redrive-all-confirm');
+await page.waitForSelector('text=Redriven: 1 of 1.');
+// Dead plugin stages by a filter (they have no destination): a route, counted, confirmed.
+await page.goto(`${base}/console/dead-letters?stage=plugin`);
+assert.equal(await page.inputValue('#redrive-filter select[name=stage]'), 'plugin');
+await page.fill('#redrive-filter input[name=route]', 'screened');
+await page.click('#redrive-all-count');
+await page.waitForSelector('#redrive-all-confirm');
+assert.equal(await page.textContent('#redrive-all-status'), '1 dead letter(s) would get a fresh set of attempts.');
+await shot('dead-letters-plugin-stages');
 await page.click('#redrive-all-confirm');
 await page.waitForSelector('text=Redriven: 1 of 1.');
 

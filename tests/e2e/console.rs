@@ -12,7 +12,7 @@ use crate::harness::*;
 use crate::plugin_harness::CACHE_DIR;
 use crate::reload::{GENERATION, RELOADS_ERROR, http_destination, wait_metric};
 use crate::sink::{Mode, Sink};
-use plugin_artifacts::UNIFY_PAYMENTS;
+use plugin_artifacts::{STATEFUL, UNIFY_PAYMENTS};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,9 @@ const VIEWER_TOKEN: &str = "viewer-e2e-token-77c1";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The standard config with a console on its own port, an operator (`ops`, the standard admin
-/// token) and a viewer, every event routed to `sink`, and the example plugin loaded (for dry
-/// runs only: no route uses it).
+/// token) and a viewer, every event routed to `sink`, the example plugin loaded (for dry
+/// runs only: no route uses it), and a route `screened` whose plugin traps on the events of
+/// type `ledger.transaction.screened` that say `"poison":true` (a dead plugin stage).
 fn start(sink: &Sink) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("gateway.db");
@@ -33,7 +34,10 @@ fn start(sink: &Sink) -> Gateway {
          [[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"env:E2E_ADMIN_TOKEN\"\n\
          [[admin.tokens]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken = \"env:E2E_VIEWER_TOKEN\"\n\n\
          [wasm]\ncache_dir = \"{CACHE_DIR}\"\n\n[plugins.unify]\nwasm = \"{UNIFY_PAYMENTS}\"\n\n\
-         {}[[routes]]\nname = \"all\"\nto = [\"sink\"]\n",
+         [plugins.stateful]\nwasm = \"{STATEFUL}\"\nmode = \"fresh\"\ntimeout = \"1s\"\n\n\
+         {}[[routes]]\nname = \"all\"\nto = [\"sink\"]\n\n\
+         [[routes]]\nname = \"screened\"\nmatch = {{ type = [\"ledger.transaction.screened\"] }}\n\
+         plugins = [\"stateful\"]\nto = [\"sink\"]\n",
         config(&db, &Settings::default()),
         http_destination("sink", sink)
     );
@@ -316,6 +320,14 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
         (!sink.delivered().is_empty()).then_some(())
     });
 
+    // One whose plugin stage dies (route `screened`), for the redrive of plugin stages.
+    let screened = br#"{"id":"evt_console_screened","type":"transaction.screened","createdAt":1763856000000,"data":{"poison":true}}"#;
+    assert_eq!(gw.post_ledger(screened).status, 200);
+    poll("the dead plugin stage", || {
+        let d = get_json(admin, "/admin/dead-letters");
+        (d["route_runs"].as_array()?.len() == 1).then_some(())
+    });
+
     // A hostile one: every field is text for the console.
     let long = "W".repeat(6000);
     let hostile = format!(
@@ -457,6 +469,12 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
     assert!(
         records.contains(&("ops".into(), "redrive".into(), 1)),
         "{records:?}"
+    );
+    assert!(
+        audit
+            .to_string()
+            .contains("dead plugin stages route=screened"),
+        "the plugin stages redriven from the page: {audit}"
     );
     assert!(
         records.contains(&("ops".into(), "replay".into(), 3)),

@@ -108,8 +108,36 @@ fn a_plugin_trapping_on_every_event_is_marked_unhealthy_and_its_events_wait_for_
     assert_eq!(plugin_health(&gw)["healthy"], true);
     let waiting_ids: HashSet<String> = waiting.iter().cloned().collect();
     wait_delivered(&sink, &waiting_ids, "events that waited for the fix", &gw);
-    let r = gw.admin("POST", "/admin/dead-letters/redrive");
-    assert_eq!(r.status, 202, "{}", r.body);
+    // The dead plugin stages by a filter: counted first (a stage has no destination, so
+    // none is to `sink`), then exactly the counted ones, audited as such.
+    for other in ["destination=sink", "route=elsewhere"] {
+        let path = format!("/admin/dead-letters/redrive?stage=plugin&{other}&dry_run=true");
+        let r = gw.admin("POST", &path);
+        assert_eq!(r.json()["would_redrive"], 0, "{other}: {}", r.body);
+    }
+    let r = gw.admin(
+        "POST",
+        "/admin/dead-letters/redrive?stage=plugin&route=deposits&type=ledger.*&dry_run=true",
+    );
+    assert_eq!(r.json()["would_redrive"], 3, "{}", r.body);
+    let through = r.json()["through"].as_i64().expect("a bound");
+    let r = gw.admin(
+        "POST",
+        &format!("/admin/dead-letters/redrive?stage=plugin&route=deposits&through={through}"),
+    );
+    assert_eq!(
+        (r.status, r.json()["redriven"].as_u64()),
+        (202, Some(3)),
+        "{}",
+        r.body
+    );
+    let audit = gw.admin("GET", "/admin/audit").json();
+    assert!(
+        audit
+            .to_string()
+            .contains("dead plugin stages route=deposits"),
+        "{audit}"
+    );
     let all: HashSet<String> = trapped.iter().chain(&waiting).cloned().collect();
     let got = wait_delivered(&sink, &all, "every event, the trapped ones redriven", &gw);
     assert_eq!(got.len(), all.len(), "each exactly once");

@@ -1,7 +1,8 @@
 //! Dead letters by group and their redrive: the groups by destination and reason with the
 //! money stuck in each (`GET /admin/dead-letters/groups`), and the redrive of every dead
-//! delivery a filter selects (`POST /admin/dead-letters/redrive` with `destination`, `reason`,
-//! `source`, `type`, `since`, `until`).
+//! delivery a filter selects (`POST /admin/dead-letters/redrive` with `destination`, `route`,
+//! `reason`, `source`, `type` (a glob too), `since`, `until`), or with `stage=plugin` of every
+//! dead plugin stage (route run) one selects.
 //!
 //! A filtered redrive first counts (`dry_run=true`), which also answers `through`, the highest
 //! id counted; the redrive then takes only dead deliveries up to that id, so it sends back
@@ -39,8 +40,19 @@ fn filtered(query: &Query) -> Result<Option<Filtered>, QueryError> {
             .transpose()
     };
     let text = |key: &str| query.get(key).map(str::to_owned);
+    let plugin_stages = match query.get("stage") {
+        None | Some("delivery") => false,
+        Some("plugin") => true,
+        Some(_) => {
+            return Err(QueryError(
+                "`stage` must be `delivery` or `plugin`".to_owned(),
+            ));
+        }
+    };
     let filter = DeadFilter {
+        plugin_stages,
         destination: text("destination"),
+        route: text("route"),
         reason: text("reason"),
         source: text("source"),
         event_type: text("type"),
@@ -61,7 +73,9 @@ fn filtered(query: &Query) -> Result<Option<Filtered>, QueryError> {
 /// The filter as the audit trail and the log show it.
 fn described(filter: &DeadFilter) -> String {
     let DeadFilter {
+        plugin_stages,
         destination,
+        route,
         reason,
         source,
         event_type,
@@ -70,6 +84,7 @@ fn described(filter: &DeadFilter) -> String {
     } = filter;
     let parts: Vec<String> = [
         destination.as_ref().map(|v| format!("destination={v}")),
+        route.as_ref().map(|v| format!("route={v}")),
         reason.as_ref().map(|v| format!("reason={v}")),
         source.as_ref().map(|v| format!("source={v}")),
         event_type.as_ref().map(|v| format!("type={v}")),
@@ -79,10 +94,15 @@ fn described(filter: &DeadFilter) -> String {
     .into_iter()
     .flatten()
     .collect();
-    if parts.is_empty() {
-        "every dead delivery".to_owned()
+    let (one, many) = if *plugin_stages {
+        ("dead plugin stage", "dead plugin stages")
     } else {
-        format!("dead deliveries {}", parts.join(" "))
+        ("dead delivery", "dead deliveries")
+    };
+    if parts.is_empty() {
+        format!("every {one}")
+    } else {
+        format!("{many} {}", parts.join(" "))
     }
 }
 
@@ -147,10 +167,12 @@ impl Admin {
                 break None;
             };
             let full = ids.len() == usize::try_from(PAGE).unwrap_or(usize::MAX);
-            let n = self
-                .store
-                .redrive(RedriveSelection::Deliveries(ids))
-                .await?;
+            let selection = if filter.plugin_stages {
+                RedriveSelection::RouteRuns(ids)
+            } else {
+                RedriveSelection::Deliveries(ids)
+            };
+            let n = self.store.redrive(selection).await?;
             redriven += n;
             let selection = format!("{} (ids {first}..={last})", described(&filter));
             self.acted(

@@ -60,7 +60,9 @@ const REPLAY: &[&str] = &[
     "source", "type", "id", "status", "since", "until", "before", "limit", "all", "dry_run",
 ];
 const REDRIVE: &[&str] = &[
+    "stage",
     "destination",
+    "route",
     "reason",
     "source",
     "type",

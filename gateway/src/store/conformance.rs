@@ -18,8 +18,10 @@ use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod dead_letters;
 mod ordering;
 mod search;
+use dead_letters::dead_letter_groups_sum_the_amounts_kept_when_deliveries_die;
 use ordering::{
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     a_subject_is_delivered_one_at_a_time_in_provider_order,
@@ -408,6 +410,7 @@ fn waiting_delivery(due_at: i64) -> NewDelivery {
             duration_ms: 1,
         }],
         order: None,
+        stuck: None,
     }
 }
 
@@ -470,6 +473,7 @@ async fn claimed_work_is_handed_out_once_and_finished_by_its_result(h: &mut Harn
             },
             state: DeliveryState::Delivered,
             holds_subject: false,
+            stuck: None,
         })
         .await
         .expect("records");
@@ -723,4 +727,5 @@ conformance!(
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     an_unrouted_event_holds_its_subject_until_its_routing_finishes,
     ids_type_globs_and_time_ranges_find_exactly_their_events,
+    dead_letter_groups_sum_the_amounts_kept_when_deliveries_die,
 );

@@ -1,22 +1,33 @@
-//! Dead deliveries as the person on call looks at them: grouped by destination and reason
-//! with the money stuck in each group (exact decimal sums per currency, from the amounts the
-//! event listing shows), and selected by a filter for a redrive that pages through all of them
-//! in id order up to a bound fixed by its dry run (so it redrives exactly what was counted,
-//! not what died since). The SQL is the same on both backends but for placeholders; this
-//! module never runs a query.
+//! Dead letters as the person on call looks at them: dead deliveries grouped by destination
+//! and reason with the money stuck in each group (exact decimal sums per currency of the
+//! amounts each kept when it died, see stuck_amount.rs), and dead deliveries or dead plugin
+//! stages selected by a filter for a redrive that pages through all of them in id order up to
+//! a bound fixed by its dry run (so it redrives exactly what was counted, not what died since).
+//! The SQL is the same on both backends but for placeholders and the type glob's operator;
+//! this module never runs a query.
 
 use super::event_filter::{Dialect, FilterArg};
+use super::stuck_amount::Decimal;
+#[cfg(test)]
+use super::stuck_amount::{StuckAmount, stuck_columns};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Which dead deliveries a filtered redrive selects; no field set selects every one.
+/// Which dead letters a filtered redrive selects: dead deliveries, or with `plugin_stages`
+/// the dead plugin stages (route runs: dead letters that died in a plugin, before any
+/// destination); no other field set selects every one of that kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadFilter {
+    pub plugin_stages: bool,
+    /// A plugin stage has none: with `plugin_stages`, a destination selects nothing.
     pub destination: Option<String>,
-    /// The dead letter's reason (`last_error`), exactly as listed.
+    pub route: Option<String>,
+    /// The dead letter's reason (a delivery's `last_error`, a stage's `reason`), exactly as
+    /// listed.
     pub reason: Option<String>,
     pub source: Option<String>,
-    /// The event's type, exactly.
+    /// The event's type, or a glob of types (`payment.*`: `*` stands for any run of
+    /// characters, as in the events list).
     pub event_type: Option<String>,
     /// Died (last changed) at or after (unix ms).
     pub since_ms: Option<i64>,
@@ -51,92 +62,96 @@ pub struct CurrencySum {
     pub sum: String,
 }
 
-/// Every dead delivery with what grouping needs: destination, reason, when it died and the
-/// envelope it would send (the amount's source). One walk of `deliveries_dead`.
-pub(super) const GROUP_ROWS_SQL: &str = "SELECT d.destination, d.last_error, d.updated_at, \
-     coalesce(d.envelope, e.envelope) \
-     FROM deliveries d JOIN stored_events e ON e.seq = d.event_seq \
-     WHERE d.status = 'dead'";
+/// The dead deliveries aggregated by destination, reason, currency and scale, from their own
+/// columns (never their envelopes): an index-only walk of `deliveries_dead_groups` on SQLite,
+/// the dead rows through `deliveries_dead` on PostgreSQL. The units are summed in two parts
+/// (quotient and remainder of 10^9) so no sum overflows an i64 on SQLite, however many rows;
+/// the sums come back as text (PostgreSQL's are `numeric`).
+pub(super) const GROUP_ROWS_SQL: &str = "SELECT destination, last_error, currency, amount_scale, \
+     count(*), min(updated_at), CAST(sum(amount_units / 1000000000) AS TEXT), \
+     CAST(sum(amount_units % 1000000000) AS TEXT), count(amount) - count(amount_units) \
+     FROM deliveries WHERE status = 'dead' \
+     GROUP BY destination, last_error, currency, amount_scale";
 
-/// One dead delivery as [`GROUP_ROWS_SQL`] reads it.
-pub(super) struct DeadRow {
+/// The few dead deliveries with an amount the aggregate does not sum (not a plain decimal,
+/// or beyond an i64 of units): read one by one and summed exactly here, or counted unsummed.
+pub(super) const LOOSE_AMOUNTS_SQL: &str = "SELECT destination, last_error, currency, amount \
+     FROM deliveries WHERE status = 'dead' AND amount IS NOT NULL AND amount_units IS NULL";
+
+/// One row of [`GROUP_ROWS_SQL`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct GroupRow {
     pub(super) destination: String,
     pub(super) reason: Option<String>,
-    pub(super) died_at: i64,
-    pub(super) envelope: String,
+    pub(super) currency: Option<String>,
+    pub(super) scale: Option<i64>,
+    pub(super) count: i64,
+    pub(super) oldest_at: i64,
+    pub(super) units_high: Option<String>,
+    pub(super) units_low: Option<String>,
+    /// Rows with an amount left out of the sums (read by [`LOOSE_AMOUNTS_SQL`]).
+    pub(super) loose: i64,
 }
 
-/// A decimal as an integer and its count of fraction digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Decimal {
-    units: i128,
-    scale: u32,
-}
-
-impl Decimal {
-    /// `-12.34`, `5`, `+0.5`; no exponents, no separators (those are left unsummed).
-    fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let (negative, digits) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text.strip_prefix('+').unwrap_or(text)),
-        };
-        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-        if whole.is_empty() && fraction.is_empty()
-            || !whole
-                .chars()
-                .chain(fraction.chars())
-                .all(|c| c.is_ascii_digit())
-        {
-            return None;
-        }
-        let scale = u32::try_from(fraction.len()).ok()?;
-        let mut units: i128 = 0;
-        for c in whole.chars().chain(fraction.chars()) {
-            units = units
-                .checked_mul(10)?
-                .checked_add(i128::from(c.to_digit(10)?))?;
-        }
-        Some(Self {
-            units: if negative { -units } else { units },
-            scale,
+impl GroupRow {
+    pub(super) fn read<E>(r: &impl super::views::ViewRow<Error = E>) -> Result<Self, E> {
+        Ok(Self {
+            destination: r.text(0)?,
+            reason: r.opt_text(1)?,
+            currency: r.opt_text(2)?,
+            scale: r.opt_int(3)?,
+            count: r.int(4)?,
+            oldest_at: r.int(5)?,
+            units_high: r.opt_text(6)?,
+            units_low: r.opt_text(7)?,
+            loose: r.int(8)?,
         })
     }
 
-    fn rescaled(self, scale: u32) -> Option<Self> {
-        let factor = 10_i128.checked_pow(scale.checked_sub(self.scale)?)?;
-        Some(Self {
-            units: self.units.checked_mul(factor)?,
-            scale,
-        })
+    /// The group's summed amount, exactly.
+    fn sum(&self) -> Option<Option<Decimal>> {
+        let (high, low, scale) = (
+            self.units_high.as_ref()?,
+            self.units_low.as_ref()?,
+            self.scale?,
+        );
+        let units = high
+            .parse::<i128>()
+            .ok()
+            .and_then(|h| h.checked_mul(1_000_000_000))
+            .zip(low.parse::<i128>().ok())
+            .and_then(|(h, l)| h.checked_add(l));
+        Some(
+            units
+                .zip(u32::try_from(scale).ok())
+                .map(|(units, scale)| Decimal { units, scale }),
+        )
     }
+}
 
-    fn checked_add(self, other: Self) -> Option<Self> {
-        let scale = self.scale.max(other.scale);
-        let (a, b) = (self.rescaled(scale)?, other.rescaled(scale)?);
-        Some(Self {
-            units: a.units.checked_add(b.units)?,
-            scale,
+/// One row of [`LOOSE_AMOUNTS_SQL`].
+#[derive(Debug, Clone)]
+pub(super) struct LooseAmount {
+    pub(super) destination: String,
+    pub(super) reason: Option<String>,
+    pub(super) currency: Option<String>,
+    pub(super) amount: String,
+}
+
+impl LooseAmount {
+    pub(super) fn read<E>(r: &impl super::views::ViewRow<Error = E>) -> Result<Self, E> {
+        Ok(Self {
+            destination: r.text(0)?,
+            reason: r.opt_text(1)?,
+            currency: r.opt_text(2)?,
+            amount: r.text(3)?,
         })
     }
 }
 
-impl std::fmt::Display for Decimal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sign = if self.units < 0 { "-" } else { "" };
-        let digits = self.units.unsigned_abs().to_string();
-        let scale = usize::try_from(self.scale).unwrap_or(usize::MAX);
-        if scale == 0 {
-            return write!(f, "{sign}{digits}");
-        }
-        let padded = format!("{digits:0>width$}", width = scale + 1);
-        let (whole, fraction) = padded.split_at(padded.len() - scale);
-        write!(f, "{sign}{whole}.{fraction}")
-    }
-}
-
-/// Groups dead deliveries by (destination, reason), biggest group first.
-pub(super) fn group(rows: Vec<DeadRow>) -> Vec<DeadLetterGroup> {
+/// Groups the aggregate's rows by (destination, reason), biggest group first, adding the
+/// loose amounts (`loose` is empty when no row counted any).
+pub(super) fn group(rows: Vec<GroupRow>, loose: Vec<LooseAmount>) -> Vec<DeadLetterGroup> {
     #[derive(Default)]
     struct Acc {
         count: u64,
@@ -144,23 +159,31 @@ pub(super) fn group(rows: Vec<DeadRow>) -> Vec<DeadLetterGroup> {
         sums: BTreeMap<String, Option<Decimal>>,
         unsummed: u64,
     }
+    fn add(acc: &mut Acc, currency: Option<String>, value: Option<Decimal>) {
+        let sum = acc
+            .sums
+            .entry(currency.unwrap_or_default())
+            .or_insert(Some(Decimal { units: 0, scale: 0 }));
+        // An overflow (beyond 38 digits) leaves that currency's sum unknown.
+        *sum = sum.zip(value).and_then(|(s, v)| s.checked_add(v));
+    }
     let mut groups: BTreeMap<(String, Option<String>), Acc> = BTreeMap::new();
     for row in rows {
+        let sum = row.sum();
         let acc = groups.entry((row.destination, row.reason)).or_default();
-        acc.count += 1;
-        acc.oldest_at = Some(acc.oldest_at.map_or(row.died_at, |t| t.min(row.died_at)));
-        let envelope = serde_json::from_str::<serde_json::Value>(&row.envelope).unwrap_or_default();
-        let (amount, currency) = super::views::money(&envelope);
-        let Some(amount) = amount else { continue };
-        match Decimal::parse(&amount) {
-            Some(value) => {
-                let sum = acc
-                    .sums
-                    .entry(currency.unwrap_or_default())
-                    .or_insert(Some(Decimal { units: 0, scale: 0 }));
-                // An overflow (beyond 38 digits) leaves that currency's sum unknown.
-                *sum = sum.and_then(|s| s.checked_add(value));
-            }
+        acc.count += u64::try_from(row.count).unwrap_or_default();
+        acc.oldest_at = Some(
+            acc.oldest_at
+                .map_or(row.oldest_at, |t| t.min(row.oldest_at)),
+        );
+        if let Some(value) = sum {
+            add(acc, row.currency, value);
+        }
+    }
+    for row in loose {
+        let acc = groups.entry((row.destination, row.reason)).or_default();
+        match Decimal::parse(&row.amount) {
+            Some(value) => add(acc, row.currency, Some(value)),
             None => acc.unsummed += 1,
         }
     }
@@ -186,7 +209,17 @@ pub(super) fn group(rows: Vec<DeadRow>) -> Vec<DeadLetterGroup> {
     out
 }
 
-/// The `WHERE` of dead deliveries `d` (joined to their event `e`) matching `filter`, with
+/// The table of the dead letters `filter` selects (always aliased `d`, joined to its event
+/// `e`), through its partial index of dead rows (`deliveries_dead`, `route_runs_dead`).
+fn table(filter: &DeadFilter) -> &'static str {
+    if filter.plugin_stages {
+        "route_runs"
+    } else {
+        "deliveries"
+    }
+}
+
+/// The `WHERE` of dead letters `d` (joined to their event `e`) matching `filter`, with
 /// `id` above `after` and at most `through`; its parameters in order.
 fn matching(
     filter: &DeadFilter,
@@ -206,16 +239,31 @@ fn matching(
     };
     let text = |v: &String| FilterArg::Text(v.clone());
     if let Some(v) = &filter.destination {
-        term("d.destination = {}", text(v));
+        if filter.plugin_stages {
+            // A plugin stage has no destination, so none is to this one (ids start at 1).
+            term("d.id < {}", FilterArg::Int(0));
+        } else {
+            term("d.destination = {}", text(v));
+        }
+    }
+    if let Some(v) = &filter.route {
+        term("d.route = {}", text(v));
     }
     if let Some(v) = &filter.reason {
-        term("d.last_error = {}", text(v));
+        if filter.plugin_stages {
+            term("d.reason = {}", text(v));
+        } else {
+            term("d.last_error = {}", text(v));
+        }
     }
     if let Some(v) = &filter.source {
         term("e.source = {}", text(v));
     }
     if let Some(v) = &filter.event_type {
-        term("e.event_type = {}", text(v));
+        match type_glob(v, dialect) {
+            Some((sql, pattern)) => term(sql, FilterArg::Text(pattern)),
+            None => term("e.event_type = {}", text(v)),
+        }
     }
     if let Some(v) = filter.since_ms {
         term("d.updated_at >= {}", FilterArg::Int(v));
@@ -241,19 +289,51 @@ fn matching(
     (terms.join(" AND "), args)
 }
 
-/// The matching dead deliveries' count and highest id (the bound a redrive pages up to).
+/// A type glob (`*`: any run of characters, everything else itself, as
+/// [`super::event_filter::glob_matches`]) as a pattern term: SQLite's `GLOB` (case-sensitive;
+/// its own `?` and `[` escaped), PostgreSQL's `LIKE` (`%` and `_` escaped). `None`: no `*`.
+fn type_glob(glob: &str, dialect: Dialect) -> Option<(&'static str, String)> {
+    if !super::event_filter::is_glob(glob) {
+        return None;
+    }
+    let mut pattern = String::with_capacity(glob.len() + 8);
+    for c in glob.chars() {
+        match (dialect, c) {
+            (Dialect::Sqlite, '*') => pattern.push('*'),
+            (Dialect::Postgres, '*') => pattern.push('%'),
+            (Dialect::Sqlite, '?' | '[') => {
+                pattern.push('[');
+                pattern.push(c);
+                pattern.push(']');
+            }
+            (Dialect::Postgres, '%' | '_' | '\\') => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            _ => pattern.push(c),
+        }
+    }
+    let sql = match dialect {
+        Dialect::Sqlite => "e.event_type GLOB {}",
+        Dialect::Postgres => "e.event_type LIKE {} ESCAPE '\\'",
+    };
+    Some((sql, pattern))
+}
+
+/// The matching dead letters' count and highest id (the bound a redrive pages up to).
 pub(super) fn count_sql(filter: &DeadFilter, dialect: Dialect) -> (String, Vec<FilterArg>) {
     let (clause, args) = matching(filter, 0, i64::MAX, dialect);
     (
         format!(
-            "SELECT count(*), max(d.id) FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE {clause}"
+            "SELECT count(*), max(d.id) FROM {} d JOIN events e ON e.seq = d.event_seq \
+             WHERE {clause}",
+            table(filter)
         ),
         args,
     )
 }
 
-/// The ids of the next `limit` matching dead deliveries after `after`, up to `through`.
+/// The ids of the next `limit` matching dead letters after `after`, up to `through`.
 pub(super) fn page_sql(
     filter: &DeadFilter,
     after: i64,
@@ -264,8 +344,9 @@ pub(super) fn page_sql(
     let (clause, args) = matching(filter, after, through, dialect);
     (
         format!(
-            "SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE {clause} ORDER BY d.id LIMIT {limit}"
+            "SELECT d.id FROM {} d JOIN events e ON e.seq = d.event_seq \
+             WHERE {clause} ORDER BY d.id LIMIT {limit}",
+            table(filter)
         ),
         args,
     )
@@ -275,44 +356,74 @@ pub(super) fn page_sql(
 mod tests {
     use super::*;
 
-    fn row(destination: &str, reason: &str, at: i64, data: &str) -> DeadRow {
-        DeadRow {
-            destination: destination.into(),
-            reason: Some(reason.into()),
-            died_at: at,
-            envelope: format!(r#"{{"data":{data}}}"#),
+    /// The dead deliveries' stored amounts aggregated as [`GROUP_ROWS_SQL`] and
+    /// [`LOOSE_AMOUNTS_SQL`] do (one row each here), then grouped.
+    fn group_of(dead: &[(&str, &str, i64, &str)]) -> Vec<DeadLetterGroup> {
+        let mut rows = Vec::new();
+        let mut loose = Vec::new();
+        for (destination, reason, at, data) in dead {
+            let stuck = StuckAmount::of_envelope(&format!(r#"{{"data":{data}}}"#));
+            let (amount, currency, units, scale) = stuck_columns(stuck.as_ref());
+            let split = |f: fn(i64) -> i64| units.map(|u| f(u).to_string());
+            rows.push(GroupRow {
+                destination: (*destination).into(),
+                reason: Some((*reason).into()),
+                currency: currency.map(str::to_owned),
+                scale,
+                count: 1,
+                oldest_at: *at,
+                units_high: split(|u| u / 1_000_000_000),
+                units_low: split(|u| u % 1_000_000_000),
+                loose: i64::from(amount.is_some() && units.is_none()),
+            });
+            if let (Some(amount), None) = (amount, units) {
+                loose.push(LooseAmount {
+                    destination: (*destination).into(),
+                    reason: Some((*reason).into()),
+                    currency: currency.map(str::to_owned),
+                    amount: amount.to_owned(),
+                });
+            }
         }
+        group(rows, loose)
     }
 
     #[test]
     fn amounts_are_summed_exactly_per_currency_in_each_group() {
-        let groups = group(vec![
-            row(
+        let groups = group_of(&[
+            (
                 "ledger",
                 "HTTP 503",
                 5,
                 r#"{"amount":"0.10","currency":"eur"}"#,
             ),
-            row(
+            (
                 "ledger",
                 "HTTP 503",
                 3,
                 r#"{"amount":"0.2","currency":"EUR"}"#,
             ),
-            row("ledger", "HTTP 503", 4, r#"{"amount":12,"currency":"USD"}"#),
-            row(
+            ("ledger", "HTTP 503", 4, r#"{"amount":12,"currency":"USD"}"#),
+            (
                 "ledger",
                 "HTTP 503",
                 6,
                 r#"{"amount":"1e3","currency":"USD"}"#,
             ),
-            row("ledger", "HTTP 503", 6, r#"{"note":"no amount"}"#),
-            row(
+            ("ledger", "HTTP 503", 6, r#"{"note":"no amount"}"#),
+            (
                 "ledger",
                 "timeout",
                 1,
                 r#"{"Amount":"-99999999999999999999.99","coin":"btc"}"#,
             ),
+            (
+                "ledger",
+                "timeout",
+                2,
+                r#"{"Amount":"-9223372036854775807.99","coin":"btc"}"#,
+            ),
+            ("ledger", "timeout", 2, r#"{"amount":"0.01","coin":"btc"}"#),
         ]);
         assert_eq!(groups.len(), 2);
         let first = &groups[0];
@@ -334,7 +445,14 @@ mod tests {
             ]
         );
         assert_eq!(first.unsummed, 1);
-        assert_eq!(groups[1].amounts[0].sum, "-99999999999999999999.99");
+        // Beyond an i64 of units: summed apart from the aggregate, still exactly.
+        assert_eq!(groups[1].amounts[0].sum, "-109223372036854775807.97");
+        // Units split around 10^9 add back exactly, negative ones too.
+        let stuck = StuckAmount::of_envelope(r#"{"data":{"amount":"-12345678901.5"}}"#);
+        assert_eq!(
+            stuck.map(|s| (s.units, s.scale, s.currency)),
+            Some((Some(-123_456_789_015), Some(1), None))
+        );
         // 0.1 + 0.2 in binary floating point is 0.30000000000000004.
         let a = Decimal::parse("0.1").and_then(|a| a.checked_add(Decimal::parse("0.2")?));
         assert_eq!(a.map(|d| d.to_string()).as_deref(), Some("0.3"));
@@ -345,6 +463,22 @@ mod tests {
         for bad in ["", ".", "1,000", "1e3", "--1", "1.2.3", "NaN"] {
             assert_eq!(Decimal::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn type_globs_escape_what_each_backend_would_read_as_a_wildcard() {
+        assert_eq!(type_glob("payment.failed", Dialect::Sqlite), None);
+        assert_eq!(
+            type_glob("a_b%c\\*?[x]", Dialect::Postgres),
+            Some((
+                "e.event_type LIKE {} ESCAPE '\\'",
+                "a\\_b\\%c\\\\%?[x]".to_owned()
+            ))
+        );
+        assert_eq!(
+            type_glob("a_b%*?[x]", Dialect::Sqlite),
+            Some(("e.event_type GLOB {}", "a_b%*[?][[]x]".to_owned()))
+        );
     }
 
     #[test]

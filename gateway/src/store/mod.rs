@@ -19,6 +19,7 @@ mod postgres;
 mod retention;
 mod schema;
 mod sqlite;
+mod stuck_amount;
 mod views;
 mod work;
 
@@ -33,6 +34,7 @@ pub use postgres::{
 pub use retention::{Retention, prune_periodically};
 pub use sqlite::backup::{BackupError, BackupSummary, DEFAULT_PAGES_PER_STEP, backup};
 pub use sqlite::{SqliteStore, WriterThread};
+pub use stuck_amount::StuckAmount;
 pub use work::{
     AttemptDone, AttemptRecord, AuditRecord, Backlog, BlockedSubject, ClaimedEvent, DeliveryOrder,
     DeliveryState, DeliveryView, DueDelivery, DueRouteRun, EventDetail, EventFilter, EventStatus,

@@ -130,7 +130,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     subject         TEXT,                       -- the envelope's subject
     order_at        INTEGER NOT NULL DEFAULT 0, -- the provider's time (unix ms), 0: none
     order_next      INTEGER NOT NULL DEFAULT 0, -- its tie-breaker (data.updatedAt), 0: none
-    holds_subject   INTEGER NOT NULL DEFAULT 0  -- 1: dead and keeping its subject blocked
+    holds_subject   INTEGER NOT NULL DEFAULT 0, -- 1: dead and keeping its subject blocked
+    -- The amount of what a dead delivery would send, written when it dies (store/
+    -- dead_letters.rs, StuckAmount), so the dead-letter groups never read envelopes. Only
+    -- read while status = 'dead'.
+    amount          TEXT,                       -- exactly as the payload has it; NULL: none
+    currency        TEXT,                       -- upper case; NULL: none named
+    amount_units    INTEGER,                    -- amount = units / 10^scale, when a plain
+    amount_scale    INTEGER                     -- decimal fitting an i64; else NULL
 );
 -- Partial indexes: only the rare rows (waiting, dead) are indexed, so a delivery that
 -- succeeds at once costs no index write beyond `deliveries_by_event`.
@@ -215,12 +222,26 @@ const ADDED_QUARANTINE_COLUMNS: [(&str, &str); 3] = [
 
 /// Columns added to `deliveries` after its first release (name, definition), added to older
 /// stores at open: their deliveries are all unordered.
-const ADDED_DELIVERY_COLUMNS: [(&str, &str); 4] = [
+const ADDED_DELIVERY_COLUMNS: [(&str, &str); 8] = [
     ("subject", "TEXT"),
     ("order_at", "INTEGER NOT NULL DEFAULT 0"),
     ("order_next", "INTEGER NOT NULL DEFAULT 0"),
     ("holds_subject", "INTEGER NOT NULL DEFAULT 0"),
+    ("amount", "TEXT"),
+    ("currency", "TEXT"),
+    ("amount_units", "INTEGER"),
+    ("amount_scale", "INTEGER"),
 ];
+
+/// The dead-letter groups' aggregate (`dead_letters::GROUP_ROWS_SQL`) read from the index
+/// alone, in group order. Partial: a delivery enters it only when it dies, so the ack and a
+/// delivery that succeeds never write it.
+const DEAD_GROUPS_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS deliveries_dead_groups
+    ON deliveries(destination, last_error, currency, amount_scale, updated_at, amount_units,
+                  amount)
+    WHERE status = 'dead';
+";
 
 /// The ordered deliveries of each (destination, subject) in order: all of them (the stale
 /// test looks for a later delivered one) and those that hold what comes after them (the
@@ -281,6 +302,7 @@ pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
             ))?;
         }
     }
+    let mut amounts_added = false;
     for (column, definition) in ADDED_DELIVERY_COLUMNS {
         let present: bool = tx.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info('deliveries') WHERE name = ?1",
@@ -291,13 +313,43 @@ pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
             tx.execute_batch(&format!(
                 "ALTER TABLE deliveries ADD COLUMN {column} {definition}"
             ))?;
+            amounts_added |= column == "amount";
         }
     }
     tx.execute_batch(QUARANTINE_INDEX)?;
     tx.execute_batch(EVENT_INDEXES)?;
     tx.execute_batch(DELIVERY_ORDER_INDEXES)?;
     tx.execute_batch(VIEWS)?;
+    if amounts_added {
+        backfill_stuck_amounts(&tx)?;
+    }
+    tx.execute_batch(DEAD_GROUPS_INDEX)?;
     tx.commit()
+}
+
+/// Writes the amount of every dead delivery of a store older than the amount columns (read
+/// from the envelope each would send, as when one dies now), so the groups' sums include
+/// them. Once, at the first open by this version.
+fn backfill_stuck_amounts(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let dead: Vec<(i64, String)> = tx
+        .prepare(
+            "SELECT d.id, coalesce(d.envelope, e.envelope) FROM deliveries d \
+             JOIN stored_events e ON e.seq = d.event_seq WHERE d.status = 'dead'",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut write = tx.prepare(
+        "UPDATE deliveries SET amount = ?2, currency = ?3, amount_units = ?4, \
+         amount_scale = ?5 WHERE id = ?1",
+    )?;
+    for (id, envelope) in dead {
+        let stuck = super::stuck_amount::StuckAmount::of_envelope(&envelope);
+        let (amount, currency, units, scale) = super::stuck_amount::stuck_columns(stuck.as_ref());
+        if amount.is_some() {
+            write.execute(rusqlite::params![id, amount, currency, units, scale])?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
@@ -320,3 +372,78 @@ pub(super) const REPEAT_QUARANTINE: &str = "UPDATE quarantine \
      WHERE id = (SELECT max(id) FROM quarantine WHERE source = ?1 AND body_hash = ?2)";
 pub(super) const WRITE_PROBE: &str =
     "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1";
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// A store opened by a version without the dead deliveries' amount columns gets them at its
+    /// next open, with the amounts of the deliveries already dead (the groups sum them).
+    #[test]
+    fn dead_deliveries_of_an_older_store_get_their_amounts_at_open() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        super::apply(&conn)?;
+        conn.execute_batch(
+            r#"INSERT INTO events (seq, source, dedup_key, event_type, envelope, raw_body,
+                 headers, received_at)
+               VALUES (1, 's', 'a', 't', '{"data":{"amount":"12.30","coin":"usdt"}}', x'', '{}', 1),
+                      (2, 's', 'b', 't', '{"data":{}}', x'', '{}', 2);
+               INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status,
+                 attempts, last_error, history, created_at, updated_at)
+               VALUES (1, 'r', 'd', 'w1', NULL, 'dead', 3, 'HTTP 503', '[]', 1, 1),
+                      (2, 'r', 'd', 'w2', '{"data":{"amount":"-5"}}', 'dead', 3, 'x', '[]', 1, 1),
+                      (1, 'r', 'd', 'w3', NULL, 'delivered', 1, NULL, '[]', 1, 1);
+               DROP INDEX deliveries_dead_groups;
+               ALTER TABLE deliveries DROP COLUMN amount;
+               ALTER TABLE deliveries DROP COLUMN currency;
+               ALTER TABLE deliveries DROP COLUMN amount_units;
+               ALTER TABLE deliveries DROP COLUMN amount_scale;"#,
+        )?;
+        super::apply(&conn)?;
+        let rows = conn
+            .prepare(
+                "SELECT webhook_id, amount, currency, amount_units, amount_scale FROM deliveries \
+                 ORDER BY id",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            rows,
+            [
+                (
+                    "w1".into(),
+                    some("12.30"),
+                    some("USDT"),
+                    Some(1230),
+                    Some(2)
+                ),
+                // The envelope it would send (changed by a plugin), not the event's.
+                ("w2".into(), some("-5"), None, Some(-5), Some(0)),
+                ("w3".into(), None, None, None, None),
+            ]
+        );
+        // The groups' aggregate reads the index alone, already in group order.
+        let plan = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::super::dead_letters::GROUP_ROWS_SQL
+            ))?
+            .query_map([], |r| r.get::<_, String>(3))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .join("; ");
+        assert_eq!(
+            plan,
+            "SCAN deliveries USING COVERING INDEX deliveries_dead_groups"
+        );
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 //!
 //! These are plain values; the store decides how they are laid out on disk.
 
+use super::stuck_amount::StuckAmount;
 use serde::{Deserialize, Serialize};
 
 /// An event as the workers take it from the store.
@@ -171,6 +172,8 @@ pub struct NewDelivery {
     /// Where it stands among its subject's deliveries to an ordered destination; `None`:
     /// delivered on its own.
     pub order: Option<DeliveryOrder>,
+    /// When `state` is dead: the amount of what it would send ([`StuckAmount::if_dead`]).
+    pub stuck: Option<StuckAmount>,
 }
 
 /// The ordering key of a delivery to a destination with `ordering = "subject"`: of two
@@ -256,6 +259,8 @@ pub struct AttemptDone {
     /// When `state` is dead and the delivery is ordered: its subject stays blocked until an
     /// operator redrives or skips it (`on_dead = "hold"`).
     pub holds_subject: bool,
+    /// When `state` is dead: the amount of what it would send ([`StuckAmount::if_dead`]).
+    pub stuck: Option<StuckAmount>,
 }
 
 /// A subject of an ordered destination whose deliveries wait behind one that failed (a dead

@@ -12,7 +12,7 @@ use super::attempt::attempt;
 use super::route_event::retry_route_run;
 use super::{Ctx, InFlightWork};
 use crate::config::{OnDead, StaleEvents};
-use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery};
+use crate::store::{AttemptDone, AttemptRecord, DeliveryState, DueDelivery, StuckAmount};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -134,6 +134,7 @@ async fn retry_delivery(ctx: &Ctx, due: DueDelivery) {
     let done = AttemptDone {
         delivery_id: due.id,
         attempt: record,
+        stuck: StuckAmount::if_dead(&state, &due.envelope),
         state,
         holds_subject: ordering.is_some_and(|o| o.on_dead == OnDead::Hold),
     };

@@ -19,7 +19,7 @@ use crate::plugins::PluginEvent;
 use crate::routing::RouteResult;
 use crate::store::{
     ClaimedEvent, DeliveryState, DueRouteRun, EventStatus, NewDelivery, PluginStep, Processed,
-    RouteRunState, RouteRunUpdate, StoredEvent,
+    RouteRunState, RouteRunUpdate, StoredEvent, StuckAmount,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -418,6 +418,7 @@ async fn first_attempt(
             },
             attempts: Vec::new(),
             order: Some(order),
+            stuck: None,
         };
     }
     let (attempts, state) = match target {
@@ -436,6 +437,7 @@ async fn first_attempt(
         route: route.to_owned(),
         destination: destination.to_owned(),
         webhook_id,
+        stuck: StuckAmount::if_dead(&state, body),
         envelope: changed,
         state,
         attempts,

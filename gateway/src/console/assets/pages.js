@@ -174,7 +174,9 @@ export async function event(seq) {
   m.append(h('h2', {}, 'Kept headers'), h('pre', {}, pretty(e.headers)));
 }
 
-const REDRIVE_KEYS = ['destination', 'reason', 'source', 'type', 'since', 'until'];
+const REDRIVE_KEYS = ['stage', 'destination', 'route', 'reason', 'source', 'type', 'since', 'until'];
+/** What a filtered redrive selects: dead deliveries, or dead plugin stages (no destination). */
+const STAGES = [['delivery', 'deliveries'], ['plugin', 'plugin stages']];
 
 /** The sums stuck in a group: `12.30 EUR, 5 USD` (exact decimal text from the server). */
 function stuck(g) {
@@ -189,23 +191,27 @@ export async function deadLetters() {
   const op = isOperator();
   m.append(h('h1', {}, 'Dead letters'));
   const form = h('form', { className: 'filters', id: 'redrive-filter' },
-    REDRIVE_KEYS.map((k) => h('label', {}, k, h('input', { name: k, value: params().get(k) || '', placeholder: PLACEHOLDERS[k] || '' }))));
+    REDRIVE_KEYS.map((k) => h('label', {}, k, k === 'stage'
+      ? h('select', { name: k }, STAGES.map(([v, text]) => h('option', { value: v }, text)))
+      : h('input', { name: k, value: params().get(k) || '', placeholder: PLACEHOLDERS[k] || '' }))));
+  form.elements.stage.value = params().get('stage') === 'plugin' ? 'plugin' : 'delivery';
   form.addEventListener('submit', (e) => e.preventDefault());
   m.append(h('h2', {}, 'By destination and reason'), table(['destination', 'reason', 'count', 'oldest', 'stuck', ''],
     g.groups.map((x, i) => [x.destination, x.reason ?? '–', x.count, when(x.oldest_at), h('span', { className: 'money' }, stuck(x)),
       op ? h('button', { type: 'button', id: `redrive-group-${i}`, className: 'secondary', onclick: () => {
         for (const k of REDRIVE_KEYS) form.elements[k].value = '';
+        form.elements.stage.value = 'delivery';
         form.elements.destination.value = x.destination;
         form.elements.reason.value = x.reason ?? '';
       } }, 'Select') : ''])));
   if (op) {    const query = () => {
       const q = new URLSearchParams();
-      for (const k of REDRIVE_KEYS) { const v = form.elements[k].value.trim(); if (v) q.set(k, v); }
+      for (const k of REDRIVE_KEYS) { const v = form.elements[k].value.trim(); if (v && !(k === 'stage' && v === 'delivery')) q.set(k, v); }
       return q;
     };
     let counted = null;
     m.append(h('h2', {}, 'Redrive by filter'),
-      h('p', { className: 'muted' }, 'Dead deliveries matching every field set (since/until: when they died). Count first; the redrive then sends back exactly the ones counted.'),
+      h('p', { className: 'muted' }, 'Dead deliveries (or dead plugin stages, which have no destination) matching every field set (type: exact or a glob such as payment.*; since/until: when they died). Count first; the redrive then sends back exactly the ones counted.'),
       form, confirmFlow('redrive-all', 'Count matching dead letters', async () => {
         const q = query();
         q.set('dry_run', 'true');

@@ -28,6 +28,7 @@ fn ordered(subject: &str, provider_ms: i64, due_at: i64) -> NewDelivery {
             provider_ms,
             provider_next_ms: 0,
         }),
+        stuck: None,
     }
 }
 
@@ -90,6 +91,7 @@ async fn settle(store: &Arc<dyn Store>, due: &DueDelivery, state: DeliveryState,
             },
             state,
             holds_subject: holds,
+            stuck: None,
         })
         .await
         .expect("records");

@@ -6,7 +6,7 @@
 //!
 //! This module never writes.
 
-use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, DeadRow};
+use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, GroupRow, LooseAmount};
 use super::super::event_filter::{
     DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, is_glob, list_query, newest_seqs,
 };
@@ -93,27 +93,31 @@ const STORED_SPAN: &str = "SELECT o.seq, o.received_at, n.seq, n.received_at FRO
 
 impl PgStore {
     pub(super) async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
-        let rows = self
-            .read(|c| {
+        let read = |sql: &'static str| {
+            self.read(move |c| {
                 Box::pin(async move {
-                    let r = c.query(dead_letters::GROUP_ROWS_SQL, &[]).await;
+                    let r = c.query(sql, &[]).await;
                     (c, r)
                 })
             })
-            .await?;
-        let rows = rows
+        };
+        let rows = read(dead_letters::GROUP_ROWS_SQL)
+            .await?
             .iter()
-            .map(|r| {
-                Ok(DeadRow {
-                    destination: r.try_get(0)?,
-                    reason: r.try_get(1)?,
-                    died_at: r.try_get(2)?,
-                    envelope: r.try_get(3)?,
-                })
-            })
+            .map(GroupRow::read)
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()
             .map_err(read_err)?;
-        Ok(dead_letters::group(rows))
+        let loose = if rows.iter().any(|r| r.loose > 0) {
+            read(dead_letters::LOOSE_AMOUNTS_SQL)
+                .await?
+                .iter()
+                .map(LooseAmount::read)
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                .map_err(read_err)?
+        } else {
+            Vec::new()
+        };
+        Ok(dead_letters::group(rows, loose))
     }
 
     pub(super) async fn count_dead(

@@ -556,7 +556,9 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
     }
 }
 
-/// Dead deliveries grouped with exact sums, counted and paged by a filter up to a bound.
+/// Dead deliveries stored before migration 7 get their amounts from it (so the groups sum
+/// them exactly); the groups are read from the dead deliveries' index; and a filter counts
+/// and pages them up to a bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
     use super::super::DeadFilter;
@@ -568,6 +570,24 @@ async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
         let seq = db.ingest(e).await;
         ids.push(db.delivery(seq, "dead", None, None).await);
     }
+    // As a gateway before version 7 left them: no amount columns, then migrated again.
+    for sql in [
+        "ALTER TABLE deliveries DROP COLUMN amount, DROP COLUMN currency, \
+         DROP COLUMN amount_units, DROP COLUMN amount_scale",
+        "DELETE FROM gateway_schema_migrations WHERE version = 7",
+    ] {
+        db.exec(sql, &[]).await;
+    }
+    let mut c = db.store.pool.get().await.expect("a connection");
+    let applied = super::migrations::migrate(&mut c).await.expect("migrates");
+    assert_eq!(applied, [7]);
+    drop(c);
+    // The dead rows alone, never their events' envelopes.
+    let plan = db
+        .plan(super::super::dead_letters::GROUP_ROWS_SQL, &[])
+        .await;
+    assert!(plan.contains("deliveries_dead"), "{plan}");
+    assert!(!plan.contains("events"), "{plan}");
     let groups = db.store.dead_letter_groups().await.expect("groups");
     assert_eq!(groups.len(), 1, "{groups:?}");
     assert_eq!(

@@ -7,6 +7,7 @@
 //!
 //! This module never decides an attempt's outcome; it only records it.
 
+use super::super::stuck_amount::stuck_columns;
 use super::super::work::AttemptDone;
 use super::{PgPool, StoreError, with_retries};
 use std::sync::Mutex;
@@ -23,9 +24,12 @@ UPDATE deliveries d SET status = i.status, attempts = d.attempts + 1, next_attem
        history = (d.history::jsonb || i.attempt::jsonb)::text, \
        envelope = CASE WHEN i.status = 'delivered' THEN NULL ELSE d.envelope END, \
        updated_at = $7, lease_owner = NULL, \
-       holds_subject = (i.status = 'dead' AND i.holds AND d.subject IS NOT NULL) \
-  FROM unnest($1::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $8::bool[]) \
-    AS i(id, status, next, error, attempt, holds) \
+       holds_subject = (i.status = 'dead' AND i.holds AND d.subject IS NOT NULL), \
+       amount = i.amount, currency = i.currency, amount_units = i.units, \
+       amount_scale = i.scale \
+  FROM unnest($1::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $8::bool[], \
+              $9::text[], $10::text[], $11::int8[], $12::int8[]) \
+    AS i(id, status, next, error, attempt, holds, amount, currency, units, scale) \
  WHERE d.id = i.id AND d.lease_owner = $2 AND d.status = 'pending' \
 RETURNING d.id";
 
@@ -140,6 +144,11 @@ async fn write(
         c.error.push(state.last_error);
         c.attempt.push(attempt);
         c.holds.push(done.holds_subject);
+        let (amount, currency, units, scale) = stuck_columns(done.stuck.as_ref());
+        c.amount.push(amount);
+        c.currency.push(currency);
+        c.units.push(units);
+        c.scale.push(scale);
     }
     let c = &c;
     let rows = with_retries(pool, |client| {
@@ -150,8 +159,18 @@ async fn write(
                         .query(
                             &statement,
                             &[
-                                &c.id, owner, &c.status, &c.next, &c.error, &c.attempt, &now_ms,
+                                &c.id,
+                                owner,
+                                &c.status,
+                                &c.next,
+                                &c.error,
+                                &c.attempt,
+                                &now_ms,
                                 &c.holds,
+                                &c.amount,
+                                &c.currency,
+                                &c.units,
+                                &c.scale,
                             ],
                         )
                         .await
@@ -167,13 +186,18 @@ async fn write(
 }
 
 #[derive(Default)]
-struct Columns {
+struct Columns<'a> {
     id: Vec<i64>,
     status: Vec<&'static str>,
     next: Vec<Option<i64>>,
     error: Vec<Option<String>>,
     attempt: Vec<String>,
     holds: Vec<bool>,
+    /// The amount of a delivery that died (dead_letters.rs, `StuckAmount`).
+    amount: Vec<Option<&'a str>>,
+    currency: Vec<Option<&'a str>>,
+    units: Vec<Option<i64>>,
+    scale: Vec<Option<i64>>,
 }
 
 #[cfg(test)]
@@ -219,6 +243,7 @@ mod tests {
             },
             state: DeliveryState::Delivered,
             holds_subject: false,
+            stuck: None,
         };
         let mine = &mine;
         let written = futures::future::join_all(

@@ -62,6 +62,7 @@ fn delivery(state: DeliveryState) -> NewDelivery {
             duration_ms: 1,
         }],
         order: None,
+        stuck: None,
     }
 }
 
@@ -260,6 +261,7 @@ async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_not
         },
         state: DeliveryState::Delivered,
         holds_subject: false,
+        stuck: None,
     };
     assert!(
         !a.record_attempt(&store.pool, &attempt(due[0].id, 204), 11_700)

@@ -5,7 +5,9 @@
 //! Several replicas may start at once: each takes a session advisory lock first, so one
 //! migrates and the others wait, then find nothing left to do. A database whose schema is newer
 //! than this binary knows (a newer gateway migrated it) is refused, never written: its tables
-//! may mean things this version would break. This module never touches event data.
+//! may mean things this version would break. This module never changes event data; the one
+//! data step it runs (version 7) writes a derived column of dead deliveries, computed in Rust
+//! by the same extraction the gateway uses when a delivery dies.
 
 use tokio_postgres::Client;
 
@@ -48,7 +50,63 @@ const MIGRATIONS: &[Migration] = &[
         name: "unrouted events hold their subject",
         sql: include_str!("migrations/0006_unrouted_holds.sql"),
     },
+    Migration {
+        version: 7,
+        name: "dead letter amounts",
+        sql: include_str!("migrations/0007_dead_letter_amounts.sql"),
+    },
 ];
+
+/// The migration after whose SQL [`backfill_stuck_amounts`] runs, in its transaction.
+const DEAD_LETTER_AMOUNTS: i32 = 7;
+
+/// Dead deliveries read per step of the backfill.
+const BACKFILL_PAGE: i64 = 1000;
+
+/// Writes the amount of every dead delivery already stored (read from the envelope each
+/// would send, as when one dies now), so the groups' sums include them. Pages by id.
+async fn backfill_stuck_amounts(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    use super::super::stuck_amount::{StuckAmount, stuck_columns};
+    let mut after = 0_i64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT d.id, coalesce(d.envelope, e.envelope) FROM deliveries d \
+                 JOIN stored_events e ON e.seq = d.event_seq \
+                 WHERE d.status = 'dead' AND d.id > $1 ORDER BY d.id LIMIT $2",
+                &[&after, &BACKFILL_PAGE],
+            )
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.try_get(0)?;
+        let mut ids = Vec::new();
+        let mut stuck = Vec::new();
+        for row in &rows {
+            let envelope: String = row.try_get(1)?;
+            if let Some(s) = StuckAmount::of_envelope(&envelope) {
+                ids.push(row.try_get::<_, i64>(0)?);
+                stuck.push(s);
+            }
+        }
+        let columns: Vec<_> = stuck.iter().map(|s| stuck_columns(Some(s))).collect();
+        let amount: Vec<Option<&str>> = columns.iter().map(|c| c.0).collect();
+        let currency: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
+        let units: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
+        let scale: Vec<Option<i64>> = columns.iter().map(|c| c.3).collect();
+        tx.execute(
+            "UPDATE deliveries d SET amount = i.amount, currency = i.currency, \
+             amount_units = i.units, amount_scale = i.scale \
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
+               AS i(id, amount, currency, units, scale) WHERE d.id = i.id",
+            &[&ids, &amount, &currency, &units, &scale],
+        )
+        .await?;
+    }
+}
 
 /// The advisory lock every replica takes around migrating (any fixed number: it only has to
 /// be the same in every gateway and unused by other applications on the database).
@@ -183,6 +241,9 @@ async fn migrate_locked(client: &mut Client) -> Result<Vec<i32>, MigrationError>
         };
         let tx = client.transaction().await.map_err(failed)?;
         tx.batch_execute(migration.sql).await.map_err(failed)?;
+        if migration.version == DEAD_LETTER_AMOUNTS {
+            backfill_stuck_amounts(&tx).await.map_err(failed)?;
+        }
         tx.execute(
             "INSERT INTO gateway_schema_migrations (version, name) VALUES ($1, $2)",
             &[&migration.version, &migration.name],

@@ -6,6 +6,7 @@
 //!
 //! This module never decides whose result counts and never commits.
 
+use super::super::stuck_amount::stuck_columns;
 use super::super::work::{DeliveryState, PluginStep, Processed, RouteRunState};
 use super::claims::retried_runs;
 use deadpool_postgres::Transaction;
@@ -14,14 +15,15 @@ use tokio_postgres::types::ToSql;
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, attempts, \
                         next_attempt_at, last_error, history, created_at, updated_at, \
-                        subject, order_at, order_next) \
+                        subject, order_at, order_next, amount, currency, amount_units, \
+                        amount_scale) \
 SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-       history, $14, $14, subject, order_at, order_next \
+       history, $18, $18, subject, order_at, order_next, amount, currency, units, scale \
   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
               $7::int4[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], \
-              $13::int8[]) \
+              $13::int8[], $14::text[], $15::text[], $16::int8[], $17::int8[]) \
     AS i(seq, route, destination, webhook_id, envelope, status, attempts, next_at, last_error, \
-         history, subject, order_at, order_next)";
+         history, subject, order_at, order_next, amount, currency, units, scale)";
 
 /// New route runs, with the ordering key of their event's work row ($8 subject, $9, $10): one
 /// left waiting for a plugin retry holds its subject as the unrouted event did (ordering.rs).
@@ -191,14 +193,18 @@ WITH done AS ( \
 ), delivered AS ( \
     INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
                             attempts, next_attempt_at, last_error, history, created_at, \
-                            updated_at, subject, order_at, order_next) \
+                            updated_at, subject, order_at, order_next, amount, currency, \
+                            amount_units, amount_scale) \
     SELECT seq, route, destination, webhook_id, envelope, status, attempts, next_at, \
-           last_error, history, $5, $5, subject, order_at, order_next \
+           last_error, history, $5, $5, subject, order_at, order_next, amount, currency, \
+           units, scale \
       FROM unnest($6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
                   $12::int4[], $13::int8[], $14::text[], $15::text[], $16::text[], \
-                  $17::int8[], $18::int8[]) \
+                  $17::int8[], $18::int8[], $19::text[], $20::text[], $21::int8[], \
+                  $22::int8[]) \
         AS d(seq, route, destination, webhook_id, envelope, status, attempts, next_at, \
-             last_error, history, subject, order_at, order_next) \
+             last_error, history, subject, order_at, order_next, amount, currency, units, \
+             scale) \
      WHERE d.seq IN (SELECT seq FROM done) \
 ) \
 SELECT seq FROM done";
@@ -222,6 +228,11 @@ struct DeliveryColumns<'a> {
     subject: Vec<Option<&'a str>>,
     order_at: Vec<i64>,
     order_next: Vec<i64>,
+    /// The amount of a delivery dead at once (dead_letters.rs, `StuckAmount`).
+    amount: Vec<Option<&'a str>>,
+    currency: Vec<Option<&'a str>>,
+    units: Vec<Option<i64>>,
+    scale: Vec<Option<i64>>,
 }
 
 impl<'a> DeliveryColumns<'a> {
@@ -242,6 +253,10 @@ impl<'a> DeliveryColumns<'a> {
             &self.subject,
             &self.order_at,
             &self.order_next,
+            &self.amount,
+            &self.currency,
+            &self.units,
+            &self.scale,
         ]
     }
 
@@ -273,6 +288,11 @@ impl<'a> DeliveryColumns<'a> {
                 c.subject.push(order.map(|o| o.subject.as_str()));
                 c.order_at.push(order.map_or(0, |o| o.provider_ms));
                 c.order_next.push(order.map_or(0, |o| o.provider_next_ms));
+                let (amount, currency, units, scale) = stuck_columns(d.stuck.as_ref());
+                c.amount.push(amount);
+                c.currency.push(currency);
+                c.units.push(units);
+                c.scale.push(scale);
             }
         }
         c

@@ -675,6 +675,7 @@ mod tests {
                 duration_ms: 3,
             }],
             order: None,
+            stuck: None,
         }
     }
 
@@ -793,6 +794,7 @@ mod tests {
                     reason: "gave up".into(),
                 },
                 holds_subject: false,
+                stuck: None,
             })
             .await
             .expect("records");

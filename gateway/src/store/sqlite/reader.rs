@@ -3,7 +3,7 @@
 //! thread.
 
 use super::super::StoreError;
-use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, DeadRow};
+use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, GroupRow, LooseAmount};
 use super::super::dedup_index::index_key;
 use super::super::event_filter::{
     self, DISTINCT_SOURCES_SQL, DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, PROBE_CAP,
@@ -335,16 +335,16 @@ fn count_replay_query(
 pub(super) fn dead_letter_groups(conn: &Connection) -> rusqlite::Result<Vec<DeadLetterGroup>> {
     let rows = conn
         .prepare_cached(dead_letters::GROUP_ROWS_SQL)?
-        .query_map([], |r| {
-            Ok(DeadRow {
-                destination: r.get(0)?,
-                reason: r.get(1)?,
-                died_at: r.get(2)?,
-                envelope: r.get(3)?,
-            })
-        })?
+        .query_map([], |r| GroupRow::read(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(dead_letters::group(rows))
+    let loose = if rows.iter().any(|r| r.loose > 0) {
+        conn.prepare_cached(dead_letters::LOOSE_AMOUNTS_SQL)?
+            .query_map([], |r| LooseAmount::read(r))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(dead_letters::group(rows, loose))
 }
 
 pub(super) fn count_dead(

@@ -13,6 +13,7 @@ use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
 use super::super::event_filter::{Dialect, newest_seqs};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
+use super::super::stuck_amount::stuck_columns;
 use super::super::work::{
     AttemptDone, AttemptRecord, AuditRecord, DeliveryState, EventFilter, EventStatus, PluginStep,
     Processed, RouteRunState,
@@ -376,8 +377,9 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
          attempts, next_attempt_at, last_error, history, created_at, updated_at, \
-         subject, order_at, order_next) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
+         subject, order_at, order_next, amount, currency, amount_units, amount_scale) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, \
+                 ?15, ?16, ?17, ?18)",
     )?;
     for d in &p.deliveries {
         // A delivered envelope is not needed again (a replay routes the event anew), so only
@@ -388,6 +390,7 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
         };
         let state = d.state.columns(d.attempts.last());
         let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
+        let (amount, currency, units, scale) = stuck_columns(d.stuck.as_ref());
         insert.execute(params![
             p.seq,
             d.route,
@@ -403,6 +406,10 @@ fn complete(tx: &Transaction<'_>, p: &Processed, now: i64) -> rusqlite::Result<(
             d.order.as_ref().map(|o| o.subject.as_str()),
             d.order.as_ref().map_or(0, |o| o.provider_ms),
             d.order.as_ref().map_or(0, |o| o.provider_next_ms),
+            amount,
+            currency,
+            units,
+            scale,
         ])?;
     }
     for run in &p.route_runs {
@@ -489,10 +496,12 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
     attempts.push(done.attempt.clone());
     let state = done.state.columns(Some(&done.attempt));
     let (status, next, error) = (state.status, state.next_attempt_at, state.last_error);
+    let (amount, currency, units, scale) = stuck_columns(done.stuck.as_ref());
     tx.prepare_cached(
         "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
          last_error = coalesce(?4, last_error), history = ?5, updated_at = ?6, \
-         holds_subject = (?2 = 'dead' AND ?7 AND subject IS NOT NULL) \
+         holds_subject = (?2 = 'dead' AND ?7 AND subject IS NOT NULL), \
+         amount = ?8, currency = ?9, amount_units = ?10, amount_scale = ?11 \
          WHERE id = ?1 AND status = 'pending'",
     )?
     .execute(params![
@@ -503,6 +512,10 @@ fn record_attempt(tx: &Transaction<'_>, done: &AttemptDone, now: i64) -> rusqlit
         history_of(&attempts)?,
         now,
         done.holds_subject,
+        amount,
+        currency,
+        units,
+        scale,
     ])?;
     Ok(())
 }

@@ -210,11 +210,13 @@ impl Table {
             Self::Deliveries => (
                 "SELECT id, event_seq, route, destination, webhook_id, envelope, status, \
                  attempts, next_attempt_at, last_error, history, created_at, updated_at, \
-                 subject, order_at, order_next, holds_subject <> 0 \
+                 subject, order_at, order_next, holds_subject <> 0, \
+                 amount, currency, amount_units, amount_scale \
                  FROM deliveries ORDER BY id",
                 "deliveries (id, event_seq, route, destination, webhook_id, envelope, status, \
                  attempts, next_attempt_at, last_error, history, created_at, updated_at, \
-                 subject, order_at, order_next, holds_subject)",
+                 subject, order_at, order_next, holds_subject, \
+                 amount, currency, amount_units, amount_scale)",
                 &[
                     Type::INT8,
                     Type::INT8,
@@ -233,6 +235,10 @@ impl Table {
                     Type::INT8,
                     Type::INT8,
                     Type::BOOL,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
                 ],
             ),
             Self::RouteRuns => (
@@ -343,6 +349,10 @@ impl Table {
                 int8(14)?,
                 int8(15)?,
                 Box::new(row.get::<_, bool>(16)?),
+                opt_text(17)?,
+                opt_text(18)?,
+                opt_int8(19)?,
+                opt_int8(20)?,
             ],
             Self::RouteRuns => vec![
                 int8(0)?,

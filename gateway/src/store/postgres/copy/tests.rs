@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::store::{
     AttemptRecord, DataSpan, DeliveryState, EventFilter, EventStatus, IngestOutcome, Intake,
     NewDelivery, NewEvent, ObjectStateClaim, PgOptions, PgStore, Processed, QuarantinedBody,
-    RouteRunState, RouteRunUpdate, SqliteStore, Store,
+    RouteRunState, RouteRunUpdate, SqliteStore, Store, StuckAmount,
 };
 use gateway_providers::envelope::RetryIdentity;
 use std::sync::Arc;
@@ -84,6 +84,7 @@ fn delivery(state: DeliveryState, status: u16, at: i64) -> NewDelivery {
         state,
         attempts: vec![attempt(at, status)],
         order: None,
+        stuck: None,
     }
 }
 
@@ -191,13 +192,17 @@ async fn fill(path: &Path, now: i64) -> Vec<i64> {
         routed(
             seqs[3],
             EventStatus::Routed,
-            vec![delivery(
-                DeliveryState::Dead {
-                    reason: "410 Gone".into(),
-                },
-                410,
-                t + 2,
-            )],
+            // Dead, with the amount it keeps (the groups' sums).
+            vec![NewDelivery {
+                stuck: StuckAmount::of_envelope(r#"{"data":{"amount":"10.00"}}"#),
+                ..delivery(
+                    DeliveryState::Dead {
+                        reason: "410 Gone".into(),
+                    },
+                    410,
+                    t + 2,
+                )
+            }],
         ),
         retrying,
     ];
@@ -325,11 +330,12 @@ async fn a_filled_sqlite_store_is_copied_whole_and_works_on_postgres() {
             != vec![vec!["0".to_owned()]]
     );
     let deliveries = "SELECT id, event_seq, route, destination, webhook_id, envelope, status, \
-                      attempts, next_attempt_at, last_error, history, created_at, updated_at \
-                      FROM deliveries ORDER BY id";
+                      attempts, next_attempt_at, last_error, history, created_at, updated_at, \
+                      amount, currency, amount_units, amount_scale FROM deliveries ORDER BY id";
     let pg_deliveries = "SELECT id::text, event_seq::text, route, destination, webhook_id, \
                          envelope, status, attempts::text, next_attempt_at::text, last_error, \
-                         history, created_at::text, updated_at::text FROM deliveries ORDER BY id";
+                         history, created_at::text, updated_at::text, amount, currency, \
+                         amount_units::text, amount_scale::text FROM deliveries ORDER BY id";
     assert_eq!(
         pg_rows(&client, pg_deliveries).await,
         sqlite_rows(&db, deliveries)
