@@ -116,19 +116,21 @@ fn ledger_event(id: &str, kind: &str, subject: &str, created_ms: i64) -> Vec<u8>
 fn on_sqlite_an_event_whose_routing_is_slow_holds_the_later_ones_of_its_subject() {
     let sink = Sink::start(Mode::Ok);
     let plain = Sink::start(Mode::Ok);
-    // `transaction.created` goes through a plugin that waits 3 s (the gauges are read every
-    // second); `transaction.updated` goes straight to the same ordered destination.
-    // `wallet.created` goes through the plugin to an unordered destination only: such an
-    // event holds nothing.
+    // `transaction.created` goes through a plugin that waits 6 s (the gauges are read every
+    // second, and a loaded machine must still see the hold while it lasts); `transaction.updated` goes straight to the same ordered destination.
+    // `wallet.created` goes through a plugin that waits until its 60 s deadline (the test ends
+    // long before, however slow the machine) to an unordered destination only: such an event
+    // holds nothing.
     let extra = format!(
-        "{ADMIN}[workers]\nplugin_threads = 2\n\n{}{}{}\
+        "{ADMIN}[workers]\nplugin_threads = 2\n\n{}[plugins.stuck]\nwasm = \"{SLEEP}\"\n\
+         timeout = \"60s\"\n\n{}{}\
          [[routes]]\nname = \"slow\"\nmatch = {{ type = [\"ledger.transaction.created\"] }}\n\
          plugins = [\"sleeper\"]\nto = [\"books\"]\n\n\
          [[routes]]\nname = \"fast\"\nmatch = {{ type = [\"ledger.transaction.updated\"] }}\n\
          plugins = []\nto = [\"books\"]\n\n\
          [[routes]]\nname = \"unordered\"\nmatch = {{ type = [\"ledger.wallet.created\"] }}\n\
-         plugins = [\"sleeper\"]\nto = [\"plain\"]\n",
-        sleeper(Some(3000), "10s"),
+         plugins = [\"stuck\"]\nto = [\"plain\"]\n",
+        sleeper(Some(6000), "20s"),
         ordered_destination("books", &sink.url(), ""),
         http_destination("plain", &plain),
     );

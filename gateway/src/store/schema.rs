@@ -331,25 +331,38 @@ pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 /// from the envelope each would send, as when one dies now), so the groups' sums include
 /// them. Once, at the first open by this version.
 fn backfill_stuck_amounts(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    let dead: Vec<(i64, String)> = tx
-        .prepare(
-            "SELECT d.id, coalesce(d.envelope, e.envelope) FROM deliveries d \
-             JOIN stored_events e ON e.seq = d.event_seq WHERE d.status = 'dead'",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    // A page at a time: a store may hold millions of dead deliveries, and their envelopes must
+    // not all be in memory at once.
+    const PAGE: i64 = 1000;
+    let mut read = tx.prepare(
+        "SELECT d.id, coalesce(d.envelope, e.envelope) FROM deliveries d \
+         JOIN stored_events e ON e.seq = d.event_seq \
+         WHERE d.status = 'dead' AND d.id > ?1 ORDER BY d.id LIMIT ?2",
+    )?;
     let mut write = tx.prepare(
         "UPDATE deliveries SET amount = ?2, currency = ?3, amount_units = ?4, \
          amount_scale = ?5 WHERE id = ?1",
     )?;
-    for (id, envelope) in dead {
-        let stuck = super::stuck_amount::StuckAmount::of_envelope(&envelope);
-        let (amount, currency, units, scale) = super::stuck_amount::stuck_columns(stuck.as_ref());
-        if amount.is_some() {
-            write.execute(rusqlite::params![id, amount, currency, units, scale])?;
+    let mut after = 0_i64;
+    loop {
+        let dead: Vec<(i64, String)> = read
+            .query_map(rusqlite::params![after, PAGE], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(&(last, _)) = dead.last() else {
+            return Ok(());
+        };
+        after = last;
+        for (id, envelope) in dead {
+            let stuck = super::stuck_amount::StuckAmount::of_envelope(&envelope);
+            let (amount, currency, units, scale) =
+                super::stuck_amount::stuck_columns(stuck.as_ref());
+            if amount.is_some() {
+                write.execute(rusqlite::params![id, amount, currency, units, scale])?;
+            }
         }
     }
-    Ok(())
 }
 
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events \

@@ -198,6 +198,10 @@ impl PgStore {
         );
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(options.pool_size.max(options.writers + 2))
+            // The connection returned last is handed out next: the few that the load needs
+            // stay hot (their server processes' caches, their prepared statements), the rest
+            // idle. FIFO rotated every request through all of them.
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .wait_timeout(Some(options.connect_timeout))
             .create_timeout(Some(options.connect_timeout))
             .recycle_timeout(Some(options.connect_timeout))
