@@ -225,16 +225,15 @@ fn as_params(values: &Values) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
+/// The quarantine's PostgreSQL columns as the copy writes them.
+const QUARANTINE_TARGET: &str = "quarantine (id, source, reason, raw_body, headers, received_at, \
+     body_hash, repeats, last_seen_at)";
+
 /// Quarantine, one row per (source, body): PostgreSQL keeps that unique, while an older SQLite
 /// store may hold a body twice (rows from before body hashes). Repeats add up on the first row.
 async fn copy_quarantine(source: &Source, tx: &Transaction<'_>) -> Result<(u64, u64), CopyError> {
     let merged = source.quarantine_groups()?;
-    let sink = tx
-        .copy_in(&copy_statement(
-            "quarantine (id, source, reason, raw_body, headers, received_at, body_hash, repeats, \
-             last_seen_at)",
-        ))
-        .await?;
+    let sink = tx.copy_in(&copy_statement(QUARANTINE_TARGET)).await?;
     let types = [
         Type::INT8,
         Type::TEXT,
