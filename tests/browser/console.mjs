@@ -94,6 +94,13 @@ await page.click('#event-filters button[type=submit]');
 await page.waitForURL(`${base}/console/events?id=${env.FIND_ID}`);
 await page.waitForSelector(`main table tr >> text=${env.FIND_ID}`);
 assert.equal(await page.locator('main table tr').count(), 2, 'the header and the one event with this id');
+// By subject (the object the event is about: the Ledger transaction's id), exactly.
+await page.fill('#event-filters input[name=id]', '');
+await page.fill('#event-filters input[name=subject]', 'txn_console_find');
+await page.click('#event-filters button[type=submit]');
+await page.waitForURL(`${base}/console/events?subject=txn_console_find`);
+await page.waitForSelector(`main table tr >> text=${env.FIND_ID}`);
+assert.equal(await page.locator('main table tr').count(), 2, 'the header and the one event about it');
 await page.fill('#find-seq', env.FIND_SEQ);
 await page.click('#find-event button');
 await page.waitForURL(`${base}/console/events/${env.FIND_SEQ}`);

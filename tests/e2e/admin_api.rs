@@ -363,6 +363,13 @@ fn events_are_listed_by_source_type_status_and_time_and_paged_newest_first() {
         // The provider's event id.
         (format!("id={}", sent[2].id), vec![sent[2].seq]),
         ("id=evt_nobody".into(), vec![]),
+        // The subject, exactly: the fixtures' completed and updated are about one transaction.
+        ("subject=txn_7d2e01".into(), vec![sent[6].seq, sent[0].seq]),
+        ("subject=txn_7d2e0".into(), vec![]),
+        (
+            "subject=txn_7d2e01&type=ledger.transaction.updated".into(),
+            vec![sent[6].seq],
+        ),
         (
             "status=routed".into(),
             newest_first(&|s| s.status == "routed"),

@@ -310,7 +310,7 @@ fn the_console_works_in_a_real_browser_and_shows_hostile_data_as_text() {
     assert_eq!(
         gw.post_ledger(&ledger_with_data(
             find_id,
-            r#"{"id":"txn_1","amount":"12.50","currency":"USDT"}"#
+            r#"{"id":"txn_console_find","amount":"12.50","currency":"USDT"}"#
         ))
         .status,
         200

@@ -104,7 +104,7 @@ fn admin_paths_answer_one_method_and_refuse_parameters_they_do_not_take() {
             "GET",
             "/admin/events?all=true",
             "`all` does not apply to /admin/events \
-             (it takes: source, type, id, status, since, until, before, limit)",
+             (it takes: source, type, id, subject, status, since, until, before, limit)",
         ),
         (
             "GET",
@@ -115,7 +115,8 @@ fn admin_paths_answer_one_method_and_refuse_parameters_they_do_not_take() {
             "POST",
             "/admin/replay?tpye=x",
             "`tpye` does not apply to /admin/replay \
-             (it takes: source, type, id, status, since, until, before, limit, all, dry_run)",
+             (it takes: source, type, id, subject, status, since, until, before, limit, all, \
+             dry_run)",
         ),
     ] {
         let r = gw.admin(method, path);

@@ -377,6 +377,7 @@ impl Admin {
             source,
             event_type,
             id,
+            subject,
             status,
             since_ms,
             until_ms,
@@ -386,7 +387,13 @@ impl Admin {
         let by_type = event_type
             .as_deref()
             .is_some_and(|t| t.chars().any(|c| c != '*'));
-        if seq.is_some() || source.is_some() || by_type || id.is_some() || status.is_some() {
+        if seq.is_some()
+            || source.is_some()
+            || by_type
+            || id.is_some()
+            || subject.is_some()
+            || status.is_some()
+        {
             return Ok(None);
         }
         let bounds: Vec<String> = [

@@ -54,11 +54,16 @@ impl Query {
             })?),
         };
         let before_seq = self.before("an event seq")?;
+        // No stored event has an empty subject (an empty one is none).
+        if self.get("subject") == Some("") {
+            return Err(QueryError("`subject` must not be empty".into()));
+        }
         Ok(EventFilter {
             seq: None,
             source: self.get("source").map(str::to_owned),
             event_type: self.get("type").map(str::to_owned),
             id: self.get("id").map(str::to_owned),
+            subject: self.get("subject").map(str::to_owned),
             status,
             since_ms: self.time("since")?,
             until_ms: self.time("until")?,
@@ -180,6 +185,13 @@ mod tests {
             Err(QueryError(
                 "`all` does not apply to /admin/plugins (it takes: no parameters)".into()
             ))
+        );
+        assert_eq!(
+            Query::parse(Some("subject=&limit=5"))
+                .expect("parses")
+                .filter()
+                .err(),
+            Some(QueryError("`subject` must not be empty".into()))
         );
         assert!(
             Query::parse(Some("status=bogus"))

@@ -54,10 +54,11 @@ pub(super) struct Route<'p> {
 }
 
 const FILTER: &[&str] = &[
-    "source", "type", "id", "status", "since", "until", "before", "limit",
+    "source", "type", "id", "subject", "status", "since", "until", "before", "limit",
 ];
 const REPLAY: &[&str] = &[
-    "source", "type", "id", "status", "since", "until", "before", "limit", "all", "dry_run",
+    "source", "type", "id", "subject", "status", "since", "until", "before", "limit", "all",
+    "dry_run",
 ];
 const REDRIVE: &[&str] = &[
     "stage",

@@ -198,6 +198,11 @@ async fn handle(
     };
     let event = NewEvent {
         order,
+        subject: normalized
+            .envelope
+            .subject
+            .clone()
+            .filter(|s| !s.is_empty()),
         source: endpoint.source.name().to_owned(),
         dedup_key: normalized.dedup_key.as_str().to_owned(),
         event_type: normalized.envelope.event_type.clone(),

@@ -27,7 +27,10 @@ use ordering::{
     a_subject_is_delivered_one_at_a_time_in_provider_order,
     an_unrouted_event_holds_its_subject_until_its_routing_finishes,
 };
-use search::ids_type_globs_and_time_ranges_find_exactly_their_events;
+use search::{
+    ids_type_globs_and_time_ranges_find_exactly_their_events,
+    subjects_find_exactly_their_events_saved_unsaved_or_older,
+};
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
@@ -92,6 +95,19 @@ impl Harness {
         }
     }
 
+    /// Runs SQL that changes the data (for simulating a store of an older version).
+    fn exec(&self, sql: &str) {
+        match self {
+            Self::Sqlite { dir, .. } => rusqlite::Connection::open(dir.path().join("g.db"))
+                .expect("opens")
+                .execute_batch(sql)
+                .expect("runs"),
+            Self::Postgres { cluster } => {
+                cluster.psql("gateway", sql).expect("runs");
+            }
+        }
+    }
+
     /// One integer from SQL both backends understand.
     fn count(&self, sql: &str) -> i64 {
         match self {
@@ -113,6 +129,7 @@ impl Harness {
 /// backend's own tests).
 pub(super) fn event(source: &str, key: &str, at: i64) -> NewEvent {
     NewEvent {
+        subject: None,
         source: source.into(),
         dedup_key: key.into(),
         event_type: "ledger.webhook.test".into(),
@@ -129,6 +146,7 @@ pub(super) fn event(source: &str, key: &str, at: i64) -> NewEvent {
 /// A delivery of an object's state (a Ledig event), arrived at `at`.
 fn state_event(key: &str, object: u8, state: u8, at: i64) -> NewEvent {
     NewEvent {
+        subject: None,
         order: None,
         object_state: Some(ObjectStateClaim {
             object: [object; 32],
@@ -727,5 +745,6 @@ conformance!(
     a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subject_go_on,
     an_unrouted_event_holds_its_subject_until_its_routing_finishes,
     ids_type_globs_and_time_ranges_find_exactly_their_events,
+    subjects_find_exactly_their_events_saved_unsaved_or_older,
     dead_letter_groups_sum_the_amounts_kept_when_deliveries_die,
 );

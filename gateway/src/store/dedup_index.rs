@@ -16,6 +16,12 @@
 //! again in that tail, and a store from before the table existed is indexed from `events`
 //! once, at its first start.
 //!
+//! The same saves write `subject_keys`: a 64-bit hash of each saved event's subject
+//! (`event_filter::subject_key`), for the admin API's search by subject (no index on the
+//! random subject either, for the same reason; the narrow table is scanned, as the id search
+//! scans `dedup_keys`). Unlike `dedup_keys` it is kept as long as the events, not the dedup
+//! window.
+//!
 //! Why sharded: a hash map grows by moving every entry at once. In one map that stalled the
 //! writer, and with it every ack, each time the window's key count passed a power of two
 //! (inserting 8 M random keys 16 at a time, as commits do: the worst 16 took 244 ms, at the
@@ -23,6 +29,7 @@
 //! a growth moves 1/64 of the keys: the worst 16 took 5 ms, and the whole run was faster.
 
 use super::DedupPruneStep;
+use super::event_filter::subject_key;
 use rusqlite::types::Type;
 use rusqlite::{Connection, Transaction, params};
 use sha2::{Digest as _, Sha256};
@@ -96,8 +103,16 @@ impl Default for Shards {
     }
 }
 
-/// One committed event's entry: its seq, key and first-seen time (unix ms).
-pub(super) type Entry = (i64, IndexKey, i64);
+/// One committed event's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub(super) seq: i64,
+    pub(super) key: IndexKey,
+    /// First seen (unix ms).
+    pub(super) at: i64,
+    /// `event_filter::subject_key` of the event's subject, if it has one.
+    pub(super) subject: Option<i64>,
+}
 
 #[derive(Debug, Default)]
 pub(super) struct DedupIndex {
@@ -167,9 +182,11 @@ impl DedupIndex {
         }
         let mut tail = Vec::new();
         {
+            // The subject is read from the whole envelope (`stored_events` puts `data` back;
+            // the row's own text is not JSON without it).
             let mut stmt = conn.prepare(
-                "SELECT seq, source, dedup_key, received_at FROM events WHERE seq > ?1 \
-                 ORDER BY seq",
+                "SELECT seq, source, dedup_key, received_at, json_extract(envelope, '$.subject') \
+                 FROM stored_events WHERE seq > ?1 ORDER BY seq",
             )?;
             let mut rows = stmt.query([saved_through])?;
             while let Some(row) = rows.next()? {
@@ -177,7 +194,18 @@ impl DedupIndex {
                 let source: String = row.get(1)?;
                 let key: String = row.get(2)?;
                 let at: i64 = row.get(3)?;
-                tail.push((seq, index_key(&source, &key), at));
+                let subject = match row.get_ref(4)? {
+                    rusqlite::types::ValueRef::Text(t) if !t.is_empty() => {
+                        Some(subject_key(&String::from_utf8_lossy(t)))
+                    }
+                    _ => None,
+                };
+                tail.push(Entry {
+                    seq,
+                    key: index_key(&source, &key),
+                    at,
+                    subject,
+                });
             }
         }
         for chunk in tail.chunks(SAVE_CHUNK) {
@@ -185,9 +213,9 @@ impl DedupIndex {
             save(&tx, chunk)?;
             tx.commit()?;
         }
-        for &(_, key, at) in &tail {
-            if at >= cutoff_ms {
-                seen.insert(key, at);
+        for e in &tail {
+            if e.at >= cutoff_ms {
+                seen.insert(e.key, e.at);
             }
         }
         let loaded = Loaded {
@@ -212,8 +240,8 @@ impl DedupIndex {
         if committed.is_empty() {
             return;
         }
-        for &(_, key, at) in &committed {
-            self.seen.insert(key, at);
+        for e in &committed {
+            self.seen.insert(e.key, e.at);
         }
         self.unsaved_since.get_or_insert_with(Instant::now);
         self.unsaved.extend(committed);
@@ -305,11 +333,48 @@ impl DedupIndex {
     }
 }
 
+/// Rows per multi-row INSERT when saving: one statement step for many rows, since saving
+/// runs on the writer thread every ack waits for (within SQLite's default 999 parameters).
+/// Only full groups use it, the rest go one by one: two statement texts per table, so the
+/// connection's statement cache keeps the writer's other statements.
+const ROWS_PER_INSERT: usize = 64;
+
 fn save(tx: &Transaction<'_>, entries: &[Entry]) -> rusqlite::Result<()> {
-    let mut insert =
-        tx.prepare_cached("INSERT OR IGNORE INTO dedup_keys (seq, key, seen) VALUES (?1, ?2, ?3)")?;
-    for (seq, key, at) in entries {
-        insert.execute(params![seq, &key[..], at])?;
+    use rusqlite::types::ToSql;
+    let keys: Vec<[&dyn ToSql; 3]> = entries
+        .iter()
+        .map(|e| [&e.seq as &dyn ToSql, &e.key, &e.at])
+        .collect();
+    insert_rows(tx, "dedup_keys (seq, key, seen)", &keys)?;
+    let subjects: Vec<[&dyn ToSql; 2]> = entries
+        .iter()
+        .filter_map(|e| e.subject.as_ref().map(|hash| [&e.seq as &dyn ToSql, hash]))
+        .collect();
+    insert_rows(tx, "subject_keys (seq, hash)", &subjects)
+}
+
+/// `INSERT OR IGNORE INTO target` of `rows`, [`ROWS_PER_INSERT`] at a time.
+fn insert_rows<const N: usize>(
+    tx: &Transaction<'_>,
+    target: &str,
+    rows: &[[&dyn rusqlite::types::ToSql; N]],
+) -> rusqlite::Result<()> {
+    let values = |n: usize| {
+        let row = format!("({})", vec!["?"; N].join(", "));
+        format!(
+            "INSERT OR IGNORE INTO {target} VALUES {}",
+            vec![row.as_str(); n].join(", ")
+        )
+    };
+    let mut groups = rows.chunks_exact(ROWS_PER_INSERT);
+    for group in groups.by_ref() {
+        let params: Vec<_> = group.iter().flatten().copied().collect();
+        tx.prepare_cached(&values(ROWS_PER_INSERT))?
+            .execute(params.as_slice())?;
+    }
+    let mut one = tx.prepare_cached(&values(1))?;
+    for row in groups.remainder() {
+        one.execute(row.as_slice())?;
     }
     Ok(())
 }
@@ -326,9 +391,9 @@ impl BatchKeys {
         self.keys.contains(key)
     }
 
-    pub(super) fn add(&mut self, seq: i64, key: IndexKey, at: i64) {
-        self.keys.insert(key);
-        self.committed.push((seq, key, at));
+    pub(super) fn add(&mut self, entry: Entry) {
+        self.keys.insert(entry.key);
+        self.committed.push(entry);
     }
 }
 
@@ -336,6 +401,15 @@ impl BatchKeys {
 mod tests {
     use super::*;
     use crate::store::schema;
+
+    fn entry(seq: i64, key: IndexKey, at: i64) -> Entry {
+        Entry {
+            seq,
+            key,
+            at,
+            subject: None,
+        }
+    }
 
     fn store() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -420,13 +494,13 @@ mod tests {
     fn entries_are_saved_in_groups_and_only_by_a_commit() {
         let (_dir, mut conn) = store();
         let (mut index, _) = DedupIndex::load(&mut conn, 0).expect("loads");
-        let entry = |seq: i64| (seq, index_key("ledger", &seq.to_string()), 1_000);
-        index.extend((1..SAVE_AFTER_ENTRIES as i64).map(entry).collect());
+        let one = |seq: i64| entry(seq, index_key("ledger", &seq.to_string()), 1_000);
+        index.extend((1..SAVE_AFTER_ENTRIES as i64).map(one).collect());
         let tx = conn.transaction().expect("begins");
         assert_eq!(index.save_due(&tx).expect("saves"), 0, "not enough yet");
         drop(tx);
 
-        index.extend(vec![entry(SAVE_AFTER_ENTRIES as i64)]);
+        index.extend(vec![one(SAVE_AFTER_ENTRIES as i64)]);
         let tx = conn.transaction().expect("begins");
         assert_eq!(index.save_due(&tx).expect("saves"), SAVE_AFTER_ENTRIES);
         drop(tx); // rolled back: nothing saved, nothing forgotten
@@ -439,7 +513,7 @@ mod tests {
         assert!(index.unsaved.is_empty() && index.unsaved_since.is_none());
 
         // A single entry waits at most SAVE_AFTER.
-        index.extend(vec![entry(1_000)]);
+        index.extend(vec![one(1_000)]);
         let tx = conn.transaction().expect("begins");
         assert_eq!(index.save_due(&tx).expect("saves"), 0);
         index.unsaved_since = Instant::now().checked_sub(SAVE_AFTER);
@@ -481,7 +555,7 @@ mod tests {
         // Even keys first seen at 1_000, odd ones at 2_000.
         index.extend(
             (0..10_000)
-                .map(|i| (i, key(i), 1_000 + (i % 2) * 1_000))
+                .map(|i| entry(i, key(i), 1_000 + (i % 2) * 1_000))
                 .collect(),
         );
         assert!(
@@ -493,7 +567,7 @@ mod tests {
         assert!(!index.contains(&key(10_000)));
 
         // A key seen again keeps its first-seen time, so it is pruned on that time.
-        index.extend(vec![(10_001, key(0), 5_000)]);
+        index.extend(vec![entry(10_001, key(0), 5_000)]);
         assert_eq!(index.len(), 10_000);
         let tx = conn.transaction().expect("begins");
         assert_eq!(prune_pass(&mut index, &tx, 1_500).0, 5_000);
@@ -514,7 +588,7 @@ mod tests {
                 } else {
                     cutoff + PRUNE_MARGIN_MS
                 };
-                (seq, index_key("ledger", &seq.to_string()), at)
+                entry(seq, index_key("ledger", &seq.to_string()), at)
             })
             .collect();
         let tx = conn.transaction().expect("begins");

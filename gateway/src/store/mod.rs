@@ -54,6 +54,9 @@ pub struct NewEvent {
     pub event_type: String,
     /// The envelope as CloudEvents structured JSON.
     pub envelope: String,
+    /// The envelope's `subject` (the object the event is about), for the admin API's search;
+    /// `None` when it has none or an empty one.
+    pub subject: Option<String>,
     /// Where the envelope's `data` is a copy of part of `raw_body` (the usual case): the row
     /// then keeps those bytes once.
     pub data_span: Option<DataSpan>,

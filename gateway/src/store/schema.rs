@@ -56,6 +56,16 @@ CREATE TABLE IF NOT EXISTS dedup_keys (
     seen  INTEGER NOT NULL
 );
 
+-- The admin API's search by subject (see store/dedup_index.rs): `hash` = the first 8 bytes of
+-- SHA-256(subject), big-endian, for each event with a subject. Appended with the dedup index's
+-- entries (so it covers every event up to the last saved `dedup_keys` seq), deleted with the
+-- events (retention), never by the dedup window. A store created before it has
+-- meta `subject_keys_from`: older events are not in it, and a search reads them.
+CREATE TABLE IF NOT EXISTS subject_keys (
+    seq   INTEGER PRIMARY KEY,                  -- events.seq
+    hash  INTEGER NOT NULL
+);
+
 -- The latest stored state of each object of a provider that signs no event id (Ledig), for
 -- telling its retries from new events (see store/object_states.rs). One row per (source,
 -- object): `key` = 16-byte SHA-256 prefix of (source, object hash), `state` = 16-byte prefix
@@ -279,7 +289,21 @@ const QUARANTINE_INDEX: &str =
 /// Creates or upgrades the schema, in one transaction.
 pub(super) fn apply(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
+    let subject_keys_existed: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'subject_keys'",
+        [],
+        |r| r.get(0),
+    )?;
     tx.execute_batch(SCHEMA)?;
+    if !subject_keys_existed {
+        // Events up to the last saved dedup entry were saved without their subject; the
+        // ones after it are saved again, with it, when the dedup index loads.
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) \
+             SELECT 'subject_keys_from', coalesce(max(seq), 0) + 1 FROM dedup_keys",
+            [],
+        )?;
+    }
     for column in ADDED_EVENT_COLUMNS {
         let present: bool = tx.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info('events') WHERE name = ?1",

@@ -298,6 +298,8 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     /// The provider's event id (the envelope's `id`, which is the dedup key).
     pub id: Option<String>,
+    /// The envelope's `subject`, exactly (the object the event is about).
+    pub subject: Option<String>,
     pub status: Option<EventStatus>,
     /// Received at or after (unix ms).
     pub since_ms: Option<i64>,

@@ -88,8 +88,8 @@ function pluginTable(plugins) {
       `${p.consecutive_failures} / ${p.unhealthy_after}`, when(p.unhealthy_since), p.last_failure ?? '–']));
 }
 
-const FILTER_KEYS = ['source', 'type', 'id', 'status', 'since', 'until'];
-const PLACEHOLDERS = { type: 'payment.* or exact', id: 'provider event id', since: '2026-12-05T10:00:00Z', until: '2026-12-05T10:00:00Z' };
+const FILTER_KEYS = ['source', 'type', 'id', 'subject', 'status', 'since', 'until'];
+const PLACEHOLDERS = { type: 'payment.* or exact', id: 'provider event id', subject: 'object the event is about', since: '2026-12-05T10:00:00Z', until: '2026-12-05T10:00:00Z' };
 const STATUSES = ['', 'pending', 'routed', 'unrouted', 'dropped', 'retrying', 'failed', 'replay'];
 
 function filterForm(id, onSubmit, extra) {

@@ -268,6 +268,7 @@ pub(super) async fn a_dead_letter_that_does_not_hold_or_is_skipped_lets_its_subj
 /// An event about `subject` at the provider's time `provider_ms`, as ingest builds it.
 fn event_about(key: &str, subject: &str, provider_ms: i64) -> NewEvent {
     NewEvent {
+        subject: None,
         order: Some(DeliveryOrder {
             subject: subject.into(),
             provider_ms,

@@ -233,6 +233,13 @@ WITH doomed AS ( \
  routings_gone AS (DELETE FROM routings WHERE seq IN (SELECT seq FROM doomed)) \
 DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)";
 
+/// The search's rows of subject hashes (migration 8) over this step's seqs whose events are
+/// all gone now (one that keeps a dead letter's event stays, and is looked at again by the next
+/// pass).
+const DELETE_SUBJECT_ROWS: &str = "\
+DELETE FROM event_subjects s WHERE s.last_seq >= $1 AND s.first_seq <= $2 \
+   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = ANY (s.seqs))";
+
 async fn expire_step(
     c: &mut PooledClient,
     cutoff_ms: i64,
@@ -258,10 +265,13 @@ async fn expire_step(
         }
         candidates.push(seq);
     }
-    let deleted = if candidates.is_empty() {
-        0
-    } else {
-        tx.execute(DELETE_FINISHED, &[&candidates]).await?
+    let deleted = match (candidates.first(), candidates.last()) {
+        (Some(first), Some(last)) => {
+            let deleted = tx.execute(DELETE_FINISHED, &[&candidates]).await?;
+            tx.execute(DELETE_SUBJECT_ROWS, &[first, last]).await?;
+            deleted
+        }
+        _ => 0,
     };
     tx.commit().await?;
     let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit;

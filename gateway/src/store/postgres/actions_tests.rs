@@ -286,6 +286,14 @@ async fn retention_deletes_only_finished_events_and_never_the_newest() {
     )
     .await;
     db.routed(11, EventStatus::Unrouted).await;
+    // The search's subject rows, as batches leave them: a row goes once all its events have.
+    db.exec(
+        "INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) VALUES \
+         (1, 2, '{1,2}', '{0,0}'), (3, 3, '{3}', '{0}'), (4, 6, '{4,5,6}', '{0,0,0}'), \
+         (8, 8, '{8}', '{0}'), (7, 11, '{7,9,10,11}', '{0,0,0,0}')",
+        &[],
+    )
+    .await;
 
     // Nothing is old enough.
     let none = db.store.expire_events(500, 0, 100).await.expect("expires");
@@ -333,6 +341,11 @@ async fn retention_deletes_only_finished_events_and_never_the_newest() {
     assert_eq!(
         db.ints("SELECT seq FROM routings ORDER BY seq").await,
         [4, 5, 6, 7, 10, 11]
+    );
+    assert_eq!(
+        db.ints("SELECT first_seq FROM event_subjects ORDER BY 1")
+            .await,
+        [4, 7]
     );
     assert_eq!(
         db.ints("SELECT DISTINCT event_seq FROM deliveries ORDER BY 1")

@@ -197,6 +197,7 @@ fn with_payload(key: &str) -> NewEvent {
     let envelope = format!(r#"{{"id":"{key}","subject":"ü → 1","data":{DATA},"x":"t"}}"#);
     let raw_body = format!(r#"{{"id":"{key}","tag":"é","data":{DATA}}}"#);
     NewEvent {
+        subject: None,
         data_span: Some(DataSpan {
             in_envelope: envelope.find(DATA).expect("data in the envelope"),
             in_body: raw_body.find(DATA).expect("data in the body"),
@@ -214,6 +215,7 @@ async fn an_event_shows_its_envelope_as_ingested_with_its_deliveries_runs_and_st
     let db = Db::new("detail").await;
     let cut = with_payload("evt_cut");
     let whole = NewEvent {
+        subject: None,
         envelope: r#"{"id":"evt_whole","data":{"ü":"→"}}"#.into(),
         ..conformance::event("ledger", "evt_whole", 43)
     };
@@ -490,7 +492,7 @@ async fn the_backlog_counts_waiting_work_and_seeks_its_first_due_time() {
 /// Searches that match few or only old events go through `events_source`, `events_type`,
 /// `events_dedup_key` or a seq range (a time range's bound), never a walk of every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn searches_by_source_type_glob_id_and_time_use_indexes() {
+async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
     let db = Db::new("search_plans").await;
     db.exec(
         "INSERT INTO events (source, dedup_key, event_type, envelope, raw_body, headers, \
@@ -498,7 +500,9 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
          SELECT CASE WHEN n <= 10 THEN 'old' ELSE 'bulk' END, 'k' || n, \
                 CASE WHEN n <= 10 THEN 'payment.failed' WHEN n <= 20 THEN 'payment.old' \
                      ELSE 't' END, \
-                '{}', '\\x7b7d', '{}', n * 1000 \
+                json_build_object('subject', \
+                    CASE WHEN n % 1000 = 0 THEN 'acct_x' ELSE 's' || n END)::text, \
+                '\\x7b7d', '{}', n * 1000 \
          FROM generate_series(1, 20000) AS n",
         &[],
     )
@@ -509,6 +513,18 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
     )
     .await;
     db.exec("DELETE FROM event_work", &[]).await;
+    // The subjects' hashes as a copy writes them (SQL's SHA-256, so the search's hash, made in
+    // Rust, must agree with it), a row per 30 events as batches leave them.
+    db.exec(
+        "INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
+         SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), \
+                array_agg(('x' || left(encode(sha256(convert_to(envelope::json ->> 'subject', \
+                                                                'UTF8')), 'hex'), 16)) \
+                          ::bit(64)::bigint ORDER BY seq) \
+           FROM events GROUP BY seq / 30",
+        &[],
+    )
+    .await;
     db.exec("ANALYZE", &[]).await;
     let by = |f: fn(&mut EventFilter)| {
         let mut filter = filter();
@@ -527,6 +543,10 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
             "events_type",
         ),
         (by(|f| f.id = Some("k7".into())), "events_dedup_key"),
+        (
+            by(|f| f.subject = Some("acct_x".into())),
+            "Seq Scan on event_subjects",
+        ),
         (by(|f| f.until_ms = Some(5_000)), "Index Cond: (seq <"),
     ] {
         let lookups = db.store.lookups(&f).await.expect("looks up");
@@ -546,6 +566,7 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
         assert!(!plan.contains("Seq Scan on events"), "{f:?}:\n{plan}");
         let found = db.store.list_events(f.clone(), 50).await.expect("lists");
         let expected = match (&f.source, &f.event_type, &f.id) {
+            _ if f.subject.is_some() => 20,
             (Some(s), ..) if s == "nobody" => 0,
             (_, Some(t), _) if t == "payment.*" => 20,
             (_, _, Some(_)) => 1,
@@ -554,6 +575,21 @@ async fn searches_by_source_type_glob_id_and_time_use_indexes() {
         };
         assert_eq!(found.len(), expected, "{f:?}");
     }
+    // The newest one of a subject: its candidates through the primary key, never a walk down
+    // the events from the newest (the plan `seq IN (subquery)` got with a small limit).
+    let f = by(|f| f.subject = Some("acct_x".into()));
+    let lookups = db.store.lookups(&f).await.expect("looks up");
+    let (sql, args) = admin::list_events_query(&f, &lookups, 1);
+    let c = db.store.pool.get().await.expect("a connection");
+    let plan = c
+        .query(&format!("EXPLAIN {sql}"), &admin::bound(&args))
+        .await
+        .expect("explains")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("Index Cond: (seq = ANY"), "{plan}");
 }
 
 /// Dead deliveries stored before migration 7 get their amounts from it (so the groups sum
@@ -570,17 +606,19 @@ async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
         let seq = db.ingest(e).await;
         ids.push(db.delivery(seq, "dead", None, None).await);
     }
-    // As a gateway before version 7 left them: no amount columns, then migrated again.
+    // As a gateway before version 7 left them: no amount columns (nor the later versions'
+    // tables), then migrated again.
     for sql in [
         "ALTER TABLE deliveries DROP COLUMN amount, DROP COLUMN currency, \
          DROP COLUMN amount_units, DROP COLUMN amount_scale",
-        "DELETE FROM gateway_schema_migrations WHERE version = 7",
+        "DROP TABLE event_subjects",
+        "DELETE FROM gateway_schema_migrations WHERE version >= 7",
     ] {
         db.exec(sql, &[]).await;
     }
     let mut c = db.store.pool.get().await.expect("a connection");
     let applied = super::migrations::migrate(&mut c).await.expect("migrates");
-    assert_eq!(applied, [7]);
+    assert_eq!(applied, [7, 8]);
     drop(c);
     // The dead rows alone, never their events' envelopes.
     let plan = db

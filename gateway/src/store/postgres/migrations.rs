@@ -55,6 +55,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "dead letter amounts",
         sql: include_str!("migrations/0007_dead_letter_amounts.sql"),
     },
+    Migration {
+        version: 8,
+        name: "event subjects",
+        sql: include_str!("migrations/0008_event_subjects.sql"),
+    },
 ];
 
 /// The migration after whose SQL [`backfill_stuck_amounts`] runs, in its transaction.

@@ -24,6 +24,7 @@ mod tests {
             len: DATA.len(),
         });
         NewEvent {
+            subject: None,
             envelope,
             data_span,
             raw_body: raw_body.into(),
@@ -127,6 +128,7 @@ mod tests {
         ];
         for span in wrong {
             let event = NewEvent {
+                subject: None,
                 data_span: Some(span),
                 ..good.clone()
             };

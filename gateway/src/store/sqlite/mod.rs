@@ -245,7 +245,8 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl Intake for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome, StoreError> {
-        self.call(|r| Command::Ingest(event, r)).await
+        let keys = writer::EventKeys::of(&event);
+        self.call(|r| Command::Ingest(event, keys, r)).await
     }
 
     async fn quarantine(&self, body: QuarantinedBody) -> Result<(), StoreError> {
@@ -571,6 +572,14 @@ mod tests {
     /// A minimal event with this dedup key (also used by the writer's tests).
     pub(super) fn event(key: &str) -> NewEvent {
         crate::store::conformance::event("ledger", key, super::super::unix_ms())
+    }
+
+    /// [`event`] about `subject`, as the envelope and the search see it.
+    fn about(key: &str, subject: &str) -> NewEvent {
+        let mut e = event(key);
+        e.envelope = serde_json::json!({ "id": key, "subject": subject }).to_string();
+        e.subject = Some(subject.to_owned());
+        e
     }
 
     pub(super) fn open(path: &Path) -> (SqliteStore, WriterThread) {
@@ -965,6 +974,70 @@ mod tests {
         writer.join();
     }
 
+    /// The search reads the narrow `subject_keys` (never every event), and an entry whose
+    /// event is about something else (a hash collision) is not an answer.
+    #[tokio::test]
+    async fn a_subject_search_scans_only_subject_keys_and_confirms_each_candidate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.db");
+        let (store, writer) = open(&path);
+        for i in 0..20 {
+            let subject = if i % 5 == 0 { "acct_1" } else { "acct_2" };
+            store
+                .ingest(about(&format!("e{i}"), subject))
+                .await
+                .expect("ingests");
+        }
+        store.ingest(event("none")).await.expect("ingests");
+        drop(store);
+        writer.join();
+        let (store, writer) = open(&path);
+        let conn = Connection::open(&path).expect("opens");
+        // Seq 2 is about acct_2, seq 21 about nothing: both now collide with acct_1.
+        let collision = super::super::event_filter::subject_key("acct_1");
+        conn.execute(
+            "UPDATE subject_keys SET hash = ?1 WHERE seq = 2",
+            [collision],
+        )
+        .expect("plants");
+        conn.execute(
+            "INSERT INTO subject_keys (seq, hash) VALUES (21, ?1)",
+            [collision],
+        )
+        .expect("plants");
+        let filter = EventFilter {
+            subject: Some("acct_1".into()),
+            ..EventFilter::default()
+        };
+        let found: Vec<i64> = store
+            .list_events(filter.clone(), 50)
+            .await
+            .expect("lists")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(found, [16, 11, 6, 1]);
+
+        let (sql, args) = reader::list_events_query(&conn, &filter, 50).expect("lookups");
+        let plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explains")
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .map(|r| r.expect("a plan row"))
+            .collect::<Vec<_>>();
+        assert!(plan.iter().any(|p| p == "SCAN subject_keys"), "{plan:#?}");
+        // Events only by rowid: the candidates, the unsaved tail and the older ones.
+        assert!(
+            !plan
+                .iter()
+                .any(|p| p.starts_with("SCAN e") || p.starts_with("SCAN events")),
+            "{plan:#?}"
+        );
+        drop(store);
+        writer.join();
+    }
+
     #[tokio::test]
     async fn the_backlog_gauges_seek_their_first_due_items_instead_of_sorting() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1020,8 +1093,12 @@ mod tests {
             "newest",
         ];
         for key in keys {
-            store.ingest(event(key)).await.expect("ingests");
+            store.ingest(about(key, key)).await.expect("ingests");
         }
+        // Reopened, so the subjects' search entries are saved before anything expires.
+        drop(store);
+        writer.join();
+        let (store, writer) = open(&dir.path().join("g.db"));
         let routed = |seq, status, deliveries, route_runs| {
             Arc::new(vec![Processed {
                 seq,
@@ -1137,6 +1214,10 @@ mod tests {
         assert_eq!(
             left("SELECT seq FROM routings ORDER BY seq"),
             [4, 5, 6, 7, 10]
+        );
+        assert_eq!(
+            left("SELECT seq FROM subject_keys ORDER BY seq"),
+            [4, 5, 6, 7, 9, 10]
         );
         assert_eq!(
             left("SELECT DISTINCT event_seq FROM deliveries ORDER BY 1"),

@@ -9,7 +9,8 @@
 //! retention commands (replay, redrive, expire) run in a savepoint of their own, so when one
 //! of them fails it alone gets the error and the ingests batched with it still commit.
 
-use super::super::dedup_index::{BatchKeys, DedupIndex, index_key};
+use super::super::dedup_index::{BatchKeys, DedupIndex, Entry, IndexKey, index_key};
+use super::super::event_filter::subject_key;
 use super::super::event_filter::{Dialect, newest_seqs};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
@@ -38,7 +39,8 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 #[derive(Debug)]
 pub(super) enum Command {
-    Ingest(NewEvent, Reply<IngestOutcome>),
+    /// The event and its hashes (worked out by the caller, not on this thread).
+    Ingest(NewEvent, EventKeys, Reply<IngestOutcome>),
     /// The body and its SHA-256 (worked out by the caller, not on this thread).
     Quarantine(QuarantinedBody, [u8; 32], Reply<()>),
     Probe(Reply<()>),
@@ -156,7 +158,8 @@ fn routed_and_replays(batch: &[Command], applied: &[Applied]) -> (Vec<i64>, bool
 fn take_stored(batch: &mut [Command], applied: &[Applied]) -> Vec<StoredEvent> {
     let mut stored = Vec::new();
     for (cmd, done) in batch.iter_mut().zip(applied) {
-        if let (Command::Ingest(e, _), Applied::Ingest(IngestOutcome::Stored { seq })) = (cmd, done)
+        if let (Command::Ingest(e, ..), Applied::Ingest(IngestOutcome::Stored { seq })) =
+            (cmd, done)
         {
             stored.push(StoredEvent {
                 seq: *seq,
@@ -177,6 +180,23 @@ fn creates_work(cmd: &Command) -> bool {
     )
 }
 
+/// An event's hashes for the dedup index and the subject search, computed by the caller's
+/// task: on this thread every ack would wait for them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EventKeys {
+    index: IndexKey,
+    subject: Option<i64>,
+}
+
+impl EventKeys {
+    pub(super) fn of(e: &NewEvent) -> Self {
+        Self {
+            index: index_key(&e.source, &e.dedup_key),
+            subject: e.subject.as_deref().map(subject_key),
+        }
+    }
+}
+
 /// Applies a batch in one transaction; all or nothing. The dedup index learns the batch's
 /// keys only after the commit succeeded.
 fn apply(
@@ -193,11 +213,11 @@ fn apply(
         let mut event = tx.prepare_cached(schema::INSERT_EVENT)?;
         for cmd in batch {
             applied.push(match cmd {
-                Command::Ingest(e, _) => {
+                Command::Ingest(e, keys, _) => {
                     // Only this thread writes, so check-then-insert is atomic. An event with an
                     // object state is a retry by that rule alone (its key names the arrival, so
                     // it is new to the key index anyway); any other by its key.
-                    let key = index_key(&e.source, &e.dedup_key);
+                    let key = keys.index;
                     let object = e
                         .object_state
                         .map(|claim| (object_key(&e.source, &claim.object), claim));
@@ -233,7 +253,12 @@ fn apply(
                                     order.provider_next_ms
                                 ])?;
                         }
-                        fresh.add(seq, key, e.received_at_ms);
+                        fresh.add(Entry {
+                            seq,
+                            key,
+                            at: e.received_at_ms,
+                            subject: keys.subject,
+                        });
                         if let Some((object, claim)) = &object {
                             fresh_states.record(&tx, *object, claim, e.received_at_ms)?;
                         }
@@ -537,7 +562,7 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
                 // A requester that gave up (timeout, disconnect) no longer listens; that is fine,
                 // its write is committed and a retry will be answered as a duplicate.
                 match (cmd, done) {
-                    (Command::Ingest(_, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
+                    (Command::Ingest(_, _, r), Applied::Ingest(o)) => drop(r.send(Ok(o))),
                     (
                         Command::Quarantine(_, _, r)
                         | Command::Probe(r)
@@ -577,7 +602,7 @@ fn reply_all(batch: impl Iterator<Item = Command>, result: Result<Vec<Applied>, 
 fn fail(cmd: Command, msg: &str) {
     let err = || StoreError::Write(msg.to_owned());
     match cmd {
-        Command::Ingest(_, r) => drop(r.send(Err(err()))),
+        Command::Ingest(_, _, r) => drop(r.send(Err(err()))),
         Command::Quarantine(_, _, r)
         | Command::Probe(r)
         | Command::Complete(_, r)
@@ -636,6 +661,7 @@ fn expire(tx: &Transaction<'_>, scan: ExpireScan) -> rusqlite::Result<ExpiredEve
                 "DELETE FROM deliveries WHERE event_seq = ?1",
                 "DELETE FROM route_runs WHERE event_seq = ?1",
                 "DELETE FROM routings WHERE seq = ?1",
+                "DELETE FROM subject_keys WHERE seq = ?1",
                 "DELETE FROM events WHERE seq = ?1",
             ] {
                 tx.prepare_cached(delete)?.execute([seq])?;
@@ -730,12 +756,12 @@ mod tests {
             limit: 10,
         };
         let batch = vec![
-            Command::Ingest(event("a"), a),
+            Command::Ingest(event("a"), EventKeys::of(&event("a")), a),
             Command::Replay(EventFilter::default(), 10, replay),
             Command::RedriveStep(Bulk::DeadDeliveries, 0, redrive),
             Command::Expire(scan, expire),
             Command::Prune(unix_ms(), prune),
-            Command::Ingest(event("b"), b),
+            Command::Ingest(event("b"), EventKeys::of(&event("b")), b),
         ];
         let applied = apply(&mut conn, &mut index, &batch);
         assert!(applied.is_ok(), "the batch commits: {:?}", applied.err());

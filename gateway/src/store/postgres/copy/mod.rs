@@ -94,7 +94,7 @@ pub struct CopySummary {
 }
 
 /// The tables the copy writes: any row in one of them means the target is in use.
-const TARGET_TABLES: [&str; 9] = [
+const TARGET_TABLES: [&str; 10] = [
     "events",
     "dedup_keys",
     "object_states",
@@ -104,6 +104,7 @@ const TARGET_TABLES: [&str; 9] = [
     "quarantine",
     "event_work",
     "admin_audit",
+    "event_subjects",
 ];
 
 /// Copies the SQLite store at `from` into the database `conninfo` names. Dedup keys of events
@@ -175,6 +176,7 @@ async fn copy_tables(
 ) -> Result<(), CopyError> {
     use sqlite_side::Table;
     summary.events = copy(source, tx, Table::Events, ()).await?;
+    tx.execute(INDEX_SUBJECTS, &[]).await?;
     summary.dedup_keys = copy(source, tx, Table::DedupKeys, [dedup_since_ms]).await?;
     summary.routings = copy(source, tx, Table::Routings, ()).await?;
     summary.deliveries = copy(source, tx, Table::Deliveries, ()).await?;
@@ -188,6 +190,18 @@ async fn copy_tables(
     summary.quarantine_merged = merged;
     Ok(())
 }
+
+/// The search's subject hashes of the copied events (migration 8), from their envelopes, a
+/// row per thousand seqs; the same hash as `event_filter::subject_key`, in SQL (the
+/// conformance tests search copies made this way).
+const INDEX_SUBJECTS: &str = "\
+INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
+SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), array_agg(hash ORDER BY seq) \
+  FROM (SELECT seq, ('x' || left(encode(sha256(convert_to(subject, 'UTF8')), 'hex'), 16)) \
+                    ::bit(64)::bigint AS hash \
+          FROM (SELECT seq, envelope::json ->> 'subject' AS subject FROM stored_events) e \
+         WHERE subject <> '') h \
+ GROUP BY seq / 1000";
 
 /// One table: its SQLite rows, as they come, into one binary COPY.
 async fn copy(

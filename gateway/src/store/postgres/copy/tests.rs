@@ -32,6 +32,7 @@ fn normalized(provider: &str, source: &str, body: &str, at: i64) -> NewEvent {
             len: data.len(),
         });
     NewEvent {
+        subject: n.envelope.subject.clone().filter(|s| !s.is_empty()),
         source: source.into(),
         dedup_key: n.dedup_key.as_str().into(),
         event_type: n.envelope.event_type.clone(),
@@ -505,6 +506,27 @@ async fn a_filled_sqlite_store_is_copied_whole_and_works_on_postgres() {
     let store = PgStore::connect(&conninfo, &PgOptions::default(), Metrics::new().expect("m"))
         .await
         .expect("connects");
+    // The events are found by subject (the hashes written from the copied envelopes).
+    let about = |subject: &str| EventFilter {
+        subject: Some(subject.into()),
+        ..EventFilter::default()
+    };
+    let found = |events: Vec<crate::store::EventSummary>| -> Vec<i64> {
+        events.iter().map(|e| e.seq).collect()
+    };
+    assert_eq!(
+        found(
+            store
+                .list_events(about("txn_evt_a"), 10)
+                .await
+                .expect("lists")
+        ),
+        [seqs[1]]
+    );
+    assert_eq!(
+        found(store.list_events(about("p1"), 10).await.expect("lists")),
+        [seqs[7], seqs[6]]
+    );
     let later = now + 1_000;
     assert_eq!(
         store
