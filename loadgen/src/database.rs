@@ -43,6 +43,25 @@ pub(crate) struct Database {
     cluster: Cluster,
     /// `pg_stat_statements` is loaded (`--pg-statements`).
     statements: bool,
+    /// Settings given with `--pg-set`, read back with the others.
+    extra: Vec<String>,
+}
+
+/// One `--pg-set NAME=VALUE`.
+pub(crate) fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value))
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+        {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "`{text}`: expected NAME=VALUE (a PostgreSQL setting)"
+        )),
+    }
 }
 
 /// Statements shown per phase by `--pg-statements`, the most expensive first.
@@ -62,10 +81,15 @@ pub(crate) struct Counters {
 }
 
 impl Database {
-    pub(crate) fn start(statements: bool) -> anyhow::Result<Self> {
+    /// A cluster with [`SETTINGS`], then `extra` (`--pg-set`: for finding out what a setting
+    /// changes; the figures of record use [`SETTINGS`] alone).
+    pub(crate) fn start(statements: bool, extra: &[(String, String)]) -> anyhow::Result<Self> {
         let mut options = SETTINGS
             .iter()
             .fold(Options::default(), |o, (name, value)| o.set(name, value));
+        for (name, value) in extra {
+            options = options.set(name, value);
+        }
         if statements {
             options = options
                 .set("shared_preload_libraries", "pg_stat_statements")
@@ -83,6 +107,7 @@ impl Database {
         Ok(Self {
             cluster,
             statements,
+            extra: extra.iter().map(|(name, _)| name.clone()).collect(),
         })
     }
 
@@ -143,7 +168,13 @@ impl Database {
 
     /// The settings that decide the figures, as `name=value` pairs.
     pub(crate) fn describe_settings(&self) -> String {
-        let list = SHOWN.map(|s| format!("'{s}'")).join(",");
+        let list = SHOWN
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(self.extra.iter().cloned())
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(",");
         let sql = format!(
             "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) \
              FROM pg_settings WHERE name IN ({list})"
