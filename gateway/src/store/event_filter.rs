@@ -74,8 +74,6 @@ pub(super) struct Lookups {
     /// SQLite's dedup index keys (`dedup_index::index_key`) the searched id has under each
     /// stored source (or the filter's source).
     pub(super) id_keys: Vec<Vec<u8>>,
-    /// The searched subject's [`subject_key`].
-    pub(super) subject_key: Option<i64>,
     pub(super) driver: Driver,
 }
 
@@ -280,7 +278,7 @@ fn where_into(
         }
     }
     if let Some(subject) = &filter.subject {
-        subject_term(&mut c, subject, lookups.subject_key);
+        subject_term(&mut c, subject);
     }
     match (filter.status, dialect) {
         (None, _) => {}
@@ -329,16 +327,16 @@ fn where_into(
 /// of hashes per ingest batch (`event_subjects`) and covers everything stored since migration
 /// 8; SQLite one row per event (`subject_keys`) and covers what its dedup index saved, since
 /// the table exists.
-fn subject_term(c: &mut Clause<'_>, subject: &str, hash: Option<i64>) {
+fn subject_term(c: &mut Clause<'_>, subject: &str) {
     if subject.is_empty() {
-        // No event has an empty subject (PostgreSQL's `''` means none).
+        // No event is kept under an empty subject (ingest counts one as none).
         c.terms.push("seq < 0".to_owned());
         return;
     }
     let mark = c.mark(FilterArg::Text(subject.to_owned()));
+    let hash = c.mark(FilterArg::Int(subject_key(subject)));
     match c.dialect {
         Dialect::Postgres => {
-            let hash = c.mark(FilterArg::Int(hash.unwrap_or_else(|| subject_key(subject))));
             // The candidates as one array (`= ANY (ARRAY(..))`), looked up by primary key:
             // as `IN (subquery)`, the planner, misjudging how many the rows hold, walked the
             // events from the newest down for a small LIMIT (3.5-5 s at 1 M events).
@@ -352,16 +350,10 @@ fn subject_term(c: &mut Clause<'_>, subject: &str, hash: Option<i64>) {
             ));
         }
         Dialect::Sqlite => {
-            let saved = match hash {
-                Some(hash) => format!(
-                    "SELECT seq FROM subject_keys WHERE hash = {} UNION ALL ",
-                    c.mark(FilterArg::Int(hash))
-                ),
-                None => String::new(),
-            };
             c.terms.push(format!(
-                "json_extract(envelope, '$.subject') = {mark} AND seq IN ({saved}\
-                 SELECT seq FROM events WHERE seq > max( \
+                "json_extract(envelope, '$.subject') = {mark} AND seq IN ( \
+                 SELECT seq FROM subject_keys WHERE hash = {hash} \
+                 UNION ALL SELECT seq FROM events WHERE seq > max( \
                    (SELECT coalesce(max(seq), 0) FROM dedup_keys), \
                    (SELECT coalesce(max(seq), 0) FROM subject_keys)) \
                  UNION ALL SELECT seq FROM events WHERE seq < \

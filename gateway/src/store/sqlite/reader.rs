@@ -5,7 +5,6 @@
 use super::super::StoreError;
 use super::super::dead_letters::{self, DeadFilter, DeadLetterGroup, GroupRow, LooseAmount};
 use super::super::dedup_index::index_key;
-use super::super::event_filter::subject_key;
 use super::super::event_filter::{
     self, DISTINCT_SOURCES_SQL, DISTINCT_TYPES_SQL, Dialect, FilterArg, Lookups, PROBE_CAP,
     is_glob, list_query, newest_seqs,
@@ -305,7 +304,6 @@ pub(super) fn lookups(conn: &Connection, filter: &EventFilter) -> rusqlite::Resu
         driver: event_filter::driver(filter, source_count, type_count),
         glob_types,
         id_keys,
-        subject_key: filter.subject.as_deref().map(subject_key),
     })
 }
 
