@@ -284,5 +284,16 @@ pub(super) async fn subjects_find_exactly_their_events_saved_unsaved_or_older(h:
     });
     let store = h.open().await;
     assert_subject_cases(&store, &cases, "stored by an older version").await;
+    // The replay marks exactly what its dry run counted.
+    let acct_1 = EventFilter {
+        subject: Some("acct_1".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(store.request_replay(acct_1, 50).await.expect("marks"), 5);
+    let replaying = EventFilter {
+        status: Some(EventStatus::Replay),
+        ..EventFilter::default()
+    };
+    assert_eq!(list(&store, replaying, 50).await, cases[0].1);
     h.close(store).await;
 }
