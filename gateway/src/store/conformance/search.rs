@@ -95,18 +95,7 @@ pub(super) async fn ids_type_globs_and_time_ranges_find_exactly_their_events(h: 
         (by(|f| f.since_ms = Some(10_001_000)), vec![]),
         (by(|f| f.source = Some("nobody".into())), vec![]),
     ];
-    for (filter, expected) in &cases {
-        assert_eq!(
-            &list(&store, filter.clone(), 50).await,
-            expected,
-            "{filter:?}"
-        );
-        let counted = store
-            .count_replay(filter.clone(), 50)
-            .await
-            .expect("counts");
-        assert_eq!(counted, expected.len() as u64, "{filter:?}");
-    }
+    assert_finds(&store, &cases, "ids, globs, times").await;
     // A glob's listing is the newest `limit` of every matching type together, pages too.
     let glob = by(|f| f.event_type = Some("payment.*".into()));
     assert_eq!(list(&store, glob.clone(), 3).await, vec![s5, s3, s2]);
@@ -182,11 +171,8 @@ fn subject_cases(old: &[i64], acct_1_recent: &[i64]) -> Vec<(EventFilter, Vec<i6
     ]
 }
 
-async fn assert_subject_cases(
-    store: &Arc<dyn Store>,
-    cases: &[(EventFilter, Vec<i64>)],
-    when: &str,
-) {
+/// Each filter lists exactly its events (newest first), and a replay's dry run counts them.
+async fn assert_finds(store: &Arc<dyn Store>, cases: &[(EventFilter, Vec<i64>)], when: &str) {
     for (filter, expected) in cases {
         assert_eq!(
             &list(store, filter.clone(), 50).await,
@@ -239,7 +225,7 @@ pub(super) async fn subjects_find_exactly_their_events_saved_unsaved_or_older(h:
         .collect();
     store.complete(Arc::new(done)).await.expect("completes");
     let cases = subject_cases(&old, &acct_1_recent);
-    assert_subject_cases(&store, &cases, "as stored").await;
+    assert_finds(&store, &cases, "as stored").await;
     // Pages, newest first.
     let first = EventFilter {
         subject: Some("acct_1".into()),
@@ -265,7 +251,7 @@ pub(super) async fn subjects_find_exactly_their_events_saved_unsaved_or_older(h:
 
     // After a restart (SQLite saves what was left at its start).
     let store = h.open().await;
-    assert_subject_cases(&store, &cases, "after a restart").await;
+    assert_finds(&store, &cases, "after a restart").await;
     if let Harness::Sqlite { .. } = h {
         assert_eq!(h.count("SELECT count(*) FROM subject_keys"), 304);
     }
@@ -283,7 +269,7 @@ pub(super) async fn subjects_find_exactly_their_events_saved_unsaved_or_older(h:
         }
     });
     let store = h.open().await;
-    assert_subject_cases(&store, &cases, "stored by an older version").await;
+    assert_finds(&store, &cases, "stored by an older version").await;
     // The replay marks exactly what its dry run counted.
     let acct_1 = EventFilter {
         subject: Some("acct_1".into()),

@@ -549,19 +549,9 @@ async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
         ),
         (by(|f| f.until_ms = Some(5_000)), "Index Cond: (seq <"),
     ] {
-        let lookups = db.store.lookups(&f).await.expect("looks up");
-        let (sql, args) = admin::list_events_query(&f, &lookups, 50);
         // The planner as it is (with statistics of 20,000 events): sorting a few matches is
         // what it should choose for an id.
-        let c = db.store.pool.get().await.expect("a connection");
-        let plan = c
-            .query(&format!("EXPLAIN {sql}"), &admin::bound(&args))
-            .await
-            .expect("explains")
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let plan = listing_plan(&db, &f, 50).await;
         assert!(plan.contains(index), "{f:?}:\n{plan}");
         assert!(!plan.contains("Seq Scan on events"), "{f:?}:\n{plan}");
         let found = db.store.list_events(f.clone(), 50).await.expect("lists");
@@ -578,18 +568,22 @@ async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
     // The newest one of a subject: its candidates through the primary key, never a walk down
     // the events from the newest (the plan `seq IN (subquery)` got with a small limit).
     let f = by(|f| f.subject = Some("acct_x".into()));
-    let lookups = db.store.lookups(&f).await.expect("looks up");
-    let (sql, args) = admin::list_events_query(&f, &lookups, 1);
+    let plan = listing_plan(&db, &f, 1).await;
+    assert!(plan.contains("Index Cond: (seq = ANY"), "{plan}");
+}
+
+/// The plan PostgreSQL makes for the listing of `f`'s newest `limit` events.
+async fn listing_plan(db: &Db, f: &EventFilter, limit: u32) -> String {
+    let lookups = db.store.lookups(f).await.expect("looks up");
+    let (sql, args) = admin::list_events_query(f, &lookups, limit);
     let c = db.store.pool.get().await.expect("a connection");
-    let plan = c
-        .query(&format!("EXPLAIN {sql}"), &admin::bound(&args))
+    c.query(&format!("EXPLAIN {sql}"), &admin::bound(&args))
         .await
         .expect("explains")
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect::<Vec<_>>()
-        .join("\n");
-    assert!(plan.contains("Index Cond: (seq = ANY"), "{plan}");
+        .join("\n")
 }
 
 /// Dead deliveries stored before migration 7 get their amounts from it (so the groups sum
