@@ -514,17 +514,8 @@ async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
     .await;
     db.exec("DELETE FROM event_work", &[]).await;
     // The subjects' hashes as a copy writes them (SQL's SHA-256, so the search's hash, made in
-    // Rust, must agree with it), a row per 30 events as batches leave them.
-    db.exec(
-        "INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
-         SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), \
-                array_agg(('x' || left(encode(sha256(convert_to(envelope::json ->> 'subject', \
-                                                                'UTF8')), 'hex'), 16)) \
-                          ::bit(64)::bigint ORDER BY seq) \
-           FROM events GROUP BY seq / 30",
-        &[],
-    )
-    .await;
+    // Rust, must agree with it).
+    db.exec(super::copy::INDEX_SUBJECTS, &[]).await;
     db.exec("ANALYZE", &[]).await;
     let by = |f: fn(&mut EventFilter)| {
         let mut filter = filter();

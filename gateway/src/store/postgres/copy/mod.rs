@@ -192,9 +192,9 @@ async fn copy_tables(
 }
 
 /// The search's subject hashes of the copied events (migration 8), from their envelopes, a
-/// row per thousand seqs; the same hash as `event_filter::subject_key`, in SQL (the
-/// conformance tests search copies made this way).
-const INDEX_SUBJECTS: &str = "\
+/// row per thousand seqs; the same hash as `event_filter::subject_key`, in SQL (the copy test
+/// and the search's plan test search rows made this way).
+pub(super) const INDEX_SUBJECTS: &str = "\
 INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
 SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), array_agg(hash ORDER BY seq) \
   FROM (SELECT seq, ('x' || left(encode(sha256(convert_to(subject, 'UTF8')), 'hex'), 16)) \
