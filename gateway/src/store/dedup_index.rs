@@ -17,7 +17,7 @@
 //! once, at its first start.
 //!
 //! The same saves write `subject_keys`: a 64-bit hash of each saved event's subject
-//! (`event_filter::subject_key`), for the admin API's search by subject (no index on the
+//! (`event_filter::search_key`), for the admin API's search by subject (no index on the
 //! random subject either, for the same reason; the narrow table is scanned, as the id search
 //! scans `dedup_keys`). Unlike `dedup_keys` it is kept as long as the events, not the dedup
 //! window.
@@ -29,7 +29,7 @@
 //! a growth moves 1/64 of the keys: the worst 16 took 5 ms, and the whole run was faster.
 
 use super::DedupPruneStep;
-use super::event_filter::subject_key;
+use super::event_filter::search_key;
 use rusqlite::types::Type;
 use rusqlite::{Connection, Transaction, params};
 use sha2::{Digest as _, Sha256};
@@ -110,7 +110,7 @@ pub(super) struct Entry {
     pub(super) key: IndexKey,
     /// First seen (unix ms).
     pub(super) at: i64,
-    /// `event_filter::subject_key` of the event's subject, if it has one.
+    /// `event_filter::search_key` of the event's subject, if it has one.
     pub(super) subject: Option<i64>,
 }
 
@@ -196,7 +196,7 @@ impl DedupIndex {
                 let at: i64 = row.get(3)?;
                 let subject = match row.get_ref(4)? {
                     rusqlite::types::ValueRef::Text(t) if !t.is_empty() => {
-                        Some(subject_key(&String::from_utf8_lossy(t)))
+                        Some(search_key(&String::from_utf8_lossy(t)))
                     }
                     _ => None,
                 };

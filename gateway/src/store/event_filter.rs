@@ -7,11 +7,12 @@
 //!   matches come first); a type glob is expanded into the stored types it matches
 //!   ([`Lookups`]) and, for several, the newest matches of each are merged ([`newest_seqs`]);
 //! - a time range through a seq range found by a binary search over the rowid ([`seq_bound`]);
-//! - the provider's event id through `events_dedup_key` on PostgreSQL, and on SQLite through
-//!   the narrow `dedup_keys` table (no index on a random key there: it would dirty a random
-//!   page per ack, see dedup_index.rs);
-//! - the subject through `events_subject` on PostgreSQL, and on SQLite through the narrow
-//!   `subject_keys` table of subject hashes, each candidate confirmed by its envelope.
+//! - the provider's event id through the rows of dedup-key hashes `event_ids` on PostgreSQL,
+//!   and on SQLite through the narrow `dedup_keys` table (no index on a random key on either:
+//!   it would dirty a random page per ack, see dedup_index.rs and migration 9);
+//! - the subject through the rows of subject hashes `event_subjects` on PostgreSQL, and on
+//!   SQLite through the narrow `subject_keys` table of subject hashes;
+//! - each candidate a hash finds confirmed by its dedup key or envelope.
 //!
 //! The backends differ in how a parameter is written, in how they find the events not routed
 //! yet cheaply, and in what they look up first ([`Dialect`], [`Lookups`]). This module never
@@ -20,12 +21,13 @@
 use super::work::{EventFilter, EventStatus};
 use sha2::{Digest as _, Sha256};
 
-/// The search's hash of a subject (SQLite's `subject_keys`, PostgreSQL's `event_subjects`):
-/// the first 8 bytes of its SHA-256, big-endian (stable across versions and processes, unlike
-/// the standard library's hasher). A search confirms every candidate against its envelope, so
-/// a collision costs a read, never a wrong answer.
-pub(super) fn subject_key(subject: &str) -> i64 {
-    let digest = Sha256::digest(subject.as_bytes());
+/// The search's hash of a subject (SQLite's `subject_keys`, PostgreSQL's `event_subjects`) or
+/// of a dedup key (PostgreSQL's `event_ids`): the first 8 bytes of its SHA-256, big-endian
+/// (stable across versions and processes, unlike the standard library's hasher). A search
+/// confirms every candidate against its event, so a collision costs a read, never a wrong
+/// answer.
+pub(super) fn search_key(text: &str) -> i64 {
+    let digest = Sha256::digest(text.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
@@ -250,7 +252,15 @@ fn where_into(
     if let Some(id) = &filter.id {
         let mark = c.mark(FilterArg::Text(id.clone()));
         match dialect {
-            Dialect::Postgres => c.terms.push(format!("dedup_key = {mark}")),
+            // The seqs under the id's hash: every event since migration 9, which wrote the rows
+            // of the events stored before it.
+            Dialect::Postgres => {
+                let hash = c.mark(FilterArg::Int(search_key(id)));
+                c.terms.push(format!(
+                    "dedup_key = {mark} AND seq = ANY (ARRAY({}))",
+                    hashed_seqs("event_ids", &hash)
+                ));
+            }
             // The candidates: the seqs saved under the id's keys, and the events the saved
             // keys do not cover (not saved yet, or older than the dedup window).
             Dialect::Sqlite => {
@@ -322,6 +332,15 @@ fn where_into(
     c.finish()
 }
 
+/// The seqs PostgreSQL's rows of hashes (`event_subjects`, `event_ids`: one row per ingest
+/// batch) hold under the hash `hash` (a placeholder), for `seq = ANY (ARRAY(..))`.
+fn hashed_seqs(table: &str, hash: &str) -> String {
+    format!(
+        "SELECT u.seq FROM {table} s, unnest(s.seqs, s.hashes) AS u(seq, hash) \
+          WHERE s.hashes @> ARRAY[{hash}::bigint] AND u.hash = {hash}"
+    )
+}
+
 /// Events whose envelope's subject is `subject`: the seqs kept under the subject's hash, and
 /// the events the hashes do not cover, each confirmed by its envelope. PostgreSQL keeps one row
 /// of hashes per ingest batch (`event_subjects`) and covers everything stored since migration
@@ -334,19 +353,18 @@ fn subject_term(c: &mut Clause<'_>, subject: &str) {
         return;
     }
     let mark = c.mark(FilterArg::Text(subject.to_owned()));
-    let hash = c.mark(FilterArg::Int(subject_key(subject)));
+    let hash = c.mark(FilterArg::Int(search_key(subject)));
     match c.dialect {
         Dialect::Postgres => {
             // The candidates as one array (`= ANY (ARRAY(..))`), looked up by primary key:
             // as `IN (subquery)`, the planner, misjudging how many the rows hold, walked the
             // events from the newest down for a small LIMIT (3.5-5 s at 1 M events).
             c.terms.push(format!(
-                "envelope::json ->> 'subject' = {mark} AND seq = ANY (ARRAY( \
-                   SELECT u.seq FROM event_subjects s, unnest(s.seqs, s.hashes) AS u(seq, hash) \
-                    WHERE s.hashes @> ARRAY[{hash}::bigint] AND u.hash = {hash} \
+                "envelope::json ->> 'subject' = {mark} AND seq = ANY (ARRAY({} \
                    UNION ALL SELECT seq FROM events WHERE seq < \
                      (SELECT coalesce(max(value::bigint), 1) FROM meta \
-                      WHERE key = 'subjects_from')))"
+                      WHERE key = 'subjects_from')))",
+                hashed_seqs("event_subjects", &hash)
             ));
         }
         Dialect::Sqlite => {

@@ -233,12 +233,15 @@ WITH doomed AS ( \
  routings_gone AS (DELETE FROM routings WHERE seq IN (SELECT seq FROM doomed)) \
 DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)";
 
-/// The search's rows of subject hashes (migration 8) over this step's seqs whose events are
-/// all gone now (one that keeps a dead letter's event stays, and is looked at again by the next
-/// pass).
-const DELETE_SUBJECT_ROWS: &str = "\
-DELETE FROM event_subjects s WHERE s.last_seq >= $1 AND s.first_seq <= $2 \
-   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = ANY (s.seqs))";
+/// The search's rows of hashes (subjects: migration 8, dedup keys: 9) over this step's seqs
+/// whose events are all gone now (one that keeps a dead letter's event stays, and is looked at
+/// again by the next pass).
+const DELETE_HASH_ROWS: [&str; 2] = [
+    "DELETE FROM event_subjects s WHERE s.last_seq >= $1 AND s.first_seq <= $2 \
+        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = ANY (s.seqs))",
+    "DELETE FROM event_ids s WHERE s.last_seq >= $1 AND s.first_seq <= $2 \
+        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = ANY (s.seqs))",
+];
 
 async fn expire_step(
     c: &mut PooledClient,
@@ -268,7 +271,9 @@ async fn expire_step(
     let deleted = match (candidates.first(), candidates.last()) {
         (Some(first), Some(last)) => {
             let deleted = tx.execute(DELETE_FINISHED, &[&candidates]).await?;
-            tx.execute(DELETE_SUBJECT_ROWS, &[first, last]).await?;
+            for rows in DELETE_HASH_ROWS {
+                tx.execute(rows, &[first, last]).await?;
+            }
             deleted
         }
         _ => 0,

@@ -347,6 +347,11 @@ async fn retention_deletes_only_finished_events_and_never_the_newest() {
             .await,
         [4, 7]
     );
+    // The id search's rows: one per ingest here (each event was its own batch).
+    assert_eq!(
+        db.ints("SELECT first_seq FROM event_ids ORDER BY 1").await,
+        [4, 5, 6, 7, 9, 10, 11]
+    );
     assert_eq!(
         db.ints("SELECT DISTINCT event_seq FROM deliveries ORDER BY 1")
             .await,

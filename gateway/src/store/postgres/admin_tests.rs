@@ -489,8 +489,9 @@ async fn the_backlog_counts_waiting_work_and_seeks_its_first_due_time() {
     assert!(!plan.contains("Nested Loop"), "{plan}");
 }
 
-/// Searches that match few or only old events go through `events_source`, `events_type`,
-/// `events_dedup_key` or a seq range (a time range's bound), never a walk of every event.
+/// Searches that match few or only old events go through `events_source`, `events_type`, the
+/// rows of hashes `event_ids` and `event_subjects`, or a seq range (a time range's bound),
+/// never a walk of every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
     let db = Db::new("search_plans").await;
@@ -513,9 +514,10 @@ async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
     )
     .await;
     db.exec("DELETE FROM event_work", &[]).await;
-    // The subjects' hashes as a copy writes them (SQL's SHA-256, so the search's hash, made in
-    // Rust, must agree with it).
+    // The hashes as a copy writes them (SQL's SHA-256, so the search's hash, made in Rust, must
+    // agree with it). The ingest statement wrote none: the events went in by hand.
     db.exec(super::copy::INDEX_SUBJECTS, &[]).await;
+    db.exec(super::copy::INDEX_IDS, &[]).await;
     db.exec("ANALYZE", &[]).await;
     let by = |f: fn(&mut EventFilter)| {
         let mut filter = filter();
@@ -533,7 +535,7 @@ async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
             by(|f| f.event_type = Some("payment.*".into())),
             "events_type",
         ),
-        (by(|f| f.id = Some("k7".into())), "events_dedup_key"),
+        (by(|f| f.id = Some("k7".into())), "Seq Scan on event_ids"),
         (
             by(|f| f.subject = Some("acct_x".into())),
             "Seq Scan on event_subjects",
@@ -556,11 +558,64 @@ async fn searches_by_source_type_glob_id_subject_and_time_use_indexes() {
         };
         assert_eq!(found.len(), expected, "{f:?}");
     }
-    // The newest one of a subject: its candidates through the primary key, never a walk down
-    // the events from the newest (the plan `seq IN (subquery)` got with a small limit).
-    let f = by(|f| f.subject = Some("acct_x".into()));
-    let plan = listing_plan(&db, &f, 1).await;
-    assert!(plan.contains("Index Cond: (seq = ANY"), "{plan}");
+    // The newest one of a subject or id: its candidates through the primary key, never a walk
+    // down the events from the newest (the plan `seq IN (subquery)` got with a small limit).
+    for f in [
+        by(|f| f.subject = Some("acct_x".into())),
+        by(|f| f.id = Some("k19999".into())),
+    ] {
+        let plan = listing_plan(&db, &f, 1).await;
+        assert!(plan.contains("Index Cond: (seq = ANY"), "{f:?}:\n{plan}");
+        assert!(!plan.contains("Seq Scan on events"), "{f:?}:\n{plan}");
+    }
+}
+
+/// Migration 9 replaces the index on the dedup key with rows of hashes: the events stored
+/// before it get theirs from the migration, so every one is still found by its id, and the
+/// index is gone (it cost every ack a random index entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_before_migration_9_are_found_by_id() {
+    let db = Db::new("ids_before_9").await;
+    let mut seqs = Vec::new();
+    for n in 1..=1500 {
+        seqs.push(
+            db.ingest(conformance::event("shop", &format!("evt_{n}"), n))
+                .await,
+        );
+    }
+    // As a gateway of version 8 left them: no rows of hashes, the index on the dedup key.
+    for sql in [
+        "DROP TABLE event_ids",
+        "CREATE INDEX events_dedup_key ON events (dedup_key)",
+        "DELETE FROM gateway_schema_migrations WHERE version >= 9",
+    ] {
+        db.exec(sql, &[]).await;
+    }
+    let mut c = db.store.pool.get().await.expect("a connection");
+    let applied = super::migrations::migrate(&mut c).await.expect("migrates");
+    assert_eq!(applied, [9]);
+    let index: Option<String> = c
+        .query_one("SELECT to_regclass('events_dedup_key')::text", &[])
+        .await
+        .expect("reads the catalog")
+        .get(0);
+    assert_eq!(index, None);
+    drop(c);
+    for (n, seq) in [(1, seqs[0]), (1000, seqs[999]), (1500, seqs[1499])] {
+        let mut f = filter();
+        f.id = Some(format!("evt_{n}"));
+        let found = db.store.list_events(f, 10).await.expect("lists");
+        let found: Vec<i64> = found.iter().map(|e| e.seq).collect();
+        assert_eq!(found, [seq], "evt_{n}");
+    }
+    // And an event stored after the migration, through the ingest statement's row.
+    let later = db
+        .ingest(conformance::event("shop", "evt_later", 1501))
+        .await;
+    let mut f = filter();
+    f.id = Some("evt_later".into());
+    let found = db.store.list_events(f, 10).await.expect("lists");
+    assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), [later]);
 }
 
 /// The plan PostgreSQL makes for the listing of `f`'s newest `limit` events.
@@ -596,14 +651,15 @@ async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
     for sql in [
         "ALTER TABLE deliveries DROP COLUMN amount, DROP COLUMN currency, \
          DROP COLUMN amount_units, DROP COLUMN amount_scale",
-        "DROP TABLE event_subjects",
+        "DROP TABLE event_subjects, event_ids",
+        "CREATE INDEX events_dedup_key ON events (dedup_key)",
         "DELETE FROM gateway_schema_migrations WHERE version >= 7",
     ] {
         db.exec(sql, &[]).await;
     }
     let mut c = db.store.pool.get().await.expect("a connection");
     let applied = super::migrations::migrate(&mut c).await.expect("migrates");
-    assert_eq!(applied, [7, 8]);
+    assert_eq!(applied, [7, 8, 9]);
     drop(c);
     // The dead rows alone, never their events' envelopes.
     let plan = db

@@ -12,7 +12,7 @@
 //! This module never decides what a key is (the provider stage did) and never reads events.
 
 use super::super::envelope_cut::stored_envelope;
-use super::super::event_filter::subject_key;
+use super::super::event_filter::search_key;
 use super::super::work::{ClaimedEvent, StoredEvent};
 use super::super::{IngestOutcome, NewEvent, StoreError};
 use super::PgPool;
@@ -48,8 +48,8 @@ RETURNING source, object";
 
 /// The part both ingest statements share, between their `input` and their `work`: the dedup
 /// insert, then the events of the keys it found absent, in arrival order, and the batch's one
-/// row of subject hashes for the admin search (migration 8: one row per batch, not an index
-/// entry per event).
+/// row of subject hashes and one of dedup-key hashes for the admin search (migrations 8 and 9:
+/// one row per batch, not an index entry per event).
 macro_rules! dedup_then_store {
     () => {
         "), fresh AS ( \
@@ -72,6 +72,12 @@ macro_rules! dedup_then_store {
                FROM stored s JOIN input i USING (source, dedup_key) \
               WHERE i.subject_hash IS NOT NULL \
              HAVING count(*) > 0 \
+         ), ids AS ( \
+             INSERT INTO event_ids (first_seq, last_seq, seqs, hashes) \
+             SELECT min(s.seq), max(s.seq), array_agg(s.seq ORDER BY s.seq), \
+                    array_agg(i.key_hash ORDER BY s.seq) \
+               FROM stored s JOIN input i USING (source, dedup_key) \
+             HAVING count(*) > 0 \
          ), "
     };
 }
@@ -80,7 +86,8 @@ macro_rules! dedup_then_store {
 /// insert, only their events are written, and each stored event gets its work row (what the
 /// replicas claim it through) in the same statement: claimed by this replica ($11 its id, $12
 /// the lease's end) when it hands the events to its own intake, unclaimed (NULL, 0) otherwise.
-/// $13: the hashes of the events' subjects (`event_filter::subject_key`; NULL: none).
+/// $13: the hashes of the events' subjects (`event_filter::search_key`; NULL: none); $14: of
+/// their dedup keys.
 ///
 /// A batch where some event has an ordering key runs [`STORE_EVENTS_WITH_SUBJECTS`] instead:
 /// the same statement, whose work rows carry each event's ordering key too (it holds its
@@ -90,10 +97,10 @@ const STORE_EVENTS: &str = concat!(
     "WITH input AS ( \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
                               $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
-                              $13::int8[]) \
+                              $13::int8[], $14::int8[]) \
              WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
                                   received_at, data_at, data_from, data_len, subject_hash, \
-                                  ord) ",
+                                  key_hash, ord) ",
     dedup_then_store!(),
     "work AS ( \
          INSERT INTO event_work (seq, lease_owner, available_at) SELECT seq, $11, $12 FROM stored \
@@ -101,16 +108,17 @@ const STORE_EVENTS: &str = concat!(
      SELECT seq, source, dedup_key FROM stored"
 );
 
-/// [`STORE_EVENTS`] with the ordering keys: $14 subjects (NULL: none), $15 provider times,
-/// $16 their tie-breakers, in the input's order.
+/// [`STORE_EVENTS`] with the ordering keys: $15 subjects (NULL: none), $16 provider times,
+/// $17 their tie-breakers, in the input's order.
 const STORE_EVENTS_WITH_SUBJECTS: &str = concat!(
     "WITH input AS ( \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
                               $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
-                              $13::int8[], $14::text[], $15::int8[], $16::int8[]) \
+                              $13::int8[], $14::int8[], $15::text[], $16::int8[], \
+                              $17::int8[]) \
              WITH ORDINALITY AS i(source, dedup_key, event_type, envelope, raw_body, headers, \
                                   received_at, data_at, data_from, data_len, subject_hash, \
-                                  subject, order_at, order_next, ord) ",
+                                  key_hash, subject, order_at, order_next, ord) ",
     dedup_then_store!(),
     "work AS ( \
          INSERT INTO event_work (seq, lease_owner, available_at, subject, order_at, order_next) \
@@ -474,6 +482,7 @@ async fn insert_events(
         &owner,
         &until,
         &columns.subject_hash,
+        &columns.key_hash,
     ];
     let keys = OrderColumns::of(writing);
     let sql = match &keys {
@@ -540,8 +549,10 @@ struct Columns<'a> {
     data_at: Vec<Option<i64>>,
     data_from: Vec<Option<i64>>,
     data_len: Vec<Option<i64>>,
-    /// `dedup_index::subject_key` of each event's subject; `None`: it has none.
+    /// `event_filter::search_key` of each event's subject; `None`: it has none.
     subject_hash: Vec<Option<i64>>,
+    /// `event_filter::search_key` of each event's dedup key.
+    key_hash: Vec<i64>,
 }
 
 impl<'a> Columns<'a> {
@@ -559,6 +570,7 @@ impl<'a> Columns<'a> {
             data_from: Vec::with_capacity(n),
             data_len: Vec::with_capacity(n),
             subject_hash: Vec::with_capacity(n),
+            key_hash: Vec::with_capacity(n),
         };
         for e in events {
             let (envelope, span) = stored_envelope(e);
@@ -572,7 +584,8 @@ impl<'a> Columns<'a> {
             c.data_at.push(span.map(|s| s.at));
             c.data_from.push(span.map(|s| s.from));
             c.data_len.push(span.map(|s| s.len));
-            c.subject_hash.push(e.subject.as_deref().map(subject_key));
+            c.subject_hash.push(e.subject.as_deref().map(search_key));
+            c.key_hash.push(search_key(&e.dedup_key));
         }
         c
     }

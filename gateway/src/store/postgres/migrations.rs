@@ -60,6 +60,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event subjects",
         sql: include_str!("migrations/0008_event_subjects.sql"),
     },
+    Migration {
+        version: 9,
+        name: "event ids",
+        sql: include_str!("migrations/0009_event_ids.sql"),
+    },
 ];
 
 /// The migration after whose SQL [`backfill_stuck_amounts`] runs, in its transaction.

@@ -994,7 +994,7 @@ mod tests {
         let (store, writer) = open(&path);
         let conn = Connection::open(&path).expect("opens");
         // Seq 2 is about acct_2, seq 21 about nothing: both now collide with acct_1.
-        let collision = super::super::event_filter::subject_key("acct_1");
+        let collision = super::super::event_filter::search_key("acct_1");
         conn.execute(
             "UPDATE subject_keys SET hash = ?1 WHERE seq = 2",
             [collision],

@@ -10,7 +10,7 @@
 //! of them fails it alone gets the error and the ingests batched with it still commit.
 
 use super::super::dedup_index::{BatchKeys, DedupIndex, Entry, IndexKey, index_key};
-use super::super::event_filter::subject_key;
+use super::super::event_filter::search_key;
 use super::super::event_filter::{Dialect, newest_seqs};
 use super::super::object_states::{BatchStates, ObjectStates, object_key};
 use super::super::schema;
@@ -192,7 +192,7 @@ impl EventKeys {
     pub(super) fn of(e: &NewEvent) -> Self {
         Self {
             index: index_key(&e.source, &e.dedup_key),
-            subject: e.subject.as_deref().map(subject_key),
+            subject: e.subject.as_deref().map(search_key),
         }
     }
 }

@@ -94,7 +94,7 @@ pub struct CopySummary {
 }
 
 /// The tables the copy writes: any row in one of them means the target is in use.
-const TARGET_TABLES: [&str; 10] = [
+const TARGET_TABLES: [&str; 11] = [
     "events",
     "dedup_keys",
     "object_states",
@@ -105,6 +105,7 @@ const TARGET_TABLES: [&str; 10] = [
     "event_work",
     "admin_audit",
     "event_subjects",
+    "event_ids",
 ];
 
 /// Copies the SQLite store at `from` into the database `conninfo` names. Dedup keys of events
@@ -177,6 +178,7 @@ async fn copy_tables(
     use sqlite_side::Table;
     summary.events = copy(source, tx, Table::Events, ()).await?;
     tx.execute(INDEX_SUBJECTS, &[]).await?;
+    tx.execute(INDEX_IDS, &[]).await?;
     summary.dedup_keys = copy(source, tx, Table::DedupKeys, [dedup_since_ms]).await?;
     summary.routings = copy(source, tx, Table::Routings, ()).await?;
     summary.deliveries = copy(source, tx, Table::Deliveries, ()).await?;
@@ -191,17 +193,40 @@ async fn copy_tables(
     Ok(())
 }
 
+/// `event_filter::search_key` of the text column `$col`, in SQL (as migration 9 writes it).
+macro_rules! search_key_sql {
+    ($col:literal) => {
+        concat!(
+            "('x' || left(encode(sha256(convert_to(",
+            $col,
+            ", 'UTF8')), 'hex'), 16))::bit(64)::bigint"
+        )
+    };
+}
+
 /// The search's subject hashes of the copied events (migration 8), from their envelopes, a
-/// row per thousand seqs; the same hash as `event_filter::subject_key`, in SQL (the copy test
+/// row per thousand seqs; the same hash as `event_filter::search_key`, in SQL (the copy test
 /// and the search's plan test search rows made this way).
-pub(super) const INDEX_SUBJECTS: &str = "\
-INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
-SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), array_agg(hash ORDER BY seq) \
-  FROM (SELECT seq, ('x' || left(encode(sha256(convert_to(subject, 'UTF8')), 'hex'), 16)) \
-                    ::bit(64)::bigint AS hash \
-          FROM (SELECT seq, envelope::json ->> 'subject' AS subject FROM stored_events) e \
-         WHERE subject <> '') h \
- GROUP BY seq / 1000";
+pub(super) const INDEX_SUBJECTS: &str = concat!(
+    "INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
+     SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), array_agg(hash ORDER BY seq) \
+       FROM (SELECT seq, ",
+    search_key_sql!("subject"),
+    " AS hash \
+               FROM (SELECT seq, envelope::json ->> 'subject' AS subject FROM stored_events) e \
+              WHERE subject <> '') h \
+      GROUP BY seq / 1000"
+);
+
+/// The search's dedup-key hashes of the copied events (migration 9), a row per thousand seqs.
+pub(super) const INDEX_IDS: &str = concat!(
+    "INSERT INTO event_ids (first_seq, last_seq, seqs, hashes) \
+     SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), array_agg(hash ORDER BY seq) \
+       FROM (SELECT seq, ",
+    search_key_sql!("dedup_key"),
+    " AS hash FROM events) h \
+      GROUP BY seq / 1000"
+);
 
 /// One table: its SQLite rows, as they come, into one binary COPY.
 async fn copy(

@@ -527,6 +527,15 @@ async fn a_filled_sqlite_store_is_copied_whole_and_works_on_postgres() {
         found(store.list_events(about("p1"), 10).await.expect("lists")),
         [seqs[7], seqs[6]]
     );
+    // And by id (the dedup keys' hashes written in SQL, searched with Rust's).
+    let by_id = EventFilter {
+        id: Some("evt_a".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        found(store.list_events(by_id, 10).await.expect("lists")),
+        [seqs[1]]
+    );
     let later = now + 1_000;
     assert_eq!(
         store
