@@ -141,11 +141,8 @@ pub(crate) struct IngestArgs {
     /// batches; with fewer, the phase measures the connection count, not the server.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) fixed_connections: u16,
-    /// With `--store postgres`: set a PostgreSQL setting on top of the benchmark's own
-    /// (repeatable: `--pg-set autovacuum=off`), to find out what it changes; the header reads
-    /// it back. The figures of record use the benchmark's settings alone.
-    #[arg(long = "pg-set", value_name = "NAME=VALUE", value_parser = crate::database::parse_setting)]
-    pub(crate) pg_set: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) pg_set: PgSet,
     /// With `--store postgres`: load `pg_stat_statements` and print, after every phase on
     /// PostgreSQL, the statements that took the server's time, per acked event (execution time,
     /// calls, rows, WAL records). Costs the server a few percent: for finding where the time
@@ -248,11 +245,8 @@ pub(crate) struct E2eArgs {
     /// PostgreSQL cluster (fsync on).
     #[arg(long, value_enum)]
     pub(crate) store: Option<Store>,
-    /// With `--store postgres`: set a PostgreSQL setting on top of the benchmark's own
-    /// (repeatable: `--pg-set autovacuum=off`), to find out what it changes; the header reads
-    /// it back. The figures of record use the benchmark's settings alone.
-    #[arg(long = "pg-set", value_name = "NAME=VALUE", value_parser = crate::database::parse_setting)]
-    pub(crate) pg_set: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) pg_set: PgSet,
     /// With `--store postgres`: print the statements that took PostgreSQL's time in each
     /// phase, sending and drain together (as `ingest --pg-statements`).
     #[arg(long)]
@@ -309,4 +303,14 @@ fn share(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("{v} is not between 0 and 1"))
     }
+}
+
+/// `--pg-set`, of `ingest` and `e2e` alike.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PgSet {
+    /// With `--store postgres`: set a PostgreSQL setting on top of the benchmark's own
+    /// (repeatable: `--pg-set autovacuum=off`), to find out what it changes; the header reads
+    /// it back. The figures of record use the benchmark's settings alone.
+    #[arg(long = "pg-set", value_name = "NAME=VALUE", value_parser = crate::database::parse_setting)]
+    pub(crate) settings: Vec<(String, String)>,
 }

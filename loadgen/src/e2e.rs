@@ -71,7 +71,7 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
         .context("cannot create a temp dir")?;
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
-        Some(Database::start(args.pg_statements, &args.pg_set)?)
+        Some(Database::start(args.pg_statements, &args.pg_set.settings)?)
     } else {
         None
     };

@@ -70,7 +70,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
-        Some(Database::start(args.pg_statements, &args.pg_set)?)
+        Some(Database::start(args.pg_statements, &args.pg_set.settings)?)
     } else {
         None
     };

@@ -49,7 +49,8 @@ RETURNING source, object";
 /// The part both ingest statements share, between their `input` and their `work`: the dedup
 /// insert, then the events of the keys it found absent, in arrival order, and the batch's one
 /// row of subject hashes and one of dedup-key hashes for the admin search (migrations 8 and 9:
-/// one row per batch, not an index entry per event).
+/// one row per batch, not an index entry per event), both from one join of the stored events
+/// back to their input (`hashed`).
 macro_rules! dedup_then_store {
     () => {
         "), fresh AS ( \
@@ -65,18 +66,20 @@ macro_rules! dedup_then_store {
                FROM input i JOIN fresh f USING (source, dedup_key) \
               ORDER BY i.received_at, i.ord \
              RETURNING seq, source, dedup_key \
+         ), hashed AS ( \
+             SELECT s.seq, i.subject_hash, i.key_hash \
+               FROM stored s JOIN input i USING (source, dedup_key) \
          ), subjects AS ( \
              INSERT INTO event_subjects (first_seq, last_seq, seqs, hashes) \
-             SELECT min(s.seq), max(s.seq), array_agg(s.seq ORDER BY s.seq), \
-                    array_agg(i.subject_hash ORDER BY s.seq) \
-               FROM stored s JOIN input i USING (source, dedup_key) \
-              WHERE i.subject_hash IS NOT NULL \
+             SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), \
+                    array_agg(subject_hash ORDER BY seq) \
+               FROM hashed WHERE subject_hash IS NOT NULL \
              HAVING count(*) > 0 \
          ), ids AS ( \
              INSERT INTO event_ids (first_seq, last_seq, seqs, hashes) \
-             SELECT min(s.seq), max(s.seq), array_agg(s.seq ORDER BY s.seq), \
-                    array_agg(i.key_hash ORDER BY s.seq) \
-               FROM stored s JOIN input i USING (source, dedup_key) \
+             SELECT min(seq), max(seq), array_agg(seq ORDER BY seq), \
+                    array_agg(key_hash ORDER BY seq) \
+               FROM hashed \
              HAVING count(*) > 0 \
          ), "
     };
