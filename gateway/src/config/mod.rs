@@ -392,6 +392,8 @@ pub struct PostgresSettings {
     pub url: Secret,
     /// Connections at most, all uses together.
     pub pool_size: usize,
+    /// Ack batches the whole cluster commits at once (each replica its share).
+    pub ack_writers: usize,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
     /// The server cancels any one statement running longer (set on every connection).
@@ -427,6 +429,9 @@ impl StoreBackend {
                 }
                 if a.pool_size != b.pool_size {
                     keys.push("store.pool_size");
+                }
+                if a.ack_writers != b.ack_writers {
+                    keys.push("store.ack_writers");
                 }
                 if a.connect_timeout != b.connect_timeout {
                     keys.push("store.connect_timeout");

@@ -236,6 +236,7 @@ pub(super) struct RawStore {
     // PostgreSQL: `url` (a secret reference to the connection string) and its own keys.
     pub(super) url: Option<Spanned<SecretValue<String>>>,
     pub(super) pool_size: Option<Spanned<u64>>,
+    pub(super) ack_writers: Option<Spanned<u64>>,
     pub(super) connect_timeout: Option<Spanned<HumanDuration>>,
     pub(super) statement_timeout: Option<Spanned<HumanDuration>>,
     pub(super) lease: Option<Spanned<HumanDuration>>,

@@ -23,6 +23,13 @@ const DEFAULT_QUARANTINE_RETENTION: Duration = Duration::from_secs(30 * 24 * 360
 const DEFAULT_POOL_SIZE: u64 = 16;
 /// At least the ack path's connection and one more for everything else.
 const POOL_SIZE: RangeInclusive<u64> = 2..=512;
+/// Ack commits the cluster keeps in flight: two measured cheapest per event on a 2-core
+/// database (docs/performance.md, "Two ack commits in flight"); a database with more cores
+/// can take more.
+const DEFAULT_ACK_WRITERS: u64 = 2;
+/// Each writer holds a connection while it commits; past a few dozen the batches are only
+/// smaller, never faster.
+const ACK_WRITERS: RangeInclusive<u64> = 1..=64;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -35,6 +42,9 @@ fn postgres_only_keys(raw: &RawStore) -> Vec<(&'static str, std::ops::Range<usiz
     let mut keys = Vec::new();
     if let Some(v) = &raw.pool_size {
         keys.push(("store.pool_size", v.span()));
+    }
+    if let Some(v) = &raw.ack_writers {
+        keys.push(("store.ack_writers", v.span()));
     }
     let durations = [
         ("store.connect_timeout", &raw.connect_timeout),
@@ -124,6 +134,26 @@ fn postgres(
         POOL_SIZE,
         DEFAULT_POOL_SIZE,
     );
+    let ack_writers = pass.count(
+        raw.ack_writers.as_ref(),
+        "store.ack_writers",
+        ACK_WRITERS,
+        DEFAULT_ACK_WRITERS,
+    );
+    if let Some(v) = &raw.ack_writers
+        && ACK_WRITERS.contains(&ack_writers)
+        && ack_writers.saturating_add(2) > pool_size
+    {
+        pass.error(
+            v.span(),
+            "store.ack_writers",
+            format!(
+                "must leave two of store.pool_size's {pool_size} connections to the workers and \
+                 the admin API (at most {}): each writer holds one while it commits",
+                pool_size.saturating_sub(2)
+            ),
+        );
+    }
     let connect_timeout = positive(pass, &raw.connect_timeout, "store.connect_timeout")
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let statement_timeout = positive(pass, &raw.statement_timeout, "store.statement_timeout")
@@ -152,6 +182,7 @@ fn postgres(
     Some(PostgresSettings {
         url: secret,
         pool_size: super::service::to_usize(pool_size),
+        ack_writers: super::service::to_usize(ack_writers),
         connect_timeout,
         statement_timeout,
         lease,

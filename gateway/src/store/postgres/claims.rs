@@ -465,7 +465,18 @@ async fn complete_tx(
         .iter()
         .all(|p| !p.append && p.route_runs.is_empty())
     {
-        return super::results::complete_first_routings(&*c, processed, owner, now_ms).await;
+        match super::results::complete_first_routings(&*c, processed, owner, now_ms).await {
+            // An event routed before without a replay mark (nothing writes one; a store
+            // copied or repaired by hand might hold one): the statement wrote nothing, and the
+            // general path below overwrites its routing.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                tracing::warn!(
+                    events = processed.len(),
+                    "a first routing found a routing already recorded; recording as a replay"
+                );
+            }
+            done => return done,
+        }
     }
     let tx = c.transaction().await?;
     let event_seqs: Vec<i64> = processed

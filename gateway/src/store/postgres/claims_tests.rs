@@ -547,3 +547,61 @@ async fn replicas_share_the_clusters_ack_writers_and_a_leaving_one_gives_its_sha
     drop(b);
     wait_for_share(&metrics, 2, 3).await;
 }
+
+/// A first routing is written without `ON CONFLICT` (nothing routed has a work row without a
+/// replay mark); an event that has one anyway (a store repaired by hand) still gets its
+/// routing recorded, through the general path, together with the rest of its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_routing_over_a_recorded_one_is_written_as_a_replay() {
+    let (db, a, _) = setup("claims_routed_twice").await;
+    let store = &db.store;
+    let stored = store_events(store, &["evt_1", "evt_2"]).await;
+    let (one, two) = (stored[0], stored[1]);
+    let now = 5_000;
+    let claimed = a.claim_events(&store.pool, now, 1).await.expect("claims");
+    assert_eq!(seqs(&claimed), [one]);
+    let lost = a
+        .complete(&store.pool, &[routed(one, Vec::new())], now)
+        .await
+        .expect("completes");
+    assert_eq!(lost, 0);
+    store
+        .pool
+        .get()
+        .await
+        .expect("a connection")
+        .execute("INSERT INTO event_work (seq) VALUES ($1)", &[&one])
+        .await
+        .expect("a work row without a replay mark");
+    let claimed = a.claim_events(&store.pool, now, 10).await.expect("claims");
+    assert_eq!(seqs(&claimed), [one, two]);
+    let mut again = routed(one, vec![delivery(DeliveryState::Delivered)]);
+    again.status = EventStatus::Unrouted;
+    let lost = a
+        .complete(
+            &store.pool,
+            &[again, routed(two, vec![delivery(DeliveryState::Delivered)])],
+            now,
+        )
+        .await
+        .expect("completes through the general path");
+    assert_eq!(lost, 0);
+    assert_eq!(count(store, "SELECT count(*) FROM event_work").await, 0);
+    assert_eq!(
+        count(
+            store,
+            &format!("SELECT count(*) FROM routings WHERE seq = {one} AND status = 'unrouted'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            store,
+            &format!("SELECT count(*) FROM routings WHERE seq = {two} AND status = 'routed'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(store, "SELECT count(*) FROM deliveries").await, 2);
+}

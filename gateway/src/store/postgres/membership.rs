@@ -9,7 +9,10 @@
 //! 73-93 us of CPU per event instead of 50-65 us. So the writers are a budget for the cluster,
 //! not for each replica: every replica commits through `ceil(writers / replicas)` of its
 //! writers, and the database sees about the same number of ack commits in flight whatever
-//! the number of replicas, with fuller batches instead.
+//! the number of replicas, with fuller batches instead. The budget is `[store] ack_writers`:
+//! 2 by default, because on a 2-core database even one replica acked more, at less CPU per
+//! event, with two commits in flight than with four (docs/performance.md, "Two ack commits in
+//! flight").
 //!
 //! Membership is a shared session advisory lock that every replica's control connection holds:
 //! the server drops it with the connection, so a dead replica stops counting as soon as the

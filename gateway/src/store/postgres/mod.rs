@@ -79,7 +79,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         Self {
             pool_size: 16,
-            writers: 4,
+            writers: 2,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
@@ -92,6 +92,7 @@ impl From<&crate::config::PostgresSettings> for PgOptions {
     fn from(settings: &crate::config::PostgresSettings) -> Self {
         Self {
             pool_size: settings.pool_size,
+            writers: settings.ack_writers,
             connect_timeout: settings.connect_timeout,
             statement_timeout: settings.statement_timeout,
             lease: settings.lease,

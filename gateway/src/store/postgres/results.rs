@@ -178,7 +178,11 @@ pub(super) async fn complete_first_routings(
 }
 
 /// What [`complete_first_routings`] runs: the work rows still this replica's are deleted, and
-/// only their events' routings and deliveries are written.
+/// only their events' routings and deliveries are written. A first routing finds no routing
+/// row (a replay marks its work row), so the insert has no `ON CONFLICT`: that would check the
+/// key before inserting and confirm each row afterwards, an index search and a WAL record
+/// per event for a conflict that does not happen. If one does, the statement fails whole and
+/// the caller takes the general path.
 const COMPLETE_FIRST_ROUTINGS: &str = "\
 WITH done AS ( \
     DELETE FROM event_work WHERE seq = ANY($1) AND lease_owner = $2 RETURNING seq \
@@ -187,9 +191,6 @@ WITH done AS ( \
     SELECT i.seq, i.status, i.steps, $5 \
       FROM unnest($1::int8[], $3::text[], $4::text[]) AS i(seq, status, steps) \
      WHERE i.seq IN (SELECT seq FROM done) \
-    ON CONFLICT (seq) DO UPDATE SET status = excluded.status, \
-        plugin_results = coalesce(excluded.plugin_results, routings.plugin_results), \
-        processed_at = excluded.processed_at \
 ), delivered AS ( \
     INSERT INTO deliveries (event_seq, route, destination, webhook_id, envelope, status, \
                             attempts, next_attempt_at, last_error, history, created_at, \

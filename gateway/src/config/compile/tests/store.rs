@@ -46,12 +46,14 @@ fn a_url_reference_chooses_postgres_with_its_defaults_and_keys() {
     assert_eq!(
         (
             pg.pool_size,
+            pg.ack_writers,
             pg.connect_timeout,
             pg.statement_timeout,
             pg.lease
         ),
         (
             16,
+            2,
             Duration::from_secs(5),
             Duration::from_secs(30),
             Duration::from_secs(30)
@@ -60,12 +62,12 @@ fn a_url_reference_chooses_postgres_with_its_defaults_and_keys() {
     let options = crate::store::PgOptions::from(&pg);
     assert_eq!(
         (options.pool_size, options.writers, options.lease),
-        (16, 4, Duration::from_secs(30))
+        (16, 2, Duration::from_secs(30))
     );
     let kv = files.reference("kv", "host=/run/postgresql dbname=gateway user=gw");
     let text = format!(
         "[store]\nurl = \"{kv}\"\npool_size = 64\nconnect_timeout = \"2s\"\n\
-         statement_timeout = \"1m\"\nlease = \"10s\"\n"
+         statement_timeout = \"1m\"\nlease = \"10s\"\nack_writers = 8\n"
     );
     let StoreBackend::Postgres(pg) = store(&text).backend else {
         panic!("url chooses PostgreSQL");
@@ -73,17 +75,20 @@ fn a_url_reference_chooses_postgres_with_its_defaults_and_keys() {
     assert_eq!(
         (
             pg.pool_size,
+            pg.ack_writers,
             pg.connect_timeout,
             pg.statement_timeout,
             pg.lease
         ),
         (
             64,
+            8,
             Duration::from_secs(2),
             Duration::from_secs(60),
             Duration::from_secs(10)
         )
     );
+    assert_eq!(crate::store::PgOptions::from(&pg).writers, 8);
 }
 
 #[test]
@@ -115,6 +120,22 @@ fn postgres_keys_are_range_checked() {
         &with("connect_timeout = \"0s\""),
         "g.toml:3:19: store.connect_timeout: must be longer than 0s",
     );
+    assert_has(
+        &with("ack_writers = 0"),
+        "g.toml:3:15: store.ack_writers: must be between 1 and 64",
+    );
+    assert_has(
+        &with("ack_writers = 65"),
+        "g.toml:3:15: store.ack_writers: must be between 1 and 64",
+    );
+    // Every writer holds a connection while it commits: two stay for everything else.
+    assert_has(
+        &with("ack_writers = 15"),
+        "g.toml:3:15: store.ack_writers: must leave two of store.pool_size's 16 connections \
+         to the workers and the admin API (at most 14): each writer holds one while it commits",
+    );
+    assert!(with("ack_writers = 14").is_empty());
+    assert!(with("ack_writers = 1").is_empty());
     assert!(with("lease = \"1h\"").is_empty());
     assert!(with("pool_size = 2").is_empty());
 }
@@ -132,7 +153,7 @@ fn path_and_url_together_or_postgres_keys_on_sqlite_are_errors_at_the_key() {
     );
     let found = issues(
         "[store]\npath = \"g.db\"\npool_size = 8\nconnect_timeout = \"1s\"\n\
-         statement_timeout = \"1s\"\nlease = \"5s\"\n",
+         statement_timeout = \"1s\"\nlease = \"5s\"\nack_writers = 1\n",
     );
     let message = "applies only to a PostgreSQL store (`store.url`); this store is the SQLite \
                    file `store.path`";
@@ -141,6 +162,7 @@ fn path_and_url_together_or_postgres_keys_on_sqlite_are_errors_at_the_key() {
         (4, 19, "store.connect_timeout"),
         (5, 21, "store.statement_timeout"),
         (6, 9, "store.lease"),
+        (7, 15, "store.ack_writers"),
     ] {
         assert_has(&found, &format!("g.toml:{line}:{col}: {key}: {message}"));
     }
@@ -222,4 +244,11 @@ fn a_reload_names_every_store_key_that_changed() {
     assert_eq!(pg_a.changed_keys(&pg_b), ["store.url", "store.lease"]);
     assert_eq!(sqlite.changed_keys(&other_file), ["store.path"]);
     assert_eq!(sqlite.changed_keys(&pg_a), ["store.path", "store.url"]);
+    let pg_sized = backend(format!(
+        "[store]\nurl = \"{a}\"\npool_size = 20\nack_writers = 4\n"
+    ));
+    assert_eq!(
+        pg_a.changed_keys(&pg_sized),
+        ["store.pool_size", "store.ack_writers"]
+    );
 }
