@@ -313,4 +313,19 @@ pub(crate) struct PgSet {
     /// it back. The figures of record use the benchmark's settings alone.
     #[arg(long = "pg-set", value_name = "NAME=VALUE", value_parser = crate::database::parse_setting)]
     pub(crate) settings: Vec<(String, String)>,
+    /// With `--store postgres`: the gateways' `[store] ack_writers` (the ack commits the
+    /// cluster keeps in flight), to tune it for a database; default: the gateway's own (2).
+    #[arg(long = "ack-writers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) ack_writers: Option<u16>,
+}
+
+impl PgSet {
+    /// How the PostgreSQL targets' `[store]` differs from the gateway's defaults, for the
+    /// headers.
+    pub(crate) fn describe_store(&self) -> String {
+        match self.ack_writers {
+            Some(n) => format!("default pool and lease, ack_writers = {n}"),
+            None => "default pool, lease and ack writers".to_owned(),
+        }
+    }
 }

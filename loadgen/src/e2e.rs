@@ -105,13 +105,14 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
             );
             println!(
                 "            (set on top of throwaway-pg's defaults: {}); one gateway, [store] \
-                 url, default pool and lease, on a fresh database; PostgreSQL, the gateway, \
-                 the generator and the sink share the machine's cores",
+                 url, {}, on a fresh database; PostgreSQL, the gateway, the generator and the \
+                 sink share the machine's cores",
                 crate::database::SETTINGS
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" "),
+                args.pg_set.describe_store()
             );
             println!();
             println!("=== the gateway on SQLite ===");
@@ -232,7 +233,9 @@ impl GatewayRun<'_> {
         let (sink, sink_addr) = Sink::start(subjects.is_some()).await?;
         let per_source = |connections: u16| subjects.map(|n| n.div_ceil(u64::from(connections)));
         let store = if db.is_some() {
-            StoreKind::Postgres
+            StoreKind::Postgres {
+                ack_writers: args.pg_set.ack_writers,
+            }
         } else {
             StoreKind::Sqlite
         };

@@ -28,8 +28,9 @@ pub(crate) const DATABASE_URL_ENV: &str = "GATEWAY_DATABASE_URL";
 pub(crate) enum StoreKind {
     /// `path`: a SQLite file under the config's temp dir.
     Sqlite,
-    /// `url = "env:GATEWAY_DATABASE_URL"`, the connection string set per gateway process.
-    Postgres,
+    /// `url = "env:GATEWAY_DATABASE_URL"`, the connection string set per gateway process, and
+    /// `ack_writers` when given.
+    Postgres { ack_writers: Option<u16> },
 }
 
 pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
@@ -82,7 +83,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             Some(write_config(
                 &pg_dir,
                 args.route_plugin,
-                StoreKind::Postgres,
+                StoreKind::Postgres {
+                    ack_writers: args.pg_set.ack_writers,
+                },
             )?)
         }
         None => None,
@@ -472,7 +475,13 @@ pub(crate) fn base_config(dir: &Path, store: StoreKind) -> anyhow::Result<String
             "path = {}",
             toml_path(&dir.join("data").join("gateway.db"))?
         ),
-        StoreKind::Postgres => format!("url = \"env:{DATABASE_URL_ENV}\""),
+        StoreKind::Postgres { ack_writers } => {
+            let mut store = format!("url = \"env:{DATABASE_URL_ENV}\"");
+            if let Some(n) = ack_writers {
+                store.push_str(&format!("\nack_writers = {n}"));
+            }
+            store
+        }
     };
     Ok(format!(
         r#"[server]
@@ -490,4 +499,24 @@ signature = "ledger"
 tolerance = "5m"
 "#
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreKind, base_config};
+
+    #[test]
+    fn postgres_configs_carry_the_ack_writers_only_when_given() {
+        let dir = std::path::Path::new("/tmp/loadgen-test");
+        let store_of = |ack_writers| {
+            let text = base_config(dir, StoreKind::Postgres { ack_writers }).expect("a config");
+            let store = text.split("[store]\n").nth(1).expect("a [store] table");
+            store.split("\n\n").next().unwrap_or_default().to_owned()
+        };
+        assert_eq!(
+            store_of(Some(3)),
+            "url = \"env:GATEWAY_DATABASE_URL\"\nack_writers = 3"
+        );
+        assert_eq!(store_of(None), "url = \"env:GATEWAY_DATABASE_URL\"");
+    }
 }

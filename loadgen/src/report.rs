@@ -89,7 +89,7 @@ impl Run {
             self.body_len
         );
         if let Some(settings) = &self.database {
-            print_postgres_header(settings, a.fixed_rate, a.fixed_connections);
+            print_postgres_header(settings, a);
         }
     }
 
@@ -364,7 +364,7 @@ impl Run {
 }
 
 /// The `postgres:` header lines: what the server runs with, and what each target is.
-fn print_postgres_header(settings: &str, fixed_rate: f64, fixed_connections: u16) {
+fn print_postgres_header(settings: &str, a: &IngestArgs) {
     println!("postgres:   throwaway-pg cluster, unix socket, as read back: {settings}");
     println!(
         "            (set on top of throwaway-pg's defaults: {})",
@@ -375,11 +375,13 @@ fn print_postgres_header(settings: &str, fixed_rate: f64, fixed_connections: u16
             .join(" ")
     );
     println!(
-        "targets:    bare; gateway (SQLite); pg-1 (one gateway, [store] url, default pool and \
-         lease, a fresh database); pg-2 (two gateways on one fresh database, connections \
-         alternating between them); all share the machine's cores with PostgreSQL and the \
-         generator; each also an open loop at a fixed {fixed_rate:.0}/s over \
-         {fixed_connections} connections"
+        "targets:    bare; gateway (SQLite); pg-1 (one gateway, [store] url, {}, a fresh \
+         database); pg-2 (two gateways on one fresh database, connections alternating between \
+         them); all share the machine's cores with PostgreSQL and the generator; each also an \
+         open loop at a fixed {:.0}/s over {} connections",
+        a.pg_set.describe_store(),
+        a.fixed_rate,
+        a.fixed_connections
     );
 }
 
