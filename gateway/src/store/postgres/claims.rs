@@ -472,7 +472,7 @@ async fn complete_tx(
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 tracing::warn!(
                     events = processed.len(),
-                    "a first routing found a routing already recorded; recording as a replay"
+                    "a first routing found a routing already recorded; overwriting it"
                 );
             }
             done => return done,

@@ -550,9 +550,10 @@ async fn replicas_share_the_clusters_ack_writers_and_a_leaving_one_gives_its_sha
 
 /// A first routing is written without `ON CONFLICT` (nothing routed has a work row without a
 /// replay mark); an event that has one anyway (a store repaired by hand) still gets its
-/// routing recorded, through the general path, together with the rest of its batch.
+/// routing recorded, overwriting the old one through the general path, together with the
+/// rest of its batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_routing_over_a_recorded_one_is_written_as_a_replay() {
+async fn a_first_routing_over_a_recorded_one_overwrites_it_through_the_general_path() {
     let (db, a, _) = setup("claims_routed_twice").await;
     let store = &db.store;
     let stored = store_events(store, &["evt_1", "evt_2"]).await;
