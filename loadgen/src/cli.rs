@@ -142,7 +142,7 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) fixed_connections: u16,
     #[command(flatten)]
-    pub(crate) pg_set: PgSet,
+    pub(crate) postgres: PostgresArgs,
     /// With `--store postgres`: load `pg_stat_statements` and print, after every phase on
     /// PostgreSQL, the statements that took the server's time, per acked event (execution time,
     /// calls, rows, WAL records). Costs the server a few percent: for finding where the time
@@ -246,7 +246,7 @@ pub(crate) struct E2eArgs {
     #[arg(long, value_enum)]
     pub(crate) store: Option<Store>,
     #[command(flatten)]
-    pub(crate) pg_set: PgSet,
+    pub(crate) postgres: PostgresArgs,
     /// With `--store postgres`: print the statements that took PostgreSQL's time in each
     /// phase, sending and drain together (as `ingest --pg-statements`).
     #[arg(long)]
@@ -305,9 +305,10 @@ fn share(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `--pg-set`, of `ingest` and `e2e` alike.
+/// What `ingest` and `e2e` alike change about their PostgreSQL targets: the server's settings
+/// (`--pg-set`) and the gateways' `[store]` (`--ack-writers`).
 #[derive(Debug, Clone, Args)]
-pub(crate) struct PgSet {
+pub(crate) struct PostgresArgs {
     /// With `--store postgres`: set a PostgreSQL setting on top of the benchmark's own
     /// (repeatable: `--pg-set autovacuum=off`), to find out what it changes; the header reads
     /// it back. The figures of record use the benchmark's settings alone.
@@ -319,7 +320,7 @@ pub(crate) struct PgSet {
     pub(crate) ack_writers: Option<u16>,
 }
 
-impl PgSet {
+impl PostgresArgs {
     /// How the PostgreSQL targets' `[store]` differs from the gateway's defaults, for the
     /// headers.
     pub(crate) fn describe_store(&self) -> String {

@@ -34,6 +34,15 @@ pub(crate) const SETTINGS: [(&str, &str); 10] = [
     ("track_wal_io_timing", "on"),
 ];
 
+/// [`SETTINGS`] as the headers print them (`name=value ...`).
+pub(crate) fn settings_text() -> String {
+    SETTINGS
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The settings read back from the server, printed in the header so a run can be reproduced.
 const SHOWN: [&str; 17] = [
     "server_version",

@@ -71,7 +71,10 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
         .context("cannot create a temp dir")?;
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
-        Some(Database::start(args.pg_statements, &args.pg_set.settings)?)
+        Some(Database::start(
+            args.pg_statements,
+            &args.postgres.settings,
+        )?)
     } else {
         None
     };
@@ -107,12 +110,8 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
                 "            (set on top of throwaway-pg's defaults: {}); one gateway, [store] \
                  url, {}, on a fresh database; PostgreSQL, the gateway, the generator and the \
                  sink share the machine's cores",
-                crate::database::SETTINGS
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                args.pg_set.describe_store()
+                crate::database::settings_text(),
+                args.postgres.describe_store()
             );
             println!();
             println!("=== the gateway on SQLite ===");
@@ -234,7 +233,7 @@ impl GatewayRun<'_> {
         let per_source = |connections: u16| subjects.map(|n| n.div_ceil(u64::from(connections)));
         let store = if db.is_some() {
             StoreKind::Postgres {
-                ack_writers: args.pg_set.ack_writers,
+                ack_writers: args.postgres.ack_writers,
             }
         } else {
             StoreKind::Sqlite

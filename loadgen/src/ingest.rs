@@ -71,7 +71,10 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     let database = if args.postgres() {
         eprintln!("postgres: starting a throwaway cluster");
-        Some(Database::start(args.pg_statements, &args.pg_set.settings)?)
+        Some(Database::start(
+            args.pg_statements,
+            &args.postgres.settings,
+        )?)
     } else {
         None
     };
@@ -84,7 +87,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 &pg_dir,
                 args.route_plugin,
                 StoreKind::Postgres {
-                    ack_writers: args.pg_set.ack_writers,
+                    ack_writers: args.postgres.ack_writers,
                 },
             )?)
         }

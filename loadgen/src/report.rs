@@ -368,18 +368,14 @@ fn print_postgres_header(settings: &str, a: &IngestArgs) {
     println!("postgres:   throwaway-pg cluster, unix socket, as read back: {settings}");
     println!(
         "            (set on top of throwaway-pg's defaults: {})",
-        crate::database::SETTINGS
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        crate::database::settings_text()
     );
     println!(
         "targets:    bare; gateway (SQLite); pg-1 (one gateway, [store] url, {}, a fresh \
          database); pg-2 (two gateways on one fresh database, connections alternating between \
          them); all share the machine's cores with PostgreSQL and the generator; each also an \
          open loop at a fixed {:.0}/s over {} connections",
-        a.pg_set.describe_store(),
+        a.postgres.describe_store(),
         a.fixed_rate,
         a.fixed_connections
     );
