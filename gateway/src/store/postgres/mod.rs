@@ -17,6 +17,7 @@ mod actions;
 mod admin;
 mod attempts;
 mod claims;
+mod combine;
 mod control;
 mod copy;
 mod handoff;

@@ -1,0 +1,256 @@
+//! Combining concurrent writes of one kind into one statement. Every commit waits for a WAL
+//! flush and starts a statement's executor, so on PostgreSQL many small writes cost far more
+//! than one large one (../shared/scaleout.md). Callers that arrive while a batch is being
+//! written queue, and the next batch carries them all: a caller that finds nobody writing
+//! writes, its own item first, then batch after batch of what queued meanwhile until the queue
+//! is empty; the others wait for their answer. No task of its own, so a replica that writes
+//! nothing of a kind pays nothing for it.
+//!
+//! A combiner may also space its batches: a batch then starts no sooner than `spacing` after
+//! the previous one started, so that under load each carries what arrived in that time. Only
+//! for writes nobody waits for to answer a request (a routing's result, not an ack).
+//!
+//! This module never looks at what it carries.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// One item's answer: what the write made of it, or why it failed.
+type Answer<A> = oneshot::Sender<Result<A, String>>;
+
+struct Queue<T, A> {
+    waiting: Vec<(T, Answer<A>)>,
+    /// A caller is writing batches now.
+    writing: bool,
+    /// When the last batch started.
+    last_start: Option<Instant>,
+}
+
+/// The items of one kind waiting to be written by this replica.
+pub(super) struct Combiner<T, A> {
+    queue: Mutex<Queue<T, A>>,
+    /// Most items in one batch.
+    max: usize,
+    /// Least time from one batch's start to the next one's.
+    spacing: Duration,
+}
+
+impl<T, A> std::fmt::Debug for Combiner<T, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Combiner")
+            .field("max", &self.max)
+            .field("spacing", &self.spacing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ends a writer's turn even when its future is dropped (abandoned at shutdown): the items
+/// still queued get no answer (their callers see an error and retry), and the next caller
+/// writes.
+struct Turn<'a, T, A> {
+    queue: &'a Mutex<Queue<T, A>>,
+    /// Ended normally: the queue was empty and `writing` cleared under the same lock.
+    ended: bool,
+}
+
+impl<T, A> Drop for Turn<'_, T, A> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let mut q = lock(self.queue);
+            q.writing = false;
+            q.waiting.clear();
+        }
+    }
+}
+
+fn lock<T, A>(queue: &Mutex<Queue<T, A>>) -> std::sync::MutexGuard<'_, Queue<T, A>> {
+    queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<T, A> Combiner<T, A> {
+    pub(super) fn new(max: usize, spacing: Duration) -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                waiting: Vec::new(),
+                writing: false,
+                last_start: None,
+            }),
+            max: max.max(1),
+            spacing,
+        }
+    }
+
+    /// Writes `item` in a batch with whatever else is queued, and returns its answer. `write`
+    /// writes one batch and answers each of its items, in their order (an item it gives no
+    /// answer for fails); every caller passes an equivalent one, and whoever writes uses its
+    /// own.
+    pub(super) async fn submit<W, F>(&self, item: T, mut write: W) -> Result<A, String>
+    where
+        W: FnMut(Vec<T>) -> F,
+        F: Future<Output = Vec<Result<A, String>>>,
+    {
+        let (answer, answered) = oneshot::channel();
+        let writes = {
+            let mut q = lock(&self.queue);
+            q.waiting.push((item, answer));
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if writes {
+            let mut turn = Turn {
+                queue: &self.queue,
+                ended: false,
+            };
+            loop {
+                let last_start = {
+                    let mut q = lock(&self.queue);
+                    if q.waiting.is_empty() {
+                        // Under the same lock as the check: a caller queuing after this
+                        // writes its own batch.
+                        q.writing = false;
+                        turn.ended = true;
+                        break;
+                    }
+                    q.last_start
+                };
+                if let Some(next) = last_start.and_then(|at| at.checked_add(self.spacing))
+                    && next > Instant::now()
+                {
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                // Only the writer takes items out, so the queue still holds what it held.
+                let batch: Vec<(T, Answer<A>)> = {
+                    let mut q = lock(&self.queue);
+                    q.last_start = Some(Instant::now());
+                    let n = q.waiting.len().min(self.max);
+                    q.waiting.drain(..n).collect()
+                };
+                let (items, answers): (Vec<T>, Vec<Answer<A>>) = batch.into_iter().unzip();
+                let mut results = write(items).await.into_iter();
+                for answer in answers {
+                    let result = results
+                        .next()
+                        .unwrap_or_else(|| Err("the batch gave this item no answer".to_owned()));
+                    drop(answer.send(result));
+                }
+            }
+            drop(turn);
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err("the batch holding this item was abandoned".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Combiner;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Items submitted while a batch is written share the next batch, and each gets its own
+    /// answer.
+    #[tokio::test]
+    async fn items_queued_during_a_write_share_the_next_batch() {
+        let combiner = Arc::new(Combiner::<u32, u32>::new(100, Duration::ZERO));
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let write = {
+            let batches = Arc::clone(&batches);
+            move |items: Vec<u32>| {
+                let batches = Arc::clone(&batches);
+                let mut released = released.clone();
+                async move {
+                    // The first batch waits until the others have queued.
+                    let _ = released.wait_for(|r| *r).await;
+                    batches.lock().expect("lock").push(items.clone());
+                    items.into_iter().map(|i| Ok(i * 10)).collect::<Vec<_>>()
+                }
+            }
+        };
+        let mut callers = Vec::new();
+        for i in 0..5 {
+            let combiner = Arc::clone(&combiner);
+            let write = write.clone();
+            callers.push(tokio::spawn(async move { combiner.submit(i, write).await }));
+            tokio::task::yield_now().await;
+        }
+        release.send(true).expect("receivers");
+        for (i, caller) in callers.into_iter().enumerate() {
+            assert_eq!(caller.await.expect("joins"), Ok(i as u32 * 10));
+        }
+        assert_eq!(*batches.lock().expect("lock"), [vec![0], vec![1, 2, 3, 4]]);
+    }
+
+    /// A spaced combiner starts its next batch no sooner than the spacing after the last one
+    /// started, and a first batch waits for nobody.
+    #[tokio::test]
+    async fn a_spaced_combiner_waits_before_its_next_batch() {
+        let spacing = Duration::from_millis(20);
+        let combiner = Combiner::<u32, u32>::new(100, spacing);
+        let writes = AtomicUsize::new(0);
+        let write = |items: Vec<u32>| {
+            writes.fetch_add(1, Ordering::Relaxed);
+            async move { items.into_iter().map(Ok).collect() }
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(combiner.submit(1, write).await, Ok(1));
+        assert!(
+            started.elapsed() < spacing,
+            "the first batch waits for nobody"
+        );
+        assert_eq!(combiner.submit(2, write).await, Ok(2));
+        assert!(started.elapsed() >= spacing);
+        assert_eq!(writes.load(Ordering::Relaxed), 2);
+    }
+
+    /// A writer whose future is dropped fails the items still queued, and the next caller
+    /// writes.
+    #[tokio::test]
+    async fn an_abandoned_writer_fails_what_it_held_and_hands_over() {
+        let combiner = Arc::new(Combiner::<u32, u32>::new(100, Duration::ZERO));
+        let (_never, never) = tokio::sync::watch::channel(false);
+        let stuck = {
+            let combiner = Arc::clone(&combiner);
+            tokio::spawn(async move {
+                combiner
+                    .submit(1, |items: Vec<u32>| {
+                        let mut never = never.clone();
+                        async move {
+                            let _ = never.wait_for(|r| *r).await;
+                            items.into_iter().map(Ok).collect()
+                        }
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let queued = {
+            let combiner = Arc::clone(&combiner);
+            tokio::spawn(async move {
+                combiner
+                    .submit(2, |items: Vec<u32>| async move {
+                        items.into_iter().map(Ok).collect()
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        stuck.abort();
+        assert!(stuck.await.is_err(), "aborted");
+        assert!(
+            queued.await.expect("joins").is_err(),
+            "the item queued behind the abandoned batch fails"
+        );
+        let fresh = combiner
+            .submit(3, |items: Vec<u32>| async move {
+                items.into_iter().map(Ok).collect()
+            })
+            .await;
+        assert_eq!(fresh, Ok(3), "the next caller writes");
+    }
+}
