@@ -17,12 +17,14 @@ use super::super::work::{
     AttemptDone, ClaimedEvent, DueDelivery, DueRouteRun, Processed, StoredEvent,
 };
 use super::attempts::AttemptBatches;
+use super::combine::Combiner;
 use super::handoff::Handoff;
 use super::ordering::claim_heads;
 use super::results::write_results;
 use super::{PgPool, PooledClient, StoreError, with_retries};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The channel replicas announce new work on.
 pub(super) const WORK_CHANNEL: &str = "gateway_work";
@@ -47,7 +49,23 @@ pub(super) struct Claims {
     /// Events this replica's ingest stored already claimed, for its own intake.
     pub(super) handoff: Handoff,
     attempts: AttemptBatches,
+    /// Results that are all first routings, written in shared batches (see
+    /// [`FIRST_ROUTINGS_SPACING`]); the answer is how many of a caller's results lost their
+    /// claim, or `None` when a routing was already recorded and the caller must take the
+    /// general path.
+    first_routings: Combiner<Arc<Vec<Processed>>, Option<usize>>,
 }
+
+/// Least time between the starts of two batches of first routings. Routing completes chunks of
+/// a few dozen events each, and writing each in its own commit made completions more than half
+/// of the commits under load (docs/performance.md, "Routing results in shared commits"); spaced,
+/// a batch carries what arrived in the meantime. Nobody waits for these to be answered (the
+/// events were acked, and their first delivery attempts made, before), so a few milliseconds
+/// cost nothing but routing slots held that much longer.
+const FIRST_ROUTINGS_SPACING: Duration = Duration::from_millis(4);
+
+/// Most routing chunks in one batch of first routings (each holds up to 32 results).
+const FIRST_ROUTINGS_BATCH: usize = 16;
 
 const CLAIM_EVENTS: &str = "\
 WITH picked AS ( \
@@ -111,6 +129,7 @@ impl Claims {
             held: Mutex::default(),
             handoff: Handoff::new(handoff),
             attempts: AttemptBatches::default(),
+            first_routings: Combiner::new(FIRST_ROUTINGS_BATCH, FIRST_ROUTINGS_SPACING),
         }
     }
 
@@ -309,23 +328,42 @@ impl Claims {
     }
 
     /// Records routing results for the claims still held, in one transaction; returns how
-    /// many results were not written because their claim was lost.
+    /// many results were not written because their claim was lost. First routings share their
+    /// transaction with other chunks' ([`Self::first_routings`]).
     pub(super) async fn complete(
         &self,
         pool: &PgPool,
-        processed: &[Processed],
+        processed: &Arc<Vec<Processed>>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
         let owner = &self.owner;
-        let lost = with_retries(pool, |mut c| {
-            Box::pin(async move {
-                let r = complete_tx(&mut c, processed, owner, now_ms).await;
-                (c, r)
-            })
-        })
-        .await?;
+        let first = if processed
+            .iter()
+            .all(|p| !p.append && p.route_runs.is_empty())
+        {
+            self.first_routings
+                .submit(Arc::clone(processed), |batch| {
+                    write_first_routings(pool, owner, batch, now_ms)
+                })
+                .await
+                .map_err(StoreError::Write)?
+        } else {
+            None
+        };
+        let lost = match first {
+            Some(lost) => lost,
+            None => {
+                with_retries(pool, |mut c| {
+                    Box::pin(async move {
+                        let r = complete_tx(&mut c, processed, owner, now_ms).await;
+                        (c, r)
+                    })
+                })
+                .await?
+            }
+        };
         self.held(|h| {
-            for p in processed {
+            for p in processed.iter() {
                 match retried_runs(p) {
                     Some(ids) => {
                         for id in ids {
@@ -453,31 +491,57 @@ async fn renew_tx(
     Ok(())
 }
 
-/// The routing results whose claims are still held, written in one transaction. Returns how
-/// many were dropped because their claim was lost.
+/// One batch of first routings from several chunks, as one statement: for each chunk, how many
+/// of its results lost their claim, or `None` for every chunk when a routing was already
+/// recorded (nothing was written; each chunk then takes the general path, which overwrites).
+async fn write_first_routings(
+    pool: &PgPool,
+    owner: &str,
+    batch: Vec<Arc<Vec<Processed>>>,
+    now_ms: i64,
+) -> Vec<Result<Option<usize>, String>> {
+    let all: Vec<&Processed> = batch.iter().flat_map(|chunk| chunk.iter()).collect();
+    let all = &all;
+    let written = with_retries(pool, |c| {
+        Box::pin(async move {
+            let r = match super::results::complete_first_routings(&c, all, owner, now_ms).await {
+                Ok(done) => Ok(Some(done)),
+                // An event routed before without a replay mark (nothing writes one; a store
+                // copied or repaired by hand might hold one).
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tracing::warn!(
+                        events = all.len(),
+                        "a first routing found a routing already recorded; overwriting it"
+                    );
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+            (c, r)
+        })
+    })
+    .await;
+    batch
+        .iter()
+        .map(|chunk| match &written {
+            Ok(Some(done)) => Ok(Some(
+                chunk.iter().filter(|p| !done.contains(&p.seq)).count(),
+            )),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect()
+}
+
+/// The routing results whose claims are still held, written in one transaction (replays,
+/// plugin retries, and first routings that found a routing recorded). Returns how many were
+/// dropped because their claim was lost.
 async fn complete_tx(
     c: &mut PooledClient,
     processed: &[Processed],
     owner: &String,
     now_ms: i64,
 ) -> Result<usize, tokio_postgres::Error> {
-    if processed
-        .iter()
-        .all(|p| !p.append && p.route_runs.is_empty())
-    {
-        match super::results::complete_first_routings(&*c, processed, owner, now_ms).await {
-            // An event routed before without a replay mark (nothing writes one; a store
-            // copied or repaired by hand might hold one): the statement wrote nothing, and the
-            // general path below overwrites its routing.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                tracing::warn!(
-                    events = processed.len(),
-                    "a first routing found a routing already recorded; overwriting it"
-                );
-            }
-            done => return done,
-        }
-    }
     let tx = c.transaction().await?;
     let event_seqs: Vec<i64> = processed
         .iter()

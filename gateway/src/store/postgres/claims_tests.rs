@@ -147,7 +147,7 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
     let lost = dead
         .complete(
             &store.pool,
-            &[routed(seq, vec![delivery(DeliveryState::Delivered)])],
+            &Arc::new(vec![routed(seq, vec![delivery(DeliveryState::Delivered)])]),
             12_000,
         )
         .await
@@ -157,7 +157,7 @@ async fn a_dead_replicas_event_is_taken_over_after_its_lease_and_its_late_result
     let lost = live
         .complete(
             &store.pool,
-            &[routed(seq, vec![delivery(DeliveryState::Delivered)])],
+            &Arc::new(vec![routed(seq, vec![delivery(DeliveryState::Delivered)])]),
             12_000,
         )
         .await
@@ -223,9 +223,13 @@ async fn a_due_delivery_is_attempted_by_one_replica_and_a_lost_claim_records_not
     let waiting = DeliveryState::Pending {
         next_attempt_ms: 10_500,
     };
-    a.complete(&store.pool, &[routed(seq, vec![delivery(waiting)])], 10_100)
-        .await
-        .expect("completes");
+    a.complete(
+        &store.pool,
+        &Arc::new(vec![routed(seq, vec![delivery(waiting)])]),
+        10_100,
+    )
+    .await
+    .expect("completes");
     assert!(
         a.claim_due_deliveries(&store.pool, 10_400, 10)
             .await
@@ -308,7 +312,7 @@ async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
         reason: "plugin asked".into(),
         attempts: 1,
     }];
-    a.complete(&store.pool, &[first], 10_100)
+    a.complete(&store.pool, &Arc::new(vec![first]), 10_100)
         .await
         .expect("completes");
     let due = b
@@ -337,7 +341,7 @@ async fn a_plugin_retry_is_claimed_once_and_its_result_sums_up_the_event() {
         append: true,
     };
     assert_eq!(
-        b.complete(&store.pool, &[retried], 10_400)
+        b.complete(&store.pool, &Arc::new(vec![retried]), 10_400)
             .await
             .expect("completes"),
         0
@@ -562,7 +566,7 @@ async fn a_first_routing_over_a_recorded_one_overwrites_it_through_the_general_p
     let claimed = a.claim_events(&store.pool, now, 1).await.expect("claims");
     assert_eq!(seqs(&claimed), [one]);
     let lost = a
-        .complete(&store.pool, &[routed(one, Vec::new())], now)
+        .complete(&store.pool, &Arc::new(vec![routed(one, Vec::new())]), now)
         .await
         .expect("completes");
     assert_eq!(lost, 0);
@@ -581,7 +585,10 @@ async fn a_first_routing_over_a_recorded_one_overwrites_it_through_the_general_p
     let lost = a
         .complete(
             &store.pool,
-            &[again, routed(two, vec![delivery(DeliveryState::Delivered)])],
+            &Arc::new(vec![
+                again,
+                routed(two, vec![delivery(DeliveryState::Delivered)]),
+            ]),
             now,
         )
         .await
@@ -600,6 +607,123 @@ async fn a_first_routing_over_a_recorded_one_overwrites_it_through_the_general_p
         count(
             store,
             &format!("SELECT count(*) FROM routings WHERE seq = {two} AND status = 'routed'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(store, "SELECT count(*) FROM deliveries").await, 2);
+}
+
+/// First routings of several chunks completed at once share statements (a statement is its own
+/// transaction, so the rows' `xmin` tells how many wrote them), and each chunk is told how many
+/// of its own results lost their claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_completed_at_once_share_a_statement_and_are_answered_each() {
+    let (db, a, b) = setup("claims_shared_completion").await;
+    let store = &db.store;
+    let stored = store_events(store, &["c0", "c1", "c2", "c3", "c4", "c5"]).await;
+    let claimed = a
+        .claim_events(&store.pool, 5_000, 10)
+        .await
+        .expect("claims");
+    assert_eq!(seqs(&claimed), stored);
+    // The lease on the last one ran out and the other replica took it.
+    db.exec(
+        "UPDATE event_work SET available_at = 0 WHERE seq = $1",
+        &[&stored[5]],
+    )
+    .await;
+    let taken = b
+        .claim_events(&store.pool, 5_500, 10)
+        .await
+        .expect("claims");
+    assert_eq!(seqs(&taken), [stored[5]]);
+    let chunks: Vec<Arc<Vec<Processed>>> = stored
+        .chunks(2)
+        .map(|pair| Arc::new(pair.iter().map(|&seq| routed(seq, Vec::new())).collect()))
+        .collect();
+    let a = &a;
+    let lost = futures::future::join_all(chunks.iter().enumerate().map(|(i, chunk)| async move {
+        let now = 10_100 + 100 * i as i64;
+        a.complete(&store.pool, chunk, now)
+            .await
+            .expect("completes")
+    }))
+    .await;
+    assert_eq!(lost, [0, 0, 1], "only the last chunk lost one");
+    assert_eq!(count(store, "SELECT count(*) FROM routings").await, 5);
+    assert_eq!(
+        count(store, "SELECT count(DISTINCT xmin::text) FROM routings").await,
+        2,
+        "the first chunk alone, then the two queued behind it in one statement"
+    );
+    assert_eq!(
+        count(store, "SELECT count(*) FROM event_work").await,
+        1,
+        "the other replica's claim stays"
+    );
+}
+
+/// When a chunk that shares a statement with others finds a routing already recorded, the
+/// statement writes nothing, and every chunk in it is written through the general path: the
+/// others lose nothing because of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_in_a_shared_statement_sends_every_chunk_in_it_the_general_way() {
+    let (db, a, _) = setup("claims_shared_conflict").await;
+    let store = &db.store;
+    let stored = store_events(store, &["s1", "s2", "s3"]).await;
+    let claimed = a.claim_events(&store.pool, 5_000, 1).await.expect("claims");
+    assert_eq!(seqs(&claimed), [stored[0]]);
+    a.complete(
+        &store.pool,
+        &Arc::new(vec![routed(stored[0], Vec::new())]),
+        5_000,
+    )
+    .await
+    .expect("completes");
+    db.exec("INSERT INTO event_work (seq) VALUES ($1)", &[&stored[0]])
+        .await;
+    let claimed = a
+        .claim_events(&store.pool, 5_000, 10)
+        .await
+        .expect("claims");
+    assert_eq!(seqs(&claimed), stored);
+    let mut again = routed(stored[0], Vec::new());
+    again.status = EventStatus::Unrouted;
+    // The first chunk is written alone; the other two queue behind it and share a statement.
+    let chunks = [
+        Arc::new(vec![routed(
+            stored[2],
+            vec![delivery(DeliveryState::Delivered)],
+        )]),
+        Arc::new(vec![again]),
+        Arc::new(vec![routed(
+            stored[1],
+            vec![delivery(DeliveryState::Delivered)],
+        )]),
+    ];
+    let a = &a;
+    let lost = futures::future::join_all(
+        chunks
+            .iter()
+            .map(|chunk| async move { a.complete(&store.pool, chunk, 6_000).await }),
+    )
+    .await;
+    let lost: Vec<usize> = lost.into_iter().map(|l| l.expect("completes")).collect();
+    assert_eq!(lost, [0, 0, 0]);
+    assert_eq!(count(store, "SELECT count(*) FROM event_work").await, 0);
+    assert_eq!(
+        count(
+            store,
+            "SELECT count(*) FROM routings WHERE status = 'routed' AND processed_at = 6000"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            store,
+            "SELECT count(*) FROM routings WHERE status = 'unrouted'"
         )
         .await,
         1

@@ -155,26 +155,26 @@ async fn write_deliveries(
 
 /// `complete` for results that are all first routings (no replay, no plugin retry): the claims
 /// ended, the routings and the deliveries written, as one statement, which is one transaction
-/// and one round trip where the general path takes five. Returns how many results were not
-/// written because their claim was no longer this replica's.
+/// and one round trip where the general path takes five. Returns the seqs written: a result
+/// left out lost its claim.
 pub(super) async fn complete_first_routings(
     client: &impl deadpool_postgres::GenericClient,
-    processed: &[Processed],
+    processed: &[&Processed],
     owner: &str,
     now_ms: i64,
-) -> Result<usize, tokio_postgres::Error> {
+) -> Result<std::collections::HashSet<i64>, tokio_postgres::Error> {
     let seqs: Vec<i64> = processed.iter().map(|p| p.seq).collect();
     let status: Vec<&str> = processed.iter().map(|p| p.status.as_str()).collect();
     let steps: Vec<Option<String>> = processed
         .iter()
         .map(|p| (!p.steps.is_empty()).then(|| steps_json(&p.steps)))
         .collect();
-    let c = DeliveryColumns::of(processed.iter());
+    let c = DeliveryColumns::of(processed.iter().copied());
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&seqs, &owner, &status, &steps, &now_ms];
     params.extend(c.params());
     let statement = client.prepare_cached(COMPLETE_FIRST_ROUTINGS).await?;
     let written = client.query(&statement, &params).await?;
-    Ok(processed.len().saturating_sub(written.len()))
+    Ok(written.iter().map(|row| row.get(0)).collect())
 }
 
 /// What [`complete_first_routings`] runs: the work rows still this replica's are deleted, and
