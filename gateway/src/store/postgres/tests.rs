@@ -179,3 +179,59 @@ async fn concurrent_ingests_share_transactions() {
     );
     assert_eq!(count(&pg, "SELECT count(*) FROM events"), 400);
 }
+
+/// A commit that stalls (here: waiting for a row lock another session holds) does not hold
+/// every ack behind it: the requests that arrive meanwhile are committed by the replica's other
+/// writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_piling_up_behind_a_stalled_commit_are_committed_by_another_writer() {
+    let db = super::test_db::Db::new("ingest_stalled_commit").await;
+    let store = Arc::new(db.store.clone());
+    let blocker = db.store.pool.get().await.expect("a connection");
+    blocker
+        .batch_execute(
+            "BEGIN; INSERT INTO dedup_keys (source, dedup_key, seen) \
+             VALUES ('ledger', 'stalled', 0)",
+        )
+        .await
+        .expect("holds the key");
+    let stalled = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.ingest(event("stalled")).await })
+    };
+    // Until the first writer's insert waits for the lock.
+    let watcher = db.store.pool.get().await.expect("a connection");
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while watcher
+            .query_one(waiting, &[])
+            .await
+            .expect("reads")
+            .get::<_, i64>(0)
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the first ingest waits for the lock");
+    let piled: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.ingest(event(&format!("piled{i}"))).await })
+        })
+        .collect();
+    for p in piled {
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), p)
+            .await
+            .expect("acked while the first commit still waits")
+            .expect("joins")
+            .expect("ingests");
+        assert!(matches!(outcome, IngestOutcome::Stored { .. }));
+    }
+    assert!(!stalled.is_finished());
+    blocker.batch_execute("ROLLBACK").await.expect("lets go");
+    let outcome = stalled.await.expect("joins").expect("ingests");
+    assert!(matches!(outcome, IngestOutcome::Stored { .. }));
+}
