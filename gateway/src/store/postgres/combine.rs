@@ -2,9 +2,11 @@
 //! flush and starts a statement's executor, so on PostgreSQL many small writes cost far more
 //! than one large one (../shared/scaleout.md). Callers that arrive while a batch is being
 //! written queue, and the next batch carries them all: a caller that finds nobody writing
-//! writes, its own item first, then batch after batch of what queued meanwhile until the queue
-//! is empty; the others wait for their answer. No task of its own, so a replica that writes
-//! nothing of a kind pays nothing for it.
+//! writes batches of what is queued, oldest first, until its own item is answered; then it
+//! hands the queue to one of the callers waiting in it, which writes the next batches. So under
+//! a steady stream no caller writes for the others for ever: each is held for about its own
+//! batch and the one before it. No task of its own, so a replica that writes nothing of a kind
+//! pays nothing for it.
 //!
 //! A combiner may also space its batches: a batch then starts no sooner than `spacing` after
 //! the previous one started, so that under load each carries what arrived in that time. Only
@@ -15,10 +17,13 @@
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// One item's answer: what the write made of it, or why it failed.
 type Answer<A> = oneshot::Sender<Result<A, String>>;
+
+/// What a caller whose batch was abandoned (its writer's future dropped) is told.
+const ABANDONED: &str = "the batch holding this item was abandoned";
 
 struct Queue<T, A> {
     waiting: Vec<(T, Answer<A>)>,
@@ -31,6 +36,8 @@ struct Queue<T, A> {
 /// The items of one kind waiting to be written by this replica.
 pub(super) struct Combiner<T, A> {
     queue: Mutex<Queue<T, A>>,
+    /// Wakes a caller waiting in the queue when a writer's turn ended with items left.
+    handover: Notify,
     /// Most items in one batch.
     max: usize,
     /// Least time from one batch's start to the next one's.
@@ -46,21 +53,24 @@ impl<T, A> std::fmt::Debug for Combiner<T, A> {
     }
 }
 
-/// Ends a writer's turn even when its future is dropped (abandoned at shutdown): the items
-/// still queued get no answer (their callers see an error and retry), and the next caller
-/// writes.
+/// Ends a writer's turn, also when its future is dropped (abandoned at shutdown): what is
+/// still queued goes to a caller waiting in the queue. The batch being written when the future
+/// was dropped gets no answer: its callers see an error and retry.
 struct Turn<'a, T, A> {
-    queue: &'a Mutex<Queue<T, A>>,
-    /// Ended normally: the queue was empty and `writing` cleared under the same lock.
-    ended: bool,
+    combiner: &'a Combiner<T, A>,
 }
 
 impl<T, A> Drop for Turn<'_, T, A> {
     fn drop(&mut self) {
-        if !self.ended {
-            let mut q = lock(self.queue);
+        let left = {
+            let mut q = lock(&self.combiner.queue);
             q.writing = false;
-            q.waiting.clear();
+            !q.waiting.is_empty()
+        };
+        if left {
+            // Stored as a permit if nobody waits yet; a caller woken for nothing (the queue
+            // taken over already) goes back to waiting.
+            self.combiner.handover.notify_one();
         }
     }
 }
@@ -79,6 +89,7 @@ impl<T, A> Combiner<T, A> {
                 writing: false,
                 last_start: None,
             }),
+            handover: Notify::new(),
             max: max.max(1),
             spacing,
         }
@@ -93,55 +104,74 @@ impl<T, A> Combiner<T, A> {
         W: FnMut(Vec<T>) -> F,
         F: Future<Output = Vec<Result<A, String>>>,
     {
-        let (answer, answered) = oneshot::channel();
-        let writes = {
+        let (answer, mut answered) = oneshot::channel();
+        let mut writes = {
             let mut q = lock(&self.queue);
             q.waiting.push((item, answer));
             !std::mem::replace(&mut q.writing, true)
         };
-        if writes {
-            let mut turn = Turn {
-                queue: &self.queue,
-                ended: false,
-            };
-            loop {
-                let last_start = {
-                    let mut q = lock(&self.queue);
-                    if q.waiting.is_empty() {
-                        // Under the same lock as the check: a caller queuing after this
-                        // writes its own batch.
-                        q.writing = false;
-                        turn.ended = true;
-                        break;
-                    }
-                    q.last_start
-                };
-                if let Some(next) = last_start.and_then(|at| at.checked_add(self.spacing))
-                    && next > Instant::now()
-                {
-                    tokio::time::sleep_until(next.into()).await;
+        loop {
+            if writes {
+                return self.write_turn(&mut answered, &mut write).await;
+            }
+            tokio::select! {
+                biased;
+                result = &mut answered => {
+                    return result.unwrap_or_else(|_| Err(ABANDONED.to_owned()));
                 }
-                // Only the writer takes items out, so the queue still holds what it held.
-                let batch: Vec<(T, Answer<A>)> = {
+                () = self.handover.notified() => {
                     let mut q = lock(&self.queue);
-                    q.last_start = Some(Instant::now());
-                    let n = q.waiting.len().min(self.max);
-                    q.waiting.drain(..n).collect()
-                };
-                let (items, answers): (Vec<T>, Vec<Answer<A>>) = batch.into_iter().unzip();
-                let mut results = write(items).await.into_iter();
-                for answer in answers {
-                    let result = results
-                        .next()
-                        .unwrap_or_else(|| Err("the batch gave this item no answer".to_owned()));
-                    drop(answer.send(result));
+                    writes = !q.writing && !q.waiting.is_empty();
+                    q.writing |= writes;
                 }
             }
-            drop(turn);
         }
-        answered
-            .await
-            .unwrap_or_else(|_| Err("the batch holding this item was abandoned".to_owned()))
+    }
+
+    /// Writes batches, oldest items first, until `own` is answered; returns its answer.
+    async fn write_turn<W, F>(
+        &self,
+        own: &mut oneshot::Receiver<Result<A, String>>,
+        write: &mut W,
+    ) -> Result<A, String>
+    where
+        W: FnMut(Vec<T>) -> F,
+        F: Future<Output = Vec<Result<A, String>>>,
+    {
+        let _turn = Turn { combiner: self };
+        loop {
+            match own.try_recv() {
+                Ok(result) => return result,
+                // Taken into a batch that was abandoned.
+                Err(oneshot::error::TryRecvError::Closed) => return Err(ABANDONED.to_owned()),
+                // Still queued.
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let last_start = lock(&self.queue).last_start;
+            if let Some(next) = last_start.and_then(|at| at.checked_add(self.spacing))
+                && next > Instant::now()
+            {
+                tokio::time::sleep_until(next.into()).await;
+            }
+            // Only the writer takes items out, and its own is still among them.
+            let batch: Vec<(T, Answer<A>)> = {
+                let mut q = lock(&self.queue);
+                q.last_start = Some(Instant::now());
+                let n = q.waiting.len().min(self.max);
+                q.waiting.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Err("the item left the queue unanswered".to_owned());
+            }
+            let (items, answers): (Vec<T>, Vec<Answer<A>>) = batch.into_iter().unzip();
+            let mut results = write(items).await.into_iter();
+            for answer in answers {
+                let result = results
+                    .next()
+                    .unwrap_or_else(|| Err("the batch gave this item no answer".to_owned()));
+                drop(answer.send(result));
+            }
+        }
     }
 }
 
@@ -208,10 +238,10 @@ mod tests {
         assert_eq!(writes.load(Ordering::Relaxed), 2);
     }
 
-    /// A writer whose future is dropped fails the items still queued, and the next caller
-    /// writes.
+    /// A writer whose future is dropped hands what is still queued to a caller waiting in the
+    /// queue, which writes it.
     #[tokio::test]
-    async fn an_abandoned_writer_fails_what_it_held_and_hands_over() {
+    async fn an_abandoned_writer_hands_the_queue_over() {
         let combiner = Arc::new(Combiner::<u32, u32>::new(100, Duration::ZERO));
         let (_never, never) = tokio::sync::watch::channel(false);
         let stuck = {
@@ -234,7 +264,7 @@ mod tests {
             tokio::spawn(async move {
                 combiner
                     .submit(2, |items: Vec<u32>| async move {
-                        items.into_iter().map(Ok).collect()
+                        items.into_iter().map(|i| Ok(i * 10)).collect()
                     })
                     .await
             })
@@ -242,15 +272,47 @@ mod tests {
         tokio::task::yield_now().await;
         stuck.abort();
         assert!(stuck.await.is_err(), "aborted");
-        assert!(
-            queued.await.expect("joins").is_err(),
-            "the item queued behind the abandoned batch fails"
+        assert_eq!(
+            queued.await.expect("joins"),
+            Ok(20),
+            "the item queued behind the abandoned batch is written by its own caller"
         );
-        let fresh = combiner
-            .submit(3, |items: Vec<u32>| async move {
-                items.into_iter().map(Ok).collect()
+    }
+
+    /// Under a steady stream a writer returns once its own item is answered: the next batch is
+    /// written by a caller queued in it, not by the first writer for ever.
+    #[tokio::test]
+    async fn a_writer_returns_after_its_own_batch_and_a_queued_caller_writes_on() {
+        let combiner = Arc::new(Combiner::<u32, u32>::new(100, Duration::ZERO));
+        // Each batch waits for its own gate: item n's batch opens when gates[n] is set.
+        let gates: Vec<_> = (0..2).map(|_| tokio::sync::watch::channel(false)).collect();
+        let submit = |n: u32| {
+            let combiner = Arc::clone(&combiner);
+            let gate = gates[n as usize].1.clone();
+            tokio::spawn(async move {
+                combiner
+                    .submit(n, move |items: Vec<u32>| {
+                        let mut gate = gate.clone();
+                        async move {
+                            let _ = gate.wait_for(|open| *open).await;
+                            items.into_iter().map(Ok).collect()
+                        }
+                    })
+                    .await
             })
-            .await;
-        assert_eq!(fresh, Ok(3), "the next caller writes");
+        };
+        let first = submit(0);
+        tokio::task::yield_now().await;
+        let second = submit(1);
+        tokio::task::yield_now().await;
+        gates[0].0.send(true).expect("open");
+        assert_eq!(
+            first.await.expect("joins"),
+            Ok(0),
+            "the first writer returns while the next batch is still to be written"
+        );
+        assert!(!second.is_finished(), "its batch waits for its own gate");
+        gates[1].0.send(true).expect("open");
+        assert_eq!(second.await.expect("joins"), Ok(1));
     }
 }
