@@ -1,7 +1,8 @@
 //! What only a shared database has to prove: replicas racing on one key, replicas migrating at
 //! once, a newer schema refused, a database that restarts under the store, the ack's
-//! durability setting forced, and group commit really grouping. Each test starts its own
-//! throwaway cluster (fsync on).
+//! durability setting forced, group commit really grouping, and a stalled commit not holding
+//! the acks behind it. Each test starts its own throwaway cluster (fsync on), except the last,
+//! which takes a database on the cluster the other store tests share (`test_db.rs`).
 
 use super::*;
 use std::sync::Arc;
