@@ -122,6 +122,14 @@ fn store_copy_moves_a_stopped_gateways_store_once() {
         gw.post_ledger(&crate::ack_stream::ledger_event(id))
             .assert_accepted();
     }
+    // Routed before the stop, so that the copy has routings to carry: a stop does not wait
+    // for the backlog (it stays in `event_work` for the next start), and CI once stopped the
+    // gateway 13 ms after its start, before the worker had taken the three.
+    let conn = gw.db();
+    wait_until(&gw, "three events routed", || {
+        (count(&conn, "SELECT count(*) FROM routings") == 3).then_some(())
+    });
+    drop(conn);
     let status = gw.signal_and_wait("TERM");
     assert!(status.success(), "{status:?}");
     let db = gw.db.display().to_string();
