@@ -141,6 +141,12 @@ pub(crate) struct IngestArgs {
     /// batches; with fewer, the phase measures the connection count, not the server.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) fixed_connections: u16,
+    /// With `--store postgres`, after every target's own phases: rounds in which one gateway
+    /// and two take turns over the largest `--connections` count (the first of the pair
+    /// alternating), each on a fresh database; the pg-2 verdict is the median of the rounds'
+    /// ratios. 0: none, and the verdict compares the targets' own phases.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) replica_rounds: u16,
     #[command(flatten)]
     pub(crate) postgres: PostgresArgs,
     /// With `--store postgres`: load `pg_stat_statements` and print, after every phase on

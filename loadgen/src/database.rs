@@ -192,6 +192,18 @@ impl Database {
         Ok(self.cluster.conninfo(name))
     }
 
+    /// Drops a database [`Database::fresh`] made, once its gateways have stopped: what they
+    /// left (an autovacuum's work, dirty pages) does not fall on the next phase.
+    pub(crate) fn discard(&self, name: &str) -> anyhow::Result<()> {
+        self.cluster
+            .psql(
+                "postgres",
+                &format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
+            )
+            .with_context(|| format!("cannot drop the database {name}"))?;
+        Ok(())
+    }
+
     /// The settings that decide the figures, as `name=value` pairs, each value as `SHOW` gives
     /// it (`pg_settings.setting` is in the unit's multiples: 4096 of 8kB, not 32MB).
     pub(crate) fn describe_settings(&self) -> String {

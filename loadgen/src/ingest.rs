@@ -4,7 +4,8 @@
 //! closed-loop warm-up, a closed-loop maximum-rate phase, and an open-loop phase at a fraction
 //! of the maximum rate measured for that same target (with `--store postgres` also one at a
 //! fixed rate, the same for all; and after each phase on PostgreSQL a wait until the routing
-//! backlog the phase left has drained); then prints the report.
+//! backlog the phase left has drained); with pg-1 and pg-2 both measured, then the rounds in
+//! which they take turns (`replica_rounds.rs`); then prints the report.
 
 use crate::child::Server;
 use crate::cli::{IngestArgs, RoutePlugin, Target};
@@ -13,7 +14,7 @@ use crate::database::{self, Counters, Database};
 use crate::report::{MaxPhase, Outcome, Run, best_of};
 use crate::signing::{EventSource, EventStreams, SECRET, SECRET_ENV};
 use crate::stats::Stats;
-use crate::{closed_loop, consoles, open_loop, server_view};
+use crate::{closed_loop, consoles, open_loop, replica_rounds, server_view};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,15 +107,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
         let servers = match (target, &database, &pg_config) {
             (Target::PgOne | Target::PgTwo, Some(db), Some(pg_config)) => {
                 // A fresh database per target: the second is not slowed by the first's rows.
-                let conninfo = db.fresh(&name.replace('-', "_"))?;
-                let mut servers = Vec::with_capacity(target.replicas());
-                for i in 0..target.replicas() {
-                    let mut command = gateway_command(&gateway, pg_config);
-                    command.env(DATABASE_URL_ENV, &conninfo);
-                    let log = dir.path().join(format!("{name}-{i}.log"));
-                    servers.push(Server::start(name, command, &log)?);
-                }
-                servers
+                let label = name.replace('-', "_");
+                let conninfo = db.fresh(&label)?;
+                start_postgres_servers(target, &gateway, pg_config, &conninfo, dir.path(), &label)?
             }
             (Target::PgOne | Target::PgTwo, ..) => {
                 anyhow::bail!("{name} needs --store postgres")
@@ -226,8 +221,46 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             notes,
         });
     }
+    if let (Some(db), Some(pg_config)) = (&database, &pg_config)
+        && run.measured(Target::PgOne)
+        && run.measured(Target::PgTwo)
+        && args.replica_rounds > 0
+    {
+        let setup = replica_rounds::Setup {
+            gateway: &gateway,
+            config: pg_config,
+            database: db,
+            logs: dir.path(),
+        };
+        // A round that cannot run (a gateway that does not start) costs the rounds, not the
+        // figures already measured: the pg-2 verdict then compares the targets' own phases.
+        match replica_rounds::run(&args, &setup, &mut streams).await {
+            Ok(rounds) => run.replica_rounds = rounds,
+            Err(e) => eprintln!("replica rounds: {e:#}; the pg-2 verdict is its own phase's"),
+        }
+    }
     run.print_results();
     Ok(())
+}
+
+/// A PostgreSQL target's gateways (one per replica) on the database `conninfo` names, their
+/// logs in `logs` under `label`.
+pub(crate) fn start_postgres_servers(
+    target: Target,
+    gateway: &Path,
+    config: &Path,
+    conninfo: &str,
+    logs: &Path,
+    label: &str,
+) -> anyhow::Result<Vec<Server>> {
+    let mut servers = Vec::with_capacity(target.replicas());
+    for i in 0..target.replicas() {
+        let mut command = gateway_command(gateway, config);
+        command.env(DATABASE_URL_ENV, conninfo);
+        let log = logs.join(format!("{label}-{i}.log"));
+        servers.push(Server::start(target.name(), command, &log)?);
+    }
+    Ok(servers)
 }
 
 /// The open-loop phase again, alternately without and with `--consoles` consoles polling the

@@ -8,8 +8,9 @@
 //! p99.9 ack latency for both, and their ratio. `loadgen bare-server` is the baseline server.
 //!
 //! With `--store postgres`, `loadgen ingest` also measures one gateway and then two replicas on
-//! a throwaway PostgreSQL cluster (fsync on) in the same run, and `loadgen e2e` one gateway on
-//! it after the SQLite one; see `database.rs`.
+//! a throwaway PostgreSQL cluster (fsync on) in the same run, then lets the two take turns for
+//! their ratio (`replica_rounds.rs`), and `loadgen e2e` one gateway on it after the SQLite one;
+//! see `database.rs`.
 //!
 //! `loadgen e2e` measures the whole path instead: signed POST -> store -> one plugin -> HTTP
 //! delivery to a sink run inside loadgen; see `e2e.rs`. `loadgen stall` replays the
@@ -37,6 +38,7 @@ mod e2e;
 mod e2e_report;
 mod ingest;
 mod open_loop;
+mod replica_rounds;
 mod report;
 mod server_view;
 mod signing;
