@@ -23,7 +23,6 @@ use std::path::Path;
 /// One target's closed-loop phase in a round.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RoundRate {
-    pub(crate) connections: u16,
     pub(crate) acked_per_sec: f64,
     /// Gateways' and PostgreSQL's CPU microseconds per 200 answer.
     pub(crate) us_per_event: Option<f64>,
@@ -65,42 +64,32 @@ pub(crate) struct Setup<'a> {
     pub(crate) logs: &'a Path,
 }
 
+/// The connection count both targets run over in every round: the largest `--connections`.
+pub(crate) fn connections(args: &IngestArgs) -> u16 {
+    args.connections.iter().max().copied().unwrap_or(256)
+}
+
 /// Runs `args.replica_rounds` rounds.
 pub(crate) async fn run(
     args: &IngestArgs,
     setup: &Setup<'_>,
     streams: &mut EventStreams,
 ) -> anyhow::Result<Vec<ReplicaRound>> {
-    let at = args.connections.iter().max().copied().unwrap_or(256);
     let mut rounds = Vec::with_capacity(usize::from(args.replica_rounds));
     for round in 1..=args.replica_rounds {
-        let order = if round % 2 == 1 {
-            [Target::PgOne, Target::PgTwo]
+        let (first, second) = if round % 2 == 1 {
+            (Target::PgOne, Target::PgTwo)
         } else {
-            [Target::PgTwo, Target::PgOne]
+            (Target::PgTwo, Target::PgOne)
         };
-        let mut one = None;
-        let mut two = None;
-        for target in order {
-            let rate = phase(args, setup, streams, target, round, at).await?;
-            eprintln!(
-                "replica round {round}, {}: {:.0}/s over {at} connections",
-                target.name(),
-                rate.acked_per_sec
-            );
-            if target == Target::PgOne {
-                one = Some(rate);
-            } else {
-                two = Some(rate);
-            }
-        }
-        if let (Some(one), Some(two)) = (one, two) {
-            rounds.push(ReplicaRound {
-                first: order[0],
-                one,
-                two,
-            });
-        }
+        let a = phase(args, setup, streams, first, round).await?;
+        let b = phase(args, setup, streams, second, round).await?;
+        let (one, two) = if first == Target::PgOne {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        rounds.push(ReplicaRound { first, one, two });
     }
     Ok(rounds)
 }
@@ -112,8 +101,8 @@ async fn phase(
     streams: &mut EventStreams,
     target: Target,
     round: u16,
-    connections: u16,
 ) -> anyhow::Result<RoundRate> {
+    let connections = connections(args);
     let label = format!("{}_round_{round}", target.name().replace('-', "_"));
     let conninfo = setup.database.fresh(&label)?;
     let servers = start_postgres_servers(
@@ -140,8 +129,11 @@ async fn phase(
         eprintln!("{}: {e:#}", target.name());
     }
     let acked_per_sec = stats.acked_per_sec();
+    eprintln!(
+        "replica round {round}, {}: {acked_per_sec:.0}/s over {connections} connections",
+        target.name()
+    );
     Ok(RoundRate {
-        connections,
         acked_per_sec,
         us_per_event: stats.usage.us_per_event(acked_per_sec),
     })
@@ -153,7 +145,6 @@ mod tests {
 
     fn round(one: f64, two: f64) -> ReplicaRound {
         let rate = |acked_per_sec| RoundRate {
-            connections: 256,
             acked_per_sec,
             us_per_event: None,
         };

@@ -8,7 +8,7 @@
 
 use crate::cli::{IngestArgs, Target};
 use crate::open_loop::Dispatch;
-use crate::replica_rounds::{ReplicaRound, RoundRate, median_ratio};
+use crate::replica_rounds::{self, ReplicaRound, RoundRate, median_ratio};
 use crate::stats::Stats;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -403,7 +403,7 @@ fn print_postgres_header(settings: &str, a: &IngestArgs) {
             "            then {} alternating rounds of pg-1 and pg-2 over {} connections each, \
              each on a fresh database, for the pg-2 verdict",
             a.replica_rounds,
-            a.connections.iter().max().copied().unwrap_or(256)
+            replica_rounds::connections(a)
         );
     }
 }
@@ -491,6 +491,7 @@ impl Run {
             r.us_per_event
                 .map_or(String::new(), |us| format!(", {us:.0} us/event"))
         };
+        let connections = replica_rounds::connections(&self.args);
         for (i, r) in self.replica_rounds.iter().enumerate() {
             println!(
                 "replica round {} ({} first): pg-1 {:.0}/s over {} connections{}, pg-2 {:.0}/s \
@@ -498,10 +499,10 @@ impl Run {
                 i + 1,
                 r.first.name(),
                 r.one.acked_per_sec,
-                r.one.connections,
+                connections,
                 us(&r.one),
                 r.two.acked_per_sec,
-                r.two.connections,
+                connections,
                 us(&r.two),
                 r.ratio()
             );
