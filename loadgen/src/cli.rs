@@ -142,9 +142,10 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) fixed_connections: u16,
     /// With `--store postgres`, after every target's own phases: rounds in which one gateway
-    /// and two take turns over the largest `--connections` count (the first of the pair
-    /// alternating), each on a fresh database; the pg-2 verdict is the median of the rounds'
-    /// ratios. 0: none, and the verdict compares the targets' own phases.
+    /// and two take turns (the first of the pair alternating), each on a fresh database, at
+    /// its maximum rate over the largest `--connections` count and then at `--fixed-rate`;
+    /// the PostgreSQL verdicts are the medians of the rounds (pg-1's maximum rate, pg-2/pg-1,
+    /// each target's p99). 0: none, and the verdicts are the targets' own phases.
     #[arg(long, default_value_t = 4)]
     pub(crate) replica_rounds: u16,
     #[command(flatten)]
@@ -312,7 +313,8 @@ fn share(text: &str) -> Result<f64, String> {
 }
 
 /// What `ingest` and `e2e` alike change about their PostgreSQL targets: the server's settings
-/// (`--pg-set`) and the gateways' `[store]` (`--ack-writers`).
+/// (`--pg-set`), the gateways' `[store]` (`--ack-writers`, `--ack-spacing`) and the runtime
+/// threads of replicas sharing the machine (`--replica-threads`).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct PostgresArgs {
     /// With `--store postgres`: set a PostgreSQL setting on top of the benchmark's own
@@ -324,15 +326,75 @@ pub(crate) struct PostgresArgs {
     /// cluster keeps in flight), to tune it for a database; default: the gateway's own (2).
     #[arg(long = "ack-writers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) ack_writers: Option<u16>,
+    /// With `--store postgres`: the gateways' `[store] ack_spacing` (how soon after one of
+    /// its ack batches started a writer may start the next; `0s`: at once), to see what it
+    /// changes at a moderate rate; default: the gateway's own (2ms).
+    #[arg(long = "ack-spacing", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) ack_spacing: Option<std::time::Duration>,
+    /// With `--store postgres`: the runtime threads of each gateway of a target with several
+    /// replicas on this machine (pg-2). Default: the machine's cores divided among the
+    /// replicas, as a CPU limit of that share would give each (the gateway sizes its runtime
+    /// from the cores it may use); 0: the gateway's own default, every core for each replica.
+    #[arg(long = "replica-threads", value_name = "N")]
+    pub(crate) replica_threads: Option<u16>,
 }
 
 impl PostgresArgs {
+    /// The runtime threads each of `replicas` gateways sharing this machine gets; `None`: the
+    /// gateway's own default (a lone gateway always has it).
+    pub(crate) fn replica_threads(&self, replicas: usize) -> Option<usize> {
+        if replicas < 2 {
+            return None;
+        }
+        match self.replica_threads {
+            Some(0) => None,
+            Some(n) => Some(usize::from(n)),
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                Some((cores / replicas).max(1))
+            }
+        }
+    }
+
     /// How the PostgreSQL targets' `[store]` differs from the gateway's defaults, for the
     /// headers.
     pub(crate) fn describe_store(&self) -> String {
-        match self.ack_writers {
-            Some(n) => format!("default pool and lease, ack_writers = {n}"),
-            None => "default pool, lease and ack writers".to_owned(),
+        let mut set = Vec::new();
+        if let Some(n) = self.ack_writers {
+            set.push(format!("ack_writers = {n}"));
         }
+        if let Some(spacing) = self.ack_spacing {
+            set.push(format!(
+                "ack_spacing = \"{}\"",
+                humantime::format_duration(spacing)
+            ));
+        }
+        if set.is_empty() {
+            "the gateway's default pool, lease and ack writers".to_owned()
+        } else {
+            format!("the gateway's defaults but {}", set.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PostgresArgs;
+
+    #[test]
+    fn replicas_sharing_the_machine_split_its_cores_unless_told_otherwise() {
+        let args = |replica_threads| PostgresArgs {
+            settings: Vec::new(),
+            ack_writers: None,
+            ack_spacing: None,
+            replica_threads,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(args(None).replica_threads(1), None);
+        assert_eq!(args(Some(3)).replica_threads(1), None);
+        assert_eq!(args(None).replica_threads(2), Some((cores / 2).max(1)));
+        assert_eq!(args(None).replica_threads(cores * 2), Some(1));
+        assert_eq!(args(Some(3)).replica_threads(2), Some(3));
+        assert_eq!(args(Some(0)).replica_threads(2), None);
     }
 }

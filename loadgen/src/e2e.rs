@@ -234,6 +234,7 @@ impl GatewayRun<'_> {
         let store = if db.is_some() {
             StoreKind::Postgres {
                 ack_writers: args.postgres.ack_writers,
+                ack_spacing: args.postgres.ack_spacing,
             }
         } else {
             StoreKind::Sqlite

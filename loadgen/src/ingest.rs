@@ -30,8 +30,11 @@ pub(crate) enum StoreKind {
     /// `path`: a SQLite file under the config's temp dir.
     Sqlite,
     /// `url = "env:GATEWAY_DATABASE_URL"`, the connection string set per gateway process, and
-    /// `ack_writers` when given.
-    Postgres { ack_writers: Option<u16> },
+    /// `ack_writers` and `ack_spacing` when given.
+    Postgres {
+        ack_writers: Option<u16>,
+        ack_spacing: Option<Duration>,
+    },
 }
 
 pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
@@ -89,6 +92,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 args.route_plugin,
                 StoreKind::Postgres {
                     ack_writers: args.postgres.ack_writers,
+                    ack_spacing: args.postgres.ack_spacing,
                 },
             )?)
         }
@@ -109,7 +113,16 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 // A fresh database per target: the second is not slowed by the first's rows.
                 let label = name.replace('-', "_");
                 let conninfo = db.fresh(&label)?;
-                start_postgres_servers(target, &gateway, pg_config, &conninfo, dir.path(), &label)?
+                let threads = args.postgres.replica_threads(target.replicas());
+                start_postgres_servers(
+                    target,
+                    threads,
+                    &gateway,
+                    pg_config,
+                    &conninfo,
+                    dir.path(),
+                    &label,
+                )?
             }
             (Target::PgOne | Target::PgTwo, ..) => {
                 anyhow::bail!("{name} needs --store postgres")
@@ -233,10 +246,10 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
             logs: dir.path(),
         };
         // A round that cannot run (a gateway that does not start) costs the rounds, not the
-        // figures already measured: the pg-2 verdict then compares the targets' own phases.
+        // figures already measured: the verdicts are then the targets' own phases.
         match replica_rounds::run(&args, &setup, &mut streams).await {
             Ok(rounds) => run.replica_rounds = rounds,
-            Err(e) => eprintln!("replica rounds: {e:#}; the pg-2 verdict is its own phase's"),
+            Err(e) => eprintln!("replica rounds: {e:#}; the verdicts are the targets' own phases"),
         }
     }
     run.print_results();
@@ -244,9 +257,11 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 /// A PostgreSQL target's gateways (one per replica) on the database `conninfo` names, their
-/// logs in `logs` under `label`.
+/// logs in `logs` under `label`, each with `threads` runtime threads when given (tokio's
+/// `TOKIO_WORKER_THREADS`; see `PostgresArgs::replica_threads`).
 pub(crate) fn start_postgres_servers(
     target: Target,
+    threads: Option<usize>,
     gateway: &Path,
     config: &Path,
     conninfo: &str,
@@ -257,6 +272,9 @@ pub(crate) fn start_postgres_servers(
     for i in 0..target.replicas() {
         let mut command = gateway_command(gateway, config);
         command.env(DATABASE_URL_ENV, conninfo);
+        if let Some(n) = threads {
+            command.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
         let log = logs.join(format!("{label}-{i}.log"));
         servers.push(Server::start(target.name(), command, &log)?);
     }
@@ -388,7 +406,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(250);
 /// a phase that acked faster than the gateway routes leaves a queue, and the next phase would
 /// pay for it. Waits until `gateway_queue_depth` reads 0 (or [`DRAIN_LIMIT`]) and says how
 /// long that took. Nothing for the bare server and SQLite, whose runs stay as they were.
-async fn drain_routing(target: Target, addrs: &[SocketAddr]) -> Option<String> {
+pub(crate) async fn drain_routing(target: Target, addrs: &[SocketAddr]) -> Option<String> {
     let addr = *addrs.first().filter(|_| target.on_postgres())?;
     let started = std::time::Instant::now();
     let first = server_side(target, addr).await?.backlog().0;
@@ -511,10 +529,17 @@ pub(crate) fn base_config(dir: &Path, store: StoreKind) -> anyhow::Result<String
             "path = {}",
             toml_path(&dir.join("data").join("gateway.db"))?
         ),
-        StoreKind::Postgres { ack_writers } => {
+        StoreKind::Postgres {
+            ack_writers,
+            ack_spacing,
+        } => {
             let mut store = format!("url = \"env:{DATABASE_URL_ENV}\"");
             if let Some(n) = ack_writers {
                 store.push_str(&format!("\nack_writers = {n}"));
+            }
+            if let Some(spacing) = ack_spacing {
+                let spacing = humantime::format_duration(spacing);
+                store.push_str(&format!("\nack_spacing = \"{spacing}\""));
             }
             store
         }
@@ -542,17 +567,29 @@ mod tests {
     use super::{StoreKind, base_config};
 
     #[test]
-    fn postgres_configs_carry_the_ack_writers_only_when_given() {
+    fn postgres_configs_carry_the_ack_keys_only_when_given() {
         let dir = std::path::Path::new("/tmp/loadgen-test");
-        let store_of = |ack_writers| {
-            let text = base_config(dir, StoreKind::Postgres { ack_writers }).expect("a config");
+        let store_of = |ack_writers, ack_spacing| {
+            let kind = StoreKind::Postgres {
+                ack_writers,
+                ack_spacing,
+            };
+            let text = base_config(dir, kind).expect("a config");
             let store = text.split("[store]\n").nth(1).expect("a [store] table");
             store.split("\n\n").next().unwrap_or_default().to_owned()
         };
         assert_eq!(
-            store_of(Some(3)),
+            store_of(Some(3), None),
             "url = \"env:GATEWAY_DATABASE_URL\"\nack_writers = 3"
         );
-        assert_eq!(store_of(None), "url = \"env:GATEWAY_DATABASE_URL\"");
+        assert_eq!(
+            store_of(None, Some(std::time::Duration::ZERO)),
+            "url = \"env:GATEWAY_DATABASE_URL\"\nack_spacing = \"0s\""
+        );
+        assert_eq!(
+            store_of(None, Some(std::time::Duration::from_micros(1500))),
+            "url = \"env:GATEWAY_DATABASE_URL\"\nack_spacing = \"1ms 500us\""
+        );
+        assert_eq!(store_of(None, None), "url = \"env:GATEWAY_DATABASE_URL\"");
     }
 }

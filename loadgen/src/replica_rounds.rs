@@ -1,30 +1,44 @@
-//! The alternating rounds behind the pg-2 verdict. Its target compares two maximum rates, and a
-//! single phase of each, a minute apart, compares the host's minutes as much as the targets: on
-//! this 2-core machine the same build measured pg-2/pg-1 anywhere from 0.75 to 1.14 in one
-//! afternoon (docs/performance.md, "Replica ratios from alternating rounds"). So after every
-//! target's own phases, one gateway and two gateways take turns. Each round measures both over
-//! the largest `--connections` count (the same for both: a best count picked from one noisy
-//! phase each would compare counts too), each on a fresh database dropped after its phase (so
-//! nothing one left behind, such as an autovacuum, falls on the other). The first of the pair
-//! alternates from round to round (an even count puts each first equally often), and the
-//! verdict is the median of the rounds' ratios.
+//! The alternating rounds behind the PostgreSQL verdicts. On this 2-core machine a single phase
+//! of a target compares the host's minutes as much as the targets: the same build measured
+//! pg-2/pg-1 anywhere from 0.75 to 1.14 in one afternoon, and pg-1's maximum 16.3k to 24.1k/s
+//! within four minutes (docs/performance.md, "Replica ratios from alternating rounds"). So after
+//! every target's own phases, one gateway and two gateways take turns. In each round each of
+//! them gets a fresh database (dropped after, so nothing one left behind, such as an
+//! autovacuum, falls on the other), a closed loop over the largest `--connections` count (the
+//! same for both: a best count picked from one noisy phase each would compare counts too), and
+//! then the open loop at `--fixed-rate`. The first of the pair alternates from round to round
+//! (an even count puts each first equally often). The verdicts are medians of the rounds: pg-1's
+//! maximum rate, the ratio pg-2/pg-1, and each target's p99 at the fixed rate.
 //!
-//! This module only runs the rounds; the report prints them and the verdict.
+//! This module only runs the rounds; the report prints them and the verdicts.
 
 use crate::child::Server;
 use crate::cli::{IngestArgs, Target};
 use crate::closed_loop;
 use crate::cpu::Meter;
 use crate::database::Database;
-use crate::ingest::{start_postgres_servers, take};
+use crate::ingest::{drain_routing, start_postgres_servers, take};
+use crate::open_loop;
 use crate::signing::EventStreams;
 use std::path::Path;
 
-/// One target's closed-loop phase in a round.
+/// One target's phases in a round: its maximum rate, then the fixed rate.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RoundRate {
     pub(crate) acked_per_sec: f64,
     /// Gateways' and PostgreSQL's CPU microseconds per 200 answer.
+    pub(crate) us_per_event: Option<f64>,
+    pub(crate) fixed: FixedRate,
+}
+
+/// The open loop at `--fixed-rate` in a round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FixedRate {
+    pub(crate) p99_ms: f64,
+    /// Requests answered with something other than 200, or not at all.
+    pub(crate) failed: u64,
+    /// How late the generator itself handed over its p99 request (counted in the latency).
+    pub(crate) lag_p99_ms: f64,
     pub(crate) us_per_event: Option<f64>,
 }
 
@@ -43,15 +57,30 @@ impl ReplicaRound {
     }
 }
 
-/// The median of the rounds' ratios (the mean of the middle two for an even count).
-pub(crate) fn median_ratio(rounds: &[ReplicaRound]) -> Option<f64> {
-    let mut ratios: Vec<f64> = rounds.iter().map(ReplicaRound::ratio).collect();
-    ratios.sort_by(f64::total_cmp);
-    let n = ratios.len();
+/// The median of what `figure` reads from each round (the mean of the middle two for an even
+/// count); `None` without rounds.
+pub(crate) fn median(
+    rounds: &[ReplicaRound],
+    figure: impl Fn(&ReplicaRound) -> f64,
+) -> Option<f64> {
+    let mut figures: Vec<f64> = rounds.iter().map(figure).collect();
+    figures.sort_by(f64::total_cmp);
+    let n = figures.len();
     match n {
         0 => None,
-        _ if n % 2 == 1 => Some(ratios[n / 2]),
-        _ => Some((ratios[n / 2 - 1] + ratios[n / 2]) / 2.0),
+        _ if n % 2 == 1 => Some(figures[n / 2]),
+        _ => Some((figures[n / 2 - 1] + figures[n / 2]) / 2.0),
+    }
+}
+
+impl ReplicaRound {
+    /// `target`'s phases in this round (pg-1's for anything but pg-2).
+    pub(crate) fn of(&self, target: Target) -> &RoundRate {
+        if target == Target::PgTwo {
+            &self.two
+        } else {
+            &self.one
+        }
     }
 }
 
@@ -107,6 +136,7 @@ async fn phase(
     let conninfo = setup.database.fresh(&label)?;
     let servers = start_postgres_servers(
         target,
+        args.postgres.replica_threads(target.replicas()),
         setup.gateway,
         setup.config,
         &conninfo,
@@ -120,6 +150,12 @@ async fn phase(
     let mut stats =
         closed_loop::run(&addrs, take(streams, connections), args.duration, false).await?;
     stats.usage = meter.usage();
+    drain_routing(target, &addrs).await;
+    let meter = Meter::of(&pids, setup.database.postmaster());
+    let sources = take(streams, args.fixed_connections);
+    let (mut fixed, dispatch) =
+        open_loop::run(&addrs, sources, args.fixed_rate, args.duration, false).await?;
+    fixed.usage = meter.usage();
     for server in servers {
         if let Err(e) = server.stop() {
             eprintln!("{}: {e:#}", target.name());
@@ -129,13 +165,23 @@ async fn phase(
         eprintln!("{}: {e:#}", target.name());
     }
     let acked_per_sec = stats.acked_per_sec();
+    let fixed = FixedRate {
+        p99_ms: fixed.ms(0.99),
+        failed: fixed.non_200 + fixed.errors,
+        lag_p99_ms: dispatch.lag.value_at_quantile(0.99) as f64 / 1000.0,
+        us_per_event: fixed.usage.us_per_event(fixed.acked_per_sec()),
+    };
     eprintln!(
-        "replica round {round}, {}: {acked_per_sec:.0}/s over {connections} connections",
-        target.name()
+        "replica round {round}, {}: {acked_per_sec:.0}/s over {connections} connections, p99 \
+         {:.2} ms at {:.0}/s",
+        target.name(),
+        fixed.p99_ms,
+        args.fixed_rate
     );
     Ok(RoundRate {
         acked_per_sec,
         us_per_event: stats.usage.us_per_event(acked_per_sec),
+        fixed,
     })
 }
 
@@ -147,6 +193,12 @@ mod tests {
         let rate = |acked_per_sec| RoundRate {
             acked_per_sec,
             us_per_event: None,
+            fixed: FixedRate {
+                p99_ms: 0.0,
+                failed: 0,
+                lag_p99_ms: 0.0,
+                us_per_event: None,
+            },
         };
         ReplicaRound {
             first: Target::PgOne,
@@ -156,11 +208,22 @@ mod tests {
     }
 
     #[test]
-    fn the_verdict_is_the_median_of_the_rounds_ratios() {
-        assert_eq!(median_ratio(&[]), None);
+    fn the_verdicts_are_medians_of_the_rounds() {
+        assert_eq!(median(&[], ReplicaRound::ratio), None);
         let odd = [round(100.0, 80.0), round(100.0, 120.0), round(100.0, 95.0)];
-        assert_eq!(median_ratio(&odd), Some(0.95));
-        let even = [round(100.0, 80.0), round(100.0, 120.0)];
-        assert_eq!(median_ratio(&even), Some(1.0));
+        assert_eq!(median(&odd, ReplicaRound::ratio), Some(0.95));
+        let even = [round(100.0, 80.0), round(90.0, 120.0)];
+        assert_eq!(
+            median(&even, ReplicaRound::ratio),
+            Some((0.8 + 120.0 / 90.0) / 2.0)
+        );
+        assert_eq!(
+            median(&even, |r| r.of(Target::PgOne).acked_per_sec),
+            Some(95.0)
+        );
+        assert_eq!(
+            median(&even, |r| r.of(Target::PgTwo).acked_per_sec),
+            Some(100.0)
+        );
     }
 }

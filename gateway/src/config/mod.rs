@@ -394,6 +394,9 @@ pub struct PostgresSettings {
     pub pool_size: usize,
     /// Ack batches the whole cluster commits at once (each replica its share).
     pub ack_writers: usize,
+    /// How soon after one of its ack batches started a writer may start the next (zero: at
+    /// once), so that at moderate rates a commit carries more events.
+    pub ack_spacing: Duration,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
     /// The server cancels any one statement running longer (set on every connection).
@@ -432,6 +435,9 @@ impl StoreBackend {
                 }
                 if a.ack_writers != b.ack_writers {
                     keys.push("store.ack_writers");
+                }
+                if a.ack_spacing != b.ack_spacing {
+                    keys.push("store.ack_spacing");
                 }
                 if a.connect_timeout != b.connect_timeout {
                     keys.push("store.connect_timeout");

@@ -237,6 +237,7 @@ pub(super) struct RawStore {
     pub(super) url: Option<Spanned<SecretValue<String>>>,
     pub(super) pool_size: Option<Spanned<u64>>,
     pub(super) ack_writers: Option<Spanned<u64>>,
+    pub(super) ack_spacing: Option<Spanned<HumanDuration>>,
     pub(super) connect_timeout: Option<Spanned<HumanDuration>>,
     pub(super) statement_timeout: Option<Spanned<HumanDuration>>,
     pub(super) lease: Option<Spanned<HumanDuration>>,

@@ -64,6 +64,9 @@ pub struct PgOptions {
     /// Batches being written at once by the whole cluster (each holds a connection while it
     /// commits): every replica commits through its share of them (see `membership.rs`).
     pub writers: usize,
+    /// How soon after one of its batches started a writer may start the next (see
+    /// `ingest.rs`).
+    pub ack_spacing: Duration,
     /// Connecting, and waiting for a free pooled connection, give up after this.
     pub connect_timeout: Duration,
     /// The server cancels any one statement running longer (`-c statement_timeout` on every
@@ -81,6 +84,7 @@ impl Default for PgOptions {
         Self {
             pool_size: 16,
             writers: 2,
+            ack_spacing: Duration::from_millis(2),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
@@ -94,6 +98,7 @@ impl From<&crate::config::PostgresSettings> for PgOptions {
         Self {
             pool_size: settings.pool_size,
             writers: settings.ack_writers,
+            ack_spacing: settings.ack_spacing,
             connect_timeout: settings.connect_timeout,
             statement_timeout: settings.statement_timeout,
             lease: settings.lease,
@@ -234,6 +239,7 @@ impl PgStore {
             pool.clone(),
             metrics.clone(),
             Arc::clone(&writers),
+            options.ack_spacing,
             announcer,
             Arc::clone(&claims),
         );

@@ -1,8 +1,9 @@
 //! What only a shared database has to prove: replicas racing on one key, replicas migrating at
 //! once, a newer schema refused, a database that restarts under the store, the ack's
-//! durability setting forced, group commit really grouping, and a stalled commit not holding
-//! the acks behind it. Each test starts its own throwaway cluster (fsync on), except the last,
-//! which takes a database on the cluster the other store tests share (`test_db.rs`).
+//! durability setting forced, group commit really grouping, a stalled commit not holding the
+//! acks behind it, and a writer spacing its batches. Each test starts its own throwaway
+//! cluster (fsync on), except the last two, which take a database on the cluster the other
+//! store tests share (`test_db.rs`).
 
 use super::*;
 use std::sync::Arc;
@@ -235,4 +236,33 @@ async fn acks_piling_up_behind_a_stalled_commit_are_committed_by_another_writer(
     blocker.batch_execute("ROLLBACK").await.expect("lets go");
     let outcome = stalled.await.expect("joins").expect("ingests");
     assert!(matches!(outcome, IngestOutcome::Stored { .. }));
+}
+
+/// A writer starts its next batch no sooner than `ack_spacing` after its previous one started
+/// (so that at moderate rates a commit carries more than a handful of events), and a request
+/// that finds it idle since longer than that is written at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_spaces_its_batches_but_a_request_finding_it_idle_waits_for_nobody() {
+    let spacing = std::time::Duration::from_secs(1);
+    let options = PgOptions {
+        writers: 1,
+        ack_spacing: spacing,
+        ..PgOptions::default()
+    };
+    let db = super::test_db::Db::with_options("ingest_spacing", &options).await;
+    let first_sent = std::time::Instant::now();
+    db.ingest(event("first")).await;
+    let first_acked = first_sent.elapsed();
+    assert!(
+        first_acked < spacing,
+        "the first batch of an idle writer waited {first_acked:?}"
+    );
+    db.ingest(event("second")).await;
+    // The second batch could start only `spacing` after the first one did, and the first one
+    // started after `first_sent`.
+    let second_acked = first_sent.elapsed();
+    assert!(
+        second_acked >= spacing,
+        "the next batch started {second_acked:?} after the first was sent"
+    );
 }

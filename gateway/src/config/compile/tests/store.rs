@@ -64,10 +64,12 @@ fn a_url_reference_chooses_postgres_with_its_defaults_and_keys() {
         (options.pool_size, options.writers, options.lease),
         (16, 2, Duration::from_secs(30))
     );
+    assert_eq!(pg.ack_spacing, Duration::from_millis(2));
+    assert_eq!(options.ack_spacing, Duration::from_millis(2));
     let kv = files.reference("kv", "host=/run/postgresql dbname=gateway user=gw");
     let text = format!(
         "[store]\nurl = \"{kv}\"\npool_size = 64\nconnect_timeout = \"2s\"\n\
-         statement_timeout = \"1m\"\nlease = \"10s\"\nack_writers = 8\n"
+         statement_timeout = \"1m\"\nlease = \"10s\"\nack_writers = 8\nack_spacing = \"0s\"\n"
     );
     let StoreBackend::Postgres(pg) = store(&text).backend else {
         panic!("url chooses PostgreSQL");
@@ -89,6 +91,10 @@ fn a_url_reference_chooses_postgres_with_its_defaults_and_keys() {
         )
     );
     assert_eq!(crate::store::PgOptions::from(&pg).writers, 8);
+    assert_eq!(
+        crate::store::PgOptions::from(&pg).ack_spacing,
+        Duration::ZERO
+    );
 }
 
 #[test]
@@ -134,6 +140,11 @@ fn postgres_keys_are_range_checked() {
         "g.toml:3:15: store.ack_writers: must leave two of store.pool_size's 16 connections \
          to the workers and the admin API (at most 14): each writer holds one while it commits",
     );
+    assert_has(
+        &with("ack_spacing = \"101ms\""),
+        "g.toml:3:15: store.ack_spacing: must be between 0s (no spacing) and 100ms",
+    );
+    assert!(with("ack_spacing = \"100ms\"").is_empty());
     assert!(with("ack_writers = 14").is_empty());
     assert!(with("ack_writers = 1").is_empty());
     assert!(with("lease = \"1h\"").is_empty());
@@ -153,7 +164,7 @@ fn path_and_url_together_or_postgres_keys_on_sqlite_are_errors_at_the_key() {
     );
     let found = issues(
         "[store]\npath = \"g.db\"\npool_size = 8\nconnect_timeout = \"1s\"\n\
-         statement_timeout = \"1s\"\nlease = \"5s\"\nack_writers = 1\n",
+         statement_timeout = \"1s\"\nlease = \"5s\"\nack_writers = 1\nack_spacing = \"1ms\"\n",
     );
     let message = "applies only to a PostgreSQL store (`store.url`); this store is the SQLite \
                    file `store.path`";
@@ -163,6 +174,7 @@ fn path_and_url_together_or_postgres_keys_on_sqlite_are_errors_at_the_key() {
         (5, 21, "store.statement_timeout"),
         (6, 9, "store.lease"),
         (7, 15, "store.ack_writers"),
+        (8, 15, "store.ack_spacing"),
     ] {
         assert_has(&found, &format!("g.toml:{line}:{col}: {key}: {message}"));
     }
@@ -245,10 +257,10 @@ fn a_reload_names_every_store_key_that_changed() {
     assert_eq!(sqlite.changed_keys(&other_file), ["store.path"]);
     assert_eq!(sqlite.changed_keys(&pg_a), ["store.path", "store.url"]);
     let pg_sized = backend(format!(
-        "[store]\nurl = \"{a}\"\npool_size = 20\nack_writers = 4\n"
+        "[store]\nurl = \"{a}\"\npool_size = 20\nack_writers = 4\nack_spacing = \"5ms\"\n"
     ));
     assert_eq!(
         pg_a.changed_keys(&pg_sized),
-        ["store.pool_size", "store.ack_writers"]
+        ["store.pool_size", "store.ack_writers", "store.ack_spacing"]
     );
 }
