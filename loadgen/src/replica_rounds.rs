@@ -24,7 +24,7 @@ use std::path::Path;
 
 /// One target's phases in a round: its maximum rate, then the fixed rate.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RoundRate {
+pub(crate) struct RoundPhases {
     pub(crate) acked_per_sec: f64,
     /// Gateways' and PostgreSQL's CPU microseconds per 200 answer.
     pub(crate) us_per_event: Option<f64>,
@@ -46,14 +46,23 @@ pub(crate) struct FixedRate {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReplicaRound {
     pub(crate) first: Target,
-    pub(crate) one: RoundRate,
-    pub(crate) two: RoundRate,
+    pub(crate) one: RoundPhases,
+    pub(crate) two: RoundPhases,
 }
 
 impl ReplicaRound {
     /// pg-2's rate over pg-1's.
     pub(crate) fn ratio(&self) -> f64 {
         self.two.acked_per_sec / self.one.acked_per_sec.max(1e-9)
+    }
+
+    /// `target`'s phases in this round (pg-1's for anything but pg-2).
+    pub(crate) fn of(&self, target: Target) -> &RoundPhases {
+        if target == Target::PgTwo {
+            &self.two
+        } else {
+            &self.one
+        }
     }
 }
 
@@ -70,17 +79,6 @@ pub(crate) fn median(
         0 => None,
         _ if n % 2 == 1 => Some(figures[n / 2]),
         _ => Some((figures[n / 2 - 1] + figures[n / 2]) / 2.0),
-    }
-}
-
-impl ReplicaRound {
-    /// `target`'s phases in this round (pg-1's for anything but pg-2).
-    pub(crate) fn of(&self, target: Target) -> &RoundRate {
-        if target == Target::PgTwo {
-            &self.two
-        } else {
-            &self.one
-        }
     }
 }
 
@@ -130,7 +128,7 @@ async fn phase(
     streams: &mut EventStreams,
     target: Target,
     round: u16,
-) -> anyhow::Result<RoundRate> {
+) -> anyhow::Result<RoundPhases> {
     let connections = connections(args);
     let label = format!("{}_round_{round}", target.name().replace('-', "_"));
     let conninfo = setup.database.fresh(&label)?;
@@ -178,7 +176,7 @@ async fn phase(
         fixed.p99_ms,
         args.fixed_rate
     );
-    Ok(RoundRate {
+    Ok(RoundPhases {
         acked_per_sec,
         us_per_event: stats.usage.us_per_event(acked_per_sec),
         fixed,
@@ -190,7 +188,7 @@ mod tests {
     use super::*;
 
     fn round(one: f64, two: f64) -> ReplicaRound {
-        let rate = |acked_per_sec| RoundRate {
+        let rate = |acked_per_sec| RoundPhases {
             acked_per_sec,
             us_per_event: None,
             fixed: FixedRate {

@@ -9,7 +9,7 @@
 
 use crate::cli::{IngestArgs, Target};
 use crate::open_loop::Dispatch;
-use crate::replica_rounds::{self, ReplicaRound, RoundRate, median};
+use crate::replica_rounds::{self, ReplicaRound, RoundPhases, median};
 use crate::stats::Stats;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -505,7 +505,7 @@ impl Run {
             return;
         }
         let fixed_rate = si(self.args.fixed_rate);
-        let phases = |r: &RoundRate| {
+        let phases = |r: &RoundPhases| {
             let us = |us: Option<f64>| us.map_or(String::new(), |us| format!(", {us:.0} us/event"));
             format!(
                 "{:.0}/s{}; at {fixed_rate}/s p99 {:.2} ms (generator {:.2} ms late){}{}",
