@@ -8,7 +8,7 @@
 //! which they take turns (`replica_rounds.rs`); then prints the report.
 
 use crate::child::Server;
-use crate::cli::{IngestArgs, RoutePlugin, Target};
+use crate::cli::{IngestArgs, PostgresArgs, RoutePlugin, Target};
 use crate::cpu::Meter;
 use crate::database::{self, Counters, Database};
 use crate::report::{MaxPhase, Outcome, Run, best_of};
@@ -113,10 +113,9 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 // A fresh database per target: the second is not slowed by the first's rows.
                 let label = name.replace('-', "_");
                 let conninfo = db.fresh(&label)?;
-                let threads = args.postgres.replica_threads(target.replicas());
                 start_postgres_servers(
                     target,
-                    threads,
+                    &args.postgres,
                     &gateway,
                     pg_config,
                     &conninfo,
@@ -257,17 +256,18 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 /// A PostgreSQL target's gateways (one per replica) on the database `conninfo` names, their
-/// logs in `logs` under `label`, each with `threads` runtime threads when given (tokio's
-/// `TOKIO_WORKER_THREADS`; see `PostgresArgs::replica_threads`).
+/// logs in `logs` under `label`, each with the runtime threads `postgres` gives a replica of
+/// `target` (tokio's `TOKIO_WORKER_THREADS`; see `PostgresArgs::replica_threads`).
 pub(crate) fn start_postgres_servers(
     target: Target,
-    threads: Option<usize>,
+    postgres: &PostgresArgs,
     gateway: &Path,
     config: &Path,
     conninfo: &str,
     logs: &Path,
     label: &str,
 ) -> anyhow::Result<Vec<Server>> {
+    let threads = postgres.replica_threads(target.replicas());
     let mut servers = Vec::with_capacity(target.replicas());
     for i in 0..target.replicas() {
         let mut command = gateway_command(gateway, config);

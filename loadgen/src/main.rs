@@ -8,9 +8,9 @@
 //! p99.9 ack latency for both, and their ratio. `loadgen bare-server` is the baseline server.
 //!
 //! With `--store postgres`, `loadgen ingest` also measures one gateway and then two replicas on
-//! a throwaway PostgreSQL cluster (fsync on) in the same run, then lets the two take turns for
-//! their ratio (`replica_rounds.rs`), and `loadgen e2e` one gateway on it after the SQLite one;
-//! see `database.rs`.
+//! a throwaway PostgreSQL cluster (fsync on) in the same run, then lets the two take turns in
+//! rounds whose medians are the verdicts (`replica_rounds.rs`), and `loadgen e2e` one gateway
+//! on it after the SQLite one; see `database.rs`.
 //!
 //! `loadgen e2e` measures the whole path instead: signed POST -> store -> one plugin -> HTTP
 //! delivery to a sink run inside loadgen; see `e2e.rs`. `loadgen stall` replays the

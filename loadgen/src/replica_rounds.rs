@@ -134,7 +134,7 @@ async fn phase(
     let conninfo = setup.database.fresh(&label)?;
     let servers = start_postgres_servers(
         target,
-        args.postgres.replica_threads(target.replicas()),
+        &args.postgres,
         setup.gateway,
         setup.config,
         &conninfo,
