@@ -209,7 +209,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let Some((config, engine, pipeline)) = load(path, &metrics) else {
         return Ok(ExitCode::FAILURE);
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.server.runtime_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -273,7 +277,14 @@ async fn serve(
     }
     out.flush().context("cannot write to stdout")?;
     drop(out);
-    tracing::info!(%addr, sources = config.sources.len(), store = %place, "gateway started");
+    let runtime_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(
+        %addr,
+        sources = config.sources.len(),
+        store = %place,
+        runtime_threads,
+        "gateway started"
+    );
 
     gateway::run(
         listener,

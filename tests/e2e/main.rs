@@ -55,6 +55,7 @@ mod reload;
 mod replica_harness;
 mod replicas;
 mod retention;
+mod runtime_threads;
 mod send;
 mod sink;
 mod slow_clients;

@@ -227,6 +227,7 @@ pub(super) struct RawServer {
     pub(super) forwarded_header: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<u64>>,
     pub(super) max_body_buffer: Option<Spanned<ByteSize>>,
+    pub(super) runtime_threads: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -214,6 +214,10 @@ fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String>
     if old.server.write_timeout != new.server.write_timeout {
         keys.push("server.write_timeout".to_owned());
     }
+    // The runtime's threads are started once.
+    if old.server.runtime_threads != new.server.runtime_threads {
+        keys.push("server.runtime_threads".to_owned());
+    }
     // The backend (SQLite file or PostgreSQL database, and the pool's settings) is opened
     // once at start: the running store stays until a restart.
     for key in old.store.backend.changed_keys(&new.store.backend) {

@@ -43,6 +43,7 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// connections cost (each may hold a request head of up to ~128 KiB until `header_timeout`).
 const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=1_000_000;
+const RUNTIME_THREADS: RangeInclusive<u64> = 1..=1024;
 /// 64 bodies of the default `max_body` at once, or ~160,000 typical 400-byte ones.
 const DEFAULT_MAX_BODY_BUFFER: u64 = 64 * 1024 * 1024;
 const DEFAULT_WASM_CACHE: &str = "data/wasm-cache";
@@ -177,6 +178,10 @@ pub(super) fn compile(
         DEFAULT_MAX_CONNECTIONS,
     );
     let max_body_buffer = max_body_buffer(&mut pass, &raw.server, max_body);
+    let runtime_threads = raw.server.runtime_threads.as_ref().map(|threads| {
+        let n = pass.count(Some(threads), "server.runtime_threads", RUNTIME_THREADS, 1);
+        service::to_usize(n)
+    });
     let store = store::compile_store(&mut pass, &raw.store);
 
     let mut sources = Vec::new();
@@ -237,6 +242,7 @@ pub(super) fn compile(
             trusted_proxies,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_body_buffer,
+            runtime_threads,
         },
         store,
         sources,

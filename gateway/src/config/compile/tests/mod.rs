@@ -324,3 +324,20 @@ fn connection_and_body_buffer_caps_have_defaults_ranges_and_a_floor() {
         "g.toml:3:19: server.max_body_buffer: must be at least server.max_body (1048576 bytes)",
     );
 }
+
+#[test]
+fn runtime_threads_are_tokios_default_unless_set_within_range() {
+    let server = |text: &str| compile(Path::new("g.toml"), text).map(|(c, _)| c.server);
+    let s = server("").expect("defaults compile");
+    assert_eq!(s.runtime_threads, None, "unset: tokio's own default");
+    let s = server("[server]\nruntime_threads = 3\n").expect("compiles");
+    assert_eq!(s.runtime_threads, Some(3));
+    assert_has(
+        &issues("[server]\nruntime_threads = 0\n"),
+        "g.toml:2:19: server.runtime_threads: must be between 1 and 1024",
+    );
+    assert_has(
+        &issues("[server]\nruntime_threads = 1025\n"),
+        "g.toml:2:19: server.runtime_threads: must be between 1 and 1024",
+    );
+}
