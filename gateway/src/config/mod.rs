@@ -330,8 +330,8 @@ pub struct ServerSettings {
     /// Most bytes of request bodies held in memory at once, across all requests; a request
     /// that would pass it is answered 503. At least `max_body`.
     pub max_body_buffer: u64,
-    /// Threads of the async runtime (requests, store, routing and delivery; plugins run on
-    /// their own threads). `None`: tokio's default, `TOKIO_WORKER_THREADS` or else the CPUs
+    /// Threads of the async runtime (requests, routing and delivery, and on PostgreSQL the
+    /// store's writes; plugins and the SQLite writer run on threads of their own). `None`: tokio's default, `TOKIO_WORKER_THREADS` or else the CPUs
     /// this process may use (a cgroup CPU limit counts). Set once at start.
     pub runtime_threads: Option<usize>,
 }
