@@ -306,6 +306,27 @@ impl Gateway {
             .collect()
     }
 
+    /// Waits until `seen()` holds after a config change, sending SIGHUP now and then: the
+    /// watcher may miss a write in the first moments after the start (not more often than every
+    /// 2 s: each one restarts the reload's 250 ms debounce). Fails the test, naming `what`,
+    /// after [`PATIENCE`].
+    pub(crate) fn wait_for_reload(&self, what: &str, seen: impl Fn() -> bool) {
+        let started = Instant::now();
+        let mut hangups = 0;
+        while !seen() {
+            let waited = started.elapsed();
+            assert!(waited < PATIENCE, "{what}; stderr:\n{}", self.stderr());
+            if waited > Duration::from_secs(2 * (hangups + 1)) {
+                hangups += 1;
+                let _ = Command::new("kill")
+                    .arg("-HUP")
+                    .arg(self.pid().to_string())
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.dir
             .as_ref()

@@ -4,7 +4,6 @@
 //! gateway goes on acknowledging.
 
 use crate::harness::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The standard config with `server_extra` in `[server]`, started with `TOKIO_WORKER_THREADS`
@@ -69,31 +68,11 @@ fn a_reload_changing_runtime_threads_keeps_the_runtime_and_says_a_restart_applie
     let path = gw.dir().join("gateway.toml");
     let db = gw.dir().join("gateway.db");
     std::fs::write(&path, with_server(&db, "runtime_threads = 2")).expect("write config");
-    // The watcher may miss a write in the first moments after the start: SIGHUP now and then
-    // until the notice is seen (not more often: each one restarts the reload's debounce).
-    let noticed = || {
+    gw.wait_for_reload("no restart notice for server.runtime_threads", || {
         gw.log_lines("takes effect only after a restart")
             .iter()
             .any(|l| l.contains("key=server.runtime_threads"))
-    };
-    let started = Instant::now();
-    let mut hangups = 0;
-    while !noticed() {
-        let waited = started.elapsed();
-        assert!(
-            waited < PATIENCE,
-            "no restart notice for server.runtime_threads; stderr:\n{}",
-            gw.stderr()
-        );
-        if waited > Duration::from_secs(2 * (hangups + 1)) {
-            hangups += 1;
-            let _ = Command::new("kill")
-                .arg("-HUP")
-                .arg(gw.pid().to_string())
-                .status();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     assert_eq!(gw.log_lines("gateway started").len(), 1, "not restarted");
     gw.post_ledger(&crate::ack_stream::ledger_event("evt_after_reload"))
         .assert_accepted();

@@ -213,30 +213,12 @@ fn a_reload_that_switches_the_store_to_postgres_keeps_serving_from_sqlite() {
     assert!(sqlite_config.contains(&path_line));
     let postgres_config = sqlite_config.replace(&path_line, "url = \"env:E2E_DATABASE_URL\"");
     std::fs::write(&path, postgres_config).expect("write config");
-    // The watcher may miss a write in the first moments after the start: SIGHUP now and then
-    // until seen (not more often: each one restarts the reload's 250 ms debounce).
-    let restart_keys = || {
+    gw.wait_for_reload("no restart notice for store.path and store.url", || {
         let lines = gw.log_lines("takes effect only after a restart");
-        ["key=store.path", "key=store.url"].map(|k| lines.iter().any(|l| l.contains(k)))
-    };
-    let started = std::time::Instant::now();
-    let mut hangups = 0;
-    while restart_keys() != [true, true] {
-        let waited = started.elapsed();
-        assert!(
-            waited < PATIENCE,
-            "no restart notice for store.path and store.url; stderr:\n{}",
-            gw.stderr()
-        );
-        if waited > std::time::Duration::from_secs(2 * (hangups + 1)) {
-            hangups += 1;
-            let _ = Command::new("kill")
-                .arg("-HUP")
-                .arg(gw.pid().to_string())
-                .status();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        ["key=store.path", "key=store.url"]
+            .iter()
+            .all(|k| lines.iter().any(|l| l.contains(k)))
+    });
     // The running store is still the SQLite file.
     gw.post_ledger(&crate::ack_stream::ledger_event("evt_after_switch"))
         .assert_accepted();
