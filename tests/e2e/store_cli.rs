@@ -59,7 +59,7 @@ fn check_and_migrate_say_where_the_schema_stands() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains(&format!(
-            "store: {place}: schema version 0, this gateway's is 9 (behind: run gateway migrate \
+            "store: {place}: schema version 0, this gateway's is 10 (behind: run gateway migrate \
              or start the gateway)"
         )),
         "{stdout}"
@@ -68,33 +68,33 @@ fn check_and_migrate_say_where_the_schema_stands() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains(&format!(
-            "store: {place}: applied schema version(s) 1, 2, 3, 4, 5, 6, 7, 8, 9"
+            "store: {place}: applied schema version(s) 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
         )),
         "{stdout}"
     );
     let (code, stdout, _) = migrate();
     assert_eq!(code, Some(0));
     assert!(
-        stdout.contains("schema version 9 is current, nothing to apply"),
+        stdout.contains("schema version 10 is current, nothing to apply"),
         "{stdout}"
     );
     let (code, stdout, _) = check();
     assert_eq!(code, Some(0));
     assert!(
-        stdout.contains(&format!("store: {place}: schema version 9 (current)")),
+        stdout.contains(&format!("store: {place}: schema version 10 (current)")),
         "{stdout}"
     );
 
     // A newer gateway migrated it: refused by both, untouched.
     pg.psql(
         "gateway",
-        "INSERT INTO gateway_schema_migrations (version, name) VALUES (10, 'from the future')",
+        "INSERT INTO gateway_schema_migrations (version, name) VALUES (11, 'from the future')",
     )
     .expect("writes");
     let (code, _, stderr) = check();
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("schema version 10 is ahead of this gateway (9): refused"),
+        stderr.contains("schema version 11 is ahead of this gateway (10): refused"),
         "{stderr}"
     );
     let (code, _, stderr) = migrate();

@@ -593,7 +593,7 @@ async fn events_stored_before_migration_9_are_found_by_id() {
     }
     let mut c = db.store.pool.get().await.expect("a connection");
     let applied = super::migrations::migrate(&mut c).await.expect("migrates");
-    assert_eq!(applied, [9]);
+    assert_eq!(applied, versions_from(9));
     let index: Option<String> = c
         .query_one("SELECT to_regclass('events_dedup_key')::text", &[])
         .await
@@ -659,7 +659,7 @@ async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
     }
     let mut c = db.store.pool.get().await.expect("a connection");
     let applied = super::migrations::migrate(&mut c).await.expect("migrates");
-    assert_eq!(applied, [7, 8, 9]);
+    assert_eq!(applied, versions_from(7));
     drop(c);
     // The dead rows alone, never their events' envelopes.
     let plan = db
@@ -692,4 +692,13 @@ async fn dead_letters_group_with_exact_sums_and_page_by_filter() {
         .await
         .expect("pages");
     assert_eq!(rest, [ids[1]], "never past the bound");
+}
+
+/// The schema's versions from `first` on: what a database migrated back to before `first`
+/// gets again.
+fn versions_from(first: i32) -> Vec<i32> {
+    super::migrations::versions()
+        .into_iter()
+        .filter(|v| *v >= first)
+        .collect()
 }

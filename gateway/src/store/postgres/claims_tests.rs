@@ -382,6 +382,32 @@ async fn the_cluster_jobs_holder_vacuums_the_work_table_once_it_fills_with_dead_
     );
 }
 
+/// Every ack inserts into `event_work`, and cutting off the table's empty end takes an ACCESS
+/// EXCLUSIVE lock that every ack batch would wait behind. No vacuum truncates it: not the
+/// gateway's own, and not a plain `VACUUM` as autovacuum runs it (migration 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_vacuum_truncates_the_work_table_every_ack_inserts_into() {
+    let db = super::test_db::Db::new("claims_no_truncate").await;
+    db.exec(
+        "INSERT INTO event_work (seq) SELECT g FROM generate_series(1000001, 1020000) g",
+        &[],
+    )
+    .await;
+    let size = "SELECT pg_relation_size('event_work')";
+    let filled = db.ints(size).await;
+    assert!(filled[0] > 8192 * 50, "20,000 rows fill pages: {filled:?}");
+    db.exec("DELETE FROM event_work WHERE seq > 1000000", &[])
+        .await;
+    let c = db.store.pool.get().await.expect("a connection");
+    c.batch_execute("VACUUM event_work").await.expect("vacuums");
+    drop(c);
+    assert_eq!(
+        db.ints(size).await,
+        filled,
+        "a vacuum truncated the emptied work table"
+    );
+}
+
 /// A replica on `db`'s database with its own claims (and handoff of `handoff` events).
 async fn other_replica(db: &super::test_db::Db, name: &str, options: &PgOptions) -> PgStore {
     PgStore::connect(

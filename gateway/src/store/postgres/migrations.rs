@@ -65,6 +65,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event ids",
         sql: include_str!("migrations/0009_event_ids.sql"),
     },
+    Migration {
+        version: 10,
+        name: "work table never truncated",
+        sql: include_str!("migrations/0010_work_never_truncated.sql"),
+    },
 ];
 
 /// The migration after whose SQL [`backfill_stuck_amounts`] runs, in its transaction.
