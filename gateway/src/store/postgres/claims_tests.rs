@@ -383,8 +383,8 @@ async fn the_cluster_jobs_holder_vacuums_the_work_table_once_it_fills_with_dead_
 }
 
 /// Every ack inserts into `event_work`, and cutting off the table's empty end takes an ACCESS
-/// EXCLUSIVE lock that every ack batch would wait behind. No vacuum truncates it: not the
-/// gateway's own, and not a plain `VACUUM` as autovacuum runs it (migration 10).
+/// EXCLUSIVE lock that every ack batch would wait behind. The gateway's own vacuum passes
+/// TRUNCATE false; this checks a plain `VACUUM`, as autovacuum runs it (migration 10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_vacuum_truncates_the_work_table_every_ack_inserts_into() {
     let db = super::test_db::Db::new("claims_no_truncate").await;
