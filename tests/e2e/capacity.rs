@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 fn start_with_server(settings: &Settings, server_extra: &str) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("gateway.db");
-    let text = config(&db, settings).replace("[store]", &format!("{server_extra}\n[store]"));
+    let text = config_with_server(&db, settings, server_extra);
     std::fs::write(dir.path().join("gateway.toml"), text).expect("write config");
     Gateway::start_in(dir, db)
 }

@@ -9,9 +9,12 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 fn dual_stack_gateway() -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("gateway.db");
-    let text = config(&db, &Settings::default())
-        .replace("listen = \"127.0.0.1:0\"", "listen = \"[::]:0\"")
-        .replace("[store]", "trusted_proxies = [\"127.0.0.1/32\"]\n\n[store]");
+    let text = config_with_server(
+        &db,
+        &Settings::default(),
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+    )
+    .replace("listen = \"127.0.0.1:0\"", "listen = \"[::]:0\"");
     let extra = "
 [sources.ledig-partner]
 provider = \"ledig\"

@@ -118,6 +118,11 @@ allow_ips = ["10.0.0.0/8"]
     )
 }
 
+/// The standard config with `server_extra` (TOML lines) added to its `[server]` table.
+pub(crate) fn config_with_server(store: &Path, s: &Settings, server_extra: &str) -> String {
+    config(store, s).replace("[store]", &format!("{server_extra}\n\n[store]"))
+}
+
 /// The environment the standard config's secret references read.
 pub(crate) fn env_vars() -> [(&'static str, &'static str); 7] {
     [

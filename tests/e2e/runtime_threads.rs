@@ -11,20 +11,13 @@ use std::time::{Duration, Instant};
 fn start(server_extra: &str, env_threads: Option<&str>) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("gateway.db");
-    std::fs::write(
-        dir.path().join("gateway.toml"),
-        with_server(&db, server_extra),
-    )
-    .expect("write config");
+    let text = config_with_server(&db, &Settings::default(), server_extra);
+    std::fs::write(dir.path().join("gateway.toml"), text).expect("write config");
     Gateway::start_in_with(dir, db, |command| {
         if let Some(n) = env_threads {
             command.env("TOKIO_WORKER_THREADS", n);
         }
     })
-}
-
-fn with_server(db: &std::path::Path, server_extra: &str) -> String {
-    config(db, &Settings::default()).replace("[store]", &format!("{server_extra}\n[store]"))
 }
 
 /// The runtime's thread count, as the gateway's start line reports it from the runtime.
@@ -67,7 +60,8 @@ fn a_reload_changing_runtime_threads_keeps_the_runtime_and_says_a_restart_applie
     assert_eq!(runtime_threads(&gw), "1");
     let path = gw.dir().join("gateway.toml");
     let db = gw.dir().join("gateway.db");
-    std::fs::write(&path, with_server(&db, "runtime_threads = 2")).expect("write config");
+    let text = config_with_server(&db, &Settings::default(), "runtime_threads = 2");
+    std::fs::write(&path, text).expect("write config");
     gw.wait_for_reload("no restart notice for server.runtime_threads", || {
         gw.log_lines("takes effect only after a restart")
             .iter()
