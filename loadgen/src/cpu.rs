@@ -79,8 +79,43 @@ pub(crate) struct Usage {
 impl Usage {
     /// CPU microseconds per answered request: server(s) plus database, over `per_sec`.
     pub(crate) fn us_per_event(&self, per_sec: f64) -> Option<f64> {
-        let cores = self.server? + self.database.unwrap_or(0.0);
-        (per_sec >= 1.0).then(|| cores * 1e6 / per_sec)
+        self.per_event(per_sec).map(|cpu| cpu.total())
+    }
+
+    /// CPU per answered request at `per_sec`, split between the server(s) and the database.
+    pub(crate) fn per_event(&self, per_sec: f64) -> Option<EventCpu> {
+        let servers = self.server?;
+        let database = self.database.unwrap_or(0.0);
+        (per_sec >= 1.0).then(|| EventCpu {
+            servers_us: servers * 1e6 / per_sec,
+            database_us: database * 1e6 / per_sec,
+        })
+    }
+}
+
+/// CPU microseconds per answered request: the server(s)' and the database's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EventCpu {
+    pub(crate) servers_us: f64,
+    pub(crate) database_us: f64,
+}
+
+impl EventCpu {
+    pub(crate) fn total(&self) -> f64 {
+        self.servers_us + self.database_us
+    }
+}
+
+impl std::fmt::Display for EventCpu {
+    /// `91 us/event (gateways 40 + PostgreSQL 51)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} us/event (gateways {:.0} + PostgreSQL {:.0})",
+            self.total(),
+            self.servers_us,
+            self.database_us
+        )
     }
 }
 
@@ -125,6 +160,36 @@ impl Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_per_event_is_split_between_servers_and_database() {
+        let usage = Usage {
+            generator: Some(0.4),
+            server: Some(0.5),
+            database: Some(1.0),
+        };
+        let cpu = usage.per_event(10_000.0);
+        assert_eq!(
+            cpu,
+            Some(EventCpu {
+                servers_us: 50.0,
+                database_us: 100.0
+            })
+        );
+        assert_eq!(usage.us_per_event(10_000.0), Some(150.0));
+        assert_eq!(
+            cpu.map(|c| c.to_string()).as_deref(),
+            Some("150 us/event (gateways 50 + PostgreSQL 100)")
+        );
+        // Nothing answered: no figure rather than an infinite one.
+        assert_eq!(usage.per_event(0.0), None);
+        // The bare server and SQLite have no database: all of it is the server's.
+        let alone = Usage {
+            database: None,
+            ..usage
+        };
+        assert_eq!(alone.us_per_event(10_000.0), Some(50.0));
+    }
 
     #[test]
     fn a_parent_counts_its_children() -> anyhow::Result<()> {

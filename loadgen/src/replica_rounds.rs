@@ -15,7 +15,7 @@
 use crate::child::Server;
 use crate::cli::{IngestArgs, Target};
 use crate::closed_loop;
-use crate::cpu::Meter;
+use crate::cpu::{EventCpu, Meter};
 use crate::database::Database;
 use crate::ingest::{drain_routing, start_postgres_servers, take};
 use crate::open_loop;
@@ -26,8 +26,8 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RoundPhases {
     pub(crate) acked_per_sec: f64,
-    /// Gateways' and PostgreSQL's CPU microseconds per 200 answer.
-    pub(crate) us_per_event: Option<f64>,
+    /// Gateways' and PostgreSQL's CPU per 200 answer.
+    pub(crate) cpu: Option<EventCpu>,
     pub(crate) fixed: FixedRate,
 }
 
@@ -39,7 +39,7 @@ pub(crate) struct FixedRate {
     pub(crate) failed: u64,
     /// How late the generator itself handed over its p99 request (counted in the latency).
     pub(crate) lag_p99_ms: f64,
-    pub(crate) us_per_event: Option<f64>,
+    pub(crate) cpu: Option<EventCpu>,
 }
 
 /// Both targets' phases in one round, and which of them ran first.
@@ -167,7 +167,7 @@ async fn phase(
         p99_ms: fixed.ms(0.99),
         failed: fixed.non_200 + fixed.errors,
         lag_p99_ms: dispatch.lag.value_at_quantile(0.99) as f64 / 1000.0,
-        us_per_event: fixed.usage.us_per_event(fixed.acked_per_sec()),
+        cpu: fixed.usage.per_event(fixed.acked_per_sec()),
     };
     eprintln!(
         "replica round {round}, {}: {acked_per_sec:.0}/s over {connections} connections, p99 \
@@ -178,7 +178,7 @@ async fn phase(
     );
     Ok(RoundPhases {
         acked_per_sec,
-        us_per_event: stats.usage.us_per_event(acked_per_sec),
+        cpu: stats.usage.per_event(acked_per_sec),
         fixed,
     })
 }
@@ -190,12 +190,12 @@ mod tests {
     fn round(one: f64, two: f64) -> ReplicaRound {
         let rate = |acked_per_sec| RoundPhases {
             acked_per_sec,
-            us_per_event: None,
+            cpu: None,
             fixed: FixedRate {
                 p99_ms: 0.0,
                 failed: 0,
                 lag_p99_ms: 0.0,
-                us_per_event: None,
+                cpu: None,
             },
         };
         ReplicaRound {

@@ -8,6 +8,7 @@
 //! phases otherwise.
 
 use crate::cli::{IngestArgs, Target};
+use crate::cpu::EventCpu;
 use crate::open_loop::Dispatch;
 use crate::replica_rounds::{self, ReplicaRound, RoundPhases, median};
 use crate::stats::Stats;
@@ -366,16 +367,22 @@ impl Run {
         ratio("pg-1/bare", one, bare);
         ratio("pg-2/bare", two, bare);
         for o in &self.outcomes {
-            let us = best_of(&o.max)
-                .and_then(|m| m.stats.usage.us_per_event(m.stats.acked_per_sec()))
-                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
-            let fixed = o
-                .fixed
-                .as_ref()
-                .and_then(|(s, _)| s.usage.us_per_event(s.acked_per_sec()))
-                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
+            // A PostgreSQL target's figure says what its gateways and the database each used.
+            let show = |usage: &crate::cpu::Usage, per_sec: f64| match usage.per_event(per_sec) {
+                Some(cpu) if o.target.on_postgres() => cpu.to_string(),
+                Some(cpu) => format!("{:.0} us/event", cpu.total()),
+                None => "-".to_owned(),
+            };
+            let max = best_of(&o.max).map_or_else(
+                || "-".to_owned(),
+                |m| show(&m.stats.usage, m.stats.acked_per_sec()),
+            );
+            let fixed = o.fixed.as_ref().map_or_else(
+                || "-".to_owned(),
+                |(s, _)| show(&s.usage, s.acked_per_sec()),
+            );
             println!(
-                "{} CPU per event: {us} us at its max rate, {fixed} us at {}/s ({})",
+                "{} CPU per event: {max} at its max rate, {fixed} at {}/s ({})",
                 o.target.name(),
                 si(self.args.fixed_rate),
                 if o.target.on_postgres() {
@@ -506,14 +513,14 @@ impl Run {
         }
         let fixed_rate = si(self.args.fixed_rate);
         let phases = |r: &RoundPhases| {
-            let us = |us: Option<f64>| us.map_or(String::new(), |us| format!(", {us:.0} us/event"));
+            let us = |cpu: Option<EventCpu>| cpu.map_or(String::new(), |cpu| format!(", {cpu}"));
             format!(
                 "{:.0}/s{}; at {fixed_rate}/s p99 {:.2} ms (generator {:.2} ms late){}{}",
                 r.acked_per_sec,
-                us(r.us_per_event),
+                us(r.cpu),
                 r.fixed.p99_ms,
                 r.fixed.lag_p99_ms,
-                us(r.fixed.us_per_event),
+                us(r.fixed.cpu),
                 match r.fixed.failed {
                     0 => String::new(),
                     n => format!(", {n} not answered 200"),

@@ -372,6 +372,8 @@ pub struct StoreReplicasCounted<'a> {
     pub replicas: usize,
     /// This replica's writers allowed to commit at once now.
     pub writers: usize,
+    /// Least time between the starts of this replica's batches of routing results now.
+    pub results_spacing: std::time::Duration,
 }
 
 impl StoreReplicasCounted<'_> {
@@ -386,7 +388,8 @@ impl StoreReplicasCounted<'_> {
             tracing::info!(
                 replicas = self.replicas,
                 ack_writers = self.writers,
-                "replicas sharing the store changed; this replica's share of the ack commits follows"
+                results_spacing_ms = self.results_spacing.as_millis(),
+                "replicas sharing the store changed; this replica's share of the commits follows"
             );
         }
     }

@@ -67,6 +67,19 @@ const FIRST_ROUTINGS_SPACING: Duration = Duration::from_millis(4);
 /// Most routing chunks in one batch of first routings (each holds up to 32 results).
 const FIRST_ROUTINGS_BATCH: usize = 16;
 
+/// Most replicas the spacing of first routings grows with (32 ms at 8).
+const MOST_SPACED_REPLICAS: u32 = 8;
+
+/// The spacing of a replica's batches of first routings when `replicas` share the database:
+/// [`FIRST_ROUTINGS_SPACING`] for each. Each replica routes its share of the traffic, so the
+/// cluster then commits about as many of these batches as one replica would, each about as
+/// full, whatever the count: the reasoning of the ack writers' budget (membership.rs). Spaced
+/// the same as one replica, two replicas made twice the completion commits, each half as full.
+pub(super) fn first_routings_spacing(replicas: usize) -> Duration {
+    let counted = u32::try_from(replicas).unwrap_or(u32::MAX);
+    FIRST_ROUTINGS_SPACING * counted.clamp(1, MOST_SPACED_REPLICAS)
+}
+
 const CLAIM_EVENTS: &str = "\
 WITH picked AS ( \
     SELECT seq FROM event_work \
@@ -131,6 +144,20 @@ impl Claims {
             attempts: AttemptBatches::default(),
             first_routings: Combiner::new(FIRST_ROUTINGS_BATCH, FIRST_ROUTINGS_SPACING),
         }
+    }
+
+    /// Spaces this replica's batches of first routings for `replicas` sharing the database
+    /// ([`first_routings_spacing`]); returns the spacing.
+    pub(super) fn set_replicas(&self, replicas: usize) -> Duration {
+        let spacing = first_routings_spacing(replicas);
+        self.first_routings.set_spacing(spacing);
+        spacing
+    }
+
+    /// The spacing of this replica's batches of first routings now.
+    #[cfg(test)]
+    pub(super) fn results_spacing(&self) -> Duration {
+        self.first_routings.spacing()
     }
 
     fn held<T>(&self, f: impl FnOnce(&mut Held) -> T) -> T {

@@ -552,8 +552,9 @@ async fn wait_for_share(metrics: &Metrics, replicas: i64, writers: i64) {
 }
 
 /// Replicas divide the cluster's ack writers among themselves, so the database sees about as
-/// many ack commits in flight with several replicas as with one; a replica that goes away
-/// gives its share back.
+/// many ack commits in flight with several replicas as with one, and space their batches of
+/// routing results by the count, so it sees about as many of those commits too; a replica that
+/// goes away gives its share back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_clusters_ack_writers_and_a_leaving_one_gives_its_share_back() {
     let db = super::test_db::Db::new("claims_membership").await;
@@ -569,13 +570,32 @@ async fn replicas_share_the_clusters_ack_writers_and_a_leaving_one_gives_its_sha
     )
     .await
     .expect("connects");
+    let spacing = |replicas| super::claims::first_routings_spacing(replicas);
     wait_for_share(&metrics, 2, 3).await;
+    assert_eq!(a.claims.results_spacing(), spacing(2));
     let b = other_replica(&db, "claims_membership", &options).await;
     wait_for_share(&metrics, 3, 2).await;
+    assert_eq!(a.claims.results_spacing(), spacing(3));
     // Still acks with its share: writes go through.
     store_events(&a, &["m1", "m2", "m3"]).await;
     drop(b);
     wait_for_share(&metrics, 2, 3).await;
+    assert_eq!(a.claims.results_spacing(), spacing(2));
+}
+
+/// One replica spaces its batches of first routings by the base spacing, and each replica
+/// more adds as much, up to a bound, so the cluster commits about as many of them whatever
+/// the count.
+#[test]
+fn the_spacing_of_routing_results_grows_with_the_replicas_up_to_a_bound() {
+    use super::claims::first_routings_spacing as spacing;
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(spacing(1), ms(4));
+    assert_eq!(spacing(2), ms(8));
+    assert_eq!(spacing(3), ms(12));
+    assert_eq!(spacing(8), ms(32));
+    assert_eq!(spacing(50), ms(32), "bounded");
+    assert_eq!(spacing(0), ms(4), "nobody counted: as alone");
 }
 
 /// A first routing is written without `ON CONFLICT` (nothing routed has a work row without a

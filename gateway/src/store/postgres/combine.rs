@@ -31,6 +31,8 @@ struct Queue<T, A> {
     writing: bool,
     /// When the last batch started.
     last_start: Option<Instant>,
+    /// Least time from one batch's start to the next one's.
+    spacing: Duration,
 }
 
 /// The items of one kind waiting to be written by this replica.
@@ -40,15 +42,13 @@ pub(super) struct Combiner<T, A> {
     handover: Notify,
     /// Most items in one batch.
     max: usize,
-    /// Least time from one batch's start to the next one's.
-    spacing: Duration,
 }
 
 impl<T, A> std::fmt::Debug for Combiner<T, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Combiner")
             .field("max", &self.max)
-            .field("spacing", &self.spacing)
+            .field("spacing", &lock(&self.queue).spacing)
             .finish_non_exhaustive()
     }
 }
@@ -88,11 +88,21 @@ impl<T, A> Combiner<T, A> {
                 waiting: Vec::new(),
                 writing: false,
                 last_start: None,
+                spacing,
             }),
             handover: Notify::new(),
             max: max.max(1),
-            spacing,
         }
+    }
+
+    /// Changes the spacing from the next batch on.
+    pub(super) fn set_spacing(&self, spacing: Duration) {
+        lock(&self.queue).spacing = spacing;
+    }
+
+    #[cfg(test)]
+    pub(super) fn spacing(&self) -> Duration {
+        lock(&self.queue).spacing
     }
 
     /// Writes `item` in a batch with whatever else is queued, and returns its answer. `write`
@@ -147,8 +157,11 @@ impl<T, A> Combiner<T, A> {
                 // Still queued.
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let last_start = lock(&self.queue).last_start;
-            if let Some(next) = last_start.and_then(|at| at.checked_add(self.spacing))
+            let next = {
+                let q = lock(&self.queue);
+                q.last_start.and_then(|at| at.checked_add(q.spacing))
+            };
+            if let Some(next) = next
                 && next > Instant::now()
             {
                 tokio::time::sleep_until(next.into()).await;
@@ -236,6 +249,29 @@ mod tests {
         assert_eq!(combiner.submit(2, write).await, Ok(2));
         assert!(started.elapsed() >= spacing);
         assert_eq!(writes.load(Ordering::Relaxed), 2);
+    }
+
+    /// A changed spacing holds from the next batch on: longer, it holds that batch back longer;
+    /// none, and the next batch starts at once.
+    #[tokio::test]
+    async fn a_changed_spacing_applies_from_the_next_batch() {
+        let combiner = Combiner::<u32, u32>::new(100, Duration::from_millis(10));
+        let write = |items: Vec<u32>| async move { items.into_iter().map(Ok).collect() };
+        assert_eq!(combiner.submit(1, write).await, Ok(1));
+        let longer = Duration::from_millis(150);
+        combiner.set_spacing(longer);
+        assert_eq!(combiner.spacing(), longer);
+        let started = std::time::Instant::now();
+        assert_eq!(combiner.submit(2, write).await, Ok(2));
+        // From the first batch's start, which came before `started`: at least 140 ms later.
+        assert!(started.elapsed() >= longer - Duration::from_millis(10));
+        combiner.set_spacing(Duration::ZERO);
+        let started = std::time::Instant::now();
+        assert_eq!(combiner.submit(3, write).await, Ok(3));
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "unspaced, the next batch waits for nobody"
+        );
     }
 
     /// A writer whose future is dropped hands what is still queued to a caller waiting in the

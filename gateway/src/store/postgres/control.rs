@@ -9,7 +9,8 @@
 //! gauges); when it dies or loses its connection the server drops the lock and another replica
 //! takes it at its next try. It also holds this replica's share of the membership lock and
 //! counts the replicas holding it, which sets how many of this replica's batch writers commit
-//! at once (`membership.rs`). The connection reconnects by itself (after a failover, to the new
+//! at once (`membership.rs`) and how far apart its batches of routing results start
+//! (`claims.rs`). The connection reconnects by itself (after a failover, to the new
 //! primary).
 //!
 //! `event_work` takes an insert, a claim and a delete per event, so it is mostly dead rows
@@ -56,6 +57,8 @@ const DEAD_WORK_ROWS: &str = "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_us
 #[derive(Debug)]
 pub(super) struct Membership {
     pub(super) writers: Arc<AckWriters>,
+    /// Spaces its batches of routing results by the count too.
+    pub(super) claims: Arc<Claims>,
     pub(super) metrics: Metrics,
 }
 
@@ -81,10 +84,12 @@ impl Membership {
 
     fn set(&self, replicas: usize, shown: usize) {
         self.writers.set_replicas(replicas);
+        let spacing = self.claims.set_replicas(replicas);
         StoreReplicasCounted {
             metrics: &self.metrics,
             replicas: shown,
             writers: self.writers.active(),
+            results_spacing: spacing,
         }
         .emit();
     }

@@ -252,6 +252,7 @@ impl PgStore {
             Arc::clone(&leader),
             control::Membership {
                 writers,
+                claims: Arc::clone(&claims),
                 metrics: metrics.clone(),
             },
             Arc::downgrade(&alive),
