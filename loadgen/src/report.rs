@@ -382,13 +382,13 @@ impl Run {
                 |(s, _)| show(&s.usage, s.acked_per_sec()),
             );
             println!(
-                "{} CPU per event: {max} at its max rate, {fixed} at {}/s ({})",
+                "{} CPU per event: {max} at its max rate, {fixed} at {}/s{}",
                 o.target.name(),
                 si(self.args.fixed_rate),
                 if o.target.on_postgres() {
-                    "gateways + PostgreSQL"
+                    ""
                 } else {
-                    "the server"
+                    " (the server)"
                 }
             );
         }

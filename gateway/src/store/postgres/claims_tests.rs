@@ -570,7 +570,7 @@ async fn replicas_share_the_clusters_ack_writers_and_a_leaving_one_gives_its_sha
     )
     .await
     .expect("connects");
-    let spacing = |replicas| super::claims::first_routings_spacing(replicas);
+    use super::claims::first_routings_spacing as spacing;
     wait_for_share(&metrics, 2, 3).await;
     assert_eq!(a.claims.results_spacing(), spacing(2));
     let b = other_replica(&db, "claims_membership", &options).await;
