@@ -239,7 +239,11 @@ async fn serve(
             StoreBackend::Postgres(pg) => {
                 let place = gateway::store::target_of(pg.conninfo())
                     .unwrap_or_else(|| "postgres".to_owned());
-                let store = PgStore::connect(pg.conninfo(), &PgOptions::from(pg), metrics.clone())
+                let options = PgOptions {
+                    routing_slots: config.workers.concurrency,
+                    ..PgOptions::from(pg)
+                };
+                let store = PgStore::connect(pg.conninfo(), &options, metrics.clone())
                     .await
                     .with_context(|| format!("cannot open the store at {place}"))?;
                 (Arc::new(store), None, place)

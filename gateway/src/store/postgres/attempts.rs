@@ -159,7 +159,7 @@ mod tests {
             let seq = db.event("ledger", &format!("a{n}"), 1).await;
             ids.push(db.delivery(seq, "pending", Some(0), None).await);
         }
-        let (mine, other) = (Claims::new(1_000, 0), Claims::new(1_000, 0));
+        let (mine, other) = (Claims::new(1_000, 0, 256), Claims::new(1_000, 0, 256));
         let due = mine
             .claim_due_deliveries(pool, 10, 100)
             .await

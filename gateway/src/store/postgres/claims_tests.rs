@@ -22,7 +22,7 @@ async fn setup(name: &str) -> (super::test_db::Db, Claims, Claims) {
         ..PgOptions::default()
     };
     let db = super::test_db::Db::with_options(name, &options).await;
-    (db, Claims::new(LEASE, 0), Claims::new(LEASE, 0))
+    (db, Claims::new(LEASE, 0, 256), Claims::new(LEASE, 0, 256))
 }
 
 async fn store_events(store: &PgStore, keys: &[&str]) -> Vec<i64> {
@@ -596,6 +596,31 @@ fn the_spacing_of_routing_results_grows_with_the_replicas_up_to_a_bound() {
     assert_eq!(spacing(8), ms(32));
     assert_eq!(spacing(50), ms(32), "bounded");
     assert_eq!(spacing(0), ms(4), "nobody counted: as alone");
+}
+
+/// A batch of routing results starts without its spacing once its events hold half of the
+/// replica's routing slots (with every slot waiting for the spacing, the intake could route
+/// nothing meanwhile); the replica's slots come from its options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_results_holding_half_the_routing_slots_start_their_batch() {
+    use super::claims::first_routings_fill as fill;
+    assert_eq!(fill(256), 128);
+    assert_eq!(fill(3), 1);
+    assert_eq!(fill(1), 1);
+    assert_eq!(fill(0), 1, "never waits for more than one event");
+    let db = super::test_db::Db::new("claims_results_fill").await;
+    let options = PgOptions {
+        routing_slots: 64,
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect(
+        &db.cluster.conninfo("claims_results_fill"),
+        &options,
+        Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("connects");
+    assert_eq!(store.claims.results_fill(), 32);
 }
 
 /// A first routing is written without `ON CONFLICT` (nothing routed has a work row without a

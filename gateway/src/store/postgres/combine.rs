@@ -10,7 +10,11 @@
 //!
 //! A combiner may also space its batches: a batch then starts no sooner than `spacing` after
 //! the previous one started, so that under load each carries what arrived in that time. Only
-//! for writes nobody waits for to answer a request (a routing's result, not an ack).
+//! for writes nobody waits for to answer a request (a routing's result, not an ack). A full
+//! batch starts at once: `max` items, or items that weigh `fill` together (a routing's result
+//! weighs its events, each of which holds a routing slot until it is written). Waiting would
+//! not fill it further: it would cap what is written at a batch per spacing however fast it
+//! arrives, and hold the slots the items are waiting in.
 //!
 //! This module never looks at what it carries.
 
@@ -27,6 +31,8 @@ const ABANDONED: &str = "the batch holding this item was abandoned";
 
 struct Queue<T, A> {
     waiting: Vec<(T, Answer<A>)>,
+    /// What the waiting items weigh together.
+    weight: usize,
     /// A caller is writing batches now.
     writing: bool,
     /// When the last batch started.
@@ -40,14 +46,21 @@ pub(super) struct Combiner<T, A> {
     queue: Mutex<Queue<T, A>>,
     /// Wakes a caller waiting in the queue when a writer's turn ended with items left.
     handover: Notify,
+    /// Wakes a writer waiting out the spacing when the queue holds a full batch.
+    filled: Notify,
     /// Most items in one batch.
     max: usize,
+    /// What the queued items may weigh before a batch of them starts without the spacing.
+    fill: usize,
+    /// An item's weight (1 unless [`Combiner::with_fill`] says otherwise).
+    weigh: fn(&T) -> usize,
 }
 
 impl<T, A> std::fmt::Debug for Combiner<T, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Combiner")
             .field("max", &self.max)
+            .field("fill", &self.fill)
             .field("spacing", &lock(&self.queue).spacing)
             .finish_non_exhaustive()
     }
@@ -86,13 +99,32 @@ impl<T, A> Combiner<T, A> {
         Self {
             queue: Mutex::new(Queue {
                 waiting: Vec::new(),
+                weight: 0,
                 writing: false,
                 last_start: None,
                 spacing,
             }),
             handover: Notify::new(),
+            filled: Notify::new(),
             max: max.max(1),
+            fill: max.max(1),
+            weigh: |_| 1,
         }
+    }
+
+    /// A batch also starts without the spacing once its queued items weigh `fill` (each
+    /// weighed by `weigh`).
+    pub(super) fn with_fill(self, fill: usize, weigh: fn(&T) -> usize) -> Self {
+        Self {
+            fill: fill.max(1),
+            weigh,
+            ..self
+        }
+    }
+
+    /// Whether the queue holds a batch that waiting would not fill further.
+    fn full(&self, q: &Queue<T, A>) -> bool {
+        q.waiting.len() >= self.max || q.weight >= self.fill
     }
 
     /// Changes the spacing from the next batch on.
@@ -103,6 +135,11 @@ impl<T, A> Combiner<T, A> {
     #[cfg(test)]
     pub(super) fn spacing(&self) -> Duration {
         lock(&self.queue).spacing
+    }
+
+    #[cfg(test)]
+    pub(super) fn fill(&self) -> usize {
+        self.fill
     }
 
     /// Writes `item` in a batch with whatever else is queued, and returns its answer. `write`
@@ -117,7 +154,12 @@ impl<T, A> Combiner<T, A> {
         let (answer, mut answered) = oneshot::channel();
         let mut writes = {
             let mut q = lock(&self.queue);
+            let was_full = self.full(&q);
+            q.weight = q.weight.saturating_add((self.weigh)(&item));
             q.waiting.push((item, answer));
+            if q.writing && !was_full && self.full(&q) {
+                self.filled.notify_waiters();
+            }
             !std::mem::replace(&mut q.writing, true)
         };
         loop {
@@ -157,21 +199,35 @@ impl<T, A> Combiner<T, A> {
                 // Still queued.
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
+            // Enabled before the queue is looked at, so a batch filled after that still wakes it.
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
             let next = {
                 let q = lock(&self.queue);
-                q.last_start.and_then(|at| at.checked_add(q.spacing))
+                if self.full(&q) {
+                    None
+                } else {
+                    q.last_start.and_then(|at| at.checked_add(q.spacing))
+                }
             };
             if let Some(next) = next
                 && next > Instant::now()
             {
-                tokio::time::sleep_until(next.into()).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(next.into()) => {}
+                    () = filled => {}
+                }
             }
             // Only the writer takes items out, and its own is still among them.
             let batch: Vec<(T, Answer<A>)> = {
                 let mut q = lock(&self.queue);
                 q.last_start = Some(Instant::now());
                 let n = q.waiting.len().min(self.max);
-                q.waiting.drain(..n).collect()
+                let batch: Vec<_> = q.waiting.drain(..n).collect();
+                let taken = batch.iter().map(|(item, _)| (self.weigh)(item)).sum();
+                q.weight = q.weight.saturating_sub(taken);
+                batch
             };
             if batch.is_empty() {
                 return Err("the item left the queue unanswered".to_owned());
@@ -249,6 +305,121 @@ mod tests {
         assert_eq!(combiner.submit(2, write).await, Ok(2));
         assert!(started.elapsed() >= spacing);
         assert_eq!(writes.load(Ordering::Relaxed), 2);
+    }
+
+    /// A full batch starts at once, spaced or not: the spacing would not fill it further. Both
+    /// ways of filling it: already full when the writer looks, and filled while it waits.
+    #[tokio::test]
+    async fn a_full_batch_does_not_wait_for_the_spacing() {
+        let spacing = Duration::from_secs(30);
+        let combiner = Arc::new(Combiner::<u32, u32>::new(2, spacing));
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let write = {
+            let batches = Arc::clone(&batches);
+            move |items: Vec<u32>| {
+                let batches = Arc::clone(&batches);
+                async move {
+                    batches.lock().expect("lock").push(items.clone());
+                    items.into_iter().map(Ok).collect::<Vec<_>>()
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(combiner.submit(1, write.clone()).await, Ok(1));
+        // The next caller waits out the spacing alone; the one after it fills the batch.
+        let submit = |n: u32| {
+            let combiner = Arc::clone(&combiner);
+            let write = write.clone();
+            tokio::spawn(async move { combiner.submit(n, write).await })
+        };
+        let second = submit(2);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "one item waits for the spacing");
+        let third = submit(3);
+        assert_eq!(second.await.expect("joins"), Ok(2));
+        assert_eq!(third.await.expect("joins"), Ok(3));
+        // Already full when its writer looks: two items queue behind a first batch being
+        // written, and one of them writes them when it is answered.
+        let combiner = Arc::new(Combiner::<u32, u32>::new(2, spacing));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let held = {
+            let combiner = Arc::clone(&combiner);
+            let batches = Arc::clone(&batches);
+            tokio::spawn(async move {
+                combiner
+                    .submit(4, move |items: Vec<u32>| {
+                        let mut released = released.clone();
+                        let batches = Arc::clone(&batches);
+                        async move {
+                            let _ = released.wait_for(|r| *r).await;
+                            batches.lock().expect("lock").push(items.clone());
+                            items.into_iter().map(Ok).collect()
+                        }
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let queued: Vec<_> = (5..7)
+            .map(|n| {
+                let combiner = Arc::clone(&combiner);
+                let write = write.clone();
+                tokio::spawn(async move { combiner.submit(n, write).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(true).expect("receivers");
+        assert_eq!(held.await.expect("joins"), Ok(4));
+        for (n, caller) in (5..7).zip(queued) {
+            assert_eq!(caller.await.expect("joins"), Ok(n));
+        }
+        assert!(
+            started.elapsed() < spacing,
+            "no full batch waited for the spacing"
+        );
+        assert_eq!(
+            *batches.lock().expect("lock"),
+            [vec![1], vec![2, 3], vec![4], vec![5, 6]]
+        );
+    }
+
+    /// Items that weigh the fill together start their batch at once; lighter, they wait for
+    /// the spacing.
+    #[tokio::test]
+    async fn items_weighing_the_fill_start_a_batch_at_once() {
+        let spacing = Duration::from_secs(30);
+        let combiner =
+            Arc::new(Combiner::<u32, u32>::new(100, spacing).with_fill(5, |n| *n as usize));
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let write = {
+            let batches = Arc::clone(&batches);
+            move |items: Vec<u32>| {
+                let batches = Arc::clone(&batches);
+                async move {
+                    batches.lock().expect("lock").push(items.clone());
+                    items.into_iter().map(Ok).collect::<Vec<_>>()
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(combiner.submit(1, write.clone()).await, Ok(1));
+        let submit = |n: u32| {
+            let combiner = Arc::clone(&combiner);
+            let write = write.clone();
+            tokio::spawn(async move { combiner.submit(n, write).await })
+        };
+        let (two, one) = (submit(2), submit(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !two.is_finished() && !one.is_finished(),
+            "3 of 5 wait for the spacing"
+        );
+        let three = submit(3);
+        assert_eq!(two.await.expect("joins"), Ok(2));
+        assert_eq!(one.await.expect("joins"), Ok(1));
+        assert_eq!(three.await.expect("joins"), Ok(3));
+        assert!(started.elapsed() < spacing, "the filled batch did not wait");
+        assert_eq!(*batches.lock().expect("lock"), [vec![1], vec![2, 1, 3]]);
     }
 
     /// A changed spacing holds from the next batch on: longer, it holds that batch back longer;

@@ -77,6 +77,10 @@ pub struct PgOptions {
     /// Stored events ingest hands to this replica's intake directly, at most (see
     /// `handoff.rs`; 0: every event is claimed through the table).
     pub handoff: usize,
+    /// Events this replica routes at once (`[workers] concurrency`): each holds a slot until
+    /// its result is written, so a batch of results starts without its spacing once it holds
+    /// half of them (see `claims.rs`).
+    pub routing_slots: usize,
 }
 
 impl Default for PgOptions {
@@ -89,6 +93,7 @@ impl Default for PgOptions {
             statement_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(30),
             handoff: handoff::DEFAULT_CAPACITY,
+            routing_slots: 256,
         }
     }
 }
@@ -233,7 +238,11 @@ impl PgStore {
         let work = Arc::new(Notify::new());
         let announcer = Arc::new(ingest::Announcer::new(Arc::clone(&work)));
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
-        let claims = Arc::new(claims::Claims::new(lease_ms.max(1), options.handoff));
+        let claims = Arc::new(claims::Claims::new(
+            lease_ms.max(1),
+            options.handoff,
+            options.routing_slots,
+        ));
         let writers = membership::AckWriters::new(options.writers);
         let ingest = ingest::spawn_writers(
             pool.clone(),

@@ -32,7 +32,7 @@ async fn events(db: &super::test_db::Db, n: usize, prefix: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_not_yet_committed_keeps_another_replica_off_its_subject() {
     let db = super::test_db::Db::new("ordering_race").await;
-    let other = Claims::new(LEASE, 0);
+    let other = Claims::new(LEASE, 0, 256);
     let pool = &db.store.pool;
     let seqs = events(&db, 3, "k").await;
     let newer = ordered(&db, seqs[0], "s", 200).await;
@@ -70,7 +70,7 @@ async fn a_claim_not_yet_committed_keeps_another_replica_off_its_subject() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_hold_on_a_subject_lasts_until_its_lease_runs_out() {
     let db = super::test_db::Db::new("ordering_takeover").await;
-    let (dead, live) = (Claims::new(LEASE, 0), Claims::new(LEASE, 0));
+    let (dead, live) = (Claims::new(LEASE, 0, 256), Claims::new(LEASE, 0, 256));
     let pool = &db.store.pool;
     let seqs = events(&db, 2, "k").await;
     let first = ordered(&db, seqs[0], "s", 100).await;
