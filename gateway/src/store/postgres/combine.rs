@@ -307,35 +307,46 @@ mod tests {
         assert_eq!(writes.load(Ordering::Relaxed), 2);
     }
 
+    /// The batches a test's writes were given, in order.
+    type Batches = Arc<std::sync::Mutex<Vec<Vec<u32>>>>;
+
+    /// Submits `n` from a task of its own, with a write that records its batch in `batches`
+    /// and answers each item with itself.
+    fn submit_recorded(
+        combiner: &Arc<Combiner<u32, u32>>,
+        n: u32,
+        batches: &Batches,
+    ) -> tokio::task::JoinHandle<Result<u32, String>> {
+        let (combiner, batches) = (Arc::clone(combiner), Arc::clone(batches));
+        tokio::spawn(async move {
+            combiner
+                .submit(n, |items: Vec<u32>| {
+                    batches.lock().expect("lock").push(items.clone());
+                    async move { items.into_iter().map(Ok).collect() }
+                })
+                .await
+        })
+    }
+
     /// A full batch starts at once, spaced or not: the spacing would not fill it further. Both
     /// ways of filling it: already full when the writer looks, and filled while it waits.
     #[tokio::test]
     async fn a_full_batch_does_not_wait_for_the_spacing() {
         let spacing = Duration::from_secs(30);
         let combiner = Arc::new(Combiner::<u32, u32>::new(2, spacing));
-        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let write = {
-            let batches = Arc::clone(&batches);
-            move |items: Vec<u32>| {
-                let batches = Arc::clone(&batches);
-                async move {
-                    batches.lock().expect("lock").push(items.clone());
-                    items.into_iter().map(Ok).collect::<Vec<_>>()
-                }
-            }
-        };
+        let batches = Batches::default();
         let started = std::time::Instant::now();
-        assert_eq!(combiner.submit(1, write.clone()).await, Ok(1));
+        assert_eq!(
+            submit_recorded(&combiner, 1, &batches)
+                .await
+                .expect("joins"),
+            Ok(1)
+        );
         // The next caller waits out the spacing alone; the one after it fills the batch.
-        let submit = |n: u32| {
-            let combiner = Arc::clone(&combiner);
-            let write = write.clone();
-            tokio::spawn(async move { combiner.submit(n, write).await })
-        };
-        let second = submit(2);
+        let second = submit_recorded(&combiner, 2, &batches);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!second.is_finished(), "one item waits for the spacing");
-        let third = submit(3);
+        let third = submit_recorded(&combiner, 3, &batches);
         assert_eq!(second.await.expect("joins"), Ok(2));
         assert_eq!(third.await.expect("joins"), Ok(3));
         // Already full when its writer looks: two items queue behind a first batch being
@@ -361,11 +372,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let queued: Vec<_> = (5..7)
-            .map(|n| {
-                let combiner = Arc::clone(&combiner);
-                let write = write.clone();
-                tokio::spawn(async move { combiner.submit(n, write).await })
-            })
+            .map(|n| submit_recorded(&combiner, n, &batches))
             .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         release.send(true).expect("receivers");
@@ -390,24 +397,15 @@ mod tests {
         let spacing = Duration::from_secs(30);
         let combiner =
             Arc::new(Combiner::<u32, u32>::new(100, spacing).with_fill(5, |n| *n as usize));
-        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let write = {
-            let batches = Arc::clone(&batches);
-            move |items: Vec<u32>| {
-                let batches = Arc::clone(&batches);
-                async move {
-                    batches.lock().expect("lock").push(items.clone());
-                    items.into_iter().map(Ok).collect::<Vec<_>>()
-                }
-            }
-        };
+        let batches = Batches::default();
         let started = std::time::Instant::now();
-        assert_eq!(combiner.submit(1, write.clone()).await, Ok(1));
-        let submit = |n: u32| {
-            let combiner = Arc::clone(&combiner);
-            let write = write.clone();
-            tokio::spawn(async move { combiner.submit(n, write).await })
-        };
+        assert_eq!(
+            submit_recorded(&combiner, 1, &batches)
+                .await
+                .expect("joins"),
+            Ok(1)
+        );
+        let submit = |n: u32| submit_recorded(&combiner, n, &batches);
         let (two, one) = (submit(2), submit(1));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(

@@ -79,7 +79,7 @@ pub struct PgOptions {
     pub handoff: usize,
     /// Events this replica routes at once (`[workers] concurrency`): each holds a slot until
     /// its result is written, so a batch of results starts without its spacing once it holds
-    /// half of them (see `claims.rs`).
+    /// half of them (see `claims.rs`). 256 by default, as `[workers] concurrency`.
     pub routing_slots: usize,
 }
 
